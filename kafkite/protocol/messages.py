@@ -1,0 +1,366 @@
+"""Request/response codecs compiled from protocol_specs/, one decoder and one encoder per API version.
+
+Decoded messages are plain dicts keyed by the spec's snake_case field names; arrays of structs are lists of
+dicts. Fields absent from a version are filled with their defaults when decoding, and ignored when encoding.
+``records`` fields decode to a memoryview of the frame (no copy). When encoding, a ``records`` field may be
+bytes, a memoryview, None, or a :class:`RecordsChunks` (a list of byte strings and file ranges): the encoder
+then returns several parts so that file ranges can be sent without passing through Python.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafkite.protocol import primitives as p
+from kafkite.protocol.primitives import Buf, DecodeError
+from kafkite.protocol.specs import ApiSpec, FieldSpec, MessageSpec, load_all
+
+
+class Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+class RecordsChunks(list[Any]):
+    """Records sent as several chunks: bytes-like objects and objects with a ``size`` (file ranges)."""
+
+    @property
+    def size(self) -> int:
+        return sum(c.size if hasattr(c, "size") else len(c) for c in self)
+
+
+Part = Any  # bytes | bytearray | memoryview | a sized file range
+Decoder = Callable[[Buf, int], tuple[dict[str, Any], int]]
+
+
+class Encoder:
+    """Accumulates encoded bytes; records chunks that are not bytes split the output into parts."""
+
+    __slots__ = ("out", "parts")
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.parts: list[Part] = []
+
+    def add_chunks(self, chunks: RecordsChunks) -> None:
+        for c in chunks:
+            if isinstance(c, bytes | bytearray | memoryview):
+                self.out += c
+            else:
+                if self.out:
+                    self.parts.append(self.out)
+                    self.out = bytearray()
+                self.parts.append(c)
+
+    def finish(self) -> list[Part]:
+        if self.out or not self.parts:
+            self.parts.append(self.out)
+        return self.parts
+
+
+StructWriter = Callable[[Encoder, dict[str, Any]], None]
+ValueWriter = Callable[[Encoder, Any], None]
+
+
+def _default_of(f: FieldSpec, version: int) -> Any:
+    """A field's value when it is absent: its spec default, else the zero of its type (records: null)."""
+    if f.has_default:
+        if f.type == "uuid" and f.default is not None:
+            return uuid.UUID(str(f.default))
+        return f.default
+    if f.type == "records":
+        return None
+    if f.type.startswith("[]"):
+        return []
+    if f.type == "{}":
+        return {g.name: _default_of(g, version) for g in f.fields}
+    return _ZEROS.get(f.type, 0)
+
+
+_ZEROS: dict[str, Any] = {"bool": False, "string": "", "bytes": b"", "uuid": p.ZERO_UUID, "float64": 0.0}
+
+
+def _is_default(f: FieldSpec, version: int, value: Any) -> bool:
+    d = _default_of(f, version)
+    if isinstance(value, memoryview):
+        value = bytes(value)
+    return bool(value == d)
+
+
+# --------------------------------------------------------------------------------------------- decoding
+
+
+def _value_reader(f: FieldSpec, version: int, flexible: bool) -> p.Reader:
+    compact = flexible and not f.noflex
+    nullable = version in f.nullable
+    t = f.type
+    if t in p.FIXED:
+        return p.FIXED[t][0]
+    if t == "string":
+        return p.string_reader(compact, nullable)
+    if t in ("bytes", "records"):
+        return p.bytes_reader(compact, nullable or t == "records")
+    if t == "{}":
+        return _struct_reader(f.fields, version, flexible)
+    if t.startswith("[]"):
+        elem = (
+            _struct_reader(f.fields, version, flexible)
+            if t == "[]"
+            else _value_reader(FieldSpec("", t[2:], f.versions), version, flexible)
+        )
+        read_len = p.array_length_reader(compact)
+
+        def read_array(buf: Buf, pos: int) -> tuple[Any, int]:
+            n, pos = read_len(buf, pos)
+            if n < 0:
+                if nullable:
+                    return None, pos
+                raise DecodeError(f"null array for non-nullable field {f.name}")
+            items = []
+            for _ in range(n):
+                item, pos = elem(buf, pos)
+                items.append(item)
+            return items, pos
+
+        return read_array
+    raise AssertionError(t)
+
+
+def _struct_reader(fields: Sequence[FieldSpec], version: int, flexible: bool) -> Decoder:
+    plan: list[tuple[str, p.Reader]] = []
+    defaults: dict[str, Any] = {}
+    tagged: dict[int, tuple[str, p.Reader]] = {}
+    for f in fields:
+        if version not in f.versions:
+            defaults[f.name] = _default_of(f, version)
+        elif f.tag is not None:
+            if flexible:
+                tagged[f.tag] = (f.name, _value_reader(f, version, flexible))
+            defaults[f.name] = _default_of(f, version)
+        else:
+            plan.append((f.name, _value_reader(f, version, flexible)))
+    read_uvarint = p.read_uvarint
+
+    def read(buf: Buf, pos: int) -> tuple[dict[str, Any], int]:
+        out = dict(defaults)
+        for name, reader in plan:
+            out[name], pos = reader(buf, pos)
+        if flexible:
+            count, pos = read_uvarint(buf, pos)
+            for _ in range(count):
+                tag, pos = read_uvarint(buf, pos)
+                size, pos = read_uvarint(buf, pos)
+                end = pos + size
+                if end > len(buf):
+                    raise DecodeError("tagged field runs past the end of the message")
+                known = tagged.get(tag)
+                if known is not None:
+                    value, used = known[1](buf[:end], pos)
+                    if used != end:
+                        raise DecodeError(f"tagged field {known[0]} has {end - used} trailing bytes")
+                    out[known[0]] = value
+                pos = end
+        return out, pos
+
+    return read
+
+
+# --------------------------------------------------------------------------------------------- encoding
+
+
+def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
+    compact = flexible and not f.noflex
+    nullable = version in f.nullable
+    t = f.type
+    if t in p.FIXED:
+        w = p.FIXED[t][1]
+        return lambda enc, v: w(enc.out, v)
+    if t == "string":
+        ws = p.string_writer(compact, nullable)
+        return lambda enc, v: ws(enc.out, v)
+    if t == "bytes":
+        wb = p.bytes_writer(compact, nullable)
+        return lambda enc, v: wb(enc.out, v)
+    if t == "records":
+        write_len = p.bytes_length_writer(compact)
+
+        def write_records(enc: Encoder, v: Any) -> None:
+            if v is None:
+                write_len(enc.out, -1)
+            elif isinstance(v, RecordsChunks):
+                write_len(enc.out, v.size)
+                enc.add_chunks(v)
+            else:
+                write_len(enc.out, len(v))
+                enc.out += v
+
+        return write_records
+    if t == "{}":
+        sw = _struct_writer(f.fields, version, flexible)
+
+        def write_struct(enc: Encoder, v: Any) -> None:
+            if v is None:
+                v = {}
+            sw(enc, v)
+
+        return write_struct
+    if t.startswith("[]"):
+        if t == "[]":
+            elem = _struct_writer(f.fields, version, flexible)
+        else:
+            elem = _value_writer(FieldSpec("", t[2:], f.versions), version, flexible)
+        write_len = p.array_length_writer(compact)
+
+        def write_array(enc: Encoder, v: Any) -> None:
+            if v is None:
+                if not nullable:
+                    raise ValueError(f"null given for non-nullable array {f.name}")
+                write_len(enc.out, -1)
+                return
+            write_len(enc.out, len(v))
+            for item in v:
+                elem(enc, item)
+
+        return write_array
+    raise AssertionError(t)
+
+
+def _struct_writer(fields: Sequence[FieldSpec], version: int, flexible: bool) -> StructWriter:
+    plan: list[tuple[str, Any, ValueWriter]] = []
+    tagged: list[tuple[int, FieldSpec, ValueWriter]] = []
+    for f in fields:
+        if version not in f.versions:
+            continue
+        if f.tag is not None:
+            if flexible:
+                tagged.append((f.tag, f, _value_writer(f, version, flexible)))
+            continue
+        plan.append((f.name, _default_of(f, version), _value_writer(f, version, flexible)))
+    tagged.sort(key=lambda t: t[0])
+
+    def write(enc: Encoder, obj: dict[str, Any]) -> None:
+        get = obj.get
+        for name, default, writer in plan:
+            value = get(name, default)
+            try:
+                writer(enc, value)
+            except (ValueError, TypeError, AttributeError) as e:
+                raise ValueError(f"field {name}: {e}") from None
+        if flexible:
+            present = [
+                (tag, f, w)
+                for tag, f, w in tagged
+                if f.name in obj and not _is_default(f, version, obj[f.name])
+            ]
+            p.write_uvarint(enc.out, len(present))
+            for tag, f, w in present:
+                sub = Encoder()
+                w(sub, obj[f.name])
+                body = b"".join(bytes(x) for x in sub.finish())
+                p.write_uvarint(enc.out, tag)
+                p.write_uvarint(enc.out, len(body))
+                enc.out += body
+
+    return write
+
+
+# --------------------------------------------------------------------------------------------- registry
+
+
+@dataclass
+class MessageCodec:
+    spec: MessageSpec
+    version: int
+    decode: Decoder
+    write: StructWriter
+
+    def encode(self, obj: dict[str, Any]) -> list[Part]:
+        enc = Encoder()
+        self.write(enc, obj)
+        return enc.finish()
+
+    def encode_bytes(self, obj: dict[str, Any]) -> bytes:
+        return b"".join(bytes(x) for x in self.encode(obj))
+
+    def decode_all(self, data: bytes | bytearray | memoryview) -> dict[str, Any]:
+        """Decode a whole buffer; trailing bytes are an error."""
+        buf = memoryview(data)
+        obj, pos = self.decode(buf, 0)
+        if pos != len(buf):
+            raise DecodeError(f"{len(buf) - pos} trailing bytes after {self.spec.name} v{self.version}")
+        return obj
+
+
+def _compile(spec: MessageSpec, version: int) -> MessageCodec:
+    flexible = version in spec.flexible
+    return MessageCodec(
+        spec,
+        version,
+        _struct_reader(spec.fields, version, flexible),
+        _struct_writer(spec.fields, version, flexible),
+    )
+
+
+class Registry:
+    """Codecs for every API and version in protocol_specs/, compiled lazily."""
+
+    def __init__(self) -> None:
+        apis, headers = load_all()
+        self.apis: dict[int, ApiSpec] = apis
+        self.by_name: dict[str, ApiSpec] = {a.name: a for a in apis.values()}
+        self._headers = headers
+        self._cache: dict[tuple[int, int, bool], MessageCodec] = {}
+
+    def api(self, key: int) -> ApiSpec | None:
+        return self.apis.get(key)
+
+    def request(self, key: int, version: int) -> MessageCodec:
+        return self._get(key, version, True)
+
+    def response(self, key: int, version: int) -> MessageCodec:
+        return self._get(key, version, False)
+
+    def _get(self, key: int, version: int, is_request: bool) -> MessageCodec:
+        ck = (key, version, is_request)
+        codec = self._cache.get(ck)
+        if codec is None:
+            api = self.apis[key]
+            if version not in api.versions:
+                raise KeyError(f"{api.name} v{version} is not supported")
+            codec = _compile(api.request if is_request else api.response, version)
+            self._cache[ck] = codec
+        return codec
+
+    def header(self, name: str, version: int) -> MessageCodec:
+        ck = (-1 if name == "RequestHeader" else -2, version, True)
+        codec = self._cache.get(ck)
+        if codec is None:
+            codec = _compile(self._headers[name], version)
+            self._cache[ck] = codec
+        return codec
+
+    def request_header_version(self, key: int, version: int) -> int:
+        api = self.apis.get(key)
+        if api is not None and version in api.flexible:
+            return 2
+        return 1
+
+    def response_header_version(self, key: int, version: int) -> int:
+        # ApiVersions responses always use header v0 so that clients can parse them before negotiation.
+        if key == 18:
+            return 0
+        api = self.apis.get(key)
+        return 1 if api is not None and version in api.flexible else 0
+
+
+_registry: Registry | None = None
+
+
+def registry() -> Registry:
+    global _registry
+    if _registry is None:
+        _registry = Registry()
+    return _registry
