@@ -16,15 +16,32 @@ Layout of a batch (all big-endian)::
     53 base_sequence          int32
     57 records_count          int32
     61 records ...
+
+Each record (after decompression of the records section when the batch is compressed)::
+
+    length            varint  (zigzag, as all the signed varints here)
+    attributes        int8    (unused, 0)
+    timestamp_delta   varlong relative to base_timestamp
+    offset_delta      varint  relative to base_offset
+    key_length        varint  (-1 = null)   key
+    value_length      varint  (-1 = null)   value
+    headers_count     varint
+      header_key_length   varint   header key (utf-8)
+      header_value_length varint (-1 = null)   header value
+
+The header view (``read_header``, ``check_crc``, ``set_base_offset``...) never touches the records; only
+``iter_records`` and ``validate_batch(deep=True)`` decode them.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import crc32c as _crc32c
+
+from kafkite.protocol.compression import CompressionError, compress, decompress
 
 BATCH_HEADER_SIZE = 61
 LOG_OVERHEAD = 12  # base_offset + batch_length: bytes before the length-counted part
@@ -48,7 +65,12 @@ _MAX_TS = struct.Struct(">q")
 
 
 class InvalidBatch(ValueError):
-    """The bytes are not a well-formed v2 record batch (maps to CORRUPT_MESSAGE or INVALID_RECORD)."""
+    """The bytes are not a well-formed v2 record batch (maps to INVALID_RECORD, or CORRUPT_MESSAGE for the
+    ``CorruptBatch`` subclass)."""
+
+
+class CorruptBatch(InvalidBatch):
+    """The batch's bytes are damaged: CRC mismatch, or a length that runs past the data (CORRUPT_MESSAGE)."""
 
 
 class BatchHeader(NamedTuple):
@@ -95,12 +117,12 @@ class BatchHeader(NamedTuple):
 def read_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
     """Parse the fixed header of the batch starting at ``pos``; raises InvalidBatch if it cannot be one."""
     if len(buf) - pos < BATCH_HEADER_SIZE:
-        raise InvalidBatch("truncated record batch header")
+        raise CorruptBatch("truncated record batch header")
     h = BatchHeader._make(_HEADER.unpack_from(buf, pos))
     if h.magic != 2:
         raise InvalidBatch(f"unsupported record batch magic {h.magic}")
     if h.batch_length < BATCH_HEADER_SIZE - LOG_OVERHEAD:
-        raise InvalidBatch(f"record batch length {h.batch_length} is too small")
+        raise CorruptBatch(f"record batch length {h.batch_length} is too small")
     return h
 
 
@@ -140,3 +162,485 @@ def iter_headers(buf: bytes | bytearray | memoryview, pos: int = 0) -> Iterator[
             return
         yield pos, h
         pos += h.size
+
+
+# -- varints ------------------------------------------------------------------------------------------------
+#
+# Records use zigzag varints (int32) and varlongs (int64); both share one encoding and differ only in range.
+
+
+def read_uvarint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
+    """Decode an unsigned LEB128 varint at ``pos``; returns (value, next position). At most 10 bytes."""
+    try:
+        x = buf[pos]
+        if x < 0x80:
+            return x, pos + 1
+        result = x & 0x7F
+        shift = 7
+        pos += 1
+        while True:
+            x = buf[pos]
+            pos += 1
+            result |= (x & 0x7F) << shift
+            if x < 0x80:
+                return result, pos
+            shift += 7
+            if shift >= 70:
+                raise InvalidBatch("varint is longer than 10 bytes")
+    except IndexError:
+        raise InvalidBatch("varint runs past the end of the data") from None
+
+
+def read_varint(buf: bytes | bytearray | memoryview, pos: int) -> tuple[int, int]:
+    """Decode a zigzag (signed) varint or varlong at ``pos``; returns (value, next position)."""
+    z, pos = read_uvarint(buf, pos)
+    return (z >> 1) ^ -(z & 1), pos
+
+
+def write_uvarint(out: bytearray, value: int) -> None:
+    if value < 0:
+        raise ValueError("unsigned varint cannot be negative")
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def _encode_varint_slow(value: int) -> bytes:
+    z = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_SMALL_VARINTS = 1 << 13  # 0..8191 encode in at most 2 bytes
+_VARINT_TABLE: list[bytes] = [_encode_varint_slow(i) for i in range(_SMALL_VARINTS)]
+_NULL_LENGTH = _encode_varint_slow(-1)
+
+
+def encode_varint(value: int) -> bytes:
+    """Zigzag-encode a signed varint/varlong (64-bit range)."""
+    if 0 <= value < _SMALL_VARINTS:
+        return _VARINT_TABLE[value]
+    if not -(1 << 63) <= value < (1 << 63):
+        raise ValueError(f"varlong out of range: {value}")
+    return _encode_varint_slow(value)
+
+
+def write_varint(out: bytearray, value: int) -> None:
+    out += encode_varint(value)
+
+
+def varint_size(value: int) -> int:
+    return len(encode_varint(value))
+
+
+# -- records ------------------------------------------------------------------------------------------------
+
+Header = tuple[str, bytes | None]
+
+# Upper bound on the decompressed records section of one batch unless the caller says otherwise.
+DEFAULT_MAX_DECOMPRESSED_SIZE = 256 * 1024 * 1024
+_MIN_RECORD_BODY = 6  # attributes, timestamp delta, offset delta, key length, value length, header count
+_MIN_RECORD_SIZE = 1 + _MIN_RECORD_BODY
+
+
+class Record(NamedTuple):
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[Header]
+
+
+def _batch_end(buf: bytes | bytearray | memoryview, pos: int, header: BatchHeader) -> int:
+    end = pos + header.size
+    if end > len(buf):
+        raise CorruptBatch(f"record batch of {header.size} bytes runs past the end of the data")
+    return end
+
+
+def records_section(
+    buf: bytes | bytearray | memoryview,
+    pos: int = 0,
+    header: BatchHeader | None = None,
+    *,
+    max_size: int | None = DEFAULT_MAX_DECOMPRESSED_SIZE,
+) -> bytes:
+    """The batch's records section as bytes, decompressed when the batch is compressed."""
+    h = read_header(buf, pos) if header is None else header
+    end = _batch_end(buf, pos, h)
+    raw = memoryview(buf)[pos + BATCH_HEADER_SIZE : end]
+    codec = h.compression
+    if codec == COMPRESSION_NONE:
+        return bytes(raw)
+    try:
+        return decompress(codec, raw, max_size)
+    except CompressionError as e:
+        raise InvalidBatch(str(e)) from e
+
+
+def iter_records(
+    buf: bytes | bytearray | memoryview,
+    pos: int = 0,
+    header: BatchHeader | None = None,
+    *,
+    max_size: int | None = DEFAULT_MAX_DECOMPRESSED_SIZE,
+) -> Iterator[Record]:
+    """Decode the records of the one batch at ``pos`` (decompressing it if needed).
+
+    Offsets and timestamps are absolute. The CRC is not checked here (see ``validate_batch``). The header and
+    the decompression are checked at once; a malformed record raises InvalidBatch while iterating.
+    """
+    h = read_header(buf, pos) if header is None else header
+    if h.records_count < 0:
+        raise InvalidBatch(f"negative record count {h.records_count}")
+    data = records_section(buf, pos, h, max_size=max_size)
+    return _parse_records(data, h)
+
+
+def decode_records(
+    buf: bytes | bytearray | memoryview, pos: int = 0, header: BatchHeader | None = None
+) -> list[Record]:
+    """All the records of the batch at ``pos`` as a list (see ``iter_records``)."""
+    return list(iter_records(buf, pos, header))
+
+
+def _parse_records(data: bytes, h: BatchHeader) -> Iterator[Record]:
+    try:
+        yield from _parse_records_unchecked(data, h)
+    except IndexError:
+        raise InvalidBatch("record runs past the end of the batch") from None
+
+
+def _parse_records_unchecked(data: bytes, h: BatchHeader) -> Iterator[Record]:
+    count = h.records_count
+    base_offset = h.base_offset
+    base_ts = h.base_timestamp
+    append_ts = h.max_timestamp if h.log_append_time else None
+    end = len(data)
+    pos = 0
+    rv = read_uvarint
+    for i in range(count):
+        if pos >= end:
+            raise InvalidBatch(f"record batch declares {count} records but holds {i}")
+        z = data[pos]
+        if z < 0x80:
+            pos += 1
+        else:
+            z, pos = rv(data, pos)
+        length = (z >> 1) ^ -(z & 1)
+        rec_end = pos + length
+        if length < _MIN_RECORD_BODY or rec_end > end:
+            raise InvalidBatch(f"record {i} has an invalid length {length}")
+        pos += 1  # attributes: unused
+        z = data[pos]
+        if z < 0x80:
+            pos += 1
+        else:
+            z, pos = rv(data, pos)
+        ts_delta = (z >> 1) ^ -(z & 1)
+        z = data[pos]
+        if z < 0x80:
+            pos += 1
+        else:
+            z, pos = rv(data, pos)
+        offset_delta = (z >> 1) ^ -(z & 1)
+
+        z = data[pos]
+        if z < 0x80:
+            pos += 1
+        else:
+            z, pos = rv(data, pos)
+        n = (z >> 1) ^ -(z & 1)
+        key: bytes | None
+        if n < 0:
+            if n != -1:
+                raise InvalidBatch(f"record {i} has an invalid key length {n}")
+            key = None
+        else:
+            if pos + n > rec_end:
+                raise InvalidBatch(f"record {i}: key runs past the record")
+            key = data[pos : pos + n]
+            pos += n
+
+        z = data[pos]
+        if z < 0x80:
+            pos += 1
+        else:
+            z, pos = rv(data, pos)
+        n = (z >> 1) ^ -(z & 1)
+        value: bytes | None
+        if n < 0:
+            if n != -1:
+                raise InvalidBatch(f"record {i} has an invalid value length {n}")
+            value = None
+        else:
+            if pos + n > rec_end:
+                raise InvalidBatch(f"record {i}: value runs past the record")
+            value = data[pos : pos + n]
+            pos += n
+
+        z = data[pos]
+        if z < 0x80:
+            pos += 1
+        else:
+            z, pos = rv(data, pos)
+        n_headers = (z >> 1) ^ -(z & 1)
+        headers: list[Header] = []
+        if n_headers:
+            if n_headers < 0 or 2 * n_headers > rec_end - pos:
+                raise InvalidBatch(f"record {i} has an invalid header count {n_headers}")
+            for _ in range(n_headers):
+                z = data[pos]
+                if z < 0x80:
+                    pos += 1
+                else:
+                    z, pos = rv(data, pos)
+                n = (z >> 1) ^ -(z & 1)
+                if n < 0 or pos + n > rec_end:
+                    raise InvalidBatch(f"record {i} has an invalid header key length {n}")
+                try:
+                    hkey = data[pos : pos + n].decode()
+                except UnicodeDecodeError:
+                    raise InvalidBatch(f"record {i} has a header key that is not utf-8") from None
+                pos += n
+                z = data[pos]
+                if z < 0x80:
+                    pos += 1
+                else:
+                    z, pos = rv(data, pos)
+                n = (z >> 1) ^ -(z & 1)
+                hval: bytes | None
+                if n < 0:
+                    if n != -1:
+                        raise InvalidBatch(f"record {i} has an invalid header value length {n}")
+                    hval = None
+                else:
+                    if pos + n > rec_end:
+                        raise InvalidBatch(f"record {i}: header value runs past the record")
+                    hval = data[pos : pos + n]
+                    pos += n
+                headers.append((hkey, hval))
+        if pos != rec_end:
+            raise InvalidBatch(f"record {i}: declared length {length} does not match its content")
+        yield Record(
+            base_offset + offset_delta,
+            base_ts + ts_delta if append_ts is None else append_ts,
+            key,
+            value,
+            headers,
+        )
+    if pos != end:
+        raise InvalidBatch(f"{end - pos} bytes of garbage after the last of {count} records")
+
+
+# -- validation ---------------------------------------------------------------------------------------------
+
+
+def validate_batch(
+    buf: bytes | bytearray | memoryview,
+    pos: int = 0,
+    *,
+    deep: bool = False,
+    producer: bool = True,
+    max_size: int | None = DEFAULT_MAX_DECOMPRESSED_SIZE,
+) -> BatchHeader:
+    """Check the batch at ``pos`` and return its header.
+
+    Checks magic, length, CRC (``CorruptBatch`` on mismatch or truncation), codec, record count and
+    last_offset_delta. A producer batch (``producer=True``, the default) must have
+    ``last_offset_delta == records_count - 1``; a batch from a log (compacted) only needs
+    ``last_offset_delta >= records_count - 1``. Without ``deep`` no record is touched; with it every record is
+    decoded and its offset delta checked (consecutive from 0 for a producer batch, increasing otherwise).
+    """
+    h = read_header(buf, pos)
+    _batch_end(buf, pos, h)
+    if crc_of(buf, pos, h) != h.crc:
+        raise CorruptBatch("record batch CRC mismatch")
+    count = h.records_count
+    if count < 0:
+        raise InvalidBatch(f"negative record count {count}")
+    if h.compression > COMPRESSION_ZSTD:
+        raise InvalidBatch(f"unknown compression codec {h.compression}")
+    lod = h.last_offset_delta
+    if lod < 0:
+        raise InvalidBatch(f"negative last offset delta {lod}")
+    if count > 0:
+        if producer and lod != count - 1:
+            raise InvalidBatch(f"last offset delta {lod} does not match {count} records")
+        if not producer and lod < count - 1:
+            raise InvalidBatch(f"last offset delta {lod} is too small for {count} records")
+    body = h.size - BATCH_HEADER_SIZE
+    if h.compression == COMPRESSION_NONE:
+        if count * _MIN_RECORD_SIZE > body:
+            raise InvalidBatch(f"{count} records cannot fit in {body} bytes")
+    elif count > 0 and body == 0:
+        raise InvalidBatch("compressed record batch has no payload")
+    if deep:
+        prev = -1
+        for n, r in enumerate(iter_records(buf, pos, h, max_size=max_size)):
+            delta = r.offset - h.base_offset
+            if producer and delta != n:
+                raise InvalidBatch(f"record {n} has offset delta {delta}, expected {n}")
+            if not producer and not prev < delta <= lod:
+                raise InvalidBatch(f"record {n} has offset delta {delta} out of order")
+            prev = delta
+    return h
+
+
+# -- building -----------------------------------------------------------------------------------------------
+
+RecordInput = tuple[bytes | None, bytes | None, Sequence[Header], int]
+
+_HEADER_TAIL = struct.Struct(">hiqqqhii")  # attributes .. records_count: the CRC-covered part of the header
+_HEADER_HEAD = struct.Struct(">qiibI")  # base_offset, batch_length, partition_leader_epoch, magic, crc
+
+
+def build_batch(
+    records: Sequence[RecordInput],
+    *,
+    base_offset: int = 0,
+    compression: int = COMPRESSION_NONE,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    transactional: bool = False,
+    control: bool = False,
+    partition_leader_epoch: int = -1,
+    log_append_time: bool = False,
+) -> bytes:
+    """Build one complete v2 batch, CRC included, from (key, value, headers, timestamp_ms) tuples.
+
+    The first record's timestamp is the base timestamp, the largest one the max timestamp. With
+    ``log_append_time`` the batch is flagged LogAppendTime and readers see its max timestamp on every record.
+    """
+    if not records:
+        raise ValueError("a record batch needs at least one record")
+    base_ts = records[0][3]
+    max_ts = base_ts
+    body = bytearray()
+    rec = bytearray()
+    table = _VARINT_TABLE
+    small = _SMALL_VARINTS
+    null = _NULL_LENGTH
+    enc = encode_varint
+    key_cache: dict[str, bytes] = {}
+    for i, (key, value, headers, ts) in enumerate(records):
+        if ts > max_ts:
+            max_ts = ts
+        rec += b"\x00"  # attributes
+        d = ts - base_ts
+        rec += table[d] if 0 <= d < small else enc(d)
+        rec += table[i] if i < small else enc(i)
+        if key is None:
+            rec += null
+        else:
+            n = len(key)
+            rec += table[n] if n < small else enc(n)
+            rec += key
+        if value is None:
+            rec += null
+        else:
+            n = len(value)
+            rec += table[n] if n < small else enc(n)
+            rec += value
+        n = len(headers)
+        rec += table[n] if n < small else enc(n)
+        for hkey, hval in headers:
+            kb = key_cache.get(hkey)
+            if kb is None:
+                kb = key_cache[hkey] = enc(len(hkey.encode())) + hkey.encode()
+            rec += kb
+            if hval is None:
+                rec += null
+            else:
+                n = len(hval)
+                rec += table[n] if n < small else enc(n)
+                rec += hval
+        n = len(rec)
+        body += table[n] if n < small else enc(n)
+        body += rec
+        rec.clear()
+
+    payload: bytes | bytearray = body if compression == COMPRESSION_NONE else compress(compression, body)
+    attributes = compression & ATTR_COMPRESSION_MASK
+    if compression != attributes:
+        raise CompressionError(f"unknown compression codec {compression}")
+    if log_append_time:
+        attributes |= ATTR_TIMESTAMP_TYPE
+    if transactional:
+        attributes |= ATTR_TRANSACTIONAL
+    if control:
+        attributes |= ATTR_CONTROL
+    count = len(records)
+    tail = _HEADER_TAIL.pack(
+        attributes, count - 1, base_ts, max_ts, producer_id, producer_epoch, base_sequence, count
+    )
+    crc = _crc32c.crc32c(payload, _crc32c.crc32c(tail))
+    batch_length = BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload)
+    head = _HEADER_HEAD.pack(base_offset, batch_length, partition_leader_epoch, 2, crc)
+    return b"".join((head, tail, payload))
+
+
+# -- control records (transaction markers) ------------------------------------------------------------------
+
+CONTROL_TYPE_ABORT = 0
+CONTROL_TYPE_COMMIT = 1
+_CONTROL_KEY = struct.Struct(">hh")  # version, type
+_TXN_MARKER_VALUE = struct.Struct(">hi")  # version, coordinator_epoch
+
+
+def build_control_batch(
+    *,
+    commit: bool,
+    producer_id: int,
+    producer_epoch: int,
+    coordinator_epoch: int,
+    timestamp_ms: int,
+    base_offset: int = 0,
+    partition_leader_epoch: int = -1,
+) -> bytes:
+    """A transactional control batch holding one COMMIT or ABORT marker."""
+    key = _CONTROL_KEY.pack(0, CONTROL_TYPE_COMMIT if commit else CONTROL_TYPE_ABORT)
+    value = _TXN_MARKER_VALUE.pack(0, coordinator_epoch)
+    return build_batch(
+        [(key, value, (), timestamp_ms)],
+        base_offset=base_offset,
+        producer_id=producer_id,
+        producer_epoch=producer_epoch,
+        transactional=True,
+        control=True,
+        partition_leader_epoch=partition_leader_epoch,
+    )
+
+
+def control_record_type(record: Record) -> int:
+    """The type of a control record (0 abort, 1 commit, 2 leader change, ...) from its key."""
+    key = record.key
+    if key is None or len(key) < _CONTROL_KEY.size:
+        raise InvalidBatch("control record key is too short")
+    version, kind = _CONTROL_KEY.unpack_from(key)
+    if version < 0:
+        raise InvalidBatch(f"invalid control record version {version}")
+    return int(kind)
+
+
+def parse_control_record(record: Record) -> tuple[bool, int] | None:
+    """(commit, coordinator_epoch) for a transaction marker; None for any other control record type.
+
+    Only meaningful for records of a control batch. Raises InvalidBatch for a malformed marker.
+    """
+    kind = control_record_type(record)
+    if kind not in (CONTROL_TYPE_ABORT, CONTROL_TYPE_COMMIT):
+        return None
+    value = record.value
+    if value is None or len(value) < _TXN_MARKER_VALUE.size:
+        raise InvalidBatch("transaction marker value is too short")
+    version, coordinator_epoch = _TXN_MARKER_VALUE.unpack_from(value)
+    if version < 0:
+        raise InvalidBatch(f"invalid transaction marker version {version}")
+    return kind == CONTROL_TYPE_COMMIT, int(coordinator_epoch)
