@@ -25,6 +25,7 @@ from kafkite.protocol.records import (
     CorruptBatch,
     InvalidBatch,
     Record,
+    UnsupportedCompression,
     build_batch,
     build_control_batch,
     check_crc,
@@ -393,8 +394,10 @@ def test_header_checks() -> None:
         validate_batch(_raw_batch(one, -1, last_offset_delta=0))
     with pytest.raises(InvalidBatch, match="last offset delta"):
         validate_batch(_raw_batch(one + _record(1), 2, last_offset_delta=5))
-    with pytest.raises(InvalidBatch, match="unknown compression"):
+    with pytest.raises(UnsupportedCompression):
         validate_batch(_raw_batch(one, 1, attributes=6))
+    with pytest.raises(UnsupportedCompression):
+        iter_records(_raw_batch(one, 1, attributes=7))
     with pytest.raises(InvalidBatch, match="cannot fit"):
         validate_batch(_raw_batch(one, 1000))
     with pytest.raises(InvalidBatch, match="no payload"):
@@ -425,6 +428,9 @@ def test_offset_deltas_in_deep_validation() -> None:
         validate_batch(beyond, deep=True, producer=False)
     emptied = _raw_batch(b"", 0, last_offset_delta=9)
     assert validate_batch(emptied, deep=True, producer=False).records_count == 0
+    emptied = _raw_batch(b"", 0, last_offset_delta=9, attributes=COMPRESSION_ZSTD)
+    assert validate_batch(emptied, deep=True, producer=False).records_count == 0
+    assert list(iter_records(emptied)) == []
 
 
 # -- control batches ----------------------------------------------------------------------------------------

@@ -73,6 +73,10 @@ class CorruptBatch(InvalidBatch):
     """The batch's bytes are damaged: CRC mismatch, or a length that runs past the data (CORRUPT_MESSAGE)."""
 
 
+class UnsupportedCompression(InvalidBatch):
+    """The batch names a compression codec that does not exist (UNSUPPORTED_COMPRESSION_TYPE)."""
+
+
 class BatchHeader(NamedTuple):
     base_offset: int
     batch_length: int
@@ -277,6 +281,10 @@ def records_section(
     codec = h.compression
     if codec == COMPRESSION_NONE:
         return bytes(raw)
+    if codec > COMPRESSION_ZSTD:
+        raise UnsupportedCompression(f"unknown compression codec {codec}")
+    if not raw and h.records_count == 0:
+        return b""  # an empty batch left by compaction
     try:
         return decompress(codec, raw, max_size)
     except CompressionError as e:
@@ -465,7 +473,7 @@ def validate_batch(
     if count < 0:
         raise InvalidBatch(f"negative record count {count}")
     if h.compression > COMPRESSION_ZSTD:
-        raise InvalidBatch(f"unknown compression codec {h.compression}")
+        raise UnsupportedCompression(f"unknown compression codec {h.compression}")
     lod = h.last_offset_delta
     if lod < 0:
         raise InvalidBatch(f"negative last offset delta {lod}")
