@@ -282,6 +282,14 @@ class MessageCodec:
         self.write(enc, obj)
         return enc.finish()
 
+    def write_into(self, out: bytearray, obj: dict[str, Any]) -> None:
+        """Append the encoding to ``out`` (for messages without chunked records)."""
+        enc = Encoder()
+        enc.out = out
+        self.write(enc, obj)
+        if enc.parts:
+            raise ValueError("chunked records cannot be written into a single buffer")
+
     def encode_bytes(self, obj: dict[str, Any]) -> bytes:
         return b"".join(bytes(x) for x in self.encode(obj))
 

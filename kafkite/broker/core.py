@@ -1,0 +1,285 @@
+"""The broker's state and request dispatch: the topic catalogue, partition logs, coordinators, clock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafkite.config import TOPIC_FROM_BROKER, BrokerConfig
+from kafkite.log.base import Partition
+from kafkite.log.engine import FileStorage, InvalidTopicName, MemoryStorage, Storage, TopicMeta, check_topic_name
+from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
+
+log = logging.getLogger("kafkite.broker")
+
+DYNAMIC_CONFIG_FILE = "dynamic-broker-configs.json"
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+
+
+def now_ms() -> int:
+    """The broker's clock: wall time in milliseconds (record timestamps and retention use it)."""
+    return time.time_ns() // 1_000_000
+
+
+def validate_topic_name(name: str | None) -> None:
+    """Raise INVALID_TOPIC_EXCEPTION unless ``name`` is a legal Kafka topic name."""
+    try:
+        check_topic_name(name or "")
+    except InvalidTopicName as e:
+        raise KafkaProtocolError(ErrorCode.INVALID_TOPIC_EXCEPTION, str(e)) from None
+
+
+class CloseConnection(Exception):
+    """Raised by a handler that wants the connection closed without a response."""
+
+
+@dataclass
+class RequestContext:
+    api_key: int
+    api_version: int
+    correlation_id: int
+    client_id: str
+    client_host: str
+    listener: str = "PLAINTEXT"
+    principal: str = "User:ANONYMOUS"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Handler = Callable[["Broker", RequestContext, dict[str, Any]], Awaitable[dict[str, Any] | None]]
+
+
+class AppendWaiters:
+    """Long-poll fetches wait here; an append to a partition wakes every fetch waiting on it."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[tuple[str, int], set[asyncio.Future[None]]] = {}
+
+    def waiter(self, keys: list[tuple[str, int]]) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for k in keys:
+            self._waiters.setdefault(k, set()).add(fut)
+        fut.add_done_callback(lambda f: self._discard(keys, f))
+        return fut
+
+    def _discard(self, keys: list[tuple[str, int]], fut: asyncio.Future[None]) -> None:
+        for k in keys:
+            s = self._waiters.get(k)
+            if s is not None:
+                s.discard(fut)
+                if not s:
+                    del self._waiters[k]
+
+    def notify(self, topic: str, partition: int) -> None:
+        s = self._waiters.get((topic, partition))
+        if s:
+            for fut in list(s):
+                if not fut.done():
+                    fut.set_result(None)
+
+
+class Broker:
+    """Everything a request handler needs, in explicit objects (no module globals)."""
+
+    def __init__(self, config: BrokerConfig) -> None:
+        self.config = config
+        self.node_id: int = config["node.id"]
+        self.storage: Storage = self._make_storage()
+        self.waiters = AppendWaiters()
+        self.handlers: dict[int, Handler] = {}
+        self.cluster_id = ""
+        self._tasks: list[asyncio.Task[None]] = []
+        self._flush_lock = asyncio.Lock()
+        self._flush_pending: set[Partition] = set()
+        self._flush_done: asyncio.Future[None] | None = None
+        self.blackhole: bool = config["blackhole"]
+        self.dynamic_configs: dict[str, str] = {}
+        self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
+        self.advertised: tuple[str, int] = (config["advertised.listeners"][0][1], config["advertised.listeners"][0][2])
+
+    def _make_storage(self) -> Storage:
+        defaults = self.config.topic_defaults()
+        if self.config["storage.engine"] == "memory":
+            return MemoryStorage(default_config=defaults)
+        return FileStorage(self.config.data_dir, default_config=defaults)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.storage.load)
+        self.cluster_id = self._load_cluster_id()
+        self._load_dynamic_configs()
+        if self.groups is not None:
+            await self.groups.start()
+        self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="flusher"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        self._tasks.clear()
+        if self.groups is not None:
+            await self.groups.stop()
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.storage.flush_all)
+        self.storage.close()
+
+    def _load_cluster_id(self) -> str:
+        configured: str = self.config["cluster.id"]
+        if configured:
+            return configured
+        if self.config["storage.engine"] == "memory":
+            return _new_cluster_id()
+        path = self.config.data_dir / "meta.properties"
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+        cid = _new_cluster_id()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"version=1\ncluster.id={cid}\nnode.id={self.node_id}\n")
+        return cid
+
+    def _load_dynamic_configs(self) -> None:
+        """Re-apply broker configs altered at run time (kept in the data directory)."""
+        path = self.config.data_dir / DYNAMIC_CONFIG_FILE
+        if self.config["storage.engine"] != "file" or not path.exists():
+            return
+        try:
+            saved = json.loads(path.read_text())
+            for name, value in saved.items():
+                self.set_dynamic_config(name, value, persist=False)
+        except (OSError, ValueError) as e:
+            log.warning("ignoring %s: %s", path, e)
+
+    async def _retention_loop(self) -> None:
+        interval = self.config["log.retention.check.interval.ms"] / 1000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.storage.apply_retention(now_ms())
+            except Exception:
+                log.exception("retention pass failed")
+
+    async def _flush_loop(self) -> None:
+        """Periodic flusher: fsyncs partitions whose flush.messages / flush.ms policy says so."""
+        interval = self.config["log.flush.scheduler.interval.ms"] / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            t = now_ms()
+            due = [p for p in self.all_partitions() if p.flush_due(t)]
+            for p in due:
+                try:
+                    await loop.run_in_executor(None, p.flush)
+                except Exception:
+                    log.exception("flush failed")
+
+    # ------------------------------------------------------------------ catalogue
+
+    def topics(self) -> dict[str, TopicMeta]:
+        return dict(self.storage.topics())
+
+    def topic(self, name: str) -> TopicMeta | None:
+        return self.storage.topics().get(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta | None:
+        for meta in self.storage.topics().values():
+            if meta.topic_id == topic_id:
+                return meta
+        return None
+
+    def partition(self, topic: str, index: int) -> Partition | None:
+        meta = self.storage.topics().get(topic)
+        if meta is None or not 0 <= index < meta.partitions:
+            return None
+        return self.storage.partition(topic, index)
+
+    def all_partitions(self) -> list[Partition]:
+        return [self.storage.partition(t, i) for t, m in self.storage.topics().items() for i in range(m.partitions)]
+
+    def create_topic(self, name: str, partitions: int | None = None, configs: dict[str, str] | None = None) -> TopicMeta:
+        validate_topic_name(name)
+        if name in self.storage.topics():
+            raise KafkaProtocolError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")
+        n = partitions if partitions is not None and partitions > 0 else self.config["num.partitions"]
+        meta = self.storage.create_topic(name, n, dict(configs or {}))
+        log.info("created topic %s with %d partitions", name, n)
+        return meta
+
+    def auto_create(self, name: str) -> TopicMeta | None:
+        """Create ``name`` if auto-creation is on and the name is legal; None otherwise."""
+        if not self.config["auto.create.topics.enable"] or name in INTERNAL_TOPICS:
+            return None
+        try:
+            return self.create_topic(name)
+        except KafkaProtocolError:
+            return None
+
+    def set_dynamic_config(self, name: str, value: str | None, *, persist: bool = True) -> None:
+        """Set (or with None, remove) a broker config changed at run time through AlterConfigs."""
+        if value is None:
+            self.dynamic_configs.pop(name, None)
+            self.config.set(name, self.config.static_raw[name])
+        else:
+            self.config.set(name, value)
+            self.dynamic_configs[name] = value
+        if name in TOPIC_FROM_BROKER.values():
+            self.storage.default_config = self.config.topic_defaults()
+            for topic in list(self.storage.topics()):
+                cfg = self.storage.topic_config(topic)
+                for i in range(self.storage.topics()[topic].partitions):
+                    self.storage.partition(topic, i).reconfigure(cfg)
+        if name == "blackhole":
+            self.blackhole = self.config["blackhole"]
+        if persist and self.config["storage.engine"] == "file":
+            path = self.config.data_dir / DYNAMIC_CONFIG_FILE
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.dynamic_configs, indent=1, sort_keys=True))
+            os.replace(tmp, path)
+        log.info("broker config %s set to %s", name, value if value is not None else "its static value")
+
+    # ------------------------------------------------------------------ durability
+
+    async def flush_before_ack(self, partitions: set[Partition]) -> None:
+        """Group fsyncs: callers arriving while a flush runs share the next one."""
+        loop = asyncio.get_running_loop()
+        self._flush_pending |= partitions
+        if self._flush_done is None:
+            self._flush_done = loop.create_future()
+        done = self._flush_done
+        async with self._flush_lock:
+            if done.done():
+                await done
+                return
+            todo, self._flush_pending = self._flush_pending, set()
+            self._flush_done = None
+            try:
+                await loop.run_in_executor(None, _flush_all, todo)
+            except BaseException as e:
+                done.set_exception(e)
+                raise
+            done.set_result(None)
+
+
+def _flush_all(parts: set[Partition]) -> None:
+    for p in parts:
+        p.flush()
+
+
+def _new_cluster_id() -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()

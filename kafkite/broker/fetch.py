@@ -1,0 +1,100 @@
+"""Fetch: whole batches as file ranges, never decoded; long polls woken by appends."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from kafkite.broker.core import Broker, RequestContext
+from kafkite.log.base import OffsetOutOfRange
+from kafkite.protocol.errors import ErrorCode
+from kafkite.protocol.messages import RecordsChunks
+
+READ_COMMITTED = 1
+
+
+def _resolve(broker: Broker, topic: dict[str, Any], version: int) -> tuple[str | None, uuid.UUID]:
+    if version >= 13:
+        meta = broker.topic_by_id(topic["topic_id"])
+        return (meta.name if meta else None), topic["topic_id"]
+    meta = broker.topic(topic["topic"])
+    return topic["topic"], meta.topic_id if meta else uuid.UUID(int=0)
+
+
+def _read_all(broker: Broker, req: dict[str, Any], version: int) -> tuple[list[dict[str, Any]], int, bool]:
+    """One pass over the requested partitions: (response topics, bytes gathered, any error)."""
+    remaining = min(req["max_bytes"], broker.config["fetch.max.bytes"])
+    if remaining <= 0:
+        remaining = 1
+    total = 0
+    errors = False
+    out: list[dict[str, Any]] = []
+    for topic in req["topics"]:
+        name, topic_id = _resolve(broker, topic, version)
+        parts_out: list[dict[str, Any]] = []
+        for p in topic["partitions"]:
+            idx = p["partition"]
+            entry: dict[str, Any] = {"partition_index": idx, "records": b""}
+            part = broker.partition(name, idx) if name is not None else None
+            if part is None:
+                code = ErrorCode.UNKNOWN_TOPIC_ID if version >= 13 and name is None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                entry.update(error_code=int(code), high_watermark=-1, last_stable_offset=-1, log_start_offset=-1)
+                errors = True
+                parts_out.append(entry)
+                continue
+            hw = part.high_watermark
+            entry.update(
+                error_code=0,
+                high_watermark=hw,
+                last_stable_offset=hw,
+                log_start_offset=part.log_start_offset,
+            )
+            if req["isolation_level"] == READ_COMMITTED:
+                entry["aborted_transactions"] = []
+            else:
+                entry["aborted_transactions"] = None
+            if broker.blackhole:
+                parts_out.append(entry)
+                continue
+            limit = min(p["partition_max_bytes"], remaining)
+            try:
+                res = part.read(p["fetch_offset"], max(limit, 0), max_offset=hw, min_one=total == 0)
+            except OffsetOutOfRange:
+                entry["error_code"] = int(ErrorCode.OFFSET_OUT_OF_RANGE)
+                errors = True
+                parts_out.append(entry)
+                continue
+            if res.size:
+                entry["records"] = RecordsChunks(res.chunks)
+                total += res.size
+                remaining -= res.size
+            parts_out.append(entry)
+        out.append({"topic": name or "", "topic_id": topic_id, "partitions": parts_out})
+    return out, total, errors
+
+
+async def handle_fetch(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    version = ctx.api_version
+    if version >= 7 and req["session_id"] != 0:
+        # kafkite does not create incremental fetch sessions (it answers session_id 0), so none can be found.
+        return {"error_code": int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), "session_id": 0, "responses": []}
+    responses, total, errors = _read_all(broker, req, version)
+    if req["max_wait_ms"] <= 0 or broker.blackhole:
+        return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + req["max_wait_ms"] / 1000
+    keys = [(t["topic"], p["partition_index"]) for t in responses for p in t["partitions"] if t["topic"]]
+    while total < req["min_bytes"] and not errors and keys:
+        timeout = deadline - loop.time()
+        if timeout <= 0:
+            break
+        fut = broker.waiters.waiter(keys)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            break
+        finally:
+            fut.cancel()
+        responses, total, errors = _read_all(broker, req, version)
+    return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}

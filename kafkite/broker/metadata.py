@@ -1,0 +1,121 @@
+"""ApiVersions, Metadata and DescribeCluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafkite.broker.core import INTERNAL_TOPICS, Broker, RequestContext, validate_topic_name
+from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
+from kafkite.protocol.messages import registry
+
+# AclOperation codes (Kafka): what an unrestricted principal may do, as authorized-operations bit sets.
+_TOPIC_OPS = (3, 4, 5, 6, 7, 8, 10, 11)  # READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
+_CLUSTER_OPS = (4, 7, 8, 9, 10, 11, 12)  # CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE/ALTER_CONFIGS IDEMPOTENT
+OPS_NOT_REQUESTED = -2147483648
+
+
+def _bits(ops: tuple[int, ...]) -> int:
+    return sum(1 << op for op in ops)
+
+
+def supported_api_versions(broker: Broker) -> list[dict[str, int]]:
+    reg = registry()
+    return [
+        {"api_key": key, "min_version": api.versions.lo, "max_version": api.versions.hi}
+        for key, api in sorted(reg.apis.items())
+        if key in broker.handlers
+    ]
+
+
+async def handle_api_versions(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    return {"error_code": 0, "api_keys": supported_api_versions(broker), "throttle_time_ms": 0}
+
+
+def broker_nodes(broker: Broker) -> list[tuple[int, str, int]]:
+    host, port = broker.advertised
+    return [(broker.node_id, host, port)]
+
+
+def _topic_entry(broker: Broker, name: str, include_ops: bool) -> dict[str, Any]:
+    meta = broker.topic(name)
+    if meta is None:
+        return {"error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), "name": name, "partitions": []}
+    node = broker.node_id
+    return {
+        "error_code": 0,
+        "name": name,
+        "topic_id": meta.topic_id,
+        "is_internal": name in INTERNAL_TOPICS,
+        "partitions": [
+            {
+                "error_code": 0,
+                "partition_index": i,
+                "leader_id": node,
+                "leader_epoch": 0,
+                "replica_nodes": [node],
+                "isr_nodes": [node],
+                "offline_replicas": [],
+            }
+            for i in range(meta.partitions)
+        ],
+        "topic_authorized_operations": _bits(_TOPIC_OPS) if include_ops else OPS_NOT_REQUESTED,
+    }
+
+
+async def handle_metadata(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    version = ctx.api_version
+    requested = req["topics"]
+    include_ops = bool(req.get("include_topic_authorized_operations"))
+    topics: list[dict[str, Any]] = []
+    if requested is None or (version == 0 and not requested):
+        names = sorted(broker.topics())
+        topics = [_topic_entry(broker, n, include_ops) for n in names]
+    else:
+        allow_auto = req["allow_auto_topic_creation"] if version >= 4 else True
+        for t in requested:
+            name = t["name"]
+            if name is None:
+                meta = broker.topic_by_id(t["topic_id"])
+                if meta is None:
+                    topics.append(
+                        {"error_code": int(ErrorCode.UNKNOWN_TOPIC_ID), "name": None, "topic_id": t["topic_id"]}
+                    )
+                    continue
+                name = meta.name
+            try:
+                validate_topic_name(name)
+            except KafkaProtocolError as e:
+                topics.append({"error_code": int(e.code), "name": name, "partitions": []})
+                continue
+            if broker.topic(name) is None and allow_auto:
+                broker.auto_create(name)
+            topics.append(_topic_entry(broker, name, include_ops))
+    return {
+        "throttle_time_ms": 0,
+        "brokers": [{"node_id": n, "host": h, "port": p, "rack": None} for n, h, p in broker_nodes(broker)],
+        "cluster_id": broker.cluster_id,
+        "controller_id": broker.node_id,
+        "topics": topics,
+        "cluster_authorized_operations": (
+            _bits(_CLUSTER_OPS) if req.get("include_cluster_authorized_operations") else OPS_NOT_REQUESTED
+        ),
+    }
+
+
+async def handle_describe_cluster(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    if req.get("endpoint_type", 1) != 1:
+        return {
+            "error_code": int(ErrorCode.UNSUPPORTED_ENDPOINT_TYPE),
+            "error_message": "only broker endpoints are served",
+            "endpoint_type": req["endpoint_type"],
+        }
+    return {
+        "throttle_time_ms": 0,
+        "error_code": 0,
+        "cluster_id": broker.cluster_id,
+        "controller_id": broker.node_id,
+        "brokers": [{"broker_id": n, "host": h, "port": p, "rack": None} for n, h, p in broker_nodes(broker)],
+        "cluster_authorized_operations": (
+            _bits(_CLUSTER_OPS) if req["include_cluster_authorized_operations"] else OPS_NOT_REQUESTED
+        ),
+    }

@@ -1,0 +1,139 @@
+"""Produce: validate each partition's record batch header and CRC, append the bytes as received."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kafkite.broker.core import Broker, CloseConnection, RequestContext, now_ms
+from kafkite.log.base import LogError, Partition
+from kafkite.protocol import records
+from kafkite.protocol.errors import ErrorCode
+
+log = logging.getLogger("kafkite.produce")
+
+
+def _error(index: int, code: ErrorCode, message: str | None = None) -> dict[str, Any]:
+    return {"index": index, "error_code": int(code), "base_offset": -1, "error_message": message}
+
+
+def validate_produce_batch(buf: memoryview, max_message_bytes: int, ts_before_ms: int, ts_after_ms: int) -> None:
+    """One v2 batch, well formed, within size, CRC intact (raises ProduceError)."""
+    if len(buf) == 0:
+        raise ProduceError(ErrorCode.INVALID_RECORD, "empty record set")
+    try:
+        h = records.read_header(buf, 0)
+    except records.InvalidBatch as e:
+        if len(buf) >= 17 and buf[16] != 2:
+            raise ProduceError(ErrorCode.INVALID_RECORD, "Produce v3+ requires record batch magic 2") from None
+        raise ProduceError(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+    if h.size != len(buf):
+        if h.size > len(buf):
+            raise ProduceError(ErrorCode.CORRUPT_MESSAGE, "record batch is truncated")
+        raise ProduceError(
+            ErrorCode.INVALID_RECORD, "Produce v3+ requires exactly one record batch per partition"
+        )
+    if h.size > max_message_bytes:
+        raise ProduceError(
+            ErrorCode.MESSAGE_TOO_LARGE,
+            f"record batch of {h.size} bytes exceeds max.message.bytes={max_message_bytes}",
+        )
+    if not records.check_crc(buf, 0, h):
+        raise ProduceError(ErrorCode.CORRUPT_MESSAGE, "record batch CRC mismatch")
+    if h.records_count <= 0 or h.last_offset_delta != h.records_count - 1:
+        raise ProduceError(
+            ErrorCode.INVALID_RECORD,
+            f"record batch has {h.records_count} records but last offset delta {h.last_offset_delta}",
+        )
+    if h.is_control:
+        raise ProduceError(ErrorCode.INVALID_RECORD, "clients may not produce control batches")
+    if h.compression > records.COMPRESSION_ZSTD:
+        raise ProduceError(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, f"unknown compression codec {h.compression}")
+    if ts_before_ms < (1 << 63) - 1 or ts_after_ms < (1 << 63) - 1:
+        now = now_ms()
+        if h.base_timestamp >= 0 and now - h.base_timestamp > ts_before_ms:
+            raise ProduceError(ErrorCode.INVALID_TIMESTAMP, "timestamp is older than message.timestamp.before.max.ms")
+        if h.max_timestamp - now > ts_after_ms:
+            raise ProduceError(ErrorCode.INVALID_TIMESTAMP, "timestamp is newer than message.timestamp.after.max.ms")
+
+
+class ProduceError(Exception):
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any] | None:
+    acks = req["acks"]
+    responses: list[dict[str, Any]] = []
+    appended: set[Partition] = set()
+    any_error = False
+    now = now_ms()
+    for topic in req["topic_data"]:
+        name = topic["name"]
+        meta = broker.topic(name)
+        out: list[dict[str, Any]] = []
+        for pd in topic["partition_data"]:
+            idx = pd["index"]
+            if acks not in (0, 1, -1):
+                out.append(_error(idx, ErrorCode.INVALID_REQUIRED_ACKS))
+                continue
+            if broker.blackhole:
+                out.append({"index": idx, "error_code": 0, "base_offset": 0, "log_start_offset": 0})
+                continue
+            part = broker.partition(name, idx) if meta is not None else None
+            if part is None:
+                out.append(_error(idx, ErrorCode.UNKNOWN_TOPIC_OR_PARTITION))
+                continue
+            buf = pd["records"]
+            cfg = part.config
+            try:
+                if buf is None:
+                    raise ProduceError(ErrorCode.INVALID_RECORD, "null record set")
+                validate_produce_batch(
+                    buf,
+                    cfg.max_message_bytes,
+                    cfg.message_timestamp_before_max_ms,
+                    cfg.message_timestamp_after_max_ms,
+                )
+                info = part.append(buf, now_ms=now)  # type: ignore[arg-type]
+            except ProduceError as e:
+                out.append(_error(idx, e.code, e.message))
+                continue
+            except LogError as e:
+                log.error("append to %s-%d failed: %s", name, idx, e)
+                out.append(_error(idx, ErrorCode.KAFKA_STORAGE_ERROR, str(e)))
+                continue
+            except OSError as e:
+                log.error("append to %s-%d failed: %s", name, idx, e)
+                out.append(_error(idx, ErrorCode.KAFKA_STORAGE_ERROR, str(e)))
+                continue
+            appended.add(part)
+            broker.waiters.notify(name, idx)
+            out.append(
+                {
+                    "index": idx,
+                    "error_code": 0,
+                    "base_offset": info.first_offset,
+                    "log_append_time_ms": info.log_append_time,
+                    "log_start_offset": info.log_start_offset,
+                }
+            )
+        any_error = any_error or any(p["error_code"] for p in out)
+        responses.append({"name": name, "partition_responses": out})
+    if acks == 0:
+        if any_error:
+            # The client expects no response: closing is how Kafka tells it something went wrong.
+            raise CloseConnection()
+        return None
+    if acks == -1 and appended and broker.config["log.flush.on.ack"]:
+        try:
+            await broker.flush_before_ack(appended)
+        except OSError as e:
+            log.error("fsync failed: %s", e)
+            for t in responses:
+                for p in t["partition_responses"]:
+                    if p["error_code"] == 0:
+                        p.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), base_offset=-1)
+    return {"responses": responses, "throttle_time_ms": 0}

@@ -1,0 +1,32 @@
+"""Which handler serves which API: the broker's dispatch table."""
+
+from __future__ import annotations
+
+from kafkite.broker import admin, fetch, metadata, offsets, produce
+from kafkite.broker.core import Broker, Handler
+from kafkite.protocol.api_keys import ApiKey
+
+CORE_HANDLERS: dict[int, Handler] = {
+    ApiKey.API_VERSIONS: metadata.handle_api_versions,
+    ApiKey.METADATA: metadata.handle_metadata,
+    ApiKey.DESCRIBE_CLUSTER: metadata.handle_describe_cluster,
+    ApiKey.PRODUCE: produce.handle_produce,
+    ApiKey.FETCH: fetch.handle_fetch,
+    ApiKey.LIST_OFFSETS: offsets.handle_list_offsets,
+    ApiKey.DELETE_RECORDS: offsets.handle_delete_records,
+    ApiKey.CREATE_TOPICS: admin.handle_create_topics,
+    ApiKey.DELETE_TOPICS: admin.handle_delete_topics,
+    ApiKey.CREATE_PARTITIONS: admin.handle_create_partitions,
+    ApiKey.DESCRIBE_CONFIGS: admin.handle_describe_configs,
+    ApiKey.ALTER_CONFIGS: admin.handle_alter_configs,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: admin.handle_incremental_alter_configs,
+}
+
+
+def build_broker(config: object) -> Broker:
+    from kafkite.config import BrokerConfig
+
+    assert isinstance(config, BrokerConfig)
+    broker = Broker(config)
+    broker.handlers.update({int(k): v for k, v in CORE_HANDLERS.items()})
+    return broker

@@ -1,0 +1,123 @@
+"""The ``kafkite`` command: serve, and the tools around the broker."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from kafkite.config import DEFINITIONS, BrokerConfig, ConfigError, parse_overrides, read_properties
+
+log = logging.getLogger("kafkite")
+
+
+def _serve_epilog() -> str:
+    lines = ["configuration keys (Apache Kafka names; set with --override key=value or in --config):", ""]
+    for name, d in sorted(DEFINITIONS.items()):
+        lines.append(f"  {name} (default: {d.default or '<none>'})")
+        if d.doc:
+            lines.append(f"      {d.doc}")
+    lines.append("")
+    lines.append("Topic-level keys (retention.ms, segment.bytes, cleanup.policy, ...) are set per topic with the")
+    lines.append("admin APIs; their defaults come from the broker keys named in parentheses above.")
+    return "\n".join(lines)
+
+
+def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConfig:
+    values: dict[str, str] = {}
+    if config_path:
+        values.update(read_properties(config_path))
+    values.update(parse_overrides(overrides))
+    return BrokerConfig(values)
+
+
+async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
+    from kafkite.broker.wiring import build_broker
+    from kafkite.server.server import KafkaServer
+
+    broker = build_broker(config)
+    await broker.start()
+    server = KafkaServer(broker)
+    await server.start()
+    if broker.blackhole:
+        log.warning("=" * 72)
+        log.warning("BLACKHOLE MODE: Produce is acknowledged WITHOUT STORING; Fetch returns nothing.")
+        log.warning("This measures the client/loopback ceiling only. Never use it for real data.")
+        log.warning("=" * 72)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    host, port = broker.advertised
+    log.info("kafkite ready: cluster %s, node %d, advertised as %s:%d", broker.cluster_id, broker.node_id, host, port)
+    if ready is not None:
+        ready.set()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: closing listeners and flushing every log")
+        await server.stop()
+        await broker.stop()
+        log.info("stopped")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config, args.override or [])
+    except (ConfigError, OSError) as e:
+        print(f"kafkite: configuration error: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config["log.level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if config["event.loop"] == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            print("kafkite: event.loop=uvloop needs the uvloop extra: pip install 'kafkite[uvloop]'", file=sys.stderr)
+            return 2
+        uvloop.install()
+    try:
+        asyncio.run(run_broker(config))
+    except ConfigError as e:
+        print(f"kafkite: configuration error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"kafkite: cannot start: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kafkite", description="A Kafka-wire-protocol broker shaped after OCI Streaming")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="run the broker",
+        description="Run the broker (listens on localhost:9092 with data under ./data by default).",
+        epilog=_serve_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--config", metavar="FILE", help="a server.properties file")
+    serve.add_argument(
+        "--override", metavar="KEY=VALUE", action="append", help="set a configuration key (repeatable)"
+    )
+    serve.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

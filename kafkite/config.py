@@ -1,0 +1,295 @@
+"""Broker configuration with Apache Kafka's key names: definitions, defaults, parsing and validation.
+
+This is the one place broker-level keys and their defaults live. Topic-level keys and their defaults live in
+``kafkite.log.config``; ``TOPIC_FROM_BROKER`` says which broker key supplies each topic key's default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or its value invalid; the message names the key."""
+
+
+def _bool(v: str) -> bool:
+    low = v.strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise ValueError(f"expected true or false, got {v!r}")
+
+
+def _int(v: str) -> int:
+    return int(v.strip())
+
+
+def _str(v: str) -> str:
+    return v.strip()
+
+
+def _listeners(v: str) -> list[tuple[str, str, int]]:
+    """Parse 'NAME://host:port,...' into (name, host, port) triples."""
+    out: list[tuple[str, str, int]] = []
+    for item in v.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        parts = urlsplit(item)
+        if not parts.scheme or parts.port is None:
+            raise ValueError(f"expected NAME://host:port, got {item!r}")
+        out.append((parts.scheme.upper(), parts.hostname or "", parts.port))
+    if not out:
+        raise ValueError("at least one listener is required")
+    return out
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(v: str) -> str:
+        v = v.strip()
+        if v not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {v!r}")
+        return v
+
+    return parse
+
+
+def _engine(v: str) -> str:
+    v = v.strip()
+    if v in ("file", "memory"):
+        return v
+    raise ValueError(f"expected file or memory, got {v!r}")
+
+
+@dataclass(frozen=True)
+class ConfigDef:
+    name: str
+    default: str
+    parse: Callable[[str], Any]
+    doc: str
+    dynamic: bool = False  # may be changed at run time through AlterConfigs
+
+
+_DEFS: list[ConfigDef] = [
+    ConfigDef("listeners", "PLAINTEXT://localhost:9092", _listeners, "Where the broker listens: NAME://host:port,..."),
+    ConfigDef(
+        "advertised.listeners",
+        "",
+        _str,
+        "Addresses given to clients in Metadata, NAME://host:port,...; defaults to listeners",
+    ),
+    ConfigDef("node.id", "1", _int, "This broker's id in Metadata"),
+    ConfigDef("cluster.id", "", _str, "Cluster id; generated and kept in log.dirs when empty"),
+    ConfigDef("log.dirs", "./data", _str, "Directory holding the partition logs and broker state"),
+    ConfigDef("storage.engine", "file", _engine, "Storage engine: file (durable) or memory (ephemeral)"),
+    ConfigDef("num.partitions", "1", _int, "Partitions of an auto-created topic", True),
+    ConfigDef("default.replication.factor", "1", _int, "Replication factor reported for new topics"),
+    ConfigDef("auto.create.topics.enable", "true", _bool, "Create unknown topics on Metadata and Produce", True),
+    ConfigDef("delete.topic.enable", "true", _bool, "Allow DeleteTopics"),
+    ConfigDef("message.max.bytes", "1048588", _int, "Largest record batch accepted (topic: max.message.bytes)", True),
+    ConfigDef("socket.request.max.bytes", "104857600", _int, "Largest request frame; larger ones close the connection"),
+    ConfigDef("log.segment.bytes", "1073741824", _int, "Segment size before rolling (topic: segment.bytes)", True),
+    ConfigDef("log.roll.ms", "604800000", _int, "Segment age before rolling (topic: segment.ms)", True),
+    ConfigDef("log.retention.ms", "604800000", _int, "Retention time, -1 for ever (topic: retention.ms)", True),
+    ConfigDef("log.retention.bytes", "-1", _int, "Retention size per partition (topic: retention.bytes)", True),
+    ConfigDef("log.retention.check.interval.ms", "300000", _int, "How often retention runs"),
+    ConfigDef("log.segment.delete.delay.ms", "60000", _int, "Delay before a deleted segment's file is closed", True),
+    ConfigDef("log.index.interval.bytes", "4096", _int, "Bytes between offset index entries", True),
+    ConfigDef("log.index.size.max.bytes", "10485760", _int, "Largest offset index file (topic: segment.index.bytes)"),
+    ConfigDef(
+        "log.flush.interval.messages",
+        "9223372036854775807",
+        _int,
+        "Messages appended before a forced fsync (topic: flush.messages)",
+        True,
+    ),
+    ConfigDef(
+        "log.flush.interval.ms",
+        "9223372036854775807",
+        _int,
+        "Age of unflushed data before a forced fsync (topic: flush.ms)",
+        True,
+    ),
+    ConfigDef("log.flush.scheduler.interval.ms", "1000", _int, "How often the periodic flusher runs"),
+    ConfigDef(
+        "log.flush.on.ack",
+        "false",
+        _bool,
+        "fsync appended data before acknowledging acks=all produce requests (fsyncs are grouped)",
+    ),
+    ConfigDef(
+        "log.message.timestamp.type",
+        "CreateTime",
+        _choice("CreateTime", "LogAppendTime"),
+        "Timestamp type of new topics (topic: message.timestamp.type)",
+        True,
+    ),
+    ConfigDef(
+        "log.cleanup.policy", "delete", _choice("delete", "compact", "compact,delete", "delete,compact"), "", True
+    ),
+    ConfigDef(
+        "compression.type",
+        "producer",
+        _choice("producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"),
+        "Compression of stored batches; 'producer' keeps what the producer sent",
+        True,
+    ),
+    ConfigDef("min.insync.replicas", "1", _int, "Reported minimum in-sync replicas", True),
+    ConfigDef("offsets.retention.minutes", "10080", _int, "How long committed offsets of an empty group are kept"),
+    ConfigDef("offsets.retention.check.interval.ms", "600000", _int, "How often expired offsets are removed"),
+    ConfigDef("offset.metadata.max.bytes", "4096", _int, "Largest commit metadata string"),
+    ConfigDef("group.min.session.timeout.ms", "6000", _int, "Smallest session timeout a member may ask for"),
+    ConfigDef("group.max.session.timeout.ms", "1800000", _int, "Largest session timeout a member may ask for"),
+    ConfigDef(
+        "group.initial.rebalance.delay.ms",
+        "0",
+        _int,
+        "Wait for more members before the first rebalance of an empty group",
+    ),
+    ConfigDef("group.max.size", "2147483647", _int, "Most members in one group"),
+    ConfigDef("fetch.max.bytes", "57671680", _int, "Most bytes one Fetch response carries"),
+    ConfigDef("connections.max.idle.ms", "600000", _int, "Idle connections are closed after this"),
+    ConfigDef(
+        "blackhole",
+        "false",
+        _bool,
+        "BENCHMARK ONLY: acknowledge Produce without storing and answer Fetch with nothing",
+    ),
+    ConfigDef("event.loop", "asyncio", _choice("asyncio", "uvloop"), "Event loop implementation"),
+    ConfigDef("log.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log verbosity"),
+]
+
+DEFINITIONS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
+
+# Broker keys that Kafka also accepts under another name.
+ALIASES: dict[str, str] = {
+    "broker.id": "node.id",
+    "log.dir": "log.dirs",
+}
+
+# Time-unit variants Kafka accepts: the most precise one given wins.
+_UNIT_VARIANTS: dict[str, tuple[tuple[str, int], ...]] = {
+    "log.retention.ms": (("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)),
+    "log.roll.ms": (("log.roll.hours", 3_600_000),),
+}
+
+# Which broker key provides the default of each topic-level key.
+TOPIC_FROM_BROKER: dict[str, str] = {
+    "cleanup.policy": "log.cleanup.policy",
+    "compression.type": "compression.type",
+    "file.delete.delay.ms": "log.segment.delete.delay.ms",
+    "flush.messages": "log.flush.interval.messages",
+    "flush.ms": "log.flush.interval.ms",
+    "index.interval.bytes": "log.index.interval.bytes",
+    "max.message.bytes": "message.max.bytes",
+    "message.timestamp.type": "log.message.timestamp.type",
+    "min.insync.replicas": "min.insync.replicas",
+    "retention.bytes": "log.retention.bytes",
+    "retention.ms": "log.retention.ms",
+    "segment.bytes": "log.segment.bytes",
+    "segment.index.bytes": "log.index.size.max.bytes",
+    "segment.ms": "log.roll.ms",
+}
+
+
+class BrokerConfig:
+    """Parsed broker configuration: ``cfg["log.dirs"]`` gives the typed value, ``cfg.raw`` the strings."""
+
+    def __init__(self, values: Mapping[str, str] | None = None) -> None:
+        raw = {d.name: d.default for d in _DEFS}
+        given = dict(values or {})
+        for alias, name in ALIASES.items():
+            if alias in given:
+                given.setdefault(name, given.pop(alias))
+        for target, variants in _UNIT_VARIANTS.items():
+            if target in given:
+                for variant, _ in variants:
+                    given.pop(variant, None)
+                continue
+            for variant, factor in variants:
+                if variant in given:
+                    raw_variant = given.pop(variant)
+                    try:
+                        given[target] = str(int(raw_variant) * factor)
+                    except ValueError:
+                        raise ConfigError(f"{variant}: expected an integer, got {raw_variant!r}") from None
+                    for other, _ in variants:
+                        given.pop(other, None)
+                    break
+        for key, value in given.items():
+            if key not in DEFINITIONS:
+                raise ConfigError(f"unknown configuration key {key!r} (see 'kafkite serve --help')")
+            raw[key] = value
+        self.raw: dict[str, str] = raw
+        self.static_raw: dict[str, str] = dict(raw)
+        self.explicit: set[str] = set(given)
+        self._values: dict[str, Any] = {}
+        for key, value in raw.items():
+            self._values[key] = self._parse(key, value)
+        if not self.raw["advertised.listeners"]:
+            self._values["advertised.listeners"] = self._values["listeners"]
+        else:
+            self._values["advertised.listeners"] = self._parse_listeners("advertised.listeners")
+        for key in ("num.partitions", "message.max.bytes", "socket.request.max.bytes", "log.segment.bytes"):
+            if self._values[key] <= 0:
+                raise ConfigError(f"{key}: must be positive, got {self.raw[key]}")
+
+    def _parse(self, key: str, value: str) -> Any:
+        try:
+            return DEFINITIONS[key].parse(value)
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+    def _parse_listeners(self, key: str) -> list[tuple[str, str, int]]:
+        try:
+            return _listeners(self.raw[key])
+        except ValueError as e:
+            raise ConfigError(f"{key}: {e}") from None
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def set(self, key: str, value: str) -> None:
+        """Change one key at run time (validated); ``static_raw`` keeps what start-up configured."""
+        if key not in DEFINITIONS:
+            raise ConfigError(f"unknown configuration key {key!r}")
+        self._values[key] = self._parse(key, value)
+        self.raw[key] = value
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self._values["log.dirs"].split(",")[0])
+
+    def topic_defaults(self) -> dict[str, str]:
+        """Broker-level values under topic key names: the defaults of every topic config."""
+        return {topic_key: self.raw[broker_key] for topic_key, broker_key in TOPIC_FROM_BROKER.items()}
+
+
+def read_properties(path: str | Path) -> dict[str, str]:
+    """Read a Java-style .properties file (key=value or key: value, # and ! comments)."""
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(Path(path).read_text().splitlines(), 1):
+        s = line.strip()
+        if not s or s[0] in "#!":
+            continue
+        sep = min((i for i in (s.find("="), s.find(":")) if i >= 0), default=-1)
+        if sep < 0:
+            raise ConfigError(f"{path}:{lineno}: expected key=value, got {s!r}")
+        out[s[:sep].strip()] = s[sep + 1 :].strip()
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--override expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

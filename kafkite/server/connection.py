@@ -1,0 +1,206 @@
+"""One client connection: frames in, handlers run, responses out in request order.
+
+Requests on a connection are started in arrival order (so appends keep their order) and may overlap while
+they wait (a long-poll fetch, an fsync); responses are written strictly in request order. Reading pauses when
+too many requests are in flight or when the transport's write buffer is full (back-pressure), and file ranges
+in Fetch responses go to the socket with sendfile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from kafkite.broker.core import CloseConnection, RequestContext
+from kafkite.protocol import framing
+from kafkite.protocol.api_keys import ApiKey
+from kafkite.protocol.messages import Part, Registry, registry
+from kafkite.protocol.primitives import DecodeError
+
+if TYPE_CHECKING:
+    from kafkite.server.server import KafkaServer
+
+log = logging.getLogger("kafkite.server")
+
+MAX_IN_FLIGHT = 64
+
+
+class KafkaConnection(asyncio.Protocol):
+    def __init__(self, server: KafkaServer, listener: str) -> None:
+        self.server = server
+        self.broker = server.broker
+        self.listener = listener
+        self.reg: Registry = registry()
+        self.frames = framing.FrameReader(server.broker.config["socket.request.max.bytes"])
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.pending: deque[asyncio.Future[list[Part] | None]] = deque()
+        self.wakeup: asyncio.Event = asyncio.Event()
+        self.writable: asyncio.Event = asyncio.Event()
+        self.writable.set()
+        self.writer_task: asyncio.Task[None] | None = None
+        self.reading_paused = False
+        self.closing = False
+        self.state: dict[str, Any] = {}  # per-connection state for handlers (SASL, sessions)
+
+    # ------------------------------------------------------------------ asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
+        transport.set_write_buffer_limits(high=4 * 1024 * 1024)
+        self.writer_task = asyncio.get_running_loop().create_task(self._writer())
+        self.server.connections.add(self)
+        log.debug("connection from %s on %s", self.peer, self.listener)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        for fut in self.pending:
+            fut.cancel()
+        self.pending.clear()
+        self.wakeup.set()
+        self.writable.set()
+        log.debug("connection from %s closed", self.peer)
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.frames.feed(data)
+        try:
+            for frame in self.frames:
+                self._dispatch(frame)
+                if self.closing:
+                    return
+        except framing.FrameTooLarge as e:
+            log.warning("closing %s: %s", self.peer, e)
+            self.close()
+            return
+        if len(self.pending) >= MAX_IN_FLIGHT and not self.reading_paused and self.transport:
+            self.transport.pause_reading()
+            self.reading_paused = True
+
+    # ------------------------------------------------------------------ requests
+
+    def _dispatch(self, frame: bytearray) -> None:
+        buf = memoryview(frame)
+        try:
+            key, version = framing.peek_key_version(buf)
+            api = self.reg.api(key)
+            if api is None or key not in self.broker.handlers:
+                raise DecodeError(f"unsupported API key {key}")
+            header = framing.decode_request_header(self.reg, buf, self.reg.request_header_version(key, version))
+            if version not in api.versions:
+                if key == ApiKey.API_VERSIONS:
+                    # Kafka answers an ApiVersions it cannot parse with a v0 response listing what it supports.
+                    self._respond_now(header, 0, self.server.api_versions_error_body())
+                    return
+                raise DecodeError(f"{api.name} v{version} is not supported (supported: {api.versions})")
+            body = self.reg.request(key, version).decode_all(buf[header.header_size :])
+        except DecodeError as e:
+            log.warning("closing %s: malformed request: %s", self.peer, e)
+            self.close()
+            return
+        ctx = RequestContext(
+            api_key=key,
+            api_version=version,
+            correlation_id=header.correlation_id,
+            client_id=header.client_id or "",
+            client_host=self.peer.rsplit(":", 1)[0],
+            listener=self.listener,
+        )
+        ctx.extra["connection"] = self
+        fut = asyncio.ensure_future(self._run(ctx, body))
+        self.pending.append(fut)
+        self.wakeup.set()
+
+    def _respond_now(self, header: framing.RequestHeader, version: int, body: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Part] | None] = loop.create_future()
+        parts, _ = framing.encode_response(self.reg, header.api_key, version, header.correlation_id, body)
+        fut.set_result(parts)
+        self.pending.append(fut)
+        self.wakeup.set()
+
+    async def _run(self, ctx: RequestContext, body: dict[str, Any]) -> list[Part] | None:
+        handler = self.broker.handlers[ctx.api_key]
+        try:
+            resp = await handler(self.broker, ctx, body)
+        except CloseConnection:
+            self.close()
+            return None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("handler for api %s v%s failed; closing %s", ctx.api_key, ctx.api_version, self.peer)
+            self.close()
+            return None
+        if resp is None:
+            return None
+        parts, _ = framing.encode_response(self.reg, ctx.api_key, ctx.api_version, ctx.correlation_id, resp)
+        return parts
+
+    async def _writer(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while not self.closing:
+                if not self.pending:
+                    self.wakeup.clear()
+                    await self.wakeup.wait()
+                    continue
+                fut = self.pending[0]
+                try:
+                    parts = await fut
+                except asyncio.CancelledError:
+                    return
+                if self.pending and self.pending[0] is fut:
+                    self.pending.popleft()
+                if self.reading_paused and len(self.pending) < MAX_IN_FLIGHT // 2 and self.transport:
+                    self.transport.resume_reading()
+                    self.reading_paused = False
+                if parts is None or self.closing or self.transport is None:
+                    continue
+                await self._write_parts(loop, parts)
+        except (ConnectionError, OSError) as e:
+            log.debug("write to %s failed: %s", self.peer, e)
+            self.close()
+        except Exception:
+            log.exception("writer for %s failed", self.peer)
+            self.close()
+
+    async def _write_parts(self, loop: asyncio.AbstractEventLoop, parts: list[Part]) -> None:
+        transport = self.transport
+        assert transport is not None
+        for part in parts:
+            if isinstance(part, bytes | bytearray | memoryview):
+                transport.write(part)
+                continue
+            # A file range: hand it to the kernel.
+            if self.server.use_sendfile:
+                try:
+                    await loop.sendfile(transport, part.file, part.position, part.size, fallback=False)
+                    continue
+                except (asyncio.SendfileNotAvailableError, NotImplementedError):
+                    self.server.use_sendfile = False
+            transport.write(part.read())
+        if not self.writable.is_set():
+            await self.writable.wait()
+
+    def close(self) -> None:
+        if self.closing:
+            return
+        self.closing = True
+        self.wakeup.set()
+        if self.transport is not None:
+            self.transport.close()
+
