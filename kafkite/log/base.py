@@ -1,0 +1,147 @@
+"""Types shared by every log engine: results, errors and the ``Partition`` interface."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import BinaryIO, NamedTuple
+
+from kafkite.log.config import LogConfig
+
+
+class LogError(Exception):
+    """Base class of the log package's errors."""
+
+
+class OffsetOutOfRange(LogError):
+    """The requested offset lies outside [log_start_offset, log_end_offset] (OFFSET_OUT_OF_RANGE)."""
+
+    def __init__(self, offset: int, log_start_offset: int, log_end_offset: int) -> None:
+        super().__init__(
+            f"offset {offset} is out of range [{log_start_offset}, {log_end_offset}] of the partition"
+        )
+        self.offset = offset
+        self.log_start_offset = log_start_offset
+        self.log_end_offset = log_end_offset
+
+
+class RecordBatchTooLarge(LogError):
+    """A batch is larger than the topic's max.message.bytes (MESSAGE_TOO_LARGE)."""
+
+
+class LogClosed(LogError):
+    """The partition log was closed or deleted."""
+
+
+class FileRange(NamedTuple):
+    """``size`` bytes at ``position`` of an open segment file.
+
+    Use positional I/O only (``os.sendfile``/``os.pread`` on ``file.fileno()``, or ``read()`` below): the file
+    object is shared, so its seek position means nothing.
+    """
+
+    file: BinaryIO
+    position: int
+    size: int
+
+    def read(self) -> bytes:
+        fd = self.file.fileno()
+        out = bytearray()
+        while len(out) < self.size:
+            chunk = os.pread(fd, self.size - len(out), self.position + len(out))
+            if not chunk:
+                raise EOFError(f"segment file ended {self.size - len(out)} bytes short")
+            out += chunk
+        return bytes(out)
+
+
+class ReadResult(NamedTuple):
+    """Whole batches read from a partition, as file ranges (file engine) or bytes (memory engine)."""
+
+    chunks: list[FileRange | bytes]
+    size: int
+    high_watermark: int
+    log_start_offset: int
+
+    def to_bytes(self) -> bytes:
+        """Concatenate the chunks (reads file ranges through Python: for tests and record-level gateways)."""
+        return b"".join(c if isinstance(c, bytes) else c.read() for c in self.chunks)
+
+
+class AppendInfo(NamedTuple):
+    first_offset: int
+    last_offset: int
+    log_append_time: int  # -1 unless the topic uses LogAppendTime
+    log_start_offset: int
+    bytes: int
+
+
+class Partition(ABC):
+    """One partition's log, whichever engine stores it. All methods are synchronous.
+
+    ``flush`` may run in another thread while the owning thread keeps calling the other methods.
+    """
+
+    config: LogConfig
+
+    @property
+    @abstractmethod
+    def log_start_offset(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def log_end_offset(self) -> int: ...
+
+    @property
+    def high_watermark(self) -> int:
+        """Single replica: everything appended is committed."""
+        return self.log_end_offset
+
+    @property
+    @abstractmethod
+    def size_bytes(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def unflushed_messages(self) -> int: ...
+
+    @abstractmethod
+    def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo: ...
+
+    @abstractmethod
+    def read(
+        self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
+    ) -> ReadResult: ...
+
+    @abstractmethod
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None: ...
+
+    @abstractmethod
+    def max_timestamp(self) -> tuple[int, int]: ...
+
+    @abstractmethod
+    def first_timestamp(self) -> int: ...
+
+    @abstractmethod
+    def delete_records_before(self, offset: int) -> int: ...
+
+    @abstractmethod
+    def truncate_to(self, offset: int) -> None: ...
+
+    @abstractmethod
+    def apply_retention(self, now_ms: int) -> int: ...
+
+    @abstractmethod
+    def reconfigure(self, config: LogConfig) -> None: ...
+
+    @abstractmethod
+    def flush_due(self, now_ms: int) -> bool: ...
+
+    @abstractmethod
+    def flush(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def delete(self) -> None: ...

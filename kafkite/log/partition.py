@@ -1,0 +1,662 @@
+"""One partition's log: append, read, truncate, retention, flush and crash recovery.
+
+``SegmentedLog`` holds every rule (offset assignment, rolling, lookups, retention, DeleteRecords) over a
+list of ``Segment``s; ``PartitionLog`` keeps the segments in files in a ``<topic>-<partition>`` directory
+and adds checkpoints and recovery. The memory engine's ``MemoryPartitionLog``
+reuses the same rules over bytearrays.
+
+Threading: everything runs on the caller's thread except ``flush``, which may run in a worker thread. A lock
+guards the segment list and the offsets; ``flush`` takes it only to snapshot which files to fsync (as
+duplicated descriptors, so a segment deleted meanwhile cannot hand its descriptor number to another file) and
+to record the new recovery point, never while it waits for the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import struct
+import threading
+import time
+from abc import abstractmethod
+from bisect import bisect_right
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from kafkite.log.base import (
+    AppendInfo,
+    FileRange,
+    LogClosed,
+    OffsetOutOfRange,
+    Partition,
+    ReadResult,
+    RecordBatchTooLarge,
+)
+from kafkite.log.config import LogConfig
+from kafkite.log.fileutil import atomic_write, fsync_dir
+from kafkite.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment
+from kafkite.protocol.records import (
+    ATTR_TIMESTAMP_TYPE,
+    BatchHeader,
+    InvalidBatch,
+    iter_headers,
+    iter_records,
+    read_header,
+    set_base_offset,
+    set_max_timestamp,
+    update_crc,
+)
+
+__all__ = [
+    "AppendInfo",
+    "FileRange",
+    "OffsetOutOfRange",
+    "PartitionLog",
+    "ReadResult",
+    "SegmentedLog",
+    "wall_clock_ms",
+]
+
+_ATTRIBUTES = struct.Struct(">h")
+_SEGMENT_FILE = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _record_timestamps(batch: bytes, header: BatchHeader) -> Iterator[tuple[int, int]]:
+    """(offset, timestamp) of each record of one batch; batch-level when records cannot be decoded."""
+    try:
+        decoded = [(rec.offset, rec.timestamp) for rec in iter_records(batch, 0, header)]
+    except (InvalidBatch, ValueError):
+        decoded = []
+    if decoded:
+        yield from decoded
+    else:
+        yield header.base_offset, header.max_timestamp
+
+
+class SegmentedLog(Partition):
+    """The engine-independent part of a partition log."""
+
+    def __init__(self, config: LogConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self._clock: Clock = clock or wall_clock_ms
+        self._segments: list[Segment] = []
+        self._bases: list[int] = []
+        self._log_start_offset = 0
+        self._recovery_point = 0
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._graveyard: list[tuple[int, Segment]] = []
+        self._last_flush_ms = self._clock()
+        self._closed = False
+
+    # hooks for engines -------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def _new_segment(self, base_offset: int, now_ms: int) -> Segment: ...
+
+    def _persist_log_start_offset(self) -> None:
+        """Make the log start offset durable (file engine)."""
+
+    def _persist_recovery_point(self) -> None:
+        """Make the recovery point durable (file engine)."""
+
+    def _sync_directory(self) -> None:
+        """fsync the directory after segment files were created or removed (file engine)."""
+
+    def _segments_changed(self) -> None:
+        """Segment files were created or removed."""
+
+    # state -------------------------------------------------------------------------------------------------
+
+    def _set_segments(self, segments: list[Segment]) -> None:
+        self._segments = segments
+        self._bases = [s.base_offset for s in segments]
+
+    @property
+    def segments(self) -> list[Segment]:
+        """A snapshot of the segments, oldest first."""
+        with self._lock:
+            return list(self._segments)
+
+    @property
+    def _active(self) -> Segment:
+        return self._segments[-1]
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._segments[-1].next_offset
+
+    @property
+    def recovery_point(self) -> int:
+        return self._recovery_point
+
+    @property
+    def size_bytes(self) -> int:
+        with self._lock:
+            return sum(s.size for s in self._segments)
+
+    @property
+    def unflushed_messages(self) -> int:
+        return max(0, self.log_end_offset - self._recovery_point)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosed("the partition log is closed")
+
+    def reconfigure(self, config: LogConfig) -> None:
+        with self._lock:
+            self.config = config
+            for seg in self._segments:
+                seg.config = config
+
+    # append ------------------------------------------------------------------------------------------------
+
+    def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo:
+        """Assign offsets to ``batches`` (one or more validated v2 batches, rewritten in place) and append
+        them to the active segment in one write."""
+        self._check_open()
+        total = len(batches)
+        if total == 0:
+            raise InvalidBatch("no record batch to append")
+        config = self.config
+        append_time = now_ms if config.log_append_time else -1
+        with self._lock:
+            next_offset = self.log_end_offset
+            first_offset = next_offset
+            headers: list[tuple[int, BatchHeader]] = []
+            end = 0
+            for pos, h in iter_headers(batches):
+                if h.size > config.max_message_bytes:
+                    raise RecordBatchTooLarge(
+                        f"record batch of {h.size} bytes exceeds max.message.bytes {config.max_message_bytes}"
+                    )
+                if h.last_offset_delta < 0:
+                    raise InvalidBatch(f"negative last offset delta {h.last_offset_delta}")
+                set_base_offset(batches, pos, next_offset)
+                if append_time >= 0:
+                    _ATTRIBUTES.pack_into(batches, pos + 21, h.attributes | ATTR_TIMESTAMP_TYPE)
+                    set_max_timestamp(batches, pos, append_time)
+                    update_crc(batches, pos)
+                h = read_header(batches, pos)
+                headers.append((pos, h))
+                next_offset = h.last_offset + 1
+                end = pos + h.size
+            if end != total:
+                raise InvalidBatch(f"{total - end} trailing bytes after the last whole record batch")
+            last_offset = next_offset - 1
+            seg = self._active
+            if self._should_roll(seg, total, last_offset, now_ms):
+                seg = self._roll(now_ms)
+            seg.append(batches, headers, now_ms=now_ms)
+            info = AppendInfo(first_offset, last_offset, append_time, self._log_start_offset, total)
+        if self.unflushed_messages >= config.flush_messages:
+            self.flush()
+        return info
+
+    def _should_roll(self, seg: Segment, nbytes: int, last_offset: int, now_ms: int) -> bool:
+        if seg.is_empty:
+            return False
+        c = self.config
+        return (
+            seg.size + nbytes > c.segment_bytes
+            or now_ms - seg.created_ms >= c.segment_ms - c.segment_jitter_ms
+            or seg.index_full()
+            or not seg.can_hold_offset(last_offset)
+        )
+
+    def _roll(self, now_ms: int) -> Segment:
+        active = self._active
+        active.seal()
+        seg = self._new_segment(active.next_offset, now_ms)
+        self._set_segments([*self._segments, seg])
+        self._segments_changed()
+        return seg
+
+    def roll(self, now_ms: int | None = None) -> None:
+        """Start a new active segment (a no-op when the active one is empty)."""
+        with self._lock:
+            if not self._active.is_empty:
+                self._roll(self._clock() if now_ms is None else now_ms)
+
+    # read --------------------------------------------------------------------------------------------------
+
+    def read(
+        self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
+    ) -> ReadResult:
+        """Whole batches from the one holding ``offset``: at most ``max_bytes`` (but a whole first batch when
+        ``min_one``), none holding an offset >= ``max_offset``."""
+        self._check_open()
+        with self._lock:
+            lso = self._log_start_offset
+            leo = self.log_end_offset
+            if offset < lso or offset > leo:
+                raise OffsetOutOfRange(offset, lso, leo)
+            chunks: list[FileRange | bytes] = []
+            total = 0
+            limit_offset = leo if max_offset is None else min(max_offset, leo)
+            cur = offset
+            i = max(0, bisect_right(self._bases, offset) - 1)
+            while i < len(self._segments) and cur < limit_offset:
+                seg = self._segments[i]
+                i += 1
+                found = seg.find(cur)
+                if found is None:
+                    continue
+                start, first = found
+                whole = limit_offset >= seg.next_offset
+                end_limit = seg.size if whole else seg.position_of(limit_offset)
+                if end_limit <= start:
+                    break
+                room = max_bytes - total
+                if end_limit - start <= room:
+                    end = end_limit
+                else:
+                    end = seg.boundary_at_or_before(start, start + max(0, room))
+                    if end == start and total == 0 and min_one:
+                        end = start + first.size
+                if end > start:
+                    chunks.append(seg.store.chunk(start, end - start))
+                    total += end - start
+                if end < end_limit:
+                    break
+                cur = seg.next_offset
+            return ReadResult(chunks, total, leo, lso)
+
+    # timestamps --------------------------------------------------------------------------------------------
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after the log start offset whose timestamp is
+        >= ``timestamp``; None when there is none."""
+        self._check_open()
+        with self._lock:
+            lso = self._log_start_offset
+            for seg in self._segments:
+                if seg.next_offset <= lso or seg.max_timestamp < timestamp:
+                    continue
+                found = seg.find_timestamp(timestamp, lso)
+                if found is None:
+                    continue
+                pos, h = found
+                for off, ts in _record_timestamps(seg.read_batch(pos, h), h):
+                    if off >= lso and ts >= timestamp:
+                        return off, ts
+                return max(lso, h.base_offset), h.max_timestamp
+            return None
+
+    def max_timestamp(self) -> tuple[int, int]:
+        """(timestamp, offset) of the record with the largest timestamp (the first such); (-1, -1) if none."""
+        self._check_open()
+        with self._lock:
+            lso = self._log_start_offset
+            best: Segment | None = None
+            for seg in self._segments:
+                if seg.next_offset <= lso or seg.max_timestamp < 0:
+                    continue
+                if best is None or seg.max_timestamp > best.max_timestamp:
+                    best = seg
+            if best is None:
+                return -1, -1
+            found = best.find(best.offset_of_max_timestamp)
+            if found is None:
+                return best.max_timestamp, best.offset_of_max_timestamp
+            pos, h = found
+            for off, ts in _record_timestamps(best.read_batch(pos, h), h):
+                if ts == h.max_timestamp:
+                    return ts, off
+            return h.max_timestamp, h.base_offset
+
+    def first_timestamp(self) -> int:
+        """Timestamp of the first record at or after the log start offset; -1 when the log is empty."""
+        self._check_open()
+        with self._lock:
+            lso = self._log_start_offset
+            for seg in self._segments:
+                found = seg.find(lso)
+                if found is None:
+                    continue
+                pos, h = found
+                for off, ts in _record_timestamps(seg.read_batch(pos, h), h):
+                    if off >= lso:
+                        return ts
+                return h.max_timestamp if h.log_append_time else h.base_timestamp
+            return -1
+
+    # deletion ----------------------------------------------------------------------------------------------
+
+    def _discard(self, segments: list[Segment], now_ms: int) -> None:
+        """Unlink segments now; close their files once file.delete.delay.ms has passed."""
+        deadline = now_ms + self.config.file_delete_delay_ms
+        for seg in segments:
+            seg.unlink()
+            self._graveyard.append((deadline, seg))
+        if segments:
+            self._segments_changed()
+
+    def sweep(self, now_ms: int) -> int:
+        """Close deleted segments whose delay has passed; returns how many are still waiting."""
+        with self._lock:
+            keep: list[tuple[int, Segment]] = []
+            for deadline, seg in self._graveyard:
+                if deadline <= now_ms:
+                    seg.close()
+                else:
+                    keep.append((deadline, seg))
+            self._graveyard = keep
+            return len(keep)
+
+    def _delete_prefix(self, n: int, now_ms: int) -> int:
+        """Delete the ``n`` oldest segments (rolling first if that would be all of them)."""
+        if n <= 0:
+            return 0
+        if n >= len(self._segments):
+            n = len(self._segments)
+            self._roll(now_ms)
+        doomed = self._segments[:n]
+        self._set_segments(self._segments[n:])
+        self._discard(doomed, now_ms)
+        first_base = self._segments[0].base_offset
+        if first_base > self._log_start_offset:
+            self._log_start_offset = first_base
+            self._persist_log_start_offset()
+        return n
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset up to ``offset`` (-1: the high watermark), deleting the
+        segments wholly below it. Returns the new log start offset (the low watermark)."""
+        self._check_open()
+        with self._lock:
+            leo = self.log_end_offset
+            if offset == -1:
+                offset = leo
+            if offset < 0 or offset > leo:
+                raise OffsetOutOfRange(offset, self._log_start_offset, leo)
+            if offset > self._log_start_offset:
+                self._log_start_offset = offset
+                self._persist_log_start_offset()
+                n = 0
+                while n + 1 < len(self._segments) and self._segments[n + 1].base_offset <= offset:
+                    n += 1
+                self._delete_prefix(n, self._clock())
+            return self._log_start_offset
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch holding an offset >= ``offset`` (whole batches: the end offset becomes the base
+        offset of the batch holding ``offset``). Below the log start offset, empties the log and restarts it
+        at ``offset``."""
+        self._check_open()
+        with self._lock:
+            now = self._clock()
+            if offset >= self.log_end_offset:
+                return
+            if offset < self._log_start_offset:
+                doomed = self._segments
+                self._set_segments([self._new_segment(offset, now)])
+                self._discard(doomed, now)
+                self._log_start_offset = offset
+                self._persist_log_start_offset()
+            else:
+                keep = [s for s in self._segments if s.base_offset < offset]
+                doomed = [s for s in self._segments if s.base_offset >= offset]
+                if not keep:
+                    keep = [self._new_segment(offset, now)]
+                self._set_segments(keep)
+                self._discard(doomed, now)
+                self._active.truncate_to(offset)
+            if self._recovery_point > self.log_end_offset:
+                self._recovery_point = self.log_end_offset
+                self._persist_recovery_point()
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete segments past retention.ms (by their largest timestamp) or beyond retention.bytes, oldest
+        first; the active segment too (after rolling) when it is wholly expired. Also closes the files of
+        segments deleted more than file.delete.delay.ms ago. Returns the number of segments deleted."""
+        if self._closed:
+            return 0
+        deleted = 0
+        with self._lock:
+            c = self.config
+            if c.delete_enabled and c.retention_ms >= 0:
+                n = 0
+                for seg in self._segments:
+                    if seg.is_empty or now_ms - seg.largest_timestamp <= c.retention_ms:
+                        break
+                    n += 1
+                deleted += self._delete_prefix(n, now_ms)
+            if c.delete_enabled and c.retention_bytes >= 0:
+                excess = sum(s.size for s in self._segments) - c.retention_bytes
+                n = 0
+                for seg in self._segments:
+                    if seg.is_empty or excess - seg.size < 0:
+                        break
+                    excess -= seg.size
+                    n += 1
+                deleted += self._delete_prefix(n, now_ms)
+            n = 0
+            while n + 1 < len(self._segments) and self._segments[n + 1].base_offset <= self._log_start_offset:
+                n += 1
+            deleted += self._delete_prefix(n, now_ms)
+        self.sweep(now_ms)
+        return deleted
+
+    # flush -------------------------------------------------------------------------------------------------
+
+    def flush_due(self, now_ms: int) -> bool:
+        """Whether flush.ms has passed since the last flush with messages still unflushed."""
+        return self.unflushed_messages > 0 and now_ms - self._last_flush_ms >= self.config.flush_ms
+
+    def flush(self) -> None:
+        """fsync the segments and indexes holding unflushed data and advance the recovery point.
+
+        Safe to call from a worker thread while the owner keeps appending."""
+        with self._flush_lock:
+            with self._lock:
+                if self._closed:
+                    return
+                target = self.log_end_offset
+                rp = self._recovery_point
+                fds: list[int] = []
+                for seg in self._segments:
+                    if seg.next_offset > rp or seg is self._active:
+                        fds.extend(seg.sync_fds())
+            try:
+                for fd in fds:
+                    os.fsync(fd)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+            self._sync_directory()
+            with self._lock:
+                self._recovery_point = max(self._recovery_point, min(target, self.log_end_offset))
+                self._last_flush_ms = self._clock()
+            self._persist_recovery_point()
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+
+    def _close_all(self) -> None:
+        for seg in self._segments:
+            seg.close()
+        for _, seg in self._graveyard:
+            seg.close()
+        self._graveyard = []
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_all()
+
+    def delete(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            now = self._clock()
+            doomed = self._segments
+            self._discard(doomed, now)
+            self._closed = True
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(start={self._log_start_offset}, end={self.log_end_offset}, "
+            f"segments={len(self._segments)})"
+        )
+
+
+class PartitionLog(SegmentedLog):
+    """A partition log kept in files in one directory (Kafka's layout and file names)."""
+
+    RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
+    LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
+    CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+
+    def __init__(self, directory: Path | str, config: LogConfig | None = None, *, clock: Clock | None = None):
+        super().__init__(config or LogConfig(), clock=clock)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._checkpoint_lock = threading.Lock()
+        self._dir_dirty = True
+        self.recovered_bytes = 0  # bytes cut off torn or corrupt segment tails when the log was opened
+        self.recovered_segments = 0  # segments whose indexes were rebuilt when the log was opened
+        self.clean_shutdown = False
+        self._load()
+
+    # files -------------------------------------------------------------------------------------------------
+
+    def _new_segment(self, base_offset: int, now_ms: int) -> Segment:
+        return Segment.create(self.directory, base_offset, self.config, now_ms=now_ms)
+
+    def _segments_changed(self) -> None:
+        self._dir_dirty = True
+
+    def _sync_directory(self) -> None:
+        if self._dir_dirty:
+            self._dir_dirty = False
+            fsync_dir(self.directory)
+
+    def _read_checkpoint(self, name: str) -> int | None:
+        try:
+            lines = (self.directory / name).read_text().split()
+            return int(lines[1]) if len(lines) >= 2 and lines[0] == "0" else None
+        except (OSError, ValueError):
+            return None
+
+    def _write_checkpoint(self, name: str, value: int) -> None:
+        with self._checkpoint_lock:
+            atomic_write(self.directory / name, f"0\n{value}\n".encode())
+
+    def _persist_log_start_offset(self) -> None:
+        if not self._closed:
+            self._write_checkpoint(self.LOG_START_OFFSET_FILE, self._log_start_offset)
+
+    def _persist_recovery_point(self) -> None:
+        if not self._closed:
+            self._write_checkpoint(self.RECOVERY_POINT_FILE, self._recovery_point)
+
+    # recovery ----------------------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        now = self._clock()
+        marker = self.directory / self.CLEAN_SHUTDOWN_FILE
+        clean = marker.exists()
+        self.clean_shutdown = clean
+        groups: dict[int, set[str]] = {}
+        for entry in os.listdir(self.directory):
+            if entry.endswith(".tmp"):
+                with contextlib.suppress(OSError):
+                    (self.directory / entry).unlink()
+                continue
+            m = _SEGMENT_FILE.match(entry)
+            if m:
+                groups.setdefault(int(m.group(1)), set()).add(m.group(2))
+        bases = []
+        for base, kinds in sorted(groups.items()):
+            if "log" in kinds:
+                bases.append(base)
+            else:  # an index without its log: left over from a deletion
+                for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                    with contextlib.suppress(OSError):
+                        (self.directory / f"{base:020d}{suffix}").unlink()
+        log_start = self._read_checkpoint(self.LOG_START_OFFSET_FILE) or 0
+        recovery_point = self._read_checkpoint(self.RECOVERY_POINT_FILE) or 0
+        segments: list[Segment] = []
+        for i, base in enumerate(bases):
+            seg, indexes_ok = Segment.open(self.directory, base, self.config, now_ms=now)
+            last = i == len(bases) - 1
+            needs_recovery = not clean and (last or bases[i + 1] > recovery_point)
+            if needs_recovery or not indexes_ok or not seg.load():
+                self.recovered_segments += 1
+                truncated = seg.recover()
+                self.recovered_bytes += truncated
+                if segments and seg.base_offset < segments[-1].next_offset:
+                    seg.close()
+                    seg.unlink()
+                    self.recovered_segments -= 1
+                    self._drop_files(bases[i + 1 :])
+                    break
+                segments.append(seg)
+                if truncated and not last:
+                    self._drop_files(bases[i + 1 :])
+                    break
+            else:
+                segments.append(seg)
+        if not segments:
+            segments = [self._new_segment(log_start, now)]
+        self._set_segments(segments)
+        self._log_start_offset = max(log_start, segments[0].base_offset)
+        if self._log_start_offset > self.log_end_offset:
+            doomed = self._segments
+            self._set_segments([self._new_segment(self._log_start_offset, now)])
+            for seg in doomed:
+                seg.close()
+                seg.unlink()
+        self._recovery_point = self.log_end_offset if clean else min(recovery_point, self.log_end_offset)
+        if clean:
+            marker.unlink()
+        if self._log_start_offset != log_start:
+            self._write_checkpoint(self.LOG_START_OFFSET_FILE, self._log_start_offset)
+        if self._recovery_point != recovery_point:
+            self._write_checkpoint(self.RECOVERY_POINT_FILE, self._recovery_point)
+        fsync_dir(self.directory)
+        self._dir_dirty = False
+
+    def _drop_files(self, bases: list[int]) -> None:
+        """Remove segments following a truncated one: their offsets would no longer follow on."""
+        for base in bases:
+            for suffix in (LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                with contextlib.suppress(OSError):
+                    (self.directory / f"{base:020d}{suffix}").unlink()
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush, close every file and leave the clean-shutdown marker (the next open skips recovery)."""
+        if self._closed:
+            return
+        self.flush()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._close_all()
+            atomic_write(self.directory / self.CLEAN_SHUTDOWN_FILE, b"")
+
+    def delete(self) -> None:
+        """Remove the directory; open files stay readable until file.delete.delay.ms passes (``sweep``)."""
+        super().delete()
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,0 +1,602 @@
+"""A log segment: batches exactly as received, plus a sparse offset index and a sparse time index.
+
+On disk a segment with base offset B is three files::
+
+    <B:020d>.log        the batches, back to back
+    <B:020d>.index      8-byte entries: relative offset int32 (of a batch's base offset), position int32
+    <B:020d>.timeindex  12-byte entries: max timestamp so far int64, relative offset int32 (of the batch that
+                        first reached it)
+
+Both indexes gain an entry once at least ``index_interval_bytes`` of log have been written since the previous
+one; the time index only when the segment's max timestamp has grown since its last entry. The indexes are kept
+in memory (two lists each, searched with bisect) and appended to their files with positional writes.
+
+The bytes live behind a ``SegmentStore``: a file for the file engine, a bytearray for the memory engine, so
+both engines share every lookup, roll and retention rule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from abc import ABC, abstractmethod
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from kafkite.log.base import FileRange
+from kafkite.log.config import LogConfig
+from kafkite.protocol.records import (
+    BATCH_HEADER_SIZE,
+    BatchHeader,
+    InvalidBatch,
+    check_crc,
+    read_header,
+)
+
+INT32_MAX = (1 << 31) - 1
+READ_CHUNK = 1 << 20  # bytes read at a time when scanning batch headers
+
+LOG_SUFFIX = ".log"
+INDEX_SUFFIX = ".index"
+TIME_INDEX_SUFFIX = ".timeindex"
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+# -- stores --------------------------------------------------------------------------------------------------
+
+
+class SegmentStore(ABC):
+    """Where a segment's (or index's) bytes live. Writes only ever append or truncate."""
+
+    size: int
+
+    @abstractmethod
+    def append(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    @abstractmethod
+    def pread(self, position: int, n: int) -> bytes: ...
+
+    @abstractmethod
+    def truncate(self, size: int) -> None: ...
+
+    @abstractmethod
+    def chunk(self, position: int, size: int) -> FileRange | bytes: ...
+
+    @abstractmethod
+    def sync_fd(self) -> int | None:
+        """A duplicate descriptor to fsync (the caller closes it), or None when there is nothing to sync."""
+
+    @abstractmethod
+    def mtime_ms(self) -> int | None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def unlink(self) -> None: ...
+
+
+class FileStore(SegmentStore):
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        self.file: BinaryIO = open(path, "w+b" if create else "r+b", buffering=0)  # noqa: SIM115
+        self.fd = self.file.fileno()
+        self.size = os.fstat(self.fd).st_size
+        self.closed = False
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        start = self.size
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(self.fd, view[done:], start + done)
+        except BaseException:
+            if done:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self.fd, start)
+            raise
+        self.size = start + done
+
+    def pread(self, position: int, n: int) -> bytes:
+        n = max(0, min(n, self.size - position))
+        data = os.pread(self.fd, n, position)
+        while len(data) < n:
+            more = os.pread(self.fd, n - len(data), position + len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def truncate(self, size: int) -> None:
+        if size < self.size:
+            os.ftruncate(self.fd, size)
+            self.size = size
+
+    def chunk(self, position: int, size: int) -> FileRange | bytes:
+        return FileRange(self.file, position, size)
+
+    def sync_fd(self) -> int | None:
+        return None if self.closed else os.dup(self.fd)
+
+    def mtime_ms(self) -> int | None:
+        return int(os.fstat(self.fd).st_mtime * 1000)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.file.close()
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class MemoryStore(SegmentStore):
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.size = 0
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        self.buf += data
+        self.size = len(self.buf)
+
+    def pread(self, position: int, n: int) -> bytes:
+        return bytes(self.buf[position : position + n])
+
+    def truncate(self, size: int) -> None:
+        del self.buf[size:]
+        self.size = len(self.buf)
+
+    def chunk(self, position: int, size: int) -> FileRange | bytes:
+        return bytes(self.buf[position : position + size])
+
+    def sync_fd(self) -> int | None:
+        return None
+
+    def mtime_ms(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def unlink(self) -> None:
+        self.buf = bytearray()
+        self.size = 0
+
+
+# -- indexes -------------------------------------------------------------------------------------------------
+
+
+class SparseIndex:
+    """Two parallel sorted lists (key, value), mirrored to a store of fixed-size big-endian entries."""
+
+    def __init__(
+        self, entry: struct.Struct, store: SegmentStore, max_entries: int, *, key_first: bool
+    ) -> None:
+        self._entry = entry
+        self.store = store
+        self.max_entries = max(1, max_entries)
+        self._key_first = key_first
+        self.keys: list[int] = []
+        self.values: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def is_full(self) -> bool:
+        return len(self.keys) >= self.max_entries
+
+    def load(self) -> bool:
+        """Read the entries from the store; False if its size is not a whole number of entries."""
+        size = self.store.size
+        n = self._entry.size
+        if size % n:
+            return False
+        data = self.store.pread(0, size)
+        if len(data) != size:
+            return False
+        keys: list[int] = []
+        values: list[int] = []
+        for a, b in self._entry.iter_unpack(data):
+            if self._key_first:
+                keys.append(a)
+                values.append(b)
+            else:
+                keys.append(b)
+                values.append(a)
+        self.keys, self.values = keys, values
+        return True
+
+    def _pack(self, key: int, value: int) -> bytes:
+        return self._entry.pack(key, value) if self._key_first else self._entry.pack(value, key)
+
+    def append(self, key: int, value: int) -> None:
+        self.store.append(self._pack(key, value))
+        self.keys.append(key)
+        self.values.append(value)
+
+    def reset(self) -> None:
+        self.store.truncate(0)
+        self.keys = []
+        self.values = []
+
+    def truncate_entries(self, n: int) -> None:
+        if n < len(self.keys):
+            self.store.truncate(n * self._entry.size)
+            del self.keys[n:]
+            del self.values[n:]
+
+
+class OffsetIndex(SparseIndex):
+    ENTRY = struct.Struct(">ii")  # relative offset, position
+
+    def __init__(self, store: SegmentStore, max_bytes: int) -> None:
+        super().__init__(self.ENTRY, store, max_bytes // self.ENTRY.size, key_first=True)
+
+    def lookup(self, relative_offset: int) -> int:
+        """Position of the last indexed batch starting at or before ``relative_offset`` (0 if none)."""
+        i = bisect_right(self.keys, relative_offset) - 1
+        return self.values[i] if i >= 0 else 0
+
+    def floor_position(self, position: int) -> int:
+        """The largest indexed position <= ``position`` (0 if none)."""
+        i = bisect_right(self.values, position) - 1
+        return self.values[i] if i >= 0 else 0
+
+    def sane(self, log_size: int) -> bool:
+        k, v = self.keys, self.values
+        if any(x < 0 for x in k[:1]) or any(k[i] >= k[i + 1] or v[i] >= v[i + 1] for i in range(len(k) - 1)):
+            return False
+        return not v or (v[0] >= 0 and v[-1] < log_size)
+
+
+class TimeIndex(SparseIndex):
+    ENTRY = struct.Struct(">qi")  # timestamp, relative offset
+
+    def __init__(self, store: SegmentStore, max_bytes: int) -> None:
+        super().__init__(self.ENTRY, store, max_bytes // self.ENTRY.size, key_first=True)
+
+    def lookup(self, timestamp: int) -> int | None:
+        """Relative offset of a batch before which every batch's max timestamp is < ``timestamp``."""
+        i = bisect_left(self.keys, timestamp) - 1
+        return self.values[i] if i >= 0 else None
+
+    def sane(self, relative_end: int) -> bool:
+        k, v = self.keys, self.values
+        if any(k[i] >= k[i + 1] or v[i] > v[i + 1] for i in range(len(k) - 1)):
+            return False
+        return not v or (v[0] >= 0 and v[-1] < relative_end)
+
+
+# -- segment -------------------------------------------------------------------------------------------------
+
+
+class Segment:
+    """One segment. Not thread-safe by itself: the owning log serialises access."""
+
+    def __init__(
+        self,
+        base_offset: int,
+        store: SegmentStore,
+        offset_index: OffsetIndex,
+        time_index: TimeIndex,
+        config: LogConfig,
+        *,
+        created_ms: int,
+    ) -> None:
+        self.base_offset = base_offset
+        self.store = store
+        self.offset_index = offset_index
+        self.time_index = time_index
+        self.config = config
+        self.created_ms = created_ms
+        self.last_modified_ms = created_ms
+        self.next_offset = base_offset  # one past the last offset held
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = -1  # base offset of the first batch that reached max_timestamp
+        self._bytes_since_index = 0
+
+    # construction ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def in_memory(cls, base_offset: int, config: LogConfig, *, now_ms: int) -> Segment:
+        return cls(
+            base_offset,
+            MemoryStore(),
+            OffsetIndex(MemoryStore(), config.segment_index_bytes),
+            TimeIndex(MemoryStore(), config.segment_index_bytes),
+            config,
+            created_ms=now_ms,
+        )
+
+    @classmethod
+    def create(cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int) -> Segment:
+        name = segment_name(base_offset)
+        return cls(
+            base_offset,
+            FileStore(directory / (name + LOG_SUFFIX), create=True),
+            OffsetIndex(
+                FileStore(directory / (name + INDEX_SUFFIX), create=True), config.segment_index_bytes
+            ),
+            TimeIndex(
+                FileStore(directory / (name + TIME_INDEX_SUFFIX), create=True), config.segment_index_bytes
+            ),
+            config,
+            created_ms=now_ms,
+        )
+
+    @classmethod
+    def open(
+        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int
+    ) -> tuple[Segment, bool]:
+        """Open existing files; returns (segment, indexes_ok). Missing index files are created empty."""
+        name = segment_name(base_offset)
+        ok = True
+        stores: list[FileStore] = []
+        for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+            path = directory / (name + suffix)
+            exists = path.exists()
+            ok = ok and exists
+            stores.append(FileStore(path, create=not exists))
+        seg = cls(
+            base_offset,
+            FileStore(directory / (name + LOG_SUFFIX)),
+            OffsetIndex(stores[0], config.segment_index_bytes),
+            TimeIndex(stores[1], config.segment_index_bytes),
+            config,
+            created_ms=now_ms,
+        )
+        mtime = seg.store.mtime_ms()
+        if mtime is not None:
+            seg.last_modified_ms = mtime
+        return seg, ok
+
+    # properties --------------------------------------------------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        return self.store.size
+
+    @property
+    def is_empty(self) -> bool:
+        return self.store.size == 0
+
+    @property
+    def largest_timestamp(self) -> int:
+        """Max record timestamp, or the last modification time when no batch carries one (for retention)."""
+        return self.max_timestamp if self.max_timestamp >= 0 else self.last_modified_ms
+
+    def index_full(self) -> bool:
+        return self.offset_index.is_full or self.time_index.is_full
+
+    def can_hold_offset(self, offset: int) -> bool:
+        return 0 <= offset - self.base_offset <= INT32_MAX
+
+    # appending ---------------------------------------------------------------------------------------------
+
+    def append(
+        self, data: bytes | bytearray | memoryview, headers: list[tuple[int, BatchHeader]], *, now_ms: int
+    ) -> None:
+        """Write ``data`` (whose batches are ``headers``: position within data, header) in one write call."""
+        start = self.store.size
+        self.store.append(data)
+        self.last_modified_ms = now_ms
+        for rel_pos, h in headers:
+            self._account(start + rel_pos, h)
+
+    def _account(self, position: int, h: BatchHeader) -> None:
+        if h.max_timestamp > self.max_timestamp:
+            self.max_timestamp = h.max_timestamp
+            self.offset_of_max_timestamp = h.base_offset
+        if self._bytes_since_index > self.config.index_interval_bytes:
+            self.offset_index.append(h.base_offset - self.base_offset, position)
+            self._maybe_time_entry()
+            self._bytes_since_index = 0
+        self._bytes_since_index += h.size
+        self.next_offset = h.last_offset + 1
+
+    def _maybe_time_entry(self) -> None:
+        ti = self.time_index
+        if self.max_timestamp >= 0 and (not ti.keys or self.max_timestamp > ti.keys[-1]) and not ti.is_full:
+            ti.append(self.max_timestamp, self.offset_of_max_timestamp - self.base_offset)
+
+    def seal(self) -> None:
+        """The segment stops being the active one: record its final max timestamp in the time index."""
+        self._maybe_time_entry()
+
+    # scanning ----------------------------------------------------------------------------------------------
+
+    def iter_batches(
+        self, start: int = 0, end: int | None = None, *, with_data: bool = False
+    ) -> Iterator[tuple[int, BatchHeader, bytes | None]]:
+        """Yield (position, header, data-or-None) for whole batches in [start, end).
+
+        Stops silently at a batch cut short by ``end``; raises InvalidBatch at a malformed header.
+        """
+        end = self.store.size if end is None else min(end, self.store.size)
+        pos = start
+        buf = b""
+        buf_start = start
+        while end - pos >= BATCH_HEADER_SIZE:
+            off = pos - buf_start
+            if off + BATCH_HEADER_SIZE > len(buf):
+                buf = self.store.pread(pos, min(READ_CHUNK, end - pos))
+                buf_start, off = pos, 0
+                if len(buf) < BATCH_HEADER_SIZE:
+                    return
+            h = read_header(buf, off)
+            if pos + h.size > end:
+                return
+            data: bytes | None = None
+            if with_data:
+                inside = off + h.size <= len(buf)
+                data = buf[off : off + h.size] if inside else self.store.pread(pos, h.size)
+            yield pos, h, data
+            pos += h.size
+
+    def header_at(self, position: int) -> BatchHeader:
+        return read_header(self.store.pread(position, BATCH_HEADER_SIZE))
+
+    def read_batch(self, position: int, header: BatchHeader) -> bytes:
+        return self.store.pread(position, header.size)
+
+    def find(self, offset: int) -> tuple[int, BatchHeader] | None:
+        """(position, header) of the first batch whose last offset is >= ``offset``, or None."""
+        if offset >= self.next_offset:
+            return None
+        start = self.offset_index.lookup(offset - self.base_offset) if offset > self.base_offset else 0
+        for pos, h, _ in self.iter_batches(start):
+            if h.last_offset >= offset:
+                return pos, h
+        return None
+
+    def position_of(self, offset: int) -> int:
+        """Position of the first batch whose last offset is >= ``offset``; the segment size if none."""
+        found = self.find(offset)
+        return self.store.size if found is None else found[0]
+
+    def boundary_at_or_before(self, start: int, limit: int) -> int:
+        """The largest batch boundary b with start <= b <= limit (``start`` must be a boundary)."""
+        if limit >= self.store.size:
+            return self.store.size
+        pos = max(start, self.offset_index.floor_position(limit))
+        for p, h, _ in self.iter_batches(pos):
+            if p + h.size > limit:
+                return p
+            pos = p + h.size
+        return pos
+
+    def find_timestamp(self, timestamp: int, min_offset: int) -> tuple[int, BatchHeader] | None:
+        """(position, header) of the first batch with max timestamp >= ``timestamp`` and last offset >=
+        ``min_offset``."""
+        if self.max_timestamp < timestamp:
+            return None
+        rel = self.time_index.lookup(timestamp)
+        start_offset = max(min_offset, self.base_offset + rel if rel is not None else self.base_offset)
+        found = self.find(start_offset)
+        if found is None:
+            return None
+        for pos, h, _ in self.iter_batches(found[0]):
+            if h.max_timestamp >= timestamp and h.last_offset >= min_offset:
+                return pos, h
+        return None
+
+    # recovery ----------------------------------------------------------------------------------------------
+
+    def _reset_state(self) -> None:
+        self.offset_index.reset()
+        self.time_index.reset()
+        self.next_offset = self.base_offset
+        self.max_timestamp = -1
+        self.offset_of_max_timestamp = -1
+        self._bytes_since_index = 0
+
+    def recover(self, *, validate: bool = True) -> int:
+        """Rebuild the indexes from the batches, validating each one (header, CRC, offset order) if asked;
+        truncate the segment at the first bad or incomplete batch. Returns the number of bytes truncated."""
+        self._reset_state()
+        valid_end = 0
+        try:
+            for pos, h, data in self.iter_batches(with_data=validate):
+                if h.base_offset < self.next_offset or h.last_offset_delta < 0:
+                    break
+                if not self.can_hold_offset(h.last_offset):
+                    break
+                if data is not None and not check_crc(data, 0, h):
+                    break
+                self._account(pos, h)
+                valid_end = pos + h.size
+        except InvalidBatch:
+            pass
+        truncated = self.store.size - valid_end
+        if truncated:
+            self.store.truncate(valid_end)
+        self._refresh_created()
+        return truncated
+
+    def load(self) -> bool:
+        """Load the indexes and derive the segment's state from them plus a scan of the batches after the last
+        index entry. Returns False if anything is inconsistent (the caller then runs ``recover``)."""
+        if not (self.offset_index.load() and self.time_index.load()):
+            return False
+        if not self.offset_index.sane(self.store.size):
+            return False
+        oi = self.offset_index
+        start = 0
+        if oi.keys:
+            start = oi.values[-1]
+            try:
+                h = self.header_at(start)
+            except InvalidBatch:
+                return False
+            if h.base_offset != self.base_offset + oi.keys[-1]:
+                return False
+        ti = self.time_index
+        if ti.keys:
+            self.max_timestamp = ti.keys[-1]
+            self.offset_of_max_timestamp = self.base_offset + ti.values[-1]
+        self.next_offset = self.base_offset
+        if oi.keys:
+            self.next_offset = self.base_offset + oi.keys[-1]
+        end = start
+        try:
+            for pos, h, _ in self.iter_batches(start):
+                if h.base_offset < self.next_offset and pos != start:
+                    return False
+                if h.max_timestamp > self.max_timestamp:
+                    self.max_timestamp = h.max_timestamp
+                    self.offset_of_max_timestamp = h.base_offset
+                self.next_offset = h.last_offset + 1
+                end = pos + h.size
+        except InvalidBatch:
+            return False
+        if end != self.store.size:
+            return False
+        if not ti.sane(self.next_offset - self.base_offset):
+            return False
+        self._bytes_since_index = self.store.size - start
+        self._refresh_created()
+        return True
+
+    def _refresh_created(self) -> None:
+        if self.store.size >= BATCH_HEADER_SIZE:
+            with contextlib.suppress(InvalidBatch):
+                ts = self.header_at(0).max_timestamp
+                if ts >= 0:
+                    self.created_ms = min(self.created_ms, ts)
+
+    def truncate_to(self, offset: int) -> int:
+        """Drop the batch holding ``offset`` and everything after it; returns the bytes removed."""
+        pos = self.position_of(offset)
+        removed = self.store.size - pos
+        if removed:
+            self.store.truncate(pos)
+            self.recover(validate=False)
+        return removed
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+
+    def sync_fds(self) -> list[int]:
+        fds = [self.store.sync_fd(), self.offset_index.store.sync_fd(), self.time_index.store.sync_fd()]
+        return [fd for fd in fds if fd is not None]
+
+    def close(self) -> None:
+        self.store.close()
+        self.offset_index.store.close()
+        self.time_index.store.close()
+
+    def unlink(self) -> None:
+        self.store.unlink()
+        self.offset_index.store.unlink()
+        self.time_index.store.unlink()
+
+    def __repr__(self) -> str:
+        return f"Segment(base={self.base_offset}, next={self.next_offset}, size={self.size})"
