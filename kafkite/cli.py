@@ -21,7 +21,9 @@ def _serve_epilog() -> str:
         if d.doc:
             lines.append(f"      {d.doc}")
     lines.append("")
-    lines.append("Topic-level keys (retention.ms, segment.bytes, cleanup.policy, ...) are set per topic with the")
+    lines.append(
+        "Topic-level keys (retention.ms, segment.bytes, cleanup.policy, ...) are set per topic with the"
+    )
     lines.append("admin APIs; their defaults come from the broker keys named in parentheses above.")
     return "\n".join(lines)
 
@@ -55,7 +57,13 @@ async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -
         except (NotImplementedError, RuntimeError):
             pass
     host, port = broker.advertised
-    log.info("kafkite ready: cluster %s, node %d, advertised as %s:%d", broker.cluster_id, broker.node_id, host, port)
+    log.info(
+        "kafkite ready: cluster %s, node %d, advertised as %s:%d",
+        broker.cluster_id,
+        broker.node_id,
+        host,
+        port,
+    )
     if ready is not None:
         ready.set()
     try:
@@ -80,7 +88,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             import uvloop
         except ImportError:
-            print("kafkite: event.loop=uvloop needs the uvloop extra: pip install 'kafkite[uvloop]'", file=sys.stderr)
+            print(
+                "kafkite: event.loop=uvloop needs the uvloop extra: pip install 'kafkite[uvloop]'",
+                file=sys.stderr,
+            )
             return 2
         uvloop.install()
     try:
@@ -95,7 +106,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kafkite", description="A Kafka-wire-protocol broker shaped after OCI Streaming")
+    parser = argparse.ArgumentParser(
+        prog="kafkite", description="A Kafka-wire-protocol broker shaped after OCI Streaming"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",

@@ -77,7 +77,12 @@ class ConfigDef:
 
 
 _DEFS: list[ConfigDef] = [
-    ConfigDef("listeners", "PLAINTEXT://localhost:9092", _listeners, "Where the broker listens: NAME://host:port,..."),
+    ConfigDef(
+        "listeners",
+        "PLAINTEXT://localhost:9092",
+        _listeners,
+        "Where the broker listens: NAME://host:port,...",
+    ),
     ConfigDef(
         "advertised.listeners",
         "",
@@ -90,18 +95,37 @@ _DEFS: list[ConfigDef] = [
     ConfigDef("storage.engine", "file", _engine, "Storage engine: file (durable) or memory (ephemeral)"),
     ConfigDef("num.partitions", "1", _int, "Partitions of an auto-created topic", True),
     ConfigDef("default.replication.factor", "1", _int, "Replication factor reported for new topics"),
-    ConfigDef("auto.create.topics.enable", "true", _bool, "Create unknown topics on Metadata and Produce", True),
+    ConfigDef(
+        "auto.create.topics.enable", "true", _bool, "Create unknown topics on Metadata and Produce", True
+    ),
     ConfigDef("delete.topic.enable", "true", _bool, "Allow DeleteTopics"),
-    ConfigDef("message.max.bytes", "1048588", _int, "Largest record batch accepted (topic: max.message.bytes)", True),
-    ConfigDef("socket.request.max.bytes", "104857600", _int, "Largest request frame; larger ones close the connection"),
-    ConfigDef("log.segment.bytes", "1073741824", _int, "Segment size before rolling (topic: segment.bytes)", True),
+    ConfigDef(
+        "message.max.bytes", "1048588", _int, "Largest record batch accepted (topic: max.message.bytes)", True
+    ),
+    ConfigDef(
+        "socket.request.max.bytes",
+        "104857600",
+        _int,
+        "Largest request frame; larger ones close the connection",
+    ),
+    ConfigDef(
+        "log.segment.bytes", "1073741824", _int, "Segment size before rolling (topic: segment.bytes)", True
+    ),
     ConfigDef("log.roll.ms", "604800000", _int, "Segment age before rolling (topic: segment.ms)", True),
-    ConfigDef("log.retention.ms", "604800000", _int, "Retention time, -1 for ever (topic: retention.ms)", True),
-    ConfigDef("log.retention.bytes", "-1", _int, "Retention size per partition (topic: retention.bytes)", True),
+    ConfigDef(
+        "log.retention.ms", "604800000", _int, "Retention time, -1 for ever (topic: retention.ms)", True
+    ),
+    ConfigDef(
+        "log.retention.bytes", "-1", _int, "Retention size per partition (topic: retention.bytes)", True
+    ),
     ConfigDef("log.retention.check.interval.ms", "300000", _int, "How often retention runs"),
-    ConfigDef("log.segment.delete.delay.ms", "60000", _int, "Delay before a deleted segment's file is closed", True),
+    ConfigDef(
+        "log.segment.delete.delay.ms", "60000", _int, "Delay before a deleted segment's file is closed", True
+    ),
     ConfigDef("log.index.interval.bytes", "4096", _int, "Bytes between offset index entries", True),
-    ConfigDef("log.index.size.max.bytes", "10485760", _int, "Largest offset index file (topic: segment.index.bytes)"),
+    ConfigDef(
+        "log.index.size.max.bytes", "10485760", _int, "Largest offset index file (topic: segment.index.bytes)"
+    ),
     ConfigDef(
         "log.flush.interval.messages",
         "9223372036854775807",
@@ -131,7 +155,11 @@ _DEFS: list[ConfigDef] = [
         True,
     ),
     ConfigDef(
-        "log.cleanup.policy", "delete", _choice("delete", "compact", "compact,delete", "delete,compact"), "", True
+        "log.cleanup.policy",
+        "delete",
+        _choice("delete", "compact", "compact,delete", "delete,compact"),
+        "",
+        True,
     ),
     ConfigDef(
         "compression.type",
@@ -141,11 +169,15 @@ _DEFS: list[ConfigDef] = [
         True,
     ),
     ConfigDef("min.insync.replicas", "1", _int, "Reported minimum in-sync replicas", True),
-    ConfigDef("offsets.retention.minutes", "10080", _int, "How long committed offsets of an empty group are kept"),
+    ConfigDef(
+        "offsets.retention.minutes", "10080", _int, "How long committed offsets of an empty group are kept"
+    ),
     ConfigDef("offsets.retention.check.interval.ms", "600000", _int, "How often expired offsets are removed"),
     ConfigDef("offset.metadata.max.bytes", "4096", _int, "Largest commit metadata string"),
     ConfigDef("group.min.session.timeout.ms", "6000", _int, "Smallest session timeout a member may ask for"),
-    ConfigDef("group.max.session.timeout.ms", "1800000", _int, "Largest session timeout a member may ask for"),
+    ConfigDef(
+        "group.max.session.timeout.ms", "1800000", _int, "Largest session timeout a member may ask for"
+    ),
     ConfigDef(
         "group.initial.rebalance.delay.ms",
         "0",

@@ -70,7 +70,9 @@ async def handle_create_topics(broker: Broker, ctx: RequestContext, req: dict[st
             if n == -1:
                 n = broker.config["num.partitions"]
             if n <= 0:
-                raise KafkaProtocolError(ErrorCode.INVALID_PARTITIONS, "Number of partitions must be larger than 0.")
+                raise KafkaProtocolError(
+                    ErrorCode.INVALID_PARTITIONS, "Number of partitions must be larger than 0."
+                )
             if rf == -1:
                 rf = broker.config["default.replication.factor"]
             if rf <= 0:
@@ -86,7 +88,9 @@ async def handle_create_topics(broker: Broker, ctx: RequestContext, req: dict[st
             configs: dict[str, str] = {}
             for c in t["configs"]:
                 if c["value"] is None:
-                    raise KafkaProtocolError(ErrorCode.INVALID_CONFIG, f"Null value not supported for {c['name']}")
+                    raise KafkaProtocolError(
+                        ErrorCode.INVALID_CONFIG, f"Null value not supported for {c['name']}"
+                    )
                 configs[c["name"]] = c["value"]
             _check_topic_configs(configs)
             entry.update(num_partitions=n, replication_factor=rf)
@@ -140,7 +144,9 @@ async def handle_delete_topics(broker: Broker, ctx: RequestContext, req: dict[st
     return {"throttle_time_ms": 0, "responses": out}
 
 
-async def handle_create_partitions(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+async def handle_create_partitions(
+    broker: Broker, ctx: RequestContext, req: dict[str, Any]
+) -> dict[str, Any]:
     counts = Counter(t["name"] for t in req["topics"])
     out = []
     for t in req["topics"]:
@@ -185,7 +191,9 @@ def _broker_type_code(name: str) -> int:
     return {"_bool": 1, "_int": 5}.get(getattr(parse, "__name__", ""), 2)
 
 
-def _describe_topic(broker: Broker, overrides: dict[str, str], keys: list[str] | None) -> list[dict[str, Any]]:
+def _describe_topic(
+    broker: Broker, overrides: dict[str, str], keys: list[str] | None
+) -> list[dict[str, Any]]:
     """Every topic config with its effective value, its source and (as synonyms) where else it is set."""
     out = []
     for name, key in sorted(TOPIC_CONFIGS.items()):
@@ -203,8 +211,12 @@ def _describe_topic(broker: Broker, overrides: dict[str, str], keys: list[str] |
             else:
                 source = SOURCE_DEFAULT
             if source != SOURCE_DEFAULT:
-                synonyms.append({"name": broker_key, "value": broker.config.raw[broker_key], "source": source})
-            synonyms.append({"name": broker_key, "value": DEFINITIONS[broker_key].default, "source": SOURCE_DEFAULT})
+                synonyms.append(
+                    {"name": broker_key, "value": broker.config.raw[broker_key], "source": source}
+                )
+            synonyms.append(
+                {"name": broker_key, "value": DEFINITIONS[broker_key].default, "source": SOURCE_DEFAULT}
+            )
         else:
             synonyms.append({"name": name, "value": key.default, "source": SOURCE_DEFAULT})
         top = synonyms[0]
@@ -270,23 +282,36 @@ async def handle_describe_configs(broker: Broker, ctx: RequestContext, req: dict
         if rtype == RESOURCE_TOPIC:
             meta = broker.topic(rname)
             if meta is None:
-                entry.update(error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), error_message=f"Topic {rname} not found")
+                entry.update(
+                    error_code=int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
+                    error_message=f"Topic {rname} not found",
+                )
             else:
                 entry["configs"] = _describe_topic(broker, meta.configs, keys)
         elif rtype == RESOURCE_BROKER:
             if not _broker_resource_ok(broker, rname):
-                entry.update(error_code=int(ErrorCode.INVALID_REQUEST), error_message=f"unknown broker {rname!r}")
+                entry.update(
+                    error_code=int(ErrorCode.INVALID_REQUEST), error_message=f"unknown broker {rname!r}"
+                )
             else:
                 entry["configs"] = _describe_broker(broker, keys)
         elif rtype == RESOURCE_BROKER_LOGGER:
             entry["configs"] = [
-                {"name": n, "value": logging.getLevelName(logging.getLogger(n).getEffectiveLevel()),
-                 "read_only": False, "config_source": 6, "is_sensitive": False, "config_type": 2}
+                {
+                    "name": n,
+                    "value": logging.getLevelName(logging.getLogger(n).getEffectiveLevel()),
+                    "read_only": False,
+                    "config_source": 6,
+                    "is_sensitive": False,
+                    "config_type": 2,
+                }
                 for n in sorted(k for k in logging.root.manager.loggerDict if k.startswith("kafkite"))
                 if keys is None or n in keys
             ]
         else:
-            entry.update(error_code=int(ErrorCode.INVALID_REQUEST), error_message=f"unsupported resource type {rtype}")
+            entry.update(
+                error_code=int(ErrorCode.INVALID_REQUEST), error_message=f"unsupported resource type {rtype}"
+            )
         if not req.get("include_synonyms"):
             for c in entry["configs"]:
                 c["synonyms"] = []
@@ -359,7 +384,12 @@ async def _alter(broker: Broker, req: dict[str, Any], incremental: bool) -> dict
     out = []
     for r in req["resources"]:
         rtype, rname = r["resource_type"], r["resource_name"]
-        entry: dict[str, Any] = {"error_code": 0, "error_message": None, "resource_type": rtype, "resource_name": rname}
+        entry: dict[str, Any] = {
+            "error_code": 0,
+            "error_message": None,
+            "resource_type": rtype,
+            "resource_name": rname,
+        }
         if incremental:
             ops = [(c["name"], c["config_operation"], c["value"]) for c in r["configs"]]
         else:
@@ -387,7 +417,9 @@ async def _alter(broker: Broker, req: dict[str, Any], incremental: bool) -> dict
                     if level not in ("DEBUG", "INFO", "WARN", "WARNING", "ERROR", "TRACE"):
                         raise KafkaProtocolError(ErrorCode.INVALID_CONFIG, f"invalid log level {value!r}")
                     if not req["validate_only"]:
-                        logging.getLogger(name).setLevel({"WARN": "WARNING", "TRACE": "DEBUG"}.get(level, level))
+                        logging.getLogger(name).setLevel(
+                            {"WARN": "WARNING", "TRACE": "DEBUG"}.get(level, level)
+                        )
             else:
                 raise KafkaProtocolError(ErrorCode.INVALID_REQUEST, f"unsupported resource type {rtype}")
         except KafkaProtocolError as e:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,7 +14,14 @@ from typing import Any
 
 from kafkite.config import TOPIC_FROM_BROKER, BrokerConfig
 from kafkite.log.base import Partition
-from kafkite.log.engine import FileStorage, InvalidTopicName, MemoryStorage, Storage, TopicMeta, check_topic_name
+from kafkite.log.engine import (
+    FileStorage,
+    InvalidTopicName,
+    MemoryStorage,
+    Storage,
+    TopicMeta,
+    check_topic_name,
+)
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 
 log = logging.getLogger("kafkite.broker")
@@ -101,7 +108,10 @@ class Broker:
         self.blackhole: bool = config["blackhole"]
         self.dynamic_configs: dict[str, str] = {}
         self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
-        self.advertised: tuple[str, int] = (config["advertised.listeners"][0][1], config["advertised.listeners"][0][2])
+        self.advertised: tuple[str, int] = (
+            config["advertised.listeners"][0][1],
+            config["advertised.listeners"][0][2],
+        )
 
     def _make_storage(self) -> Storage:
         defaults = self.config.topic_defaults()
@@ -208,9 +218,15 @@ class Broker:
         return self.storage.partition(topic, index)
 
     def all_partitions(self) -> list[Partition]:
-        return [self.storage.partition(t, i) for t, m in self.storage.topics().items() for i in range(m.partitions)]
+        return [
+            self.storage.partition(t, i)
+            for t, m in self.storage.topics().items()
+            for i in range(m.partitions)
+        ]
 
-    def create_topic(self, name: str, partitions: int | None = None, configs: dict[str, str] | None = None) -> TopicMeta:
+    def create_topic(
+        self, name: str, partitions: int | None = None, configs: dict[str, str] | None = None
+    ) -> TopicMeta:
         validate_topic_name(name)
         if name in self.storage.topics():
             raise KafkaProtocolError(ErrorCode.TOPIC_ALREADY_EXISTS, f"topic {name!r} already exists")

@@ -38,8 +38,14 @@ def _read_all(broker: Broker, req: dict[str, Any], version: int) -> tuple[list[d
             entry: dict[str, Any] = {"partition_index": idx, "records": b""}
             part = broker.partition(name, idx) if name is not None else None
             if part is None:
-                code = ErrorCode.UNKNOWN_TOPIC_ID if version >= 13 and name is None else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
-                entry.update(error_code=int(code), high_watermark=-1, last_stable_offset=-1, log_start_offset=-1)
+                code = (
+                    ErrorCode.UNKNOWN_TOPIC_ID
+                    if version >= 13 and name is None
+                    else ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                )
+                entry.update(
+                    error_code=int(code), high_watermark=-1, last_stable_offset=-1, log_start_offset=-1
+                )
                 errors = True
                 parts_out.append(entry)
                 continue

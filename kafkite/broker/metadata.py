@@ -9,8 +9,25 @@ from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 from kafkite.protocol.messages import registry
 
 # AclOperation codes (Kafka): what an unrestricted principal may do, as authorized-operations bit sets.
-_TOPIC_OPS = (3, 4, 5, 6, 7, 8, 10, 11)  # READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
-_CLUSTER_OPS = (4, 7, 8, 9, 10, 11, 12)  # CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE/ALTER_CONFIGS IDEMPOTENT
+_TOPIC_OPS = (
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+    10,
+    11,
+)  # READ WRITE CREATE DELETE ALTER DESCRIBE DESCRIBE_CONFIGS ALTER_CONFIGS
+_CLUSTER_OPS = (
+    4,
+    7,
+    8,
+    9,
+    10,
+    11,
+    12,
+)  # CREATE ALTER DESCRIBE CLUSTER_ACTION DESCRIBE/ALTER_CONFIGS IDEMPOTENT
 OPS_NOT_REQUESTED = -2147483648
 
 
@@ -78,7 +95,11 @@ async def handle_metadata(broker: Broker, ctx: RequestContext, req: dict[str, An
                 meta = broker.topic_by_id(t["topic_id"])
                 if meta is None:
                     topics.append(
-                        {"error_code": int(ErrorCode.UNKNOWN_TOPIC_ID), "name": None, "topic_id": t["topic_id"]}
+                        {
+                            "error_code": int(ErrorCode.UNKNOWN_TOPIC_ID),
+                            "name": None,
+                            "topic_id": t["topic_id"],
+                        }
                     )
                     continue
                 name = meta.name

@@ -17,7 +17,9 @@ def _error(index: int, code: ErrorCode, message: str | None = None) -> dict[str,
     return {"index": index, "error_code": int(code), "base_offset": -1, "error_message": message}
 
 
-def validate_produce_batch(buf: memoryview, max_message_bytes: int, ts_before_ms: int, ts_after_ms: int) -> None:
+def validate_produce_batch(
+    buf: memoryview, max_message_bytes: int, ts_before_ms: int, ts_after_ms: int
+) -> None:
     """One v2 batch, well formed, within size, CRC intact (raises ProduceError)."""
     if len(buf) == 0:
         raise ProduceError(ErrorCode.INVALID_RECORD, "empty record set")
@@ -25,7 +27,9 @@ def validate_produce_batch(buf: memoryview, max_message_bytes: int, ts_before_ms
         h = records.read_header(buf, 0)
     except records.InvalidBatch as e:
         if len(buf) >= 17 and buf[16] != 2:
-            raise ProduceError(ErrorCode.INVALID_RECORD, "Produce v3+ requires record batch magic 2") from None
+            raise ProduceError(
+                ErrorCode.INVALID_RECORD, "Produce v3+ requires record batch magic 2"
+            ) from None
         raise ProduceError(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
     if h.size != len(buf):
         if h.size > len(buf):
@@ -48,13 +52,19 @@ def validate_produce_batch(buf: memoryview, max_message_bytes: int, ts_before_ms
     if h.is_control:
         raise ProduceError(ErrorCode.INVALID_RECORD, "clients may not produce control batches")
     if h.compression > records.COMPRESSION_ZSTD:
-        raise ProduceError(ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, f"unknown compression codec {h.compression}")
+        raise ProduceError(
+            ErrorCode.UNSUPPORTED_COMPRESSION_TYPE, f"unknown compression codec {h.compression}"
+        )
     if ts_before_ms < (1 << 63) - 1 or ts_after_ms < (1 << 63) - 1:
         now = now_ms()
         if h.base_timestamp >= 0 and now - h.base_timestamp > ts_before_ms:
-            raise ProduceError(ErrorCode.INVALID_TIMESTAMP, "timestamp is older than message.timestamp.before.max.ms")
+            raise ProduceError(
+                ErrorCode.INVALID_TIMESTAMP, "timestamp is older than message.timestamp.before.max.ms"
+            )
         if h.max_timestamp - now > ts_after_ms:
-            raise ProduceError(ErrorCode.INVALID_TIMESTAMP, "timestamp is newer than message.timestamp.after.max.ms")
+            raise ProduceError(
+                ErrorCode.INVALID_TIMESTAMP, "timestamp is newer than message.timestamp.after.max.ms"
+            )
 
 
 class ProduceError(Exception):

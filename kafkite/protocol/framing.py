@@ -76,7 +76,9 @@ def peek_key_version(frame: bytes | bytearray | memoryview) -> tuple[int, int]:
 def decode_request_header(reg: Registry, frame: memoryview, header_version: int) -> RequestHeader:
     codec = reg.header("RequestHeader", header_version)
     h, pos = codec.decode(frame, 0)
-    return RequestHeader(h["request_api_key"], h["request_api_version"], h["correlation_id"], h["client_id"], pos)
+    return RequestHeader(
+        h["request_api_key"], h["request_api_version"], h["correlation_id"], h["client_id"], pos
+    )
 
 
 def encode_response(
@@ -87,7 +89,11 @@ def encode_response(
     head = bytearray(4)
     reg.header("ResponseHeader", hv).write_into(head, {"correlation_id": correlation_id})
     parts = reg.response(api_key, api_version).encode(body)
-    size = len(head) - 4 + sum(len(p) if isinstance(p, bytes | bytearray | memoryview) else p.size for p in parts)
+    size = (
+        len(head)
+        - 4
+        + sum(len(p) if isinstance(p, bytes | bytearray | memoryview) else p.size for p in parts)
+    )
     _SIZE.pack_into(head, 0, size)
     if parts and isinstance(parts[0], bytearray):
         head += parts[0]
@@ -98,7 +104,12 @@ def encode_response(
 
 
 def encode_request(
-    reg: Registry, api_key: int, api_version: int, correlation_id: int, client_id: str | None, body: dict[str, object]
+    reg: Registry,
+    api_key: int,
+    api_version: int,
+    correlation_id: int,
+    client_id: str | None,
+    body: dict[str, object],
 ) -> bytes:
     """A complete request frame: used by kafkite's own client (benchmarks, CLI, mirror) and tests."""
     hv = reg.request_header_version(api_key, api_version)

@@ -99,10 +99,12 @@ class KafkaConnection(asyncio.Protocol):
             api = self.reg.api(key)
             if api is None or key not in self.broker.handlers:
                 raise DecodeError(f"unsupported API key {key}")
-            header = framing.decode_request_header(self.reg, buf, self.reg.request_header_version(key, version))
+            header = framing.decode_request_header(
+                self.reg, buf, self.reg.request_header_version(key, version)
+            )
             if version not in api.versions:
                 if key == ApiKey.API_VERSIONS:
-                    # Kafka answers an ApiVersions it cannot parse with a v0 response listing what it supports.
+                    # Kafka answers an ApiVersions it cannot parse with a v0 response listing its versions.
                     self._respond_now(header, 0, self.server.api_versions_error_body())
                     return
                 raise DecodeError(f"{api.name} v{version} is not supported (supported: {api.versions})")
@@ -142,7 +144,9 @@ class KafkaConnection(asyncio.Protocol):
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("handler for api %s v%s failed; closing %s", ctx.api_key, ctx.api_version, self.peer)
+            log.exception(
+                "handler for api %s v%s failed; closing %s", ctx.api_key, ctx.api_version, self.peer
+            )
             self.close()
             return None
         if resp is None:
@@ -203,4 +207,3 @@ class KafkaConnection(asyncio.Protocol):
         self.wakeup.set()
         if self.transport is not None:
             self.transport.close()
-
