@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from kafkite.config import DEFINITIONS, BrokerConfig, ConfigError, parse_overrides, read_properties
 
@@ -36,6 +38,21 @@ def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConf
     return BrokerConfig(values)
 
 
+# Services started beside the Kafka listeners (REST gateways, STOMP, metrics, console): each entry is
+# "module:function" where ``async def function(broker) -> Service | None`` starts the service if the broker's
+# configuration asks for it and returns an object with ``async def stop()``.
+SERVICES: list[str] = []
+
+# Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose
+# ``func(args) -> int`` runs it.
+COMMANDS: list[str] = []
+
+
+def _load(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
     from kafkite.broker.wiring import build_broker
     from kafkite.server.server import KafkaServer
@@ -44,6 +61,11 @@ async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -
     await broker.start()
     server = KafkaServer(broker)
     await server.start()
+    services: list[Any] = []
+    for ref in SERVICES:
+        svc = await _load(ref)(broker)
+        if svc is not None:
+            services.append(svc)
     if broker.blackhole:
         log.warning("=" * 72)
         log.warning("BLACKHOLE MODE: Produce is acknowledged WITHOUT STORING; Fetch returns nothing.")
@@ -70,6 +92,8 @@ async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -
         await stop.wait()
     finally:
         log.info("shutting down: closing listeners and flushing every log")
+        for svc in reversed(services):
+            await svc.stop()
         await server.stop()
         await broker.stop()
         log.info("stopped")
@@ -122,6 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--override", metavar="KEY=VALUE", action="append", help="set a configuration key (repeatable)"
     )
     serve.set_defaults(func=cmd_serve)
+    for ref in COMMANDS:
+        _load(ref)(sub)
     return parser
 
 

@@ -48,4 +48,7 @@ class KafkaServer:
     def api_versions_error_body(self) -> dict[str, Any]:
         from kafkite.broker.metadata import supported_api_versions
 
-        return {"error_code": int(ErrorCode.UNSUPPORTED_VERSION), "api_keys": supported_api_versions(self.broker)}
+        return {
+            "error_code": int(ErrorCode.UNSUPPORTED_VERSION),
+            "api_keys": supported_api_versions(self.broker),
+        }
