@@ -96,6 +96,7 @@ class SegmentedLog(Partition):
         self._graveyard: list[tuple[int, Segment]] = []
         self._last_flush_ms = self._clock()
         self._closed = False
+        self._changed = False  # segments created, removed or truncated since the last flush
 
     # hooks for engines -------------------------------------------------------------------------------------
 
@@ -225,6 +226,7 @@ class SegmentedLog(Partition):
         active.seal()
         seg = self._new_segment(active.next_offset, now_ms)
         self._set_segments([*self._segments, seg])
+        self._changed = True
         self._segments_changed()
         return seg
 
@@ -346,6 +348,7 @@ class SegmentedLog(Partition):
             seg.unlink()
             self._graveyard.append((deadline, seg))
         if segments:
+            self._changed = True
             self._segments_changed()
 
     def sweep(self, now_ms: int) -> int:
@@ -404,6 +407,7 @@ class SegmentedLog(Partition):
             now = self._clock()
             if offset >= self.log_end_offset:
                 return
+            self._changed = True
             if offset < self._log_start_offset:
                 doomed = self._segments
                 self._set_segments([self._new_segment(offset, now)])
@@ -466,8 +470,9 @@ class SegmentedLog(Partition):
         Safe to call from a worker thread while the owner keeps appending."""
         with self._flush_lock:
             with self._lock:
-                if self._closed:
+                if self._closed or (not self._changed and self.unflushed_messages == 0):
                     return
+                self._changed = False
                 target = self.log_end_offset
                 rp = self._recovery_point
                 fds: list[int] = []
@@ -477,10 +482,14 @@ class SegmentedLog(Partition):
             try:
                 for fd in fds:
                     os.fsync(fd)
+                self._sync_directory()
+            except BaseException:
+                with self._lock:
+                    self._changed = True
+                raise
             finally:
                 for fd in fds:
                     os.close(fd)
-            self._sync_directory()
             with self._lock:
                 self._recovery_point = max(self._recovery_point, min(target, self.log_end_offset))
                 self._last_flush_ms = self._clock()
