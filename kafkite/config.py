@@ -193,6 +193,12 @@ _DEFS: list[ConfigDef] = [
         _bool,
         "BENCHMARK ONLY: acknowledge Produce without storing and answer Fetch with nothing",
     ),
+    ConfigDef(
+        "rest.listeners",
+        "http://localhost:8090",
+        _str,
+        "Where the OCI Streaming and Queue REST gateways listen (http://host:port,...); empty to disable",
+    ),
     ConfigDef("event.loop", "asyncio", _choice("asyncio", "uvloop"), "Event loop implementation"),
     ConfigDef("log.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log verbosity"),
 ]

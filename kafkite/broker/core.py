@@ -107,6 +107,7 @@ class Broker:
         self._flush_done: asyncio.Future[None] | None = None
         self.blackhole: bool = config["blackhole"]
         self.dynamic_configs: dict[str, str] = {}
+        self.rest_urls: list[str] = []
         self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
         self.advertised: tuple[str, int] = (
             config["advertised.listeners"][0][1],
