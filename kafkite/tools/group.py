@@ -1,0 +1,199 @@
+"""``kafkite group list | describe``: consumer groups, their members, committed offsets and lag.
+
+Works against any Kafka-compatible broker, like kafka-consumer-groups.sh.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import struct
+import sys
+from typing import Any
+
+from kafkite.client import KafkaClient, KafkaClientError
+from kafkite.protocol.api_keys import ApiKey
+
+
+def decode_assignment(data: bytes | memoryview | None) -> list[tuple[str, list[int]]]:
+    """ConsumerProtocolAssignment (any version): the topic partitions of a member."""
+    if not data:
+        return []
+    buf = bytes(data)
+    try:
+        pos = 2  # version
+        (n,) = struct.unpack_from(">i", buf, pos)
+        pos += 4
+        out = []
+        for _ in range(max(n, 0)):
+            (ln,) = struct.unpack_from(">h", buf, pos)
+            pos += 2
+            topic = buf[pos : pos + ln].decode()
+            pos += ln
+            (np,) = struct.unpack_from(">i", buf, pos)
+            pos += 4
+            parts = list(struct.unpack_from(f">{max(np, 0)}i", buf, pos))
+            pos += 4 * max(np, 0)
+            out.append((topic, parts))
+        return out
+    except (struct.error, UnicodeDecodeError):
+        return []
+
+
+async def list_groups(bootstrap: str) -> list[dict[str, Any]]:
+    async with KafkaClient(bootstrap) as client:
+        out: dict[str, dict[str, Any]] = {}
+        for node in list(client.nodes) or [None]:
+            resp = await client.request(
+                ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []}, node=node
+            )
+            if resp["error_code"]:
+                raise KafkaClientError(resp["error_code"], "ListGroups")
+            for g in resp["groups"]:
+                out[g["group_id"]] = {
+                    "group": g["group_id"],
+                    "protocol_type": g["protocol_type"],
+                    "state": g.get("group_state", ""),
+                }
+        return sorted(out.values(), key=lambda g: g["group"])
+
+
+async def describe_group(bootstrap: str, group: str) -> dict[str, Any]:
+    async with KafkaClient(bootstrap) as client:
+        coord = await client.coordinator(group)
+        desc = await client.request(ApiKey.DESCRIBE_GROUPS, {"groups": [group]}, node=coord)
+        g = desc["groups"][0]
+        if g["error_code"]:
+            raise KafkaClientError(g["error_code"], f"DescribeGroups {group}")
+        owners: dict[tuple[str, int], dict[str, Any]] = {}
+        members = []
+        for m in g["members"]:
+            assignment = decode_assignment(m["member_assignment"]) if g["protocol_type"] == "consumer" else []
+            members.append(
+                {
+                    "member_id": m["member_id"],
+                    "group_instance_id": m.get("group_instance_id"),
+                    "client_id": m["client_id"],
+                    "host": m["client_host"],
+                    "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
+                }
+            )
+            for t, ps in assignment:
+                for p in ps:
+                    owners[(t, p)] = m
+        conn = await client.connection(coord)
+        v = conn.version_for(ApiKey.OFFSET_FETCH)
+        if v >= 8:
+            body: dict[str, Any] = {"groups": [{"group_id": group, "topics": None}], "require_stable": False}
+        else:
+            body = {"group_id": group, "topics": None, "require_stable": False}
+        resp = await conn.request(ApiKey.OFFSET_FETCH, body, version=v)
+        topics = resp["groups"][0]["topics"] if v >= 8 else resp["topics"]
+        committed: dict[tuple[str, int], tuple[int, str | None]] = {}
+        for t in topics:
+            for p in t["partitions"]:
+                if p["committed_offset"] >= 0:
+                    committed[(t["name"], p["partition_index"])] = (p["committed_offset"], p["metadata"])
+        keys = set(committed) | set(owners)
+        await client.refresh_metadata(sorted({t for t, _ in keys}) or None)
+        ends: dict[tuple[str, int], int] = {}
+        for topic in sorted({t for t, _ in keys}):
+            parts = sorted(p for t, p in keys if t == topic)
+            for p, off in (await client.list_offsets(topic, parts, -1)).items():
+                ends[(topic, p)] = off
+        rows = []
+        for t, p in sorted(keys):
+            off, meta = committed.get((t, p), (-1, None))
+            end = ends.get((t, p), -1)
+            owner = owners.get((t, p))
+            rows.append(
+                {
+                    "topic": t,
+                    "partition": p,
+                    "committed_offset": off if off >= 0 else None,
+                    "metadata": meta,
+                    "log_end_offset": end,
+                    "lag": end - off if off >= 0 and end >= 0 else None,
+                    "member_id": owner["member_id"] if owner else None,
+                    "host": owner["client_host"] if owner else None,
+                    "client_id": owner["client_id"] if owner else None,
+                }
+            )
+        return {
+            "group": group,
+            "state": g["group_state"],
+            "protocol_type": g["protocol_type"],
+            "protocol": g["protocol_data"],
+            "members": members,
+            "partitions": rows,
+        }
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def cmd_group(args: argparse.Namespace) -> int:
+    try:
+        if args.group_command == "list":
+            groups = asyncio.run(list_groups(args.bootstrap))
+            if args.json:
+                print(json.dumps(groups, indent=2))
+            elif groups:
+                print(
+                    _table(
+                        [["GROUP", "STATE", "PROTOCOL-TYPE"]]
+                        + [[g["group"], g["state"], g["protocol_type"]] for g in groups]
+                    )
+                )
+            return 0
+        d = asyncio.run(describe_group(args.bootstrap, args.group))
+    except (KafkaClientError, ConnectionError, OSError) as e:
+        print(f"kafkite group: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(d, indent=2))
+        return 0
+    members = len(d["members"])
+    print(f"Group {d['group']}: state {d['state']}, protocol {d['protocol'] or '-'}, {members} member(s)")
+    print()
+    header = [
+        "TOPIC",
+        "PARTITION",
+        "CURRENT-OFFSET",
+        "LOG-END-OFFSET",
+        "LAG",
+        "CONSUMER-ID",
+        "HOST",
+        "CLIENT-ID",
+    ]
+    rows = [header] + [
+        [
+            r["topic"],
+            str(r["partition"]),
+            "-" if r["committed_offset"] is None else str(r["committed_offset"]),
+            str(r["log_end_offset"]),
+            "-" if r["lag"] is None else str(r["lag"]),
+            r["member_id"] or "-",
+            r["host"] or "-",
+            r["client_id"] or "-",
+        ]
+        for r in d["partitions"]
+    ]
+    print(_table(rows))
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("group", help="list and describe consumer groups (any Kafka-compatible broker)")
+    p.add_argument(
+        "--bootstrap", "-b", default="localhost:9092", help="bootstrap servers (default localhost:9092)"
+    )
+    p.add_argument("--json", action="store_true", help="JSON output")
+    gsub = p.add_subparsers(dest="group_command", required=True)
+    gsub.add_parser("list", help="list consumer groups")
+    d = gsub.add_parser("describe", help="members, assignments, committed offsets, end offsets and lag")
+    d.add_argument("group")
+    p.set_defaults(func=cmd_group)
