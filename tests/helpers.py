@@ -1,0 +1,242 @@
+"""Test helpers: a broker run as a real subprocess, and a tiny raw Kafka client over a socket."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from kafkite.protocol import framing
+from kafkite.protocol.messages import registry
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------ raw client
+
+
+class RawClient:
+    """A blocking Kafka client speaking kafkite's own codecs: one request at a time, or raw bytes."""
+
+    def __init__(
+        self, host: str, port: int, timeout: float = 10.0, client_id: str | None = "kafkite-tests"
+    ) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reg = registry()
+        self.client_id = client_id
+        self.correlation_id = 0
+
+    @classmethod
+    def to(cls, bootstrap: str, timeout: float = 10.0) -> RawClient:
+        host, port = bootstrap.rsplit(":", 1)
+        return cls(host, int(port), timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+    def __enter__(self) -> RawClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def recv_exact(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                raise ConnectionError(f"connection closed after {len(out)} of {n} bytes")
+            out += chunk
+        return bytes(out)
+
+    def recv_frame(self) -> bytes:
+        (size,) = struct.unpack(">i", self.recv_exact(4))
+        return self.recv_exact(size)
+
+    def encode(self, api_key: int, version: int, body: dict[str, Any]) -> tuple[int, bytes]:
+        self.correlation_id += 1
+        cid = self.correlation_id
+        return cid, framing.encode_request(self.reg, api_key, version, cid, self.client_id, body)
+
+    def request(self, api_key: int, version: int, body: dict[str, Any]) -> dict[str, Any]:
+        cid, frame = self.encode(api_key, version, body)
+        self.sock.sendall(frame)
+        got_cid, resp = framing.decode_response(self.reg, api_key, version, self.recv_frame())
+        assert got_cid == cid, f"correlation id {got_cid} != {cid}"
+        return resp
+
+    def api_versions(self, version: int = 3) -> dict[str, Any]:
+        return self.request(
+            18, version, {"client_software_name": "kafkite-tests", "client_software_version": "1"}
+        )
+
+    def is_closed(self, timeout: float = 5.0) -> bool:
+        """True once the peer has closed the connection (EOF or reset) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except TimeoutError:
+            return False
+        return False
+
+
+def api_versions_ok(bootstrap: str, timeout: float = 2.0) -> bool:
+    try:
+        with RawClient.to(bootstrap, timeout) as c:
+            resp = c.api_versions()
+            return resp["error_code"] == 0 and bool(resp["api_keys"])
+    except (OSError, ConnectionError, struct.error):
+        return False
+
+
+# ------------------------------------------------------------------------------------------ broker process
+
+
+class BrokerProcess:
+    """``kafkite serve`` as a subprocess on a fixed loopback port, with its data directory and stderr log."""
+
+    def __init__(
+        self, data_dir: Path, log_path: Path, overrides: Sequence[str] = (), port: int | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.log_path = Path(log_path)
+        self.port = port or free_port()
+        self.overrides = list(overrides)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log_file: Any = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, extra: Iterable[str] = ()) -> list[str]:
+        cmd = [sys.executable, "-m", "kafkite.cli", "serve"]
+        settings = [
+            f"log.dirs={self.data_dir}",
+            f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
+            *self.overrides,
+            *extra,
+        ]
+        for s in settings:
+            cmd += ["--override", s]
+        return cmd
+
+    def start(self, extra_overrides: Iterable[str] = ()) -> BrokerProcess:
+        if self.running:
+            raise BrokerError("broker already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
+        self._log_file.write(f"---- start {' '.join(self.command(extra_overrides))}\n".encode())
+        self._log_file.flush()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            self.command(extra_overrides),
+            stdout=self._log_file,
+            stderr=self._log_file,
+            stdin=subprocess.DEVNULL,
+            cwd=str(self.data_dir.parent),
+            env=env,
+        )
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise BrokerError(
+                    f"broker exited with {self.proc.returncode} during start-up:\n{self.tail()}"
+                )
+            if api_versions_ok(self.bootstrap, timeout=1.0):
+                return
+            time.sleep(0.05)
+        raise BrokerError(f"broker not ready on {self.bootstrap} after {timeout}s:\n{self.tail()}")
+
+    def _reap(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            rc = self.proc.wait(timeout)
+        finally:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+        return rc
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM and wait; the exit code (None when it was not running)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                return self._reap(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self._reap(10)
+                raise BrokerError(f"broker ignored SIGTERM for {timeout}s:\n{self.tail()}") from None
+        return self._reap(1)
+
+    def kill9(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self._reap(10)
+
+    def restart(self, extra_overrides: Iterable[str] = ()) -> BrokerProcess:
+        rc = self.stop()
+        if rc not in (0, None):
+            raise BrokerError(f"broker exited with {rc} on SIGTERM:\n{self.tail()}")
+        return self.start(extra_overrides)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "<no broker log>"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def segment_files(data_dir: Path, topic: str, partition: int = 0) -> list[Path]:
+    return sorted((Path(data_dir) / f"{topic}-{partition}").glob("*.log"))
