@@ -368,6 +368,22 @@ def test_truncate_to(engine: Engine) -> None:
     log.close()
 
 
+@pytest.mark.parametrize("below_start", [False, True])
+def test_truncate_to_the_first_segment_base_then_reopen(tmp_path: Path, below_start: bool) -> None:
+    log = PartitionLog(tmp_path / "t-0", SMALL)
+    fill(log, 40)
+    if below_start:
+        log.delete_records_before(10)
+    log.truncate_to(0)
+    assert (log.log_start_offset, log.log_end_offset) == (0, 0)
+    fill(log, 3)
+    log.close()
+    again = PartitionLog(tmp_path / "t-0", SMALL)
+    assert (again.log_start_offset, again.log_end_offset) == (0, 9)
+    assert offsets_in(again.read(0, 1 << 20).to_bytes()) == [(0, 2), (3, 5), (6, 8)]
+    again.close()
+
+
 def test_deleted_segments_stay_readable_until_the_delay(tmp_path: Path) -> None:
     clock = Clock(0)
     log = PartitionLog(tmp_path / "t-0", LogConfig(segment_bytes=1024, file_delete_delay_ms=500), clock=clock)

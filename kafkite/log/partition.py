@@ -216,7 +216,7 @@ class SegmentedLog(Partition):
         c = self.config
         return (
             seg.size + nbytes > c.segment_bytes
-            or now_ms - seg.created_ms >= c.segment_ms - c.segment_jitter_ms
+            or now_ms - seg.created_ms >= c.segment_ms - seg.roll_jitter_ms
             or seg.index_full()
             or not seg.can_hold_offset(last_offset)
         )
@@ -408,19 +408,18 @@ class SegmentedLog(Partition):
             if offset >= self.log_end_offset:
                 return
             self._changed = True
+            # discard before creating: a new segment may reuse a doomed one's file name
             if offset < self._log_start_offset:
-                doomed = self._segments
+                self._discard(self._segments, now)
                 self._set_segments([self._new_segment(offset, now)])
-                self._discard(doomed, now)
                 self._log_start_offset = offset
                 self._persist_log_start_offset()
             else:
                 keep = [s for s in self._segments if s.base_offset < offset]
-                doomed = [s for s in self._segments if s.base_offset >= offset]
+                self._discard([s for s in self._segments if s.base_offset >= offset], now)
                 if not keep:
                     keep = [self._new_segment(offset, now)]
                 self._set_segments(keep)
-                self._discard(doomed, now)
                 self._active.truncate_to(offset)
             if self._recovery_point > self.log_end_offset:
                 self._recovery_point = self.log_end_offset
@@ -567,7 +566,11 @@ class PartitionLog(SegmentedLog):
 
     def _write_checkpoint(self, name: str, value: int) -> None:
         with self._checkpoint_lock:
-            atomic_write(self.directory / name, f"0\n{value}\n".encode())
+            try:
+                atomic_write(self.directory / name, f"0\n{value}\n".encode())
+            except FileNotFoundError:
+                if not self._closed:  # else the directory was deleted meanwhile: nothing left to record
+                    raise
 
     def _persist_log_start_offset(self) -> None:
         if not self._closed:
@@ -629,11 +632,10 @@ class PartitionLog(SegmentedLog):
         self._set_segments(segments)
         self._log_start_offset = max(log_start, segments[0].base_offset)
         if self._log_start_offset > self.log_end_offset:
-            doomed = self._segments
-            self._set_segments([self._new_segment(self._log_start_offset, now)])
-            for seg in doomed:
+            for seg in self._segments:
                 seg.close()
                 seg.unlink()
+            self._set_segments([self._new_segment(self._log_start_offset, now)])
         self._recovery_point = self.log_end_offset if clean else min(recovery_point, self.log_end_offset)
         if clean:
             marker.unlink()

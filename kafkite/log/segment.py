@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import struct
 from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right
@@ -37,7 +38,8 @@ from kafkite.protocol.records import (
 )
 
 INT32_MAX = (1 << 31) - 1
-READ_CHUNK = 1 << 20  # bytes read at a time when scanning batch headers
+READ_CHUNK = 1 << 20  # most bytes read at a time when scanning batch headers
+FIRST_READ_CHUNK = 4096
 
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
@@ -299,6 +301,8 @@ class Segment:
         self.config = config
         self.created_ms = created_ms
         self.last_modified_ms = created_ms
+        jitter = min(config.segment_jitter_ms, config.segment_ms)
+        self.roll_jitter_ms = random.randrange(jitter) if jitter > 0 else 0  # Kafka's per-segment jitter
         self.next_offset = base_offset  # one past the last offset held
         self.max_timestamp = -1
         self.offset_of_max_timestamp = -1  # base offset of the first batch that reached max_timestamp
@@ -425,10 +429,12 @@ class Segment:
         pos = start
         buf = b""
         buf_start = start
+        chunk = FIRST_READ_CHUNK  # grows while the scan goes on: lookups stop early, recovery reads far
         while end - pos >= BATCH_HEADER_SIZE:
             off = pos - buf_start
             if off + BATCH_HEADER_SIZE > len(buf):
-                buf = self.store.pread(pos, min(READ_CHUNK, end - pos))
+                buf = self.store.pread(pos, min(chunk, end - pos))
+                chunk = min(chunk * 4, READ_CHUNK)
                 buf_start, off = pos, 0
                 if len(buf) < BATCH_HEADER_SIZE:
                     return
