@@ -578,6 +578,7 @@ ops = st.lists(
         st.tuples(st.just("delete"), st.floats(0, 1), st.just(0)),
         st.tuples(st.just("retain"), st.integers(0, 4000), st.just(0)),
         st.tuples(st.just("reopen"), st.just(0), st.just(0)),
+        st.tuples(st.just("crash"), st.binary(max_size=80), st.just(0)),
     ),
     max_size=40,
 )
@@ -633,6 +634,15 @@ def test_append_read_model(kind: str, script: list[tuple[str, object, int]]) -> 
                 config = log.config
             elif op == "reopen" and kind == "file":
                 log.close()
+                log = open_log()
+                log.reconfigure(config)
+            elif op == "crash" and isinstance(log, PartitionLog):
+                # no clean shutdown, and maybe a torn write at the end of the active segment
+                assert isinstance(a, bytes)
+                active = log.segments[-1]
+                _crash(log)
+                with open(Path(d) / "p-0" / f"{active.base_offset:020d}.log", "ab") as f:
+                    f.write(a)
                 log = open_log()
                 log.reconfigure(config)
             assert (log.log_start_offset, log.log_end_offset) == (start, end)
