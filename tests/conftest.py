@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import BrokerProcess
-
-SLOW = os.environ.get("KAFKITE_SLOW", "") not in ("", "0")
-KCAT = shutil.which("kcat") or shutil.which("kafkacat")
+from helpers import KCAT, BrokerFactory, BrokerProcess
 
 _BROKERS_KEY = pytest.StashKey[list[BrokerProcess]]()
 
@@ -28,9 +23,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if report.failed:
         for b in item.stash.get(_BROKERS_KEY, []):
             report.sections.append((f"kafkite broker {b.bootstrap} log (tail)", b.tail(80)))
-
-
-BrokerFactory = Callable[..., BrokerProcess]
 
 
 @pytest.fixture

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from kafkite.protocol import framing
 from kafkite.protocol.messages import registry
 
 REPO = Path(__file__).resolve().parent.parent
+SLOW = os.environ.get("KAFKITE_SLOW", "") not in ("", "0")
+KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
@@ -238,5 +241,95 @@ class BrokerProcess:
             return ""
 
 
+BrokerFactory = Callable[..., BrokerProcess]
+
+
 def segment_files(data_dir: Path, topic: str, partition: int = 0) -> list[Path]:
     return sorted((Path(data_dir) / f"{topic}-{partition}").glob("*.log"))
+
+
+# ------------------------------------------------------------------------------------------ confluent-kafka
+
+
+def create_topic(
+    bootstrap: str, topic: str, partitions: int = 1, config: dict[str, str] | None = None
+) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    fs = admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})], operation_timeout=10)
+    fs[topic].result(timeout=15)
+
+
+Message = tuple[bytes | None, bytes | None]
+
+
+def produce(
+    bootstrap: str, topic: str, messages: Sequence[Message], partition: int = 0, **config: Any
+) -> list[int]:
+    """Produce (key, value) pairs to one partition with acks=all: their offsets, in order; fails on errors."""
+    from confluent_kafka import Producer
+
+    conf: dict[str, Any] = {"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5}
+    conf.update({k.replace("_", "."): v for k, v in config.items()})
+    producer = Producer(conf)
+    offsets: list[int] = [-1] * len(messages)
+    errors: list[Any] = []
+
+    def report(i: int) -> Any:
+        def cb(err: Any, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+            else:
+                offsets[i] = msg.offset()
+
+        return cb
+
+    for i, (k, v) in enumerate(messages):
+        while True:
+            try:
+                producer.produce(topic, v, k, partition=partition, on_delivery=report(i))
+                break
+            except BufferError:
+                producer.poll(0.1)
+    left = producer.flush(60)
+    assert left == 0, f"{left} messages not delivered"
+    assert not errors, errors[:5]
+    return offsets
+
+
+def consume(
+    bootstrap: str, topic: str, partition: int = 0, start: int = 0, timeout: float = 30.0
+) -> list[Any]:
+    """Every message of one partition from ``start`` to its current end (confluent-kafka Messages)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "kafkite-tests-unused", "enable.auto.commit": False}
+    )
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        consumer.assign([TopicPartition(topic, partition, start)])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while (not out or out[-1].offset() < high - 1) and start < high:
+            assert time.monotonic() < deadline, (
+                f"consumed up to {out[-1].offset() if out else None} of {high}"
+            )
+            for m in consumer.consume(num_messages=10000, timeout=0.5):
+                assert m.error() is None, m.error()
+                out.append(m)
+        return out
+    finally:
+        consumer.close()
+
+
+def watermarks(bootstrap: str, topic: str, partition: int = 0) -> tuple[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "kafkite-tests-unused"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        return int(low), int(high)
+    finally:
+        consumer.close()
