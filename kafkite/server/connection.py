@@ -43,6 +43,7 @@ class KafkaConnection(asyncio.Protocol):
         self.writer_task: asyncio.Task[None] | None = None
         self.reading_paused = False
         self.closing = False
+        self.draining = False  # a bad frame arrived: answer the requests before it, read nothing more, close
         self.state: dict[str, Any] = {}  # per-connection state for handlers (SASL, sessions)
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -74,17 +75,16 @@ class KafkaConnection(asyncio.Protocol):
         self.writable.set()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.draining:
             return
         self.frames.feed(data)
         try:
             for frame in self.frames:
                 self._dispatch(frame)
-                if self.closing:
+                if self.closing or self.draining:
                     return
         except framing.FrameTooLarge as e:
-            log.warning("closing %s: %s", self.peer, e)
-            self.close()
+            self._reject(str(e))
             return
         if len(self.pending) >= MAX_IN_FLIGHT and not self.reading_paused and self.transport:
             self.transport.pause_reading()
@@ -110,8 +110,7 @@ class KafkaConnection(asyncio.Protocol):
                 raise DecodeError(f"{api.name} v{version} is not supported (supported: {api.versions})")
             body = self.reg.request(key, version).decode_all(buf[header.header_size :])
         except DecodeError as e:
-            log.warning("closing %s: malformed request: %s", self.peer, e)
-            self.close()
+            self._reject(f"malformed request: {e}")
             return
         ctx = RequestContext(
             api_key=key,
@@ -159,6 +158,9 @@ class KafkaConnection(asyncio.Protocol):
         try:
             while not self.closing:
                 if not self.pending:
+                    if self.draining:
+                        self.close()
+                        return
                     self.wakeup.clear()
                     await self.wakeup.wait()
                     continue
@@ -169,7 +171,12 @@ class KafkaConnection(asyncio.Protocol):
                     return
                 if self.pending and self.pending[0] is fut:
                     self.pending.popleft()
-                if self.reading_paused and len(self.pending) < MAX_IN_FLIGHT // 2 and self.transport:
+                if (
+                    self.reading_paused
+                    and not self.draining
+                    and len(self.pending) < MAX_IN_FLIGHT // 2
+                    and self.transport
+                ):
                     self.transport.resume_reading()
                     self.reading_paused = False
                 if parts is None or self.closing or self.transport is None:
@@ -199,6 +206,15 @@ class KafkaConnection(asyncio.Protocol):
             transport.write(part.read())
         if not self.writable.is_set():
             await self.writable.wait()
+
+    def _reject(self, reason: str) -> None:
+        """Bad input: stop reading, still answer the requests received before it (in order), then close."""
+        log.warning("closing %s: %s", self.peer, reason)
+        self.draining = True
+        if self.transport is not None and not self.reading_paused:
+            self.transport.pause_reading()
+            self.reading_paused = True
+        self.wakeup.set()
 
     def close(self) -> None:
         if self.closing:
