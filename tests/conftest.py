@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +69,17 @@ def shared_broker(request: pytest.FixtureRequest, _shared_broker: BrokerProcess)
         _shared_broker.start()
     _attach(request, _shared_broker)
     return _shared_broker
+
+
+@pytest.fixture
+def attach_broker(request: pytest.FixtureRequest) -> Callable[[BrokerProcess], BrokerProcess]:
+    """Tie a broker started elsewhere (a module fixture) to this test: its log tail shows on failure."""
+
+    def attach(b: BrokerProcess) -> BrokerProcess:
+        _attach(request, b)
+        return b
+
+    return attach
 
 
 @pytest.fixture

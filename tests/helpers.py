@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from kafkite.config import DEFINITIONS
 from kafkite.protocol import framing
 from kafkite.protocol.messages import registry
 
@@ -149,12 +150,10 @@ class BrokerProcess:
 
     def command(self, extra: Iterable[str] = ()) -> list[str]:
         cmd = [sys.executable, "-m", "kafkite.cli", "serve"]
-        settings = [
-            f"log.dirs={self.data_dir}",
-            f"listeners=PLAINTEXT://127.0.0.1:{self.port}",
-            *self.overrides,
-            *extra,
-        ]
+        settings = [f"log.dirs={self.data_dir}", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
+        if "rest.listeners" in DEFINITIONS:
+            settings.append("rest.listeners=")  # side services off unless a test asks: no fixed ports
+        settings += [*self.overrides, *extra]
         for s in settings:
             cmd += ["--override", s]
         return cmd
