@@ -219,3 +219,48 @@ async def test_storage_group_log_survives_restart_on_files() -> None:
             await coord.stop()
             reopened.close()
         await asyncio.sleep(0)
+
+
+@run
+async def test_log_compaction_keeps_only_live_state() -> None:
+    h = Harness()
+    h.coord = GroupCoordinator(lambda t: TOPICS.get(t), log=h.log, now_ms=h.clock, compact_after_entries=100)
+    (a,), gen = await form_group(h, G, 1)
+    for i in range(150):
+        await h.commit(G, {("orders", i % 3): (i, f"m{i}")}, member_id=a, generation=gen)
+        await h.commit(f"s{i % 4}", {("audit", 0): i})
+    await h.coord.delete_groups({"groups_names": ["s3"]}, 2, client_id="c", client_host="h")
+    assert len(h.log.entries) > 300
+    h.coord.tick()
+    # 1 group metadata record, 3 offsets of G, 3 simple groups with one offset each.
+    assert len(h.log.entries) == 7
+    h.coord.tick()
+    assert len(h.log.entries) == 7  # nothing to do until enough new entries arrive
+    h2 = restart(h)
+    for g in (G, "s0", "s1", "s2", "s3"):
+        assert h2.coord.committed_offsets(g) == h.coord.committed_offsets(g), g
+    assert h2.coord.describe(G) == h.coord.describe(G)
+    assert await h2.heartbeat(G, a, gen) == 0
+
+
+@run
+async def test_storage_log_compaction_moves_the_log_start() -> None:
+    clock = Clock()
+    storage = MemoryStorage()
+    log = StorageGroupLog.open(storage, now_ms=clock)
+    h = Harness(clock=clock)
+    h.coord = GroupCoordinator(lambda t: TOPICS.get(t), log=log, now_ms=clock, compact_after_entries=10)
+    for i in range(40):
+        await h.commit("simple", {("orders", i % 2): (i, "x" * 100)})
+    partition = storage.partition(GROUP_LOG_TOPIC, 0)
+    assert partition.log_start_offset == 0 and partition.log_end_offset == 40
+    assert h.coord.maybe_compact_log()
+    assert partition.log_start_offset == 40 and partition.log_end_offset == 42
+    again = GroupCoordinator(lambda t: TOPICS.get(t), log=StorageGroupLog.open(storage), now_ms=clock)
+    assert again.committed_offsets("simple") == h.coord.committed_offsets("simple")
+    assert again.committed_offsets("simple")[("orders", 1)].offset == 39
+    # Rewriting an empty state empties the log.
+    await h.coord.delete_groups({"groups_names": ["simple"]}, 2, client_id="c", client_host="h")
+    assert h.coord.maybe_compact_log(force=True)
+    assert partition.log_start_offset == partition.log_end_offset
+    assert GroupCoordinator(lambda t: 1, log=StorageGroupLog.open(storage)).groups_overview() == []

@@ -79,6 +79,7 @@ class GroupCoordinator:
         config: GroupConfig | Mapping[str, Any] | None = None,
         now_ms: Callable[[], int] | None = None,
         report_leader_epoch: bool = False,
+        compact_after_entries: int = 10_000,
     ) -> None:
         self._partitions_of = partitions_of
         self._log: GroupLog = log if log is not None else MemoryGroupLog()
@@ -97,6 +98,9 @@ class GroupCoordinator:
         self._wake: asyncio.Event | None = None
         self._next_wake_ms: float = float("inf")
         self._next_retention_check_ms: int | None = None
+        # Entries appended to the log since it last held only live state (see maybe_compact_log).
+        self._appended_since_compaction = 0
+        self._compact_after_entries = compact_after_entries
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -106,8 +110,10 @@ class GroupCoordinator:
             return
         self._loaded = True
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
-        records: dict[str, logformat.GroupRecord] = {}
+        records: dict[str, tuple[logformat.GroupRecord, bytes]] = {}
+        replayed = 0
         for key, value in self._log.replay():
+            replayed += 1
             try:
                 k = logformat.decode_key(key)
                 if isinstance(k, logformat.OffsetKey):
@@ -119,14 +125,14 @@ class GroupCoordinator:
                 elif value is None:
                     records.pop(k.group_id, None)
                 else:
-                    records[k.group_id] = logformat.decode_group_value(value)
+                    records[k.group_id] = (logformat.decode_group_value(value), value)
             except logformat.LogFormatError as exc:
                 log.warning("skipping an undecodable entry of the group log: %s", exc)
         now = self._now_ms()
         for group_id in set(records) | {g for g, o in offsets.items() if o}:
             group = Group(group_id)
-            rec = records.get(group_id)
-            if rec is not None:
+            if group_id in records:
+                rec, group.persisted = records[group_id]
                 group.protocol_type = rec.protocol_type
                 group.generation_id = rec.generation_id
                 group.protocol_name = rec.protocol_name
@@ -155,7 +161,8 @@ class GroupCoordinator:
                 group.subscribed_topics = group.compute_subscribed_topics()
             group.offsets = offsets.get(group_id, {})
             self._groups[group_id] = group
-        log.info("loaded %d groups from the group log", len(self._groups))
+        self._appended_since_compaction = replayed
+        log.info("loaded %d groups from %d entries of the group log", len(self._groups), replayed)
 
     async def start(self) -> None:
         """Load state from the log and start the task that runs the timers."""
@@ -228,6 +235,7 @@ class GroupCoordinator:
         elif now >= self._next_retention_check_ms:
             self._next_retention_check_ms = now + self.config.offsets_retention_check_interval_ms
             self.expire_offsets()
+        self.maybe_compact_log()
 
     def _expire_timers(self, group: Group, now: int) -> None:
         for member_id, pending_deadline in list(group.pending_members.items()):
@@ -257,6 +265,38 @@ class GroupCoordinator:
 
     def _append(self, entries: list[Entry]) -> None:
         self._log.append(entries)
+        self._appended_since_compaction += len(entries)
+
+    def maybe_compact_log(self, *, force: bool = False) -> bool:
+        """Rewrite the log as just the live state once it holds mostly superseded entries.
+
+        Only logs with a ``compact(entries)`` method take part (both logs of this package have one).
+        """
+        compact = getattr(self._log, "compact", None)
+        if compact is None:
+            return False
+        if not force:
+            live_count = sum(len(g.offsets) + (g.persisted is not None) for g in self._groups.values())
+            if self._appended_since_compaction < max(self._compact_after_entries, live_count):
+                return False
+        live: list[Entry] = []
+        for group in self._groups.values():
+            if group.persisted is not None:
+                live.append((logformat.group_key(group.group_id), group.persisted))
+            for (topic, partition), om in group.offsets.items():
+                live.append(
+                    (logformat.offset_key(group.group_id, topic, partition), logformat.offset_value(om))
+                )
+        try:
+            compact(live)
+        except Exception as exc:
+            log.warning("cannot compact the group log: %s", exc)
+            return False
+        log.info(
+            "group log compacted: %d live entries replace %d", len(live), self._appended_since_compaction
+        )
+        self._appended_since_compaction = len(live)
+        return True
 
     def _store_group(self, group: Group, assignment: Mapping[str, bytes] | None = None) -> None:
         members = []
@@ -285,7 +325,9 @@ class GroupCoordinator:
             state_timestamp_ms=group.state_timestamp_ms,
             members=tuple(members),
         )
-        self._append([(logformat.group_key(group.group_id), logformat.group_value(record))])
+        value = logformat.group_value(record)
+        self._append([(logformat.group_key(group.group_id), value)])
+        group.persisted = value
 
     def _reschedule_heartbeat(self, member: Member, timeout_ms: int | None = None) -> None:
         deadline: int = self._now_ms() + (member.session_timeout_ms if timeout_ms is None else timeout_ms)

@@ -10,14 +10,28 @@ from kafkite.protocol.records import build_batch, iter_headers, iter_records
 
 if TYPE_CHECKING:
     from kafkite.log.base import Partition
+    from kafkite.log.engine import Storage
 
 Entry = tuple[bytes, bytes | None]
 
 GROUP_LOG_TOPIC = "__consumer_offsets"
+# Configuration of the group log topic: the coordinator keeps it small itself (see ``compact``), so the
+# partition must never drop data on its own; a large batch limit lets big groups be written in one batch.
+GROUP_LOG_TOPIC_CONFIGS = {
+    "cleanup.policy": "delete",
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "max.message.bytes": str(64 * 1024 * 1024),
+}
+# Largest batch written when rewriting the log (one ``append`` is always a single batch).
+_COMPACT_BATCH_BYTES = 1 << 20
 
 
 class GroupLog(Protocol):
-    """An append-only sequence of (key, value) entries; a None value is a tombstone for its key."""
+    """An append-only sequence of (key, value) entries; a None value is a tombstone for its key.
+
+    A log may also offer ``compact(entries)``: replace everything by ``entries`` (the live state).
+    """
 
     def append(self, entries: list[Entry]) -> None:
         """Append the entries in order; return only once they are in the log (raise if they are not)."""
@@ -40,12 +54,15 @@ class MemoryGroupLog:
     def replay(self) -> Iterator[Entry]:
         return iter(list(self.entries))
 
+    def compact(self, entries: list[Entry]) -> None:
+        self.entries = list(entries)
+
 
 class StorageGroupLog:
     """A GroupLog on a partition of the storage layer (partition 0 of ``__consumer_offsets``).
 
-    Each ``append`` writes one uncompressed record batch; ``replay`` reads the partition from its start.
-    The caller opens (and creates) the partition, e.g. ``storage.partition("__consumer_offsets", 0)``.
+    Each ``append`` writes one uncompressed record batch; ``replay`` reads the partition from its start;
+    ``compact`` appends the live entries, flushes, then moves the log start offset past everything older.
     """
 
     def __init__(
@@ -59,19 +76,26 @@ class StorageGroupLog:
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         self._read_chunk_bytes = read_chunk_bytes
 
+    @classmethod
+    def open(cls, storage: Storage, *, now_ms: Callable[[], int] | None = None) -> StorageGroupLog:
+        """The group log on partition 0 of ``__consumer_offsets`` in ``storage`` (created if missing)."""
+        if GROUP_LOG_TOPIC not in storage.topics():
+            storage.create_topic(GROUP_LOG_TOPIC, 1, GROUP_LOG_TOPIC_CONFIGS)
+        return cls(storage.partition(GROUP_LOG_TOPIC, 0), now_ms=now_ms)
+
     def append(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        ts = self._now_ms()
+        if entries:
+            self._append_batch(entries, self._now_ms())
+
+    def _append_batch(self, entries: list[Entry], ts: int) -> int:
         batch = build_batch([(key, value, [], ts) for key, value in entries])
-        self._partition.append(bytearray(batch), now_ms=ts)
+        return self._partition.append(bytearray(batch), now_ms=ts).first_offset
 
     def replay(self) -> Iterator[Entry]:
         offset = self._partition.log_start_offset
         end = self._partition.log_end_offset
         while offset < end:
-            result = self._partition.read(offset, self._read_chunk_bytes)
-            data = result.to_bytes()
+            data = self._partition.read(offset, self._read_chunk_bytes).to_bytes()
             if not data:
                 break
             last = offset - 1
@@ -83,3 +107,22 @@ class StorageGroupLog:
             if last < offset:
                 break
             offset = last + 1
+
+    def compact(self, entries: list[Entry]) -> None:
+        ts = self._now_ms()
+        first: int | None = None
+        chunk: list[Entry] = []
+        size = 0
+        for entry in entries:
+            chunk.append(entry)
+            size += len(entry[0]) + len(entry[1] or b"") + 16
+            if size >= _COMPACT_BATCH_BYTES:
+                offset = self._append_batch(chunk, ts)
+                first = offset if first is None else first
+                chunk, size = [], 0
+        if chunk:
+            offset = self._append_batch(chunk, ts)
+            first = offset if first is None else first
+        # The new copy must be on disk before the old one is given up.
+        self._partition.flush()
+        self._partition.delete_records_before(self._partition.log_end_offset if first is None else first)

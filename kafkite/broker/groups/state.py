@@ -122,6 +122,8 @@ class Group:
     initial_remaining_ms: int = 0
     new_member_added: bool = False
     sync_deadline_ms: int | None = None
+    # The group metadata value last written to the group log (None: none, or a tombstone).
+    persisted: bytes | None = None
 
     def is_(self, state: GroupState) -> bool:
         return self.state is state
