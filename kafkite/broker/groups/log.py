@@ -63,25 +63,40 @@ class StorageGroupLog:
 
     Each ``append`` writes one uncompressed record batch; ``replay`` reads the partition from its start;
     ``compact`` appends the live entries, flushes, then moves the log start offset past everything older.
+    ``partition`` may be a function that returns the partition, called on first use (after storage loads).
     """
 
     def __init__(
         self,
-        partition: Partition,
+        partition: Partition | Callable[[], Partition],
         *,
         now_ms: Callable[[], int] | None = None,
         read_chunk_bytes: int = 1 << 20,
     ) -> None:
-        self._partition = partition
+        self._partition_or_opener = partition
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         self._read_chunk_bytes = read_chunk_bytes
 
     @classmethod
     def open(cls, storage: Storage, *, now_ms: Callable[[], int] | None = None) -> StorageGroupLog:
-        """The group log on partition 0 of ``__consumer_offsets`` in ``storage`` (created if missing)."""
-        if GROUP_LOG_TOPIC not in storage.topics():
-            storage.create_topic(GROUP_LOG_TOPIC, 1, GROUP_LOG_TOPIC_CONFIGS)
-        return cls(storage.partition(GROUP_LOG_TOPIC, 0), now_ms=now_ms)
+        """The group log on partition 0 of ``__consumer_offsets`` in ``storage`` (created if missing).
+
+        The topic is looked up (or created) on first use, so this can be called before ``storage.load()``.
+        """
+
+        def opener() -> Partition:
+            if GROUP_LOG_TOPIC not in storage.topics():
+                storage.create_topic(GROUP_LOG_TOPIC, 1, GROUP_LOG_TOPIC_CONFIGS)
+            return storage.partition(GROUP_LOG_TOPIC, 0)
+
+        return cls(opener, now_ms=now_ms)
+
+    @property
+    def _partition(self) -> Partition:
+        p = self._partition_or_opener
+        if callable(p):
+            p = self._partition_or_opener = p()
+        return p
 
     def append(self, entries: list[Entry]) -> None:
         if entries:

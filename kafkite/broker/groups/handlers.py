@@ -1,0 +1,75 @@
+"""Wiring of the group coordinator into a broker: its handlers for the broker's dispatch table."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from kafkite.protocol.api_keys import ApiKey
+
+from .config import GroupConfig
+from .coordinator import GroupCoordinator
+from .log import StorageGroupLog
+
+if TYPE_CHECKING:
+    from kafkite.broker.core import Broker, RequestContext
+
+Handler = Callable[["Broker", "RequestContext", dict[str, Any]], Awaitable[dict[str, Any] | None]]
+Method = Callable[..., Awaitable[dict[str, Any]]]
+
+_APIS: dict[int, str] = {
+    ApiKey.OFFSET_COMMIT: "offset_commit",
+    ApiKey.OFFSET_FETCH: "offset_fetch",
+    ApiKey.JOIN_GROUP: "join_group",
+    ApiKey.HEARTBEAT: "heartbeat",
+    ApiKey.LEAVE_GROUP: "leave_group",
+    ApiKey.SYNC_GROUP: "sync_group",
+    ApiKey.DESCRIBE_GROUPS: "describe_groups",
+    ApiKey.LIST_GROUPS: "list_groups",
+    ApiKey.DELETE_GROUPS: "delete_groups",
+    ApiKey.OFFSET_DELETE: "offset_delete",
+}
+
+
+def coordinator_for(broker: Broker) -> GroupCoordinator:
+    """A coordinator logging to ``__consumer_offsets`` in the broker's storage, set up from its settings."""
+    settings = {key: broker.config[key] for key in GroupConfig.KEYS}
+
+    def partitions_of(topic: str) -> int | None:
+        meta = broker.storage.topics().get(topic)
+        return None if meta is None else meta.partitions
+
+    return GroupCoordinator(
+        partitions_of,
+        log=StorageGroupLog.open(broker.storage),
+        config=GroupConfig.from_mapping(settings),
+    )
+
+
+def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
+    """Handlers for FindCoordinator and every group and offset API, served by ``coordinator``."""
+
+    def adapt(method: Method) -> Handler:
+        async def handle(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+            return await method(req, ctx.api_version, client_id=ctx.client_id, client_host=ctx.client_host)
+
+        return handle
+
+    async def find_coordinator(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+        host, port = broker.advertised
+        return await coordinator.find_coordinator(req, ctx.api_version, (broker.node_id, host, port))
+
+    handlers: dict[int, Handler] = {
+        int(key): adapt(getattr(coordinator, name)) for key, name in _APIS.items()
+    }
+    handlers[int(ApiKey.FIND_COORDINATOR)] = find_coordinator
+    return handlers
+
+
+def attach(broker: Broker) -> GroupCoordinator:
+    """Give ``broker`` a group coordinator (``broker.groups``, started and stopped by the broker) and route
+    the group APIs to it."""
+    coordinator = coordinator_for(broker)
+    broker.groups = coordinator
+    broker.handlers.update(group_handlers(coordinator))
+    return coordinator
