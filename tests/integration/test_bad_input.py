@@ -77,7 +77,6 @@ BAD_STREAMS: dict[str, bytes] = {
     "unsupported-produce-version": frame(header(PRODUCE, 2) + b"\x00\x01\x00\x00\x03\xe8\x00\x00\x00\x00"),
     "too-new-produce-version": frame(header(PRODUCE, 99) + b"\x00" * 10),
     "undecodable-metadata-body": frame(header(METADATA, 1) + b"\x00\x00\x00\x05\x00"),
-    "metadata-with-trailing-bytes": frame(header(METADATA, 1) + b"\xff\xff\xff\xff" + b"junk"),
     "bad-string-length": frame(header(CREATE_TOPICS, 4) + b"\x00\x00\x00\x01\x7f\xff"),
     "negative-array-length": frame(header(PRODUCE, 3) + b"\xff\xff\x00\x01\x00\x00\x03\xe8\x80\x00\x00\x00"),
     "bad-flexible-varint": frame(header(METADATA, 12, flexible=True) + b"\xff\xff\xff\xff\xff\xff"),
@@ -90,6 +89,21 @@ def test_bad_stream_closes_only_the_offender(kb: BrokerProcess, witness: RawClie
         bad.send_raw(BAD_STREAMS[case])
         assert_closed(bad)
     assert kb.running
+
+
+def test_trailing_bytes_after_a_request_are_ignored(kb: BrokerProcess, witness: RawClient) -> None:
+    """As Kafka does: librdkafka 2.x sends Metadata v12 for all topics with 3 stray bytes after the body."""
+    from kafkite.protocol import framing
+
+    with RawClient.to(kb.bootstrap) as c:
+        librdkafka_all_topics = header(METADATA, 12, correlation_id=3, client_id=b"rdkafka", flexible=True)
+        librdkafka_all_topics += bytes.fromhex("00000000010000")
+        c.send_raw(frame(librdkafka_all_topics))
+        cid, resp = framing.decode_response(c.reg, METADATA, 12, c.recv_frame())
+        assert cid == 3 and resp["brokers"][0]["port"] == kb.port
+        c.send_raw(frame(header(METADATA, 1, correlation_id=4) + b"\xff\xff\xff\xff" + b"junk"))
+        cid, resp = framing.decode_response(c.reg, METADATA, 1, c.recv_frame())
+        assert cid == 4
 
 
 def test_truncated_frame_then_close(kb: BrokerProcess, witness: RawClient) -> None:
