@@ -112,10 +112,11 @@ class GroupCoordinator:
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         records: dict[str, tuple[logformat.GroupRecord, bytes]] = {}
         replayed = 0
+        keys: dict[bytes, logformat.OffsetKey | logformat.GroupKey] = {}
         for key, value in self._log.replay():
             replayed += 1
             try:
-                k = logformat.decode_key(key)
+                k = keys.get(key) or keys.setdefault(key, logformat.decode_key(key))
                 if isinstance(k, logformat.OffsetKey):
                     per_group = offsets.setdefault(k.group_id, {})
                     if value is None:

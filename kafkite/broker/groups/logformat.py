@@ -171,16 +171,29 @@ def offset_value(om: OffsetAndMetadata) -> bytes:
     return bytes(w.buf)
 
 
+_OFFSET_HEAD = struct.Struct(">hqii")  # version, offset, leader epoch, metadata length
+_OFFSET_TAIL = struct.Struct(">qq")  # commit time, expire time
+
+
 def decode_offset_value(data: bytes) -> OffsetAndMetadata:
-    r = _Reader(data)
-    version = r.int16()
-    if version != OFFSET_VALUE_VERSION:
-        raise LogFormatError(f"unknown offset value version {version}")
-    offset = r.int64()
-    epoch = r.int32()
-    metadata = r.string()
-    commit_ts = r.int64()
-    expire_ts = r.int64()
+    try:
+        version, offset, epoch, n = _OFFSET_HEAD.unpack_from(data, 0)
+        if version != OFFSET_VALUE_VERSION:
+            raise LogFormatError(f"unknown offset value version {version}")
+        pos = _OFFSET_HEAD.size
+        metadata: str | None = None
+        if n >= 0:
+            if pos + n > len(data):
+                raise LogFormatError("truncated offset value")
+            metadata = data[pos : pos + n].decode("utf-8")
+            pos += n
+        elif n != -1:
+            raise LogFormatError("bad metadata length")
+        commit_ts, expire_ts = _OFFSET_TAIL.unpack_from(data, pos)
+        if pos + _OFFSET_TAIL.size != len(data):
+            raise LogFormatError("trailing bytes after offset value")
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise LogFormatError(f"bad offset value: {exc}") from None
     return OffsetAndMetadata(offset, epoch, metadata, commit_ts, None if expire_ts < 0 else expire_ts)
 
 
