@@ -203,6 +203,21 @@ _DEFS: list[ConfigDef] = [
     ConfigDef("log.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log verbosity"),
 ]
 
+_DEFS += [
+    ConfigDef(
+        "stomp.listeners",
+        "stomp://localhost:61613",
+        _str,
+        "Where the STOMP listener for queues listens (stomp://host:port,...); empty to disable",
+    ),
+    ConfigDef(
+        "stomp.users",
+        "",
+        _str,
+        "STOMP credentials, login=passcode,...; empty: any login is accepted",
+    ),
+]
+
 DEFINITIONS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
 
 # Broker keys that Kafka also accepts under another name.

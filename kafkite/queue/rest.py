@@ -1,0 +1,452 @@
+"""The OCI Queue REST API (version 20210201) on the shared REST listener.
+
+Admin paths: ``/20210201/queues`` (CreateQueue, ListQueues), ``/20210201/queues/{queueId}`` (GetQueue,
+UpdateQueue, DeleteQueue), ``.../actions/purge``, ``.../actions/changeCompartment`` and
+``/20210201/workRequests[/{id}[/errors|/logs]]``. Message paths (a queue's ``messagesEndpoint`` is this
+listener's own URL): ``/20210201/queues/{queueId}/messages`` (PutMessages, GetMessages),
+``.../messages/{receipt}`` (UpdateMessage, DeleteMessage), ``.../messages/actions/updateMessages`` and
+``deleteMessages``, ``.../stats`` (GetStats) and ``.../channels`` (ListChannels). JSON field names, statuses
+and errors (``{"code": ..., "message": ...}``) are OCI's.
+
+Two kafkite extensions reach the dead letter queue, which the OCI API exposes only through stats and purge:
+``GET .../queues/{queueId}/dlq/messages`` takes GetMessages' parameters and delivers dead letters (their
+receipts work with UpdateMessage(s) and DeleteMessage(s)); ``POST .../queues/{queueId}/dlq/actions/moveBack``
+with ``{"ids": [...], "channelIds": [...]}`` (both optional) moves dead letters back to the queue.
+
+Requests signed by the OCI SDKs are accepted; their signatures are not verified here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from kafkite.broker.core import Broker
+from kafkite.queue.engine import Delivery, QueueState
+from kafkite.queue.model import (
+    GET_LIMIT_DEFAULT,
+    GET_LIMIT_MAX,
+    GET_LIMIT_MIN,
+    MAX_BATCH_ENTRIES,
+    MAX_PUT_MESSAGES,
+    TIMEOUT_MAX,
+    VISIBILITY_MAX,
+    QueueError,
+    QueueMeta,
+    WorkRequest,
+    check_channel,
+    check_properties,
+    invalid,
+    missing,
+    rfc3339,
+)
+from kafkite.queue.service import QueueService
+
+log = logging.getLogger("kafkite.queue.rest")
+
+BASE = "/20210201"
+SERVICE_KEY = web.AppKey("queue_service", QueueService)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def register(app: web.Application, broker: Broker) -> None:
+    """Add the OCI Queue routes to the shared REST application."""
+    svc = QueueService.of(broker)
+    app[SERVICE_KEY] = svc
+
+    async def on_startup(_: web.Application) -> None:
+        await svc.acquire()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await svc.release()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    q = f"{BASE}/queues/{{queueId}}"
+    routes = [
+        ("POST", f"{BASE}/queues", create_queue),
+        ("GET", f"{BASE}/queues", list_queues),
+        ("GET", q, get_queue),
+        ("PUT", q, update_queue),
+        ("DELETE", q, delete_queue),
+        ("POST", f"{q}/actions/purge", purge_queue),
+        ("POST", f"{q}/actions/changeCompartment", change_compartment),
+        ("GET", f"{BASE}/workRequests", list_work_requests),
+        ("GET", f"{BASE}/workRequests/{{workRequestId}}", get_work_request),
+        ("GET", f"{BASE}/workRequests/{{workRequestId}}/errors", list_work_request_errors),
+        ("GET", f"{BASE}/workRequests/{{workRequestId}}/logs", list_work_request_logs),
+        ("POST", f"{q}/messages", put_messages),
+        ("GET", f"{q}/messages", get_messages),
+        ("POST", f"{q}/messages/actions/deleteMessages", delete_messages),
+        ("POST", f"{q}/messages/actions/updateMessages", update_messages),
+        ("PUT", f"{q}/messages/{{messageReceipt}}", update_message),
+        ("DELETE", f"{q}/messages/{{messageReceipt}}", delete_message),
+        ("GET", f"{q}/stats", get_stats),
+        ("GET", f"{q}/channels", list_channels),
+        ("GET", f"{q}/dlq/messages", get_dlq_messages),
+        ("POST", f"{q}/dlq/actions/moveBack", move_back),
+    ]
+    for method, path, handler in routes:
+        app.router.add_route(method, path, _oci(handler))
+    app.router.add_route("*", f"{BASE}/{{tail:.*}}", _oci(unknown_path))
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+
+
+def _request_id(request: web.Request) -> str:
+    return request.headers.get("opc-request-id") or uuid.uuid4().hex.upper()
+
+
+def _oci(handler: Handler) -> Handler:
+    """Turn QueueErrors (and malformed requests) into OCI error responses."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            resp = await handler(request)
+        except QueueError as e:
+            resp = web.json_response({"code": e.code, "message": e.message}, status=e.status)
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            resp = web.json_response({"code": "InternalServerError", "message": "internal error"}, status=500)
+        resp.headers["opc-request-id"] = _request_id(request)
+        return resp
+
+    return wrapped
+
+
+def _svc(request: web.Request) -> QueueService:
+    return request.app[SERVICE_KEY]
+
+
+def _endpoint(request: web.Request) -> str:
+    return f"{request.scheme}://{request.host}"
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw:
+        raise missing("the request body")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise invalid("the request body is not valid JSON") from None
+
+
+def _int_param(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise invalid(f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise invalid(f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _page(
+    request: web.Request, items: list[Any], default_limit: int = 100
+) -> tuple[list[Any], dict[str, str]]:
+    start = _int_param(request, "page", 0, 1 << 31, 0)
+    limit = _int_param(request, "limit", 1, 1000, default_limit)
+    chunk = items[start : start + limit]
+    headers = {"opc-next-page": str(start + limit)} if start + limit < len(items) else {}
+    return chunk, headers
+
+
+def _accepted(wr: WorkRequest) -> web.Response:
+    return web.Response(status=202, headers={"opc-work-request-id": wr.id})
+
+
+def _state(request: web.Request) -> QueueState:
+    return _svc(request).state(request.match_info["queueId"])
+
+
+def _no_consumer_groups(request: web.Request) -> None:
+    if request.query.get("consumerGroupId"):
+        raise invalid("consumer groups are not supported by this queue")
+
+
+async def unknown_path(request: web.Request) -> web.Response:
+    raise QueueError(404, "NotAuthorizedOrNotFound", f"{request.method} {request.path} is not an operation")
+
+
+# ---------------------------------------------------------------------------------------------- admin
+
+
+async def create_queue(request: web.Request) -> web.Response:
+    return _accepted(await _svc(request).create_queue(await _body(request)))
+
+
+async def get_queue(request: web.Request) -> web.Response:
+    meta = _svc(request).get(request.match_info["queueId"])
+    return web.json_response(meta.to_json(_endpoint(request)), headers={"etag": meta.etag})
+
+
+async def list_queues(request: web.Request) -> web.Response:
+    q = request.query
+    queues = _svc(request).list_queues(
+        compartment_id=q.get("compartmentId"),
+        lifecycle_state=q.get("lifecycleState"),
+        display_name=q.get("displayName"),
+        queue_id=q.get("id"),
+    )
+    sort_by = q.get("sortBy", "timeCreated")
+    if sort_by not in ("timeCreated", "displayName"):
+        raise invalid("sortBy must be timeCreated or displayName")
+    order = q.get("sortOrder", "DESC" if sort_by == "timeCreated" else "ASC")
+    if order not in ("ASC", "DESC"):
+        raise invalid("sortOrder must be ASC or DESC")
+
+    def key(m: QueueMeta) -> Any:
+        return m.time_created if sort_by == "timeCreated" else m.display_name
+
+    queues.sort(key=key, reverse=order == "DESC")
+    chunk, headers = _page(request, queues)
+    endpoint = _endpoint(request)
+    return web.json_response({"items": [m.to_summary(endpoint) for m in chunk]}, headers=headers)
+
+
+async def update_queue(request: web.Request) -> web.Response:
+    wr = await _svc(request).update_queue(
+        request.match_info["queueId"], await _body(request), request.headers.get("if-match")
+    )
+    return _accepted(wr)
+
+
+async def delete_queue(request: web.Request) -> web.Response:
+    wr = await _svc(request).delete_queue(request.match_info["queueId"], request.headers.get("if-match"))
+    return _accepted(wr)
+
+
+async def purge_queue(request: web.Request) -> web.Response:
+    body = await _body(request)
+    if isinstance(body, dict) and body.get("consumerGroupId"):
+        raise invalid("consumer groups are not supported by this queue")
+    wr = await _svc(request).purge_queue(request.match_info["queueId"], body, request.headers.get("if-match"))
+    return _accepted(wr)
+
+
+async def change_compartment(request: web.Request) -> web.Response:
+    wr = await _svc(request).change_compartment(
+        request.match_info["queueId"], await _body(request), request.headers.get("if-match")
+    )
+    return _accepted(wr)
+
+
+async def get_work_request(request: web.Request) -> web.Response:
+    wr = _svc(request).get_work_request(request.match_info["workRequestId"])
+    return web.json_response(wr.to_json(), headers={"retry-after": "0"})
+
+
+async def list_work_requests(request: web.Request) -> web.Response:
+    q = request.query
+    items = [
+        wr
+        for wr in _svc(request).work_requests.values()
+        if (q.get("compartmentId") is None or wr.compartment_id == q["compartmentId"])
+        and (q.get("workRequestId") is None or wr.id == q["workRequestId"])
+    ]
+    items.sort(key=lambda wr: wr.time_accepted, reverse=True)
+    chunk, headers = _page(request, items)
+    return web.json_response({"items": [wr.to_json() for wr in chunk]}, headers=headers)
+
+
+async def list_work_request_errors(request: web.Request) -> web.Response:
+    _svc(request).get_work_request(request.match_info["workRequestId"])
+    return web.json_response({"items": []})
+
+
+async def list_work_request_logs(request: web.Request) -> web.Response:
+    wr = _svc(request).get_work_request(request.match_info["workRequestId"])
+    entry = {"message": f"{wr.operation_type} succeeded", "timestamp": rfc3339(wr.time_accepted)}
+    return web.json_response({"items": [entry]})
+
+
+# ---------------------------------------------------------------------------------------------- messages
+
+
+def _message_json(d: Delivery) -> dict[str, Any]:
+    m = d.message
+    out: dict[str, Any] = {
+        "id": m.id,
+        "content": m.content.decode("utf-8", errors="replace"),
+        "receipt": d.receipt,
+        "deliveryCount": d.delivery_count,
+        "visibleAfter": rfc3339(d.visible_after_ms),
+        "expireAfter": rfc3339(m.expire_ms),
+        "createdAt": rfc3339(m.created_ms),
+    }
+    if m.channel or m.props:
+        meta: dict[str, Any] = {}
+        if m.channel:
+            meta["channelId"] = m.channel
+        if m.props:
+            meta["customProperties"] = m.props
+        out["metadata"] = meta
+    return out
+
+
+async def put_messages(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _body(request)
+    entries = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise missing("messages")
+    if len(entries) > MAX_PUT_MESSAGES:
+        raise invalid(f"at most {MAX_PUT_MESSAGES} messages can be put at once")
+    parsed: list[tuple[bytes, str, dict[str, str] | None]] = []
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("content"), str):
+            raise invalid("each message needs a string content")
+        if not e["content"]:
+            raise invalid("message content cannot be empty")
+        meta = e.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise invalid("metadata must be an object")
+        channel = check_channel(meta["channelId"]) if meta.get("channelId") is not None else ""
+        parsed.append((e["content"].encode(), channel, check_properties(meta.get("customProperties"))))
+    added = state.put(parsed)
+    await _svc(request).durable({state.messages_log.partition})
+    return web.json_response({"messages": [{"id": m.id, "expireAfter": rfc3339(m.expire_ms)} for m in added]})
+
+
+async def _get(request: web.Request, dlq: bool) -> web.Response:
+    state = _state(request)
+    _no_consumer_groups(request)
+    meta = state.meta
+    vis = _int_param(request, "visibilityInSeconds", 0, VISIBILITY_MAX, meta.visibility_in_seconds)
+    timeout = _int_param(request, "timeoutInSeconds", 0, TIMEOUT_MAX, meta.timeout_in_seconds)
+    limit = _int_param(request, "limit", GET_LIMIT_MIN, GET_LIMIT_MAX, GET_LIMIT_DEFAULT)
+    channel_filter = request.query.get("channelFilter") or None
+    got = await state.receive(limit, vis, timeout, channel_filter, dlq)
+    if got:
+        await _svc(request).durable(state.partitions)
+    return web.json_response({"messages": [_message_json(d) for d in got]})
+
+
+async def get_messages(request: web.Request) -> web.Response:
+    return await _get(request, dlq=False)
+
+
+async def get_dlq_messages(request: web.Request) -> web.Response:
+    return await _get(request, dlq=True)
+
+
+async def delete_message(request: web.Request) -> web.Response:
+    state = _state(request)
+    state.delete(request.match_info["messageReceipt"])
+    await _svc(request).durable(state.partitions)
+    return web.Response(status=200)
+
+
+async def delete_messages(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _body(request)
+    entries = body.get("entries") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise missing("entries")
+    if len(entries) > MAX_BATCH_ENTRIES:
+        raise invalid(f"at most {MAX_BATCH_ENTRIES} entries are allowed")
+    receipts = []
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("receipt"), str):
+            raise invalid("each entry needs a receipt")
+        receipts.append(e["receipt"])
+    results = state.delete_many(receipts)
+    await _svc(request).durable(state.partitions)
+    out = [{} if r is None else {"errorCode": r.status, "errorMessage": r.message} for r in results]
+    failures = sum(1 for r in results if r is not None)
+    return web.json_response({"serverFailures": 0, "clientFailures": failures, "entries": out})
+
+
+async def update_message(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _body(request)
+    vis = _visibility(body)
+    m = state.update(request.match_info["messageReceipt"], vis)
+    await _svc(request).durable(state.partitions)
+    return web.json_response({"id": m.id, "visibleAfter": rfc3339(m.visible_after_ms)})
+
+
+def _visibility(entry: Any) -> int:
+    if not isinstance(entry, dict) or "visibilityInSeconds" not in entry:
+        raise missing("visibilityInSeconds")
+    vis = entry["visibilityInSeconds"]
+    if isinstance(vis, bool) or not isinstance(vis, int) or not 0 <= vis <= VISIBILITY_MAX:
+        raise invalid(f"visibilityInSeconds must be an integer between 0 and {VISIBILITY_MAX}")
+    return vis
+
+
+async def update_messages(request: web.Request) -> web.Response:
+    state = _state(request)
+    body = await _body(request)
+    entries = body.get("entries") if isinstance(body, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise missing("entries")
+    if len(entries) > MAX_BATCH_ENTRIES:
+        raise invalid(f"at most {MAX_BATCH_ENTRIES} entries are allowed")
+    parsed = []
+    for e in entries:
+        if not isinstance(e, dict) or not isinstance(e.get("receipt"), str):
+            raise invalid("each entry needs a receipt")
+        parsed.append((e["receipt"], _visibility(e)))
+    results = state.update_many(parsed)
+    await _svc(request).durable(state.partitions)
+    out: list[dict[str, Any]] = []
+    failures = 0
+    for r in results:
+        if isinstance(r, QueueError):
+            failures += 1
+            out.append({"errorCode": r.status, "errorMessage": r.message})
+        else:
+            out.append({"id": r.id, "visibleAfter": rfc3339(r.visible_after_ms)})
+    return web.json_response({"serverFailures": 0, "clientFailures": failures, "entries": out})
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    state = _state(request)
+    _no_consumer_groups(request)
+    channel = request.query.get("channelId") or None
+    out: dict[str, Any] = dict(state.stats(channel))
+    if channel is not None:
+        out["channelId"] = channel
+    return web.json_response(out)
+
+
+async def list_channels(request: web.Request) -> web.Response:
+    state = _state(request)
+    _no_consumer_groups(request)
+    channels = state.channels(request.query.get("channelFilter") or None)
+    chunk, headers = _page(request, channels, default_limit=50)
+    return web.json_response({"items": chunk}, headers=headers)
+
+
+async def move_back(request: web.Request) -> web.Response:
+    state = _state(request)
+    raw = await request.read()
+    try:
+        body = json.loads(raw) if raw else {}
+    except ValueError:
+        raise invalid("the request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid("the request body must be a JSON object")
+    ids = body.get("ids")
+    if ids is not None and (not isinstance(ids, list) or not all(isinstance(i, int) for i in ids)):
+        raise invalid("ids must be a list of message ids")
+    channels = body.get("channelIds")
+    if channels is not None and (
+        not isinstance(channels, list) or not all(isinstance(c, str) for c in channels)
+    ):
+        raise invalid("channelIds must be a list of strings")
+    n = state.move_back(ids, channels)
+    await _svc(request).durable(state.partitions)
+    return web.json_response({"movedMessages": n})
