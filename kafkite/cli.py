@@ -45,7 +45,7 @@ SERVICES: list[str] = ["kafkite.rest.server:start_rest"]
 
 # Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose
 # ``func(args) -> int`` runs it.
-COMMANDS: list[str] = ["kafkite.tools.group:add_parser"]
+COMMANDS: list[str] = ["kafkite.tools.group:add_parser", "kafkite.bench.cli:add_parser"]
 
 
 def _load(ref: str) -> Any:

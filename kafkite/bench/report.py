@@ -1,0 +1,171 @@
+"""Benchmark output: a plain-text table, JSON, and a PNG plot (with the ``plot`` extra: matplotlib)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kafkite.bench.runner import BenchReport, RoleResult, RunResult
+
+
+class PlotUnavailable(RuntimeError):
+    pass
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def table(report: BenchReport) -> str:
+    o = report.options
+    acks = "all" if o.acks == -1 else str(o.acks)
+    what = f"{o.count:,} messages" if o.count is not None else ""
+    if o.duration:
+        what = f"{what} or {o.duration:g}s" if what else f"{o.duration:g}s"
+    rate = f"{o.rate:g} msg/s" if o.rate else "unthrottled"
+    lines = [
+        f"kafkite bench {o.mode}: {what} of {o.size} B, {len(o.topics)} topic(s) x {o.partitions} "
+        f"partition(s), acks={acks}, compression={o.compression}, rate={rate}, client={o.client}, "
+        f"producers={o.producers}, consumers={o.consumers}",
+        "",
+    ]
+    header = (
+        f"{'run':<22} {'phase':<8} {'messages':>12} {'msgs/s':>12} {'MB/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>9} {'errors':>7}"
+    )
+    lines += [header, "-" * len(header)]
+    for run in report.runs:
+        for phase, r in _phases(run):
+            lat = r.hist.summary_ms()
+            lines.append(
+                f"{run.label[:22]:<22} {phase:<8} {r.messages:>12,} {r.msgs_per_s:>12,.0f} "
+                f"{r.mb_per_s:>9.1f} "
+                f"{_ms(lat.get('p50')):>8} {_ms(lat.get('p95')):>8} {_ms(lat.get('p99')):>8} "
+                f"{_ms(lat.get('p99.9')):>9} {_ms(lat.get('max')):>9} {r.errors:>7,}"
+            )
+    lines.append("")
+    lines.append(
+        "latency: produce = delivery report - send; e2e = receive - send time written in the payload"
+    )
+    vs = report.vs_ceiling
+    if vs is not None:
+        lines.append(
+            f"kafkite vs blackhole ceiling (same client, same run): {vs['produce_msgs_per_s'] * 100:.1f}% "
+            "of the ceiling's produce msgs/s"
+        )
+    for run in report.runs:
+        if run.broker:
+            b = run.broker
+            extra = []
+            if "rss_mb" in b:
+                extra.append(f"RSS {b['rss_mb']:.1f} MB (peak {b.get('peak_rss_mb', 0):.1f} MB)")
+            if "cpu_pct_of_one_core" in b:
+                extra.append(f"CPU {b['cpu_pct_of_one_core']:.0f}% of one core")
+            lines.append(f"broker {run.label}: " + ", ".join(extra))
+        for _, r in _phases(run):
+            if r.first_error:
+                lines.append(f"{run.label} {r.role}: first error: {r.first_error}")
+    return "\n".join(lines)
+
+
+def _phases(run: RunResult) -> list[tuple[str, RoleResult]]:
+    out = []
+    if run.preload is not None:
+        out.append(("preload", run.preload))
+    if run.produce is not None:
+        out.append(("produce", run.produce))
+    if run.consume is not None:
+        out.append(("e2e" if run.produce is not None else "consume", run.consume))
+    return out
+
+
+def to_json(report: BenchReport) -> str:
+    return json.dumps(report.to_json(), indent=2)
+
+
+def check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotUnavailable(
+            "--plot needs matplotlib: pip install 'kafkite[plot]' (or pip install matplotlib)"
+        ) from None
+
+
+def plot(report: BenchReport, path: str) -> None:
+    """Throughput over time, the latency histogram and the percentiles of every run, in one PNG."""
+    check_plot_available()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(17, 5))
+    ax_tp, ax_hist, ax_pct = axes
+    o = report.options
+    fig.suptitle(
+        f"kafkite bench {o.mode}: {o.size} B messages, acks={'all' if o.acks == -1 else o.acks}, "
+        f"{o.compression}, client={o.client}, {report.started}"
+    )
+    for run in report.runs:
+        for phase, r in _phases(run):
+            if r.timeline is None:
+                continue
+            rates = r.timeline.rates()
+            if rates:
+                ax_tp.plot([t for t, _, _ in rates], [b for _, _, b in rates], label=f"{run.label} {phase}")
+    ax_tp.set_title("throughput over time")
+    ax_tp.set_xlabel("seconds")
+    ax_tp.set_ylabel("MB/s")
+    ax_tp.grid(alpha=0.3)
+    ax_tp.legend(fontsize=8)
+
+    labels: list[str] = []
+    for run in report.runs:
+        for phase, r in _phases(run):
+            buckets = r.hist.buckets_ms()
+            if not buckets:
+                continue
+            name = f"{run.label} {phase}"
+            ax_hist.stairs(_density(buckets), _edges(buckets), label=name)
+            qs = ["p50", "p95", "p99", "p99.9", "max"]
+            summary = r.hist.summary_ms()
+            ax_pct.plot(qs, [summary[q] for q in qs], marker="o", label=name)
+            labels.append(name)
+    ax_hist.set_title("latency histogram")
+    ax_hist.set_xlabel("ms (log scale)")
+    ax_hist.set_ylabel("messages per ms")
+    ax_hist.set_xscale("log")
+    ax_hist.set_yscale("log")
+    ax_hist.grid(alpha=0.3)
+    ax_pct.set_title("latency percentiles")
+    ax_pct.set_ylabel("ms (log scale)")
+    ax_pct.set_yscale("log")
+    ax_pct.grid(alpha=0.3)
+    if labels:
+        ax_hist.legend(fontsize=8)
+        ax_pct.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _edges(buckets: list[tuple[float, float, int]]) -> list[float]:
+    """Contiguous bin edges over the non-empty buckets (gaps become empty bins)."""
+    edges = [buckets[0][0]]
+    for lo, hi, _ in buckets:
+        if lo > edges[-1]:
+            edges.append(lo)
+        edges.append(hi)
+    return edges
+
+
+def _density(buckets: list[tuple[float, float, int]]) -> list[float]:
+    values: list[float] = []
+    prev_hi = buckets[0][0]
+    for lo, hi, n in buckets:
+        if lo > prev_hi:
+            values.append(0.0)
+        values.append(n / max(hi - lo, 1e-9))
+        prev_hi = hi
+    return values

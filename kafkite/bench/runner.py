@@ -1,0 +1,668 @@
+"""Runs a benchmark scenario: topics, worker processes, live progress, aggregation, the ceiling run."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import multiprocessing
+import os
+import platform
+import queue
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from kafkite.bench.serve import ServedBroker, process_cpu_seconds, process_memory
+from kafkite.bench.stats import Histogram, Timeline, merge_histograms
+from kafkite.bench.workers import TopicPartition, WorkerSpec, worker_main
+from kafkite.protocol.api_keys import ApiKey
+from kafkite.protocol.errors import ErrorCode
+
+MODES = ("produce", "consume", "e2e")
+CLIENTS = ("kafkite", "confluent")
+COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
+DEFAULT_COUNT = 1_000_000
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class BenchOptions:
+    mode: str = "produce"
+    bootstrap: str = "localhost:9092"
+    topics: list[str] = field(default_factory=lambda: ["kafkite-bench"])
+    partitions: int = 1
+    size: int = 1024
+    count: int | None = None
+    duration: float | None = None
+    rate: float = 0.0
+    acks: int = -1
+    compression: str = "none"
+    producers: int = 1
+    consumers: int = 1
+    client: str = "kafkite"
+    batch_bytes: int | None = None
+    linger_ms: float | None = None
+    max_inflight: int = 5
+    interval: float = 0.5
+    client_config: dict[str, str] = field(default_factory=dict)
+    serve: bool = False
+    ceiling: bool = False
+    broker_overrides: list[str] = field(default_factory=list)
+    data_dir: str | None = None
+    idle_timeout: float = 30.0
+    quiet: bool = False
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise BenchError(f"unknown mode {self.mode!r}: one of {', '.join(MODES)}")
+        if self.client not in CLIENTS:
+            raise BenchError(f"unknown client {self.client!r}: one of {', '.join(CLIENTS)}")
+        if self.compression not in COMPRESSIONS:
+            raise BenchError(f"unknown compression {self.compression!r}: one of {', '.join(COMPRESSIONS)}")
+        if self.size < 8:
+            raise BenchError("--size must be at least 8 bytes: each message starts with its send time")
+        if self.acks not in (-1, 0, 1):
+            raise BenchError("--acks must be all, -1, 0 or 1")
+        if self.count is not None and self.count <= 0:
+            raise BenchError("--count must be positive")
+        if self.duration is not None and self.duration <= 0:
+            raise BenchError("--duration must be positive")
+        if self.rate < 0:
+            raise BenchError("--rate must be 0 (unthrottled) or positive")
+        if self.producers < 1 or self.consumers < 1 or self.partitions < 1:
+            raise BenchError("--producers, --consumers and --partitions must be at least 1")
+        if not self.topics:
+            raise BenchError("no topic given")
+        if self.client == "confluent":
+            try:
+                import confluent_kafka  # noqa: F401
+            except ImportError:
+                raise BenchError(
+                    "--client confluent needs confluent-kafka: pip install confluent-kafka"
+                ) from None
+        if self.count is None and self.duration is None:
+            self.count = DEFAULT_COUNT
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class RoleResult:
+    """The aggregate of one role (producers or consumers) in one phase."""
+
+    role: str
+    workers: int
+    messages: int = 0
+    bytes: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    elapsed: float = 0.0
+    hist: Histogram = field(default_factory=Histogram)
+    timeline: Timeline | None = None
+    note: str | None = None
+
+    @property
+    def msgs_per_s(self) -> float:
+        return self.messages / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / self.elapsed / 1e6 if self.elapsed > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "workers": self.workers,
+            "messages": self.messages,
+            "bytes": self.bytes,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "elapsed_s": round(self.elapsed, 4),
+            "msgs_per_s": round(self.msgs_per_s, 1),
+            "mb_per_s": round(self.mb_per_s, 3),
+            "latency_ms": self.hist.summary_ms(),
+            "latency_histogram_ms": [[lo, hi, n] for lo, hi, n in self.hist.buckets_ms()],
+        }
+        if self.timeline is not None:
+            rates = self.timeline.rates()
+            out["timeline"] = {
+                "interval_s": self.timeline.interval,
+                "msgs_per_s": [round(m, 1) for _, m, _ in rates],
+                "mb_per_s": [round(b, 3) for _, _, b in rates],
+            }
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class RunResult:
+    """One broker's results: kafkite, or the blackhole ceiling."""
+
+    label: str
+    bootstrap: str
+    blackhole: bool = False
+    served: bool = False
+    preload: RoleResult | None = None
+    produce: RoleResult | None = None
+    consume: RoleResult | None = None
+    broker: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "label": self.label,
+            "bootstrap": self.bootstrap,
+            "blackhole": self.blackhole,
+            "served": self.served,
+        }
+        for name in ("preload", "produce", "consume"):
+            r = getattr(self, name)
+            if r is not None:
+                out[name] = r.to_json()
+        if self.broker:
+            out["broker"] = self.broker
+        return out
+
+    def produce_side(self) -> RoleResult | None:
+        """The producing phase to compare against the ceiling (the preload when consuming)."""
+        return self.produce or self.preload
+
+
+@dataclass
+class BenchReport:
+    options: BenchOptions
+    runs: list[RunResult] = field(default_factory=list)
+    started: str = field(
+        default_factory=lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+    )
+
+    @property
+    def vs_ceiling(self) -> dict[str, float] | None:
+        measured = next((r for r in self.runs if not r.blackhole), None)
+        ceiling = next((r for r in self.runs if r.blackhole), None)
+        if measured is None or ceiling is None:
+            return None
+        a, b = measured.produce_side(), ceiling.produce_side()
+        if a is None or b is None or b.msgs_per_s <= 0:
+            return None
+        return {
+            "produce_msgs_per_s": round(a.msgs_per_s / b.msgs_per_s, 4),
+            "produce_mb_per_s": round(a.mb_per_s / b.mb_per_s, 4) if b.mb_per_s > 0 else 0.0,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        o = self.options
+        return {
+            "mode": o.mode,
+            "date": self.started,
+            "host": host_info(),
+            "settings": {
+                "client": o.client,
+                "topics": o.topics,
+                "partitions": o.partitions,
+                "size": o.size,
+                "count": o.count,
+                "duration_s": o.duration,
+                "rate": o.rate,
+                "acks": "all" if o.acks == -1 else o.acks,
+                "compression": o.compression,
+                "producers": o.producers,
+                "consumers": o.consumers,
+                "batch_bytes": o.batch_bytes,
+                "linger_ms": o.linger_ms,
+                "broker_overrides": o.broker_overrides,
+            },
+            "runs": [r.to_json() for r in self.runs],
+            "vs_ceiling": self.vs_ceiling,
+        }
+
+
+def host_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem = None
+    try:
+        mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    return {
+        "hostname": platform.node(),
+        "system": f"{platform.system()} {platform.release()}",
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "memory_gib": mem,
+        "python": platform.python_version(),
+    }
+
+
+# ------------------------------------------------------------------------------------------ progress
+
+
+class Progress:
+    """A single status line on stderr, rewritten in place; silent when disabled or not a terminal."""
+
+    def __init__(self, enabled: bool, stream: TextIO | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and self.stream.isatty()
+        self._width = 0
+
+    def show(self, text: str) -> None:
+        if not self.enabled:
+            return
+        cols = shutil.get_terminal_size((100, 20)).columns - 1
+        text = text[:cols]
+        pad = max(self._width - len(text), 0)
+        self._width = len(text)
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
+def progress_text(
+    label: str,
+    parts: list[tuple[str, int, int]],
+    elapsed: float,
+    fraction: float | None,
+) -> str:
+    """``label  produced 12,345 msgs 12.3 MB/s | consumed ... | 3.2s [#####.....] 50%``."""
+    items = []
+    for name, msgs, nbytes in parts:
+        rate = nbytes / elapsed / 1e6 if elapsed > 0 else 0.0
+        items.append(f"{name} {msgs:,} msgs {rate:,.1f} MB/s")
+    text = f"{label}  " + " | ".join(items) + f" | {elapsed:.1f}s"
+    if fraction is not None:
+        fraction = min(max(fraction, 0.0), 1.0)
+        filled = int(fraction * 20)
+        text += f" [{'#' * filled}{'.' * (20 - filled)}] {fraction * 100:3.0f}%"
+    return text
+
+
+# ------------------------------------------------------------------------------------------ admin
+
+
+async def _prepare_topics(bootstrap: str, topics: list[str], partitions: int) -> dict[str, int]:
+    """Partition count of each topic, creating the missing ones with ``partitions`` partitions."""
+    from kafkite.client import KafkaClient, KafkaClientError
+
+    async with KafkaClient(bootstrap, client_id="kafkite-bench-admin") as client:
+        await client.refresh_metadata(topics)
+        missing = [t for t in topics if t not in client.topics]
+        if missing:
+            conn = await client.any_connection()
+            body = {
+                "topics": [
+                    {"name": t, "num_partitions": partitions, "replication_factor": -1} for t in missing
+                ],
+                "timeout_ms": 60000,
+                "validate_only": False,
+            }
+            resp = await conn.request(ApiKey.CREATE_TOPICS, body)
+            for t in resp["topics"]:
+                if t["error_code"] not in (0, ErrorCode.TOPIC_ALREADY_EXISTS):
+                    raise KafkaClientError(
+                        t["error_code"], f"CreateTopics {t['name']}: {t.get('error_message')}"
+                    )
+        deadline = time.monotonic() + 30
+        while True:
+            await client.refresh_metadata(topics)
+            counts = {t: client.topics.get(t, 0) for t in topics}
+            ready = all(
+                counts[t] > 0 and all(client.leaders.get((t, p), -1) >= 0 for p in range(counts[t]))
+                for t in topics
+            )
+            if ready:
+                return counts
+            if time.monotonic() > deadline:
+                raise BenchError(f"topics without leaders after 30s: {counts}")
+            await asyncio.sleep(0.2)
+
+
+async def _offsets(
+    bootstrap: str, targets: list[TopicPartition], timestamp: int
+) -> dict[TopicPartition, int]:
+    from kafkite.client import KafkaClient
+
+    out: dict[TopicPartition, int] = {}
+    async with KafkaClient(bootstrap, client_id="kafkite-bench-admin") as client:
+        await client.refresh_metadata(sorted({t for t, _ in targets}))
+        by_topic: dict[str, list[int]] = {}
+        for t, p in targets:
+            by_topic.setdefault(t, []).append(p)
+        for t, parts in by_topic.items():
+            for p, off in (await client.list_offsets(t, parts, timestamp)).items():
+                out[(t, p)] = off
+    return out
+
+
+def prepare_topics(bootstrap: str, topics: list[str], partitions: int) -> dict[str, int]:
+    return asyncio.run(_prepare_topics(bootstrap, topics, partitions))
+
+
+def offsets(bootstrap: str, targets: list[TopicPartition], latest: bool) -> dict[TopicPartition, int]:
+    return asyncio.run(_offsets(bootstrap, targets, -1 if latest else -2))
+
+
+# ------------------------------------------------------------------------------------------ phases
+
+
+def _split(total: int, n: int) -> list[int]:
+    base, extra = divmod(total, n)
+    return [base + (1 if i < extra else 0) for i in range(n)]
+
+
+@dataclass
+class _Phase:
+    label: str
+    producers: list[WorkerSpec]
+    consumers: list[WorkerSpec]
+    consume_target: int | None = None  # stop consumers once they have this many messages in total
+    e2e: bool = False
+
+
+class Runner:
+    """Runs the scenario of ``options`` against its broker (and the ceiling), and returns the report."""
+
+    def __init__(self, options: BenchOptions, progress: Progress | None = None) -> None:
+        options.validate()
+        self.o = options
+        self.progress = progress if progress is not None else Progress(not options.quiet)
+        self.ctx = multiprocessing.get_context("spawn")
+        self.log: Callable[[str], None] = lambda msg: None if options.quiet else print(msg, file=sys.stderr)
+
+    # -- entry
+
+    def run(self) -> BenchReport:
+        report = BenchReport(self.o)
+        if self.o.serve:
+            with ServedBroker(self.o.broker_overrides, data_root=self.o.data_dir) as b:
+                self.log(
+                    f"started a kafkite broker on {b.bootstrap} (pid {b.pid}, data on disk in a temp dir)"
+                )
+                report.runs.append(self.run_on(b.bootstrap, "kafkite", pid=b.pid))
+        else:
+            report.runs.append(self.run_on(self.o.bootstrap, "kafkite"))
+        if self.o.ceiling:
+            overrides = [*self.o.broker_overrides, "blackhole=true"]
+            with ServedBroker(overrides, data_root=self.o.data_dir, label="blackhole") as b:
+                self.log(f"started a BLACKHOLE broker (ceiling: stores nothing) on {b.bootstrap}")
+                report.runs.append(self.run_on(b.bootstrap, "ceiling (blackhole)", pid=b.pid, blackhole=True))
+        return report
+
+    def run_on(
+        self, bootstrap: str, label: str, *, pid: int | None = None, blackhole: bool = False
+    ) -> RunResult:
+        o = self.o
+        res = RunResult(label, bootstrap, blackhole=blackhole, served=pid is not None)
+        counts = prepare_topics(bootstrap, o.topics, o.partitions)
+        targets = [(t, p) for t in o.topics for p in range(counts[t])]
+        cpu0 = process_cpu_seconds(pid) if pid else None
+        t0 = time.time()
+        if o.mode == "produce" or blackhole:
+            res.produce = self._run_phase(_Phase(label, self._producers(bootstrap, targets, o.count), []))[
+                "producer"
+            ]
+        elif o.mode == "consume":
+            earliest = offsets(bootstrap, targets, latest=False)
+            latest = offsets(bootstrap, targets, latest=True)
+            available = sum(latest[tp] - earliest[tp] for tp in targets)
+            if o.count is not None and available < o.count:
+                missing = o.count - available
+                self.log(f"{label}: preloading {missing:,} messages of {o.size} B to consume")
+                phase = _Phase(f"{label} preload", self._producers(bootstrap, targets, missing), [])
+                res.preload = self._run_phase(phase)["producer"]
+                latest = offsets(bootstrap, targets, latest=True)
+                available = sum(latest[tp] - earliest[tp] for tp in targets)
+            if available == 0:
+                raise BenchError(
+                    f"nothing to consume in {', '.join(o.topics)}: give --count to preload messages"
+                )
+            target = min(available, o.count) if o.count is not None else available
+            cons = self._consumers(bootstrap, targets, earliest, latest, latency=False)
+            res.consume = self._run_phase(_Phase(label, [], cons, consume_target=target))["consumer"]
+        else:
+            latest = offsets(bootstrap, targets, latest=True)
+            cons = self._consumers(bootstrap, targets, latest, None, latency=True)
+            out = self._run_phase(_Phase(label, self._producers(bootstrap, targets, o.count), cons, e2e=True))
+            res.produce, res.consume = out["producer"], out["consumer"]
+        if pid:
+            res.broker = {"pid": pid, **{k: round(v, 1) for k, v in process_memory(pid).items()}}
+            cpu1 = process_cpu_seconds(pid)
+            if cpu0 is not None and cpu1 is not None:
+                res.broker["cpu_s"] = round(cpu1 - cpu0, 2)
+                res.broker["cpu_pct_of_one_core"] = round(
+                    100 * (cpu1 - cpu0) / max(time.time() - t0, 1e-9), 1
+                )
+        return res
+
+    # -- worker specs
+
+    def _spec(self, role: str, index: int, bootstrap: str, targets: list[TopicPartition]) -> WorkerSpec:
+        o = self.o
+        return WorkerSpec(
+            role=role,
+            index=index,
+            client=o.client,
+            bootstrap=bootstrap,
+            targets=targets,
+            size=o.size,
+            duration=o.duration,
+            acks=o.acks,
+            compression=o.compression,
+            batch_bytes=o.batch_bytes,
+            linger_ms=o.linger_ms,
+            max_inflight=o.max_inflight,
+            interval=o.interval,
+            client_config=dict(o.client_config),
+            seed=index,
+        )
+
+    def _producers(
+        self, bootstrap: str, targets: list[TopicPartition], count: int | None
+    ) -> list[WorkerSpec]:
+        n = self.o.producers if count is None else max(1, min(self.o.producers, count))
+        shares = _split(count, n) if count is not None else [None] * n
+        out = []
+        for i in range(n):
+            spec = self._spec(
+                "producer", i, bootstrap, targets[i % len(targets) :] + targets[: i % len(targets)]
+            )
+            spec.count = shares[i]
+            spec.rate = self.o.rate / n
+            out.append(spec)
+        return out
+
+    def _consumers(
+        self,
+        bootstrap: str,
+        targets: list[TopicPartition],
+        start: dict[TopicPartition, int],
+        end: dict[TopicPartition, int] | None,
+        *,
+        latency: bool,
+    ) -> list[WorkerSpec]:
+        n = min(self.o.consumers, len(targets))
+        if n < self.o.consumers:
+            self.log(f"only {n} consumer(s): there are {len(targets)} partition(s) to share")
+        out = []
+        for i in range(n):
+            mine = targets[i::n]
+            spec = self._spec("consumer", self.o.producers + i, bootstrap, mine)
+            spec.start_offsets = {tp: start[tp] for tp in mine}
+            spec.end_offsets = {tp: end[tp] for tp in mine} if end is not None else None
+            spec.latency = latency
+            if end is None:
+                spec.duration = None  # e2e: consume until the runner has seen every acknowledged message
+            out.append(spec)
+        return out
+
+    # -- one phase: processes, progress, aggregation
+
+    def _run_phase(self, phase: _Phase) -> dict[str, RoleResult]:
+        ctx = self.ctx
+        specs = phase.producers + phase.consumers
+        # Counter slots are addressed by spec.index: producers 0..P-1, consumers from self.o.producers.
+        slots = max(s.index for s in specs) + 1
+        counters = ctx.Array("q", 2 * slots, lock=False)
+        ready = ctx.Barrier(len(specs) + 1)
+        go = ctx.Event()
+        start_value = ctx.Value("d", 0.0, lock=False)
+        stop = ctx.Event()
+        results: Any = ctx.Queue()
+        procs = [
+            ctx.Process(
+                target=worker_main,
+                args=(s, counters, ready, go, start_value, stop, results),
+                name=f"kafkite-bench-{s.role}-{s.index}",
+                daemon=True,
+            )
+            for s in specs
+        ]
+        for p in procs:
+            p.start()
+        collected: dict[tuple[str, int], dict[str, Any]] = {}
+        errors: list[str] = []
+
+        def take(timeout: float) -> None:
+            try:
+                role, index, r = results.get(timeout=timeout)
+            except queue.Empty:
+                return
+            collected[(role, index)] = r
+            if "error" in r:
+                errors.append(f"{role} {index}: {r['error']}\n{r.get('traceback', '')}")
+                stop.set()
+
+        try:
+            try:
+                ready.wait(180)
+            except threading.BrokenBarrierError:
+                deadline = time.monotonic() + 10
+                while len(collected) < len(specs) and time.monotonic() < deadline:
+                    take(0.2)
+                raise BenchError(
+                    "a worker failed to start:\n" + ("\n".join(errors) or "(no detail)")
+                ) from None
+            start = time.time()
+            start_value.value = start
+            go.set()
+            self._monitor(phase, specs, counters, collected, take, stop, start, procs)
+        except KeyboardInterrupt:
+            stop.set()
+            self.progress.done()
+            self.log("interrupted: stopping the workers")
+            deadline = time.monotonic() + 15
+            while len(collected) < len(specs) and time.monotonic() < deadline:
+                take(0.2)
+        finally:
+            self.progress.done()
+            for p in procs:
+                p.join(5)
+                if p.is_alive():
+                    p.terminate()
+                    p.join(5)
+        if errors:
+            raise BenchError("a worker failed:\n" + "\n".join(errors))
+        missing = [s for s in specs if (s.role, s.index) not in collected]
+        if missing:
+            raise BenchError(f"{len(missing)} worker(s) exited without a result")
+        out: dict[str, RoleResult] = {}
+        for role, group in (("producer", phase.producers), ("consumer", phase.consumers)):
+            if group:
+                out[role] = self._aggregate(role, [collected[(s.role, s.index)] for s in group])
+        return out
+
+    def _monitor(
+        self,
+        phase: _Phase,
+        specs: list[WorkerSpec],
+        counters: Any,
+        collected: dict[tuple[str, int], dict[str, Any]],
+        take: Callable[[float], None],
+        stop: Any,
+        start: float,
+        procs: list[Any],
+    ) -> None:
+        o = self.o
+        produce_target: int | None = sum(s.count for s in phase.producers if s.count is not None) or None
+        last_consumed = -1
+        last_progress = time.monotonic()
+        note_idle = False
+        dead_since: float | None = None
+        while len(collected) < len(specs):
+            take(0.2)
+            produced = sum(counters[2 * s.index] for s in phase.producers)
+            produced_b = sum(counters[2 * s.index + 1] for s in phase.producers)
+            consumed = sum(counters[2 * s.index] for s in phase.consumers)
+            consumed_b = sum(counters[2 * s.index + 1] for s in phase.consumers)
+            elapsed = time.time() - start
+            parts = []
+            if phase.producers:
+                parts.append(("produced", produced, produced_b))
+            if phase.consumers:
+                parts.append(("consumed", consumed, consumed_b))
+            fraction = None
+            goal = phase.consume_target if phase.consumers and not phase.e2e else produce_target
+            if goal:
+                fraction = (consumed if phase.consumers and not phase.e2e else produced) / goal
+            elif o.duration:
+                fraction = elapsed / o.duration
+            self.progress.show(progress_text(phase.label, parts, elapsed, fraction))
+            producers_done = all((s.role, s.index) in collected for s in phase.producers)
+            if phase.consume_target is not None and consumed >= phase.consume_target:
+                stop.set()
+            if phase.e2e and producers_done:
+                acked = sum(collected[(s.role, s.index)].get("messages", 0) for s in phase.producers)
+                if consumed >= acked:
+                    stop.set()
+            if phase.consumers and (producers_done or not phase.e2e):
+                if consumed != last_consumed:
+                    last_consumed = consumed
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > o.idle_timeout and not stop.is_set():
+                    note_idle = True
+                    stop.set()
+            if any(p.exitcode is not None for p in procs) and len(collected) < len(specs):
+                # A worker that died without a result (killed, crashed in C) must not hang the run.
+                alive = sum(p.exitcode is None for p in procs)
+                if alive + len(collected) < len(specs):
+                    dead_since = dead_since or time.monotonic()
+                    if time.monotonic() - dead_since > 5:
+                        stop.set()
+                        break
+        if note_idle:
+            self.log(f"consumers received nothing for {o.idle_timeout:.0f}s: stopped them")
+
+    def _aggregate(self, role: str, parts: list[dict[str, Any]]) -> RoleResult:
+        r = RoleResult(role, len(parts))
+        start = min(p["start"] for p in parts)
+        end = max(p["end"] for p in parts)
+        r.messages = sum(p["messages"] for p in parts)
+        r.bytes = sum(p["bytes"] for p in parts)
+        r.errors = sum(p["errors"] for p in parts)
+        r.first_error = next((p["first_error"] for p in parts if p["first_error"]), None)
+        r.elapsed = max(end - start, 0.0)
+        r.hist = merge_histograms(Histogram.from_dict(p["hist"]) for p in parts)
+        tl = Timeline.from_dict(parts[0]["timeline"])
+        for p in parts[1:]:
+            tl.merge(Timeline.from_dict(p["timeline"]))
+        r.timeline = tl
+        return r

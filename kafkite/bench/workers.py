@@ -1,0 +1,578 @@
+"""Benchmark producers and consumers, one per process, for the kafkite and confluent-kafka clients.
+
+A worker connects, says it is ready, waits for the common start signal, runs until its count, its duration,
+or the stop event, and returns a plain dict: messages, bytes, errors, elapsed time, a latency histogram and a
+timeline. Live totals go to a shared counter array (two slots per worker: messages, bytes) for the progress
+line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafkite.bench.payload import STAMP, STAMP_SIZE, BatchMaker, filler
+from kafkite.bench.stats import Histogram, Timeline
+from kafkite.protocol import records
+from kafkite.protocol.api_keys import ApiKey
+from kafkite.protocol.compression import codec_by_name
+from kafkite.protocol.errors import ErrorCode
+
+TopicPartition = tuple[str, int]
+
+# Per-message overhead in a v2 batch for small keys/values (length, attributes, deltas, key, header count).
+_RECORD_OVERHEAD = 8
+
+
+@dataclass
+class WorkerSpec:
+    role: str  # "producer" | "consumer"
+    index: int  # index into the shared counters (producers first, then consumers)
+    client: str  # "kafkite" | "confluent"
+    bootstrap: str
+    targets: list[TopicPartition]
+    size: int = 1024
+    count: int | None = None  # this worker's share; None = until duration or stop
+    duration: float | None = None
+    rate: float = 0.0  # messages/s for this worker; 0 = unthrottled
+    acks: int = -1
+    compression: str = "none"
+    batch_bytes: int | None = None
+    linger_ms: float | None = None
+    max_inflight: int = 5
+    latency: bool = False  # consumers: decode the send-time stamps
+    start_offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    end_offsets: dict[TopicPartition, int] | None = None  # consumers stop once every partition reaches these
+    interval: float = 0.5
+    client_config: dict[str, str] = field(default_factory=dict)
+    seed: int = 0
+
+
+class Shared:
+    """The synchronisation objects a worker process receives from the runner."""
+
+    def __init__(self, counters: Any, ready: Any, go: Any, start: Any, stop: Any) -> None:
+        self.counters = counters
+        self.ready_barrier = ready
+        self.go = go
+        self.start_value = start
+        self.stop = stop
+
+    def wait_start(self) -> float:
+        """Report ready, then block until the runner gives the common start time (wall clock seconds)."""
+        self.ready_barrier.wait(120)
+        self.go.wait()
+        return float(self.start_value.value)
+
+    def publish(self, index: int, msgs: int, nbytes: int) -> None:
+        self.counters[2 * index] = msgs
+        self.counters[2 * index + 1] = nbytes
+
+
+class _Tally:
+    __slots__ = ("bytes", "errors", "last", "msgs")
+
+    def __init__(self) -> None:
+        self.msgs = 0
+        self.bytes = 0
+        self.errors = 0
+        self.last = 0.0
+
+
+def _result(
+    tally: _Tally, first_error: str | None, start: float, end: float, hist: Histogram, timeline: Timeline
+) -> dict[str, Any]:
+    return {
+        "messages": tally.msgs,
+        "bytes": tally.bytes,
+        "errors": tally.errors,
+        "first_error": first_error,
+        "start": start,
+        "end": end,
+        "hist": hist.to_dict(),
+        "timeline": timeline.to_dict(),
+    }
+
+
+def _per_batch(spec: WorkerSpec, batch_bytes: int) -> int:
+    return max(1, batch_bytes // (spec.size + _RECORD_OVERHEAD))
+
+
+def _acks_value(acks: int) -> str:
+    return "all" if acks == -1 else str(acks)
+
+
+# ------------------------------------------------------------------------------------------ kafkite client
+
+
+class _Limiter:
+    """How many messages may be sent now: the count left, and the target rate since the start."""
+
+    def __init__(self, spec: WorkerSpec, start: float) -> None:
+        self.rate = spec.rate
+        self.count = spec.count
+        self.start = start
+        self.deadline = start + spec.duration if spec.duration else None
+
+    def allowed(self, sent: int, now: float) -> int:
+        """Messages that may go now (0: wait), or -1 when the worker is done."""
+        if self.count is not None and sent >= self.count:
+            return -1
+        if self.deadline is not None and now >= self.deadline:
+            return -1
+        left = (self.count - sent) if self.count is not None else 1 << 62
+        if self.rate > 0:
+            return max(0, min(left, int(self.rate * (now - self.start)) + 1 - sent))
+        return left
+
+    def wait_for(self, sent: int, now: float) -> float:
+        """Seconds until the next message is due under the rate."""
+        return max((sent - self.rate * (now - self.start)) / self.rate, 0.0) if self.rate > 0 else 0.0
+
+
+async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    from kafkite.client import KafkaClient, KafkaClientError
+
+    client = KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-producer-{spec.index}")
+    await client.connect()
+    try:
+        await client.refresh_metadata(sorted({t for t, _ in spec.targets}))
+        conns = []
+        for tp in spec.targets:
+            leader = client.leaders.get(tp, -1)
+            if leader < 0:
+                raise KafkaClientError(ErrorCode.LEADER_NOT_AVAILABLE, f"no leader for {tp[0]}-{tp[1]}")
+            conns.append(await client.connection(leader))
+        version = conns[0].version_for(ApiKey.PRODUCE)
+        codec = codec_by_name(spec.compression)
+        maker = BatchMaker(spec.size, codec, seed=spec.seed)
+        per_batch = _per_batch(spec, spec.batch_bytes or 512 * 1024)
+        hist = Histogram()
+        state = _Tally()
+        first_error: list[str] = []
+        size = spec.size
+        start = sh.wait_start()
+        timeline = Timeline(start, spec.interval)
+        limiter = _Limiter(spec, start)
+        stop = sh.stop
+        index = spec.index
+
+        def done(t_send: int, n: int, fut: asyncio.Future[dict[str, Any]]) -> None:
+            now_ns = time.time_ns()
+            try:
+                resp = fut.result()
+                code = resp["responses"][0]["partition_responses"][0]["error_code"]
+            except (Exception, asyncio.CancelledError) as e:
+                code = -1
+                if not first_error:
+                    first_error.append(f"{type(e).__name__}: {e}")
+            if code:
+                state.errors += n
+                if code > 0 and not first_error:
+                    first_error.append(ErrorCode(code).name)
+                return
+            hist.record((now_ns - t_send) // 1000, n)
+            state.msgs += n
+            state.bytes += n * size
+            now = now_ns / 1e9
+            state.last = now
+            timeline.add(now, n, n * size)
+            sh.publish(index, state.msgs, state.bytes)
+
+        inflight: set[asyncio.Future[dict[str, Any]]] = set()
+        sent = 0
+        batches = 0
+        ntargets = len(spec.targets)
+        while True:
+            now = time.time()
+            n = limiter.allowed(sent, now)
+            if n < 0:
+                break
+            if n == 0:
+                await asyncio.sleep(max(limiter.wait_for(sent, now), 0.0002))
+                continue
+            if batches % 64 == 0 and stop.is_set():
+                break
+            n = min(n, per_batch)
+            while len(inflight) >= spec.max_inflight:
+                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            i = batches % ntargets
+            topic, partition = spec.targets[i]
+            conn = conns[i]
+            t_send = time.time_ns()
+            batch = maker.build(n, t_send)
+            body = {
+                "transactional_id": None,
+                "acks": spec.acks,
+                "timeout_ms": 30000,
+                "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": batch}]}],
+            }
+            fut = conn.send(ApiKey.PRODUCE, body, version, expect_response=spec.acks != 0)
+            if fut is None:  # acks=0: counted as sent once written
+                await conn.drain()
+                now_ns = time.time_ns()
+                state.msgs += n
+                state.bytes += n * size
+                state.last = now_ns / 1e9
+                timeline.add(now_ns / 1e9, n, n * size)
+                sh.publish(index, state.msgs, state.bytes)
+            else:
+                fut.add_done_callback(functools.partial(done, t_send, n))
+                inflight.add(fut)
+                await conn.drain()
+            sent += n
+            batches += 1
+        if inflight:
+            await asyncio.wait(inflight, timeout=60)
+        state.errors = sent - state.msgs  # failed, or never answered
+        return _result(
+            state, first_error[0] if first_error else None, start, state.last or time.time(), hist, timeline
+        )
+    finally:
+        await client.close()
+
+
+async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    from kafkite.client import BrokerConnection, KafkaClient, KafkaClientError
+
+    client = KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-consumer-{spec.index}")
+    await client.connect()
+    try:
+        await client.refresh_metadata(sorted({t for t, _ in spec.targets}))
+        by_conn: dict[int, tuple[BrokerConnection, list[TopicPartition]]] = {}
+        for tp in spec.targets:
+            leader = client.leaders.get(tp, -1)
+            if leader < 0:
+                raise KafkaClientError(ErrorCode.LEADER_NOT_AVAILABLE, f"no leader for {tp[0]}-{tp[1]}")
+            conn = await client.connection(leader)
+            by_conn.setdefault(id(conn), (conn, []))[1].append(tp)
+        positions = {tp: spec.start_offsets.get(tp, 0) for tp in spec.targets}
+        ends = spec.end_offsets
+        hist = Histogram()
+        state = _Tally()
+        start = sh.wait_start()
+        timeline = Timeline(start, spec.interval)
+        deadline = start + spec.duration if spec.duration else None
+        done_event = asyncio.Event()
+
+        async def fetch_loop(conn: BrokerConnection, tps: list[TopicPartition]) -> None:
+            version = min(conn.version_for(ApiKey.FETCH), 12)
+            per_partition = max(1 << 20, min(16 << 20, (64 << 20) // len(tps)))
+
+            def request() -> asyncio.Future[dict[str, Any]] | None:
+                active = [tp for tp in tps if ends is None or positions[tp] < ends.get(tp, 0)]
+                if not active:
+                    return None
+                topics: dict[str, list[dict[str, Any]]] = {}
+                for t, p in active:
+                    topics.setdefault(t, []).append(
+                        {
+                            "partition": p,
+                            "fetch_offset": positions[(t, p)],
+                            "partition_max_bytes": per_partition,
+                        }
+                    )
+                body = {
+                    "replica_id": -1,
+                    "max_wait_ms": 100,
+                    "min_bytes": 1,
+                    "max_bytes": 64 << 20,
+                    "isolation_level": 0,
+                    "session_id": 0,
+                    "session_epoch": -1,
+                    "topics": [{"topic": t, "partitions": ps} for t, ps in topics.items()],
+                    "forgotten_topics_data": [],
+                    "rack_id": "",
+                }
+                return conn.send(ApiKey.FETCH, body, version)
+
+            fut = request()
+            while fut is not None and not done_event.is_set():
+                resp = await fut
+                now_ns = time.time_ns()
+                # Work out the next offsets from the batch headers alone and ask for more at once, so the
+                # broker prepares the next response while this one is counted.
+                work: list[tuple[memoryview, int, records.BatchHeader, int]] = []
+                for t in resp["responses"]:
+                    name = t["topic"]
+                    for p in t["partitions"]:
+                        if p["error_code"]:
+                            raise KafkaClientError(p["error_code"], f"Fetch {name}-{p['partition_index']}")
+                        buf = p["records"]
+                        if not buf:
+                            continue
+                        tp = (name, p["partition_index"])
+                        pos_offset = positions[tp]
+                        for pos, h in records.iter_headers(buf):
+                            last = h.base_offset + h.last_offset_delta
+                            if last < pos_offset:
+                                continue
+                            if not h.is_control:
+                                work.append((buf, pos, h, pos_offset))
+                            pos_offset = last + 1
+                        positions[tp] = pos_offset
+                if (deadline is not None and now_ns / 1e9 >= deadline) or sh.stop.is_set():
+                    done_event.set()
+                fut = None if done_event.is_set() else request()
+                n = nbytes = 0
+                for buf, pos, h, from_offset in work:
+                    if spec.latency:
+                        for r in records.iter_records(buf, pos, h):
+                            if r.offset < from_offset or r.value is None:
+                                continue
+                            n += 1
+                            nbytes += len(r.value)
+                            if len(r.value) >= STAMP_SIZE:
+                                hist.record((now_ns - STAMP.unpack_from(r.value, 0)[0]) // 1000)
+                    else:
+                        k = h.records_count - max(from_offset - h.base_offset, 0)
+                        n += k
+                        nbytes += k * spec.size
+                if n:
+                    state.msgs += n
+                    state.bytes += nbytes
+                    state.last = now_ns / 1e9
+                    timeline.add(now_ns / 1e9, n, nbytes)
+                    sh.publish(spec.index, state.msgs, state.bytes)
+                if spec.count is not None and state.msgs >= spec.count:
+                    done_event.set()
+
+        async def watch_stop() -> None:
+            while not done_event.is_set():
+                if sh.stop.is_set() or (deadline is not None and time.time() >= deadline):
+                    done_event.set()
+                    return
+                await asyncio.sleep(0.05)
+
+        watcher = asyncio.create_task(watch_stop())
+        loops = [asyncio.create_task(fetch_loop(conn, tps)) for conn, tps in by_conn.values()]
+        try:
+            pending: set[asyncio.Task[None]] = set(loops)
+            while pending and not done_event.is_set():
+                finished, pending = await asyncio.wait(
+                    pending | {watcher}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending.discard(watcher)
+                for task in finished:
+                    if task is not watcher:
+                        task.result()
+        finally:
+            done_event.set()
+            for task in [*loops, watcher]:
+                task.cancel()
+            await asyncio.gather(*loops, watcher, return_exceptions=True)
+        return _result(state, None, start, state.last or start, hist, timeline)
+    finally:
+        await client.close()
+
+
+# ------------------------------------------------------------------------------------------ confluent-kafka
+
+
+def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    from confluent_kafka import KafkaException, Producer
+
+    conf: dict[str, Any] = {
+        "bootstrap.servers": spec.bootstrap,
+        "client.id": f"kafkite-bench-producer-{spec.index}",
+        "acks": _acks_value(spec.acks),
+        "compression.type": spec.compression,
+        "linger.ms": 5 if spec.linger_ms is None else spec.linger_ms,
+        "batch.size": spec.batch_bytes or 1_000_000,
+        "queue.buffering.max.messages": 2_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+        "enable.idempotence": False,
+    }
+    conf.update(spec.client_config)
+    producer = Producer(conf)
+    md = producer.list_topics(timeout=30)
+    for t, _ in spec.targets:
+        if t not in md.topics or md.topics[t].error is not None:
+            raise KafkaException(f"topic {t} is not available")
+    hist = Histogram()
+    record = hist.record
+    state = _Tally()
+    first_error: list[str] = []
+    now_s = time.time
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            state.errors += 1
+            if not first_error:
+                first_error.append(str(err))
+            return
+        state.msgs += 1
+        state.last = now_s()
+        lat = msg.latency()
+        if lat is not None:
+            record(int(lat * 1e6))
+
+    tail = filler(spec.size, spec.seed)
+    pack = STAMP.pack
+    time_ns = time.time_ns
+    produce = producer.produce
+    poll = producer.poll
+    per_target = _per_batch(spec, spec.batch_bytes or 512 * 1024)
+    targets = spec.targets
+    ntargets = len(targets)
+    size = spec.size
+    start = sh.wait_start()
+    timeline = Timeline(start, spec.interval)
+    limiter = _Limiter(spec, start)
+    sent = 0
+    last_acked = 0
+    last_publish = 0.0
+
+    def account(now: float) -> None:
+        nonlocal last_acked
+        acked = state.msgs
+        if acked != last_acked:
+            timeline.add(now, acked - last_acked, (acked - last_acked) * size)
+            last_acked = acked
+            sh.publish(spec.index, acked, acked * size)
+
+    topic, partition = targets[0]
+    while True:
+        now = time.time()
+        n = limiter.allowed(sent, now)
+        if n < 0 or sh.stop.is_set():
+            break
+        if n == 0:
+            poll(0)
+            account(now)
+            time.sleep(min(max(limiter.wait_for(sent, now), 0.0001), 0.01))
+            continue
+        n = min(n, 1000)
+        for _ in range(n):
+            if sent % per_target == 0:
+                topic, partition = targets[(sent // per_target) % ntargets]
+            try:
+                produce(topic, pack(time_ns()) + tail, partition=partition, on_delivery=on_delivery)
+            except BufferError:
+                poll(0.005)
+                produce(topic, pack(time_ns()) + tail, partition=partition, on_delivery=on_delivery)
+            sent += 1
+        poll(0)
+        if now - last_publish >= 0.05:
+            account(now)
+            last_publish = now
+    remaining = sent
+    while remaining > 0:
+        remaining = producer.flush(0.1)
+        account(time.time())
+        if time.time() - start > (spec.duration or 0) + 300:
+            break
+    account(time.time())
+    state.bytes = state.msgs * size
+    state.errors = sent - state.msgs  # failed, or never delivered
+    return _result(
+        state, first_error[0] if first_error else None, start, state.last or time.time(), hist, timeline
+    )
+
+
+def _confluent_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    import uuid
+
+    from confluent_kafka import Consumer, KafkaException
+    from confluent_kafka import TopicPartition as CTopicPartition
+
+    conf: dict[str, Any] = {
+        "bootstrap.servers": spec.bootstrap,
+        "client.id": f"kafkite-bench-consumer-{spec.index}",
+        "group.id": f"kafkite-bench-{uuid.uuid4().hex[:12]}",
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "fetch.wait.max.ms": 100,
+        "fetch.min.bytes": 1,
+        "fetch.max.bytes": 52_428_800,
+        "max.partition.fetch.bytes": 16_777_216,
+        "queued.max.messages.kbytes": 1_048_576,
+    }
+    conf.update(spec.client_config)
+    consumer = Consumer(conf)
+    try:
+        consumer.assign([CTopicPartition(t, p, spec.start_offsets.get((t, p), 0)) for t, p in spec.targets])
+        expected: int | None = None
+        if spec.end_offsets is not None:
+            expected = sum(
+                max(spec.end_offsets.get(tp, 0) - spec.start_offsets.get(tp, 0), 0) for tp in spec.targets
+            )
+        if spec.count is not None:
+            expected = spec.count if expected is None else min(expected, spec.count)
+        hist = Histogram()
+        record = hist.record
+        unpack = STAMP.unpack_from
+        latency = spec.latency
+        msgs = nbytes = 0
+        last = 0.0
+        start = sh.wait_start()
+        timeline = Timeline(start, spec.interval)
+        deadline = start + spec.duration if spec.duration else None
+        consume = consumer.consume
+        poll = consumer.poll
+        while expected is None or msgs < expected:
+            # consume() waits for a full batch or its timeout, which would add up to that timeout to the
+            # measured latency: take what is queued, and when nothing is, wait for the first message only.
+            batch = consume(10000, 0)
+            if not batch:
+                m = poll(0.1)
+                batch = [m] if m is not None else []
+            now_ns = time.time_ns()
+            now = now_ns / 1e9
+            if batch:
+                n = b = 0
+                for m in batch:
+                    v = m.value()
+                    if v is None:
+                        err = m.error()
+                        if err is not None and err.fatal():
+                            raise KafkaException(err)
+                        continue
+                    n += 1
+                    b += len(v)
+                    if latency and len(v) >= STAMP_SIZE:
+                        record((now_ns - unpack(v, 0)[0]) // 1000)
+                if n:
+                    msgs += n
+                    nbytes += b
+                    last = now
+                    timeline.add(now, n, b)
+                    sh.publish(spec.index, msgs, nbytes)
+            if sh.stop.is_set() or (deadline is not None and now >= deadline):
+                break
+        tally = _Tally()
+        tally.msgs, tally.bytes = msgs, nbytes
+        return _result(tally, None, start, last or start, hist, timeline)
+    finally:
+        consumer.close()
+
+
+# ------------------------------------------------------------------------------------------ process entry
+
+
+def run_worker(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    if spec.client == "confluent":
+        fn = _confluent_produce if spec.role == "producer" else _confluent_consume
+        return fn(spec, sh)
+    coro = _kafkite_produce(spec, sh) if spec.role == "producer" else _kafkite_consume(spec, sh)
+    return asyncio.run(coro)
+
+
+def worker_main(
+    spec: WorkerSpec, counters: Any, ready: Any, go: Any, start: Any, stop: Any, results: Any
+) -> None:
+    """Entry point of a worker process: runs the worker and puts (role, index, result) on ``results``."""
+    sh = Shared(counters, ready, go, start, stop)
+    try:
+        res = run_worker(spec, sh)
+    except BaseException as e:
+        try:
+            ready.abort()
+        except Exception:
+            pass
+        res = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()}
+    results.put((spec.role, spec.index, res))

@@ -1,0 +1,300 @@
+"""``kafkite bench``: percentiles and histograms, benchmark batches, and quick runs of every mode."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kafkite.bench import report
+from kafkite.bench.payload import BatchMaker, stamp_of
+from kafkite.bench.runner import BenchOptions, Progress, Runner, progress_text
+from kafkite.bench.serve import ServedBroker, free_port
+from kafkite.bench.stats import Histogram, Timeline, bucket_bounds, bucket_of, percentile
+from kafkite.cli import main
+from kafkite.protocol import records
+
+# ------------------------------------------------------------------------------------------ percentiles
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [15, 20, 35, 40, 50]
+    assert percentile(values, 5) == 15
+    assert percentile(values, 30) == 20
+    assert percentile(values, 40) == 20
+    assert percentile(values, 50) == 35
+    assert percentile(values, 100) == 50
+    assert percentile(values, 0) == 15
+
+
+def test_percentile_of_unsorted_values_and_tails() -> None:
+    values = list(range(1, 1001))
+    random.Random(1).shuffle(values)
+    assert percentile(values, 50) == 500
+    assert percentile(values, 99) == 990
+    assert percentile(values, 99.9) == 999
+    assert percentile(values, 100) == 1000
+    assert percentile([7], 99.9) == 7
+
+
+def test_percentile_rejects_empty_and_out_of_range() -> None:
+    with pytest.raises(ValueError):
+        percentile([], 50)
+    with pytest.raises(ValueError):
+        percentile([1, 2], 101)
+    with pytest.raises(ValueError):
+        Histogram().percentile(50)
+
+
+def test_buckets_cover_every_value_within_their_precision() -> None:
+    prev_hi = -1
+    for index in range(0, 64 * 40):
+        lo, hi = bucket_bounds(index)
+        assert lo == prev_hi + 1, index  # contiguous, no gaps or overlaps
+        assert bucket_of(lo) == index and bucket_of(hi) == index
+        assert hi - lo <= max(lo / 64, 0)
+        prev_hi = hi
+
+
+def test_histogram_percentiles_match_exact_ones_within_a_bucket() -> None:
+    rnd = random.Random(7)
+    values = [int(rnd.lognormvariate(7, 1.2)) for _ in range(20000)]
+    h = Histogram()
+    for v in values:
+        h.record(v)
+    ordered = sorted(values)
+    for q in (50, 90, 95, 99, 99.9, 100):
+        exact = percentile(ordered, q)
+        assert abs(h.percentile(q) - exact) <= exact / 64 + 1, q
+    assert h.max == max(values) and h.min == min(values) and h.count == len(values)
+    summary = h.summary_ms()
+    assert set(summary) == {"count", "mean", "p50", "p95", "p99", "p99.9", "max"}
+    assert summary["max"] == max(values) / 1000
+
+
+def test_histogram_merge_and_round_trip() -> None:
+    a, b, both = Histogram(), Histogram(), Histogram()
+    for v in range(0, 5000, 3):
+        a.record(v)
+        both.record(v)
+    for v in range(100000, 200000, 7):
+        b.record(v, 2)
+        both.record(v, 2)
+    a.merge(Histogram.from_dict(json.loads(json.dumps(b.to_dict()))))
+    assert a.counts == both.counts and a.count == both.count and a.total == both.total
+    assert (a.min, a.max) == (both.min, both.max)
+    assert a.percentile(99) == both.percentile(99)
+
+
+def test_timeline_rates_and_merge() -> None:
+    t = Timeline(start=100.0, interval=0.5)
+    t.add(100.1, 10, 1000)
+    t.add(100.4, 10, 1000)
+    t.add(101.2, 5, 500)
+    other = Timeline(start=100.0, interval=0.5)
+    other.add(100.7, 3, 300)
+    t.merge(other)
+    assert t.msgs == [20, 3, 5]
+    assert t.rates()[0] == (0.5, 40.0, 0.004)
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+@pytest.mark.parametrize("compression", [records.COMPRESSION_NONE, records.COMPRESSION_LZ4])
+def test_batch_maker_builds_valid_stamped_batches(compression: int) -> None:
+    maker = BatchMaker(100, compression)
+    for n in (1, 7, 300):
+        batch = maker.build(n, now_ns=1_700_000_000_123_456_789)
+        h = records.read_header(batch)
+        assert records.check_crc(batch, 0, h)
+        assert h.records_count == n and h.size == len(batch)
+        assert h.base_timestamp == 1_700_000_000_123
+        recs = records.decode_records(batch)
+        assert [r.offset for r in recs] == list(range(n))
+        assert all(len(r.value or b"") == 100 for r in recs)
+        assert all(stamp_of(r.value or b"") == 1_700_000_000_123_456_789 for r in recs)
+    again = maker.build(7, now_ns=5)  # a cached template, re-stamped
+    assert all(stamp_of(r.value or b"") == 5 for r in records.decode_records(again))
+    with pytest.raises(ValueError):
+        BatchMaker(4)
+
+
+# ------------------------------------------------------------------------------------------ output
+
+
+def test_progress_line_is_silent_off_a_terminal() -> None:
+    out = io.StringIO()
+    p = Progress(True, out)
+    p.show("anything")
+    p.done()
+    assert out.getvalue() == ""
+    text = progress_text("kafkite", [("produced", 1234, 2_000_000)], 2.0, 0.5)
+    assert "produced 1,234 msgs 1.0 MB/s" in text and "2.0s" in text and "50%" in text
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(report.PlotUnavailable, match="kafkite\\[plot\\]"):
+        report.check_plot_available()
+
+
+def test_unreachable_broker_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["bench", "produce", "--bootstrap", f"127.0.0.1:{free_port()}", "--count", "10", "--quiet"])
+    assert rc == 1
+    assert "cannot reach the broker" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+@pytest.fixture(scope="module")
+def bench_broker() -> Iterator[ServedBroker]:
+    with ServedBroker() as b:
+        yield b
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    rc = main(["bench", *argv, "--json", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    data: dict[str, Any] = json.loads(out)
+    return data
+
+
+def _check_role(r: dict[str, Any], messages: int, size: int) -> None:
+    assert r["messages"] == messages
+    assert r["bytes"] == messages * size
+    assert r["errors"] == 0 and r["first_error"] is None
+    assert r["elapsed_s"] > 0 and r["msgs_per_s"] > 0 and r["mb_per_s"] > 0
+    assert sum(round(m * r["timeline"]["interval_s"]) for m in r["timeline"]["msgs_per_s"]) == messages
+
+
+@pytest.mark.parametrize("client", ["kafkite", "confluent"])
+def test_produce_run(bench_broker: ServedBroker, capsys: pytest.CaptureFixture[str], client: str) -> None:
+    topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
+    data = _run(
+        capsys,
+        "produce",
+        "--bootstrap",
+        bench_broker.bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        "3",
+        "--count",
+        "3000",
+        "--size",
+        "200",
+        "--client",
+        client,
+        "--batch-bytes",
+        "10000",
+    )
+    assert data["mode"] == "produce" and data["settings"]["client"] == client
+    assert data["settings"]["partitions"] == 3 and data["settings"]["acks"] == "all"
+    (run,) = data["runs"]
+    assert run["label"] == "kafkite" and not run["blackhole"]
+    _check_role(run["produce"], 3000, 200)
+    lat = run["produce"]["latency_ms"]
+    assert lat["count"] == 3000
+    assert 0 <= lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert data["vs_ceiling"] is None
+    # The messages are really there: every partition got some, 3000 in all.
+    from kafkite.bench.runner import offsets
+
+    ends = offsets(bench_broker.bootstrap, [(topic, p) for p in range(3)], latest=True)
+    assert sum(ends.values()) == 3000 and all(ends.values())
+
+
+def test_consume_run_preloads_then_consumes_everything(
+    bench_broker: ServedBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    topic = f"bench-consume-{uuid.uuid4().hex[:8]}"
+    common = ["--bootstrap", bench_broker.bootstrap, "--topic", topic, "--partitions", "2", "--size", "100"]
+    data = _run(capsys, "consume", *common, "--count", "4000", "--client", "confluent", "--consumers", "2")
+    (run,) = data["runs"]
+    _check_role(run["preload"], 4000, 100)
+    _check_role(run["consume"], 4000, 100)
+    assert run["consume"]["workers"] == 2
+    # A second run finds the messages already there and consumes them with the kafkite client.
+    data = _run(capsys, "consume", *common, "--count", "4000")
+    (run,) = data["runs"]
+    assert "preload" not in run
+    _check_role(run["consume"], 4000, 100)
+
+
+@pytest.mark.parametrize("client", ["kafkite", "confluent"])
+def test_e2e_run_measures_latency_of_every_message(
+    bench_broker: ServedBroker, capsys: pytest.CaptureFixture[str], client: str
+) -> None:
+    topic = f"bench-e2e-{uuid.uuid4().hex[:8]}"
+    data = _run(
+        capsys,
+        "e2e",
+        "--bootstrap",
+        bench_broker.bootstrap,
+        "--topic",
+        topic,
+        "--partitions",
+        "2",
+        "--count",
+        "2000",
+        "--rate",
+        "4000",
+        "--size",
+        "64",
+        "--producers",
+        "2",
+        "--client",
+        client,
+        "--linger-ms",
+        "1",
+    )
+    (run,) = data["runs"]
+    _check_role(run["produce"], 2000, 64)
+    _check_role(run["consume"], 2000, 64)
+    assert run["produce"]["workers"] == 2
+    lat = run["consume"]["latency_ms"]
+    assert lat["count"] == 2000
+    assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"] < 10_000
+    # 2000 messages at 4000/s take about half a second, not much less.
+    assert run["produce"]["elapsed_s"] >= 0.4
+
+
+def test_serve_and_ceiling_in_one_run(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = _run(capsys, "produce", "--serve", "--ceiling", "--count", "2000", "--size", "512")
+    kafkite, ceiling = data["runs"]
+    assert kafkite["served"] and not kafkite["blackhole"] and kafkite["broker"]["rss_mb"] > 0
+    assert ceiling["blackhole"] and ceiling["label"] == "ceiling (blackhole)"
+    _check_role(kafkite["produce"], 2000, 512)
+    _check_role(ceiling["produce"], 2000, 512)
+    ratio = data["vs_ceiling"]["produce_msgs_per_s"]
+    expected = kafkite["produce"]["msgs_per_s"] / ceiling["produce"]["msgs_per_s"]
+    assert ratio == pytest.approx(expected, rel=1e-3)
+
+
+def test_table_and_plot(bench_broker: ServedBroker, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    opts = BenchOptions(
+        mode="e2e",
+        bootstrap=bench_broker.bootstrap,
+        topics=[f"bench-plot-{uuid.uuid4().hex[:8]}"],
+        count=1000,
+        rate=5000,
+        size=100,
+        quiet=True,
+    )
+    result = Runner(opts).run()
+    text = report.table(result)
+    assert "p99.9 ms" in text and "produce" in text and "e2e" in text and "1,000" in text
+    png = tmp_path / "bench.png"
+    report.plot(result, str(png))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
