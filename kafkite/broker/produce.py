@@ -67,6 +67,37 @@ def validate_produce_batch(
             )
 
 
+# Topic compression.type values that make the broker store batches in one codec whatever the producer used.
+TOPIC_CODECS = {
+    "uncompressed": records.COMPRESSION_NONE,
+    "gzip": records.COMPRESSION_GZIP,
+    "snappy": records.COMPRESSION_SNAPPY,
+    "lz4": records.COMPRESSION_LZ4,
+    "zstd": records.COMPRESSION_ZSTD,
+}
+
+
+def recompress(buf: memoryview, codec: int) -> bytearray | None:
+    """The validated batch in ``buf`` re-encoded with ``codec``, or None when it already uses it."""
+    h = records.read_header(buf, 0)
+    if h.compression == codec:
+        return None
+    try:
+        recs = records.decode_records(buf, 0, h)
+    except records.InvalidBatch as e:
+        raise ProduceError(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+    out = records.build_batch(
+        [(r.key, r.value, r.headers, r.timestamp) for r in recs],
+        compression=codec,
+        producer_id=h.producer_id,
+        producer_epoch=h.producer_epoch,
+        base_sequence=h.base_sequence,
+        transactional=h.is_transactional,
+        partition_leader_epoch=h.partition_leader_epoch,
+    )
+    return bytearray(out)
+
+
 class ProduceError(Exception):
     def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
@@ -107,7 +138,10 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
                     cfg.message_timestamp_before_max_ms,
                     cfg.message_timestamp_after_max_ms,
                 )
-                info = part.append(buf, now_ms=now)  # type: ignore[arg-type]
+                codec = TOPIC_CODECS.get(cfg.compression_type)
+                if codec is not None:
+                    buf = recompress(buf, codec) or buf
+                info = part.append(buf, now_ms=now)
             except ProduceError as e:
                 out.append(_error(idx, e.code, e.message))
                 continue
