@@ -41,7 +41,7 @@ def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConf
 # Services started beside the Kafka listeners (REST gateways, STOMP, metrics, console): each entry is
 # "module:function" where ``async def function(broker) -> Service | None`` starts the service if the broker's
 # configuration asks for it and returns an object with ``async def stop()``.
-SERVICES: list[str] = ["kafkite.rest.server:start_rest"]
+SERVICES: list[str] = ["kafkite.rest.server:start_rest", "kafkite.queue.stomp:start_stomp"]
 
 # Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose
 # ``func(args) -> int`` runs it.

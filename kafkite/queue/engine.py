@@ -319,6 +319,15 @@ class QueueState:
             if not fut.done():
                 fut.cancel()
 
+    def waiter(self) -> asyncio.Future[None]:
+        """A future completed the next time something may become visible (its owner may complete it too)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.add(fut)
+        fut.add_done_callback(self._waiters.discard)
+        if self.closed:
+            fut.set_result(None)
+        return fut
+
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, set()
         for fut in waiters:
