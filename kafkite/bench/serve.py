@@ -20,8 +20,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+READY_LINE = "kafkite ready"
+
+
 class BrokerStartError(RuntimeError):
     pass
+
+
+def side_listener_keys() -> list[str]:
+    """Broker settings that open listeners besides the Kafka one (``rest.listeners``, ...)."""
+    from kafkite.config import DEFINITIONS
+
+    return sorted(k for k in DEFINITIONS if k.endswith(".listeners") and k != "advertised.listeners")
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
 
 
 class ServedBroker:
@@ -64,8 +82,9 @@ class ServedBroker:
         settings = [
             f"listeners=PLAINTEXT://{self.host}:{self.port}",
             f"log.dirs={os.path.join(self._dir, 'data')}",
-            "rest.listeners=",
-            "log.level=WARNING",
+            # Side services (REST, STOMP...) would bind fixed ports and collide with a second broker.
+            *(f"{key}=" for key in side_listener_keys()),
+            "log.level=INFO",
             *self.overrides,
         ]
         for s in settings:
@@ -73,21 +92,21 @@ class ServedBroker:
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + self.start_timeout
+        listening_deadline = time.monotonic() + 10
         while True:
             if self.proc.poll() is not None:
                 tail = self.log_tail()
                 self._cleanup()
                 raise BrokerStartError(f"the {self.label} broker exited at start-up:\n{tail}")
-            try:
-                socket.create_connection((self.host, self.port), timeout=0.5).close()
+            # Ready once it logs so (its services are up too), or once it listens if it never says it is.
+            if READY_LINE in self.log_tail(200) or (
+                _accepts(self.host, self.port) and time.monotonic() > listening_deadline
+            ):
                 return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise BrokerStartError(
-                        f"the {self.label} broker did not listen within {self.start_timeout}s"
-                    ) from None
-                time.sleep(0.05)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerStartError(f"the {self.label} broker was not ready within {self.start_timeout}s")
+            time.sleep(0.05)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -388,18 +388,13 @@ def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         "enable.idempotence": False,
     }
     conf.update(spec.client_config)
-    producer = Producer(conf)
-    md = producer.list_topics(timeout=30)
-    for t, _ in spec.targets:
-        if t not in md.topics or md.topics[t].error is not None:
-            raise KafkaException(f"topic {t} is not available")
     hist = Histogram()
     record = hist.record
     state = _Tally()
     first_error: list[str] = []
     now_s = time.time
 
-    def on_delivery(err: Any, msg: Any) -> None:
+    def on_delivery(err: Any, msg: Any) -> None:  # one callback for all messages: cheaper than one each
         if err is not None:
             state.errors += 1
             if not first_error:
@@ -411,14 +406,24 @@ def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         if lat is not None:
             record(int(lat * 1e6))
 
+    conf["on_delivery"] = on_delivery
+    producer = Producer(conf)
+    md = producer.list_topics(timeout=30)
+    for t, _ in spec.targets:
+        if t not in md.topics or md.topics[t].error is not None:
+            raise KafkaException(f"topic {t} is not available")
+
     tail = filler(spec.size, spec.seed)
     pack = STAMP.pack
     time_ns = time.time_ns
     produce = producer.produce
     poll = producer.poll
+    # Like the kafkite client: a batch's worth of messages to each partition in turn. Topics of a single
+    # partition are named alone (cheaper than passing the partition).
     per_target = _per_batch(spec, spec.batch_bytes or 512 * 1024)
     targets = spec.targets
     ntargets = len(targets)
+    single = len({t for t, _ in targets}) == ntargets
     size = spec.size
     start = sh.wait_start()
     timeline = Timeline(start, spec.interval)
@@ -448,13 +453,18 @@ def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
             continue
         n = min(n, 1000)
         for _ in range(n):
-            if sent % per_target == 0:
+            if ntargets > 1 and sent % per_target == 0:
                 topic, partition = targets[(sent // per_target) % ntargets]
-            try:
-                produce(topic, pack(time_ns()) + tail, partition=partition, on_delivery=on_delivery)
-            except BufferError:
-                poll(0.005)
-                produce(topic, pack(time_ns()) + tail, partition=partition, on_delivery=on_delivery)
+            value = pack(time_ns()) + tail
+            while True:
+                try:
+                    if single:
+                        produce(topic, value)
+                    else:
+                        produce(topic, value, partition=partition)
+                    break
+                except BufferError:
+                    poll(0.005)
             sent += 1
         poll(0)
         if now - last_publish >= 0.05:
