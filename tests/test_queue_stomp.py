@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import socket
 import time
@@ -311,3 +312,42 @@ def test_ack_after_visibility_lapsed_is_an_error(raw: Raw, clients: Clients) -> 
     raw.send("ACK", {"id": m.get("ack") or ""})
     f = raw.frame()
     assert f.command == "ERROR"
+
+
+def test_busy_default_port_does_not_stop_the_broker(tmp_path: Path) -> None:
+    from kafkite.broker.wiring import build_broker
+    from kafkite.config import BrokerConfig
+    from kafkite.queue.stomp import start_stomp
+
+    async def main() -> None:
+        blocker = socket.socket()
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            blocker.bind(("127.0.0.1", 61613))
+            blocker.listen()
+        except OSError:
+            pass  # already busy: just as good
+        try:
+            broker = build_broker(BrokerConfig({"log.dirs": str(tmp_path), "storage.engine": "memory"}))
+            await broker.start()
+            assert await start_stomp(broker) is None  # the default port: a warning, not a failure
+            explicit = build_broker(
+                BrokerConfig({"storage.engine": "memory", "stomp.listeners": "stomp://127.0.0.1:61613"})
+            )
+            await explicit.start()
+            with pytest.raises(OSError):
+                await start_stomp(explicit)
+            svc = await start_stomp(
+                build_broker(
+                    BrokerConfig({"storage.engine": "memory", "stomp.listeners": "stomp://127.0.0.1:0"})
+                )
+            )
+            assert svc is not None
+            assert "__queues" not in svc.queues.broker.topics()  # no queue, no internal topic
+            await svc.stop()
+            await broker.stop()
+            await explicit.stop()
+        finally:
+            blocker.close()
+
+    asyncio.run(main())

@@ -94,8 +94,9 @@ class QueueService:
 
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.catalogue = RecordLog(self._partition(CATALOGUE_TOPIC))
-        await loop.run_in_executor(None, self._load_catalogue)
+        if CATALOGUE_TOPIC in self.broker.topics():  # created with the first queue
+            self.catalogue = RecordLog(self._partition(CATALOGUE_TOPIC))
+            await loop.run_in_executor(None, self._load_catalogue)
         for meta in list(self.queues.values()):
             if meta.lifecycle_state in ("DELETING",):
                 self._drop_topics(meta)
@@ -122,6 +123,7 @@ class QueueService:
         self.states.clear()
         self.queues.clear()
         self.work_requests.clear()
+        self.catalogue = None
 
     def _partition(self, topic: str) -> Partition:
         if topic not in self.broker.topics():
@@ -153,13 +155,16 @@ class QueueService:
                 wr = WorkRequest.from_record(obj)
                 self.work_requests[wr.id] = wr
 
+    def _catalogue_log(self) -> RecordLog:
+        if self.catalogue is None:
+            self.catalogue = RecordLog(self._partition(CATALOGUE_TOPIC))
+        return self.catalogue
+
     def _save_queue(self, meta: QueueMeta) -> None:
-        assert self.catalogue is not None
-        self.catalogue.append([(b"q", json.dumps(meta.to_record()).encode(), [], now_ms())])
+        self._catalogue_log().append([(b"q", json.dumps(meta.to_record()).encode(), [], now_ms())])
 
     def _save_work_request(self, wr: WorkRequest) -> None:
-        assert self.catalogue is not None
-        self.catalogue.append([(b"w", json.dumps(wr.to_record()).encode(), [], now_ms())])
+        self._catalogue_log().append([(b"w", json.dumps(wr.to_record()).encode(), [], now_ms())])
 
     async def durable(self, partitions: set[Partition]) -> None:
         """Wait until appended data is synced when the broker syncs before acknowledging."""
@@ -226,8 +231,7 @@ class QueueService:
         return wr
 
     def _catalogue_partitions(self) -> set[Partition]:
-        assert self.catalogue is not None
-        return {self.catalogue.partition}
+        return {self._catalogue_log().partition}
 
     async def create_queue(self, body: Any) -> WorkRequest:
         meta = queue_from_create(body, now_ms())

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kafkite.broker.core import Broker
+from kafkite.config import ConfigError
 from kafkite.queue.engine import Delivery, Message, QueueState
 from kafkite.queue.model import VISIBILITY_MAX, QueueError, check_channel
 from kafkite.queue.service import QueueService
@@ -65,7 +66,7 @@ def parse_users(spec: str) -> dict[str, str]:
             continue
         login, sep, passcode = item.partition("=")
         if not sep or not login:
-            raise ValueError(f"stomp.users: expected login=passcode, got {item!r}")
+            raise ConfigError(f"stomp.users: expected login=passcode, got {item!r}")
         users[login] = passcode
     return users
 
@@ -107,25 +108,37 @@ async def start_stomp(broker: Broker) -> StompService | None:
     queues = QueueService.of(broker)
     await queues.acquire()
     service = StompService(queues, users)
-    if not users:
-        log.warning("STOMP accepts ANY login and passcode: set stomp.users=login=passcode,... to check them")
+    explicit = "stomp.listeners" in broker.config.explicit
     try:
         for item in spec.split(","):
             parts = urlsplit(item.strip())
             if parts.scheme != "stomp":
-                raise ValueError(f"stomp.listeners: expected stomp://host:port, got {item.strip()!r}")
-            server = await asyncio.start_server(
-                service._serve, parts.hostname or "localhost", parts.port if parts.port is not None else 61613
-            )
+                raise ConfigError(f"stomp.listeners: expected stomp://host:port, got {item.strip()!r}")
+            host, port = parts.hostname or "localhost", parts.port if parts.port is not None else 61613
+            try:
+                server = await asyncio.start_server(service._serve, host, port)
+            except OSError as e:
+                if explicit:
+                    raise
+                # The default listener is a convenience: a busy port must not stop the broker.
+                log.warning(
+                    "STOMP listener not started on %s:%s (%s); set stomp.listeners to choose", host, port, e
+                )
+                continue
             service.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             service.ports.append(port)
-            log.info("STOMP listening on stomp://%s:%s", parts.hostname, port)
+            log.info("STOMP listening on stomp://%s:%s", host, port)
     except BaseException:
         for server in service.servers:
             server.close()
         await queues.release()
         raise
+    if not service.servers:
+        await queues.release()
+        return None
+    if not users:
+        log.warning("STOMP accepts ANY login and passcode: set stomp.users=login=passcode,... to check them")
     return service
 
 
