@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kafkite.config import DEFINITIONS
-from kafkite.protocol import framing
+from kafkite.protocol import framing, records
 from kafkite.protocol.messages import registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,8 +151,10 @@ class BrokerProcess:
     def command(self, extra: Iterable[str] = ()) -> list[str]:
         cmd = [sys.executable, "-m", "kafkite.cli", "serve"]
         settings = [f"log.dirs={self.data_dir}", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
-        if "rest.listeners" in DEFINITIONS:
-            settings.append("rest.listeners=")  # side services off unless a test asks: no fixed ports
+        # Side services (REST, STOMP, ...) off unless a test asks: their default ports are fixed.
+        settings += [
+            f"{k}=" for k in sorted(DEFINITIONS) if k.endswith(".listeners") and k != "advertised.listeners"
+        ]
         settings += [*self.overrides, *extra]
         for s in settings:
             cmd += ["--override", s]
@@ -238,6 +240,43 @@ class BrokerProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def fetch_batches(
+    bootstrap: str, topic: str, offset: int = 0, partition: int = 0
+) -> list[records.BatchHeader]:
+    """The headers of the stored batches a raw Fetch returns from ``offset``."""
+    with RawClient.to(bootstrap) as c:
+        resp = c.request(
+            1,  # Fetch
+            12,
+            {
+                "max_wait_ms": 0,
+                "min_bytes": 0,
+                "max_bytes": 1 << 24,
+                "isolation_level": 0,
+                "session_id": 0,
+                "topics": [
+                    {
+                        "topic": topic,
+                        "partitions": [
+                            {"partition": partition, "fetch_offset": offset, "partition_max_bytes": 1 << 24}
+                        ],
+                    }
+                ],
+                "forgotten_topics_data": [],
+                "rack_id": "",
+            },
+        )
+    part = resp["responses"][0]["partitions"][0]
+    assert part["error_code"] == 0, part
+    data = bytes(part["records"] or b"")
+    return [h for _, h in records.iter_headers(data)]
+
+
+def advertised_api_keys(bootstrap: str) -> set[int]:
+    with RawClient.to(bootstrap) as c:
+        return {a["api_key"] for a in c.api_versions()["api_keys"]}
 
 
 BrokerFactory = Callable[..., BrokerProcess]

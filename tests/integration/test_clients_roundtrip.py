@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from helpers import BrokerProcess
+from helpers import BrokerProcess, advertised_api_keys, fetch_batches
+
+from kafkite.protocol import records
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -62,6 +64,28 @@ def now_ms() -> int:
 def base_timestamp() -> int:
     # Distinct, increasing CreateTimes a little in the past (well inside any retention).
     return now_ms() - 10 * N - 60_000
+
+
+CODEC_IDS = {
+    "none": records.COMPRESSION_NONE,
+    "gzip": records.COMPRESSION_GZIP,
+    "snappy": records.COMPRESSION_SNAPPY,
+    "lz4": records.COMPRESSION_LZ4,
+    "zstd": records.COMPRESSION_ZSTD,
+}
+FIND_COORDINATOR = 10
+
+
+def check_stored_codec(bootstrap: str, topic: str, codec: str, librdkafka: bool = False) -> None:
+    """The batches on the broker really use the codec the client was asked for."""
+    want = CODEC_IDS[codec]
+    if librdkafka and codec == "lz4" and FIND_COORDINATOR not in advertised_api_keys(bootstrap):
+        # librdkafka infers LZ4 support from FindCoordinator (Kafka 0.8.2+), else it sends batches plain.
+        want = records.COMPRESSION_NONE
+    for p in range(PARTITIONS):
+        headers = fetch_batches(bootstrap, topic, partition=p)
+        assert headers, f"no batch in partition {p}"
+        assert {h.compression for h in headers} == {want}, f"partition {p} stored {headers[0].compression}"
 
 
 @pytest.fixture(params=CODECS)
@@ -128,6 +152,7 @@ class TestConfluentKafka:
         assert producer.flush(60) == 0
         assert not errors, errors[:5]
         assert delivered[0] == N
+        check_stored_codec(bootstrap, topic_name, codec, librdkafka=True)
 
         consumer = Consumer(
             {"bootstrap.servers": bootstrap, "group.id": f"unused-{topic_name}", "enable.auto.commit": False}
@@ -259,6 +284,7 @@ class TestKafkaPython:
                 assert md.offset >= 0
         finally:
             producer.close(10)
+        check_stored_codec(bootstrap, topic_name, codec)
 
         consumer = KafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -380,6 +406,7 @@ class TestAiokafka:
             assert all(r.offset >= 0 for r in results)
         finally:
             await producer.stop()
+        check_stored_codec(bootstrap, topic, codec)
 
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
@@ -461,11 +488,17 @@ class TestAiokafka:
 
 
 def run_kcat(kcat: str, args: list[str], stdin: bytes | None = None, timeout: float = 60) -> bytes:
+    return run_kcat_full(kcat, args, stdin, timeout).stdout
+
+
+def run_kcat_full(
+    kcat: str, args: list[str], stdin: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[bytes]:
     proc = subprocess.run([kcat, *args], input=stdin, capture_output=True, timeout=timeout)
     assert proc.returncode == 0, (
         f"kcat {' '.join(args)} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}"
     )
-    return proc.stdout
+    return proc
 
 
 class TestKcat:
@@ -476,18 +509,24 @@ class TestKcat:
         for i in range(N):
             sent[i % PARTITIONS].append((b"key-%d" % i, b"value-%d-%s" % (i, codec.encode())))
         t0 = now_ms()
+        not_compressed = False
         for p in range(PARTITIONS):
             lines = b"".join(k + b"\t" + v + b"\n" for k, v in sent[p])
-            run_kcat(
+            proc = run_kcat_full(
                 kcat,
                 [
                     "-b", bootstrap, "-P", "-t", topic_name, "-p", str(p), "-K", "\t",
                     "-H", f"codec={codec}", "-H", f"part={p}",
                     "-X", f"compression.codec={codec}", "-X", "linger.ms=20", "-X", "acks=all",
+                    "-X", "debug=msg",
                 ],
                 stdin=lines,
             )  # fmt: skip
+            # Older librdkafka (kcat's 2.0.2) enables gzip, snappy and lz4 only when the broker offers
+            # Produce v2, which kafkite (like Kafka 4) does not; it then says so and sends batches plain.
+            not_compressed |= b"does not support compression type" in proc.stderr
         t1 = now_ms()
+        check_stored_codec(bootstrap, topic_name, "none" if not_compressed else codec, librdkafka=True)
         stamps: dict[int, list[int]] = {}
         for p in range(PARTITIONS):
             out = run_kcat(

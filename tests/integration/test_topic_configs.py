@@ -6,45 +6,13 @@ import time
 from typing import Any
 
 import pytest
-from helpers import BrokerFactory, BrokerProcess, RawClient, consume, create_topic, produce, watermarks
+from helpers import BrokerFactory, BrokerProcess, consume, create_topic, fetch_batches, produce, watermarks
 
 from kafkite.protocol import records
-
-FETCH = 1
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def fetch_batches(bootstrap: str, topic: str, offset: int = 0) -> list[records.BatchHeader]:
-    """The headers of the stored batches a raw Fetch returns from ``offset``."""
-    with RawClient.to(bootstrap) as c:
-        resp = c.request(
-            FETCH,
-            12,
-            {
-                "max_wait_ms": 0,
-                "min_bytes": 0,
-                "max_bytes": 1 << 24,
-                "isolation_level": 0,
-                "session_id": 0,
-                "topics": [
-                    {
-                        "topic": topic,
-                        "partitions": [
-                            {"partition": 0, "fetch_offset": offset, "partition_max_bytes": 1 << 24}
-                        ],
-                    }
-                ],
-                "forgotten_topics_data": [],
-                "rack_id": "",
-            },
-        )
-    part = resp["responses"][0]["partitions"][0]
-    assert part["error_code"] == 0, part
-    data = bytes(part["records"] or b"")
-    return [h for _, h in records.iter_headers(data)]
 
 
 def produce_with_timestamps(bootstrap: str, topic: str, stamps: list[int], **conf: Any) -> None:
