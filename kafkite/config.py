@@ -201,6 +201,33 @@ _DEFS: list[ConfigDef] = [
     ),
     ConfigDef("event.loop", "asyncio", _choice("asyncio", "uvloop"), "Event loop implementation"),
     ConfigDef("log.level", "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log verbosity"),
+    ConfigDef(
+        "profile",
+        "default",
+        _choice("default", "oci"),
+        "oci: enforce OCI Streaming's limits (1 MB messages and requests, 1 MB/s per partition,"
+        " 5 GetMessages/s per partition per group, retention 24-168 h, 50 groups per stream, fixed partitions"
+        " and retention, no compaction, no transactions)",
+    ),
+    ConfigDef(
+        "sasl.plain.users",
+        "",
+        _str,
+        "SASL/PLAIN credentials, name=password,...; empty: any password is accepted",
+    ),
+    ConfigDef(
+        "streaming.auth.enable",
+        "false",
+        _bool,
+        "Verify the OCI signature of every OCI Streaming REST request against streaming.auth.public.keys",
+    ),
+    ConfigDef(
+        "streaming.auth.public.keys",
+        "",
+        _str,
+        "OCI API signing public keys (PEM files or directories of *.pem, comma-separated) accepted when"
+        " streaming.auth.enable is true",
+    ),
 ]
 
 _DEFS += [

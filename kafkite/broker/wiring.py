@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kafkite.broker import admin, fetch, metadata, offsets, produce
+from kafkite.broker import admin, fetch, metadata, offsets, produce, sasl
 from kafkite.broker.core import Broker, Handler
 from kafkite.protocol.api_keys import ApiKey
 
@@ -20,6 +20,8 @@ CORE_HANDLERS: dict[int, Handler] = {
     ApiKey.DESCRIBE_CONFIGS: admin.handle_describe_configs,
     ApiKey.ALTER_CONFIGS: admin.handle_alter_configs,
     ApiKey.INCREMENTAL_ALTER_CONFIGS: admin.handle_incremental_alter_configs,
+    ApiKey.SASL_HANDSHAKE: sasl.handle_sasl_handshake,
+    ApiKey.SASL_AUTHENTICATE: sasl.handle_sasl_authenticate,
 }
 
 
@@ -29,4 +31,8 @@ def build_broker(config: object) -> Broker:
     assert isinstance(config, BrokerConfig)
     broker = Broker(config)
     broker.handlers.update({int(k): v for k, v in CORE_HANDLERS.items()})
+    # Stream pools wrap every handler registered above: keep this the last step.
+    from kafkite.streaming import install
+
+    install(broker)
     return broker

@@ -17,7 +17,7 @@ from kafkite.broker.core import Broker
 
 log = logging.getLogger("kafkite.rest")
 
-ROUTES: list[str] = ["kafkite.queue.rest:register"]
+ROUTES: list[str] = ["kafkite.streaming.rest:register", "kafkite.queue.rest:register"]
 
 BROKER_KEY = web.AppKey("broker", Broker)
 
