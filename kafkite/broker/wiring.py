@@ -31,6 +31,9 @@ def build_broker(config: object) -> Broker:
     assert isinstance(config, BrokerConfig)
     broker = Broker(config)
     broker.handlers.update({int(k): v for k, v in CORE_HANDLERS.items()})
+    from kafkite.broker.groups.handlers import attach
+
+    attach(broker)
     # Stream pools wrap every handler registered above: keep this the last step.
     from kafkite.streaming import install
 
