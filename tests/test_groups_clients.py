@@ -1,7 +1,7 @@
 """Real Kafka clients (librdkafka, kafka-python, aiokafka) against a broker with the group coordinator.
 
-The broker runs in a thread of this process, with ``kafkite.broker.groups.handlers.attach`` wiring the
-coordinator in, so these tests do not depend on how the broker's dispatch table is assembled elsewhere.
+The broker runs in a thread of this process; ``kafkite.broker.groups.handlers.attach`` wires the
+coordinator in when the broker's own dispatch table does not already.
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class BrokerThread:
             }
         )
         self.broker = build_broker(config)
-        attach(self.broker)
+        if self.broker.groups is None:
+            attach(self.broker)
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._stop: asyncio.Event | None = None
