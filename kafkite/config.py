@@ -41,10 +41,16 @@ def _listeners(v: str) -> list[tuple[str, str, int]]:
         item = item.strip()
         if not item:
             continue
-        parts = urlsplit(item)
-        if not parts.scheme or parts.port is None:
+        # Listener names such as SASL_PLAINTEXT are not URL schemes (underscores): split the name off first.
+        name, sep, rest = item.partition("://")
+        try:
+            parts = urlsplit("tcp://" + rest)
+            port = parts.port
+        except ValueError:
+            port = None
+        if not sep or not name or port is None:
             raise ValueError(f"expected NAME://host:port, got {item!r}")
-        out.append((parts.scheme.upper(), parts.hostname or "", parts.port))
+        out.append((name.upper(), parts.hostname or "", port))
     if not out:
         raise ValueError("at least one listener is required")
     return out

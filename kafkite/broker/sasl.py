@@ -140,7 +140,9 @@ async def handle_sasl_authenticate(
         return _auth_error(ErrorCode.ILLEGAL_SASL_STATE, "SaslAuthenticate without a SaslHandshake first")
     result = exchange.step(bytes(req["auth_bytes"] or b""))
     if result.error is not None:
+        # The client may start over with a new handshake.
         state.pop(STATE_EXCHANGE, None)
+        state.pop(STATE_MECHANISM, None)
         log.info("SASL %s authentication from %s failed: %s", exchange.name, ctx.client_host, result.error)
         return _auth_error(ErrorCode.SASL_AUTHENTICATION_FAILED, result.error)
     if result.done:

@@ -924,7 +924,10 @@ def _middleware(
             if api.verifier is not None:
                 body = await request.read()
                 try:
-                    api.verifier.verify(request.method, request.raw_path, request.headers, body)
+                    put = request.method == "POST" and request.path.endswith("/messages")
+                    api.verifier.verify(
+                        request.method, request.raw_path, request.headers, body, body_signed=not put
+                    )
                 except AuthError as e:
                     raise OciError(401, "NotAuthenticated", str(e)) from None
             resp = await handler(request)
