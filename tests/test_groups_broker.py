@@ -28,8 +28,9 @@ def make_broker(data_dir: str) -> Broker:
     broker = build_broker(
         BrokerConfig({"log.dirs": data_dir, "group.min.session.timeout.ms": "1000", "node.id": "3"})
     )
-    coordinator = attach(broker)
+    coordinator = broker.groups if broker.groups is not None else attach(broker)
     assert isinstance(coordinator, GroupCoordinator) and broker.groups is coordinator
+    assert all(k in broker.handlers for k in (ApiKey.FIND_COORDINATOR, ApiKey.JOIN_GROUP, ApiKey.HEARTBEAT))
     return broker
 
 
