@@ -79,6 +79,9 @@ def add_parser(subparsers: Any) -> None:
     g.add_argument(
         "--data-dir", help="where --serve puts its temporary data dir (default: the system temp dir)"
     )
+    g.add_argument(
+        "--broker-pid", type=int, help="pid of a broker on this machine: report its memory and CPU use"
+    )
     w = p.add_argument_group("workload")
     w.add_argument("--topic", help="topic name (default: kafkite-bench)")
     w.add_argument("--topics", help="comma-separated topic names (instead of --topic)")
@@ -162,6 +165,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         ceiling=args.ceiling,
         broker_overrides=list(args.broker_override),
         data_dir=args.data_dir,
+        broker_pid=args.broker_pid,
         idle_timeout=args.idle_timeout,
         quiet=args.quiet,
     )

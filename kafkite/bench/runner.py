@@ -56,6 +56,7 @@ class BenchOptions:
     ceiling: bool = False
     broker_overrides: list[str] = field(default_factory=list)
     data_dir: str | None = None
+    broker_pid: int | None = None  # a broker process on this machine to report memory and CPU of
     idle_timeout: float = 30.0
     quiet: bool = False
 
@@ -239,8 +240,13 @@ def host_info() -> dict[str, Any]:
         mem = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
+    try:
+        load: list[float] | None = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
     return {
         "hostname": platform.node(),
+        "load_average": load,
         "system": f"{platform.system()} {platform.release()}",
         "cpu": cpu,
         "cpus": os.cpu_count(),
@@ -399,7 +405,7 @@ class Runner:
                 )
                 report.runs.append(self.run_on(b.bootstrap, "kafkite", pid=b.pid))
         else:
-            report.runs.append(self.run_on(self.o.bootstrap, "kafkite"))
+            report.runs.append(self.run_on(self.o.bootstrap, "kafkite", pid=self.o.broker_pid))
         if self.o.ceiling:
             overrides = [*self.o.broker_overrides, "blackhole=true"]
             with ServedBroker(overrides, data_root=self.o.data_dir, label="blackhole") as b:
@@ -411,7 +417,7 @@ class Runner:
         self, bootstrap: str, label: str, *, pid: int | None = None, blackhole: bool = False
     ) -> RunResult:
         o = self.o
-        res = RunResult(label, bootstrap, blackhole=blackhole, served=pid is not None)
+        res = RunResult(label, bootstrap, blackhole=blackhole, served=self.o.serve or blackhole)
         counts = prepare_topics(bootstrap, o.topics, o.partitions)
         targets = [(t, p) for t in o.topics for p in range(counts[t])]
         cpu0 = process_cpu_seconds(pid) if pid else None

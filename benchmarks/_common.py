@@ -1,0 +1,55 @@
+"""Shared pieces of the benchmark scenarios: options, result files, one-line summaries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from kafkite.bench import report
+from kafkite.bench.runner import BenchError, BenchOptions, BenchReport, Runner, host_info
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parser(doc: str | None) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a smaller run, to check the scenario works")
+    ap.add_argument(
+        "--override", action="append", default=[], help="broker setting KEY=VALUE for the brokers it starts"
+    )
+    ap.add_argument("--quiet", action="store_true", help="no progress line")
+    ap.add_argument("--no-save", action="store_true", help=f"do not write the JSON result under {RESULTS}")
+    warn_if_busy()
+    return ap
+
+
+def warn_if_busy() -> None:
+    """Benchmarks on a busy machine measure the other load: say so before starting."""
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        cpus = os.cpu_count()
+        print(f"warning: load average {load:.2f} on {cpus} CPUs: figures will be noisy", file=sys.stderr)
+
+
+def run(options: BenchOptions) -> BenchReport:
+    try:
+        result = Runner(options).run()
+    except BenchError as e:
+        raise SystemExit(f"benchmark failed: {e}") from None
+    print(report.table(result))
+    print()
+    return result
+
+
+def save(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
+    payload = {"scenario": name, "command": " ".join(sys.argv), "host": host_info(), **payload}
+    if args.no_save:
+        return
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"results written to {path}")
