@@ -198,3 +198,78 @@ def test_torn_final_batch_is_truncated_on_restart(broker: BrokerProcess, tail: s
     # A clean restart after the repair keeps everything.
     broker.restart()
     assert watermarks(broker.bootstrap, topic) == (0, len(sent) + len(more))
+
+
+def test_many_segments_survive_restart_with_indexes(broker_factory: BrokerFactory) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    broker = broker_factory("log.index.interval.bytes=256")
+    topic = "segmented"
+    create_topic(broker.bootstrap, topic, config={"segment.bytes": "16384"})
+    base = int(time.time() * 1000) - 100_000
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, "batch.num.messages": 50})
+    n = 3000
+    for i in range(n):
+        p.produce(topic, b"v%05d" % i * 5, b"k%d" % i, partition=0, timestamp=base + i * 10)
+    assert p.flush(30) == 0
+    assert len(segment_files(broker.data_dir, topic)) > 5
+
+    def check() -> None:
+        got = consume(broker.bootstrap, topic)
+        assert [m.offset() for m in got] == list(range(n))
+        assert [m.value() for m in got] == [b"v%05d" % i * 5 for i in range(n)]
+        c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+        try:
+            for i in (0, 1, 777, 1500, 2999):
+                (tp,) = c.offsets_for_times([TopicPartition(topic, 0, base + i * 10 - 5)], timeout=10)
+                assert tp.offset == i, (i, tp.offset)
+        finally:
+            c.close()
+        for i in (0, 1234, 2999):
+            assert consume(broker.bootstrap, topic, start=i)[0].value() == b"v%05d" % i * 5
+
+    check()
+    broker.restart()
+    check()
+    broker.kill9()
+    broker.start()
+    check()
+
+
+def test_sigterm_with_busy_clients_exits_cleanly(broker: BrokerProcess) -> None:
+    from helpers import RawClient
+
+    create_topic(broker.bootstrap, "busy")
+    collector = AckCollector(broker.bootstrap, "busy", 1, "busy")
+    collector.start()
+    poller = RawClient.to(broker.bootstrap)
+    try:
+        collector.wait_acked(500, timeout=20)
+        body = {
+            "max_wait_ms": 30_000,
+            "min_bytes": 1 << 30,
+            "max_bytes": 1 << 20,
+            "isolation_level": 0,
+            "session_id": 0,
+            "topics": [
+                {
+                    "topic": "busy",
+                    "partitions": [{"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1}],
+                }
+            ],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
+        _, frame = poller.encode(1, 12, body)
+        poller.send_raw(frame)  # a long poll that will still be waiting
+        t0 = time.monotonic()
+        assert broker.stop() == 0
+        assert time.monotonic() - t0 < 10, "shutdown waited for clients"
+    finally:
+        collector.finish()
+        poller.close()
+    acked = dict(collector.acked)
+    broker.start()
+    got = {m.offset(): m.value() for m in consume(broker.bootstrap, "busy")}
+    assert all(got.get(off) == v for (_, off), v in acked.items())
+    assert "Traceback" not in broker.log_text()
