@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -10,7 +11,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from kafkite.config import TOPIC_FROM_BROKER, BrokerConfig
 from kafkite.log.base import Partition
@@ -27,6 +28,7 @@ from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 log = logging.getLogger("kafkite.broker")
 
 DYNAMIC_CONFIG_FILE = "dynamic-broker-configs.json"
+LOCK_FILE = ".lock"
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 
 
@@ -107,6 +109,7 @@ class Broker:
         self._flush_done: asyncio.Future[None] | None = None
         self.blackhole: bool = config["blackhole"]
         self.dynamic_configs: dict[str, str] = {}
+        self._lock: BinaryIO | None = None  # the data directory's lock file, held while running
         self.rest_urls: list[str] = []
         self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
         self.advertised: tuple[str, int] = (
@@ -124,6 +127,7 @@ class Broker:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._lock_data_dir()
         await loop.run_in_executor(None, self.storage.load)
         self.cluster_id = self._load_cluster_id()
         self._load_dynamic_configs()
@@ -146,6 +150,23 @@ class Broker:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.storage.flush_all)
         self.storage.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _lock_data_dir(self) -> None:
+        """Hold an exclusive lock on the data directory so that no second broker appends to the same logs."""
+        if self.config["storage.engine"] != "file":
+            return
+        path = self.config.data_dir / LOCK_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path, "a+b")  # noqa: SIM115 - held open for the broker's life
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.close()
+            raise OSError(f"log.dirs {path.parent} is in use by another broker (it holds {path})") from None
+        self._lock = f
 
     def _load_cluster_id(self) -> str:
         configured: str = self.config["cluster.id"]
