@@ -249,6 +249,19 @@ _DEFS += [
         _str,
         "STOMP credentials, login=passcode,...; empty: any login is accepted",
     ),
+    ConfigDef(
+        "queue.auth.enable",
+        "false",
+        _bool,
+        "Verify the OCI signature of every OCI Queue REST request against queue.auth.public.keys",
+    ),
+    ConfigDef(
+        "queue.auth.public.keys",
+        "",
+        _str,
+        "OCI API signing public keys (PEM files or directories of *.pem, comma-separated) for the Queue API;"
+        " empty: those of streaming.auth.public.keys",
+    ),
 ]
 
 DEFINITIONS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}

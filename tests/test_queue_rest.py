@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -488,5 +491,47 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         c.update_message(qid, by["inflight"].receipt, UpdateMessageDetails(visibility_in_seconds=600))
         [v] = get(c, qid)
         assert (v.content, v.delivery_count) == ("visible", 3)
+    finally:
+        s.close()
+
+
+def test_signatures_are_verified_when_enabled(tmp_path: Path) -> None:
+    config = oci_config(tmp_path)
+    key = _KEY_CACHE["key"]
+    pem = tmp_path / "api_public.pem"
+    pem.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    s = QueueServer(
+        tmp_path / "data", overrides={"queue.auth.enable": "true", "queue.auth.public.keys": str(pem)}
+    ).start()
+    try:
+        cl = Clients(s.url, config)
+        qid = cl.create_queue("signed")
+        c = cl.messages()
+        put(c, qid, "signed body")
+        assert [m.content for m in get(c, qid)] == ["signed body"]
+
+        # Unsigned: 401 NotAuthenticated, as JSON.
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{s.url}/20210201/queues/{qid}/stats", timeout=5)
+        assert info.value.code == 401
+        assert json.loads(info.value.read())["code"] == "NotAuthenticated"
+
+        # Signed by a key the server does not know.
+        other_dir = tmp_path / "other"
+        other_dir.mkdir()
+        other = dict(config)
+        other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (other_dir / "k.pem").write_bytes(
+            other_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        other["key_file"] = str(other_dir / "k.pem")
+        e = service_error(QueueClient(other, service_endpoint=s.url).get_stats, qid)
+        assert (e.status, e.code) == (401, "NotAuthenticated")
     finally:
         s.close()

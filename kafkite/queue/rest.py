@@ -13,7 +13,9 @@ Two kafkite extensions reach the dead letter queue, which the OCI API exposes on
 receipts work with UpdateMessage(s) and DeleteMessage(s)); ``POST .../queues/{queueId}/dlq/actions/moveBack``
 with ``{"ids": [...], "channelIds": [...]}`` (both optional) moves dead letters back to the queue.
 
-Requests signed by the OCI SDKs are accepted; their signatures are not verified here.
+With ``queue.auth.enable=true`` every request must carry a valid OCI signature (``Authorization: Signature``,
+rsa-sha256, body included) by one of the keys in ``queue.auth.public.keys`` (empty: those of
+``streaming.auth.public.keys``); otherwise any request is accepted, and a warning says so at start-up.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 from aiohttp import web
 
 from kafkite.broker.core import Broker
+from kafkite.config import ConfigError
 from kafkite.queue.engine import Delivery, QueueState
 from kafkite.queue.model import (
     GET_LIMIT_DEFAULT,
@@ -46,11 +49,13 @@ from kafkite.queue.model import (
     rfc3339,
 )
 from kafkite.queue.service import QueueService
+from kafkite.streaming.auth import AuthError, Verifier, load_keys
 
 log = logging.getLogger("kafkite.queue.rest")
 
 BASE = "/20210201"
 SERVICE_KEY = web.AppKey("queue_service", QueueService)
+VERIFIER_KEY: web.AppKey[Verifier | None] = web.AppKey("queue_verifier")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -59,6 +64,7 @@ def register(app: web.Application, broker: Broker) -> None:
     """Add the OCI Queue routes to the shared REST application."""
     svc = QueueService.of(broker)
     app[SERVICE_KEY] = svc
+    app[VERIFIER_KEY] = _verifier(broker)
 
     async def on_startup(_: web.Application) -> None:
         await svc.acquire()
@@ -100,6 +106,29 @@ def register(app: web.Application, broker: Broker) -> None:
 # ---------------------------------------------------------------------------------------------- plumbing
 
 
+def _verifier(broker: Broker) -> Verifier | None:
+    cfg = broker.config
+    if not cfg["queue.auth.enable"]:
+        log.warning(
+            "OCI Queue REST: request signatures are NOT verified (queue.auth.enable=false); "
+            "any client can use the API"
+        )
+        return None
+    spec = cfg["queue.auth.public.keys"] or cfg["streaming.auth.public.keys"]
+    key_name = "queue.auth.public.keys" if cfg["queue.auth.public.keys"] else "streaming.auth.public.keys"
+    try:
+        keys = load_keys(spec)
+    except ValueError as e:
+        raise ConfigError(f"{key_name}: {e}") from None
+    if not keys:
+        raise ConfigError(
+            "queue.auth.enable is true but neither queue.auth.public.keys nor streaming.auth.public.keys "
+            "names a key: list the PEM public keys of the API users"
+        )
+    log.info("OCI Queue REST: verifying request signatures against %d API key(s)", len(keys))
+    return Verifier(keys)
+
+
 def _request_id(request: web.Request) -> str:
     return request.headers.get("opc-request-id") or uuid.uuid4().hex.upper()
 
@@ -109,6 +138,12 @@ def _oci(handler: Handler) -> Handler:
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
+            verifier = request.app[VERIFIER_KEY]
+            if verifier is not None:
+                try:
+                    verifier.verify(request.method, request.raw_path, request.headers, await request.read())
+                except AuthError as e:
+                    raise QueueError(401, "NotAuthenticated", str(e)) from None
             resp = await handler(request)
         except QueueError as e:
             resp = web.json_response({"code": e.code, "message": e.message}, status=e.status)
