@@ -103,6 +103,9 @@ def test_timeline_rates_and_merge() -> None:
     t.merge(other)
     assert t.msgs == [20, 3, 5]
     assert t.rates()[0] == (0.5, 40.0, 0.004)
+    # The run ended 0.25 s into the last interval: its 5 messages took 0.25 s, not 0.5 s.
+    assert t.rates(until=1.25)[-1] == (1.25, 20.0, 0.002)
+    assert len(t.rates(until=1.01)) == 2  # a last sliver is left out
 
 
 # ------------------------------------------------------------------------------------------ batches
@@ -137,7 +140,8 @@ def test_progress_line_is_silent_off_a_terminal() -> None:
     p.done()
     assert out.getvalue() == ""
     text = progress_text("kafkite", [("produced", 1234, 2_000_000)], 2.0, 0.5)
-    assert "produced 1,234 msgs 1.0 MB/s" in text and "2.0s" in text and "50%" in text
+    assert text.startswith("kafkite [######......]  50%")
+    assert "produced 1,234 msgs 1.0 MB/s" in text and "2.0s" in text
 
 
 def test_plot_without_matplotlib_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -174,7 +178,8 @@ def _check_role(r: dict[str, Any], messages: int, size: int) -> None:
     assert r["bytes"] == messages * size
     assert r["errors"] == 0 and r["first_error"] is None
     assert r["elapsed_s"] > 0 and r["msgs_per_s"] > 0 and r["mb_per_s"] > 0
-    assert sum(round(m * r["timeline"]["interval_s"]) for m in r["timeline"]["msgs_per_s"]) == messages
+    assert sum(r["timeline"]["msgs"]) == messages and sum(r["timeline"]["bytes"]) == messages * size
+    assert r["timeline"]["msgs_per_s"] and all(x >= 0 for x in r["timeline"]["mb_per_s"])
 
 
 @pytest.mark.parametrize("client", ["kafkite", "confluent"])

@@ -99,38 +99,43 @@ def plot(report: BenchReport, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     ax_tp, ax_hist, ax_pct = axes
     o = report.options
     fig.suptitle(
         f"kafkite bench {o.mode}: {o.size} B messages, acks={'all' if o.acks == -1 else o.acks}, "
-        f"{o.compression}, client={o.client}, {report.started}"
+        f"compression={o.compression}, client={o.client}, {report.started}"
     )
     for run in report.runs:
         for phase, r in _phases(run):
             if r.timeline is None:
                 continue
-            rates = r.timeline.rates()
+            rates = r.timeline.rates(r.elapsed)
             if rates:
                 ax_tp.plot([t for t, _, _ in rates], [b for _, _, b in rates], label=f"{run.label} {phase}")
     ax_tp.set_title("throughput over time")
     ax_tp.set_xlabel("seconds")
     ax_tp.set_ylabel("MB/s")
+    ax_tp.set_ylim(bottom=0)
     ax_tp.grid(alpha=0.3)
     ax_tp.legend(fontsize=8)
 
     labels: list[str] = []
     for run in report.runs:
         for phase, r in _phases(run):
-            buckets = r.hist.buckets_ms()
+            buckets = coarse_buckets(r.hist.buckets_ms())
             if not buckets:
                 continue
             name = f"{run.label} {phase}"
             ax_hist.stairs(_density(buckets), _edges(buckets), label=name)
             qs = ["p50", "p95", "p99", "p99.9", "max"]
             summary = r.hist.summary_ms()
-            ax_pct.plot(qs, [summary[q] for q in qs], marker="o", label=name)
+            values = [float(summary[q]) for q in qs]
+            ax_pct.plot(qs, values, marker="o", label=name)
+            for q, v in zip(qs, values, strict=True):
+                ax_pct.annotate(f"{v:.3g}", (q, v), textcoords="offset points", xytext=(0, 6), fontsize=7)
             labels.append(name)
     ax_hist.set_title("latency histogram")
     ax_hist.set_xlabel("ms (log scale)")
@@ -141,6 +146,8 @@ def plot(report: BenchReport, path: str) -> None:
     ax_pct.set_title("latency percentiles")
     ax_pct.set_ylabel("ms (log scale)")
     ax_pct.set_yscale("log")
+    ax_pct.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax_pct.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax_pct.grid(alpha=0.3)
     if labels:
         ax_hist.legend(fontsize=8)
@@ -169,3 +176,19 @@ def _density(buckets: list[tuple[float, float, int]]) -> list[float]:
         values.append(n / max(hi - lo, 1e-9))
         prev_hi = hi
     return values
+
+
+def coarse_buckets(
+    buckets: list[tuple[float, float, int]], per_octave: int = 8
+) -> list[tuple[float, float, int]]:
+    """Merge histogram buckets into ``per_octave`` bins per power of two (a readable plot)."""
+    import math
+
+    merged: dict[int, list[float]] = {}
+    for lo, hi, n in buckets:
+        key = math.floor(math.log2(max(lo, 1e-3)) * per_octave)
+        entry = merged.setdefault(key, [lo, hi, 0])
+        entry[0] = min(entry[0], lo)
+        entry[1] = max(entry[1], hi)
+        entry[2] += n
+    return [(lo, hi, int(n)) for lo, hi, n in (merged[k] for k in sorted(merged))]

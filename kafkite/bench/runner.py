@@ -132,9 +132,11 @@ class RoleResult:
             "latency_histogram_ms": [[lo, hi, n] for lo, hi, n in self.hist.buckets_ms()],
         }
         if self.timeline is not None:
-            rates = self.timeline.rates()
+            rates = self.timeline.rates(self.elapsed)
             out["timeline"] = {
                 "interval_s": self.timeline.interval,
+                "msgs": self.timeline.msgs,
+                "bytes": self.timeline.bytes,
                 "msgs_per_s": [round(m, 1) for _, m, _ in rates],
                 "mb_per_s": [round(b, 3) for _, _, b in rates],
             }
@@ -289,16 +291,16 @@ def progress_text(
     elapsed: float,
     fraction: float | None,
 ) -> str:
-    """``label  produced 12,345 msgs 12.3 MB/s | consumed ... | 3.2s [#####.....] 50%``."""
-    items = []
-    for name, msgs, nbytes in parts:
-        rate = nbytes / elapsed / 1e6 if elapsed > 0 else 0.0
-        items.append(f"{name} {msgs:,} msgs {rate:,.1f} MB/s")
-    text = f"{label}  " + " | ".join(items) + f" | {elapsed:.1f}s"
+    """``label [#####.......]  42%  3.2s | produced 12,345 msgs 12.3 MB/s | consumed ...``."""
+    text = label
     if fraction is not None:
         fraction = min(max(fraction, 0.0), 1.0)
-        filled = int(fraction * 20)
-        text += f" [{'#' * filled}{'.' * (20 - filled)}] {fraction * 100:3.0f}%"
+        filled = int(fraction * 12)
+        text += f" [{'#' * filled}{'.' * (12 - filled)}] {fraction * 100:3.0f}%"
+    text += f" {elapsed:5.1f}s"
+    for name, msgs, nbytes in parts:
+        rate = nbytes / elapsed / 1e6 if elapsed > 0 else 0.0
+        text += f" | {name} {msgs:,} msgs {rate:,.1f} MB/s"
     return text
 
 

@@ -158,12 +158,23 @@ class Timeline:
         for i, (m, b) in enumerate(zip(other.msgs, other.bytes, strict=True)):
             self.add(self.start + (i + 0.5) * self.interval, m, b)
 
-    def rates(self) -> list[tuple[float, float, float]]:
-        """(seconds since start at the interval's end, msgs/s, MB/s) per interval."""
-        return [
-            ((i + 1) * self.interval, m / self.interval, b / self.interval / 1e6)
-            for i, (m, b) in enumerate(zip(self.msgs, self.bytes, strict=True))
-        ]
+    def rates(self, until: float | None = None) -> list[tuple[float, float, float]]:
+        """(seconds since start at the interval's end, msgs/s, MB/s) per interval.
+
+        ``until`` (seconds since start) is when counting ended: the last interval is then as long as it
+        really was, rather than showing a drop because the run stopped part way through it.
+        """
+        out = []
+        n = len(self.msgs)
+        for i, (m, b) in enumerate(zip(self.msgs, self.bytes, strict=True)):
+            length = self.interval
+            end = (i + 1) * self.interval
+            if i == n - 1 and until is not None and i * self.interval < until < end:
+                length, end = until - i * self.interval, until
+            if n > 1 and length < self.interval / 10:
+                continue  # a sliver at the very end: its rate would mean nothing
+            out.append((end, m / length, b / length / 1e6))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {"start": self.start, "interval": self.interval, "msgs": self.msgs, "bytes": self.bytes}
