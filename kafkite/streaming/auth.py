@@ -110,8 +110,8 @@ def load_public_key(pem: str, source: str = "") -> PublicKey:
         raise ValueError(f"{source or 'key'}: no PEM public key found")
     try:
         der = base64.b64decode("".join(m.group(2).split()))
-    except binascii.Error as e:
-        raise ValueError(f"{source or 'key'}: bad base64: {e}") from None
+    except binascii.Error as err:
+        raise ValueError(f"{source or 'key'}: bad base64: {err}") from None
     if m.group(1):
         spki = _spki_from_pkcs1(der)
         n, e = _rsa_numbers(der)
@@ -170,7 +170,7 @@ class Verifier:
         if not auth.startswith("Signature "):
             raise AuthError("the request is not signed (no Authorization: Signature header)")
         params = dict(_PARAM.findall(auth))
-        key_id = params.get("keyId", "")
+        key_id: str = params.get("keyId", "")
         signed = params.get("headers", "date").lower().split()
         if params.get("algorithm", "rsa-sha256") != "rsa-sha256":
             raise AuthError("only rsa-sha256 signatures are accepted")

@@ -169,7 +169,11 @@ def _walk(node: Any, path: tuple[str, ...], i: int, fn: Callable[[str], str | No
 def rewrite(msg: dict[str, Any], fields: list[NameField], fn: Callable[[str, str], str | None]) -> None:
     """Apply ``fn(kind, name)`` to every name field of ``msg``; a None result drops the enclosing element."""
     for f in fields:
-        _walk(msg, f.path, 0, lambda name, kind=f.kind: fn(kind, name), f)
+
+        def one(name: str, kind: str = f.kind) -> str | None:
+            return fn(kind, name)
+
+        _walk(msg, f.path, 0, one, f)
 
 
 def to_internal(pool: StreamPool, kind: str, name: str) -> str:

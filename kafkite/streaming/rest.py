@@ -618,7 +618,7 @@ class StreamingApi:
         if self.oci:
             self._throttle_put(view, entries)
         results = put_messages(self.broker, view.topic, entries)
-        out = []
+        out: list[Json] = []
         failures = 0
         for r in results:
             if r.error:
@@ -908,11 +908,9 @@ class StreamingApi:
 API_KEY = web.AppKey("oci_streaming", StreamingApi)
 
 
-def _middleware(
-    api: StreamingApi,
-) -> Callable[
-    [web.Request, Callable[[web.Request], Awaitable[web.StreamResponse]]], Awaitable[web.StreamResponse]
-]:
+def _middleware(api: StreamingApi) -> Any:
+    """OCI errors, opc-request-id and signature checks for this API's paths (an aiohttp middleware)."""
+
     @web.middleware
     async def oci_errors(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
