@@ -18,43 +18,94 @@ class FrameTooLarge(DecodeError):
 
 
 class FrameReader:
-    """Accumulates received bytes and yields complete frames (without their 4-byte size prefix).
+    """Splits received bytes into frames (without their 4-byte size prefix).
 
+    Two ways to feed it: ``feed(data)``, or the buffered-protocol pair ``get_buffer()``/``buffer_updated(n)``
+    that lets the transport receive straight into its memory. Small frames arrive in a scratch buffer and are
+    copied out once; a large frame gets its own buffer that the rest of it is received into directly.
     Each yielded frame is a fresh ``bytearray``: handlers may rewrite it in place (offset assignment).
     """
 
-    __slots__ = ("_buf", "max_size")
+    __slots__ = ("_big", "_big_filled", "_len", "_ready", "_scratch", "max_size")
+
+    SCRATCH = 256 * 1024
+    MIN_ROOM = 16 * 1024
 
     def __init__(self, max_size: int) -> None:
-        self._buf = bytearray()
         self.max_size = max_size
+        self._scratch = bytearray(self.SCRATCH)
+        self._len = 0  # bytes held in the scratch buffer
+        self._big: bytearray | None = None  # a large frame being received in place
+        self._big_filled = 0
+        self._ready: list[bytearray] = []
+
+    # -- buffered protocol --------------------------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        if self._big is not None:
+            return memoryview(self._big)[self._big_filled :]
+        if len(self._scratch) - self._len < self.MIN_ROOM:
+            self._scratch.extend(bytes(self.MIN_ROOM))
+        return memoryview(self._scratch)[self._len :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Account for ``nbytes`` received into the last buffer; raises FrameTooLarge for a bad prefix."""
+        if self._big is not None:
+            self._big_filled += nbytes
+            if self._big_filled == len(self._big):
+                self._ready.append(self._big)
+                self._big = None
+            return
+        self._len += nbytes
+        self._split()
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buf += data
+        view = memoryview(data)
+        while view:
+            buf = self.get_buffer(len(view))
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            self.buffer_updated(n)
+            view = view[n:]
+
+    def _split(self) -> None:
+        scratch = self._scratch
+        pos = 0
+        end = self._len
+        while end - pos >= 4:
+            size: int = _SIZE.unpack_from(scratch, pos)[0]
+            if size < 0 or size > self.max_size:
+                raise FrameTooLarge(f"frame of {size} bytes exceeds socket.request.max.bytes={self.max_size}")
+            if end - pos - 4 >= size:
+                self._ready.append(scratch[pos + 4 : pos + 4 + size])
+                pos += 4 + size
+                continue
+            if size > self.SCRATCH // 2:
+                # Receive the rest of a large frame straight into its own buffer.
+                have = end - pos - 4
+                big = bytearray(size)
+                big[:have] = scratch[pos + 4 : end]
+                self._big, self._big_filled = big, have
+                pos = end
+            break
+        if pos:
+            remaining = end - pos
+            scratch[:remaining] = scratch[pos:end]
+            self._len = remaining
+            if len(scratch) > self.SCRATCH and remaining <= self.SCRATCH:
+                del scratch[self.SCRATCH :]
 
     @property
     def buffered(self) -> int:
-        return len(self._buf)
-
-    def pending_size(self) -> int | None:
-        """Size of the frame being received, once its prefix is in (validated against the limit)."""
-        if len(self._buf) < 4:
-            return None
-        size: int = _SIZE.unpack_from(self._buf, 0)[0]
-        if size < 0 or size > self.max_size:
-            raise FrameTooLarge(f"frame of {size} bytes exceeds socket.request.max.bytes={self.max_size}")
-        return size
+        return self._len + self._big_filled
 
     def __iter__(self) -> Iterator[bytearray]:
         return self
 
     def __next__(self) -> bytearray:
-        size = self.pending_size()
-        if size is None or len(self._buf) < 4 + size:
+        if not self._ready:
             raise StopIteration
-        frame = self._buf[4 : 4 + size]
-        del self._buf[: 4 + size]
-        return frame
+        return self._ready.pop(0)
 
 
 @dataclass(slots=True)

@@ -27,7 +27,7 @@ log = logging.getLogger("kafkite.server")
 MAX_IN_FLIGHT = 64
 
 
-class KafkaConnection(asyncio.Protocol):
+class KafkaConnection(asyncio.BufferedProtocol):
     def __init__(self, server: KafkaServer, listener: str) -> None:
         self.server = server
         self.broker = server.broker
@@ -45,6 +45,7 @@ class KafkaConnection(asyncio.Protocol):
         self.closing = False
         self.draining = False  # a bad frame arrived: answer the requests before it, read nothing more, close
         self.state: dict[str, Any] = {}  # per-connection state for handlers (SASL, sessions)
+        self._discard = bytearray(4096)  # where bytes go once the connection stops reading requests
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -74,11 +75,16 @@ class KafkaConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.writable.set()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.closing or self.draining:
+            return memoryview(self._discard)
+        return self.frames.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.closing or self.draining:
             return
-        self.frames.feed(data)
         try:
+            self.frames.buffer_updated(nbytes)
             for frame in self.frames:
                 self._dispatch(frame)
                 if self.closing or self.draining:
