@@ -248,3 +248,22 @@ def test_torn_snapshot_is_ignored(h: Harness) -> None:
     before = snapshot(s)
     s.state_log.append_events([(b"S", {"next": 99, "m": [], "last": False})])  # a crash mid-snapshot
     assert snapshot(h.reopen()) == before
+
+
+def test_retention_expires_messages(tmp_path: Path) -> None:
+    h = Harness(tmp_path / "data", retention_in_seconds=10)
+    s = h.state
+    s.put([(b"old", "", None)])
+    [d] = s.take(1, 30)
+    h.clock.advance(5)
+    s.put([(b"new", "", None)])
+    h.clock.advance(5.5)
+    with pytest.raises(QueueError):
+        s.delete(d.receipt)  # expired while in flight
+    assert [x.message.content for x in s.take(5, 30)] == [b"new"]
+    assert s.stats()["queue"]["inFlightMessages"] == 1
+    h.clock.advance(5)
+    assert s.stats()["queue"] == {"visibleMessages": 0, "inFlightMessages": 0, "sizeInBytes": 0}
+    assert s.expire() == 2 and s.msgs == {}
+    assert h.reopen().msgs == {}
+    h.close()
