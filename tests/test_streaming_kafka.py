@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from helpers import RawClient
 from oci.streaming.models import (
     CreateCursorDetails,
     CreateGroupCursorDetails,
@@ -21,7 +22,16 @@ from oci.streaming.models import (
 from test_streaming_sdk import make_pool_and_stream
 from test_streaming_support import TENANCY, InProcessBroker, clients, make_api_key
 
+from kafkite.protocol import records
+from kafkite.protocol.api_keys import ApiKey
+from kafkite.streaming.pools import POOL_OCID_PREFIX, StreamPool, internal_topic_name
+
 pytestmark = pytest.mark.timeout(120)
+
+
+def catalog_pool(pool_id: str) -> StreamPool:
+    key = pool_id[len(POOL_OCID_PREFIX) :]
+    return StreamPool(id=pool_id, key=key, name="", compartment_id="", time_created_ms=0)
 
 
 @pytest.fixture
@@ -157,6 +167,26 @@ def test_pools_are_namespaces(broker: InProcessBroker, sdk: tuple[Any, Any]) -> 
     assert topics(sasl(broker, pool_a.id)) == {"orders"}
     assert topics(sasl(broker, pool_b.id)) == {"orders", "payments"}
     assert topics(sasl(broker, None)) == set()
+
+    # A client of the default pool cannot reach another pool's topic by its internal name.
+    internal = internal_topic_name(catalog_pool(pool_a.id), "orders")
+    with RawClient("127.0.0.1", broker.kafka_port) as raw:
+        md = raw.request(
+            ApiKey.METADATA, 4, {"topics": [{"name": internal}], "allow_auto_topic_creation": True}
+        )
+        assert [(t["name"], t["error_code"]) for t in md["topics"]] == [(internal, 17)]
+        batch = records.build_batch([(None, b"intruder", (), int(time.time() * 1000))])
+        req = {
+            "acks": 1,
+            "timeout_ms": 5000,
+            "topic_data": [{"name": internal, "partition_data": [{"index": 0, "records": batch}]}],
+        }
+        resp = raw.request(ApiKey.PRODUCE, 7, req)
+        assert resp["responses"][0]["name"] == internal
+        assert resp["responses"][0]["partition_responses"][0]["error_code"] != 0
+    assert [m.value() for m in consume(sasl(broker, pool_a.id), "orders", 5, partitions=3, timeout=2)] == [
+        b"in-a"
+    ]
 
     # Topics created over Kafka in the default pool are default-pool streams.
     ac = AdminClient(sasl(broker, None))

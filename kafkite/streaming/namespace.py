@@ -176,13 +176,22 @@ def rewrite(msg: dict[str, Any], fields: list[NameField], fn: Callable[[str, str
         _walk(msg, f.path, 0, one, f)
 
 
+# A default-pool client naming another pool's internal topic gets this prefix put in front: an illegal topic
+# name (refused or unknown to every handler) and a group id of its own, never the other pool's.
+FENCE = "\x00"
+
+
 def to_internal(pool: StreamPool, kind: str, name: str) -> str:
     del kind  # topics and groups are scoped alike
+    if pool.is_default and split_internal_name(name)[0] is not None:
+        return FENCE + name
     return internal_topic_name(pool, name)
 
 
 def from_internal(pool: StreamPool, kind: str, name: str) -> str | None:
     """The pool-local name of an internal topic or group id, or None if it belongs to another pool."""
+    if name.startswith(FENCE):
+        return name[len(FENCE) :]
     key, local = split_internal_name(name)
     if pool.is_default:
         return name if key is None else None
@@ -211,14 +220,19 @@ def connection_state(ctx: RequestContext) -> dict[str, Any]:
 
 
 def connection_pool(broker: Broker, state: dict[str, Any]) -> StreamPool:
-    catalog = catalog_of(broker)
-    key = state.get(POOL_STATE_KEY)
-    if key:
-        pool = catalog.pool_by_key(key)
-        if pool is not None and pool.lifecycle_state == "ACTIVE":
-            return pool
+    """The connection's pool (kept on the connection state; pools are changed in place, so a deleted pool
+    shows as such)."""
+    pool = state.get("stream_pool_object")
+    if not isinstance(pool, StreamPool):
+        catalog = catalog_of(broker)
+        key = state.get(POOL_STATE_KEY)
+        pool = catalog.pool_by_key(key) if key else catalog.default_pool
+        if pool is None:
+            raise CloseConnection()
+        state["stream_pool_object"] = pool
+    if pool.lifecycle_state != "ACTIVE":
         raise CloseConnection()  # the pool was deleted under the connection
-    return catalog.default_pool
+    return pool
 
 
 # ---------------------------------------------------------------------------------------------- wrapper
@@ -433,6 +447,7 @@ async def _authenticate(
     pool_id = pool_id_of_username(username)
     if pool_id is None:
         state[POOL_STATE_KEY] = ""
+        state.pop("stream_pool_object", None)
         return resp
     pool = catalog_of(broker).pool(pool_id)
     if pool is None or pool.lifecycle_state != "ACTIVE":
@@ -442,6 +457,7 @@ async def _authenticate(
         resp["auth_bytes"] = b""
         return resp
     state[POOL_STATE_KEY] = "" if pool.is_default else pool.key
+    state.pop("stream_pool_object", None)
     log.info("connection from %s authenticated as %s, stream pool %s", ctx.client_host, username, pool.name)
     return resp
 
