@@ -41,7 +41,11 @@ def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConf
 # Services started beside the Kafka listeners (REST gateways, STOMP, metrics, console): each entry is
 # "module:function" where ``async def function(broker) -> Service | None`` starts the service if the broker's
 # configuration asks for it and returns an object with ``async def stop()``.
-SERVICES: list[str] = ["kafkite.rest.server:start_rest", "kafkite.queue.stomp:start_stomp"]
+SERVICES: list[str] = [
+    "kafkite.rest.server:start_rest",
+    "kafkite.queue.stomp:start_stomp",
+    "kafkite.metrics.http:start_metrics",
+]
 
 # Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose
 # ``func(args) -> int`` runs it.
@@ -105,9 +109,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as e:
         print(f"kafkite: configuration error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config["log.level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from kafkite.metrics.logfmt import configure_logging
+
+    configure_logging(config, sys.stderr)
     if config["event.loop"] == "uvloop":
         try:
             import uvloop

@@ -264,6 +264,23 @@ _DEFS += [
     ),
 ]
 
+_DEFS += [
+    ConfigDef(
+        "metrics.listener",
+        "",
+        _str,
+        "Where the Prometheus metrics endpoint listens (http://host:port, served at /metrics); empty: off",
+    ),
+    ConfigDef(
+        "console.listener",
+        "",
+        _str,
+        "Where the web console listens (http://host:port); empty: off",
+    ),
+    ConfigDef("log.format", "text", _choice("text", "json"), "Log lines as text or as one JSON object each"),
+    ConfigDef("log.requests", "false", _bool, "Log one line per request (API, client, latency)", True),
+]
+
 DEFINITIONS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
 
 # Broker keys that Kafka also accepts under another name.

@@ -112,6 +112,7 @@ class Broker:
         self._lock: BinaryIO | None = None  # the data directory's lock file, held while running
         self.rest_urls: list[str] = []
         self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
+        self.metrics: Any = None  # kafkite.metrics.BrokerMetrics once metrics are enabled (metrics_of)
         self.advertised: tuple[str, int] = (
             config["advertised.listeners"][0][1],
             config["advertised.listeners"][0][2],
@@ -215,7 +216,7 @@ class Broker:
             due = [p for p in self.all_partitions() if p.flush_due(t)]
             for p in due:
                 try:
-                    await loop.run_in_executor(None, p.flush)
+                    await loop.run_in_executor(None, _flush_all, {p}, self.metrics)
                 except Exception:
                     log.exception("flush failed")
 
@@ -305,16 +306,19 @@ class Broker:
             todo, self._flush_pending = self._flush_pending, set()
             self._flush_done = None
             try:
-                await loop.run_in_executor(None, _flush_all, todo)
+                await loop.run_in_executor(None, _flush_all, todo, self.metrics)
             except BaseException as e:
                 done.set_exception(e)
                 raise
             done.set_result(None)
 
 
-def _flush_all(parts: set[Partition]) -> None:
+def _flush_all(parts: set[Partition], metrics: Any = None) -> None:
     for p in parts:
+        started = time.perf_counter()
         p.flush()
+        if metrics is not None:
+            metrics.observe_fsync(time.perf_counter() - started)
 
 
 def _new_cluster_id() -> str:

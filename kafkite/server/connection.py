@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.core import CloseConnection, RequestContext
+from kafkite.metrics import hooks
 from kafkite.protocol import framing
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.messages import Part, Registry, registry
@@ -57,7 +59,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         transport.set_write_buffer_limits(high=4 * 1024 * 1024)
         self.writer_task = asyncio.get_running_loop().create_task(self._writer())
         self.server.connections.add(self)
-        log.debug("connection from %s on %s", self.peer, self.listener)
+        hooks.connection_opened(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -67,7 +69,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.pending.clear()
         self.wakeup.set()
         self.writable.set()
-        log.debug("connection from %s closed", self.peer)
+        hooks.connection_closed(self, exc)
 
     def pause_writing(self) -> None:
         self.writable.clear()
@@ -143,9 +145,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     async def _run(self, ctx: RequestContext, body: dict[str, Any]) -> list[Part] | None:
         handler = self.broker.handlers[ctx.api_key]
+        started = time.perf_counter()
         try:
             resp = await handler(self.broker, ctx, body)
         except CloseConnection:
+            hooks.request_done(self, ctx, body, None, started, failed=True)
             self.close()
             return None
         except asyncio.CancelledError:
@@ -154,8 +158,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
             log.exception(
                 "handler for api %s v%s failed; closing %s", ctx.api_key, ctx.api_version, self.peer
             )
+            hooks.request_done(self, ctx, body, None, started, failed=True)
             self.close()
             return None
+        hooks.request_done(self, ctx, body, resp, started)
         if resp is None:
             return None
         parts, _ = framing.encode_response(self.reg, ctx.api_key, ctx.api_version, ctx.correlation_id, resp)

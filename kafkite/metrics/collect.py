@@ -1,0 +1,112 @@
+"""Gauges computed from the broker's state at scrape time: partitions, consumer groups, queues.
+
+Nothing here is maintained per append: a scrape walks the catalogue, asks each partition for its offsets
+and size, and compares each group's committed offsets with the partitions' end offsets.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from kafkite.metrics.registry import Collected
+
+_START = time.time()
+
+
+def group_lag_rows(broker: Any) -> list[dict[str, Any]]:
+    """One row per committed offset of every group: group, topic, partition, committed, end offset, lag."""
+    coord = getattr(broker, "groups", None)
+    if coord is None:
+        return []
+    rows = []
+    for g in coord.groups_overview():
+        gid = g["group_id"]
+        for (topic, index), om in sorted(coord.committed_offsets(gid).items()):
+            part = broker.partition(topic, index)
+            end = part.high_watermark if part is not None else -1
+            lag = max(0, end - om.offset) if end >= 0 and om.offset >= 0 else None
+            rows.append(
+                {
+                    "group": gid,
+                    "state": g["state"],
+                    "topic": topic,
+                    "partition": index,
+                    "committed_offset": om.offset,
+                    "log_end_offset": end,
+                    "lag": lag,
+                }
+            )
+    return rows
+
+
+def collect_broker(broker: Any, metrics: Any) -> Iterator[Collected]:
+    up = Collected("kafkite_uptime_seconds", "Seconds since the broker process started")
+    up.add(time.time() - _START)
+    yield up
+
+    topics = Collected("kafkite_topics", "Topics in the catalogue")
+    size = Collected("kafkite_partition_size_bytes", "Bytes held by a partition's log")
+    start = Collected("kafkite_partition_log_start_offset", "First offset still held by a partition")
+    end = Collected("kafkite_partition_log_end_offset", "Offset the next record appended to a partition gets")
+    hw = Collected("kafkite_partition_high_watermark", "Last committed offset + 1 of a partition")
+    unflushed = Collected("kafkite_partition_unflushed_messages", "Records appended but not yet fsynced")
+    catalogue = broker.topics()
+    topics.add(len(catalogue))
+    for name, meta in sorted(catalogue.items()):
+        for i in range(meta.partitions):
+            p = broker.partition(name, i)
+            if p is None:
+                continue
+            try:
+                size.add(p.size_bytes, topic=name, partition=i)
+                start.add(p.log_start_offset, topic=name, partition=i)
+                end.add(p.log_end_offset, topic=name, partition=i)
+                hw.add(p.high_watermark, topic=name, partition=i)
+                unflushed.add(p.unflushed_messages, topic=name, partition=i)
+            except Exception:  # a partition deleted while the scrape runs
+                continue
+    yield from (topics, size, start, end, hw, unflushed)
+
+    members = Collected("kafkite_group_members", "Members of a consumer group")
+    state = Collected("kafkite_group_state", "1 for the state a consumer group is in")
+    committed = Collected("kafkite_group_committed_offset", "A consumer group's committed offset")
+    lag = Collected("kafkite_group_lag", "Log end offset minus the group's committed offset")
+    coord = getattr(broker, "groups", None)
+    if coord is not None:
+        for g in coord.groups_overview():
+            members.add(g["members"], group=g["group_id"])
+            state.add(1, group=g["group_id"], state=g["state"])
+        for row in group_lag_rows(broker):
+            labels = {"group": row["group"], "topic": row["topic"], "partition": row["partition"]}
+            committed.add(row["committed_offset"], **labels)
+            if row["lag"] is not None:
+                lag.add(row["lag"], **labels)
+    yield from (members, state, committed, lag)
+
+    yield from _queues(broker)
+
+
+def _queues(broker: Any) -> Iterator[Collected]:
+    try:
+        from kafkite.queue.service import _SERVICES
+    except ImportError:
+        return
+    svc = _SERVICES.get(broker)
+    if svc is None or not svc.states:
+        return
+    msgs = Collected("kafkite_queue_messages", "Messages of a queue by kind (visible, in flight) and part")
+    size = Collected("kafkite_queue_size_bytes", "Content bytes held by a queue and its dead-letter queue")
+    for qid, st in sorted(svc.states.items()):
+        meta = svc.queues.get(qid)
+        name = meta.display_name if meta is not None else qid
+        for part, s in st.stats().items():
+            msgs.add(s["visibleMessages"], queue=name, part=part, kind="visible")
+            msgs.add(s["inFlightMessages"], queue=name, part=part, kind="in_flight")
+            size.add(s["sizeInBytes"], queue=name, part=part)
+    yield from (msgs, size)
+
+
+def register_collectors(metrics: Any, broker: Any) -> None:
+    metrics.registry.add_collector(lambda: collect_broker(broker, metrics))
