@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kafkite.log.engine import FileStorage
+from kafkite.queue import engine
 from kafkite.queue.engine import QueueState, RecordLog, channel_matches
 from kafkite.queue.model import QueueError, QueueMeta
 from kafkite.queue.service import INTERNAL_TOPIC_CONFIGS
@@ -170,16 +171,25 @@ def test_channel_filters() -> None:
     assert not channel_matches("abc", "ab") and not channel_matches("xbc", "ab*")
 
 
-def test_channel_selection_and_limits(h: Harness) -> None:
+def test_channel_selection_and_limits(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     s = h.state
     s.put([(b"1", "a", None), (b"2", "b", None), (b"3", "a", None)])
     assert [d.message.content for d in s.take(10, 5, "a")] == [b"1", b"3"]
     assert [d.message.content for d in s.take(10, 5)] == [b"2"]
     assert s.channels() == ["a", "b"]
-    h.meta.channel_consumption_limit = 1
     with pytest.raises(QueueError) as e:
-        s.put([(b"x" * (25 * 1024 * 1024), "a", None)])
-    assert e.value.status in (400, 429)
+        s.put([(b"x" * (128 * 1024 + 1), "a", None)])
+    assert e.value.status == 400
+    monkeypatch.setattr(engine, "QUEUE_STORAGE_BYTES", 1000)
+    h.meta.channel_consumption_limit = 10  # 100 bytes per channel
+    s.put([(b"y" * 90, "c", None)])
+    with pytest.raises(QueueError) as e:
+        s.put([(b"z" * 20, "c", None)])
+    assert (e.value.status, e.value.code) == (429, "TooManyRequests")
+    s.put([(b"z" * 20, "d", None)])  # another channel has its own share
+    with pytest.raises(QueueError) as e:
+        s.put([(b"w" * 900, "", None)])  # the whole queue is full
+    assert e.value.status == 429
 
 
 def random_ops(h: Harness, rng: random.Random, n: int) -> None:
