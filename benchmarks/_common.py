@@ -22,6 +22,9 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
         "--override", action="append", default=[], help="broker setting KEY=VALUE for the brokers it starts"
     )
     ap.add_argument("--quiet", action="store_true", help="no progress line")
+    ap.add_argument(
+        "--repeat", type=int, default=1, help="run N times and keep the best of each (for a shared machine)"
+    )
     ap.add_argument("--no-save", action="store_true", help=f"do not write the JSON result under {RESULTS}")
     warn_if_busy()
     return ap
@@ -53,3 +56,14 @@ def save(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
     path = RESULTS / f"{name}{'-quick' if args.quick else ''}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"results written to {path}")
+
+
+def best(reports: list[BenchReport], run_index: int, phase: str) -> tuple[BenchReport, Any]:
+    """The report whose ``runs[run_index]`` has the most messages/s in ``phase``, and that phase."""
+
+    def rate(r: BenchReport) -> float:
+        res = getattr(r.runs[run_index], phase) if len(r.runs) > run_index else None
+        return res.msgs_per_s if res is not None else -1.0
+
+    top = max(reports, key=rate)
+    return top, getattr(top.runs[run_index], phase)
