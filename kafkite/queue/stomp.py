@@ -108,23 +108,13 @@ async def start_stomp(broker: Broker) -> StompService | None:
     queues = QueueService.of(broker)
     await queues.acquire()
     service = StompService(queues, users)
-    explicit = "stomp.listeners" in broker.config.explicit
     try:
         for item in spec.split(","):
             parts = urlsplit(item.strip())
             if parts.scheme != "stomp":
                 raise ConfigError(f"stomp.listeners: expected stomp://host:port, got {item.strip()!r}")
             host, port = parts.hostname or "localhost", parts.port if parts.port is not None else 61613
-            try:
-                server = await asyncio.start_server(service._serve, host, port)
-            except OSError as e:
-                if explicit:
-                    raise
-                # The default listener is a convenience: a busy port must not stop the broker.
-                log.warning(
-                    "STOMP listener not started on %s:%s (%s); set stomp.listeners to choose", host, port, e
-                )
-                continue
+            server = await asyncio.start_server(service._serve, host, port)
             service.servers.append(server)
             port = server.sockets[0].getsockname()[1]
             service.ports.append(port)
