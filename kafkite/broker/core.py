@@ -30,6 +30,12 @@ log = logging.getLogger("kafkite.broker")
 DYNAMIC_CONFIG_FILE = "dynamic-broker-configs.json"
 LOCK_FILE = ".lock"
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+INTERNAL_PREFIXES = ("__queue",)  # the queue mode's message and state logs
+
+
+def is_internal_topic(name: str) -> bool:
+    """Topics the broker keeps for itself: reported as internal and never auto-created."""
+    return name in INTERNAL_TOPICS or name.startswith(INTERNAL_PREFIXES)
 
 
 def now_ms() -> int:
@@ -112,6 +118,7 @@ class Broker:
         self._lock: BinaryIO | None = None  # the data directory's lock file, held while running
         self.rest_urls: list[str] = []
         self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
+        self.txn: Any = None  # the transaction coordinator, wired by kafkite.broker.wiring
         self.metrics: Any = None  # kafkite.metrics.BrokerMetrics once metrics are enabled (metrics_of)
         self.advertised: tuple[str, int] = (
             config["advertised.listeners"][0][1],
@@ -134,6 +141,8 @@ class Broker:
         self._load_dynamic_configs()
         if self.groups is not None:
             await self.groups.start()
+        if self.txn is not None:
+            await self.txn.start()
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="flusher"))
 
@@ -146,6 +155,8 @@ class Broker:
             except asyncio.CancelledError:
                 pass
         self._tasks.clear()
+        if self.txn is not None:
+            await self.txn.stop()
         if self.groups is not None:
             await self.groups.stop()
         loop = asyncio.get_running_loop()
@@ -260,7 +271,7 @@ class Broker:
 
     def auto_create(self, name: str) -> TopicMeta | None:
         """Create ``name`` if auto-creation is on and the name is legal; None otherwise."""
-        if not self.config["auto.create.topics.enable"] or name in INTERNAL_TOPICS:
+        if not self.config["auto.create.topics.enable"] or is_internal_topic(name):
             return None
         try:
             return self.create_topic(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafkite.broker.core import INTERNAL_TOPICS, Broker, RequestContext, validate_topic_name
+from kafkite.broker.core import Broker, RequestContext, is_internal_topic, validate_topic_name
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 from kafkite.protocol.messages import registry
 
@@ -48,8 +48,18 @@ async def handle_api_versions(broker: Broker, ctx: RequestContext, req: dict[str
     return {"error_code": 0, "api_keys": supported_api_versions(broker), "throttle_time_ms": 0}
 
 
-def broker_nodes(broker: Broker) -> list[tuple[int, str, int]]:
-    host, port = broker.advertised
+def advertised_for(broker: Broker, listener: str | None) -> tuple[str, int]:
+    """The address clients of ``listener`` are told to use: its advertised.listeners entry, else the
+    listener's own address, else the first advertised address."""
+    for key in ("advertised.listeners", "listeners"):
+        for name, host, port in broker.config[key]:
+            if name == listener:
+                return host, port
+    return broker.advertised
+
+
+def broker_nodes(broker: Broker, listener: str | None = None) -> list[tuple[int, str, int]]:
+    host, port = advertised_for(broker, listener)
     return [(broker.node_id, host, port)]
 
 
@@ -62,7 +72,7 @@ def _topic_entry(broker: Broker, name: str, include_ops: bool) -> dict[str, Any]
         "error_code": 0,
         "name": name,
         "topic_id": meta.topic_id,
-        "is_internal": name in INTERNAL_TOPICS,
+        "is_internal": is_internal_topic(name),
         "partitions": [
             {
                 "error_code": 0,
@@ -113,7 +123,10 @@ async def handle_metadata(broker: Broker, ctx: RequestContext, req: dict[str, An
             topics.append(_topic_entry(broker, name, include_ops))
     return {
         "throttle_time_ms": 0,
-        "brokers": [{"node_id": n, "host": h, "port": p, "rack": None} for n, h, p in broker_nodes(broker)],
+        "brokers": [
+            {"node_id": n, "host": h, "port": p, "rack": None}
+            for n, h, p in broker_nodes(broker, ctx.listener)
+        ],
         "cluster_id": broker.cluster_id,
         "controller_id": broker.node_id,
         "topics": topics,
@@ -135,7 +148,10 @@ async def handle_describe_cluster(broker: Broker, ctx: RequestContext, req: dict
         "error_code": 0,
         "cluster_id": broker.cluster_id,
         "controller_id": broker.node_id,
-        "brokers": [{"broker_id": n, "host": h, "port": p, "rack": None} for n, h, p in broker_nodes(broker)],
+        "brokers": [
+            {"broker_id": n, "host": h, "port": p, "rack": None}
+            for n, h, p in broker_nodes(broker, ctx.listener)
+        ],
         "cluster_authorized_operations": (
             _bits(_CLUSTER_OPS) if req["include_cluster_authorized_operations"] else OPS_NOT_REQUESTED
         ),
