@@ -49,7 +49,11 @@ SERVICES: list[str] = [
 
 # Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose
 # ``func(args) -> int`` runs it.
-COMMANDS: list[str] = ["kafkite.tools.group:add_parser", "kafkite.bench.cli:add_parser"]
+COMMANDS: list[str] = [
+    "kafkite.tools.group:add_parser",
+    "kafkite.bench.cli:add_parser",
+    "kafkite.security.cli:add_parser",
+]
 
 
 def _load(ref: str) -> Any:

@@ -281,6 +281,147 @@ _DEFS += [
     ConfigDef("log.requests", "false", _bool, "Log one line per request (API, client, latency)", True),
 ]
 
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _protocol_map(v: str) -> dict[str, str]:
+    """Parse 'LISTENER:PROTOCOL,...' (Kafka's listener.security.protocol.map)."""
+    out: dict[str, str] = {}
+    for item in v.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, proto = item.partition(":")
+        proto = proto.strip().upper()
+        if not sep or not name.strip() or proto not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"expected LISTENER:PROTOCOL with PROTOCOL one of {', '.join(SECURITY_PROTOCOLS)}"
+            )
+        out[name.strip().upper()] = proto
+    return out
+
+
+def _str_list(v: str) -> list[str]:
+    return [x.strip() for x in v.split(",") if x.strip()]
+
+
+_DEFS += [
+    ConfigDef(
+        "listener.security.protocol.map",
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL",
+        _protocol_map,
+        "Security protocol of each listener: NAME:PROTOCOL,... (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL)",
+    ),
+    ConfigDef(
+        "sasl.enabled.mechanisms",
+        "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+        _str_list,
+        "SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+    ),
+    ConfigDef("ssl.keystore.type", "PEM", _choice("PEM"), "Key store format (PEM files)"),
+    ConfigDef(
+        "ssl.keystore.location",
+        "",
+        _str,
+        "PEM file with the listener's certificate chain and private key (SSL and SASL_SSL listeners)",
+    ),
+    ConfigDef("ssl.key.password", "", _str, "Password of the private key in ssl.keystore.location, if any"),
+    ConfigDef(
+        "ssl.truststore.location",
+        "",
+        _str,
+        "PEM file of CA certificates that client certificates must chain to",
+    ),
+    ConfigDef(
+        "ssl.client.auth",
+        "none",
+        _choice("none", "requested", "required"),
+        "Client certificates on SSL listeners: none, requested or required; the certificate's subject is the"
+        " principal",
+    ),
+    ConfigDef("ssl.enabled.protocols", "TLSv1.2,TLSv1.3", _str_list, "TLS versions accepted"),
+    ConfigDef(
+        "authorizer.class.name",
+        "",
+        _str,
+        "Any value enables kafkite's ACL authorizer (deny unless an ACL allows); empty: no authorization",
+    ),
+    ConfigDef("super.users", "", _str, "Principals allowed everything, User:name;User:other"),
+    ConfigDef(
+        "allow.everyone.if.no.acl.found", "false", _bool, "Allow access to resources that have no ACLs", True
+    ),
+    ConfigDef("max.connections", "2147483647", _int, "Most client connections the broker accepts", True),
+    ConfigDef("max.connections.per.ip", "2147483647", _int, "Most client connections from one address", True),
+    ConfigDef(
+        "quota.producer.default",
+        "9223372036854775807",
+        _int,
+        "Produce bytes per second allowed to each user and client id (throttled above it)",
+        True,
+    ),
+    ConfigDef(
+        "quota.consumer.default",
+        "9223372036854775807",
+        _int,
+        "Fetch bytes per second allowed to each user and client id (throttled above it)",
+        True,
+    ),
+    ConfigDef(
+        "quota.request.default",
+        "9223372036854775807",
+        _int,
+        "Requests per second allowed to each user and client id (throttled above it)",
+        True,
+    ),
+    ConfigDef(
+        "client.quotas",
+        "",
+        _str,
+        "Quotas of particular users and client ids: 'user=NAME,client-id=ID:producer_byte_rate=N,"
+        "consumer_byte_rate=N,request_rate=N;...' (either entity may be omitted)",
+        True,
+    ),
+    ConfigDef("quota.window.num", "11", _int, "Samples kept to measure a client's rate"),
+    ConfigDef("quota.window.size.seconds", "1", _int, "Length of one rate sample"),
+]
+
+# Idempotent producers and transactions.
+_DEFS += [
+    ConfigDef(
+        "transaction.max.timeout.ms",
+        "900000",
+        _int,
+        "Largest transaction.timeout.ms a producer may ask for (INVALID_TRANSACTION_TIMEOUT beyond it)",
+    ),
+    ConfigDef(
+        "transactional.id.expiration.ms",
+        "604800000",
+        _int,
+        "A transactional id without transactions for this long is forgotten",
+    ),
+    ConfigDef(
+        "producer.id.expiration.ms",
+        "86400000",
+        _int,
+        "A partition forgets the sequence numbers of a producer idle this long (then UNKNOWN_PRODUCER_ID)",
+    ),
+    ConfigDef(
+        "producer.id.expiration.check.interval.ms", "600000", _int, "How often idle producer ids are removed"
+    ),
+    ConfigDef(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms",
+        "10000",
+        _int,
+        "How often transactions older than their timeout are aborted",
+    ),
+    ConfigDef(
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+        _int,
+        "How often expired transactional ids are removed",
+    ),
+]
+
 DEFINITIONS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
 
 # Broker keys that Kafka also accepts under another name.

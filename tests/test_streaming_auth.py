@@ -134,8 +134,8 @@ def test_sasl_listener_requires_authentication(tmp_path: Path) -> None:
 
 def test_sasl_handshake_and_authenticate_states(tmp_path: Path) -> None:
     with InProcessBroker(tmp_path / "data") as b, RawClient("127.0.0.1", b.kafka_port) as c:
-        resp = c.request(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "SCRAM-SHA-256"})
-        assert resp["mechanisms"] == ["PLAIN"] and resp["error_code"] == 33
+        resp = c.request(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "GSSAPI"})
+        assert resp["mechanisms"] == ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] and resp["error_code"] == 33
         assert c.request(ApiKey.SASL_AUTHENTICATE, 1, {"auth_bytes": b"\x00a\x00b"})["error_code"] == 34
         assert c.request(ApiKey.SASL_HANDSHAKE, 1, {"mechanism": "PLAIN"})["error_code"] == 0
         assert c.request(ApiKey.SASL_AUTHENTICATE, 2, {"auth_bytes": b"malformed"})["error_code"] == 58

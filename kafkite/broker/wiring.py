@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kafkite.broker import admin, fetch, metadata, offsets, produce, sasl
+from kafkite.broker import acls, admin, fetch, metadata, offsets, produce, sasl
 from kafkite.broker.core import Broker, Handler
 from kafkite.protocol.api_keys import ApiKey
 
@@ -22,6 +22,11 @@ CORE_HANDLERS: dict[int, Handler] = {
     ApiKey.INCREMENTAL_ALTER_CONFIGS: admin.handle_incremental_alter_configs,
     ApiKey.SASL_HANDSHAKE: sasl.handle_sasl_handshake,
     ApiKey.SASL_AUTHENTICATE: sasl.handle_sasl_authenticate,
+    ApiKey.CREATE_ACLS: acls.handle_create_acls,
+    ApiKey.DESCRIBE_ACLS: acls.handle_describe_acls,
+    ApiKey.DELETE_ACLS: acls.handle_delete_acls,
+    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: sasl.handle_describe_user_scram_credentials,
+    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: sasl.handle_alter_user_scram_credentials,
 }
 
 
@@ -34,8 +39,15 @@ def build_broker(config: object) -> Broker:
     from kafkite.broker.groups.handlers import attach
 
     attach(broker)
+    from kafkite.broker import txn
+
+    txn.attach(broker)
     # Stream pools wrap every handler registered above: keep this the last step.
     from kafkite.streaming import install
 
     install(broker)
+    # ACL checks wrap the pool wrappers, so ACLs name topics and groups as clients see them.
+    from kafkite.security.authz import install_authorizer
+
+    install_authorizer(broker)
     return broker

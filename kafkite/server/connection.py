@@ -20,6 +20,7 @@ from kafkite.protocol import framing
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.messages import Part, Registry, registry
 from kafkite.protocol.primitives import DecodeError
+from kafkite.security import connection as security
 
 if TYPE_CHECKING:
     from kafkite.server.server import KafkaServer
@@ -48,6 +49,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.draining = False  # a bad frame arrived: answer the requests before it, read nothing more, close
         self.state: dict[str, Any] = {}  # per-connection state for handlers (SASL, sessions)
         self._discard = bytearray(4096)  # where bytes go once the connection stops reading requests
+        self.security_protocol: str = server.security_protocol(listener)
+        self.tls = False  # sendfile cannot write into a TLS transport
+        self.muted = False  # reading stopped for a quota's throttle time
+        self.last_active = time.monotonic()
 
     # ------------------------------------------------------------------ asyncio callbacks
 
@@ -60,6 +65,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.writer_task = asyncio.get_running_loop().create_task(self._writer())
         self.server.connections.add(self)
         hooks.connection_opened(self)
+        security.connection_made(self, transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -85,6 +91,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         if self.closing or self.draining:
             return
+        self.last_active = time.monotonic()
         try:
             self.frames.buffer_updated(nbytes)
             for frame in self.frames:
@@ -122,6 +129,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except DecodeError as e:
             self._reject(f"malformed request: {e}")
             return
+        refusal = security.refuse_before_auth(self, key)
+        if refusal:
+            self._reject(refusal)
+            return
         ctx = RequestContext(
             api_key=key,
             api_version=version,
@@ -129,8 +140,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
             client_id=header.client_id or "",
             client_host=self.peer.rsplit(":", 1)[0],
             listener=self.listener,
+            principal=self.state.get("principal", "User:ANONYMOUS"),
         )
         ctx.extra["connection"] = self
+        ctx.extra["request_size"] = len(frame)
         fut = asyncio.ensure_future(self._run(ctx, body))
         self.pending.append(fut)
         self.wakeup.set()
@@ -161,6 +174,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             hooks.request_done(self, ctx, body, None, started, failed=True)
             self.close()
             return None
+        security.after_request(self, ctx, resp)
         hooks.request_done(self, ctx, body, resp, started)
         if resp is None:
             return None
@@ -188,6 +202,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 if (
                     self.reading_paused
                     and not self.draining
+                    and not self.muted
                     and len(self.pending) < MAX_IN_FLIGHT // 2
                     and self.transport
                 ):
@@ -211,7 +226,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 transport.write(part)
                 continue
             # A file range: hand it to the kernel.
-            if self.server.use_sendfile:
+            if self.server.use_sendfile and not self.tls:
                 try:
                     await loop.sendfile(transport, part.file, part.position, part.size, fallback=False)
                     continue

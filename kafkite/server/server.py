@@ -1,12 +1,22 @@
-"""The asyncio listeners: one TCP server per configured listener, all sharing one broker."""
+"""The asyncio listeners: one TCP server per configured listener, all sharing one broker.
+
+Each listener name has a security protocol (``listener.security.protocol.map``): PLAINTEXT, SSL (TLS, with
+the client certificate's subject as principal when one is presented), SASL_PLAINTEXT or SASL_SSL (SASL
+authentication required before any other request). The server also enforces ``max.connections``,
+``max.connections.per.ip`` and ``connections.max.idle.ms``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+import time
+from collections import Counter
 from typing import Any
 
 from kafkite.broker.core import Broker
+from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
 from kafkite.server.connection import KafkaConnection
 
@@ -20,23 +30,89 @@ class KafkaServer:
         self.connections: set[KafkaConnection] = set()
         self.use_sendfile = True
         self.bound: list[tuple[str, str, int]] = []
+        self.protocols: dict[str, str] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def security_protocol(self, listener: str) -> str:
+        return self.protocols.get(listener) or self.broker.config["listener.security.protocol.map"].get(
+            listener, "PLAINTEXT"
+        )
+
+    def _check_listeners(self) -> ssl.SSLContext | None:
+        """Every listener has a security protocol; SSL ones have a usable certificate (raises ConfigError)."""
+        proto_map: dict[str, str] = self.broker.config["listener.security.protocol.map"]
+        names = [name for name, _, _ in self.broker.config["listeners"]]
+        for name in names:
+            if name not in proto_map:
+                raise ConfigError(
+                    f"listeners: {name} has no security protocol; add {name}:PLAINTEXT (or SSL, "
+                    "SASL_PLAINTEXT, SASL_SSL) to listener.security.protocol.map"
+                )
+            self.protocols[name] = proto_map[name]
+        if len(set(names)) != len(names):
+            raise ConfigError("listeners: each listener needs its own name")
+        for name, _, _ in self.broker.config["advertised.listeners"]:
+            if name not in names:
+                raise ConfigError(
+                    f"advertised.listeners: {name} is not one of the listeners ({', '.join(names)})"
+                )
+        if any(p.endswith("SSL") for p in self.protocols.values()):
+            from kafkite.security.tls import server_context
+
+            return server_context(self.broker.config)
+        return None
+
+    def admission_refusal(self, conn: KafkaConnection) -> str | None:
+        """Why a new connection is refused (connection limits), or None."""
+        cfg = self.broker.config
+        if len(self.connections) > cfg["max.connections"]:
+            return f"max.connections={cfg['max.connections']} reached"
+        host = conn.peer.rsplit(":", 1)[0]
+        if (
+            sum(1 for c in self.connections if c.peer.rsplit(":", 1)[0] == host)
+            > cfg["max.connections.per.ip"]
+        ):
+            return f"max.connections.per.ip={cfg['max.connections.per.ip']} reached for {host}"
+        return None
+
+    def connections_per_ip(self) -> Counter[str]:
+        return Counter(c.peer.rsplit(":", 1)[0] for c in self.connections)
+
+    async def _reap_idle(self) -> None:
+        """Close connections idle for longer than connections.max.idle.ms."""
+        while True:
+            idle_ms = max(1, int(self.broker.config["connections.max.idle.ms"]))
+            await asyncio.sleep(min(idle_ms / 4000, 5.0))
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if not conn.pending and (now - conn.last_active) * 1000 > idle_ms:
+                    log.info("closing %s: idle for more than %d ms", conn.peer, idle_ms)
+                    conn.close()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        ssl_context = self._check_listeners()
         for name, host, port in self.broker.config["listeners"]:
+            tls = ssl_context if self.protocols[name].endswith("SSL") else None
             srv = await loop.create_server(
                 lambda name=name: KafkaConnection(self, name),  # type: ignore[misc]
                 host or None,
                 port,
                 reuse_address=True,
                 backlog=1024,
+                ssl=tls,
+                ssl_handshake_timeout=10.0 if tls is not None else None,
             )
             self.servers.append(srv)
             sock_port = srv.sockets[0].getsockname()[1]
             self.bound.append((name, host, sock_port))
-            log.info("listening on %s://%s:%d", name, host or "0.0.0.0", sock_port)
+            log.info("listening on %s://%s:%d (%s)", name, host or "0.0.0.0", sock_port, self.protocols[name])
+        self._reaper = loop.create_task(self._reap_idle(), name="idle-connections")
 
     async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         for srv in self.servers:
             srv.close()
         for conn in list(self.connections):

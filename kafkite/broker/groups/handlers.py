@@ -56,7 +56,9 @@ def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
         return handle
 
     async def find_coordinator(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        host, port = broker.advertised
+        from kafkite.broker.metadata import advertised_for
+
+        host, port = advertised_for(broker, ctx.listener)
         return await coordinator.find_coordinator(req, ctx.api_version, (broker.node_id, host, port))
 
     handlers: dict[int, Handler] = {

@@ -1,0 +1,45 @@
+"""Security: TLS contexts, the SCRAM user store, the ACL authorizer and client quotas.
+
+``security_of(broker)`` gives the broker's :class:`Security` (created on first use and kept on the broker):
+users in ``users.json`` and ACLs in ``acls.json`` of the data directory (in memory with the memory engine), an
+authorizer only when ``authorizer.class.name`` is set, and the quota manager.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kafkite.security.acl import ACLS_FILE, AclAuthorizer, parse_super_users
+from kafkite.security.quotas import QuotaManager
+from kafkite.security.users import USERS_FILE, UserStore
+
+if TYPE_CHECKING:
+    from kafkite.broker.core import Broker
+
+__all__ = ["Security", "security_of"]
+
+
+class Security:
+    def __init__(self, broker: Broker) -> None:
+        cfg = broker.config
+        data_dir: Path | None = cfg.data_dir if cfg["storage.engine"] == "file" else None
+        self.config = cfg
+        self.users = UserStore(data_dir / USERS_FILE if data_dir is not None else None)
+        self.authorizer: AclAuthorizer | None = None
+        if cfg["authorizer.class.name"]:
+            self.authorizer = AclAuthorizer(
+                data_dir / ACLS_FILE if data_dir is not None else None,
+                parse_super_users(cfg["super.users"]),
+                cfg["allow.everyone.if.no.acl.found"],
+            )
+        self.quotas = QuotaManager(lambda key: cfg[key])
+
+
+def security_of(broker: Broker) -> Security:
+    sec = broker.__dict__.get("security")
+    if sec is None:
+        sec = Security(broker)
+        broker.__dict__["security"] = sec
+    assert isinstance(sec, Security)
+    return sec
