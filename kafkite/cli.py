@@ -52,6 +52,9 @@ SERVICES: list[str] = [
 COMMANDS: list[str] = [
     "kafkite.tools.group:add_parser",
     "kafkite.bench.cli:add_parser",
+    "kafkite.tools.topic:add_parser",
+    "kafkite.tools.produce:add_parser",
+    "kafkite.tools.consume:add_parser",
     "kafkite.security.cli:add_parser",
 ]
 
