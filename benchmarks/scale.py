@@ -4,7 +4,8 @@
 2. Open --connections concurrent connections (default 1,000). Each asks for the cluster's metadata (one in
    --metadata-every also for the whole topic's), produces a batch to its share of the partitions (together
    they cover every partition) and fetches it back.
-3. With every connection still open, record the broker's resident memory (RSS) and open files.
+3. After each of those steps, with every connection still open, record the broker's resident memory (RSS)
+   and open files.
 4. Produce --retain-gb GB (default 2) of 1 KiB messages to another topic in steps, recording RSS after each
    step, then consume all of it back from the start: RSS should not follow the retained bytes.
 
@@ -65,7 +66,15 @@ async def create_topic(bootstrap: str, name: str, partitions: int) -> dict[str, 
             "timeout_ms": 600_000,
             "validate_only": False,
         }
-        resp = await conn.request(ApiKey.CREATE_TOPICS, body)
+        try:
+            resp = await conn.request(ApiKey.CREATE_TOPICS, body)
+        except ConnectionError as e:
+            return {
+                "partitions": partitions,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "error_code": -1,
+                "error_message": f"the broker closed the connection: {e}",
+            }
         t = resp["topics"][0]
         return {
             "partitions": partitions,
@@ -94,6 +103,7 @@ async def connections_round(
         for r in out:
             if isinstance(r, BaseException):
                 errors.append(f"{name}: {type(r).__name__}: {r}")
+        await hold(f"{n:,} connections: after {name} ({timings[name]:.2f}s)")
         return out
 
     def share(i: int) -> list[int]:
@@ -163,7 +173,6 @@ async def connections_round(
         "errors": errors[:5],
         "error_count": len(errors),
     }
-    await hold(result)
     await asyncio.gather(*(c.close() for c in conns), return_exceptions=True)
     return result
 
@@ -202,7 +211,7 @@ def main() -> None:
             }
             out["memory"].append(row)
             print(
-                f"  {label:<44} RSS {row['rss_mb']:8.1f} MB  peak {row['peak_rss_mb']:8.1f} MB  "
+                f"  {label:<50} RSS {row['rss_mb']:8.1f} MB  peak {row['peak_rss_mb']:8.1f} MB  "
                 f"files {row['open_files']!s:>6}  log {row['log_mb']:>9,.1f} MB"
             )
 
@@ -212,15 +221,18 @@ def main() -> None:
         out["create_topic"] = created
         print(f"create {args.partitions:,} partitions: {created}")
         if created["error_code"] != 0 or b.proc is None or b.proc.poll() is not None:
+            made = [d for d in os.listdir(data_dir) if d.startswith(f"{TOPIC}-")]
+            created["partition_dirs_made"] = len(made)
             out["broker_log_tail"] = b.log_tail(15)
+            print(f"creating the topic failed after {len(made):,} partition directories:")
             print(out["broker_log_tail"])
             checkpoint(f"after failing to create {args.partitions:,} partitions")
             _common.save(f"scale-{args.partitions}p", args, out)
             raise SystemExit(1)
         checkpoint(f"{args.partitions:,} partitions created")
 
-        async def hold(result: dict[str, Any]) -> None:
-            checkpoint(f"{result['connected']:,} connections open", connections=result["connected"])
+        async def hold(label: str) -> None:
+            checkpoint(label)
 
         rnd = asyncio.run(
             connections_round(b.bootstrap, args.partitions, args.connections, args.metadata_every, hold)
