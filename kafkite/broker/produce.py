@@ -7,6 +7,13 @@ from typing import Any
 
 from kafkite.broker.core import Broker, CloseConnection, RequestContext, now_ms
 from kafkite.log.base import LogError, Partition
+from kafkite.log.producer_state import (
+    InvalidProducerEpoch,
+    InvalidTxnState,
+    OutOfOrderSequence,
+    ProducerStateError,
+    UnknownProducerId,
+)
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
 
@@ -19,8 +26,8 @@ def _error(index: int, code: ErrorCode, message: str | None = None) -> dict[str,
 
 def validate_produce_batch(
     buf: memoryview, max_message_bytes: int, ts_before_ms: int, ts_after_ms: int
-) -> None:
-    """One v2 batch, well formed, within size, CRC intact (raises ProduceError)."""
+) -> records.BatchHeader:
+    """One v2 batch, well formed, within size, CRC intact (raises ProduceError); returns its header."""
     if len(buf) == 0:
         raise ProduceError(ErrorCode.INVALID_RECORD, "empty record set")
     try:
@@ -65,6 +72,16 @@ def validate_produce_batch(
             raise ProduceError(
                 ErrorCode.INVALID_TIMESTAMP, "timestamp is newer than message.timestamp.after.max.ms"
             )
+    return h
+
+
+# What each refusal of the partition's producer state means on the wire.
+PRODUCER_STATE_ERRORS: dict[type[ProducerStateError], ErrorCode] = {
+    OutOfOrderSequence: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
+    InvalidProducerEpoch: ErrorCode.INVALID_PRODUCER_EPOCH,
+    UnknownProducerId: ErrorCode.UNKNOWN_PRODUCER_ID,
+    InvalidTxnState: ErrorCode.INVALID_TXN_STATE,
+}
 
 
 # Topic compression.type values that make the broker store batches in one codec whatever the producer used.
@@ -132,18 +149,25 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
             try:
                 if buf is None:
                     raise ProduceError(ErrorCode.INVALID_RECORD, "null record set")
-                validate_produce_batch(
+                h = validate_produce_batch(
                     buf,
                     cfg.max_message_bytes,
                     cfg.message_timestamp_before_max_ms,
                     cfg.message_timestamp_after_max_ms,
                 )
+                if h.is_transactional and broker.txn is not None:
+                    refused = broker.txn.check_produce(h.producer_id, h.producer_epoch, name, idx)
+                    if refused is not None:
+                        raise ProduceError(*refused)
                 codec = TOPIC_CODECS.get(cfg.compression_type)
                 if codec is not None:
                     buf = recompress(buf, codec) or buf
                 info = part.append(buf, now_ms=now)
             except ProduceError as e:
                 out.append(_error(idx, e.code, e.message))
+                continue
+            except ProducerStateError as e:
+                out.append(_error(idx, PRODUCER_STATE_ERRORS[type(e)], str(e)))
                 continue
             except LogError as e:
                 log.error("append to %s-%d failed: %s", name, idx, e)

@@ -36,11 +36,19 @@ from kafkite.log.base import (
 )
 from kafkite.log.config import LogConfig
 from kafkite.log.fileutil import atomic_write, fsync_dir
+from kafkite.log.producer_state import (
+    AbortedTxn,
+    ProducerStateManager,
+    replay,
+    snapshot_name,
+    snapshot_offset,
+)
 from kafkite.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment
 from kafkite.protocol.records import (
     ATTR_TIMESTAMP_TYPE,
     BatchHeader,
     InvalidBatch,
+    build_control_batch,
     iter_headers,
     iter_records,
     read_header,
@@ -60,6 +68,9 @@ __all__ = [
 ]
 
 _ATTRIBUTES = struct.Struct(">h")
+# Flushes snapshot a changed producer state at most this often (rolls and clean shutdowns always do).
+PRODUCER_SNAPSHOT_INTERVAL_MS = 30_000
+PRODUCER_SNAPSHOTS_KEPT = 2
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 
 Clock = Callable[[], int]
@@ -97,6 +108,10 @@ class SegmentedLog(Partition):
         self._last_flush_ms = self._clock()
         self._closed = False
         self._changed = False  # segments created, removed or truncated since the last flush
+        self.producers = ProducerStateManager()
+        self._snapshot_changes = 0  # ``producers.changes`` when the last snapshot was taken
+        self._snapshot_offset = -1  # the offset of the last snapshot
+        self._snapshot_ms = self._last_flush_ms
 
     # hooks for engines -------------------------------------------------------------------------------------
 
@@ -114,6 +129,13 @@ class SegmentedLog(Partition):
 
     def _segments_changed(self) -> None:
         """Segment files were created or removed."""
+
+    def _write_producer_snapshot(self, offset: int, data: bytes) -> None:
+        """Keep a producer state snapshot taken at ``offset`` (file engine)."""
+
+    def _load_producer_snapshot(self, max_offset: int) -> tuple[int, ProducerStateManager] | None:
+        """The newest readable producer state snapshot at or below ``max_offset`` (file engine)."""
+        return None
 
     # state -------------------------------------------------------------------------------------------------
 
@@ -182,7 +204,20 @@ class SegmentedLog(Partition):
             first_offset = next_offset
             headers: list[tuple[int, BatchHeader]] = []
             end = 0
+            idempotent = False
             for pos, h in iter_headers(batches):
+                if h.producer_id >= 0:
+                    idempotent = True
+                    if h.is_control:
+                        self.producers.check_marker(h.producer_id, h.producer_epoch)
+                    else:
+                        dup = self.producers.check(h)
+                        if dup is not None:
+                            if h.size != total:
+                                raise InvalidBatch("a retried batch must be appended on its own")
+                            return AppendInfo(
+                                dup.first_offset, dup.last_offset, -1, self._log_start_offset, 0
+                            )
                 if h.size > config.max_message_bytes:
                     raise RecordBatchTooLarge(
                         f"record batch of {h.size} bytes exceeds max.message.bytes {config.max_message_bytes}"
@@ -206,6 +241,12 @@ class SegmentedLog(Partition):
                 seg = self._roll(now_ms)
             seg.append(batches, headers, now_ms=now_ms)
             info = AppendInfo(first_offset, last_offset, append_time, self._log_start_offset, total)
+            if idempotent:
+                replay(
+                    self.producers,
+                    ((h, bytes(batches[pos : pos + h.size]) if h.is_control else None) for pos, h in headers),
+                    now_ms,
+                )
         if self.unflushed_messages >= config.flush_messages:
             self.flush()
         return info
@@ -224,6 +265,7 @@ class SegmentedLog(Partition):
     def _roll(self, now_ms: int) -> Segment:
         active = self._active
         active.seal()
+        self._snapshot_producers(active.next_offset, now_ms)
         seg = self._new_segment(active.next_offset, now_ms)
         self._set_segments([*self._segments, seg])
         self._changed = True
@@ -235,6 +277,72 @@ class SegmentedLog(Partition):
         with self._lock:
             if not self._active.is_empty:
                 self._roll(self._clock() if now_ms is None else now_ms)
+
+    # producer state ----------------------------------------------------------------------------------------
+
+    def write_txn_marker(
+        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+    ) -> int:
+        """Append a COMMIT or ABORT marker for the producer's transaction; returns its offset."""
+        batch = build_control_batch(
+            commit=commit,
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            coordinator_epoch=coordinator_epoch,
+            timestamp_ms=now_ms,
+        )
+        return self.append(bytearray(batch), now_ms=now_ms).first_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The high watermark, or the first offset of the oldest ongoing transaction when that is lower."""
+        hw = self.high_watermark
+        first = self.producers.first_unstable_offset()
+        return hw if first is None or first > hw else first
+
+    def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        """Aborted transactions with records in offsets [start, end) (read_committed Fetch)."""
+        with self._lock:
+            return self.producers.aborted_transactions(start, end)
+
+    def expire_producers(self, now_ms: int, max_age_ms: int) -> int:
+        """Forget producers idle for ``max_age_ms`` (producer.id.expiration.ms); returns how many."""
+        with self._lock:
+            return len(self.producers.expire(now_ms, max_age_ms))
+
+    def _snapshot_producers(self, offset: int, now_ms: int) -> None:
+        """Snapshot the producer state as of ``offset`` (the log end) unless the last snapshot holds it."""
+        if self.producers.changes == self._snapshot_changes and offset == self._snapshot_offset:
+            return
+        self._snapshot_changes = self.producers.changes
+        self._snapshot_offset = offset
+        self._snapshot_ms = now_ms
+        self._write_producer_snapshot(offset, self.producers.to_json(offset))
+
+    def _rebuild_producers(self) -> None:
+        """Producer state from the newest usable snapshot, then the batch headers after it."""
+        leo = self.log_end_offset
+        found = self._load_producer_snapshot(leo)
+        start = self._log_start_offset
+        if found is not None:
+            start, self.producers = found
+        else:
+            self.producers = ProducerStateManager()
+        replay(self.producers, self._stored_batches(start))
+        self.producers.on_log_start_offset(self._log_start_offset)
+        self._snapshot_changes = self.producers.changes
+        self._snapshot_offset = start if found is not None else -1
+
+    def _stored_batches(self, offset: int) -> Iterator[tuple[BatchHeader, bytes | None]]:
+        """(header, bytes of control batches) of every stored batch holding offsets >= ``offset``."""
+        for seg in list(self._segments):
+            if seg.next_offset <= offset:
+                continue
+            found = seg.find(offset) if offset > seg.base_offset else None
+            start = found[0] if found is not None else 0
+            for pos, h, _ in seg.iter_batches(start):
+                if h.last_offset >= offset and h.producer_id >= 0:
+                    yield h, seg.read_batch(pos, h) if h.is_control else None
 
     # read --------------------------------------------------------------------------------------------------
 
@@ -377,6 +485,7 @@ class SegmentedLog(Partition):
         if first_base > self._log_start_offset:
             self._log_start_offset = first_base
             self._persist_log_start_offset()
+            self.producers.on_log_start_offset(first_base)
         return n
 
     def delete_records_before(self, offset: int) -> int:
@@ -392,6 +501,7 @@ class SegmentedLog(Partition):
             if offset > self._log_start_offset:
                 self._log_start_offset = offset
                 self._persist_log_start_offset()
+                self.producers.on_log_start_offset(offset)
                 n = 0
                 while n + 1 < len(self._segments) and self._segments[n + 1].base_offset <= offset:
                     n += 1
@@ -424,6 +534,7 @@ class SegmentedLog(Partition):
             if self._recovery_point > self.log_end_offset:
                 self._recovery_point = self.log_end_offset
                 self._persist_recovery_point()
+            self._rebuild_producers()
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete segments past retention.ms (by their largest timestamp) or beyond retention.bytes, oldest
@@ -474,6 +585,16 @@ class SegmentedLog(Partition):
                 self._changed = False
                 target = self.log_end_offset
                 rp = self._recovery_point
+                now = self._clock()
+                snapshot: bytes | None = None
+                if (
+                    self.producers.changes != self._snapshot_changes
+                    and now - self._snapshot_ms >= PRODUCER_SNAPSHOT_INTERVAL_MS
+                ):
+                    snapshot = self.producers.to_json(target)
+                    self._snapshot_changes = self.producers.changes
+                    self._snapshot_offset = target
+                    self._snapshot_ms = now
                 fds: list[int] = []
                 for seg in self._segments:
                     if seg.next_offset > rp or seg is self._active:
@@ -493,6 +614,9 @@ class SegmentedLog(Partition):
                 self._recovery_point = max(self._recovery_point, min(target, self.log_end_offset))
                 self._last_flush_ms = self._clock()
             self._persist_recovery_point()
+            if snapshot is not None:
+                # written once the log up to ``target`` is on disk: a snapshot never runs ahead of its log
+                self._write_producer_snapshot(target, snapshot)
 
     # lifecycle ---------------------------------------------------------------------------------------------
 
@@ -580,6 +704,46 @@ class PartitionLog(SegmentedLog):
         if not self._closed:
             self._write_checkpoint(self.RECOVERY_POINT_FILE, self._recovery_point)
 
+    def _snapshot_files(self) -> list[tuple[int, Path]]:
+        out = []
+        with contextlib.suppress(OSError):
+            for entry in os.listdir(self.directory):
+                offset = snapshot_offset(entry)
+                if offset is not None:
+                    out.append((offset, self.directory / entry))
+        return sorted(out)
+
+    def _write_producer_snapshot(self, offset: int, data: bytes) -> None:
+        # Not fsynced: a snapshot lost or torn by a power failure is skipped for an older one (or a replay).
+        path = self.directory / snapshot_name(offset)
+        tmp = path.with_name(path.name + ".tmp")
+        with self._checkpoint_lock:
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                if not self._closed:
+                    raise
+                return
+            for old, p in self._snapshot_files()[:-PRODUCER_SNAPSHOTS_KEPT]:
+                if old < offset:
+                    with contextlib.suppress(OSError):
+                        p.unlink()
+
+    def _load_producer_snapshot(self, max_offset: int) -> tuple[int, ProducerStateManager] | None:
+        for offset, path in reversed(self._snapshot_files()):
+            if offset > max_offset:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                continue
+            try:
+                snap_offset, state = ProducerStateManager.from_json(path.read_bytes())
+            except (OSError, ValueError):
+                continue
+            if snap_offset == offset:
+                return offset, state
+        return None
+
     # recovery ----------------------------------------------------------------------------------------------
 
     def _load(self) -> None:
@@ -637,6 +801,7 @@ class PartitionLog(SegmentedLog):
                 seg.unlink()
             self._set_segments([self._new_segment(self._log_start_offset, now)])
         self._recovery_point = self.log_end_offset if clean else min(recovery_point, self.log_end_offset)
+        self._rebuild_producers()
         if clean:
             marker.unlink()
         if self._log_start_offset != log_start:
@@ -663,6 +828,7 @@ class PartitionLog(SegmentedLog):
         with self._lock:
             if self._closed:
                 return
+            self._snapshot_producers(self.log_end_offset, self._clock())
             self._closed = True
             self._close_all()
             atomic_write(self.directory / self.CLEAN_SHUTDOWN_FILE, b"")

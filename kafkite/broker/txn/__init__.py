@@ -1,0 +1,16 @@
+"""Producer ids, idempotence and transactions: the transaction coordinator and its handlers."""
+
+from .coordinator import TransactionCoordinator, TxnConfig, TxnError
+from .handlers import TXN_HANDLERS, attach, coordinator_for
+from .state import TxnMetadata, TxnState
+
+__all__ = [
+    "TXN_HANDLERS",
+    "TransactionCoordinator",
+    "TxnConfig",
+    "TxnError",
+    "TxnMetadata",
+    "TxnState",
+    "attach",
+    "coordinator_for",
+]

@@ -1,0 +1,525 @@
+"""The transaction coordinator: producer ids, epochs and fencing, transactions and their markers.
+
+It follows Apache Kafka's transaction coordinator for a single broker. State lives in this object, changes
+only on the event loop thread, and each change is appended to the transaction log before it is answered.
+Because every partition is local, ending a transaction is synchronous: PrepareCommit/PrepareAbort is logged,
+the COMMIT/ABORT markers are appended to every partition of the transaction (and the group coordinator makes
+the transaction's offsets visible or drops them), then CompleteCommit/CompleteAbort is logged. A transaction
+left in a Prepare state by a crash is completed when the coordinator starts; one that outlives its timeout is
+aborted with a bumped epoch, which fences its producer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kafkite.broker.groups.log import GroupLog, MemoryGroupLog
+from kafkite.protocol.errors import ErrorCode
+
+from .state import (
+    IDLE_STATES,
+    PRODUCER_ID_BLOCK_KEY,
+    TXN_KEY_PREFIX,
+    TxnMetadata,
+    TxnState,
+    decode_producer_id_block,
+    producer_id_block_value,
+)
+
+log = logging.getLogger("kafkite.txn")
+
+PRODUCER_ID_BLOCK_SIZE = 1000
+MAX_EPOCH = (1 << 15) - 1
+COORDINATOR_EPOCH = 0  # a single broker is the only coordinator there ever is
+MAX_TICK_INTERVAL_S = 1.0
+
+
+class MarkerPartition(Protocol):
+    """What the coordinator needs of a partition (``kafkite.log.partition.SegmentedLog`` is one)."""
+
+    def write_txn_marker(
+        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+    ) -> int: ...
+
+
+class GroupOffsets(Protocol):
+    """What the coordinator needs of the group coordinator: ending a transaction's offset commits."""
+
+    def complete_txn_offsets(self, group_id: str, producer_id: int, commit: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class TxnConfig:
+    max_timeout_ms: int = 900_000
+    transactional_id_expiration_ms: int = 604_800_000
+    producer_id_expiration_ms: int = 86_400_000
+    producer_id_expiration_check_interval_ms: int = 600_000
+    abort_timed_out_interval_ms: int = 10_000
+    remove_expired_interval_ms: int = 3_600_000
+
+    KEYS = {
+        "transaction.max.timeout.ms": "max_timeout_ms",
+        "transactional.id.expiration.ms": "transactional_id_expiration_ms",
+        "producer.id.expiration.ms": "producer_id_expiration_ms",
+        "producer.id.expiration.check.interval.ms": "producer_id_expiration_check_interval_ms",
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": "abort_timed_out_interval_ms",
+        "transaction.remove.expired.transaction.cleanup.interval.ms": "remove_expired_interval_ms",
+    }
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> TxnConfig:
+        return cls(**{attr: int(settings[key]) for key, attr in cls.KEYS.items() if key in settings})
+
+
+class TxnError(Exception):
+    def __init__(self, code: ErrorCode, message: str = "") -> None:
+        super().__init__(message or code.name)
+        self.code = code
+
+
+Result = tuple[ErrorCode, int, int]  # error, producer id, producer epoch
+
+
+class TransactionCoordinator:
+    """Producer ids and transactions of one broker.
+
+    ``partition_of(topic, index)`` returns a local partition (None: no such partition), ``all_partitions()``
+    every partition (producer id expiry), ``notify(topic, index)`` wakes fetches waiting on a partition.
+    """
+
+    def __init__(
+        self,
+        *,
+        log: GroupLog | None = None,
+        config: TxnConfig | None = None,
+        partition_of: Callable[[str, int], MarkerPartition | None] = lambda t, p: None,
+        all_partitions: Callable[[], Iterable[Any]] = list,
+        groups: GroupOffsets | None = None,
+        notify: Callable[[str, int], None] = lambda t, p: None,
+        now_ms: Callable[[], int] | None = None,
+        compact_after_entries: int = 10_000,
+    ) -> None:
+        self._log: GroupLog = log if log is not None else MemoryGroupLog()
+        self.config = config or TxnConfig()
+        self._partition_of = partition_of
+        self._all_partitions = all_partitions
+        self.groups = groups
+        self._notify = notify
+        self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
+        self._compact_after = compact_after_entries
+        self.txns: dict[str, TxnMetadata] = {}
+        self._by_pid: dict[int, TxnMetadata] = {}
+        self._next_pid = 0
+        self._block_end = 0
+        self._loaded = False
+        self._appended = 0
+        self._task: asyncio.Task[None] | None = None
+        self._next_abort_check = 0
+        self._next_expiry_check = 0
+        self._next_producer_expiry = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Rebuild state from the log and complete transactions a crash left half ended (once)."""
+        if self._loaded:
+            return
+        self._loaded = True
+        entries = 0
+        for key, value in self._log.replay():
+            entries += 1
+            try:
+                if key == PRODUCER_ID_BLOCK_KEY and value is not None:
+                    self._block_end = self._next_pid = decode_producer_id_block(value)
+                elif key.startswith(TXN_KEY_PREFIX):
+                    tid = key[len(TXN_KEY_PREFIX) :].decode()
+                    if value is None:
+                        self.txns.pop(tid, None)
+                    else:
+                        self.txns[tid] = TxnMetadata.from_value(tid, value)
+            except ValueError as e:
+                log.warning("skipping an undecodable entry of the transaction log: %s", e)
+        self._appended = entries
+        self._by_pid = {m.producer_id: m for m in self.txns.values()}
+        for meta in list(self.txns.values()):
+            if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+                self._complete(meta)
+        log.info(
+            "loaded %d transactional ids from %d entries of the transaction log", len(self.txns), entries
+        )
+
+    async def start(self) -> None:
+        self.load()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="txn-coordinator-timers")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.tick()
+            except Exception:
+                log.exception("transaction coordinator timers failed")
+            c = self.config
+            interval = min(c.abort_timed_out_interval_ms, c.producer_id_expiration_check_interval_ms) / 1000
+            await asyncio.sleep(min(max(interval, 0.01), MAX_TICK_INTERVAL_S))
+
+    def tick(self) -> None:
+        """Abort timed-out transactions, retry unfinished ones, expire idle transactional and producer ids."""
+        self.load()
+        now = self._now_ms()
+        c = self.config
+        if now >= self._next_abort_check:
+            self._next_abort_check = now + c.abort_timed_out_interval_ms
+            self.abort_timed_out(now)
+        if now >= self._next_expiry_check:
+            self._next_expiry_check = now + c.remove_expired_interval_ms
+            self.expire_transactional_ids(now)
+        if now >= self._next_producer_expiry:
+            self._next_producer_expiry = now + c.producer_id_expiration_check_interval_ms
+            for p in self._all_partitions():
+                expire = getattr(p, "expire_producers", None)
+                if expire is not None:
+                    expire(now, c.producer_id_expiration_ms)
+        self._maybe_compact()
+
+    # -- persistence -----------------------------------------------------------------------------------------
+
+    def _persist(self, meta: TxnMetadata) -> None:
+        meta.last_update_ms = self._now_ms()
+        self._log.append([(meta.key(), meta.to_value())])
+        self._appended += 1
+
+    def _maybe_compact(self, force: bool = False) -> None:
+        compact = getattr(self._log, "compact", None)
+        if compact is None or (not force and self._appended < max(self._compact_after, 2 * len(self.txns))):
+            return
+        live = [(PRODUCER_ID_BLOCK_KEY, producer_id_block_value(self._block_end))]
+        live += [(m.key(), m.to_value()) for m in self.txns.values()]
+        try:
+            compact(live)
+        except Exception as e:
+            log.warning("cannot compact the transaction log: %s", e)
+            return
+        self._appended = len(live)
+
+    # -- producer ids ----------------------------------------------------------------------------------------
+
+    def new_producer_id(self) -> int:
+        self.load()
+        if self._next_pid >= self._block_end:
+            end = self._next_pid + PRODUCER_ID_BLOCK_SIZE
+            self._log.append([(PRODUCER_ID_BLOCK_KEY, producer_id_block_value(end))])
+            self._appended += 1
+            self._block_end = end
+        pid = self._next_pid
+        self._next_pid += 1
+        return pid
+
+    # -- InitProducerId --------------------------------------------------------------------------------------
+
+    def init_producer_id(
+        self,
+        transactional_id: str | None,
+        timeout_ms: int,
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+    ) -> Result:
+        """A producer id and epoch for a producer (a fresh id when it is not transactional)."""
+        self.load()
+        try:
+            if not transactional_id:
+                return ErrorCode.NO_ERROR, self.new_producer_id(), 0
+            return self._init_transactional(transactional_id, timeout_ms, producer_id, producer_epoch)
+        except TxnError as e:
+            return e.code, -1, -1
+
+    def _init_transactional(self, tid: str, timeout_ms: int, producer_id: int, producer_epoch: int) -> Result:
+        if timeout_ms <= 0 or timeout_ms > self.config.max_timeout_ms:
+            raise TxnError(
+                ErrorCode.INVALID_TRANSACTION_TIMEOUT,
+                f"transaction.timeout.ms {timeout_ms} is not in (0, {self.config.max_timeout_ms}]",
+            )
+        meta = self.txns.get(tid)
+        if meta is None:
+            meta = TxnMetadata(tid, self.new_producer_id(), -1, timeout_ms)
+            self.txns[tid] = meta
+            self._by_pid[meta.producer_id] = meta
+        if producer_id >= 0:
+            current = (meta.producer_id, meta.producer_epoch)
+            if (producer_id, producer_epoch) == (meta.last_producer_id, meta.last_producer_epoch) and (
+                meta.state in IDLE_STATES
+            ):
+                return ErrorCode.NO_ERROR, current[0], current[1]  # a retry of a bump that was done
+            if (producer_id, producer_epoch) != current:
+                raise TxnError(
+                    ErrorCode.PRODUCER_FENCED, "the producer id and epoch are not the current ones"
+                )
+        if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+            self._complete(meta)
+            if meta.state not in IDLE_STATES:
+                raise TxnError(ErrorCode.CONCURRENT_TRANSACTIONS)
+        meta.timeout_ms = timeout_ms
+        if meta.state == TxnState.ONGOING:
+            # Fence the previous producer: its transaction is aborted under a new epoch.
+            self._bump_epoch(meta)
+            self._end(meta, commit=False)
+            if meta.state not in IDLE_STATES:
+                raise TxnError(ErrorCode.CONCURRENT_TRANSACTIONS)
+        else:
+            self._bump_epoch(meta)
+        meta.state = TxnState.EMPTY
+        meta.partitions.clear()
+        meta.groups.clear()
+        meta.start_ms = -1
+        self._persist(meta)
+        return ErrorCode.NO_ERROR, meta.producer_id, meta.producer_epoch
+
+    def _bump_epoch(self, meta: TxnMetadata) -> None:
+        meta.last_producer_id, meta.last_producer_epoch = meta.producer_id, meta.producer_epoch
+        if meta.producer_epoch >= MAX_EPOCH - 1:
+            self._by_pid.pop(meta.producer_id, None)
+            meta.producer_id = self.new_producer_id()
+            meta.producer_epoch = 0
+            self._by_pid[meta.producer_id] = meta
+        else:
+            meta.producer_epoch += 1
+
+    # -- transactions ----------------------------------------------------------------------------------------
+
+    def _current(self, tid: str | None, producer_id: int, producer_epoch: int) -> TxnMetadata:
+        """The transaction of ``tid`` if the producer id and epoch are its current ones (raises otherwise)."""
+        meta = self.txns.get(tid or "")
+        if meta is None or meta.producer_id != producer_id:
+            raise TxnError(
+                ErrorCode.INVALID_PRODUCER_ID_MAPPING,
+                f"producer id {producer_id} is not the one of transactional id {tid!r}",
+            )
+        if producer_epoch != meta.producer_epoch:
+            raise TxnError(
+                ErrorCode.PRODUCER_FENCED,
+                f"epoch {producer_epoch} is not the current epoch {meta.producer_epoch} of {tid!r}",
+            )
+        return meta
+
+    def _begin_or_continue(self, meta: TxnMetadata) -> None:
+        if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+            raise TxnError(ErrorCode.CONCURRENT_TRANSACTIONS)
+        if meta.state in IDLE_STATES:
+            meta.state = TxnState.ONGOING
+            meta.partitions.clear()
+            meta.groups.clear()
+            meta.start_ms = self._now_ms()
+        elif meta.state != TxnState.ONGOING:
+            raise TxnError(ErrorCode.INVALID_TXN_STATE, f"transaction is {meta.state.value}")
+
+    def add_partitions(
+        self, tid: str, producer_id: int, producer_epoch: int, partitions: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """AddPartitionsToTxn: the error of each partition."""
+        self.load()
+        try:
+            meta = self._current(tid, producer_id, producer_epoch)
+            missing = [tp for tp in partitions if self._partition_of(*tp) is None]
+            if missing:
+                return {
+                    tp: ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                    if tp in missing
+                    else ErrorCode.OPERATION_NOT_ATTEMPTED
+                    for tp in partitions
+                }
+            if meta.state == TxnState.ONGOING and all(tp in meta.partitions for tp in partitions):
+                return {tp: ErrorCode.NO_ERROR for tp in partitions}
+            self._begin_or_continue(meta)
+            meta.partitions.update(partitions)
+            self._persist(meta)
+            return {tp: ErrorCode.NO_ERROR for tp in partitions}
+        except TxnError as e:
+            return {tp: e.code for tp in partitions}
+
+    def verify_partitions(
+        self, tid: str, producer_id: int, producer_epoch: int, partitions: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """AddPartitionsToTxn with verify_only: whether each partition is in the ongoing transaction."""
+        self.load()
+        try:
+            meta = self._current(tid, producer_id, producer_epoch)
+        except TxnError as e:
+            return {tp: e.code for tp in partitions}
+        ongoing = meta.state == TxnState.ONGOING
+        return {
+            tp: ErrorCode.NO_ERROR if ongoing and tp in meta.partitions else ErrorCode.INVALID_TXN_STATE
+            for tp in partitions
+        }
+
+    def add_offsets(self, tid: str, producer_id: int, producer_epoch: int, group_id: str) -> ErrorCode:
+        """AddOffsetsToTxn: the group's offset commits join the transaction."""
+        self.load()
+        try:
+            meta = self._current(tid, producer_id, producer_epoch)
+            if meta.state == TxnState.ONGOING and group_id in meta.groups:
+                return ErrorCode.NO_ERROR
+            self._begin_or_continue(meta)
+            meta.groups.add(group_id)
+            self._persist(meta)
+            return ErrorCode.NO_ERROR
+        except TxnError as e:
+            return e.code
+
+    def check_offset_commit(
+        self, tid: str, producer_id: int, producer_epoch: int, group_id: str
+    ) -> ErrorCode:
+        """TxnOffsetCommit: may this producer commit offsets of ``group_id`` in its transaction now?"""
+        self.load()
+        try:
+            meta = self._current(tid, producer_id, producer_epoch)
+        except TxnError as e:
+            return e.code
+        if meta.state != TxnState.ONGOING or group_id not in meta.groups:
+            return ErrorCode.INVALID_TXN_STATE
+        return ErrorCode.NO_ERROR
+
+    def check_produce(
+        self, producer_id: int, producer_epoch: int, topic: str, partition: int
+    ) -> tuple[ErrorCode, str] | None:
+        """Whether a transactional batch may be appended to the partition (None: it may)."""
+        self.load()
+        meta = self._by_pid.get(producer_id)
+        if meta is None:
+            return ErrorCode.INVALID_PRODUCER_ID_MAPPING, f"producer id {producer_id} has no transaction"
+        if producer_epoch < meta.producer_epoch:
+            return ErrorCode.INVALID_PRODUCER_EPOCH, f"producer epoch {producer_epoch} is fenced"
+        if meta.state != TxnState.ONGOING or (topic, partition) not in meta.partitions:
+            return ErrorCode.INVALID_TXN_STATE, f"{topic}-{partition} is not part of an ongoing transaction"
+        return None
+
+    def end_txn(self, tid: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
+        """EndTxn: commit or abort the ongoing transaction."""
+        self.load()
+        try:
+            meta = self._current(tid, producer_id, producer_epoch)
+        except TxnError as e:
+            return e.code
+        state = meta.state
+        if state == TxnState.ONGOING:
+            self._end(meta, commit=commit)
+            return ErrorCode.NO_ERROR if meta.state in IDLE_STATES else ErrorCode.CONCURRENT_TRANSACTIONS
+        done = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
+        preparing = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
+        if state == done:
+            return ErrorCode.NO_ERROR  # a retry
+        if state == preparing:
+            self._complete(meta)
+            return ErrorCode.NO_ERROR if meta.state in IDLE_STATES else ErrorCode.CONCURRENT_TRANSACTIONS
+        return ErrorCode.INVALID_TXN_STATE
+
+    def _end(self, meta: TxnMetadata, *, commit: bool) -> None:
+        meta.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
+        self._persist(meta)
+        self._complete(meta)
+
+    def _complete(self, meta: TxnMetadata) -> None:
+        """Write the markers of a prepared transaction, then log it complete (left prepared on failure)."""
+        commit = meta.state == TxnState.PREPARE_COMMIT
+        now = self._now_ms()
+        failed = False
+        for topic, index in sorted(meta.partitions):
+            part = self._partition_of(topic, index)
+            if part is None:
+                continue  # deleted meanwhile
+            try:
+                part.write_txn_marker(
+                    meta.producer_id,
+                    meta.producer_epoch,
+                    commit=commit,
+                    coordinator_epoch=COORDINATOR_EPOCH,
+                    now_ms=now,
+                )
+            except Exception as e:
+                log.error("cannot write a transaction marker to %s-%d: %s", topic, index, e)
+                failed = True
+                continue
+            self._notify(topic, index)
+        if self.groups is not None:
+            for group_id in sorted(meta.groups):
+                self.groups.complete_txn_offsets(group_id, meta.producer_id, commit)
+        if failed:
+            return  # retried by tick()
+        meta.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
+        meta.partitions.clear()
+        meta.groups.clear()
+        meta.start_ms = -1
+        self._persist(meta)
+
+    # -- timers ----------------------------------------------------------------------------------------------
+
+    def abort_timed_out(self, now: int | None = None) -> list[str]:
+        """Abort transactions older than their timeout, fencing their producers; retry unfinished ones."""
+        self.load()
+        now = self._now_ms() if now is None else now
+        aborted = []
+        for meta in list(self.txns.values()):
+            if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+                self._complete(meta)
+            elif meta.state == TxnState.ONGOING and now - meta.start_ms > meta.timeout_ms:
+                log.info("aborting transaction %s: older than %d ms", meta.transactional_id, meta.timeout_ms)
+                self._bump_epoch(meta)
+                self._end(meta, commit=False)
+                aborted.append(meta.transactional_id)
+        return aborted
+
+    def expire_transactional_ids(self, now: int | None = None) -> list[str]:
+        """Forget transactional ids idle for transactional.id.expiration.ms."""
+        self.load()
+        now = self._now_ms() if now is None else now
+        gone = [
+            m.transactional_id
+            for m in self.txns.values()
+            if m.state in IDLE_STATES and now - m.last_update_ms >= self.config.transactional_id_expiration_ms
+        ]
+        for tid in gone:
+            meta = self.txns.pop(tid)
+            if self._by_pid.get(meta.producer_id) is meta:
+                del self._by_pid[meta.producer_id]
+            self._log.append([(meta.key(), None)])
+            self._appended += 1
+        return gone
+
+    # -- introspection ---------------------------------------------------------------------------------------
+
+    def list_transactions(
+        self, states: Iterable[str] = (), producer_ids: Iterable[int] = (), min_duration_ms: int = -1
+    ) -> list[TxnMetadata]:
+        self.load()
+        want_states = set(states)
+        want_pids = set(producer_ids)
+        now = self._now_ms()
+        out = []
+        for meta in self.txns.values():
+            if want_states and meta.state.value not in want_states:
+                continue
+            if want_pids and meta.producer_id not in want_pids:
+                continue
+            if min_duration_ms >= 0 and (meta.start_ms < 0 or now - meta.start_ms < min_duration_ms):
+                continue
+            out.append(meta)
+        return out
+
+    def describe(self, tid: str) -> TxnMetadata | None:
+        self.load()
+        return self.txns.get(tid)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._maybe_compact(force=True)
