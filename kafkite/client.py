@@ -1,15 +1,24 @@
 """A small asyncio Kafka client on kafkite's own protocol package.
 
-Used by the CLI (``kafkite group``), the benchmark and tools that talk to any Kafka-compatible broker. It
-negotiates API versions per connection, pipelines requests, and routes to partition leaders and coordinators.
+Used by the CLI (``kafkite group``, ``kafkite migrate``), the benchmark and tools that talk to any
+Kafka-compatible broker. It negotiates API versions per connection, pipelines requests, and routes to
+partition leaders and coordinators. Connections may use TLS (stdlib ``ssl``) and SASL (PLAIN,
+SCRAM-SHA-256/512), set up from Kafka client properties with ``ClientSecurity.from_properties``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import itertools
+import re
+import secrets
+import ssl
 import struct
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from kafkite.protocol import framing
 from kafkite.protocol.api_keys import ApiKey
@@ -27,11 +36,161 @@ class KafkaClientError(Exception):
         self.code = code
 
 
+# ---------------------------------------------------------------------------------------------- security
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+_JAAS_OPTION = re.compile(r'(\w+)\s*=\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass
+class ClientSecurity:
+    """How a client connects: TLS and SASL settings (Kafka's ``security.protocol`` and friends)."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ssl_context: ssl.SSLContext | None = None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    @classmethod
+    def from_properties(cls, props: dict[str, str]) -> ClientSecurity:
+        """Settings from client properties, in librdkafka or Java spelling.
+
+        Understood: ``security.protocol``; ``sasl.mechanism`` (or ``sasl.mechanisms``); ``sasl.username`` and
+        ``sasl.password`` or a ``sasl.jaas.config`` with ``username="..." password="..."``;
+        ``ssl.ca.location`` (PEM file or directory), ``ssl.certificate.location``, ``ssl.key.location``,
+        ``ssl.key.password``, ``ssl.endpoint.identification.algorithm`` (empty or ``none``: no host name
+        check) and ``enable.ssl.certificate.verification``. Raises ValueError for anything it cannot honour.
+        """
+        protocol = props.get("security.protocol", "PLAINTEXT").strip().upper()
+        if protocol not in SECURITY_PROTOCOLS:
+            raise ValueError(
+                f"security.protocol must be one of {', '.join(SECURITY_PROTOCOLS)}, got {protocol}"
+            )
+        mechanism = (props.get("sasl.mechanism") or props.get("sasl.mechanisms") or "PLAIN").strip().upper()
+        if protocol.startswith("SASL") and mechanism not in SASL_MECHANISMS:
+            raise ValueError(f"sasl.mechanism must be one of {', '.join(SASL_MECHANISMS)}, got {mechanism}")
+        username = props.get("sasl.username", "")
+        password = props.get("sasl.password", "")
+        jaas = props.get("sasl.jaas.config", "")
+        if jaas:
+            opts = {k: v.replace('\\"', '"') for k, v in _JAAS_OPTION.findall(jaas)}
+            username = opts.get("username", username)
+            password = opts.get("password", password)
+        if protocol.startswith("SASL") and not username:
+            raise ValueError("SASL needs sasl.username (or a sasl.jaas.config with username=...)")
+        ctx: ssl.SSLContext | None = None
+        if protocol in ("SSL", "SASL_SSL"):
+            ctx = ssl.create_default_context()
+            ca = props.get("ssl.ca.location", "").strip()
+            if ca:
+                import os
+
+                if os.path.isdir(ca):
+                    ctx.load_verify_locations(capath=ca)
+                else:
+                    ctx.load_verify_locations(cafile=ca)
+            cert = props.get("ssl.certificate.location", "").strip()
+            if cert:
+                ctx.load_cert_chain(
+                    cert,
+                    props.get("ssl.key.location", "").strip() or None,
+                    props.get("ssl.key.password") or None,
+                )
+            algo = props.get("ssl.endpoint.identification.algorithm", "https").strip().lower()
+            if algo in ("", "none"):
+                ctx.check_hostname = False
+            if props.get("enable.ssl.certificate.verification", "true").strip().lower() == "false":
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+        return cls(protocol, mechanism, username, password, ctx)
+
+
+def _saslname(name: str) -> str:
+    return name.replace("=", "=3D").replace(",", "=2C")
+
+
+class ScramClient:
+    """The client side of SCRAM-SHA-256/512 (RFC 5802, RFC 7677) without channel binding."""
+
+    def __init__(self, mechanism: str, username: str, password: str, nonce: str | None = None) -> None:
+        if mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            raise ValueError(f"not a SCRAM mechanism: {mechanism}")
+        self.hash = "sha256" if mechanism.endswith("256") else "sha512"
+        self.username = username
+        self.password = password
+        self.nonce = nonce or base64.b64encode(secrets.token_bytes(24)).decode()
+        self._first_bare = f"n={_saslname(username)},r={self.nonce}"
+        self._server_signature = b""
+
+    def first_message(self) -> bytes:
+        return ("n,," + self._first_bare).encode()
+
+    def final_message(self, server_first: bytes) -> bytes:
+        text = server_first.decode()
+        attrs = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+        if "e" in attrs:
+            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, f"SCRAM: {attrs['e']}")
+        nonce, salt, iterations = attrs.get("r", ""), attrs.get("s", ""), int(attrs.get("i", "0"))
+        if not nonce.startswith(self.nonce) or not salt or iterations < 1:
+            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, "SCRAM: bad server-first message")
+        salted = hashlib.pbkdf2_hmac(self.hash, self.password.encode(), base64.b64decode(salt), iterations)
+        client_key = hmac.digest(salted, b"Client Key", self.hash)
+        stored_key = hashlib.new(self.hash, client_key).digest()
+        without_proof = f"c=biws,r={nonce}"
+        auth_message = f"{self._first_bare},{text},{without_proof}".encode()
+        signature = hmac.digest(stored_key, auth_message, self.hash)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        server_key = hmac.digest(salted, b"Server Key", self.hash)
+        self._server_signature = hmac.digest(server_key, auth_message, self.hash)
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify_server_final(self, server_final: bytes) -> None:
+        attrs = dict(item.split("=", 1) for item in server_final.decode().split(",") if "=" in item)
+        if "e" in attrs:
+            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, f"SCRAM: {attrs['e']}")
+        if not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), self._server_signature):
+            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, "SCRAM: server signature mismatch")
+
+
+class FetchedPartition(NamedTuple):
+    """One partition of a Fetch response."""
+
+    error_code: int
+    high_watermark: int
+    last_stable_offset: int
+    log_start_offset: int
+    aborted: list[tuple[int, int]]  # (producer id, first offset) of aborted transactions in the range
+    records: bytes
+    throttle_time_ms: int
+
+
+class ProducedPartition(NamedTuple):
+    """One partition of a Produce response."""
+
+    error_code: int
+    base_offset: int
+    error_message: str | None
+    throttle_time_ms: int
+
+
 class BrokerConnection:
     """One TCP connection: requests pipelined, responses matched by correlation id (they arrive in order)."""
 
-    def __init__(self, host: str, port: int, client_id: str = "kafkite") -> None:
+    def __init__(
+        self, host: str, port: int, client_id: str = "kafkite", *, security: ClientSecurity | None = None
+    ) -> None:
         self.host, self.port, self.client_id = host, port, client_id
+        self.security = security or ClientSecurity()
         self.reg = registry()
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -41,9 +200,15 @@ class BrokerConnection:
         self.versions: dict[int, tuple[int, int]] = {}
 
     async def connect(self, timeout: float = 10.0) -> None:
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port), timeout
-        )
+        sec = self.security
+        if sec.uses_tls:
+            ctx = sec.ssl_context or ssl.create_default_context()
+            opened = asyncio.open_connection(
+                self.host, self.port, ssl=ctx, server_hostname=self.host if ctx.check_hostname else None
+            )
+        else:
+            opened = asyncio.open_connection(self.host, self.port)
+        self._reader, self._writer = await asyncio.wait_for(opened, timeout)
         self._task = asyncio.create_task(self._read_loop())
         resp = await self.request(
             ApiKey.API_VERSIONS,
@@ -53,6 +218,37 @@ class BrokerConnection:
         if resp["error_code"]:
             raise KafkaClientError(resp["error_code"], "ApiVersions")
         self.versions = {a["api_key"]: (a["min_version"], a["max_version"]) for a in resp["api_keys"]}
+        if sec.uses_sasl:
+            await asyncio.wait_for(self._authenticate(), timeout)
+
+    async def _authenticate(self) -> None:
+        sec = self.security
+        hs = await self.request(ApiKey.SASL_HANDSHAKE, {"mechanism": sec.sasl_mechanism}, version=1)
+        if hs["error_code"]:
+            raise KafkaClientError(
+                hs["error_code"], f"SASL {sec.sasl_mechanism} (broker offers {', '.join(hs['mechanisms'])})"
+            )
+        if sec.sasl_mechanism == "PLAIN":
+            await self._sasl_step(b"\x00" + sec.username.encode() + b"\x00" + sec.password.encode())
+            return
+        scram = ScramClient(sec.sasl_mechanism, sec.username, sec.password)
+        server_first = await self._sasl_step(scram.first_message())
+        server_final = await self._sasl_step(scram.final_message(server_first))
+        scram.verify_server_final(server_final)
+
+    async def _sasl_step(self, data: bytes) -> bytes:
+        resp = await self.request(ApiKey.SASL_AUTHENTICATE, {"auth_bytes": data})
+        if resp["error_code"]:
+            raise KafkaClientError(resp["error_code"], resp.get("error_message") or "SASL authentication")
+        return bytes(resp["auth_bytes"] or b"")
+
+    def supports(self, api_key: int) -> bool:
+        """Whether both this client and the broker speak ``api_key`` at a common version."""
+        try:
+            self.version_for(api_key)
+        except KafkaClientError:
+            return False
+        return True
 
     def version_for(self, api_key: int) -> int:
         api = self.reg.api(api_key)
@@ -146,9 +342,13 @@ def parse_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
 class KafkaClient:
     """Connections to every broker of a cluster, found through Metadata."""
 
-    def __init__(self, bootstrap: str, client_id: str = "kafkite") -> None:
+    def __init__(
+        self, bootstrap: str, client_id: str = "kafkite", *, security: ClientSecurity | None = None
+    ) -> None:
         self.bootstrap = parse_bootstrap(bootstrap)
         self.client_id = client_id
+        self.security = security or ClientSecurity()
+        self.internal_topics: set[str] = set()
         self.nodes: dict[int, tuple[str, int]] = {}
         self._conns: dict[int | tuple[str, int], BrokerConnection] = {}
         self.leaders: dict[tuple[str, int], int] = {}
@@ -164,7 +364,7 @@ class KafkaClient:
     async def connect(self) -> None:
         last: Exception | None = None
         for host, port in self.bootstrap:
-            conn = BrokerConnection(host, port, self.client_id)
+            conn = BrokerConnection(host, port, self.client_id, security=self.security)
             try:
                 await conn.connect()
             except (TimeoutError, OSError, KafkaClientError) as e:
@@ -186,7 +386,7 @@ class KafkaClient:
                 if isinstance(key, tuple) and key == (host, port):
                     self._conns[node_id] = c
                     return c
-            conn = BrokerConnection(host, port, self.client_id)
+            conn = BrokerConnection(host, port, self.client_id, security=self.security)
             await conn.connect()
             self._conns[node_id] = conn
         return conn
@@ -207,6 +407,8 @@ class KafkaClient:
         for t in resp["topics"]:
             if t["error_code"] == 0:
                 self.topics[t["name"]] = len(t["partitions"])
+                if t.get("is_internal"):
+                    self.internal_topics.add(t["name"])
                 for p in t["partitions"]:
                     self.leaders[(t["name"], p["partition_index"])] = p["leader_id"]
         return resp
@@ -250,6 +452,230 @@ class KafkaClient:
                         raise KafkaClientError(p["error_code"], f"ListOffsets {topic}-{p['partition_index']}")
                     out[p["partition_index"]] = p["offset"]
         return out
+
+    # ------------------------------------------------------------------ data and admin helpers
+
+    async def leader_connection(self, topic: str, partition: int) -> BrokerConnection:
+        leader = self.leaders.get((topic, partition), -1)
+        if leader < 0:
+            await self.refresh_metadata([topic])
+            leader = self.leaders.get((topic, partition), -1)
+        return await (
+            self.connection(leader) if leader >= 0 and leader in self.nodes else self.any_connection()
+        )
+
+    async def fetch(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        *,
+        max_bytes: int = 1 << 20,
+        max_wait_ms: int = 0,
+        min_bytes: int = 1,
+        isolation_level: int = 0,
+    ) -> FetchedPartition:
+        """Whole record batches of one partition from ``offset`` (at least one batch, even past max_bytes)."""
+        conn = await self.leader_connection(topic, partition)
+        v = min(conn.version_for(ApiKey.FETCH), 12)  # by topic name; 13+ name topics by id
+        body = {
+            "replica_id": -1,
+            "max_wait_ms": max_wait_ms,
+            "min_bytes": min_bytes,
+            "max_bytes": max_bytes,
+            "isolation_level": isolation_level,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [
+                {
+                    "topic": topic,
+                    "partitions": [
+                        {"partition": partition, "fetch_offset": offset, "partition_max_bytes": max_bytes}
+                    ],
+                }
+            ],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
+        resp = await conn.request(ApiKey.FETCH, body, version=v)
+        if resp.get("error_code"):
+            raise KafkaClientError(resp["error_code"], f"Fetch {topic}-{partition}")
+        for t in resp["responses"]:
+            for p in t["partitions"]:
+                if p["partition_index"] == partition:
+                    aborted = [
+                        (a["producer_id"], a["first_offset"]) for a in p.get("aborted_transactions") or []
+                    ]
+                    return FetchedPartition(
+                        p["error_code"],
+                        p["high_watermark"],
+                        p.get("last_stable_offset", -1),
+                        p.get("log_start_offset", -1),
+                        aborted,
+                        bytes(p["records"] or b""),
+                        resp.get("throttle_time_ms", 0),
+                    )
+        raise KafkaClientError(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION, f"Fetch {topic}-{partition}: no answer")
+
+    async def produce(
+        self,
+        topic: str,
+        batches: dict[int, bytes],
+        *,
+        acks: int = -1,
+        timeout_ms: int = 30_000,
+        transactional_id: str | None = None,
+    ) -> dict[int, ProducedPartition]:
+        """One record batch per partition, sent to each partition's leader; the answer per partition."""
+        by_leader: dict[int, list[int]] = {}
+        for p in batches:
+            by_leader.setdefault(self.leaders.get((topic, p), -1), []).append(p)
+        out: dict[int, ProducedPartition] = {}
+
+        async def send(leader: int, parts: list[int]) -> None:
+            conn = await (self.connection(leader) if leader in self.nodes else self.any_connection())
+            body = {
+                "transactional_id": transactional_id,
+                "acks": acks,
+                "timeout_ms": timeout_ms,
+                "topic_data": [
+                    {"name": topic, "partition_data": [{"index": p, "records": batches[p]} for p in parts]}
+                ],
+            }
+            fut = conn.send(ApiKey.PRODUCE, body, expect_response=acks != 0)
+            await conn.drain()
+            if fut is None:
+                for p in parts:
+                    out[p] = ProducedPartition(0, -1, None, 0)
+                return
+            resp = await fut
+            throttle = int(resp.get("throttle_time_ms", 0))
+            for t in resp["responses"]:
+                for pr in t["partition_responses"]:
+                    out[pr["index"]] = ProducedPartition(
+                        pr["error_code"], pr["base_offset"], pr.get("error_message"), throttle
+                    )
+
+        await asyncio.gather(*(send(leader, parts) for leader, parts in by_leader.items()))
+        return out
+
+    async def describe_topic_configs(self, topics: list[str]) -> dict[str, dict[str, str | None]]:
+        """Every config of each topic (name -> value); a topic the broker refuses is left out."""
+        if not topics:
+            return {}
+        body = {
+            "resources": [
+                {"resource_type": 2, "resource_name": t, "configuration_keys": None} for t in topics
+            ],
+            "include_synonyms": False,
+            "include_documentation": False,
+        }
+        resp = await self.request(ApiKey.DESCRIBE_CONFIGS, body)
+        out: dict[str, dict[str, str | None]] = {}
+        for r in resp["results"]:
+            if r["error_code"] == 0:
+                out[r["resource_name"]] = {c["name"]: c["value"] for c in r["configs"]}
+        return out
+
+    async def create_topics(
+        self, topics: list[tuple[str, int, dict[str, str]]], *, timeout_ms: int = 30_000
+    ) -> dict[str, tuple[int, str | None]]:
+        """Create (name, partitions, configs) topics; (error code, message) per topic, 0 when created."""
+        body = {
+            "topics": [
+                {
+                    "name": name,
+                    "num_partitions": parts,
+                    "replication_factor": -1,
+                    "assignments": [],
+                    "configs": [{"name": k, "value": v} for k, v in configs.items()],
+                }
+                for name, parts, configs in topics
+            ],
+            "timeout_ms": timeout_ms,
+            "validate_only": False,
+        }
+        conn = await self.any_connection()
+        resp = await conn.request(ApiKey.CREATE_TOPICS, body)
+        return {t["name"]: (t["error_code"], t.get("error_message")) for t in resp["topics"]}
+
+    async def list_groups(self) -> list[dict[str, Any]]:
+        """Every group of every broker: group_id, protocol_type, group_state."""
+        out: dict[str, dict[str, Any]] = {}
+        nodes: list[int | None] = list(self.nodes) or [None]
+        for node in nodes:
+            resp = await self.request(
+                ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []}, node=node
+            )
+            if resp["error_code"]:
+                raise KafkaClientError(resp["error_code"], "ListGroups")
+            for g in resp["groups"]:
+                out[g["group_id"]] = {
+                    "group_id": g["group_id"],
+                    "protocol_type": g["protocol_type"],
+                    "group_state": g.get("group_state", ""),
+                }
+        return [out[k] for k in sorted(out)]
+
+    async def describe_group(self, group: str) -> dict[str, Any]:
+        coord = await self.coordinator(group)
+        resp = await self.request(ApiKey.DESCRIBE_GROUPS, {"groups": [group]}, node=coord)
+        g: dict[str, Any] = resp["groups"][0]
+        if g["error_code"]:
+            raise KafkaClientError(g["error_code"], f"DescribeGroups {group}")
+        return g
+
+    async def committed_offsets(self, group: str) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """(offset, metadata) committed by ``group`` for each of its partitions."""
+        coord = await self.coordinator(group)
+        conn = await self.connection(coord)
+        v = conn.version_for(ApiKey.OFFSET_FETCH)
+        if v >= 8:
+            body: dict[str, Any] = {"groups": [{"group_id": group, "topics": None}], "require_stable": False}
+        else:
+            body = {"group_id": group, "topics": None, "require_stable": False}
+        resp = await conn.request(ApiKey.OFFSET_FETCH, body, version=v)
+        if v >= 8:
+            g = resp["groups"][0]
+            if g["error_code"]:
+                raise KafkaClientError(g["error_code"], f"OffsetFetch {group}")
+            topics = g["topics"]
+        else:
+            if resp.get("error_code"):
+                raise KafkaClientError(resp["error_code"], f"OffsetFetch {group}")
+            topics = resp["topics"]
+        out: dict[tuple[str, int], tuple[int, str | None]] = {}
+        for t in topics:
+            for p in t["partitions"]:
+                if p["error_code"] == 0 and p["committed_offset"] >= 0:
+                    out[(t["name"], p["partition_index"])] = (p["committed_offset"], p["metadata"])
+        return out
+
+    async def commit_offsets(
+        self, group: str, offsets: dict[tuple[str, int], tuple[int, str | None]]
+    ) -> dict[tuple[str, int], int]:
+        """Commit offsets as an admin client does (no member, generation -1); the error per partition."""
+        if not offsets:
+            return {}
+        coord = await self.coordinator(group)
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (topic, p), (off, meta) in sorted(offsets.items()):
+            by_topic.setdefault(topic, []).append(
+                {"partition_index": p, "committed_offset": off, "committed_metadata": meta}
+            )
+        body = {
+            "group_id": group,
+            "generation_id_or_member_epoch": -1,
+            "member_id": "",
+            "group_instance_id": None,
+            "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
+        }
+        resp = await self.request(ApiKey.OFFSET_COMMIT, body, node=coord)
+        return {
+            (t["name"], p["partition_index"]): p["error_code"]
+            for t in resp["topics"]
+            for p in t["partitions"]
+        }
 
     async def close(self) -> None:
         seen = set()
