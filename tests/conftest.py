@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import KCAT, BrokerFactory, BrokerProcess
+from helpers import KCAT, BrokerFactory, BrokerProcess, check_no_tracebacks
 
 _BROKERS_KEY = pytest.StashKey[list[BrokerProcess]]()
 
@@ -45,6 +45,8 @@ def broker_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
             b.stop()
         except Exception:
             b.kill9()
+    for b in started:
+        check_no_tracebacks(b)
 
 
 @pytest.fixture
@@ -60,6 +62,7 @@ def _shared_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerP
     b.start()
     yield b
     b.stop()
+    check_no_tracebacks(b)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from kafkite.config import DEFINITIONS
 from kafkite.protocol import framing, records
 from kafkite.protocol.messages import registry
@@ -280,6 +282,16 @@ def advertised_api_keys(bootstrap: str) -> set[int]:
 
 
 BrokerFactory = Callable[..., BrokerProcess]
+
+
+def check_no_tracebacks(b: BrokerProcess) -> None:
+    """A handler or task that crashed is a bug even when the client coped: fail the test that saw it."""
+    text = b.log_text()
+    if "Traceback" in text:
+        start = text.index("Traceback")
+        pytest.fail(
+            f"the broker on {b.bootstrap} logged a traceback:\n{text[max(0, start - 2000) : start + 4000]}"
+        )
 
 
 def segment_files(data_dir: Path, topic: str, partition: int = 0) -> list[Path]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from helpers import BrokerProcess, RawClient, consume, create_topic, produce
+from helpers import BrokerProcess, RawClient, check_no_tracebacks, consume, create_topic, produce
 
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
@@ -27,6 +27,7 @@ def _broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]
     b.start()
     yield b
     b.stop()
+    check_no_tracebacks(b)
 
 
 @pytest.fixture
