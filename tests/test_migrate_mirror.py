@@ -12,8 +12,17 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from helpers import SLOW, BrokerFactory, check_no_tracebacks
-from test_migrate_support import cli_command, cli_env, create_topic, produce_numbered, run, run_cli, wait_for
+from helpers import SLOW, BrokerFactory
+from test_migrate_support import (
+    check_no_tracebacks,
+    cli_command,
+    cli_env,
+    create_topic,
+    produce_numbered,
+    run,
+    run_cli,
+    wait_for,
+)
 
 from kafkite.client import KafkaClient
 from kafkite.migrate.mirror import Mirror, MirrorOptions

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from helpers import BrokerFactory, check_no_tracebacks
-from test_migrate_support import MB, RateProducer, create_topic, record, run, run_cli
+from helpers import BrokerFactory
+from test_migrate_support import MB, RateProducer, check_no_tracebacks, create_topic, record, run, run_cli
 
 from kafkite.client import KafkaClient
 from kafkite.protocol.records import build_batch

@@ -11,7 +11,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from helpers import REPO
+import pytest
+from helpers import REPO, BrokerProcess
 
 from kafkite.client import KafkaClient
 from kafkite.protocol.records import build_batch
@@ -115,6 +116,19 @@ class RateProducer:
         self._thread.join(10)
         if self.error is not None:
             raise self.error
+
+
+def check_no_tracebacks(b: BrokerProcess) -> None:
+    """A broker that logged a traceback has a bug even when the client coped."""
+    try:
+        text = b.log_path.read_text(errors="replace")
+    except OSError:
+        return
+    if "Traceback" in text:
+        start = text.index("Traceback")
+        pytest.fail(
+            f"the broker on {b.bootstrap} logged a traceback:\n{text[max(0, start - 2000) : start + 4000]}"
+        )
 
 
 def wait_for(check: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05) -> Any:
