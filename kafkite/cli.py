@@ -45,6 +45,7 @@ SERVICES: list[str] = [
     "kafkite.rest.server:start_rest",
     "kafkite.queue.stomp:start_stomp",
     "kafkite.metrics.http:start_metrics",
+    "kafkite.console.server:start_console",
 ]
 
 # Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose

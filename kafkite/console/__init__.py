@@ -1,0 +1,1 @@
+"""The web console served by the broker when ``console.listener`` is set (see ``kafkite.console.server``)."""

@@ -1,0 +1,471 @@
+"""The web console (``console.listener``): a page and the JSON endpoints it polls.
+
+Everything shown is read from the broker's own state when asked: the catalogue and partition logs, the group
+coordinator, the stream pools and the queues; throughput comes from the broker's metrics, sampled once a
+second into a short history. The page is static HTML, CSS and JavaScript (no build step) in ``static/``.
+
+JSON endpoints (all GET): ``/api/overview``, ``/api/topics``, ``/api/topics/{topic}``,
+``/api/topics/{topic}/messages?partition=P&offset=O|timestamp=MS&limit=N``, ``/api/groups``,
+``/api/groups/{group}``, ``/api/throughput``, ``/api/pools``, ``/api/queues``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import logging
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from kafkite.log.base import LogError
+from kafkite.metrics import BrokerMetrics, metrics_of
+from kafkite.metrics.collect import group_lag_rows
+from kafkite.metrics.http import parse_listener, serve
+
+log = logging.getLogger("kafkite.console")
+
+STATIC = Path(__file__).parent / "static"
+HISTORY = 300  # seconds of throughput kept
+MAX_LIMIT = 500
+MAX_SHOWN_BYTES = 4096  # of a key or value in the message browser
+_STARTED = time.time()
+
+
+# ------------------------------------------------------------------------------------------ state views
+
+
+def _topic_row(broker: Any, name: str, meta: Any) -> dict[str, Any]:
+    size = messages = 0
+    for i in range(meta.partitions):
+        p = broker.partition(name, i)
+        if p is not None:
+            size += p.size_bytes
+            messages += p.log_end_offset - p.log_start_offset
+    return {
+        "name": name,
+        "partitions": meta.partitions,
+        "size_bytes": size,
+        "messages": messages,
+        "internal": name.startswith("__"),
+        "topic_id": str(meta.topic_id),
+    }
+
+
+def topics_view(broker: Any) -> list[dict[str, Any]]:
+    return [_topic_row(broker, n, m) for n, m in sorted(broker.topics().items())]
+
+
+def topic_view(broker: Any, name: str) -> dict[str, Any] | None:
+    meta = broker.topic(name)
+    if meta is None:
+        return None
+    parts = []
+    for i in range(meta.partitions):
+        p = broker.partition(name, i)
+        if p is None:
+            continue
+        first_ts = p.first_timestamp()
+        max_ts = p.max_timestamp()
+        parts.append(
+            {
+                "partition": i,
+                "start_offset": p.log_start_offset,
+                "end_offset": p.log_end_offset,
+                "high_watermark": p.high_watermark,
+                "messages": p.log_end_offset - p.log_start_offset,
+                "size_bytes": p.size_bytes,
+                "first_timestamp": first_ts if first_ts is not None and first_ts >= 0 else None,
+                "last_timestamp": max_ts[0] if max_ts and max_ts[0] >= 0 else None,
+            }
+        )
+    configs = dict(sorted(meta.configs.items()))  # the topic's own overrides
+    groups: dict[str, dict[str, Any]] = {}
+    for row in group_lag_rows(broker):
+        if row["topic"] != name:
+            continue
+        g = groups.setdefault(
+            row["group"], {"group": row["group"], "state": row["state"], "lag": 0, "partitions": []}
+        )
+        g["partitions"].append(
+            {"partition": row["partition"], "committed_offset": row["committed_offset"], "lag": row["lag"]}
+        )
+        g["lag"] += row["lag"] or 0
+    row = _topic_row(broker, name, meta)
+    row.update(
+        partitions=parts, partition_count=meta.partitions, configs=configs, groups=list(groups.values())
+    )
+    return row
+
+
+def _shown(data: bytes | None) -> dict[str, Any]:
+    if data is None:
+        return {"text": None, "size": -1}
+    cut = data[:MAX_SHOWN_BYTES]
+    try:
+        text = cut.decode("utf-8")
+        return {"text": text, "size": len(data), "truncated": len(data) > len(cut)}
+    except UnicodeDecodeError:
+        return {
+            "base64": base64.b64encode(cut).decode(),
+            "size": len(data),
+            "truncated": len(data) > len(cut),
+        }
+
+
+def browse(
+    broker: Any, topic: str, partition: int, *, offset: int | None, timestamp: int | None, limit: int
+) -> dict[str, Any]:
+    """Up to ``limit`` records of one partition from an offset, or from the first at or after a time."""
+    from kafkite.tools.consume import decode_batches
+
+    part = broker.partition(topic, partition)
+    if part is None:
+        raise web.HTTPNotFound(text=f"no partition {topic}-{partition}")
+    start, end = part.log_start_offset, part.high_watermark
+    if timestamp is not None:
+        found = part.offset_for_timestamp(timestamp)
+        pos = end if found is None else found[0]
+    elif offset is None:
+        pos = max(start, end - limit)
+    elif offset < 0:
+        pos = max(start, end + offset)
+    else:
+        pos = offset
+    pos = min(max(pos, start), end)
+    first = pos
+    out: list[dict[str, Any]] = []
+    while len(out) < limit and pos < end:
+        try:
+            res = part.read(pos, 1024 * 1024, max_offset=end, min_one=True)
+        except LogError:
+            break
+        if not res.size:
+            break
+        msgs, nxt = decode_batches(topic, partition, res.to_bytes(), pos, [], leader=broker.node_id)
+        for m in msgs[: limit - len(out)]:
+            out.append(
+                {
+                    "offset": m.offset,
+                    "timestamp": m.timestamp,
+                    "timestamp_type": "LogAppendTime" if m.log_append_time else "CreateTime",
+                    "key": _shown(m.key),
+                    "value": _shown(m.value),
+                    "headers": [{"name": k, **_shown(v)} for k, v in m.headers],
+                }
+            )
+        if nxt <= pos:
+            break
+        pos = nxt
+    next_offset = out[-1]["offset"] + 1 if out else first
+    return {
+        "topic": topic,
+        "partition": partition,
+        "start_offset": start,
+        "end_offset": end,
+        "from_offset": first,
+        "next_offset": next_offset,
+        "messages": out,
+    }
+
+
+def groups_view(broker: Any) -> list[dict[str, Any]]:
+    coord = getattr(broker, "groups", None)
+    if coord is None:
+        return []
+    lag: dict[str, int] = {}
+    for row in group_lag_rows(broker):
+        lag[row["group"]] = lag.get(row["group"], 0) + (row["lag"] or 0)
+    return [
+        {
+            "group": g["group_id"],
+            "state": g["state"],
+            "protocol_type": g["protocol_type"],
+            "generation": g["generation_id"],
+            "members": g["members"],
+            "offsets": g["offsets"],
+            "lag": lag.get(g["group_id"], 0),
+        }
+        for g in sorted(coord.groups_overview(), key=lambda g: g["group_id"])
+    ]
+
+
+def group_view(broker: Any, group: str) -> dict[str, Any] | None:
+    from kafkite.tools.group import decode_assignment
+
+    coord = getattr(broker, "groups", None)
+    desc = coord.describe(group) if coord is not None else None
+    if desc is None:
+        return None
+    owners: dict[tuple[str, int], str] = {}
+    members = []
+    for m in desc["members"]:
+        assignment = decode_assignment(m["assignment"]) if desc["protocol_type"] == "consumer" else []
+        for t, ps in assignment:
+            for p in ps:
+                owners[(t, p)] = m["member_id"]
+        members.append(
+            {
+                "member_id": m["member_id"],
+                "group_instance_id": m["group_instance_id"],
+                "client_id": m["client_id"],
+                "host": m["client_host"],
+                "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
+            }
+        )
+    offsets = [
+        {**r, "member_id": owners.get((r["topic"], r["partition"]))}
+        for r in group_lag_rows(broker)
+        if r["group"] == group
+    ]
+    return {
+        "group": group,
+        "state": desc["state"],
+        "protocol_type": desc["protocol_type"],
+        "protocol": desc["protocol"],
+        "generation": desc["generation_id"],
+        "leader": desc["leader"],
+        "members": members,
+        "offsets": offsets,
+        "lag": sum(r["lag"] or 0 for r in offsets),
+    }
+
+
+def pools_view(broker: Any) -> list[dict[str, Any]]:
+    try:
+        from kafkite.streaming import catalog_of
+    except ImportError:
+        return []
+    cat = catalog_of(broker)
+    out = []
+    for pool in cat.pools():
+        if pool.lifecycle_state == "DELETED":
+            continue
+        streams = []
+        for s in cat.streams(pool):
+            row = topic_view(broker, s.topic) or {}
+            streams.append(
+                {
+                    "name": s.name,
+                    "id": s.id,
+                    "topic": s.topic,
+                    "partitions": s.partitions,
+                    "retention_hours": s.retention_hours,
+                    "state": s.lifecycle_state,
+                    "messages": row.get("messages", 0),
+                    "size_bytes": row.get("size_bytes", 0),
+                }
+            )
+        out.append(
+            {
+                "name": pool.name,
+                "id": pool.id,
+                "default": pool.is_default,
+                "state": pool.lifecycle_state,
+                "streams": streams,
+            }
+        )
+    return out
+
+
+def queues_view(broker: Any) -> list[dict[str, Any]]:
+    try:
+        from kafkite.queue.service import QueueService
+    except ImportError:
+        return []
+    svc = QueueService.of(broker)
+    out = []
+    for meta in svc.queues.values():
+        if meta.lifecycle_state == "DELETED":
+            continue
+        state = svc.states.get(meta.id)
+        stats = state.stats() if state is not None else {}
+        out.append(
+            {
+                "name": meta.display_name,
+                "id": meta.id,
+                "state": meta.lifecycle_state,
+                "retention_s": meta.retention_in_seconds,
+                "visibility_s": meta.visibility_in_seconds,
+                "dead_letter_after": meta.dead_letter_queue_delivery_count,
+                "queue": stats.get("queue"),
+                "dlq": stats.get("dlq"),
+            }
+        )
+    return sorted(out, key=lambda q: q["name"])
+
+
+# ------------------------------------------------------------------------------------------ throughput
+
+
+class Sampler:
+    """Once a second, the metrics' totals; rates are the differences between neighbouring samples."""
+
+    def __init__(self, metrics: BrokerMetrics) -> None:
+        self.metrics = metrics
+        self.samples: deque[tuple[float, dict[str, float], dict[str, tuple[float, float]]]] = deque(
+            maxlen=HISTORY + 1
+        )
+
+    def sample(self) -> None:
+        m = self.metrics
+        per_topic: dict[str, tuple[float, float]] = {}
+        for (topic,), v in m.bytes_in.items():
+            per_topic[topic] = (v, 0.0)
+        for (topic,), v in m.bytes_out.items():
+            per_topic[topic] = (per_topic.get(topic, (0.0, 0.0))[0], v)
+        totals = {
+            "bytes_in": sum(v for _, v in m.bytes_in.items()),
+            "bytes_out": sum(v for _, v in m.bytes_out.items()),
+            "messages_in": sum(v for _, v in m.messages_in.items()),
+            "messages_out": sum(v for _, v in m.messages_out.items()),
+            "requests": sum(v for _, v in m.requests.items()),
+        }
+        self.samples.append((time.time(), totals, per_topic))
+
+    def series(self) -> dict[str, Any]:
+        points = []
+        s = list(self.samples)
+        for (t0, a, _), (t1, b, _) in itertools.pairwise(s):
+            dt = max(t1 - t0, 1e-3)
+            points.append({"t": round(t1 * 1000), **{k: max(0.0, (b[k] - a[k]) / dt) for k in b}})
+        topics: dict[str, dict[str, float]] = {}
+        if len(s) >= 2:
+            (t0, _, a_t), (t1, _, b_t) = s[-2], s[-1]
+            dt = max(t1 - t0, 1e-3)
+            for topic, (bi, bo) in b_t.items():
+                ai, ao = a_t.get(topic, (0.0, 0.0))
+                topics[topic] = {"bytes_in": (bi - ai) / dt, "bytes_out": (bo - ao) / dt}
+        return {"points": points, "topics": topics}
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(1.0)
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+
+def build_app(broker: Any, metrics: BrokerMetrics, sampler: Sampler) -> web.Application:
+    routes = web.RouteTableDef()
+
+    def ok(obj: Any) -> web.Response:
+        return web.json_response(obj, dumps=_dumps)
+
+    @routes.get("/")
+    async def index(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @routes.get("/api/overview")
+    async def overview(request: web.Request) -> web.Response:
+        conns = sum(v for _, v in metrics.connections.items())
+        host, port = broker.advertised
+        topics = broker.topics()
+        return ok(
+            {
+                "cluster_id": broker.cluster_id,
+                "node_id": broker.node_id,
+                "advertised": f"{host}:{port}",
+                "uptime_s": time.time() - _STARTED,
+                "topics": len(topics),
+                "partitions": sum(m.partitions for m in topics.values()),
+                "groups": len(groups_view(broker)),
+                "connections": conns,
+                "storage": broker.config["storage.engine"],
+                "profile": broker.config["profile"],
+            }
+        )
+
+    @routes.get("/api/topics")
+    async def topics(request: web.Request) -> web.Response:
+        return ok(topics_view(broker))
+
+    @routes.get("/api/topics/{topic}")
+    async def topic(request: web.Request) -> web.Response:
+        view = topic_view(broker, request.match_info["topic"])
+        if view is None:
+            raise web.HTTPNotFound(text="no such topic")
+        return ok(view)
+
+    @routes.get("/api/topics/{topic}/messages")
+    async def messages(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            partition = int(q.get("partition", "0"))
+            offset = int(q["offset"]) if q.get("offset", "") != "" else None
+            ts = int(q["timestamp"]) if q.get("timestamp", "") != "" else None
+            limit = min(max(int(q.get("limit", "50")), 1), MAX_LIMIT)
+        except ValueError:
+            raise web.HTTPBadRequest(text="partition, offset, timestamp and limit are integers") from None
+        name = request.match_info["topic"]
+        if broker.topic(name) is None:
+            raise web.HTTPNotFound(text="no such topic")
+        return ok(browse(broker, name, partition, offset=offset, timestamp=ts, limit=limit))
+
+    @routes.get("/api/groups")
+    async def groups(request: web.Request) -> web.Response:
+        return ok(groups_view(broker))
+
+    @routes.get("/api/groups/{group}")
+    async def group(request: web.Request) -> web.Response:
+        view = group_view(broker, request.match_info["group"])
+        if view is None:
+            raise web.HTTPNotFound(text="no such group")
+        return ok(view)
+
+    @routes.get("/api/throughput")
+    async def throughput(request: web.Request) -> web.Response:
+        return ok(sampler.series())
+
+    @routes.get("/api/pools")
+    async def pools(request: web.Request) -> web.Response:
+        return ok(pools_view(broker))
+
+    @routes.get("/api/queues")
+    async def queues(request: web.Request) -> web.Response:
+        return ok(queues_view(broker))
+
+    app = web.Application()
+    app.add_routes(routes)
+    app.router.add_static("/static/", STATIC)
+    return app
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)
+
+
+class ConsoleService:
+    def __init__(self, runner: web.AppRunner, task: asyncio.Task[None], url: str) -> None:
+        self.runner = runner
+        self.task = task
+        self.url = url
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.runner.cleanup()
+
+
+async def start_console(broker: Any) -> ConsoleService | None:
+    spec: str = broker.config["console.listener"]
+    if not spec.strip():
+        return None
+    host, port, _ = parse_listener("console.listener", spec, 9645)
+    metrics = metrics_of(broker)
+    assert metrics is not None
+    sampler = Sampler(metrics)
+    runner, bound = await serve(build_app(broker, metrics, sampler), host, port)
+    task = asyncio.create_task(sampler.run(), name="console-sampler")
+    url = f"http://{host}:{bound}/"
+    log.info("web console on %s", url)
+    return ConsoleService(runner, task, url)

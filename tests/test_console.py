@@ -1,0 +1,315 @@
+"""The web console: its JSON endpoints, and the page itself end to end in headless Chromium.
+
+The browser test needs Debian's ``chromium`` and ``chromium-driver`` and the ``selenium`` package (the test
+extra); it skips, saying which is missing, otherwise. Screenshots go to ``test-artifacts/console/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import REPO, BrokerProcess, RawClient, free_port
+
+from kafkite.protocol import records
+
+PRODUCE, OFFSET_COMMIT, CREATE_TOPICS = 0, 8, 19
+ARTIFACTS = REPO / "test-artifacts" / "console"
+BASE_TS = 1_700_000_000_000
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess, str]]:
+    root = tmp_path_factory.mktemp("console")
+    port = free_port()
+    b = BrokerProcess(root / "data", root / "broker.log", [f"console.listener=http://127.0.0.1:{port}"])
+    b.start()
+    yield b, f"http://127.0.0.1:{port}"
+    b.stop()
+
+
+def get(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def setup_topic(bootstrap: str, topic: str, group: str, needle: str) -> None:
+    """Topic with 2 partitions: 30 messages in partition 1 (the needle at offset 17, message i at BASE_TS +
+    i s), 5 in partition 0; ``group`` committed offset 10 of partition 1 and 5 of partition 0."""
+    with RawClient.to(bootstrap) as c:
+        resp = c.request(
+            CREATE_TOPICS,
+            5,
+            {
+                "topics": [
+                    {
+                        "name": topic,
+                        "num_partitions": 2,
+                        "replication_factor": 1,
+                        "assignments": [],
+                        "configs": [{"name": "retention.ms", "value": "-1"}],
+                    }
+                ],
+                "timeout_ms": 10000,
+                "validate_only": False,
+            },
+        )
+        assert resp["topics"][0]["error_code"] == 0, resp
+        p1 = [
+            (
+                f"key-{i}".encode(),
+                (needle if i == 17 else f"message {i}").encode(),
+                [("origin", b"console-test")],
+                BASE_TS + i * 1000,
+            )
+            for i in range(30)
+        ]
+        p0 = [(None, b"\x00\xffbinary", [], BASE_TS) for _ in range(5)]
+        for part, recs in ((1, p1), (0, p0)):
+            resp = c.request(
+                PRODUCE,
+                9,
+                {
+                    "transactional_id": None,
+                    "acks": -1,
+                    "timeout_ms": 10000,
+                    "topic_data": [
+                        {
+                            "name": topic,
+                            "partition_data": [{"index": part, "records": records.build_batch(recs)}],
+                        }
+                    ],
+                },
+            )
+            assert resp["responses"][0]["partition_responses"][0]["error_code"] == 0, resp
+        resp = c.request(
+            OFFSET_COMMIT,
+            8,
+            {
+                "group_id": group,
+                "generation_id_or_member_epoch": -1,
+                "member_id": "",
+                "group_instance_id": None,
+                "topics": [
+                    {
+                        "name": topic,
+                        "partitions": [
+                            {"partition_index": 1, "committed_offset": 10, "committed_metadata": None},
+                            {"partition_index": 0, "committed_offset": 5, "committed_metadata": None},
+                        ],
+                    }
+                ],
+            },
+        )
+        assert all(p["error_code"] == 0 for p in resp["topics"][0]["partitions"]), resp
+
+
+@pytest.fixture(scope="module")
+def seeded(console: tuple[BrokerProcess, str]) -> dict[str, str]:
+    b, _ = console
+    suffix = uuid.uuid4().hex[:8]
+    names = {"topic": f"console-{suffix}", "group": f"console-group-{suffix}", "needle": f"needle-{suffix}"}
+    setup_topic(b.bootstrap, names["topic"], names["group"], names["needle"])
+    return names
+
+
+# ------------------------------------------------------------------------------------------ JSON endpoints
+
+
+def test_api_topics_partitions_and_browsing(
+    console: tuple[BrokerProcess, str], seeded: dict[str, str]
+) -> None:
+    _, url = console
+    topic = seeded["topic"]
+    listed = {t["name"]: t for t in get(url + "/api/topics")}
+    assert listed[topic]["partitions"] == 2 and listed[topic]["messages"] == 35
+    t = get(f"{url}/api/topics/{topic}")
+    assert [(p["partition"], p["start_offset"], p["end_offset"]) for p in t["partitions"]] == [
+        (0, 0, 5),
+        (1, 0, 30),
+    ]
+    assert t["partitions"][1]["size_bytes"] > 0
+    assert t["configs"] == {"retention.ms": "-1"}
+    assert t["groups"] == [
+        {
+            "group": seeded["group"],
+            "state": "Empty",
+            "lag": 20,
+            "partitions": [
+                {"partition": 0, "committed_offset": 5, "lag": 0},
+                {"partition": 1, "committed_offset": 10, "lag": 20},
+            ],
+        }
+    ]
+    page = get(f"{url}/api/topics/{topic}/messages?partition=1&offset=17&limit=2")
+    assert [m["offset"] for m in page["messages"]] == [17, 18]
+    assert page["messages"][0]["value"]["text"] == seeded["needle"]
+    assert page["messages"][0]["key"]["text"] == "key-17"
+    assert page["messages"][0]["headers"] == [
+        {"name": "origin", "text": "console-test", "size": 12, "truncated": False}
+    ]
+    assert page["next_offset"] == 19
+    by_time = get(f"{url}/api/topics/{topic}/messages?partition=1&timestamp={BASE_TS + 16500}&limit=1")
+    assert by_time["messages"][0]["offset"] == 17
+    latest = get(f"{url}/api/topics/{topic}/messages?partition=1&limit=3")
+    assert [m["offset"] for m in latest["messages"]] == [27, 28, 29]
+    binary = get(f"{url}/api/topics/{topic}/messages?partition=0&offset=0&limit=1")["messages"][0]
+    assert binary["value"]["base64"] == "AP9iaW5hcnk=" and binary["key"] == {"text": None, "size": -1}
+    with pytest.raises(urllib.error.HTTPError) as e:
+        get(f"{url}/api/topics/no-such-topic-{uuid.uuid4().hex}")
+    assert e.value.code == 404
+
+
+def test_api_groups_pools_throughput(console: tuple[BrokerProcess, str], seeded: dict[str, str]) -> None:
+    _, url = console
+    groups = {g["group"]: g for g in get(url + "/api/groups")}
+    assert groups[seeded["group"]]["lag"] == 20 and groups[seeded["group"]]["state"] == "Empty"
+    g = get(f"{url}/api/groups/{seeded['group']}")
+    assert {(o["partition"], o["committed_offset"], o["log_end_offset"], o["lag"]) for o in g["offsets"]} == {
+        (0, 5, 5, 0),
+        (1, 10, 30, 20),
+    }
+    pools = get(url + "/api/pools")
+    default = next(p for p in pools if p["default"])
+    assert seeded["topic"] in [s["topic"] for s in default["streams"]]
+    assert get(url + "/api/queues") == []
+    overview = get(url + "/api/overview")
+    assert overview["topics"] >= 1 and overview["groups"] >= 1
+    # The sampler saw the produce requests: some point has bytes in.
+    deadline = time.monotonic() + 5
+    while not any(p["bytes_in"] > 0 for p in get(url + "/api/throughput")["points"]):
+        assert time.monotonic() < deadline, "no throughput recorded"
+        time.sleep(0.3)
+
+
+# ------------------------------------------------------------------------------------------ the browser
+
+
+def _browser(tmp_path: Path) -> Any:
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        pytest.skip("selenium is not installed (pip install 'kafkite[test]')")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver") or (
+        "/usr/lib/chromium/chromedriver" if Path("/usr/lib/chromium/chromedriver").exists() else None
+    )
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install chromium chromium-driver)")
+    if driver is None:
+        pytest.skip("chromedriver is not installed (apt-get install chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1100",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+    ):
+        opts.add_argument(flag)
+    return webdriver.Chrome(service=Service(executable_path=driver), options=opts)
+
+
+def test_console_in_chromium_browses_to_a_message_and_shows_group_lag(
+    console: tuple[BrokerProcess, str], seeded: dict[str, str], tmp_path: Path
+) -> None:
+    from_selenium = pytest.importorskip("selenium.webdriver.support.ui", reason="selenium is not installed")
+    _, url = console
+    topic, group, needle = seeded["topic"], seeded["group"], seeded["needle"]
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = _browser(tmp_path)
+    try:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.select import Select
+
+        wait = from_selenium.WebDriverWait(driver, 15)
+
+        def shot(name: str) -> None:
+            driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+        def cell(css: str) -> str:
+            return str(wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css)).text)
+
+        # The topics list links to the topic page.
+        driver.get(url + "/#/topics")
+        link = wait.until(lambda d: d.find_element(By.LINK_TEXT, topic))
+        shot("01-topics")
+        link.click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#partitions tr[data-partition='1']"))
+        row = driver.find_element(By.CSS_SELECTOR, "#partitions tr[data-partition='1']").text.split()
+        assert row[:4] == ["1", "0", "30", "30"], row
+        # The group's lag, on the topic page.
+        lag = cell(f"#topic-groups tr[data-group='{group}'] td[data-lag]")
+        assert lag == "20"
+        shot("02-topic")
+
+        # Browse to the produced message by offset...
+        Select(driver.find_element(By.ID, "browse-partition")).select_by_value("1")
+        driver.find_element(By.ID, "browse-offset").send_keys("17")
+        driver.find_element(By.ID, "browse-limit").clear()
+        driver.find_element(By.ID, "browse-limit").send_keys("5")
+        driver.find_element(By.ID, "browse-go").click()
+        value = cell("#message-table tr[data-offset='17'] td.value")
+        assert value == needle
+        first = driver.find_element(By.CSS_SELECTOR, "#message-table tbody tr").get_attribute("data-offset")
+        assert first == "17"
+        assert "key-17" in driver.find_element(By.CSS_SELECTOR, "#message-table tr[data-offset='17']").text
+        assert (
+            "origin=console-test"
+            in driver.find_element(By.CSS_SELECTOR, "#message-table tr[data-offset='17']").text
+        )
+        shot("03-browse-offset")
+        # ... the next page follows on ...
+        driver.find_element(By.ID, "browse-next").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#message-table tr[data-offset='22']"))
+        # ... and by time.
+        driver.find_element(By.ID, "browse-offset").clear()
+        driver.find_element(By.ID, "browse-time").send_keys(str(BASE_TS + 16500))
+        driver.find_element(By.ID, "browse-go").click()
+        wait.until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, "#message-table tbody tr").get_attribute("data-offset")
+                == "17"
+            )
+        )
+        assert cell("#message-table tr[data-offset='17'] td.value") == needle
+        shot("04-browse-time")
+
+        # The group page: members (none: offsets were committed without joining) and lag per partition.
+        driver.get(f"{url}/#/groups/{group}")
+        assert cell("#group-lag") == "20"
+        assert cell(f"#group-offsets tr[data-topic='{topic}'][data-partition='1'] td[data-lag]") == "20"
+        shot("05-group")
+        driver.get(url + "/#/groups")
+        assert cell(f"#groups tr[data-group='{group}'] td[data-lag]") == "20"
+
+        # The overview draws live throughput charts from the polled endpoint.
+        driver.get(url + "/#/")
+        wait.until(lambda d: d.find_element(By.ID, "chart-bytes"))
+        wait.until(lambda d: "req/s" in d.find_element(By.ID, "live").text)
+        shot("06-overview")
+        driver.get(url + "/#/pools")
+        wait.until(lambda d: d.find_element(By.LINK_TEXT, topic))
+        shot("07-pools")
+        driver.get(url + "/#/queues")
+        wait.until(lambda d: d.find_element(By.ID, "queues"))
+        logs = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not logs, logs
+    finally:
+        driver.quit()
