@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import random
+import signal
+import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -303,3 +307,36 @@ def test_table_and_plot(bench_broker: ServedBroker, tmp_path: Path) -> None:
     png = tmp_path / "bench.png"
     report.plot(result, str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_ctrl_c_stops_the_run_and_reports_what_was_measured(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "kafkite.cli", "bench", "e2e", "--serve", "--rate", "2000"]
+    cmd += ["--duration", "60", "--json", "--quiet"]
+    # A process group of its own, signalled as a terminal does on Ctrl-C: the runner, its workers, all of it.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not _bench_processes_running(proc.pid):
+            time.sleep(0.1)
+        time.sleep(2)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    (run,) = json.loads(out)["runs"]
+    produced, consumed = run["produce"]["messages"], run["consume"]["messages"]
+    assert produced > 0 and run["produce"]["elapsed_s"] < 30
+    assert 0 < consumed <= produced
+    assert run["consume"]["latency_ms"]["count"] == consumed
+
+
+def _bench_processes_running(pid: int) -> bool:
+    """Whether the runner has started its workers (they are its children named kafkite-bench-...)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return False
+    return len(children) >= 4  # the broker, multiprocessing's resource tracker and two workers

@@ -575,9 +575,11 @@ class Runner:
             self._monitor(phase, specs, counters, collected, take, stop, start, procs)
         except KeyboardInterrupt:
             stop.set()
+            ready.abort()
+            go.set()
             self.progress.done()
-            self.log("interrupted: stopping the workers")
-            deadline = time.monotonic() + 15
+            self.log("interrupted: stopping the workers and reporting what they measured")
+            deadline = time.monotonic() + 30
             while len(collected) < len(specs) and time.monotonic() < deadline:
                 take(0.2)
         finally:

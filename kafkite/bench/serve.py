@@ -90,13 +90,23 @@ class ServedBroker:
         for s in settings:
             cmd += ["--override", s]
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # A session of its own: Ctrl-C in the terminal stops the benchmark, which then stops the broker.
+            self.proc = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        try:
+            return self._wait_ready()
+        except BaseException:
+            self.stop()  # never leave a broker behind (Ctrl-C while it starts, a failed start)
+            raise
+
+    def _wait_ready(self) -> ServedBroker:
+        assert self.proc is not None
         deadline = time.monotonic() + self.start_timeout
         listening_deadline = time.monotonic() + 10
         while True:
             if self.proc.poll() is not None:
                 tail = self.log_tail()
-                self._cleanup()
                 raise BrokerStartError(f"the {self.label} broker exited at start-up:\n{tail}")
             # Ready once it logs so (its services are up too), or once it listens if it never says it is.
             if READY_LINE in self.log_tail(200) or (
@@ -104,7 +114,6 @@ class ServedBroker:
             ):
                 return self
             if time.monotonic() > deadline:
-                self.stop()
                 raise BrokerStartError(f"the {self.label} broker was not ready within {self.start_timeout}s")
             time.sleep(0.05)
 

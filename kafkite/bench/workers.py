@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -576,6 +577,9 @@ def worker_main(
     spec: WorkerSpec, counters: Any, ready: Any, go: Any, start: Any, stop: Any, results: Any
 ) -> None:
     """Entry point of a worker process: runs the worker and puts (role, index, result) on ``results``."""
+    # Ctrl-C reaches the whole process group: the runner answers it by setting ``stop``, so that every worker
+    # finishes cleanly and reports what it measured so far.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sh = Shared(counters, ready, go, start, stop)
     try:
         res = run_worker(spec, sh)
