@@ -50,22 +50,23 @@ def _read_all(broker: Broker, req: dict[str, Any], version: int) -> tuple[list[d
                 parts_out.append(entry)
                 continue
             hw = part.high_watermark
+            lso = part.last_stable_offset
             entry.update(
                 error_code=0,
                 high_watermark=hw,
-                last_stable_offset=hw,
+                last_stable_offset=lso,
                 log_start_offset=part.log_start_offset,
             )
-            if req["isolation_level"] == READ_COMMITTED:
-                entry["aborted_transactions"] = []
-            else:
-                entry["aborted_transactions"] = None
+            committed = req["isolation_level"] == READ_COMMITTED
+            entry["aborted_transactions"] = [] if committed else None
             if broker.blackhole:
                 parts_out.append(entry)
                 continue
             limit = min(p["partition_max_bytes"], remaining)
             try:
-                res = part.read(p["fetch_offset"], max(limit, 0), max_offset=hw, min_one=total == 0)
+                res = part.read(
+                    p["fetch_offset"], max(limit, 0), max_offset=lso if committed else hw, min_one=total == 0
+                )
             except OffsetOutOfRange:
                 entry["error_code"] = int(ErrorCode.OFFSET_OUT_OF_RANGE)
                 errors = True
@@ -75,6 +76,12 @@ def _read_all(broker: Broker, req: dict[str, Any], version: int) -> tuple[list[d
                 entry["records"] = RecordsChunks(res.chunks)
                 total += res.size
                 remaining -= res.size
+                if committed:
+                    # Consumers drop the records of these transactions (up to their ABORT markers).
+                    entry["aborted_transactions"] = [
+                        {"producer_id": pid, "first_offset": first}
+                        for pid, first, _ in part.aborted_transactions(p["fetch_offset"], lso)
+                    ]
             parts_out.append(entry)
         out.append({"topic": name or "", "topic_id": topic_id, "partitions": parts_out})
     return out, total, errors

@@ -13,6 +13,7 @@ EARLIEST = -2
 MAX_TIMESTAMP = -3
 EARLIEST_LOCAL = -4
 LATEST_TIERED = -5
+READ_COMMITTED = 1
 
 
 async def handle_list_offsets(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
@@ -30,7 +31,8 @@ async def handle_list_offsets(broker: Broker, ctx: RequestContext, req: dict[str
                 ts = p["timestamp"]
                 entry["leader_epoch"] = 0
                 if ts == LATEST:
-                    entry["offset"] = part.high_watermark
+                    committed = req.get("isolation_level", 0) == READ_COMMITTED
+                    entry["offset"] = part.last_stable_offset if committed else part.high_watermark
                 elif ts in (EARLIEST, EARLIEST_LOCAL):
                     entry["offset"] = part.log_start_offset
                 elif ts == MAX_TIMESTAMP:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import BinaryIO, NamedTuple
 
 from kafkite.log.config import LogConfig
@@ -96,6 +97,15 @@ class Partition(ABC):
     def high_watermark(self) -> int:
         """Single replica: everything appended is committed."""
         return self.log_end_offset
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The offset read_committed consumers read up to: the high watermark unless a transaction is open."""
+        return self.high_watermark
+
+    def aborted_transactions(self, start: int, end: int) -> Sequence[tuple[int, int, int]]:
+        """(producer id, first offset, marker offset) of aborted transactions overlapping [start, end)."""
+        return []
 
     @property
     @abstractmethod

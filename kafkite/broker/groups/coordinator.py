@@ -101,6 +101,8 @@ class GroupCoordinator:
         # Entries appended to the log since it last held only live state (see maybe_compact_log).
         self._appended_since_compaction = 0
         self._compact_after_entries = compact_after_entries
+        # Offsets committed in transactions that have not ended: group -> producer id -> partition -> offset.
+        self._txn_offsets: dict[str, dict[int, dict[tuple[str, int], OffsetAndMetadata]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -112,12 +114,18 @@ class GroupCoordinator:
         offsets: dict[str, dict[tuple[str, int], OffsetAndMetadata]] = {}
         records: dict[str, tuple[logformat.GroupRecord, bytes]] = {}
         replayed = 0
-        keys: dict[bytes, logformat.OffsetKey | logformat.GroupKey] = {}
+        keys: dict[bytes, logformat.OffsetKey | logformat.GroupKey | logformat.TxnOffsetKey] = {}
         for key, value in self._log.replay():
             replayed += 1
             try:
                 k = keys.get(key) or keys.setdefault(key, logformat.decode_key(key))
-                if isinstance(k, logformat.OffsetKey):
+                if isinstance(k, logformat.TxnOffsetKey):
+                    pending = self._txn_offsets.setdefault(k.group_id, {}).setdefault(k.producer_id, {})
+                    if value is None:
+                        pending.pop((k.topic, k.partition), None)
+                    else:
+                        pending[(k.topic, k.partition)] = logformat.decode_offset_value(value)
+                elif isinstance(k, logformat.OffsetKey):
                     per_group = offsets.setdefault(k.group_id, {})
                     if value is None:
                         per_group.pop((k.topic, k.partition), None)
@@ -129,6 +137,12 @@ class GroupCoordinator:
                     records[k.group_id] = (logformat.decode_group_value(value), value)
             except logformat.LogFormatError as exc:
                 log.warning("skipping an undecodable entry of the group log: %s", exc)
+        for group_id in list(self._txn_offsets):
+            by_producer = {pid: p for pid, p in self._txn_offsets[group_id].items() if p}
+            if by_producer:
+                self._txn_offsets[group_id] = by_producer
+            else:
+                del self._txn_offsets[group_id]
         now = self._now_ms()
         for group_id in set(records) | {g for g, o in offsets.items() if o}:
             group = Group(group_id)
@@ -288,6 +302,11 @@ class GroupCoordinator:
                 live.append(
                     (logformat.offset_key(group.group_id, topic, partition), logformat.offset_value(om))
                 )
+        for group_id, by_producer in self._txn_offsets.items():
+            for pid, pending in by_producer.items():
+                for (topic, partition), om in pending.items():
+                    key = logformat.txn_offset_key(group_id, topic, partition, pid)
+                    live.append((key, logformat.offset_value(om)))
         try:
             compact(live)
         except Exception as exc:
@@ -1144,14 +1163,27 @@ class GroupCoordinator:
             items: Iterable[tuple[str, list[int]]] = wanted.items()
         else:
             items = [(t.get("name") or "", list(t.get("partition_indexes") or [])) for t in requested]
-        # Transactional offset commits are not kept pending anywhere yet, so every offset is stable.
-        del require_stable
+        unstable: set[tuple[str, int]] = set()
+        if require_stable:
+            for pending in self._txn_offsets.get(group_id, {}).values():
+                unstable.update(pending)
         topics = []
         for name, partitions in items:
             parts = []
             for index in partitions:
                 om = offsets.get((name, index))
-                if om is None:
+                if (name, index) in unstable:
+                    # A transaction holding an offset of this partition has not ended: ask again later.
+                    parts.append(
+                        {
+                            "partition_index": index,
+                            "committed_offset": -1,
+                            "committed_leader_epoch": -1,
+                            "metadata": "",
+                            "error_code": int(ErrorCode.UNSTABLE_OFFSET_COMMIT),
+                        }
+                    )
+                elif om is None:
                     parts.append(
                         {
                             "partition_index": index,
@@ -1173,6 +1205,106 @@ class GroupCoordinator:
                     )
             topics.append({"name": name, "partitions": parts})
         return ErrorCode.NO_ERROR, topics
+
+    # -- TxnOffsetCommit and transaction ends ---------------------------------------------------------------
+
+    async def txn_offset_commit(self, req: dict[str, Any], version: int) -> Result:
+        """TxnOffsetCommit (the transaction coordinator has checked the producer): offsets held pending until
+        the transaction ends (``complete_txn_offsets``)."""
+        self._ensure_loaded()
+        group_id = req.get("group_id") or ""
+        producer_id = int(req["producer_id"])
+        now = self._now_ms()
+        topics: list[dict[str, Any]] = list(req.get("topics") or [])
+        error: ErrorCode | None = None
+        group = self._groups.get(group_id)
+        generation = int(req.get("generation_id", -1))
+        if group is not None and version >= 3 and (generation >= 0 or req.get("member_id")):
+            error = self._validate_offset_commit(
+                group, generation, req.get("member_id") or "", req.get("group_instance_id")
+            )
+        errors: dict[tuple[int, int], ErrorCode] = {}
+        to_store: dict[tuple[str, int], OffsetAndMetadata] = {}
+        for ti, topic in enumerate(topics):
+            name = topic.get("name") or ""
+            for pi, part in enumerate(topic.get("partitions") or []):
+                index = int(part.get("partition_index", 0))
+                metadata = part.get("committed_metadata")
+                if error is not None:
+                    errors[(ti, pi)] = error
+                elif not self._partition_exists(name, index):
+                    errors[(ti, pi)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
+                elif metadata is not None and len(metadata) > self.config.offset_metadata_max_bytes:
+                    errors[(ti, pi)] = ErrorCode.OFFSET_METADATA_TOO_LARGE
+                else:
+                    to_store[(name, index)] = OffsetAndMetadata(
+                        offset=int(part.get("committed_offset", -1)),
+                        leader_epoch=int(part.get("committed_leader_epoch", -1)),
+                        metadata=metadata if metadata is not None else "",
+                        commit_timestamp_ms=now,
+                    )
+        if to_store:
+            entries: list[Entry] = [
+                (logformat.txn_offset_key(group_id, t, p, producer_id), logformat.offset_value(om))
+                for (t, p), om in to_store.items()
+            ]
+            try:
+                self._append(entries)
+                self._txn_offsets.setdefault(group_id, {}).setdefault(producer_id, {}).update(to_store)
+            except Exception as exc:
+                log.warning("cannot persist transactional offsets of group %s: %s", group_id, exc)
+                error = ErrorCode.COORDINATOR_NOT_AVAILABLE
+                for ti, topic in enumerate(topics):
+                    for pi, _ in enumerate(topic.get("partitions") or []):
+                        errors.setdefault((ti, pi), error)
+        return {
+            "throttle_time_ms": 0,
+            "topics": [
+                {
+                    "name": topic.get("name") or "",
+                    "partitions": [
+                        {
+                            "partition_index": int(part.get("partition_index", 0)),
+                            "error_code": int(errors.get((ti, pi), ErrorCode.NO_ERROR)),
+                        }
+                        for pi, part in enumerate(topic.get("partitions") or [])
+                    ],
+                }
+                for ti, topic in enumerate(topics)
+            ],
+        }
+
+    def complete_txn_offsets(self, group_id: str, producer_id: int, commit: bool) -> None:
+        """The producer's transaction ended: its pending offsets of the group become committed offsets
+        (commit) or are dropped (abort)."""
+        self._ensure_loaded()
+        by_producer = self._txn_offsets.get(group_id)
+        pending = by_producer.pop(producer_id, None) if by_producer is not None else None
+        if by_producer is not None and not by_producer:
+            del self._txn_offsets[group_id]
+        if not pending:
+            return
+        entries: list[Entry] = [
+            (logformat.txn_offset_key(group_id, t, p, producer_id), None) for (t, p) in pending
+        ]
+        if commit:
+            entries += [
+                (logformat.offset_key(group_id, t, p), logformat.offset_value(om))
+                for (t, p), om in pending.items()
+            ]
+        try:
+            self._append(entries)
+        except Exception as exc:
+            log.error("cannot persist the end of a transaction's offsets of group %s: %s", group_id, exc)
+        if commit:
+            group = self._groups.get(group_id)
+            if group is None:
+                group = self._groups[group_id] = Group(group_id)
+            group.offsets.update(pending)
+
+    def pending_txn_offsets(self, group_id: str) -> dict[int, dict[tuple[str, int], OffsetAndMetadata]]:
+        """Offsets of ``group_id`` held by ongoing transactions, per producer id."""
+        return {pid: dict(p) for pid, p in self._txn_offsets.get(group_id, {}).items()}
 
     # -- FindCoordinator -------------------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """Binary keys and values of the group log (``__consumer_offsets``), modelled on Kafka's own.
 
 Key:   int16 key version, string group id, then for offset keys (version 1): string topic, int32 partition.
-       Key version 2 is the group metadata key.
+       Key version 2 is the group metadata key. Key version 3, an offset committed in a transaction that has
+       not ended yet: string group id, string topic, int32 partition, int64 producer id (its value is an
+       offset value).
 Value of an offset commit (int16 version 0):
        int64 offset, int32 leader epoch, nullable string metadata, int64 commit time,
        int64 expire time (-1: none).
@@ -23,6 +25,7 @@ from .state import OffsetAndMetadata
 
 OFFSET_KEY_VERSION = 1
 GROUP_KEY_VERSION = 2
+TXN_OFFSET_KEY_VERSION = 3
 OFFSET_VALUE_VERSION = 0
 GROUP_VALUE_VERSION = 0
 
@@ -41,6 +44,14 @@ class OffsetKey:
 @dataclass(frozen=True)
 class GroupKey:
     group_id: str
+
+
+@dataclass(frozen=True)
+class TxnOffsetKey:
+    group_id: str
+    topic: str
+    partition: int
+    producer_id: int
 
 
 @dataclass(frozen=True)
@@ -143,6 +154,16 @@ def offset_key(group_id: str, topic: str, partition: int) -> bytes:
     return bytes(w.buf)
 
 
+def txn_offset_key(group_id: str, topic: str, partition: int, producer_id: int) -> bytes:
+    w = _Writer()
+    w.int16(TXN_OFFSET_KEY_VERSION)
+    w.string(group_id)
+    w.string(topic)
+    w.int32(partition)
+    w.int64(producer_id)
+    return bytes(w.buf)
+
+
 def group_key(group_id: str) -> bytes:
     w = _Writer()
     w.int16(GROUP_KEY_VERSION)
@@ -150,13 +171,15 @@ def group_key(group_id: str) -> bytes:
     return bytes(w.buf)
 
 
-def decode_key(data: bytes) -> OffsetKey | GroupKey:
+def decode_key(data: bytes) -> OffsetKey | GroupKey | TxnOffsetKey:
     r = _Reader(data)
     version = r.int16()
     if version == OFFSET_KEY_VERSION:
         return OffsetKey(r.required_string(), r.required_string(), r.int32())
     if version == GROUP_KEY_VERSION:
         return GroupKey(r.required_string())
+    if version == TXN_OFFSET_KEY_VERSION:
+        return TxnOffsetKey(r.required_string(), r.required_string(), r.int32(), r.int64())
     raise LogFormatError(f"unknown group log key version {version}")
 
 
