@@ -199,7 +199,8 @@ def _observe_produce(m: BrokerMetrics, req: dict[str, Any], resp: dict[str, Any]
 def _count_records(header: bytes) -> int:
     if len(header) < _HEADER_SIZE:
         return 0
-    return max(0, struct.unpack_from(">i", header, _COUNT_AT)[0])
+    count: int = struct.unpack_from(">i", header, _COUNT_AT)[0]
+    return max(0, count)
 
 
 def _observe_fetch(
@@ -227,27 +228,21 @@ def _observe_fetch(
             m.messages_out.inc(count_fetched_records(recs), name)
 
 
+def _read_at(chunk: Any, pos: int, n: int) -> bytes:
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        return bytes(chunk[pos : pos + n])
+    return os.pread(chunk.file.fileno(), n, chunk.position + pos)
+
+
 def count_fetched_records(recs: Any) -> int:
     """Records in whole batches given as bytes or file ranges (only batch headers are read)."""
     chunks = recs if isinstance(recs, RecordsChunks) else [recs]
     total = 0
     for c in chunks:
-        if isinstance(c, bytes | bytearray | memoryview):
-            buf = memoryview(c)
-            size = len(buf)
-
-            def read(pos: int, n: int, buf: memoryview = buf) -> bytes:
-                return bytes(buf[pos : pos + n])
-
-        else:
-            fd, base, size = c.file.fileno(), c.position, c.size
-
-            def read(pos: int, n: int, fd: int = fd, base: int = base) -> bytes:
-                return os.pread(fd, n, base + pos)
-
+        size = len(c) if isinstance(c, bytes | bytearray | memoryview) else c.size
         pos = 0
         while pos + _HEADER_SIZE <= size:
-            h = read(pos, _HEADER_SIZE)
+            h = _read_at(c, pos, _HEADER_SIZE)
             if len(h) < _HEADER_SIZE:
                 break
             length = struct.unpack_from(">i", h, _LENGTH_AT)[0]

@@ -99,7 +99,7 @@ def make_client(args: argparse.Namespace, client_id: str) -> KafkaClient:
             security = security_cls.from_properties(props)
         except ValueError as e:
             raise ToolError(str(e)) from None
-        return KafkaClient(bootstrap, client_id, security=security)  # type: ignore[call-arg]
+        return KafkaClient(bootstrap, client_id, security=security)
     if any(k.startswith(("security.", "sasl.", "ssl.")) for k in props):
         raise ToolError("this build of kafkite's client does not support TLS or SASL properties")
     return KafkaClient(bootstrap, client_id)
@@ -197,10 +197,10 @@ def read_messages(args: argparse.Namespace) -> Iterator[Message]:
     delim = unescape(args.delimiter)
     headers = []
     for h in args.header or []:
-        name, sep, value = h.partition("=")
+        name, sep, hvalue = h.partition("=")
         if not sep:
             raise ToolError(f"-H expects name=value, got {h!r}")
-        headers.append((name, value.encode()))
+        headers.append((name, hvalue.encode()))
 
     def sources() -> Iterable[BinaryIO]:
         if not args.files or args.files == ["-"]:
