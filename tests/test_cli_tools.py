@@ -320,3 +320,41 @@ def test_errors_are_reported_not_raised(bootstrap: str) -> None:
         assert proc.returncode == 1, (args, proc.stderr)
         assert proc.stderr.startswith(f"kafkite {args[0]}: ".encode()), proc.stderr
         assert b"Traceback" not in proc.stderr
+
+
+def test_same_output_as_kcat_for_the_same_format(shared_broker: BrokerProcess, kcat: str) -> None:
+    """kcat produces, then kcat and kafkite consume with the same -f format and -K defaults: same bytes."""
+    bootstrap = shared_broker.bootstrap
+    topic = unique("cli-kcat")
+    kafkite("topic", "-b", bootstrap, "create", topic, "-p", "1")
+    data = b"".join(b"k%d;value number %d\n" % (i, i) for i in range(20)) + b";no key\n"
+    subprocess.run(
+        [kcat, "-b", bootstrap, "-P", "-t", topic, "-p", "0", "-K", ";", "-H", "h1=v1", "-H", "h2=v2"],
+        input=data,
+        check=True,
+        timeout=60,
+    )
+    for args in (
+        ["-f", r"%t %p %o %T [%k] %K <%h> %s %S\n"],
+        ["-K", "="],
+        [],
+        ["-f", "%s|", "-o", "-3"],
+    ):
+        extra = args if "-o" in args else [*args, "-o", "beginning"]
+        want = subprocess.run(
+            [kcat, "-b", bootstrap, "-C", "-t", topic, "-e", "-q", *extra],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        got = kafkite("consume", "-b", bootstrap, "-t", topic, "-e", *extra)
+        assert got == want, (args, got[:200], want[:200])
+    # And kafkite's produce is read back by kcat the same way.
+    kafkite("produce", "-b", bootstrap, "-t", topic, "-K", ";", "-H", "a=b", input=b"kk;from kafkite\n")
+    out = subprocess.run(
+        [kcat, "-b", bootstrap, "-C", "-t", topic, "-e", "-q", "-o", "-1", "-f", "%k|%h|%s"],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out == b"kk|a=b|from kafkite"
