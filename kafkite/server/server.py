@@ -95,7 +95,7 @@ class KafkaServer:
         for name, host, port in self.broker.config["listeners"]:
             tls = ssl_context if self.protocols[name].endswith("SSL") else None
             srv = await loop.create_server(
-                lambda name=name: KafkaConnection(self, name),  # type: ignore[misc]
+                lambda name=name: KafkaConnection(self, name),
                 host or None,
                 port,
                 reuse_address=True,
