@@ -95,7 +95,8 @@ def metrics_of(broker: Any) -> BrokerMetrics | None:
     m = getattr(broker, "metrics", None)
     if isinstance(m, BrokerMetrics):
         return m
-    if not enabled(broker.config):
+    if broker.__dict__.get("_metrics_off") or not enabled(broker.config):
+        broker.__dict__["_metrics_off"] = True  # the listener keys are static: decided once
         return None
     from kafkite.metrics.collect import register_collectors
 

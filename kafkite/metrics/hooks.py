@@ -36,14 +36,22 @@ def fields(**kw: Any) -> dict[str, Any]:
     return {"fields": kw}
 
 
+_API_NAMES: dict[int, str] = {}
+
+
 def api_name(key: int) -> str:
-    spec = registry().api(key)
-    if spec is not None:
-        return spec.name
-    try:
-        return ApiKey(key).name.title().replace("_", "")
-    except ValueError:
-        return f"Api{key}"
+    name = _API_NAMES.get(key)
+    if name is None:
+        spec = registry().api(key)
+        if spec is not None:
+            name = spec.name
+        else:
+            try:
+                name = ApiKey(key).name.title().replace("_", "")
+            except ValueError:
+                name = f"Api{key}"
+        _API_NAMES[key] = name
+    return name
 
 
 # ------------------------------------------------------------------------------------------ connections

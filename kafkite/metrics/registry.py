@@ -80,6 +80,8 @@ class Family(ABC):
         self._lock = threading.Lock()
 
     def _key(self, values: tuple[object, ...], kw: dict[str, object]) -> LabelValues:
+        if not kw and len(values) == len(self.labelnames):
+            return tuple(map(str, values))
         if kw:
             if values:
                 raise ValueError("pass label values by position or by name, not both")
@@ -91,7 +93,7 @@ class Family(ABC):
                 raise ValueError(f"{self.name}: unknown labels {sorted(kw)}")
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
-        return tuple(str(v) for v in values)
+        return tuple(map(str, values))
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
