@@ -68,9 +68,9 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 def _engine(v: str) -> str:
     v = v.strip()
-    if v in ("file", "memory"):
+    if v in ("file", "memory") or v.startswith(("postgresql://", "postgres://")):
         return v
-    raise ValueError(f"expected file or memory, got {v!r}")
+    raise ValueError(f"expected file, memory or a postgresql://user@host:port/dbname DSN, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,13 @@ _DEFS: list[ConfigDef] = [
     ConfigDef("node.id", "1", _int, "This broker's id in Metadata"),
     ConfigDef("cluster.id", "", _str, "Cluster id; generated and kept in log.dirs when empty"),
     ConfigDef("log.dirs", "./data", _str, "Directory holding the partition logs and broker state"),
-    ConfigDef("storage.engine", "file", _engine, "Storage engine: file (durable) or memory (ephemeral)"),
+    ConfigDef(
+        "storage.engine",
+        "file",
+        _engine,
+        "Storage engine: file (durable), memory (ephemeral) or postgresql://user@host:port/dbname (brokers"
+        " sharing one database)",
+    ),
     ConfigDef("num.partitions", "1", _int, "Partitions of an auto-created topic", True),
     ConfigDef("default.replication.factor", "1", _int, "Replication factor reported for new topics"),
     ConfigDef(
@@ -419,6 +425,22 @@ _DEFS += [
         "3600000",
         _int,
         "How often expired transactional ids are removed",
+    ),
+]
+
+# Brokers sharing a PostgreSQL database (storage.engine=postgresql://...).
+_DEFS += [
+    ConfigDef(
+        "cluster.heartbeat.interval.ms", "1000", _int, "How often a broker renews its row in the database"
+    ),
+    ConfigDef(
+        "cluster.session.timeout.ms",
+        "6000",
+        _int,
+        "A broker whose heartbeat is this old is dead: its partitions and groups move to the live brokers",
+    ),
+    ConfigDef(
+        "storage.postgresql.pool.size", "8", _int, "Database connections a broker uses for produce and fetch"
     ),
 ]
 

@@ -124,11 +124,26 @@ class Broker:
             config["advertised.listeners"][0][1],
             config["advertised.listeners"][0][2],
         )
+        # kafkite.cluster.Cluster when brokers share a PostgreSQL database: placement of partition leaders and
+        # group coordinators over the live brokers.
+        self.cluster: Any = None
+        if _is_postgres(config["storage.engine"]):
+            from kafkite.cluster import attach
+
+            attach(self)
 
     def _make_storage(self) -> Storage:
         defaults = self.config.topic_defaults()
         if self.config["storage.engine"] == "memory":
             return MemoryStorage(default_config=defaults)
+        if _is_postgres(self.config["storage.engine"]):
+            from kafkite.log.pg import PgStorage
+
+            return PgStorage(
+                self.config["storage.engine"],
+                default_config=defaults,
+                pool_size=self.config["storage.postgresql.pool.size"],
+            )
         return FileStorage(self.config.data_dir, default_config=defaults)
 
     # ------------------------------------------------------------------ lifecycle
@@ -139,6 +154,8 @@ class Broker:
         await loop.run_in_executor(None, self.storage.load)
         self.cluster_id = self._load_cluster_id()
         self._load_dynamic_configs()
+        if self.cluster is not None:
+            await self.cluster.start()
         if self.groups is not None:
             await self.groups.start()
         if self.txn is not None:
@@ -159,6 +176,8 @@ class Broker:
             await self.txn.stop()
         if self.groups is not None:
             await self.groups.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.storage.flush_all)
         self.storage.close()
@@ -186,6 +205,9 @@ class Broker:
             return configured
         if self.config["storage.engine"] == "memory":
             return _new_cluster_id()
+        shared_id = getattr(self.storage, "cluster_id", None)
+        if shared_id is not None:
+            return str(shared_id(_new_cluster_id()))  # kept in the shared database
         path = self.config.data_dir / "meta.properties"
         if path.exists():
             for line in path.read_text().splitlines():
@@ -330,6 +352,10 @@ def _flush_all(parts: set[Partition], metrics: Any = None) -> None:
         p.flush()
         if metrics is not None:
             metrics.observe_fsync(time.perf_counter() - started)
+
+
+def _is_postgres(engine: str) -> bool:
+    return engine.startswith(("postgresql://", "postgres://"))
 
 
 def _new_cluster_id() -> str:

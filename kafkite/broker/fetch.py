@@ -22,7 +22,9 @@ def _resolve(broker: Broker, topic: dict[str, Any], version: int) -> tuple[str |
     return topic["topic"], meta.topic_id if meta else uuid.UUID(int=0)
 
 
-def _read_all(broker: Broker, req: dict[str, Any], version: int) -> tuple[list[dict[str, Any]], int, bool]:
+async def _read_all(
+    broker: Broker, req: dict[str, Any], version: int
+) -> tuple[list[dict[str, Any]], int, bool]:
     """One pass over the requested partitions: (response topics, bytes gathered, any error)."""
     remaining = min(req["max_bytes"], broker.config["fetch.max.bytes"])
     if remaining <= 0:
@@ -49,6 +51,16 @@ def _read_all(broker: Broker, req: dict[str, Any], version: int) -> tuple[list[d
                 errors = True
                 parts_out.append(entry)
                 continue
+            if broker.cluster is not None and not broker.cluster.leads(name, idx):
+                entry.update(
+                    error_code=int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
+                    high_watermark=-1,
+                    last_stable_offset=-1,
+                    log_start_offset=-1,
+                )
+                errors = True
+                parts_out.append(entry)
+                continue
             hw = part.high_watermark
             lso = part.last_stable_offset
             entry.update(
@@ -64,9 +76,13 @@ def _read_all(broker: Broker, req: dict[str, Any], version: int) -> tuple[list[d
                 continue
             limit = min(p["partition_max_bytes"], remaining)
             try:
-                res = part.read(
-                    p["fetch_offset"], max(limit, 0), max_offset=lso if committed else hw, min_one=total == 0
-                )
+                args = (p["fetch_offset"], max(limit, 0))
+                max_offset = lso if committed else hw
+                read_async = getattr(part, "read_async", None)  # a database engine: do not block the loop
+                if read_async is not None:
+                    res = await read_async(*args, max_offset=max_offset, min_one=total == 0)
+                else:
+                    res = part.read(*args, max_offset=max_offset, min_one=total == 0)
             except OffsetOutOfRange:
                 entry["error_code"] = int(ErrorCode.OFFSET_OUT_OF_RANGE)
                 errors = True
@@ -92,7 +108,7 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, req: dict[str, Any])
     if version >= 7 and req["session_id"] != 0:
         # kafkite does not create incremental fetch sessions (it answers session_id 0), so none can be found.
         return {"error_code": int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), "session_id": 0, "responses": []}
-    responses, total, errors = _read_all(broker, req, version)
+    responses, total, errors = await _read_all(broker, req, version)
     if req["max_wait_ms"] <= 0 or broker.blackhole:
         return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}
     loop = asyncio.get_running_loop()
@@ -109,5 +125,5 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, req: dict[str, Any])
             break
         finally:
             fut.cancel()
-        responses, total, errors = _read_all(broker, req, version)
+        responses, total, errors = await _read_all(broker, req, version)
     return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}

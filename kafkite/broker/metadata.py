@@ -59,6 +59,9 @@ def advertised_for(broker: Broker, listener: str | None) -> tuple[str, int]:
 
 
 def broker_nodes(broker: Broker, listener: str | None = None) -> list[tuple[int, str, int]]:
+    if broker.cluster is not None:
+        nodes: list[tuple[int, str, int]] = broker.cluster.nodes(listener)  # every live broker
+        return nodes
     host, port = advertised_for(broker, listener)
     return [(broker.node_id, host, port)]
 
@@ -67,7 +70,9 @@ def _topic_entry(broker: Broker, name: str, include_ops: bool) -> dict[str, Any]
     meta = broker.topic(name)
     if meta is None:
         return {"error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), "name": name, "partitions": []}
+    cluster = broker.cluster
     node = broker.node_id
+    epoch = 0 if cluster is None else cluster.epoch
     return {
         "error_code": 0,
         "name": name,
@@ -77,13 +82,15 @@ def _topic_entry(broker: Broker, name: str, include_ops: bool) -> dict[str, Any]
             {
                 "error_code": 0,
                 "partition_index": i,
-                "leader_id": node,
-                "leader_epoch": 0,
-                "replica_nodes": [node],
-                "isr_nodes": [node],
+                "leader_id": leader,
+                "leader_epoch": epoch,
+                "replica_nodes": [leader],
+                "isr_nodes": [leader],
                 "offline_replicas": [],
             }
-            for i in range(meta.partitions)
+            for i, leader in (
+                (i, node if cluster is None else cluster.leader(name, i)) for i in range(meta.partitions)
+            )
         ],
         "topic_authorized_operations": _bits(_TOPIC_OPS) if include_ops else OPS_NOT_REQUESTED,
     }
@@ -128,12 +135,16 @@ async def handle_metadata(broker: Broker, ctx: RequestContext, req: dict[str, An
             for n, h, p in broker_nodes(broker, ctx.listener)
         ],
         "cluster_id": broker.cluster_id,
-        "controller_id": broker.node_id,
+        "controller_id": controller_id(broker),
         "topics": topics,
         "cluster_authorized_operations": (
             _bits(_CLUSTER_OPS) if req.get("include_cluster_authorized_operations") else OPS_NOT_REQUESTED
         ),
     }
+
+
+def controller_id(broker: Broker) -> int:
+    return broker.node_id if broker.cluster is None else int(broker.cluster.controller_id)
 
 
 async def handle_describe_cluster(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +158,7 @@ async def handle_describe_cluster(broker: Broker, ctx: RequestContext, req: dict
         "throttle_time_ms": 0,
         "error_code": 0,
         "cluster_id": broker.cluster_id,
-        "controller_id": broker.node_id,
+        "controller_id": controller_id(broker),
         "brokers": [
             {"broker_id": n, "host": h, "port": p, "rack": None}
             for n, h, p in broker_nodes(broker, ctx.listener)

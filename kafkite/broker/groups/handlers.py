@@ -9,7 +9,7 @@ from kafkite.protocol.api_keys import ApiKey
 
 from .config import GroupConfig
 from .coordinator import GroupCoordinator
-from .log import StorageGroupLog
+from .log import GroupLog, StorageGroupLog
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker, RequestContext
@@ -39,18 +39,27 @@ def coordinator_for(broker: Broker) -> GroupCoordinator:
         meta = broker.storage.topics().get(topic)
         return None if meta is None else meta.partitions
 
-    return GroupCoordinator(
-        partitions_of,
-        log=StorageGroupLog.open(broker.storage),
-        config=GroupConfig.from_mapping(settings),
-    )
+    log: GroupLog = StorageGroupLog.open(broker.storage)
+    cluster = getattr(broker, "cluster", None)
+    if cluster is not None:
+        from kafkite.cluster import OwnedGroupLog
+
+        log = OwnedGroupLog(cluster.storage, cluster)  # the groups this broker coordinates, in the database
+    return GroupCoordinator(partitions_of, log=log, config=GroupConfig.from_mapping(settings))
 
 
 def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
     """Handlers for FindCoordinator and every group and offset API, served by ``coordinator``."""
 
-    def adapt(method: Method) -> Handler:
+    def adapt(name: str) -> Handler:
+        method: Method = getattr(coordinator, name)
+
         async def handle(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+            cluster = getattr(broker, "cluster", None)
+            if cluster is not None:
+                from kafkite.cluster import group_request
+
+                return await group_request(broker, cluster, name, ctx, req)
             return await method(req, ctx.api_version, client_id=ctx.client_id, client_host=ctx.client_host)
 
         return handle
@@ -58,12 +67,16 @@ def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
     async def find_coordinator(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         from kafkite.broker.metadata import advertised_for
 
+        cluster = getattr(broker, "cluster", None)
+        if cluster is not None:
+            from kafkite.cluster import find_coordinator as cluster_find_coordinator
+
+            return cluster_find_coordinator(cluster, ctx, req)
+
         host, port = advertised_for(broker, ctx.listener)
         return await coordinator.find_coordinator(req, ctx.api_version, (broker.node_id, host, port))
 
-    handlers: dict[int, Handler] = {
-        int(key): adapt(getattr(coordinator, name)) for key, name in _APIS.items()
-    }
+    handlers: dict[int, Handler] = {int(key): adapt(name) for key, name in _APIS.items()}
     handlers[int(ApiKey.FIND_COORDINATOR)] = find_coordinator
     return handlers
 

@@ -1,0 +1,193 @@
+"""Consumer groups when several brokers share the database.
+
+Each group has one coordinator, the broker ``Cluster.coordinator(group_id)`` names. Group metadata and
+committed offsets live in ``kafkite_group_entries`` (one row per key, so no compaction is needed); a broker's
+``GroupCoordinator`` holds only the groups it coordinates, read from that table when it starts.
+
+When the live broker list changes, every broker replaces its coordinator by a fresh one loaded from the
+database: groups it keeps come back stable with their members and generations (they keep heartbeating),
+groups it gains arrive with every offset their previous coordinator committed, and a rebalance waiting on a
+coordinator that is going away is answered NOT_COORDINATOR, so its members find the new one.
+
+Requests for a group this broker does not coordinate are answered NOT_COORDINATOR, as Kafka does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from kafkite.broker.groups import logformat
+from kafkite.broker.groups.log import Entry
+from kafkite.log.pg import PgStorage
+from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkite.broker.core import Broker, RequestContext
+    from kafkite.cluster.membership import Cluster
+
+log = logging.getLogger("kafkite.cluster")
+
+NOT_COORDINATOR = int(ErrorCode.NOT_COORDINATOR)
+
+
+def _group_of(key: bytes) -> str | None:
+    try:
+        return logformat.decode_key(key).group_id
+    except logformat.LogFormatError:
+        return None
+
+
+class OwnedGroupLog:
+    """A GroupLog over ``kafkite_group_entries`` that sees and writes only the groups this broker coordinates.
+
+    Writes for a group coordinated elsewhere (a timer of a coordinator being replaced) are dropped: the
+    group's own coordinator is the only writer of its entries.
+    """
+
+    def __init__(self, storage: PgStorage, cluster: Cluster) -> None:
+        self._storage = storage
+        self._cluster = cluster
+
+    def append(self, entries: list[Entry]) -> None:
+        rows: list[tuple[bytes, str, bytes | None]] = []
+        for key, value in entries:
+            group = _group_of(key)
+            if group is None:
+                continue
+            if not self._cluster.coordinates(group):
+                log.info("not writing an entry of group %s: it is coordinated by another broker", group)
+                continue
+            rows.append((key, group, value))
+        self._storage.group_entries_apply(rows)
+
+    def replay(self) -> Iterator[Entry]:
+        for key, group, value in self._storage.group_entries():
+            if self._cluster.coordinates(group):
+                yield key, value
+
+
+async def rebuild_coordinator(broker: Broker) -> None:
+    """Replace the broker's group coordinator by one loaded from the database (after a membership change)."""
+    from kafkite.broker.groups.handlers import coordinator_for
+
+    old = broker.groups
+    new = coordinator_for(broker)
+    broker.groups = new
+    txn = getattr(broker, "txn", None)
+    if txn is not None and hasattr(txn, "groups"):
+        txn.groups = new
+    if old is not None:
+        await old.stop()
+    await new.start()
+
+
+# request routing -------------------------------------------------------------------------------------------
+
+
+def _partitions_error(topics: list[dict[str, Any]] | None, name_key: str = "name") -> list[dict[str, Any]]:
+    out = []
+    for t in topics or []:
+        parts = [
+            {
+                "partition_index": p["partition_index"] if isinstance(p, dict) else p,
+                "error_code": NOT_COORDINATOR,
+            }
+            for p in (t.get("partitions") or t.get("partition_indexes") or [])
+        ]
+        out.append({"name": t.get(name_key), "partitions": parts})
+    return out
+
+
+def refusal(method: str, req: dict[str, Any], version: int) -> dict[str, Any]:
+    """The NOT_COORDINATOR answer to a request about one group coordinated elsewhere."""
+    base: dict[str, Any] = {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR}
+    if method in ("offset_commit", "txn_offset_commit"):
+        return {"throttle_time_ms": 0, "topics": _partitions_error(req.get("topics"))}
+    if method == "offset_fetch":
+        return {**base, "topics": _partitions_error(req.get("topics"))}
+    if method == "join_group":
+        return {**base, "generation_id": -1, "member_id": req.get("member_id") or "", "members": []}
+    if method == "offset_delete":
+        return {**base, "topics": []}
+    return base
+
+
+async def group_request(
+    broker: Broker, cluster: Cluster, method: str, ctx: RequestContext, req: dict[str, Any]
+) -> dict[str, Any]:
+    """Serve a group API through the current coordinator, refusing the groups coordinated elsewhere."""
+    version = ctx.api_version
+    call = getattr(broker.groups, method)
+    kw = {"client_id": ctx.client_id, "client_host": ctx.client_host}
+    if method == "describe_groups":
+        ids = list(req.get("groups") or [])
+        mine = [g for g in ids if g is None or cluster.coordinates(g)]
+        resp: dict[str, Any] = await call({**req, "groups": mine}, version, **kw)
+        by_id = {g["group_id"]: g for g in resp["groups"]}
+        resp["groups"] = [
+            by_id.get(g, {})
+            if g in mine
+            else {"group_id": g, "error_code": NOT_COORDINATOR, "group_state": ""}
+            for g in ids
+        ]
+        return resp
+    if method == "delete_groups":
+        ids = list(req.get("groups_names") or [])
+        mine = [g for g in ids if g is None or cluster.coordinates(g)]
+        resp = await call({**req, "groups_names": mine}, version, **kw)
+        results = iter(resp["results"])
+        resp["results"] = [
+            next(results) if g in mine else {"group_id": g, "error_code": NOT_COORDINATOR} for g in ids
+        ]
+        return resp
+    if method == "offset_fetch" and version >= 8:
+        groups = list(req.get("groups") or [])
+        mine = [g for g in groups if cluster.coordinates(g["group_id"])]
+        resp = (
+            await call({**req, "groups": mine}, version, **kw)
+            if mine
+            else {"throttle_time_ms": 0, "groups": []}
+        )
+        got = iter(resp.get("groups") or [])
+        resp["groups"] = [
+            next(got)
+            if g in mine
+            else {"group_id": g["group_id"], "topics": [], "error_code": NOT_COORDINATOR}
+            for g in groups
+        ]
+        return resp
+    if method == "list_groups":
+        result: dict[str, Any] = await call(req, version, **kw)
+        return result
+    group_id = req.get("group_id")
+    if isinstance(group_id, str) and not cluster.coordinates(group_id):
+        return refusal(method, req, version)
+    result = await call(req, version, **kw)
+    return result
+
+
+def find_coordinator(cluster: Cluster, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    """FindCoordinator: the live broker that coordinates each group (or transactional id)."""
+    key_type = int(req.get("key_type", 0))
+
+    def entry(key: str) -> dict[str, Any]:
+        if key_type not in (0, 1):
+            return {
+                "node_id": -1,
+                "host": "",
+                "port": -1,
+                "error_code": int(ErrorCode.INVALID_REQUEST),
+                "error_message": f"unknown coordinator key type {key_type}",
+            }
+        node_id = cluster.coordinator(key) if key_type == 0 else cluster.node_id
+        node, host, port = cluster.node(node_id, ctx.listener)
+        return {"node_id": node, "host": host, "port": port, "error_code": 0, "error_message": None}
+
+    if ctx.api_version >= 4:
+        return {
+            "throttle_time_ms": 0,
+            "coordinators": [{"key": k, **entry(k)} for k in req.get("coordinator_keys") or []],
+        }
+    return {"throttle_time_ms": 0, **entry(req.get("key") or "")}

@@ -1,0 +1,179 @@
+"""Connections to the database, and one way to write logic that runs over either of them.
+
+The engine's logic is written once, as generators ("ops") that yield ``(sql, params)`` and receive each
+statement's rows. ``Database.run`` drives an op over the synchronous connection (for the synchronous storage
+interface, called from the event loop or a worker thread); ``Database.run_async`` drives it over a pooled
+asynchronous connection (for the produce and fetch hot paths, so the event loop never waits on the network).
+Both can wrap the op in a transaction. A connection that failed is dropped and replaced on next use; the
+failure reaches the caller as ``LogError`` (KAFKA_STORAGE_ERROR for clients, who retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import psycopg
+
+from kafkite.log.base import LogError
+
+T = TypeVar("T")
+Params = Sequence[Any] | Mapping[str, Any] | None
+Query = tuple[str, Params]
+Rows = list[tuple[Any, ...]]
+Op = Generator[Query, Rows, T]
+
+
+class DatabaseError(LogError):
+    """The database refused a statement or could not be reached."""
+
+
+def _rows(cur: psycopg.Cursor[Any]) -> Rows:
+    return list(cur.fetchall()) if cur.description is not None else []
+
+
+class Database:
+    """One synchronous connection (serialised by a lock) and a small pool of asynchronous ones."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 8, connect_timeout: float = 10.0) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.connect_timeout = connect_timeout
+        self._sync: psycopg.Connection[Any] | None = None
+        self._sync_lock = threading.Lock()
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._open = 0
+        self._available: asyncio.Condition | None = None
+        self._closed = False
+
+    # synchronous -------------------------------------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._sync
+        if conn is None or conn.closed or conn.broken:
+            try:
+                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout))
+            except psycopg.Error as e:
+                raise DatabaseError(f"cannot connect to the database: {e}") from None
+            self._sync = conn
+        return conn
+
+    def run(self, op: Op[T], *, transaction: bool = False) -> T:
+        """Drive ``op`` over the synchronous connection (blocking)."""
+        if self._closed:
+            raise DatabaseError("the database connections are closed")
+        with self._sync_lock:
+            conn = self._connection()
+            try:
+                if transaction:
+                    with conn.transaction():
+                        return _drive(conn, op)
+                return _drive(conn, op)
+            except psycopg.Error as e:
+                if conn.broken:
+                    self._sync = None
+                raise DatabaseError(f"database error: {e}") from e
+
+    def execute(self, sql: str, params: Params = None) -> Rows:
+        def op() -> Op[Rows]:
+            return (yield (sql, params))
+
+        return self.run(op())
+
+    # asynchronous ------------------------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled asynchronous connection (autocommit); a broken one is not given back."""
+        if self._closed:
+            raise DatabaseError("the database connections are closed")
+        if self._available is None:
+            self._available = asyncio.Condition()
+        cond = self._available
+        async with cond:
+            while not self._idle and self._open >= self.pool_size:
+                await cond.wait()
+            conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                self._open += 1
+        if conn is None:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout)
+                )
+            except BaseException as e:
+                async with cond:
+                    self._open -= 1
+                    cond.notify()
+                if isinstance(e, psycopg.Error):
+                    raise DatabaseError(f"cannot connect to the database: {e}") from None
+                raise
+        try:
+            yield conn
+        finally:
+            async with cond:
+                if conn.closed or conn.broken or self._closed:
+                    self._open -= 1
+                    await conn.close()
+                else:
+                    self._idle.append(conn)
+                cond.notify()
+
+    async def run_async(self, op: Op[T], *, transaction: bool = False) -> T:
+        """Drive ``op`` over a pooled asynchronous connection."""
+        async with self.connection() as conn:
+            try:
+                if transaction:
+                    async with conn.transaction():
+                        return await _drive_async(conn, op)
+                return await _drive_async(conn, op)
+            except psycopg.Error as e:
+                raise DatabaseError(f"database error: {e}") from e
+
+    async def execute_async(self, sql: str, params: Params = None) -> Rows:
+        def op() -> Op[Rows]:
+            return (yield (sql, params))
+
+        return await self.run_async(op())
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+
+    async def close_async(self) -> None:
+        """Close the pooled connections (the synchronous one stays until ``close``)."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            self._open -= 1
+            await conn.close()
+
+    def close(self) -> None:
+        self._closed = True
+        with self._sync_lock:
+            if self._sync is not None:
+                self._sync.close()
+                self._sync = None
+
+
+def _drive(conn: psycopg.Connection[Any], op: Op[T]) -> T:
+    try:
+        sql, params = next(op)
+        while True:
+            cur = conn.execute(sql, params, binary=True)
+            sql, params = op.send(_rows(cur))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def _drive_async(conn: psycopg.AsyncConnection[Any], op: Op[T]) -> T:
+    try:
+        sql, params = next(op)
+        while True:
+            cur = await conn.execute(sql, params, binary=True)
+            rows = list(await cur.fetchall()) if cur.description is not None else []
+            sql, params = op.send(rows)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result

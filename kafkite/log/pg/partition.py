@@ -1,0 +1,628 @@
+"""One partition stored in PostgreSQL: the ``Partition`` interface over rows of ``kafkite_batches``.
+
+Offsets: an append rewrites each batch's base offset from the cached next offset and runs one statement that
+advances the partition row only if it still holds that offset (see ``schema.APPEND``). When another broker
+appended meanwhile the statement matches nothing; the partition then reloads its bounds, catches its producer
+state up from the batches it missed, and tries again. Offsets are therefore assigned by the database, in one
+transaction with the insert, whichever broker appends.
+
+The cached bounds (next offset = high watermark, log start offset, size) are kept fresh by this broker's own
+operations and by the other brokers' notifications; a read beyond the cached end checks the database first.
+
+Producer state (idempotence, transactions) is a ``ProducerStateManager`` rebuilt from the newest snapshot in
+``kafkite_producer_snapshots`` plus the batch headers after it, kept current by every append, and caught up
+from the database whenever the log moved on without it. Retention passes store a snapshot when it changed.
+
+Appends through ``append_async`` are queued per partition in call order (so requests on one connection keep
+their order) and run over the pooled asynchronous connections; ``append`` and every other method run
+synchronously over the storage's synchronous connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from kafkite.log.base import (
+    AppendInfo,
+    FileRange,
+    LogClosed,
+    LogError,
+    OffsetOutOfRange,
+    Partition,
+    ReadResult,
+    RecordBatchTooLarge,
+)
+from kafkite.log.config import LogConfig
+from kafkite.log.partition import _record_timestamps
+from kafkite.log.pg import schema
+from kafkite.log.pg.db import Op
+from kafkite.log.producer_state import AbortedTxn, ProducerStateManager, replay
+from kafkite.protocol.records import (
+    ATTR_TIMESTAMP_TYPE,
+    BatchHeader,
+    InvalidBatch,
+    build_control_batch,
+    iter_headers,
+    read_header,
+    set_base_offset,
+    set_max_timestamp,
+    update_crc,
+)
+
+if TYPE_CHECKING:
+    from kafkite.log.pg.storage import PgStorage
+
+_ATTRIBUTES = struct.Struct(">h")
+# Rows looked at per read: bounds the work of one fetch of a partition of many small batches.
+READ_ROW_LIMIT = 4000
+# How often an append retries after losing the partition row to another broker's append.
+APPEND_ATTEMPTS = 20
+
+
+@dataclass
+class _Prepared:
+    start: int
+    end: int
+    size: int
+    headers: list[tuple[int, BatchHeader]]
+    params: dict[str, Any]
+    idempotent: bool
+    append_time: int
+
+
+class PgPartition(Partition):
+    def __init__(
+        self,
+        storage: PgStorage,
+        topic: str,
+        topic_id: UUID,
+        index: int,
+        config: LogConfig,
+        *,
+        next_offset: int = 0,
+        log_start_offset: int = 0,
+        size: int = 0,
+    ) -> None:
+        self.config = config
+        self.topic = topic
+        self.topic_id = topic_id
+        self.index = index
+        self._storage = storage
+        self._db = storage.db
+        self._next = next_offset
+        self._lso = log_start_offset
+        self._size = size
+        self.producers = ProducerStateManager()
+        self._state_end: int | None = (
+            None  # the producer state reflects the log up to here (None: not loaded)
+        )
+        self._snapshot_changes = 0
+        self._tail: asyncio.Future[Any] | None = None  # the last queued asynchronous append
+        self._closed = False
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f"PgPartition({self.topic}-{self.index})"
+
+    # bounds ------------------------------------------------------------------------------------------------
+
+    @property
+    def log_start_offset(self) -> int:
+        return self._lso
+
+    @property
+    def log_end_offset(self) -> int:
+        return self._next
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    @property
+    def unflushed_messages(self) -> int:
+        return 0  # every append is a committed transaction
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def set_bounds(
+        self, next_offset: int, log_start_offset: int | None = None, size: int | None = None
+    ) -> None:
+        """Newer bounds seen in the database or announced by another broker (never moves backwards)."""
+        with self._lock:
+            if next_offset > self._next:
+                self._next = next_offset
+            if log_start_offset is not None and log_start_offset > self._lso:
+                self._lso = log_start_offset
+                self.producers.on_log_start_offset(log_start_offset)
+            if size is not None:
+                self._size = size
+
+    def _bounds_op(self) -> Op[None]:
+        rows = yield (schema.BOUNDS, (self.topic_id, self.index))
+        if not rows:
+            self._closed = True
+            raise LogClosed(f"partition {self.topic}-{self.index} no longer exists")
+        nxt, lso, size = rows[0]
+        self.set_bounds(int(nxt), int(lso), int(size))
+
+    def refresh(self) -> None:
+        """Reload the bounds from the database."""
+        self._db.run(self._bounds_op())
+
+    async def refresh_async(self) -> None:
+        await self._db.run_async(self._bounds_op())
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LogClosed(f"partition {self.topic}-{self.index} is closed")
+
+    def reconfigure(self, config: LogConfig) -> None:
+        self.config = config
+
+    # producer state ----------------------------------------------------------------------------------------
+
+    def _catch_up_op(self) -> Op[None]:
+        """Bring the producer state up to the cached next offset (loading the snapshot the first time)."""
+        if self._state_end is None:
+            rows = yield (
+                "SELECT snapshot_offset, data FROM kafkite_producer_snapshots"
+                " WHERE topic_id = %s AND idx = %s",
+                (self.topic_id, self.index),
+            )
+            state = ProducerStateManager()
+            start = self._lso
+            if rows and self._lso <= int(rows[0][0]) <= self._next:
+                try:
+                    start, state = ProducerStateManager.from_json(bytes(rows[0][1]))
+                except ValueError:
+                    start, state = self._lso, ProducerStateManager()
+            target = self._next
+            found = yield (schema.PRODUCER_BATCHES, (self.topic_id, self.index, start))
+            replay(state, _producer_batches(found, start, target))
+            state.on_log_start_offset(self._lso)
+            if self._state_end is None:
+                self.producers = state
+                self._state_end = target
+                self._snapshot_changes = state.changes
+            return
+        start = self._state_end
+        target = self._next
+        if start >= target:
+            return
+        found = yield (schema.PRODUCER_BATCHES, (self.topic_id, self.index, start))
+        if self._state_end == start:
+            replay(self.producers, _producer_batches(found, start, target))
+            self._state_end = target
+
+    def _current_state_op(self) -> Op[None]:
+        if self._state_end is None or self._state_end < self._next:
+            yield from self._catch_up_op()
+
+    def _ensure_state(self) -> None:
+        if self._state_end is None or self._state_end < self._next:
+            self._db.run(self._catch_up_op())
+
+    @property
+    def last_stable_offset(self) -> int:
+        """The high watermark, or the first offset of the oldest ongoing transaction when that is lower."""
+        self._ensure_state()
+        hw = self._next
+        first = self.producers.first_unstable_offset()
+        return hw if first is None or first > hw else first
+
+    def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
+        self._ensure_state()
+        return self.producers.aborted_transactions(start, end)
+
+    def expire_producers(self, now_ms: int, max_age_ms: int) -> int:
+        return len(self.producers.expire(now_ms, max_age_ms))
+
+    def write_txn_marker(
+        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+    ) -> int:
+        """Append a COMMIT or ABORT marker for the producer's transaction; returns its offset."""
+        batch = build_control_batch(
+            commit=commit,
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            coordinator_epoch=coordinator_epoch,
+            timestamp_ms=now_ms,
+        )
+        return self.append(bytearray(batch), now_ms=now_ms).first_offset
+
+    def snapshot_producers(self) -> bool:
+        """Store the producer state when it changed since the last snapshot; True when one was stored."""
+        if self._state_end is None or self.producers.changes == self._snapshot_changes:
+            return False
+        if self._state_end != self._next:
+            return False  # behind the log: the next append or read catches up first
+        offset = self._state_end
+        data = self.producers.to_json(offset)
+        self._snapshot_changes = self.producers.changes
+        self._db.execute(
+            "INSERT INTO kafkite_producer_snapshots (topic_id, idx, snapshot_offset, data)"
+            " VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (topic_id, idx) DO UPDATE SET snapshot_offset = excluded.snapshot_offset,"
+            " data = excluded.data"
+            " WHERE kafkite_producer_snapshots.snapshot_offset <= excluded.snapshot_offset",
+            (self.topic_id, self.index, offset, data),
+        )
+        return True
+
+    # append ------------------------------------------------------------------------------------------------
+
+    def _prepare(self, batches: bytearray | memoryview, now_ms: int) -> _Prepared | AppendInfo:
+        """Validate and rewrite ``batches`` for offsets from the cached next offset; a duplicate of a batch
+        already appended is answered with its offsets (an AppendInfo) instead."""
+        total = len(batches)
+        if total == 0:
+            raise InvalidBatch("no record batch to append")
+        config = self.config
+        append_time = now_ms if config.log_append_time else -1
+        start = next_offset = self._next
+        headers: list[tuple[int, BatchHeader]] = []
+        end = 0
+        idempotent = False
+        for pos, h in iter_headers(batches):
+            if h.producer_id >= 0:
+                idempotent = True
+                if h.is_control:
+                    self.producers.check_marker(h.producer_id, h.producer_epoch)
+                else:
+                    dup = self.producers.check(h)
+                    if dup is not None:
+                        if h.size != total:
+                            raise InvalidBatch("a retried batch must be appended on its own")
+                        return AppendInfo(dup.first_offset, dup.last_offset, -1, self._lso, 0)
+            if h.size > config.max_message_bytes:
+                raise RecordBatchTooLarge(
+                    f"record batch of {h.size} bytes exceeds max.message.bytes {config.max_message_bytes}"
+                )
+            if h.last_offset_delta < 0:
+                raise InvalidBatch(f"negative last offset delta {h.last_offset_delta}")
+            set_base_offset(batches, pos, next_offset)
+            if append_time >= 0:
+                _ATTRIBUTES.pack_into(batches, pos + 21, h.attributes | ATTR_TIMESTAMP_TYPE)
+                set_max_timestamp(batches, pos, append_time)
+                update_crc(batches, pos)
+            h = read_header(batches, pos)
+            headers.append((pos, h))
+            next_offset = h.last_offset + 1
+            end = pos + h.size
+        if end != total:
+            raise InvalidBatch(f"{total - end} trailing bytes after the last whole record batch")
+        if len(headers) == 1:
+            datas = [bytes(batches)]
+        else:
+            datas = [bytes(batches[pos : pos + h.size]) for pos, h in headers]
+        params = {
+            "tid": self.topic_id,
+            "idx": self.index,
+            "start": start,
+            "end": next_offset,
+            "size": total,
+            "lo": [h.last_offset for _, h in headers],
+            "bo": [h.base_offset for _, h in headers],
+            "ts": [h.max_timestamp for _, h in headers],
+            "sz": [h.size for _, h in headers],
+            "pid": [h.producer_id for _, h in headers],
+            "ctl": [h.is_control for _, h in headers],
+            "data": datas,
+            "note": f"{self._storage.instance}|{self.topic}|{self.index}|{next_offset}",
+        }
+        return _Prepared(start, next_offset, total, headers, params, idempotent, append_time)
+
+    def _applied(self, prep: _Prepared, lso: int, batches: bytearray | memoryview, now_ms: int) -> None:
+        with self._lock:
+            if self._state_end == prep.start:
+                if prep.idempotent:
+                    replay(
+                        self.producers,
+                        (
+                            (h, bytes(batches[pos : pos + h.size]) if h.is_control else None)
+                            for pos, h in prep.headers
+                        ),
+                        now_ms,
+                    )
+                self._state_end = prep.end
+            if prep.end > self._next:
+                self._next = prep.end
+                self._size += prep.size
+            if lso > self._lso:
+                self._lso = lso
+                self.producers.on_log_start_offset(lso)
+
+    def _append_op(self, batches: bytearray | memoryview, now_ms: int) -> Op[AppendInfo]:
+        for _ in range(APPEND_ATTEMPTS):
+            self._check_open()
+            yield from self._current_state_op()
+            prep = self._prepare(batches, now_ms)
+            if isinstance(prep, AppendInfo):
+                return prep
+            rows = yield (schema.APPEND, prep.params)
+            if rows:
+                lso = int(rows[0][0])
+                self._applied(prep, lso, batches, now_ms)
+                return AppendInfo(prep.start, prep.end - 1, prep.append_time, max(lso, self._lso), prep.size)
+            # Another broker appended first: reload the bounds and try again.
+            yield from self._bounds_op()
+        raise LogError(f"append to {self.topic}-{self.index} kept losing to concurrent appends")
+
+    def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo:
+        """Assign offsets to ``batches`` (validated v2 batches, rewritten in place) and store them."""
+        self._check_open()
+        return self._db.run(self._append_op(batches, now_ms))
+
+    def append_async(self, batches: bytearray | memoryview, *, now_ms: int) -> Awaitable[AppendInfo]:
+        """Queue an append behind the appends queued before it on this partition (call order is append
+        order) and return its result to await."""
+        self._check_open()
+        prev = self._tail
+        task = asyncio.ensure_future(self._append_after(prev, batches, now_ms))
+        self._tail = task
+        return task
+
+    async def _append_after(
+        self, prev: asyncio.Future[Any] | None, batches: bytearray | memoryview, now_ms: int
+    ) -> AppendInfo:
+        if prev is not None and not prev.done():
+            await asyncio.wait([prev])
+        try:
+            return await self._db.run_async(self._append_op(batches, now_ms))
+        finally:
+            if self._tail is asyncio.current_task():
+                self._tail = None
+
+    # read --------------------------------------------------------------------------------------------------
+
+    def _read_op(self, offset: int, max_bytes: int, max_offset: int | None, min_one: bool) -> Op[ReadResult]:
+        self._check_open()
+        if offset > self._next or offset < self._lso:
+            yield from self._bounds_op()
+            if offset > self._next or offset < self._lso:
+                raise OffsetOutOfRange(offset, self._lso, self._next)
+        hw = self._next
+        limit = hw if max_offset is None else min(max_offset, hw)
+        chunks: list[FileRange | bytes] = []
+        if offset >= limit:
+            return ReadResult(chunks, 0, hw, self._lso)
+        rows = yield (
+            schema.READ,
+            (self.topic_id, self.index, offset, limit, READ_ROW_LIMIT, max(0, max_bytes), min_one),
+        )
+        total = 0
+        for (data,) in rows:
+            chunks.append(data)
+            total += len(data)
+        return ReadResult(chunks, total, hw, self._lso)
+
+    def read(
+        self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
+    ) -> ReadResult:
+        """Whole batches from the one holding ``offset``: at most ``max_bytes`` (but a whole first batch when
+        ``min_one``), none holding an offset >= ``max_offset``."""
+        return self._db.run(self._read_op(offset, max_bytes, max_offset, min_one))
+
+    async def read_async(
+        self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
+    ) -> ReadResult:
+        return await self._db.run_async(self._read_op(offset, max_bytes, max_offset, min_one))
+
+    # timestamps --------------------------------------------------------------------------------------------
+
+    def _one_batch(self, where: str, params: tuple[Any, ...], order: str = "last_offset") -> bytes | None:
+        rows = self._db.execute(
+            f"SELECT data FROM kafkite_batches WHERE topic_id = %s AND idx = %s AND last_offset >= %s {where}"
+            f" ORDER BY {order} LIMIT 1",
+            (self.topic_id, self.index, self._lso, *params),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None:
+        """(offset, timestamp) of the first record at or after the log start offset whose timestamp is
+        >= ``timestamp``; None when there is none."""
+        self._check_open()
+        lso = self._lso
+        data = self._one_batch("AND max_timestamp >= %s", (timestamp,))
+        if data is None:
+            return None
+        h = read_header(data)
+        for off, ts in _record_timestamps(data, h):
+            if off >= lso and ts >= timestamp:
+                return off, ts
+        return max(lso, h.base_offset), h.max_timestamp
+
+    def max_timestamp(self) -> tuple[int, int]:
+        """(timestamp, offset) of the record with the largest timestamp (the first such); (-1, -1) if none."""
+        self._check_open()
+        data = self._one_batch("AND max_timestamp >= 0", (), "max_timestamp DESC, last_offset")
+        if data is None:
+            return -1, -1
+        h = read_header(data)
+        for off, ts in _record_timestamps(data, h):
+            if ts == h.max_timestamp:
+                return ts, off
+        return h.max_timestamp, h.base_offset
+
+    def first_timestamp(self) -> int:
+        """Timestamp of the first record at or after the log start offset; -1 when the log is empty."""
+        self._check_open()
+        lso = self._lso
+        data = self._one_batch("", ())
+        if data is None:
+            return -1
+        h = read_header(data)
+        for off, ts in _record_timestamps(data, h):
+            if off >= lso:
+                return ts
+        return h.max_timestamp if h.log_append_time else h.base_timestamp
+
+    # deletion ----------------------------------------------------------------------------------------------
+
+    def _move_start_op(self, offset: int) -> Op[int]:
+        """Within a transaction: raise the log start offset to ``offset`` (-1: the end), deleting the batches
+        wholly below it; returns the new log start offset."""
+        rows = yield (
+            "SELECT next_offset, log_start_offset FROM kafkite_partitions WHERE topic_id = %s AND idx = %s"
+            " FOR UPDATE",
+            (self.topic_id, self.index),
+        )
+        if not rows:
+            self._closed = True
+            raise LogClosed(f"partition {self.topic}-{self.index} no longer exists")
+        nxt, lso = int(rows[0][0]), int(rows[0][1])
+        if offset == -1:
+            offset = nxt
+        if offset < 0 or offset > nxt:
+            raise OffsetOutOfRange(offset, lso, nxt)
+        if offset > lso:
+            deleted = yield (
+                "DELETE FROM kafkite_batches WHERE topic_id = %s AND idx = %s AND last_offset < %s"
+                " RETURNING size",
+                (self.topic_id, self.index, offset),
+            )
+            freed = sum(int(r[0]) for r in deleted)
+            rows = yield (
+                "UPDATE kafkite_partitions SET log_start_offset = %s, size_bytes = size_bytes - %s"
+                " WHERE topic_id = %s AND idx = %s RETURNING size_bytes",
+                (offset, freed, self.topic_id, self.index),
+            )
+            self.set_bounds(nxt, offset, int(rows[0][0]))
+            lso = offset
+        else:
+            self.set_bounds(nxt, lso)
+        return lso
+
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset up to ``offset`` (-1: the high watermark), deleting the
+        batches wholly below it. Returns the new log start offset (the low watermark)."""
+        self._check_open()
+        return self._db.run(self._move_start_op(offset), transaction=True)
+
+    def _retention_op(self, now_ms: int) -> Op[int]:
+        c = self.config
+        target = -1
+        if c.retention_ms >= 0:
+            rows = yield (
+                "SELECT base_offset FROM kafkite_batches"
+                " WHERE topic_id = %s AND idx = %s AND last_offset >= %s"
+                " AND max_timestamp >= %s ORDER BY last_offset LIMIT 1",
+                (self.topic_id, self.index, self._lso, now_ms - c.retention_ms),
+            )
+            target = max(self._lso, int(rows[0][0])) if rows else self._next
+        if c.retention_bytes >= 0 and self._size > c.retention_bytes:
+            rows = yield (
+                "SELECT last_offset FROM (SELECT last_offset, sum(size) OVER (ORDER BY last_offset DESC) AS s"
+                " FROM kafkite_batches WHERE topic_id = %s AND idx = %s) t WHERE s > %s"
+                " ORDER BY last_offset DESC LIMIT 1",
+                (self.topic_id, self.index, c.retention_bytes),
+            )
+            if rows:
+                target = max(target, int(rows[0][0]) + 1)
+        if target <= self._lso:
+            return 0
+        before = self._lso
+        after = yield from self._move_start_op(target)
+        return 1 if after > before else 0
+
+    def apply_retention(self, now_ms: int) -> int:
+        """Delete the batches past retention.ms (by their largest timestamp) or beyond retention.bytes, oldest
+        first, by moving the log start offset; stores the producer state when it changed. Returns 1 when the
+        log start offset moved."""
+        if self._closed:
+            return 0
+        moved = 0
+        if self.config.delete_enabled and (self.config.retention_ms >= 0 or self.config.retention_bytes >= 0):
+            moved = self._db.run(self._retention_op(now_ms), transaction=True)
+        self.snapshot_producers()
+        return moved
+
+    def truncate_to(self, offset: int) -> None:
+        """Remove every batch holding an offset >= ``offset`` (whole batches). Below the log start offset,
+        empties the log and restarts it at ``offset``."""
+        self._check_open()
+
+        def op() -> Op[None]:
+            rows = yield (
+                "SELECT next_offset, log_start_offset FROM kafkite_partitions"
+                " WHERE topic_id = %s AND idx = %s FOR UPDATE",
+                (self.topic_id, self.index),
+            )
+            nxt, lso = int(rows[0][0]), int(rows[0][1])
+            if offset >= nxt:
+                return
+            if offset < lso:
+                yield (
+                    "DELETE FROM kafkite_batches WHERE topic_id = %s AND idx = %s",
+                    (self.topic_id, self.index),
+                )
+                new_end, new_start = offset, offset
+            else:
+                found = yield (
+                    "SELECT base_offset FROM kafkite_batches WHERE topic_id = %s AND idx = %s"
+                    " AND last_offset >= %s ORDER BY last_offset LIMIT 1",
+                    (self.topic_id, self.index, offset),
+                )
+                new_end = int(found[0][0]) if found else offset
+                new_start = lso
+                yield (
+                    "DELETE FROM kafkite_batches WHERE topic_id = %s AND idx = %s AND last_offset >= %s",
+                    (self.topic_id, self.index, new_end),
+                )
+            yield (
+                "UPDATE kafkite_partitions SET next_offset = %s, log_start_offset = %s, size_bytes ="
+                " (SELECT coalesce(sum(size), 0) FROM kafkite_batches WHERE topic_id = %s AND idx = %s)"
+                " WHERE topic_id = %s AND idx = %s",
+                (new_end, new_start, self.topic_id, self.index, self.topic_id, self.index),
+            )
+            with self._lock:
+                self._next, self._lso = new_end, new_start
+                self._state_end = None
+                self.producers = ProducerStateManager()
+            yield from self._bounds_op()
+
+        self._db.run(op(), transaction=True)
+
+    # lifecycle ---------------------------------------------------------------------------------------------
+
+    def flush_due(self, now_ms: int) -> bool:
+        return False  # appends are durable once their transaction commits
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.snapshot_producers()
+        except LogError:
+            pass
+        self._closed = True
+
+    def delete(self) -> None:
+        """The rows are deleted with the topic (``PgStorage.delete_topic``); this only closes."""
+        self._closed = True
+
+    def sweep(self, now_ms: int) -> int:
+        return 0
+
+
+def _producer_batches(
+    rows: list[tuple[Any, ...]], start: int, end: int
+) -> list[tuple[BatchHeader, bytes | None]]:
+    out: list[tuple[BatchHeader, bytes | None]] = []
+    for head, control in rows:
+        h = read_header(bytes(head))
+        if h.last_offset < start or h.base_offset >= end:
+            continue
+        out.append((h, bytes(control) if control is not None else None))
+    return out

@@ -1,0 +1,473 @@
+"""``PgStorage``: the topic catalogue and partition logs in a PostgreSQL database shared by several brokers.
+
+The catalogue is cached in memory and reloaded whenever a broker announces a change on the
+``kafkite_catalogue`` channel; a name (or topic id) missing from the cache is looked up in the database before
+it is called unknown, so a topic created through another broker is usable at once. Appends announce the new
+end of their partition on ``kafkite_append``: the listener started by ``start_async`` moves the cached bounds
+and calls ``on_append(topic, partition)`` (the broker wakes its long-poll fetches there).
+
+Blocking: the synchronous interface (catalogue changes, ``Partition.append``/``read`` and the rest) runs its
+statements on the calling thread; the broker awaits ``PgPartition.append_async``/``read_async`` on its hot
+paths instead, which use pooled asynchronous connections and never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+
+from kafkite.log.base import LogError
+from kafkite.log.config import LogConfig
+from kafkite.log.engine import (
+    InvalidPartitions,
+    Storage,
+    TopicAlreadyExists,
+    TopicMeta,
+    UnknownPartition,
+    UnknownTopic,
+    check_topic_name,
+)
+from kafkite.log.partition import Clock
+from kafkite.log.pg import schema
+from kafkite.log.pg.db import Database, DatabaseError, Op, Rows
+from kafkite.log.pg.partition import PgPartition
+
+log = logging.getLogger("kafkite.log.pg")
+
+LISTEN_RETRY_S = 1.0
+
+
+def is_postgres_dsn(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+class _Catalogue(Mapping[str, TopicMeta]):
+    """The cached topics; a miss is looked up in the database (another broker may have just created it)."""
+
+    def __init__(self, storage: PgStorage) -> None:
+        self._storage = storage
+
+    def __getitem__(self, name: str) -> TopicMeta:
+        meta = self._storage._topics.get(name)
+        if meta is None:
+            meta = self._storage._lookup(name)
+            if meta is None:
+                raise KeyError(name)
+        return meta
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._storage._topics))
+
+    def __len__(self) -> int:
+        return len(self._storage._topics)
+
+
+class PgStorage(Storage):
+    """Topics and partitions in PostgreSQL (``dsn``: ``postgresql://user@host:port/db``)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        default_config: Mapping[str, str] | None = None,
+        clock: Clock | None = None,
+        pool_size: int = 8,
+    ) -> None:
+        super().__init__(default_config=default_config, clock=clock)
+        self.dsn = dsn
+        self.db = Database(dsn, pool_size=pool_size)
+        self.instance = uuid.uuid4()  # this process's identity in notifications
+        self._parts: dict[tuple[str, int], PgPartition] = {}
+        self._catalogue = _Catalogue(self)
+        self.on_append: Callable[[str, int], None] | None = None
+        self.on_catalogue: Callable[[], None] | None = None
+        self.on_cluster: Callable[[], None] | None = None
+        # Which partitions this broker maintains (retention, producer snapshots); all when None.
+        self.maintains: Callable[[str, int], bool] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+
+    # schema and identity -----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Create the tables when missing and read the catalogue."""
+
+        def op() -> Op[None]:
+            yield ("SELECT pg_advisory_xact_lock(%s)", (schema.SCHEMA_LOCK,))
+            for ddl in schema.DDL:
+                yield (ddl, None)
+
+        self.db.run(op(), transaction=True)
+        self._apply_catalogue(*self.db.run(self._catalogue_op()))
+
+    def cluster_id(self, new_id: str) -> str:
+        """The cluster id kept in the database (``new_id`` becomes it when there is none yet)."""
+        self.db.execute(
+            "INSERT INTO kafkite_meta (key, value) VALUES ('cluster.id', %s) ON CONFLICT (key) DO NOTHING",
+            (new_id,),
+        )
+        return str(self.db.execute("SELECT value FROM kafkite_meta WHERE key = 'cluster.id'")[0][0])
+
+    # catalogue cache ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _catalogue_op() -> Op[tuple[Rows, Rows]]:
+        topics = yield ("SELECT name, topic_id, partitions, configs FROM kafkite_topics", None)
+        parts = yield (
+            "SELECT t.name, p.idx, p.next_offset, p.log_start_offset, p.size_bytes FROM kafkite_partitions p"
+            " JOIN kafkite_topics t ON t.topic_id = p.topic_id",
+            None,
+        )
+        return topics, parts
+
+    @staticmethod
+    def _meta(row: tuple[Any, ...]) -> TopicMeta:
+        name, topic_id, partitions, configs = row
+        if isinstance(configs, str | bytes):
+            configs = json.loads(configs)
+        return TopicMeta(
+            str(name), uuid.UUID(str(topic_id)), int(partitions), {str(k): str(v) for k, v in configs.items()}
+        )
+
+    def _apply_catalogue(self, topic_rows: Rows, part_rows: Rows) -> None:
+        """Make the cache match the database rows (on the thread that owns the storage)."""
+        topics = {m.name: m for m in map(self._meta, topic_rows)}
+        bounds = {(str(r[0]), int(r[1])): (int(r[2]), int(r[3]), int(r[4])) for r in part_rows}
+        for (name, idx), part in list(self._parts.items()):
+            meta = topics.get(name)
+            if meta is None or meta.topic_id != part.topic_id or idx >= meta.partitions:
+                part.delete()
+                del self._parts[(name, idx)]
+        for name, meta in topics.items():
+            old = self._topics.get(name)
+            config = self.log_config(meta.configs)
+            for i in range(meta.partitions):
+                known = self._parts.get((name, i))
+                b = bounds.get((name, i), (0, 0, 0))
+                if known is None:
+                    self._parts[(name, i)] = PgPartition(
+                        self,
+                        name,
+                        meta.topic_id,
+                        i,
+                        config,
+                        next_offset=b[0],
+                        log_start_offset=b[1],
+                        size=b[2],
+                    )
+                else:
+                    known.set_bounds(*b)
+                    if old is None or old.configs != meta.configs:
+                        known.reconfigure(config)
+        self._topics = topics
+
+    def _add(self, meta: TopicMeta) -> None:
+        self._apply_catalogue_one(meta)
+
+    def _apply_catalogue_one(self, meta: TopicMeta) -> None:
+        old = self._topics.get(meta.name)
+        if old is not None and old.topic_id != meta.topic_id:
+            for i in range(old.partitions):
+                part = self._parts.pop((old.name, i), None)
+                if part is not None:
+                    part.delete()
+        config = self.log_config(meta.configs)
+        for i in range(meta.partitions):
+            part = self._parts.get((meta.name, i))
+            if part is None:
+                self._parts[(meta.name, i)] = PgPartition(self, meta.name, meta.topic_id, i, config)
+            else:
+                part.reconfigure(config)
+        self._topics[meta.name] = meta
+
+    def _lookup(self, name: str) -> TopicMeta | None:
+        rows = self.db.execute(
+            "SELECT name, topic_id, partitions, configs FROM kafkite_topics WHERE name = %s", (name,)
+        )
+        if not rows:
+            return None
+        meta = self._meta(rows[0])
+        self._apply_catalogue_one(meta)
+        for i in range(meta.partitions):
+            self._parts[(meta.name, i)].refresh()
+        return meta
+
+    def reload(self) -> None:
+        """Re-read the catalogue and every partition's bounds (blocking)."""
+        self._apply_catalogue(*self.db.run(self._catalogue_op()))
+
+    async def reload_async(self) -> None:
+        topics, parts = await self.db.run_async(self._catalogue_op())
+        self._apply_catalogue(topics, parts)
+        if self.on_catalogue is not None:
+            self.on_catalogue()
+
+    # catalogue interface -----------------------------------------------------------------------------------
+
+    def topics(self) -> Mapping[str, TopicMeta]:
+        return self._catalogue
+
+    def topic(self, name: str) -> TopicMeta:
+        meta = self._catalogue.get(name)
+        if meta is None:
+            raise UnknownTopic(f"unknown topic {name!r}")
+        return meta
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMeta:
+        for meta in self._topics.values():
+            if meta.topic_id == topic_id:
+                return meta
+        rows = self.db.execute("SELECT name FROM kafkite_topics WHERE topic_id = %s", (topic_id,))
+        if rows:
+            return self.topic(str(rows[0][0]))
+        raise UnknownTopic(f"unknown topic id {topic_id}")
+
+    def _notify_catalogue(self) -> Op[None]:
+        yield ("SELECT pg_notify(%s, %s)", (schema.CATALOGUE_CHANNEL, str(self.instance)))
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        configs: Mapping[str, str] | None = None,
+        topic_id: uuid.UUID | None = None,
+    ) -> TopicMeta:
+        self._check_open()
+        check_topic_name(name)
+        if partitions < 1:
+            raise InvalidPartitions(f"number of partitions must be at least 1, got {partitions}")
+        overrides = self._check_configs(configs or {})
+        if topic_id is None or topic_id.int == 0:
+            topic_id = uuid.uuid4()
+        meta = TopicMeta(name, topic_id, partitions, overrides)
+
+        def op() -> Op[bool]:
+            rows = yield (
+                "INSERT INTO kafkite_topics (name, topic_id, partitions, configs) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (name) DO NOTHING RETURNING name",
+                (name, topic_id, partitions, json.dumps(overrides)),
+            )
+            if not rows:
+                return False
+            yield (
+                "INSERT INTO kafkite_partitions (topic_id, idx) SELECT %s, i FROM generate_series(0, %s) i",
+                (topic_id, partitions - 1),
+            )
+            yield from self._notify_catalogue()
+            return True
+
+        if not self.db.run(op(), transaction=True):
+            self._lookup(name)
+            raise TopicAlreadyExists(f"topic {name!r} already exists")
+        self._add(meta)
+        return meta
+
+    def delete_topic(self, name: str) -> None:
+        self._check_open()
+        meta = self.topic(name)
+
+        def op() -> Op[None]:
+            yield ("DELETE FROM kafkite_topics WHERE topic_id = %s", (meta.topic_id,))
+            for table in ("kafkite_partitions", "kafkite_batches", "kafkite_producer_snapshots"):
+                yield (f"DELETE FROM {table} WHERE topic_id = %s", (meta.topic_id,))
+            yield from self._notify_catalogue()
+
+        self.db.run(op(), transaction=True)
+        self._topics.pop(name, None)
+        for i in range(meta.partitions):
+            part = self._parts.pop((name, i), None)
+            if part is not None:
+                part.delete()
+
+    def create_partitions(self, name: str, total: int) -> TopicMeta:
+        self._check_open()
+        meta = self.topic(name)
+
+        def op() -> Op[int]:
+            rows = yield (
+                "SELECT partitions FROM kafkite_topics WHERE topic_id = %s FOR UPDATE",
+                (meta.topic_id,),
+            )
+            if not rows:
+                raise UnknownTopic(f"unknown topic {name!r}")
+            current = int(rows[0][0])
+            if total <= current:
+                raise InvalidPartitions(
+                    f"topic {name!r} has {current} partitions; the new count must be larger, got {total}"
+                )
+            yield ("UPDATE kafkite_topics SET partitions = %s WHERE topic_id = %s", (total, meta.topic_id))
+            yield (
+                "INSERT INTO kafkite_partitions (topic_id, idx) SELECT %s, i FROM generate_series(%s, %s) i",
+                (meta.topic_id, current, total - 1),
+            )
+            yield from self._notify_catalogue()
+            return current
+
+        self.db.run(op(), transaction=True)
+        new = replace(meta, partitions=total)
+        self._add(new)
+        return new
+
+    def set_topic_configs(self, name: str, configs: Mapping[str, str]) -> TopicMeta:
+        """Replace the topic's overrides with ``configs`` and apply them to its partitions."""
+        self._check_open()
+        meta = self.topic(name)
+        overrides = self._check_configs(configs)
+
+        def op() -> Op[None]:
+            yield (
+                "UPDATE kafkite_topics SET configs = %s WHERE topic_id = %s",
+                (json.dumps(overrides), meta.topic_id),
+            )
+            yield from self._notify_catalogue()
+
+        self.db.run(op(), transaction=True)
+        new = replace(meta, configs=overrides)
+        self._add(new)
+        return new
+
+    def partition(self, name: str, index: int) -> PgPartition:  # type: ignore[override]
+        part = self._parts.get((name, index))
+        if part is None:
+            meta = self._catalogue.get(name)
+            if meta is None:
+                raise UnknownTopic(f"unknown topic {name!r}")
+            part = self._parts.get((name, index))
+            if part is None:
+                raise UnknownPartition(f"topic {name!r} has no partition {index}")
+        return part
+
+    def partitions(self) -> list[tuple[str, int, PgPartition]]:  # type: ignore[override]
+        return [(t, p, log) for (t, p), log in list(self._parts.items())]
+
+    # engine hooks of the base class (unused: the catalogue methods above are the engine's own) -------------
+
+    def _open_partition(self, meta: TopicMeta, index: int, config: LogConfig) -> Any:
+        return PgPartition(self, meta.name, meta.topic_id, index, config)
+
+    def _save_catalogue(self) -> None:
+        pass
+
+    # group entries -----------------------------------------------------------------------------------------
+
+    def group_entries_apply(self, entries: list[tuple[bytes, str, bytes | None]]) -> None:
+        """Upsert (or, for a None value, delete) consumer group entries in one transaction."""
+
+        def op() -> Op[None]:
+            for key, group_id, value in entries:
+                if value is None:
+                    yield ("DELETE FROM kafkite_group_entries WHERE key = %s", (key,))
+                else:
+                    yield (
+                        "INSERT INTO kafkite_group_entries (key, group_id, value) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        (key, group_id, value),
+                    )
+
+        if entries:
+            self.db.run(op(), transaction=True)
+
+    def group_entries(self) -> list[tuple[bytes, str, bytes]]:
+        return [
+            (bytes(k), str(g), bytes(v))
+            for k, g, v in self.db.execute("SELECT key, group_id, value FROM kafkite_group_entries")
+        ]
+
+    # maintenance -------------------------------------------------------------------------------------------
+
+    def flush_all(self) -> None:
+        pass
+
+    def apply_retention(self, now_ms: int) -> int:
+        moved = 0
+        for (name, idx), part in list(self._parts.items()):
+            if self.maintains is not None and not self.maintains(name, idx):
+                continue
+            try:
+                moved += part.apply_retention(now_ms)
+            except LogError as e:
+                log.warning("retention of %s-%d failed: %s", name, idx, e)
+        return moved
+
+    # notifications -----------------------------------------------------------------------------------------
+
+    async def start_async(self) -> None:
+        """Listen for other brokers' appends and catalogue changes."""
+        if self._listen_task is None:
+            ready = asyncio.get_running_loop().create_future()
+            self._listen_task = asyncio.create_task(self._listen(ready), name="pg-listen")
+            await asyncio.wait([ready, self._listen_task], timeout=10, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _listen(self, ready: asyncio.Future[None]) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {schema.APPEND_CHANNEL}")
+                    await conn.execute(f"LISTEN {schema.CATALOGUE_CHANNEL}")
+                    await conn.execute(f"LISTEN {schema.CLUSTER_CHANNEL}")
+                    if ready.done():
+                        await self.reload_async()  # catch up on what was missed while not listening
+                    else:
+                        ready.set_result(None)
+                    async for note in conn.notifies():
+                        self._notified(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, OSError, LogError) as e:
+                log.warning("listening for notifications failed (retrying): %s", e)
+            if not ready.done():
+                ready.set_result(None)
+            await asyncio.sleep(LISTEN_RETRY_S)
+
+    def _notified(self, channel: str, payload: str) -> None:
+        if channel == schema.APPEND_CHANNEL:
+            instance, topic, idx, end = (
+                payload.rsplit("|", 3) if payload.count("|") >= 3 else ("", "", "0", "0")
+            )
+            if instance == str(self.instance):
+                return
+            part = self._parts.get((topic, int(idx)))
+            if part is None:
+                return
+            part.set_bounds(int(end))
+            if self.on_append is not None:
+                self.on_append(topic, int(idx))
+        elif channel == schema.CATALOGUE_CHANNEL and payload != str(self.instance):
+            if self._reload_task is None or self._reload_task.done():
+                self._reload_task = asyncio.create_task(self._reload_soon(), name="pg-catalogue-reload")
+        elif channel == schema.CLUSTER_CHANNEL and self.on_cluster is not None:
+            self.on_cluster()
+
+    async def _reload_soon(self) -> None:
+        try:
+            await self.reload_async()
+        except LogError as e:
+            log.warning("reloading the catalogue failed: %s", e)
+
+    async def stop_async(self) -> None:
+        for task in (self._listen_task, self._reload_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._listen_task = self._reload_task = None
+        await self.db.close_async()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for part in self._parts.values():
+            part.close()
+        self.db.close()
+
+
+__all__ = ["DatabaseError", "PgPartition", "PgStorage", "is_postgres_dsn"]
