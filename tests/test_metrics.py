@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 from helpers import BrokerProcess, RawClient, free_port
@@ -280,3 +281,18 @@ def test_metrics_are_off_by_default_and_logs_are_text(broker: BrokerProcess) -> 
     # The readiness probe's connection was logged, as a text line.
     assert " INFO kafkite.connections: connection opened from 127.0.0.1:" in text
     assert not any(line.startswith("{") for line in text.splitlines())
+
+
+def test_throttled_produce_is_counted(broker_factory: Any, topic_name: str) -> None:
+    """The OCI profile holds produce responses to 1 MB/s per partition and reports the throttle time."""
+    port = free_port()
+    b = broker_factory("profile=oci", f"metrics.listener=http://127.0.0.1:{port}")
+    url = f"http://127.0.0.1:{port}/metrics"
+    batch = records.build_batch([(None, b"x" * 200_000, [], 1_700_000_000_000)] * 4)
+    with RawClient.to(b.bootstrap) as c:
+        create(c, topic_name)
+        for _ in range(3):
+            produce_batch(c, topic_name, batch)
+    m = scrape(url)
+    assert value(m, "kafkite_throttled_responses_total", api="Produce") >= 1
+    assert value(m, "kafkite_throttle_time_seconds_total", api="Produce") > 0.2
