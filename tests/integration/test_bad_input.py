@@ -376,3 +376,35 @@ def test_create_topic_bad_partitions_and_replication(kb: BrokerProcess, witness:
         },
     )
     assert resp["topics"][0]["error_code"] == ErrorCode.INVALID_REPLICATION_FACTOR
+
+
+def test_produce_two_batches_in_one_partition_is_invalid_record(
+    kb: BrokerProcess, witness: RawClient, topic: str
+) -> None:
+    r = produce_raw(witness, topic, batch() + batch())
+    assert r["error_code"] == ErrorCode.INVALID_RECORD == 87, r
+    r = produce_raw(witness, topic, None)
+    assert r["error_code"] != 0, r
+    assert produce_raw(witness, topic, batch())["base_offset"] == 0
+
+
+def test_produce_old_magic_is_rejected(kb: BrokerProcess, witness: RawClient, topic: str) -> None:
+    b = bytearray(batch())
+    b[16] = 1  # magic 1 in a Produce v9 request
+    r = produce_raw(witness, topic, bytes(b))
+    assert r["error_code"] in (ErrorCode.INVALID_RECORD, ErrorCode.CORRUPT_MESSAGE), r
+
+
+def test_produce_timestamps_outside_the_topic_window(kb: BrokerProcess, witness: RawClient) -> None:
+    name = f"ts-{uuid.uuid4().hex[:8]}"
+    create_topic(
+        kb.bootstrap,
+        name,
+        config={"message.timestamp.before.max.ms": "60000", "message.timestamp.after.max.ms": "60000"},
+    )
+    now = int(time.time() * 1000)
+    for ts in (now - 3_600_000, now + 3_600_000):
+        old = records.build_batch([(b"k", b"v", [], ts)])
+        assert produce_raw(witness, name, old)["error_code"] == ErrorCode.INVALID_TIMESTAMP == 32
+    ok = records.build_batch([(b"k", b"v", [], now - 1000)])
+    assert produce_raw(witness, name, ok)["error_code"] == 0
