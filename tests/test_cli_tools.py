@@ -292,10 +292,26 @@ def test_consume_offsets_counts_and_partitions(bootstrap: str) -> None:
         [b"m%d" % i for i in range(10)] + [b"late1", b"late2", b"other"]
     )
     assert consume("-p", "0", "-o", "end", "-e") == []
-    # Without -e, consume waits for new messages: -c ends it once they arrive.
+    assert consume("-p", "1", "-e") == [b"other"]  # from the beginning by default, as kcat
+    # Without -e, consume waits for new messages (from offset 1, the end, whenever it starts): -c ends it.
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kafkite.cli", "consume", "-b", bootstrap, "-t", topic, "-p", "1", "-c", "1"],
+        [
+            sys.executable,
+            "-m",
+            "kafkite.cli",
+            "consume",
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "-p",
+            "1",
+            "-o",
+            "end",
+            "-c",
+            "1",
+        ],
         stdout=subprocess.PIPE,
         env=env,
     )

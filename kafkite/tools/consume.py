@@ -8,7 +8,8 @@ Format tokens: %s value, %S value length (-1 for null), %R value length as a big
 %K key length, %h headers (name=value,...), %t topic, %p partition, %o offset, %T timestamp (ms), %%; and the
 escapes \\n \\r \\t \\0 \\\\ \\xNN. Default: %s followed by -D (a newline), with -K D: %k D %s.
 
-Offsets (-o): beginning, end, N (absolute), -N (N before the end), s@TS (first message at or after TS ms).
+Offsets (-o): beginning (the default, as kcat), end, N (absolute), -N (N before the end), s@TS (the first
+message at or after TS ms).
 e@TS stops each partition before its first message at or after TS.
 """
 
@@ -362,7 +363,7 @@ async def consume_main(args: argparse.Namespace) -> int:
             key = "" if args.key_delimiter is None else "%k" + args.key_delimiter.replace("%", "%%")
             fmt = key + "%s" + args.delimiter.replace("%", "%%")
         render = compile_format(fmt, b"NULL" if args.null_text else b"")
-    offset_specs = args.offset or ["end"]
+    offset_specs = args.offset or ["beginning"]
     stop_ts = None
     starts_spec = [s for s in offset_specs if not s.startswith("e@")]
     for s in offset_specs:
@@ -382,7 +383,7 @@ async def consume_main(args: argparse.Namespace) -> int:
                 if not 0 <= p < n:
                     raise ToolError(f"partition {p} does not exist ({args.topic} has {n})")
             positions = await start_offsets(
-                client, args.topic, parts, starts_spec[-1] if starts_spec else "end"
+                client, args.topic, parts, starts_spec[-1] if starts_spec else "beginning"
             )
             consumer = Consumer(
                 client,
@@ -434,7 +435,7 @@ def add_parser(sub: Any) -> None:
         "--offset",
         action="append",
         metavar="OFFSET",
-        help="start at beginning, end (default), N, -N or s@TS; e@TS: stop there (repeatable)",
+        help="start at beginning (default), end, N, -N or s@TS; e@TS: stop there (repeatable)",
     )
     p.add_argument("-c", "--count", type=int, help="exit after this many messages")
     p.add_argument(
