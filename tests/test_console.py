@@ -313,3 +313,42 @@ def test_console_in_chromium_browses_to_a_message_and_shows_group_lag(
         assert not logs, logs
     finally:
         driver.quit()
+
+
+def test_api_group_members_and_assignment_of_a_live_consumer(
+    console: tuple[BrokerProcess, str], seeded: dict[str, str]
+) -> None:
+    from confluent_kafka import Consumer
+
+    b, url = console
+    group = f"live-{seeded['group']}"
+    consumer = Consumer(
+        {
+            "bootstrap.servers": b.bootstrap,
+            "group.id": group,
+            "client.id": "console-live-consumer",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        consumer.subscribe([seeded["topic"]])
+        got = 0
+        deadline = time.monotonic() + 30
+        while got < 35:
+            assert time.monotonic() < deadline, f"consumed {got} of 35"
+            for m in consumer.consume(num_messages=100, timeout=0.5):
+                assert m.error() is None, m.error()
+                got += 1
+        consumer.commit(asynchronous=False)
+        g = get(f"{url}/api/groups/{group}")
+        assert g["state"] == "Stable" and g["protocol_type"] == "consumer"
+        (member,) = g["members"]
+        assert member["client_id"] == "console-live-consumer"
+        assert member["assignment"] == [{"topic": seeded["topic"], "partitions": [0, 1]}]
+        assert {(o["partition"], o["lag"], o["member_id"]) for o in g["offsets"]} == {
+            (0, 0, member["member_id"]),
+            (1, 0, member["member_id"]),
+        }
+    finally:
+        consumer.close()
