@@ -138,6 +138,8 @@ class BrokerProcess:
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.port = port or free_port()
+        self._port_chosen = port is None  # ours to change while the broker has never run
+        self.starts = 0
         self.overrides = list(overrides)
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
@@ -163,8 +165,22 @@ class BrokerProcess:
         return cmd
 
     def start(self, extra_overrides: Iterable[str] = ()) -> BrokerProcess:
+        for attempt in range(3):
+            try:
+                return self._start(extra_overrides)
+            except BrokerError as e:
+                # Another process may take the free port before the broker binds it: on a first start, move.
+                clash = "address already in use" in str(e).lower()
+                if self.starts > 1 or not self._port_chosen or not clash or attempt == 2:
+                    raise
+                self.starts = 0
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, extra_overrides: Iterable[str]) -> BrokerProcess:
         if self.running:
             raise BrokerError("broker already running")
+        self.starts += 1
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the process's life
         self._log_file.write(f"---- start {' '.join(self.command(extra_overrides))}\n".encode())
