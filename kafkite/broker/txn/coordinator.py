@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafkite.broker.groups.log import GroupLog, MemoryGroupLog
+from kafkite.log.producer_state import ProducerStateError
 from kafkite.protocol.errors import ErrorCode
 
 from .state import (
@@ -446,6 +447,10 @@ class TransactionCoordinator:
                     coordinator_epoch=COORDINATOR_EPOCH,
                     now_ms=now,
                 )
+            except ProducerStateError as e:
+                # The partition saw a newer epoch of this producer id: none of its transactions is open there.
+                log.warning("no transaction marker for %s-%d: %s", topic, index, e)
+                continue
             except Exception as e:
                 log.error("cannot write a transaction marker to %s-%d: %s", topic, index, e)
                 failed = True
