@@ -42,7 +42,7 @@ from kafkite.log.config import LogConfig
 from kafkite.log.partition import _record_timestamps
 from kafkite.log.pg import schema
 from kafkite.log.pg.db import Op
-from kafkite.log.producer_state import AbortedTxn, ProducerStateManager, replay
+from kafkite.log.producer_state import AbortedTxn, ProducerStateError, ProducerStateManager, replay
 from kafkite.protocol.records import (
     ATTR_TIMESTAMP_TYPE,
     BatchHeader,
@@ -344,7 +344,15 @@ class PgPartition(Partition):
         for _ in range(APPEND_ATTEMPTS):
             self._check_open()
             yield from self._current_state_op()
-            prep = self._prepare(batches, now_ms)
+            try:
+                prep = self._prepare(batches, now_ms)
+            except ProducerStateError:
+                # Refused by this broker's producer state: make sure it is not just behind the log.
+                known = self._next
+                yield from self._bounds_op()
+                if self._next == known:
+                    raise
+                continue
             if isinstance(prep, AppendInfo):
                 return prep
             rows = yield (schema.APPEND, prep.params)
@@ -520,8 +528,10 @@ class PgPartition(Partition):
             target = max(self._lso, int(rows[0][0])) if rows else self._next
         if c.retention_bytes >= 0 and self._size > c.retention_bytes:
             rows = yield (
-                "SELECT last_offset FROM (SELECT last_offset, sum(size) OVER (ORDER BY last_offset DESC) AS s"
-                " FROM kafkite_batches WHERE topic_id = %s AND idx = %s) t WHERE s > %s"
+                # the newest batch whose deletion (with everything older) still leaves retention.bytes
+                "SELECT last_offset FROM (SELECT last_offset, size,"
+                " sum(size) OVER (ORDER BY last_offset DESC) AS s"
+                " FROM kafkite_batches WHERE topic_id = %s AND idx = %s) t WHERE s - size >= %s"
                 " ORDER BY last_offset DESC LIMIT 1",
                 (self.topic_id, self.index, c.retention_bytes),
             )

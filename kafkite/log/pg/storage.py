@@ -258,7 +258,8 @@ class PgStorage(Storage):
             if not rows:
                 return False
             yield (
-                "INSERT INTO kafkite_partitions (topic_id, idx) SELECT %s, i FROM generate_series(0, %s) i",
+                "INSERT INTO kafkite_partitions (topic_id, idx)"
+                " SELECT %s, i FROM generate_series(0, %s::integer) i",
                 (topic_id, partitions - 1),
             )
             yield from self._notify_catalogue()
@@ -305,7 +306,8 @@ class PgStorage(Storage):
                 )
             yield ("UPDATE kafkite_topics SET partitions = %s WHERE topic_id = %s", (total, meta.topic_id))
             yield (
-                "INSERT INTO kafkite_partitions (topic_id, idx) SELECT %s, i FROM generate_series(%s, %s) i",
+                "INSERT INTO kafkite_partitions (topic_id, idx)"
+                " SELECT %s, i FROM generate_series(%s::integer, %s::integer) i",
                 (meta.topic_id, current, total - 1),
             )
             yield from self._notify_catalogue()
