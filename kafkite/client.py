@@ -368,11 +368,14 @@ class KafkaClient:
             try:
                 await conn.connect()
             except (TimeoutError, OSError, KafkaClientError) as e:
+                await conn.close()
                 last = e
                 continue
             self._conns[(host, port)] = conn
             await self.refresh_metadata()
             return
+        if isinstance(last, KafkaClientError) and last.code == ErrorCode.SASL_AUTHENTICATION_FAILED:
+            raise last  # the broker answered: the credentials are wrong, not the address
         raise ConnectionError(f"no bootstrap server reachable: {last}")
 
     async def any_connection(self) -> BrokerConnection:

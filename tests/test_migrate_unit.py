@@ -157,6 +157,15 @@ def test_pacer_holds_the_rate() -> None:
     elapsed = asyncio.run(run())
     assert 1.7 < elapsed < 3.0
 
+    async def bounded() -> float:
+        pacer = Pacer(1000, until=time.monotonic() + 0.3)
+        t0 = time.monotonic()
+        await pacer.take(1_000_000)  # would take 1000 s: pacing stops at the deadline
+        await pacer.take(1_000_000)
+        return time.monotonic() - t0
+
+    assert asyncio.run(bounded()) < 0.6
+
 
 def test_parse_rate() -> None:
     assert parse_rate("3MB") == 3 * MB

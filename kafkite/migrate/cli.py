@@ -113,6 +113,7 @@ async def run_mirror(args: argparse.Namespace) -> int:
         translate_groups=not args.no_groups,
         verify=not args.no_verify,
         replay_rates=rates,
+        replay_seconds=args.replay_seconds or None,
         skip_rejected=args.skip_rejected or rates is not None,
         plan=plan,
         progress=not args.no_progress,
@@ -230,6 +231,12 @@ def add_parser(sub: Any) -> None:
         metavar="observed|RATE",
         help="pace writes at the plan's observed rate per topic, or RATE bytes/s (e.g. 3MB), and report "
         "throttling and rejections",
+    )
+    m.add_argument(
+        "--replay-seconds",
+        type=float,
+        default=60.0,
+        help="pace at the replay rate for this long, then copy the rest at full speed (default 60; 0: all)",
     )
     m.add_argument("--skip-rejected", action="store_true", help="report and skip records the target refuses")
     m.add_argument("--no-groups", action="store_true", help="do not translate committed group offsets")

@@ -290,10 +290,12 @@ def default_checkpoint_path(source: str, target: str) -> Path:
 
 
 class Pacer:
-    """Hold producers to ``rate`` bytes per second (a token bucket with one second of burst)."""
+    """Hold producers to ``rate`` bytes per second (a token bucket with one second of burst), until the
+    monotonic time ``until`` (None: for ever); past it, nobody waits."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, until: float | None = None) -> None:
         self.rate = rate
+        self.until = until
         self._t = time.monotonic()
         self._debt = 0.0
         self._lock = asyncio.Lock()
@@ -307,6 +309,8 @@ class Pacer:
             self._t = now
             self._debt += n
             wait = (self._debt - self.rate) / self.rate  # one second of burst
+            if self.until is not None:
+                wait = min(wait, self.until - now)
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -358,6 +362,7 @@ class MirrorOptions:
     translate_groups: bool = True
     verify: bool = True
     replay_rates: dict[str, float] | None = None  # topic -> bytes/s; None: as fast as possible
+    replay_seconds: float | None = 60.0  # pace for this long, then copy the rest at full speed
     skip_rejected: bool = False  # rehearsals: report and skip what the target refuses
     plan: dict[str, Any] | None = None
     progress: bool = True
@@ -408,6 +413,7 @@ class Mirror:
         self._pacers: dict[str, Pacer] = {}
         self._progress: Progress | None = None
         self._copied_now = 0
+        self._started = time.monotonic()
 
     # -------------------------------------------------------------- setup
 
@@ -440,9 +446,8 @@ class Mirror:
                 planned = self._planned(t)
                 parts = max(topics[t], int(planned["partitions"])) if planned else topics[t]
                 cfg = {k: v for k, v in configs.get(t, {}).items() if k in CARRIED_CONFIGS and v is not None}
-                if planned:
-                    cfg.pop("cleanup.policy", None)
-                    cfg["retention.ms"] = str(int(planned["retention_hours"]) * 3_600_000)
+                if planned:  # created as ``migrate apply`` would: planned partitions and retention only
+                    cfg = {"retention.ms": str(int(planned["retention_hours"]) * 3_600_000)}
                 res = await self.target.create_topics([(t, parts, cfg)])
                 code, msg = res.get(t, (0, None))
                 if code and cfg:
@@ -539,7 +544,8 @@ class Mirror:
             rate = rates.get(topic, rates.get("*", 0.0))
             rep = self._reports[topic] = TopicReport(topic, replay_rate=rate, started=time.monotonic())
             if rate > 0:
-                self._pacers[topic] = Pacer(rate)
+                seconds = self.opts.replay_seconds
+                self._pacers[topic] = Pacer(rate, None if seconds is None else self._started + seconds)
         return rep
 
     async def _produce(
@@ -679,6 +685,7 @@ class Mirror:
             for p, end in (await self.source.list_offsets(t, list(range(n)), -1)).items():
                 goals[f"{t}/{p}"] = end
         states = [self.checkpoint.partitions[k] for k in goals]
+        self._started = time.monotonic()
         total = sum(max(0, goals[s.key] - s.next_source) for s in states)
         self._progress = Progress("mirror", total, enabled=self.opts.progress)
         saver = asyncio.create_task(self._checkpointer())
