@@ -74,8 +74,10 @@ def _fetch_bytes(resp: dict[str, Any]) -> int:
             recs = p.get("records")
             if recs is None:
                 continue
-            size = getattr(recs, "size", None)
-            total += size() if callable(size) else len(recs)
+            size = getattr(recs, "size", None)  # RecordsChunks: a property; file ranges may have a method
+            if callable(size):
+                size = size()
+            total += size if isinstance(size, int) else len(recs)
     return total
 
 

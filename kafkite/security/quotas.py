@@ -1,6 +1,7 @@
 """Client quotas like Kafka's: produce and fetch byte rates and request rates per (user, client id).
 
-Each quota entity has a rate measured over ``quota.window.num`` samples of ``quota.window.size.seconds``.
+A client may burst ``(quota.window.num - 1) * quota.window.size.seconds`` seconds' worth ahead of its quota
+(Kafka's shortest measurement window) and no further.
 When a request takes the measured rate above the quota, the broker answers with ``throttle_time_ms`` (the
 time after which the rate is back at the quota) and mutes the connection for that long, as Kafka does: a
 client that ignores the throttle time still cannot go faster than its quota.
@@ -14,7 +15,6 @@ every entity) and ``client.quotas`` for particular users and client ids::
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -76,34 +76,20 @@ def parse_client_quotas(spec: str) -> dict[QuotaEntity, dict[str, float]]:
 
 
 class Rate:
-    """Amount per second over a sliding window of fixed-length samples."""
+    """A client's use against its quota, as a theoretical arrival time (GCRA): each amount moves the time
+    at which the client would be back within its quota forward by ``amount / quota``; a client may run
+    ``burst_seconds`` ahead of it before it is throttled. Over any long period the rate stays at the quota.
+    """
 
-    def __init__(self, samples: int, sample_seconds: float) -> None:
-        self.samples = max(2, samples)
-        self.sample_seconds = max(0.001, sample_seconds)
-        self._buckets: deque[list[float]] = deque()  # [start time, amount]
+    def __init__(self, burst_seconds: float) -> None:
+        self.burst = max(0.0, burst_seconds)
+        self._tat: float | None = None
 
-    def record(self, amount: float, now: float) -> None:
-        if not self._buckets or now - self._buckets[-1][0] >= self.sample_seconds:
-            self._buckets.append([now, 0.0])
-        self._buckets[-1][1] += amount
-        self._expire(now)
-
-    def _expire(self, now: float) -> None:
-        horizon = self.samples * self.sample_seconds
-        while self._buckets and now - self._buckets[0][0] > horizon:
-            self._buckets.popleft()
-
-    def throttle_seconds(self, quota: float, now: float) -> float:
-        """How long to wait until the rate over the window is back at ``quota``."""
-        self._expire(now)
-        if not self._buckets:
-            return 0.0
-        total = sum(b[1] for b in self._buckets)
-        # Kafka measures over the elapsed window, at least (samples - 1) full samples.
-        elapsed = max(now - self._buckets[0][0], (self.samples - 1) * self.sample_seconds)
-        excess = total - quota * elapsed
-        return max(0.0, excess / quota)
+    def record(self, amount: float, quota: float, now: float) -> float:
+        """Count ``amount``; the seconds to wait before the client is back within ``quota``."""
+        tat = now if self._tat is None or self._tat < now else self._tat
+        self._tat = tat + amount / quota
+        return max(0.0, self._tat - now - self.burst)
 
 
 class QuotaManager:
@@ -146,10 +132,7 @@ class QuotaManager:
         key = (kind, user, client_id)
         rate = self._rates.get(key)
         if rate is None:
-            rate = self._rates[key] = Rate(
-                int(self._settings("quota.window.num")),  # type: ignore[call-overload]
-                float(self._settings("quota.window.size.seconds")),  # type: ignore[arg-type]
-            )
-        now = self._clock()
-        rate.record(amount, now)
-        return min(MAX_THROTTLE_MS, int(rate.throttle_seconds(quota, now) * 1000))
+            samples = int(self._settings("quota.window.num"))  # type: ignore[call-overload]
+            size = float(self._settings("quota.window.size.seconds"))  # type: ignore[arg-type]
+            rate = self._rates[key] = Rate(max(1, samples - 1) * size)
+        return min(MAX_THROTTLE_MS, int(rate.record(amount, quota, self._clock()) * 1000))
