@@ -35,7 +35,8 @@ INSTALL_TIMEOUT = 900
 class PgServer:
     """One PostgreSQL server in a temporary directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, durable: bool = False) -> None:
+        self.durable = durable  # fsync and synchronous commits (benchmarks); tests run without them
         self.bin: Path | None = None
         self.dir: Path | None = None
         self.port = 0
@@ -102,10 +103,9 @@ class PgServer:
             ]
         )
         self.port = free_port()
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        )
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=300"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = str(self.dir / "server.log")
         self._run(
             [str(self.bin / "pg_ctl"), "-D", str(data), "-l", log, "-o", options, "-w", "-t", "60", "start"]
@@ -222,10 +222,15 @@ def test_append_assigns_offsets_and_reads_whole_batches(storage: object, topic_n
     assert p.read(0, 10, min_one=False).size == 0
     assert [h.base_offset for _, h in iter_headers(p.read(0, 1 << 20, max_offset=3).to_bytes())] == [0]
     assert p.read(4, 100).size == 0
+    two = p.append(_batch([b"e"]) + _batch([b"f", b"g"]), now_ms=5)  # several batches in one append
+    assert (two.first_offset, two.last_offset) == (4, 6)
+    data = p.read(4, 1 << 20).to_bytes()
+    assert [h.base_offset for _, h in iter_headers(data)] == [4, 5]
+    assert _values(data) == [b"e", b"f", b"g"]
     from kafkite.log import OffsetOutOfRange
 
     with pytest.raises(OffsetOutOfRange):
-        p.read(5, 100)
+        p.read(8, 100)
     assert storage.partition(topic_name, 0).log_end_offset == 0
 
 

@@ -303,21 +303,17 @@ class PgPartition(Partition):
             datas = [bytes(batches)]
         else:
             datas = [bytes(batches[pos : pos + h.size]) for pos, h in headers]
-        params = {
+        params: dict[str, Any] = {
             "tid": self.topic_id,
             "idx": self.index,
             "start": start,
             "end": next_offset,
             "size": total,
-            "lo": [h.last_offset for _, h in headers],
-            "bo": [h.base_offset for _, h in headers],
-            "ts": [h.max_timestamp for _, h in headers],
-            "sz": [h.size for _, h in headers],
-            "pid": [h.producer_id for _, h in headers],
-            "ctl": [h.is_control for _, h in headers],
-            "data": datas,
             "note": f"{self._storage.instance}|{self.topic}|{self.index}|{next_offset}",
         }
+        for i, ((_, h), data) in enumerate(zip(headers, datas, strict=True)):
+            row = (h.last_offset, h.base_offset, h.max_timestamp, h.size, h.producer_id, h.is_control, data)
+            params.update((f"{name}{i}", value) for name, value in zip(schema.BATCH_FIELDS, row, strict=True))
         return _Prepared(start, next_offset, total, headers, params, idempotent, append_time)
 
     def _applied(self, prep: _Prepared, lso: int, batches: bytearray | memoryview, now_ms: int) -> None:
@@ -355,7 +351,7 @@ class PgPartition(Partition):
                 continue
             if isinstance(prep, AppendInfo):
                 return prep
-            rows = yield (schema.APPEND, prep.params)
+            rows = yield (schema.append_statement(len(prep.headers)), prep.params)
             if rows:
                 lso = int(rows[0][0])
                 self._applied(prep, lso, batches, now_ms)

@@ -17,6 +17,8 @@ Every table is prefixed ``kafkite_`` and lives in the schema the connection's ``
 
 from __future__ import annotations
 
+import functools
+
 SCHEMA_LOCK = 0x6B61666B  # advisory lock serialising schema creation between brokers starting together
 
 DDL = [
@@ -83,8 +85,9 @@ CLUSTER_CHANNEL = "kafkite_cluster"
 
 # One statement, so one round trip and one transaction: advance the partition row if it still holds the
 # expected next offset (the row lock orders concurrent appends; a stale expectation matches no row and inserts
-# nothing), insert the batches, and tell the other brokers.
-APPEND = """
+# nothing), insert the batches, and tell the other brokers. One row of parameters per batch (a bytea[] array
+# parameter costs several times more than plain bytea values).
+_APPEND_HEAD = """
 WITH p AS (
     UPDATE kafkite_partitions SET next_offset = %(end)s, size_bytes = size_bytes + %(size)s
     WHERE topic_id = %(tid)s AND idx = %(idx)s AND next_offset = %(start)s
@@ -93,12 +96,22 @@ WITH p AS (
     INSERT INTO kafkite_batches
         (topic_id, idx, last_offset, base_offset, max_timestamp, size, producer_id, is_control, data)
     SELECT %(tid)s, %(idx)s, b.lo, b.bo, b.ts, b.sz, b.pid, b.ctl, b.data
-    FROM p, unnest(%(lo)s::bigint[], %(bo)s::bigint[], %(ts)s::bigint[], %(sz)s::integer[],
-                   %(pid)s::bigint[], %(ctl)s::boolean[], %(data)s::bytea[])
-         AS b(lo, bo, ts, sz, pid, ctl, data)
+    FROM p, (VALUES {rows}) AS b(lo, bo, ts, sz, pid, ctl, data)
 )
 SELECT log_start_offset, pg_notify('kafkite_append', %(note)s) FROM p
 """
+_APPEND_ROW = (
+    "(%(lo{i})s::bigint, %(bo{i})s::bigint, %(ts{i})s::bigint, %(sz{i})s::integer, %(pid{i})s::bigint,"
+    " %(ctl{i})s::boolean, %(data{i})s::bytea)"
+)
+BATCH_FIELDS = ("lo", "bo", "ts", "sz", "pid", "ctl", "data")
+
+
+@functools.cache
+def append_statement(batches: int) -> str:
+    """The append statement for ``batches`` batches (parameters ``lo0``, ``bo0``, ... ``data0``, ``lo1``...)."""
+    return _APPEND_HEAD.format(rows=", ".join(_APPEND_ROW.format(i=i) for i in range(batches)))
+
 
 BOUNDS = (
     "SELECT next_offset, log_start_offset, size_bytes FROM kafkite_partitions"
