@@ -1,9 +1,9 @@
 """Produce and consume MB/s on the PostgreSQL engine with one and with three brokers, beside the local-file
 engine: 1 KiB messages, acks=all, confluent-kafka, 6 partitions (two led by each of three brokers).
 
-Each target gets a fresh topic; produce first, then consume everything back. The PostgreSQL server is started
-here (Debian's package, initdb into a temporary directory, fsync and synchronous commits on) unless --dsn names
-one; each PostgreSQL target gets a database of its own.
+Each target gets a fresh topic; produce first, then consume everything back. The PostgreSQL server is
+started here (Debian's package, initdb into a temporary directory, fsync and synchronous commits on) unless
+--dsn names one; each PostgreSQL target gets a database of its own.
 
     .venv/bin/python benchmarks/pg_throughput.py                    # 200,000 messages per target
     .venv/bin/python benchmarks/pg_throughput.py --quick            # 20,000

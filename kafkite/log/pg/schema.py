@@ -109,7 +109,7 @@ BATCH_FIELDS = ("lo", "bo", "ts", "sz", "pid", "ctl", "data")
 
 @functools.cache
 def append_statement(batches: int) -> str:
-    """The append statement for ``batches`` batches (parameters ``lo0``, ``bo0``, ... ``data0``, ``lo1``...)."""
+    """The append statement for ``batches`` batches (parameters lo0, bo0 ... data0, lo1 ...)."""
     return _APPEND_HEAD.format(rows=", ".join(_APPEND_ROW.format(i=i) for i in range(batches)))
 
 
