@@ -119,3 +119,36 @@ def test_apply_over_oci_admin_rest(broker_factory: BrokerFactory, tmp_path: Path
         ("stream", "exists"),
     }
     check_no_tracebacks(target)
+
+
+def test_apply_with_signed_requests(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    """A target that verifies OCI signatures: unsigned requests are refused, the SDK path signs them."""
+    from test_streaming_support import TENANCY, USER, make_api_key
+
+    private, public, fp = make_api_key(tmp_path)
+    url = f"http://127.0.0.1:{free_port()}"
+    target = broker_factory(
+        f"rest.listeners={url}", "streaming.auth.enable=true", f"streaming.auth.public.keys={public}"
+    )
+    js, plan = plan_file(tmp_path)
+    unsigned = run_cli("apply", str(js), "--target", url, "--compartment", COMPARTMENT)
+    assert unsigned.returncode == 1 and "NotAuthenticated" in unsigned.stdout, (
+        unsigned.stdout + unsigned.stderr
+    )
+
+    config = tmp_path / "oci-config"
+    config.write_text(
+        f"[migrator]\nuser={USER}\ntenancy={TENANCY}\nfingerprint={fp}\nkey_file={private}\nregion=us-phoenix-1\n"
+    )
+    args = ["apply", str(js), "--target", url, "--compartment", COMPARTMENT, "--json"]
+    signed = run_cli(*args, "--oci-config", str(config), "--oci-profile", "migrator")
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    actions = json.loads(signed.stdout)
+    assert {(a["kind"], a["action"]) for a in actions} == {("pool", "created"), ("stream", "created")}
+    assert len([a for a in actions if a["kind"] == "stream"]) == len(plan["streams"])
+    again = run_cli(*args, "--oci-config", str(config), "--oci-profile", "migrator")
+    assert {(a["kind"], a["action"]) for a in json.loads(again.stdout)} == {
+        ("pool", "exists"),
+        ("stream", "exists"),
+    }
+    check_no_tracebacks(target)

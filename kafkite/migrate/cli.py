@@ -75,7 +75,14 @@ async def run_apply(args: argparse.Namespace) -> int:
 
     plan = load_plan(args.plan)
     if is_rest_target(args.target):
-        actions = await apply_rest(plan, args.target, compartment=args.compartment, dry_run=args.dry_run)
+        actions = await apply_rest(
+            plan,
+            args.target,
+            compartment=args.compartment,
+            dry_run=args.dry_run,
+            oci_config=args.oci_config,
+            oci_profile=args.oci_profile,
+        )
     else:
         async with client_for(args.target, args.command_config) as client:
             actions = await apply_kafka(plan, client, dry_run=args.dry_run)
@@ -213,6 +220,14 @@ def add_parser(sub: Any) -> None:
     apply.add_argument("--command-config", metavar="FILE", help="client properties for a Kafka target")
     apply.add_argument(
         "--compartment", default="ocid1.compartment.oc1..kafkite", help="compartment OCID for REST targets"
+    )
+    apply.add_argument(
+        "--oci-config",
+        metavar="FILE",
+        help="OCI config file: sign REST requests with the oci SDK (~/.oci/config)",
+    )
+    apply.add_argument(
+        "--oci-profile", default="DEFAULT", help="profile of the OCI config file (default DEFAULT)"
     )
     apply.add_argument("--dry-run", action="store_true", help="say what would be created")
     apply.add_argument("--json", action="store_true", help="JSON output")
