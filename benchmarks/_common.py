@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,11 @@ from kafkite.bench.runner import BenchError, BenchOptions, BenchReport, Runner, 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+LOAD_AT_START: list[float] = []
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
+    LOAD_AT_START[:] = [round(x, 2) for x in os.getloadavg()]
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a smaller run, to check the scenario works")
     ap.add_argument(
@@ -49,7 +54,20 @@ def run(options: BenchOptions) -> BenchReport:
 
 
 def save(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
-    payload = {"scenario": name, "command": " ".join(sys.argv), "host": host_info(), **payload}
+    try:
+        git = ["git", "rev-parse", "--short", "HEAD"]
+        done = subprocess.run(git, capture_output=True, text=True, cwd=RESULTS.parent, check=True)
+        commit: str | None = done.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    payload = {
+        "scenario": name,
+        "command": " ".join(sys.argv),
+        "commit": commit,
+        "host": host_info(),
+        "load_average_at_start": LOAD_AT_START,
+        **payload,
+    }
     if args.no_save:
         return
     RESULTS.mkdir(exist_ok=True)
