@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 HEARTBEAT_MS = 200
 SESSION_TIMEOUT_MS = 1500
-METADATA, FIND_COORDINATOR, PRODUCE, FETCH, HEARTBEAT = 3, 10, 0, 1, 12
+METADATA, FIND_COORDINATOR, PRODUCE, FETCH, HEARTBEAT, LIST_OFFSETS = 3, 10, 0, 1, 12, 2
 NOT_LEADER_OR_FOLLOWER, NOT_COORDINATOR = 6, 16
 
 
@@ -154,6 +154,27 @@ def fetch_raw(b: BrokerProcess, topic: str, partition: int, offset: int, wait_ms
     return dict(resp["responses"][0]["partitions"][0])
 
 
+def earliest(b: BrokerProcess, topic: str, partition: int) -> int:
+    with RawClient.to(b.bootstrap) as c:
+        resp = c.request(
+            LIST_OFFSETS,
+            7,
+            {
+                "replica_id": -1,
+                "isolation_level": 0,
+                "topics": [
+                    {
+                        "name": topic,
+                        "partitions": [
+                            {"partition_index": partition, "current_leader_epoch": -1, "timestamp": -2}
+                        ],
+                    }
+                ],
+            },
+        )
+    return int(resp["topics"][0]["partitions"][0]["offset"])
+
+
 def test_brokers_share_the_work_and_refuse_what_is_not_theirs(
     cluster: Callable[[int], list[BrokerProcess]], topic_name: str
 ) -> None:
@@ -210,13 +231,16 @@ def test_brokers_share_the_work_and_refuse_what_is_not_theirs(
         other_storage.partition(topic_name, p).append(
             bytearray(build_batch([(None, b"elsewhere", [], 1)])), now_ms=1
         )
+        t.join(20)
+        assert result["resp"]["error_code"] == 0
+        assert result["took"] < 10, "the long poll was not woken by the append"
+        data = bytes(result["resp"]["records"] or b"")
+        assert [h.base_offset for _, h in iter_headers(data)] == [1]
+        # DeleteRecords made elsewhere moves the leader's log start offset too.
+        other_storage.partition(topic_name, p).delete_records_before(1)
+        wait_for("the new log start offset", lambda: earliest(leader, topic_name, p) == 1, timeout=5)
     finally:
         other_storage.close()
-    t.join(20)
-    assert result["resp"]["error_code"] == 0
-    assert result["took"] < 10, "the long poll was not woken by the append"
-    data = bytes(result["resp"]["records"] or b"")
-    assert [h.base_offset for _, h in iter_headers(data)] == [1]
 
     # A broker that stops leaves at once; one that dies is dropped after its heartbeats lapse.
     by_id[3].stop()

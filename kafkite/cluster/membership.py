@@ -38,7 +38,7 @@ log = logging.getLogger("kafkite.cluster")
 PRODUCER_ID_BLOCK = 1000
 
 
-class ClusterError(Exception):
+class ClusterError(OSError):
     """This broker cannot join the cluster (e.g. its node.id is in use by a live broker)."""
 
 
@@ -204,7 +204,13 @@ class Cluster:
         if getattr(self.broker, "txn", None) is not None:
             # Producer ids must be unique across the brokers: allocate their blocks from the database.
             self.broker.txn.new_producer_id = self.new_producer_id
-        if not await self.storage.db.run_async(self._register_op(), transaction=True):
+        # A broker restarted at once after a crash finds its old row still fresh: wait for it to lapse.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.session_timeout_ms / 1000 + 2 * self.heartbeat_s
+        while not await self.storage.db.run_async(self._register_op(), transaction=True):
+            if loop.time() < deadline:
+                await asyncio.sleep(self.heartbeat_s)
+                continue
             raise ClusterError(
                 f"node.id {self.node_id} is registered by another live broker in the database; give every"
                 " broker sharing the database its own node.id"

@@ -27,8 +27,9 @@ Rows = list[tuple[Any, ...]]
 Op = Generator[Query, Rows, T]
 
 
-class DatabaseError(LogError):
-    """The database refused a statement or could not be reached."""
+class DatabaseError(LogError, OSError):
+    """The database refused a statement or could not be reached (an OSError too: a broker that cannot reach
+    its database at start-up says so and exits)."""
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> Rows:

@@ -501,6 +501,10 @@ class PgPartition(Partition):
             )
             self.set_bounds(nxt, offset, int(rows[0][0]))
             lso = offset
+            yield (
+                "SELECT pg_notify(%s, %s)",
+                (schema.APPEND_CHANNEL, f"{self._storage.instance}|{self.topic}|{self.index}|{nxt}|{lso}"),
+            )
         else:
             self.set_bounds(nxt, lso)
         return lso

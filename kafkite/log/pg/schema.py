@@ -98,7 +98,7 @@ WITH p AS (
     SELECT %(tid)s, %(idx)s, b.lo, b.bo, b.ts, b.sz, b.pid, b.ctl, b.data
     FROM p, (VALUES {rows}) AS b(lo, bo, ts, sz, pid, ctl, data)
 )
-SELECT log_start_offset, pg_notify('kafkite_append', %(note)s) FROM p
+SELECT log_start_offset, pg_notify('kafkite_append', %(note)s || '|' || log_start_offset) FROM p
 """
 _APPEND_ROW = (
     "(%(lo{i})s::bigint, %(bo{i})s::bigint, %(ts{i})s::bigint, %(sz{i})s::integer, %(pid{i})s::bigint,"

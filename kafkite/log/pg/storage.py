@@ -431,15 +431,15 @@ class PgStorage(Storage):
 
     def _notified(self, channel: str, payload: str) -> None:
         if channel == schema.APPEND_CHANNEL:
-            instance, topic, idx, end = (
-                payload.rsplit("|", 3) if payload.count("|") >= 3 else ("", "", "0", "0")
-            )
-            if instance == str(self.instance):
+            # instance|topic|partition|next offset|log start offset
+            fields = payload.split("|")
+            if len(fields) != 5 or fields[0] == str(self.instance):
                 return
+            _, topic, idx, end, lso = fields
             part = self._parts.get((topic, int(idx)))
             if part is None:
                 return
-            part.set_bounds(int(end))
+            part.set_bounds(int(end), int(lso))
             if self.on_append is not None:
                 self.on_append(topic, int(idx))
         elif channel == schema.CATALOGUE_CHANNEL and payload != str(self.instance):
