@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from kafkite.bench.runner import BenchReport, RoleResult, RunResult
@@ -47,6 +48,12 @@ def table(report: BenchReport) -> str:
     lines.append(
         "latency: produce = delivery report - send; e2e = receive - send time written in the payload"
     )
+    cpus = os.cpu_count() or 1
+    if report.load_at_start is not None and report.load_at_start > 0.5 * cpus:
+        lines.append(
+            f"note: load average {report.load_at_start:.1f} on {cpus} CPUs when the run started: "
+            "other work shared the machine"
+        )
     vs = report.vs_ceiling
     if vs is not None:
         lines.append(

@@ -185,6 +185,7 @@ class BenchReport:
     started: str = field(
         default_factory=lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     )
+    load_at_start: float | None = field(default_factory=lambda: _load_average())
 
     @property
     def vs_ceiling(self) -> dict[str, float] | None:
@@ -222,9 +223,17 @@ class BenchReport:
                 "linger_ms": o.linger_ms,
                 "broker_overrides": o.broker_overrides,
             },
+            "load_average_at_start": self.load_at_start,
             "runs": [r.to_json() for r in self.runs],
             "vs_ceiling": self.vs_ceiling,
         }
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def host_info() -> dict[str, Any]:
