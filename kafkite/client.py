@@ -431,8 +431,12 @@ class KafkaClient:
         self.nodes[c["node_id"]] = (c["host"], c["port"])
         return int(c["node_id"])
 
-    async def list_offsets(self, topic: str, partitions: list[int], timestamp: int) -> dict[int, int]:
-        """Offsets per partition for a timestamp (-1 latest, -2 earliest), asking each leader."""
+    async def list_offsets(
+        self, topic: str, partitions: list[int], timestamp: int, *, isolation_level: int = 0
+    ) -> dict[int, int]:
+        """Offsets per partition for a timestamp (-1 latest, -2 earliest), asking each leader.
+
+        With ``isolation_level=1`` (read committed) "latest" is the last stable offset."""
         by_leader: dict[int, list[int]] = {}
         for p in partitions:
             by_leader.setdefault(self.leaders.get((topic, p), -1), []).append(p)
@@ -440,7 +444,7 @@ class KafkaClient:
         for leader, parts in by_leader.items():
             body = {
                 "replica_id": -1,
-                "isolation_level": 0,
+                "isolation_level": isolation_level,
                 "topics": [
                     {
                         "name": topic,

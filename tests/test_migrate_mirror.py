@@ -259,3 +259,47 @@ def test_stale_checkpoint_is_reconciled(broker_factory: BrokerFactory, tmp_path:
     assert json.loads(cp.read_text())["partitions"] == after_second
     for v in third["verification"]:  # type: ignore[union-attr]
         assert v["source_records"] == v["target_records"] == per
+
+
+def test_mirror_copies_committed_transactions_only(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    """Aborted transactions and transaction markers stay behind; offsets after them translate exactly."""
+    from confluent_kafka import Producer
+
+    src, dst = broker_factory(), broker_factory()
+    topic = "ledger"
+    run(create_only(src.bootstrap, topic))
+    p = Producer({"bootstrap.servers": src.bootstrap, "transactional.id": "ledger-tx", "linger.ms": 0})
+    p.init_transactions(20)
+    for txn, commit_it in enumerate([True, False, True, False, True]):
+        p.begin_transaction()
+        for i in range(10):
+            p.produce(topic, key=b"k", value=f"value-{txn * 100 + i}".encode(), partition=0)
+        p.flush(10)  # an abort would drop what was not sent yet
+        if commit_it:
+            p.commit_transaction(20)
+        else:
+            p.abort_transaction(20)
+    p.flush(10)
+    src_end = run(ends(src.bootstrap, topic))[0]
+    assert src_end > 30  # 50 records plus markers, aborted ones included
+    # The group stopped right after the second committed transaction (past an aborted one and markers).
+    after_second = 2 * 11 + 11  # two committed transactions and one aborted, each with its marker
+    run(commit(src.bootstrap, "auditor", {(topic, 0): after_second}))
+    proc = run_cli(
+        "mirror", "--source", src.bootstrap, "--target", dst.bootstrap, "--topics", topic,
+        "--checkpoint", str(tmp_path / "cp.json"), "--json", "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = json.loads(proc.stdout)
+    assert rep["verified"] and rep["copied"] == 30, (tmp_path / "cp.json").read_text()
+    assert rep["groups"][0]["translated"] == {f"{topic}/0": [after_second, 20]}, (
+        tmp_path / "cp.json"
+    ).read_text()
+    seen = consume_group(dst.bootstrap, topic, "auditor", 10)
+    assert seen == {0: list(range(400, 410))}
+    assert run(ends(dst.bootstrap, topic))[0] == 30
+
+
+async def create_only(bootstrap: str, topic: str) -> None:
+    async with KafkaClient(bootstrap) as c:
+        await create_topic(c, topic, PARTITIONS)

@@ -682,7 +682,10 @@ class Mirror:
         """Copy every partition up to the source end offsets of now; False when stopped early."""
         goals: dict[str, int] = {}
         for t, n in topics.items():
-            for p, end in (await self.source.list_offsets(t, list(range(n)), -1)).items():
+            parts = list(range(n))
+            for p, end in (
+                await self.source.list_offsets(t, parts, -1, isolation_level=READ_COMMITTED)
+            ).items():
                 goals[f"{t}/{p}"] = end
         states = [self.checkpoint.partitions[k] for k in goals]
         self._started = time.monotonic()
