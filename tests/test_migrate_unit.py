@@ -298,6 +298,13 @@ def test_plan_names_every_blocker() -> None:
     order = ["blocker", "high", "medium", "low", "info"]
     ranks = [order.index(f["severity"]) for f in plan["findings"]]
     assert ranks == sorted(ranks)
+    # A group reading more than 5 GetMessages of 10,000 messages per second per partition needs more.
+    inv = _inventory()
+    inv.groups[-1].read_msgs_per_sec["fast"] = 120_000.0
+    fast = {s["name"]: s for s in make_plan(inv)["streams"]}["fast"]
+    assert fast["partitions_for_get_messages"] == 3 and fast["partitions_for_write"] == 3
+    inv.groups[-1].read_msgs_per_sec["fast"] = 160_000.0
+    assert {s["name"]: s for s in make_plan(inv)["streams"]}["fast"]["partitions"] == 4
     # Headroom grows the partition count.
     assert {s["name"]: s for s in make_plan(_inventory(), headroom=2.0)["streams"]}["fast"]["partitions"] == 6
 

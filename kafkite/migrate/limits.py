@@ -12,6 +12,7 @@ from kafkite.streaming.limits import (
     GET_MESSAGES_PER_SECOND_PER_PARTITION_PER_GROUP,
     MAX_GROUPS_PER_STREAM,
     MAX_MESSAGE_BYTES,
+    MAX_PARTITIONS_PER_REQUEST_LIMIT,
     MAX_REQUEST_BYTES,
     MAX_RETENTION_HOURS,
     MB,
@@ -24,6 +25,9 @@ WRITE_BYTES_PER_SEC = WRITE_BYTES_PER_SECOND_PER_PARTITION
 READ_BYTES_PER_SEC = 2 * MB
 # "5 GetMessages requests per second per partition" for each consumer group.
 GET_MESSAGES_PER_SEC = GET_MESSAGES_PER_SECOND_PER_PARTITION_PER_GROUP
+# A GetMessages call returns at most this many messages (its ``limit`` parameter tops out here), so one group
+# reads at most GET_MESSAGES_PER_SEC * GET_MESSAGES_MAX_RECORDS messages per second from one partition.
+GET_MESSAGES_MAX_RECORDS = MAX_PARTITIONS_PER_REQUEST_LIMIT
 # "Maximum message size: 1 MB"; a PutMessages request is at most 1 MB as well.
 MESSAGE_BYTES = MAX_MESSAGE_BYTES
 REQUEST_BYTES = MAX_REQUEST_BYTES
@@ -36,6 +40,7 @@ GROUPS_PER_STREAM = MAX_GROUPS_PER_STREAM
 PARTITIONS_IMMUTABLE = True
 
 __all__ = [
+    "GET_MESSAGES_MAX_RECORDS",
     "GET_MESSAGES_PER_SEC",
     "GROUPS_PER_STREAM",
     "MB",
@@ -59,6 +64,7 @@ def as_dict() -> dict[str, object]:
         "write_bytes_per_sec_per_partition": WRITE_BYTES_PER_SEC,
         "read_bytes_per_sec_per_partition": READ_BYTES_PER_SEC,
         "get_messages_per_sec_per_partition_per_group": GET_MESSAGES_PER_SEC,
+        "get_messages_max_records": GET_MESSAGES_MAX_RECORDS,
         "max_message_bytes": MESSAGE_BYTES,
         "max_request_bytes": REQUEST_BYTES,
         "retention_hours": [RETENTION_MIN_HOURS, RETENTION_MAX_HOURS],

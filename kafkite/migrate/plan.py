@@ -91,11 +91,14 @@ def _stream(t: TopicInfo, pool: str, inv: Inventory, headroom: float, findings: 
     read = t.read_bytes_per_sec
     for_write = partitions_for(write, limits.WRITE_BYTES_PER_SEC, headroom)
     for_read = partitions_for(read, limits.READ_BYTES_PER_SEC, headroom)
-    required = max(for_write, for_read)
+    groups = [g for g in inv.groups if name in g.committed]
+    busiest_group = max((g.read_msgs_per_sec.get(name, 0.0) for g in groups), default=0.0)
+    per_group_partition = limits.GET_MESSAGES_PER_SEC * limits.GET_MESSAGES_MAX_RECORDS
+    for_gets = partitions_for(busiest_group, per_group_partition, headroom)
+    required = max(for_write, for_read, for_gets)
     partitions = max(src_parts, required)
     retention_ms = _int_config(cfg, "retention.ms")
     hours, why = map_retention(retention_ms)
-    groups = [g for g in inv.groups if name in g.committed]
     policy = (cfg.get("cleanup.policy") or "delete").lower()
     max_msg_cfg = _int_config(cfg, "max.message.bytes")
     hottest = max(t.partitions, key=lambda p: p.write_bytes_per_sec, default=None)
@@ -183,10 +186,11 @@ def _stream(t: TopicInfo, pool: str, inv: Inventory, headroom: float, findings: 
             finding(
                 "high",
                 "PARTITIONS_FOR_THROUGHPUT",
-                f"{name} is written at {mb(write)}/s and read at {mb(read)}/s over {src_parts} partition(s); "
-                f"OCI allows {mb(limits.WRITE_BYTES_PER_SEC)}/s written and "
-                f"{mb(limits.READ_BYTES_PER_SEC)}/s read per partition, so the stream needs {required} "
-                "partitions",
+                f"{name} is written at {mb(write)}/s and read at {mb(read)}/s over {src_parts} partition(s), "
+                f"its busiest group reading {busiest_group:,.0f} messages/s; OCI allows "
+                f"{mb(limits.WRITE_BYTES_PER_SEC)}/s written, {mb(limits.READ_BYTES_PER_SEC)}/s read and "
+                f"{limits.GET_MESSAGES_PER_SEC} GetMessages of up to {limits.GET_MESSAGES_MAX_RECORDS} "
+                "messages per second per group per partition, so the stream needs {required} partitions",
                 f"create the stream with {partitions} partitions; keyed messages will map to different "
                 "partitions than on the source, so per-key order holds only for data written after cutover",
                 topic=name,
@@ -281,6 +285,7 @@ def _stream(t: TopicInfo, pool: str, inv: Inventory, headroom: float, findings: 
         "partitions_required": required,
         "partitions_for_write": for_write,
         "partitions_for_read": for_read,
+        "partitions_for_get_messages": for_gets,
         "retention_hours": hours,
         "source_retention_ms": retention_ms,
         "cleanup_policy": policy,
