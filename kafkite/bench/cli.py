@@ -188,6 +188,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except KafkaClientError as e:
         print(f"kafkite bench: the broker refused: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("kafkite bench: interrupted", file=sys.stderr)
+        return 130
     print(rep.to_json(result) if args.json else rep.table(result))
     if args.plot:
         rep.plot(result, args.plot)

@@ -557,6 +557,7 @@ class Runner:
             p.start()
         collected: dict[tuple[str, int], dict[str, Any]] = {}
         errors: list[str] = []
+        started = False
 
         def take(timeout: float) -> None:
             try:
@@ -581,6 +582,13 @@ class Runner:
             start = time.time()
             start_value.value = start
             go.set()
+            started = True
+            roles = [
+                f"{len(g)} {name} process(es)"
+                for name, g in (("producer", phase.producers), ("consumer", phase.consumers))
+                if g
+            ]
+            self.log(f"{phase.label}: running {' and '.join(roles)}")
             self._monitor(phase, specs, counters, collected, take, stop, start, procs)
         except KeyboardInterrupt:
             stop.set()
@@ -598,6 +606,8 @@ class Runner:
                 if p.is_alive():
                     p.terminate()
                     p.join(5)
+        if not started:
+            raise BenchError("interrupted before the run started")
         if errors:
             raise BenchError("a worker failed:\n" + "\n".join(errors))
         missing = [s for s in specs if (s.role, s.index) not in collected]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ class WorkerSpec:
     seed: int = 0
 
 
+class Cancelled(Exception):
+    """The runner stopped the run before it started."""
+
+
 class Shared:
     """The synchronisation objects a worker process receives from the runner."""
 
@@ -65,8 +70,15 @@ class Shared:
 
     def wait_start(self) -> float:
         """Report ready, then block until the runner gives the common start time (wall clock seconds)."""
-        self.ready_barrier.wait(120)
+        try:
+            self.ready_barrier.wait(120)
+        except threading.BrokenBarrierError:
+            if self.stop.is_set():
+                raise Cancelled() from None  # the run was interrupted before it started
+            raise
         self.go.wait()
+        if self.stop.is_set() and not self.start_value.value:
+            raise Cancelled()
         return float(self.start_value.value)
 
     def publish(self, index: int, msgs: int, nbytes: int) -> None:
@@ -583,6 +595,8 @@ def worker_main(
     sh = Shared(counters, ready, go, start, stop)
     try:
         res = run_worker(spec, sh)
+    except Cancelled:
+        res = {"cancelled": True}
     except BaseException as e:
         try:
             ready.abort()
