@@ -55,6 +55,9 @@ DDL = [
     # Batches are usually compressed already: store them out of line without compressing them again (and so
     # that reading a header slice does not decompress the whole value).
     "ALTER TABLE kafkite_batches ALTER COLUMN data SET STORAGE EXTERNAL",
+    # Rebuilding producer state reads only the batches of idempotent and transactional producers.
+    "CREATE INDEX IF NOT EXISTS kafkite_batches_producers ON kafkite_batches (topic_id, idx, last_offset)"
+    " WHERE producer_id >= 0",
     """CREATE TABLE IF NOT EXISTS kafkite_producer_snapshots (
         topic_id uuid NOT NULL,
         idx integer NOT NULL,
