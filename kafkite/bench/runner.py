@@ -402,7 +402,10 @@ class Runner:
         options.validate()
         self.o = options
         self.progress = progress if progress is not None else Progress(not options.quiet)
-        self.ctx = multiprocessing.get_context("spawn")
+        # Workers fork from a server process that has imported them once: quick to start, and safe with the
+        # threads the parent may have (librdkafka, asyncio executors), unlike a plain fork.
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["kafkite.bench.workers"])
         self.log: Callable[[str], None] = lambda msg: None if options.quiet else print(msg, file=sys.stderr)
 
     # -- entry
