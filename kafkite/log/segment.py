@@ -140,6 +140,66 @@ class FileStore(SegmentStore):
             self.path.unlink()
 
 
+class IndexFileStore(SegmentStore):
+    """An index file that holds no descriptor between operations.
+
+    Index entries are few (one per ``index.interval.bytes`` of log) and kept in memory for lookups, so the
+    file is only opened to append, truncate or sync. A partition then costs one open descriptor per segment
+    (its log), which lets a broker serve tens of thousands of partitions within the usual descriptor limits.
+    """
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        if create:
+            with open(path, "wb"):
+                pass
+        self.size = os.stat(path).st_size
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            view = memoryview(data)
+            done = 0
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], self.size + done)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self.size)
+            raise
+        finally:
+            os.close(fd)
+        self.size += len(view)
+
+    def pread(self, position: int, n: int) -> bytes:
+        with open(self.path, "rb") as f:
+            f.seek(position)
+            return f.read(max(0, min(n, self.size - position)))
+
+    def truncate(self, size: int) -> None:
+        if size < self.size:
+            os.truncate(self.path, size)
+            self.size = size
+
+    def chunk(self, position: int, size: int) -> FileRange | bytes:
+        return self.pread(position, size)
+
+    def sync_fd(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+
+    def mtime_ms(self) -> int | None:
+        return int(os.stat(self.path).st_mtime * 1000)
+
+    def close(self) -> None:
+        pass
+
+    def unlink(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
 class MemoryStore(SegmentStore):
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -328,10 +388,11 @@ class Segment:
             base_offset,
             FileStore(directory / (name + LOG_SUFFIX), create=True),
             OffsetIndex(
-                FileStore(directory / (name + INDEX_SUFFIX), create=True), config.segment_index_bytes
+                IndexFileStore(directory / (name + INDEX_SUFFIX), create=True), config.segment_index_bytes
             ),
             TimeIndex(
-                FileStore(directory / (name + TIME_INDEX_SUFFIX), create=True), config.segment_index_bytes
+                IndexFileStore(directory / (name + TIME_INDEX_SUFFIX), create=True),
+                config.segment_index_bytes,
             ),
             config,
             created_ms=now_ms,
@@ -344,12 +405,12 @@ class Segment:
         """Open existing files; returns (segment, indexes_ok). Missing index files are created empty."""
         name = segment_name(base_offset)
         ok = True
-        stores: list[FileStore] = []
+        stores: list[IndexFileStore] = []
         for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
             path = directory / (name + suffix)
             exists = path.exists()
             ok = ok and exists
-            stores.append(FileStore(path, create=not exists))
+            stores.append(IndexFileStore(path, create=not exists))
         seg = cls(
             base_offset,
             FileStore(directory / (name + LOG_SUFFIX)),
