@@ -28,8 +28,8 @@ class FrameReader:
 
     __slots__ = ("_big", "_big_filled", "_len", "_ready", "_scratch", "max_size")
 
-    SCRATCH = 256 * 1024
-    MIN_ROOM = 16 * 1024
+    SCRATCH = 64 * 1024
+    MIN_ROOM = 8 * 1024
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
