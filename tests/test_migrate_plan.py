@@ -79,7 +79,7 @@ def test_plan_names_blockers_and_sizes_partitions(broker_factory: BrokerFactory,
     run(seed(src.bootstrap))
     how = produce_transactional(src.bootstrap, "payments")
     out = tmp_path / "plan"
-    with RateProducer(src.bootstrap, "clicks", CLICKS_RATE) as producer:
+    with RateProducer(src.bootstrap, "clicks", CLICKS_RATE, group="clicks-analytics") as producer:
         proc = run_cli("plan", "--source", src.bootstrap, "--window", "5", "--out", str(out), timeout=120)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert producer.sent > 0
@@ -113,6 +113,12 @@ def test_plan_names_blockers_and_sizes_partitions(broker_factory: BrokerFactory,
     clicks = streams["clicks"]
     assert 2.2 * MB < clicks["write_bytes_per_sec"] < 3.0 * MB, clicks
     assert clicks["partitions_required"] == 3 and clicks["partitions"] == 3
+    # The group keeps up: the fetch rate seen from its commits matches the produce rate.
+    assert (
+        0.8 * clicks["write_bytes_per_sec"]
+        < clicks["read_bytes_per_sec"]
+        < 1.2 * clicks["write_bytes_per_sec"]
+    )
     assert streams["orders"]["partitions"] == 3 and streams["orders"]["groups"] == 60
     assert (
         streams["audit"]["retention_hours"] == 168 and streams["audit"]["source_retention_ms"] == 12 * DAY_MS
@@ -124,6 +130,8 @@ def test_plan_names_blockers_and_sizes_partitions(broker_factory: BrokerFactory,
         assert 24 <= s["retention_hours"] <= 168
     assert plan["pools"][0]["streams"] and len(plan["pools"]) == 1
     groups = {g["group_id"]: g for g in plan["groups"]}
+    analytics = groups["clicks-analytics"]["topics"]["clicks"]
+    assert analytics["read_msgs_per_sec"] > 0 and analytics["lag"] <= 10
     assert len([g for g in groups if g.startswith("orders-svc-")]) == 60
     assert groups["orders-svc-05"]["topics"]["orders"]["lag"] == 3 * (100 - 15)
     assert plan["summary"]["blocker"] >= 4

@@ -78,12 +78,20 @@ async def produce_numbered(
 
 
 class RateProducer:
-    """Produce ``rate`` bytes per second of ``size``-byte values to one partition, in a thread of its own."""
+    """Produce ``rate`` bytes per second of ``size``-byte values to one partition, in a thread of its own;
+    with ``group``, that group commits the end offset as it goes (a consumer keeping up)."""
 
     def __init__(
-        self, bootstrap: str, topic: str, rate: float, size: int = 64 * 1024, ticks: int = 10
+        self,
+        bootstrap: str,
+        topic: str,
+        rate: float,
+        size: int = 64 * 1024,
+        ticks: int = 10,
+        group: str | None = None,
     ) -> None:
         self.bootstrap, self.topic, self.rate, self.size, self.ticks = bootstrap, topic, rate, size, ticks
+        self.group = group
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), daemon=True)
         self.sent = 0
@@ -103,6 +111,14 @@ class RateProducer:
                         assert got[0].error_code == 0, got
                         self.sent += len(recs)
                         n = due
+                        if self.group is not None:
+                            end = got[0].base_offset + len(recs)
+                            errs = await c.commit_offsets(self.group, {(self.topic, 0): (end, None)})
+                            assert not any(errs.values()), errs
+                        if self.group is not None:
+                            end = got[0].base_offset + len(recs)
+                            errs = await c.commit_offsets(self.group, {(self.topic, 0): (end, None)})
+                            assert not any(errs.values()), errs
                     await asyncio.sleep(1 / self.ticks)
         except BaseException as e:
             self.error = e
