@@ -289,3 +289,39 @@ def test_aiokafka_transactional_producer(shared_broker: BrokerProcess, topic_nam
     committed, uncommitted = asyncio.run(main())
     assert committed == [*(b"commit-%d" % i for i in range(10)), b"last"]
     assert sorted(uncommitted) == sorted([*committed, *(b"abort-%d" % i for i in range(10))])
+
+
+def test_open_transaction_survives_broker_kill9(broker: BrokerProcess, topic_name: str) -> None:
+    bs = broker.bootstrap
+    create_topic(bs, topic_name)
+    p = txn_producer(bs, f"tx-{topic_name}", **{"reconnect.backoff.ms": 50, "reconnect.backoff.max.ms": 200})
+    p.begin_transaction()
+    for i in range(5):
+        p.produce(topic_name, b"in-flight-%d" % i)
+    p.flush(10)
+    broker.kill9()
+    broker.start()
+    assert read_all(bs, topic_name, "read_committed", idle=1.0) == []
+    p.produce(topic_name, b"after-restart")
+    p.commit_transaction(30)
+    want = [*(b"in-flight-%d" % i for i in range(5)), b"after-restart"]
+    assert read_all(bs, topic_name, "read_committed", idle=1.0) == want
+    broker.restart()  # and the committed state stays committed
+    assert read_all(bs, topic_name, "read_committed", idle=1.0) == want
+
+
+def test_timed_out_transaction_is_aborted(broker_factory: Any, topic_name: str) -> None:
+    from confluent_kafka import KafkaException
+
+    b = broker_factory("transaction.abort.timed.out.transaction.cleanup.interval.ms=100")
+    bs = b.bootstrap
+    create_topic(bs, topic_name)
+    p = txn_producer(bs, f"tx-{topic_name}", **{"transaction.timeout.ms": 1000})
+    p.begin_transaction()
+    p.produce(topic_name, b"abandoned")
+    p.flush(10)
+    produce(bs, topic_name, [(None, b"behind")])
+    time.sleep(2.0)  # the coordinator aborts it and bumps the epoch
+    assert read_all(bs, topic_name, "read_committed", idle=1.0) == [b"behind"]
+    with pytest.raises(KafkaException):
+        p.commit_transaction(10)
