@@ -9,6 +9,7 @@ then returns several parts so that file ranges can be sent without passing throu
 
 from __future__ import annotations
 
+import struct
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -80,6 +81,18 @@ def _default_of(f: FieldSpec, version: int) -> Any:
     return _ZEROS.get(f.type, 0)
 
 
+# Fixed-width types that struct can pack and unpack in runs (bool: any non-zero byte reads as true).
+_STRUCT_CODES: dict[str, str] = {
+    "bool": "?",
+    "int8": "b",
+    "int16": "h",
+    "int32": "i",
+    "int64": "q",
+    "uint16": "H",
+    "uint32": "I",
+    "float64": "d",
+}
+
 _ZEROS: dict[str, Any] = {"bool": False, "string": "", "bytes": b"", "uuid": p.ZERO_UUID, "float64": 0.0}
 
 
@@ -112,6 +125,7 @@ def _value_reader(f: FieldSpec, version: int, flexible: bool) -> p.Reader:
             else _value_reader(FieldSpec("", t[2:], f.versions), version, flexible)
         )
         read_len = p.array_length_reader(compact)
+        code = _STRUCT_CODES.get(t[2:])
 
         def read_array(buf: Buf, pos: int) -> tuple[Any, int]:
             n, pos = read_len(buf, pos)
@@ -119,6 +133,11 @@ def _value_reader(f: FieldSpec, version: int, flexible: bool) -> p.Reader:
                 if nullable:
                     return None, pos
                 raise DecodeError(f"null array for non-nullable field {f.name}")
+            if code is not None:
+                s = struct.Struct(f">{n}{code}")
+                if pos + s.size > len(buf):
+                    raise DecodeError("truncated array")
+                return list(s.unpack_from(buf, pos)), pos + s.size
             items = []
             for _ in range(n):
                 item, pos = elem(buf, pos)
@@ -129,25 +148,58 @@ def _value_reader(f: FieldSpec, version: int, flexible: bool) -> p.Reader:
     raise AssertionError(t)
 
 
+def _plan_fields(
+    fields: Sequence[FieldSpec], version: int, flexible: bool
+) -> list[FieldSpec | tuple[FieldSpec, ...]]:
+    """The fields present in ``version`` in wire order, runs of fixed-width ones grouped to pack at once."""
+    plan: list[FieldSpec | tuple[FieldSpec, ...]] = []
+    run: list[FieldSpec] = []
+    for f in fields:
+        if version not in f.versions or f.tag is not None:
+            continue
+        if f.type in _STRUCT_CODES:
+            run.append(f)
+            continue
+        if run:
+            plan.append(tuple(run))
+            run = []
+        plan.append(f)
+    if run:
+        plan.append(tuple(run))
+    return plan
+
+
+def _group_struct(group: tuple[FieldSpec, ...]) -> struct.Struct:
+    return struct.Struct(">" + "".join(_STRUCT_CODES[f.type] for f in group))
+
+
 def _struct_reader(fields: Sequence[FieldSpec], version: int, flexible: bool) -> Decoder:
-    plan: list[tuple[str, p.Reader]] = []
+    plan: list[tuple[str, p.Reader] | tuple[tuple[str, ...], struct.Struct]] = []
     defaults: dict[str, Any] = {}
     tagged: dict[int, tuple[str, p.Reader]] = {}
     for f in fields:
-        if version not in f.versions:
+        if version not in f.versions or f.tag is not None:
             defaults[f.name] = _default_of(f, version)
-        elif f.tag is not None:
-            if flexible:
+            if f.tag is not None and flexible and version in f.versions:
                 tagged[f.tag] = (f.name, _value_reader(f, version, flexible))
-            defaults[f.name] = _default_of(f, version)
+    for item in _plan_fields(fields, version, flexible):
+        if isinstance(item, tuple):
+            plan.append((tuple(g.name for g in item), _group_struct(item)))
         else:
-            plan.append((f.name, _value_reader(f, version, flexible)))
+            plan.append((item.name, _value_reader(item, version, flexible)))
     read_uvarint = p.read_uvarint
 
     def read(buf: Buf, pos: int) -> tuple[dict[str, Any], int]:
         out = dict(defaults)
         for name, reader in plan:
-            out[name], pos = reader(buf, pos)
+            if isinstance(reader, struct.Struct):
+                end = pos + reader.size
+                if end > len(buf):
+                    raise DecodeError("truncated input")
+                out.update(zip(name, reader.unpack_from(buf, pos), strict=True))
+                pos = end
+            else:
+                out[name], pos = reader(buf, pos)  # type: ignore[index]
         if flexible:
             count, pos = read_uvarint(buf, pos)
             for _ in range(count):
@@ -214,6 +266,8 @@ def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
             elem = _value_writer(FieldSpec("", t[2:], f.versions), version, flexible)
         write_len = p.array_length_writer(compact)
 
+        code = _STRUCT_CODES.get(t[2:])
+
         def write_array(enc: Encoder, v: Any) -> None:
             if v is None:
                 if not nullable:
@@ -221,6 +275,9 @@ def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
                 write_len(enc.out, -1)
                 return
             write_len(enc.out, len(v))
+            if code is not None:
+                enc.out += struct.pack(f">{len(v)}{code}", *v)
+                return
             for item in v:
                 elem(enc, item)
 
@@ -229,26 +286,30 @@ def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
 
 
 def _struct_writer(fields: Sequence[FieldSpec], version: int, flexible: bool) -> StructWriter:
-    plan: list[tuple[str, Any, ValueWriter]] = []
+    plan: list[tuple[Any, Any, Any]] = []
     tagged: list[tuple[int, FieldSpec, ValueWriter]] = []
     for f in fields:
-        if version not in f.versions:
-            continue
-        if f.tag is not None:
-            if flexible:
-                tagged.append((f.tag, f, _value_writer(f, version, flexible)))
-            continue
-        plan.append((f.name, _default_of(f, version), _value_writer(f, version, flexible)))
+        if f.tag is not None and flexible and version in f.versions:
+            tagged.append((f.tag, f, _value_writer(f, version, flexible)))
+    for item in _plan_fields(fields, version, flexible):
+        if isinstance(item, tuple):
+            pairs = tuple((g.name, _default_of(g, version)) for g in item)
+            plan.append((pairs, None, _group_struct(item)))
+        else:
+            plan.append((item.name, _default_of(item, version), _value_writer(item, version, flexible)))
     tagged.sort(key=lambda t: t[0])
 
     def write(enc: Encoder, obj: dict[str, Any]) -> None:
         get = obj.get
         for name, default, writer in plan:
-            value = get(name, default)
             try:
-                writer(enc, value)
-            except (ValueError, TypeError, AttributeError) as e:
-                raise ValueError(f"field {name}: {e}") from None
+                if default is None and isinstance(writer, struct.Struct):
+                    enc.out += writer.pack(*[get(n, d) for n, d in name])
+                else:
+                    writer(enc, get(name, default))
+            except (ValueError, TypeError, AttributeError, struct.error) as e:
+                label = name if isinstance(name, str) else "/".join(n for n, _ in name)
+                raise ValueError(f"field {label}: {e}") from None
         if flexible:
             present = [
                 (tag, f, w)
