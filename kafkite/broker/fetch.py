@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from kafkite.broker.core import Broker, RequestContext
-from kafkite.log.base import OffsetOutOfRange
+from kafkite.log.base import LogError, OffsetOutOfRange, ReadResult
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.messages import RecordsChunks
 
@@ -29,13 +29,73 @@ async def _read_all(
     remaining = min(req["max_bytes"], broker.config["fetch.max.bytes"])
     if remaining <= 0:
         remaining = 1
+    prefetched = _prefetch(broker, req, version, remaining)
+    try:
+        return await _read_each(broker, req, version, remaining, prefetched)
+    finally:
+        for task in prefetched.values():  # reads the loop did not take (an error cut it short)
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled():
+                task.exception()
+
+
+def _prefetch(
+    broker: Broker, req: dict[str, Any], version: int, budget: int
+) -> dict[tuple[int, int], asyncio.Task[ReadResult]]:
+    """A database engine's reads of the requested partitions, started together (their round trips overlap);
+    ``_read_each`` takes them in order and keeps what its byte budget allows. At most ``budget`` bytes."""
+    tasks: dict[tuple[int, int], asyncio.Task[ReadResult]] = {}
+    if broker.blackhole or not getattr(broker.storage, "concurrent_reads", False):
+        return tasks
+    committed = req["isolation_level"] == READ_COMMITTED
+    for t, topic in enumerate(req["topics"]):
+        name, _ = _resolve(broker, topic, version)
+        for i, p in enumerate(topic["partitions"]):
+            idx = p["partition"]
+            part = broker.partition(name, idx) if name is not None else None
+            read_async = getattr(part, "read_async", None)
+            if part is None or read_async is None or (broker.cluster and not broker.cluster.leads(name, idx)):
+                continue
+            limit = min(p["partition_max_bytes"], budget)
+            if limit <= 0:
+                return tasks
+            budget -= limit
+            max_offset = part.last_stable_offset if committed else part.high_watermark
+            read = read_async(p["fetch_offset"], limit, max_offset=max_offset, min_one=True)
+            tasks[(t, i)] = asyncio.ensure_future(read)
+    return tasks
+
+
+def _trimmed(res: ReadResult, max_bytes: int, min_one: bool) -> ReadResult:
+    """The whole batches of ``res`` a read of ``max_bytes`` would have returned."""
+    if res.size <= max_bytes:
+        return res
+    chunks: list[Any] = []
+    size = 0
+    for chunk in res.chunks:
+        n = len(chunk) if isinstance(chunk, bytes) else chunk.size
+        if size + n > max_bytes and not (min_one and not chunks):
+            break
+        chunks.append(chunk)
+        size += n
+    return res._replace(chunks=chunks, size=size)
+
+
+async def _read_each(
+    broker: Broker,
+    req: dict[str, Any],
+    version: int,
+    remaining: int,
+    prefetched: dict[tuple[int, int], asyncio.Task[ReadResult]],
+) -> tuple[list[dict[str, Any]], int, bool]:
     total = 0
     errors = False
     out: list[dict[str, Any]] = []
-    for topic in req["topics"]:
+    for t, topic in enumerate(req["topics"]):
         name, topic_id = _resolve(broker, topic, version)
         parts_out: list[dict[str, Any]] = []
-        for p in topic["partitions"]:
+        for i, p in enumerate(topic["partitions"]):
             idx = p["partition"]
             entry: dict[str, Any] = {"partition_index": idx, "records": b""}
             part = broker.partition(name, idx) if name is not None else None
@@ -79,12 +139,20 @@ async def _read_all(
                 args = (p["fetch_offset"], max(limit, 0))
                 max_offset = lso if committed else hw
                 read_async = getattr(part, "read_async", None)  # a database engine: do not block the loop
-                if read_async is not None:
+                early = prefetched.pop((t, i), None)
+                if early is not None:
+                    res = _trimmed(await early, args[1], total == 0)
+                elif read_async is not None:
                     res = await read_async(*args, max_offset=max_offset, min_one=total == 0)
                 else:
                     res = part.read(*args, max_offset=max_offset, min_one=total == 0)
             except OffsetOutOfRange:
                 entry["error_code"] = int(ErrorCode.OFFSET_OUT_OF_RANGE)
+                errors = True
+                parts_out.append(entry)
+                continue
+            except LogError:  # a database engine that cannot reach its database
+                entry["error_code"] = int(ErrorCode.KAFKA_STORAGE_ERROR)
                 errors = True
                 parts_out.append(entry)
                 continue
