@@ -445,3 +445,17 @@ def test_transaction_markers_and_last_stable_offset(storage: object, topic_name:
     assert marker == 2
     assert p.last_stable_offset == p.high_watermark == 3
     assert [(t.producer_id, t.first_offset) for t in p.aborted_transactions(0, 3)] == [(3, 0)]
+
+
+def test_prefetched_reads_are_cut_to_the_fetch_budget() -> None:
+    """Fetch starts a database engine's reads together, then keeps the whole batches its budget allows."""
+    from kafkite.broker.fetch import _trimmed
+    from kafkite.log import ReadResult
+
+    res = ReadResult([b"a" * 10, b"b" * 10, b"c" * 10], 30, 9, 0)
+    assert _trimmed(res, 30, False) is res
+    assert _trimmed(res, 25, False).chunks == [b"a" * 10, b"b" * 10]
+    assert _trimmed(res, 25, False).size == 20
+    assert _trimmed(res, 5, True).chunks == [b"a" * 10]
+    assert _trimmed(res, 5, False).chunks == []
+    assert _trimmed(res, 5, False).high_watermark == 9
