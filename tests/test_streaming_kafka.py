@@ -234,3 +234,30 @@ def test_wrong_password_or_unknown_pool_fails(broker: InProcessBroker, sdk: tupl
         finally:
             c.close()
         assert any("Authentication failed" in str(e) or "SASL" in str(e) for e in errors), errors
+
+
+def test_transactions_are_scoped_to_their_pool(broker: InProcessBroker, sdk: tuple[Any, Any]) -> None:
+    """A transactional producer in a pool commits to the pool's stream; the same transactional.id in
+    another pool is another producer (it neither fences nor is fenced)."""
+    admin, _ = sdk
+    pool_a, _ = make_pool_and_stream(admin, "orders", partitions=1)
+    pool_b, _ = make_pool_and_stream(admin, "payments", partitions=1)
+
+    def txn_producer(pool_id: str) -> Producer:
+        p = Producer(sasl(broker, pool_id, **{"transactional.id": "tx-1"}))
+        p.init_transactions(20)
+        return p
+
+    pa = txn_producer(pool_a.id)
+    pb = txn_producer(pool_b.id)  # same id, other pool: must not fence pa
+    for p, topic in ((pa, "orders"), (pb, "payments")):
+        p.begin_transaction()
+        for i in range(5):
+            p.produce(topic, f"{topic}-{i}".encode())
+        p.commit_transaction(20)
+    got = consume(sasl(broker, pool_a.id, **{"isolation.level": "read_committed"}), "orders", 5, partitions=1)
+    assert [m.value() for m in got] == [f"orders-{i}".encode() for i in range(5)]
+    got = consume(
+        sasl(broker, pool_b.id, **{"isolation.level": "read_committed"}), "payments", 5, partitions=1
+    )
+    assert [m.value() for m in got] == [f"payments-{i}".encode() for i in range(5)]

@@ -37,6 +37,7 @@ log = logging.getLogger("kafkite.streaming")
 
 TOPIC = "topic"
 GROUP = "group"
+TXN = "transactional_id"
 RESOURCE_TOPIC = 2  # DescribeConfigs/AlterConfigs resource type
 KEY_TYPE_GROUP = 0  # FindCoordinator key type
 POOL_STATE_KEY = "stream_pool"  # on the connection state: the pool's key ("" for the default pool)
@@ -119,12 +120,31 @@ NAME_FIELDS: dict[int, tuple[list[NameField], list[NameField]]] = {
     ),
     ApiKey.DESCRIBE_LOG_DIRS: ([_f("topics.*.topic")], [_f("results.*.topics.*.name")]),
     ApiKey.DESCRIBE_PRODUCERS: ([_f("topics.*.name")], [_f("topics.*.name")]),
+    ApiKey.INIT_PRODUCER_ID: ([_f("transactional_id", TXN)], []),
     ApiKey.ADD_PARTITIONS_TO_TXN: (
-        [_f("topics.*.name"), _f("transactions.*.topics.*.name")],
-        [_f("results_by_topic_v3_and_below.*.name"), _f("results_by_transaction.*.topic_results.*.name")],
+        [
+            _f("v3_and_below_transactional_id", TXN),
+            _f("v3_and_below_topics.*.name"),
+            _f("transactions.*.transactional_id", TXN),
+            _f("transactions.*.topics.*.name"),
+        ],
+        [
+            _f("results_by_topic_v3_and_below.*.name"),
+            _f("results_by_transaction.*.transactional_id", TXN),
+            _f("results_by_transaction.*.topic_results.*.name"),
+        ],
     ),
-    ApiKey.ADD_OFFSETS_TO_TXN: ([_f("group_id", GROUP)], []),
-    ApiKey.TXN_OFFSET_COMMIT: ([_f("group_id", GROUP), _f("topics.*.name")], [_f("topics.*.name")]),
+    ApiKey.ADD_OFFSETS_TO_TXN: ([_f("transactional_id", TXN), _f("group_id", GROUP)], []),
+    ApiKey.END_TXN: ([_f("transactional_id", TXN)], []),
+    ApiKey.TXN_OFFSET_COMMIT: (
+        [_f("transactional_id", TXN), _f("group_id", GROUP), _f("topics.*.name")],
+        [_f("topics.*.name")],
+    ),
+    ApiKey.DESCRIBE_TRANSACTIONS: (
+        [_f("transactional_ids.*", TXN)],
+        [_f("transaction_states.*.transactional_id", TXN), _f("transaction_states.*.topics.*.topic")],
+    ),
+    ApiKey.LIST_TRANSACTIONS: ([], [_f("transaction_states.*.transactional_id", TXN)]),
 }
 
 NO_AUTH_NEEDED = frozenset(
