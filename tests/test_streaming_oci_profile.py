@@ -110,6 +110,7 @@ def test_kafka_limits(broker: InProcessBroker) -> None:
     for config, why in (
         ({"cleanup.policy": "compact"}, "compaction"),
         ({"retention.ms": str(3600 * 1000)}, "retention"),
+        ({"max.message.bytes": str(3 * MB)}, "limited to"),
     ):
         with pytest.raises(KafkaException) as e:
             create(NewTopic("t", num_partitions=1, config=config))

@@ -296,6 +296,13 @@ def _profile_refusals(api_key: int, req: dict[str, Any]) -> dict[str, str]:
 def _config_refusal(name: str, value: str | None, *, creating: bool) -> str | None:
     if name == "cleanup.policy" and value and "compact" in value:
         return "OCI Streaming does not support log compaction (cleanup.policy=compact)"
+    if name == "max.message.bytes" and value is not None:
+        try:
+            too_big = int(value) > limits.MAX_MESSAGE_BYTES
+        except ValueError:
+            return None
+        if too_big:
+            return f"OCI Streaming messages are limited to {limits.MAX_MESSAGE_BYTES} bytes"
     if name in ("retention.ms", "retention.bytes"):
         if not creating:
             return "a stream's retention is fixed when it is created"
