@@ -139,7 +139,6 @@ async def handle_delete_topics(broker: Broker, ctx: RequestContext, req: dict[st
             broker.storage.delete_topic(meta.name)
             for i in range(meta.partitions):
                 broker.waiters.notify(meta.name, i)
-            log.info("deleted topic %s", meta.name)
         out.append(entry)
     return {"throttle_time_ms": 0, "responses": out}
 
@@ -402,7 +401,6 @@ async def _alter(broker: Broker, req: dict[str, Any], incremental: bool) -> dict
                 new = _apply_topic_ops(meta.configs if incremental else {}, ops)
                 if not req["validate_only"]:
                     broker.storage.set_topic_configs(rname, new)
-                    log.info("altered configs of topic %s: %s", rname, new)
             elif rtype == RESOURCE_BROKER:
                 if not _broker_resource_ok(broker, rname):
                     raise KafkaProtocolError(ErrorCode.INVALID_REQUEST, f"unknown broker {rname!r}")
