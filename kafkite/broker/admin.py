@@ -12,8 +12,6 @@ from kafkite.config import DEFINITIONS, TOPIC_FROM_BROKER
 from kafkite.log.config import TOPIC_CONFIGS, validate_topic_configs
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 
-log = logging.getLogger("kafkite.admin")
-
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 RESOURCE_BROKER_LOGGER = 8
