@@ -3,7 +3,12 @@
 ``attach(broker)`` gives a broker whose storage is a ``PgStorage`` its ``Cluster`` (``broker.cluster``): the
 broker registers and heartbeats in the database, lists every live broker in Metadata, leads the partitions and
 coordinates the groups that placement gives it, answers NOT_LEADER_OR_FOLLOWER / NOT_COORDINATOR for the
-others, and takes over the partitions and groups of a broker whose heartbeat lapses.
+others, and takes over the partitions and groups of a broker whose heartbeat lapses. Producer ids come from
+a database sequence, so idempotent producers stay distinct whichever broker they ask.
+
+Not shared between brokers yet: transaction coordination (each broker coordinates the transactional ids that
+ask it, from state it loads when it starts: use transactions with one broker per database), and what the file
+engine keeps in ``log.dirs`` besides logs (broker configs altered at run time, SCRAM credentials, ACLs).
 """
 
 from __future__ import annotations
