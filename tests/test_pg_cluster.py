@@ -359,3 +359,41 @@ def test_a_broker_killed_mid_stream_loses_no_acknowledged_message(
     assert sum(1 for c in consumed if c) >= 2, "the group's members did not share the partitions"
     survivors = [b for n, b in by_id.items() if n != victim]
     assert live_nodes(survivors[0]) == {n for n in by_id if n != victim}
+
+
+def test_a_restarted_broker_finds_everything_in_the_database(
+    cluster: Callable[[int], list[BrokerProcess]], topic_name: str
+) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+    from helpers import consume, produce, watermarks
+
+    (broker,) = cluster(1)
+    create_topic(broker.bootstrap, topic_name, 2)
+    offsets = produce(
+        broker.bootstrap, topic_name, [(b"k%d" % i, b"v%d" % i) for i in range(50)], partition=1
+    )
+    assert offsets == list(range(50))
+    group = f"group-{uuid.uuid4().hex[:6]}"
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    consumer.commit(offsets=[TopicPartition(topic_name, 1, 42)], asynchronous=False)
+    consumer.close()
+
+    broker.restart()
+    assert watermarks(broker.bootstrap, topic_name, 1) == (0, 50)
+    assert [m.value() for m in consume(broker.bootstrap, topic_name, 1)] == [b"v%d" % i for i in range(50)]
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False}
+    )
+    try:
+        (tp,) = consumer.committed([TopicPartition(topic_name, 1)], timeout=10)
+        assert tp.offset == 42
+    finally:
+        consumer.close()
+    assert produce(broker.bootstrap, topic_name, [(None, b"more")], partition=1) == [50]
+    # Killed and started again at once: it waits for its old registration to lapse, then serves.
+    broker.kill9()
+    broker.start()
+    assert live_nodes(broker) == {1}
+    assert produce(broker.bootstrap, topic_name, [(None, b"again")], partition=1) == [51]
