@@ -403,6 +403,7 @@ def test_producer_state_survives_in_the_database(pg_dsn: str, topic_name: str) -
     b.load()
     try:
         q = b.partition(topic_name, 0)
+        assert [(d.producer_id, d.last_sequence) for d in q.producers.describe()] == [(7, 2)]
         dup = q.append(bytearray(b1), now_ms=1)
         assert (dup.first_offset, dup.bytes) == (2, 0)
         with pytest.raises(OutOfOrderSequence):

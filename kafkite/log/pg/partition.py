@@ -98,7 +98,7 @@ class PgPartition(Partition):
         self._next = next_offset
         self._lso = log_start_offset
         self._size = size
-        self.producers = ProducerStateManager()
+        self._producers = ProducerStateManager()
         self._state_end: int | None = (
             None  # the producer state reflects the log up to here (None: not loaded)
         )
@@ -141,7 +141,7 @@ class PgPartition(Partition):
                 self._next = next_offset
             if log_start_offset is not None and log_start_offset > self._lso:
                 self._lso = log_start_offset
-                self.producers.on_log_start_offset(log_start_offset)
+                self._producers.on_log_start_offset(log_start_offset)
             if size is not None:
                 self._size = size
 
@@ -189,7 +189,7 @@ class PgPartition(Partition):
             replay(state, _producer_batches(found, start, target))
             state.on_log_start_offset(self._lso)
             if self._state_end is None:
-                self.producers = state
+                self._producers = state
                 self._state_end = target
                 self._snapshot_changes = state.changes
             return
@@ -199,7 +199,7 @@ class PgPartition(Partition):
             return
         found = yield (schema.PRODUCER_BATCHES, (self.topic_id, self.index, start))
         if self._state_end == start:
-            replay(self.producers, _producer_batches(found, start, target))
+            replay(self._producers, _producer_batches(found, start, target))
             self._state_end = target
 
     def _current_state_op(self) -> Op[None]:
@@ -211,19 +211,25 @@ class PgPartition(Partition):
             self._db.run(self._catch_up_op())
 
     @property
+    def producers(self) -> ProducerStateManager:
+        """The producer state, caught up with the log (DescribeProducers)."""
+        self._ensure_state()
+        return self._producers
+
+    @property
     def last_stable_offset(self) -> int:
         """The high watermark, or the first offset of the oldest ongoing transaction when that is lower."""
         self._ensure_state()
         hw = self._next
-        first = self.producers.first_unstable_offset()
+        first = self._producers.first_unstable_offset()
         return hw if first is None or first > hw else first
 
     def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
         self._ensure_state()
-        return self.producers.aborted_transactions(start, end)
+        return self._producers.aborted_transactions(start, end)
 
     def expire_producers(self, now_ms: int, max_age_ms: int) -> int:
-        return len(self.producers.expire(now_ms, max_age_ms))
+        return len(self._producers.expire(now_ms, max_age_ms))
 
     def write_txn_marker(
         self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
@@ -240,13 +246,13 @@ class PgPartition(Partition):
 
     def snapshot_producers(self) -> bool:
         """Store the producer state when it changed since the last snapshot; True when one was stored."""
-        if self._state_end is None or self.producers.changes == self._snapshot_changes:
+        if self._state_end is None or self._producers.changes == self._snapshot_changes:
             return False
         if self._state_end != self._next:
             return False  # behind the log: the next append or read catches up first
         offset = self._state_end
-        data = self.producers.to_json(offset)
-        self._snapshot_changes = self.producers.changes
+        data = self._producers.to_json(offset)
+        self._snapshot_changes = self._producers.changes
         self._db.execute(
             "INSERT INTO kafkite_producer_snapshots (topic_id, idx, snapshot_offset, data)"
             " VALUES (%s, %s, %s, %s)"
@@ -275,9 +281,9 @@ class PgPartition(Partition):
             if h.producer_id >= 0:
                 idempotent = True
                 if h.is_control:
-                    self.producers.check_marker(h.producer_id, h.producer_epoch)
+                    self._producers.check_marker(h.producer_id, h.producer_epoch)
                 else:
-                    dup = self.producers.check(h)
+                    dup = self._producers.check(h)
                     if dup is not None:
                         if h.size != total:
                             raise InvalidBatch("a retried batch must be appended on its own")
@@ -321,7 +327,7 @@ class PgPartition(Partition):
             if self._state_end == prep.start:
                 if prep.idempotent:
                     replay(
-                        self.producers,
+                        self._producers,
                         (
                             (h, bytes(batches[pos : pos + h.size]) if h.is_control else None)
                             for pos, h in prep.headers
@@ -334,7 +340,7 @@ class PgPartition(Partition):
                 self._size += prep.size
             if lso > self._lso:
                 self._lso = lso
-                self.producers.on_log_start_offset(lso)
+                self._producers.on_log_start_offset(lso)
 
     def _append_op(self, batches: bytearray | memoryview, now_ms: int) -> Op[AppendInfo]:
         for _ in range(APPEND_ATTEMPTS):
@@ -596,7 +602,7 @@ class PgPartition(Partition):
             with self._lock:
                 self._next, self._lso = new_end, new_start
                 self._state_end = None
-                self.producers = ProducerStateManager()
+                self._producers = ProducerStateManager()
             yield from self._bounds_op()
 
         self._db.run(op(), transaction=True)
