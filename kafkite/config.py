@@ -170,7 +170,7 @@ _DEFS: list[ConfigDef] = [
         "log.cleanup.policy",
         "delete",
         _choice("delete", "compact", "compact,delete", "delete,compact"),
-        "",
+        "Cleanup policy of new topics (topic: cleanup.policy); compaction itself does not run yet",
         True,
     ),
     ConfigDef(
