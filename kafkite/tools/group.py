@@ -13,7 +13,6 @@ import sys
 from typing import Any
 
 from kafkite.client import KafkaClient, KafkaClientError
-from kafkite.protocol.api_keys import ApiKey
 
 
 def decode_assignment(data: bytes | memoryview | None) -> list[tuple[str, list[int]]]:
@@ -43,29 +42,15 @@ def decode_assignment(data: bytes | memoryview | None) -> list[tuple[str, list[i
 
 async def list_groups(bootstrap: str) -> list[dict[str, Any]]:
     async with KafkaClient(bootstrap) as client:
-        out: dict[str, dict[str, Any]] = {}
-        for node in list(client.nodes) or [None]:
-            resp = await client.request(
-                ApiKey.LIST_GROUPS, {"states_filter": [], "types_filter": []}, node=node
-            )
-            if resp["error_code"]:
-                raise KafkaClientError(resp["error_code"], "ListGroups")
-            for g in resp["groups"]:
-                out[g["group_id"]] = {
-                    "group": g["group_id"],
-                    "protocol_type": g["protocol_type"],
-                    "state": g.get("group_state", ""),
-                }
-        return sorted(out.values(), key=lambda g: g["group"])
+        return [
+            {"group": g["group_id"], "protocol_type": g["protocol_type"], "state": g["group_state"]}
+            for g in await client.list_groups()
+        ]
 
 
 async def describe_group(bootstrap: str, group: str) -> dict[str, Any]:
     async with KafkaClient(bootstrap) as client:
-        coord = await client.coordinator(group)
-        desc = await client.request(ApiKey.DESCRIBE_GROUPS, {"groups": [group]}, node=coord)
-        g = desc["groups"][0]
-        if g["error_code"]:
-            raise KafkaClientError(g["error_code"], f"DescribeGroups {group}")
+        g = await client.describe_group(group)
         owners: dict[tuple[str, int], dict[str, Any]] = {}
         members = []
         for m in g["members"]:
@@ -82,19 +67,7 @@ async def describe_group(bootstrap: str, group: str) -> dict[str, Any]:
             for t, ps in assignment:
                 for p in ps:
                     owners[(t, p)] = m
-        conn = await client.connection(coord)
-        v = conn.version_for(ApiKey.OFFSET_FETCH)
-        if v >= 8:
-            body: dict[str, Any] = {"groups": [{"group_id": group, "topics": None}], "require_stable": False}
-        else:
-            body = {"group_id": group, "topics": None, "require_stable": False}
-        resp = await conn.request(ApiKey.OFFSET_FETCH, body, version=v)
-        topics = resp["groups"][0]["topics"] if v >= 8 else resp["topics"]
-        committed: dict[tuple[str, int], tuple[int, str | None]] = {}
-        for t in topics:
-            for p in t["partitions"]:
-                if p["committed_offset"] >= 0:
-                    committed[(t["name"], p["partition_index"])] = (p["committed_offset"], p["metadata"])
+        committed = await client.committed_offsets(group)
         keys = set(committed) | set(owners)
         await client.refresh_metadata(sorted({t for t, _ in keys}) or None)
         ends: dict[tuple[str, int], int] = {}
