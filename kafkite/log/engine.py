@@ -258,11 +258,17 @@ class Storage(ABC):
         if self._closed:
             return
         self._closed = True
+        failed: OSError | None = None
         for log in self._logs.values():
-            log.close()
+            try:
+                log.close()
+            except OSError as e:  # close the others all the same, then report the first failure
+                failed = failed or e
         for log in self._deleted:
             log.sweep(1 << 62)
         self._deleted = []
+        if failed is not None:
+            raise failed
 
     def _check_open(self) -> None:
         if self._closed:

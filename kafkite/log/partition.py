@@ -613,10 +613,13 @@ class SegmentedLog(Partition):
             with self._lock:
                 self._recovery_point = max(self._recovery_point, min(target, self.log_end_offset))
                 self._last_flush_ms = self._clock()
-            self._persist_recovery_point()
-            if snapshot is not None:
-                # written once the log up to ``target`` is on disk: a snapshot never runs ahead of its log
-                self._write_producer_snapshot(target, snapshot)
+            # Bookkeeping for the next start: without it recovery reads more of the log, nothing is lost, so a
+            # full disk does not fail a flush of data that is already on disk.
+            with contextlib.suppress(OSError):
+                self._persist_recovery_point()
+                if snapshot is not None:
+                    # written once the log up to ``target`` is on disk: a snapshot never runs ahead of its log
+                    self._write_producer_snapshot(target, snapshot)
 
     # lifecycle ---------------------------------------------------------------------------------------------
 
@@ -828,10 +831,18 @@ class PartitionLog(SegmentedLog):
         with self._lock:
             if self._closed:
                 return
-            self._snapshot_producers(self.log_end_offset, self._clock())
+            # A full disk must not stop the shutdown: without the snapshot (producer state is rebuilt from
+            # the log) or the marker (the next open recovers the log) nothing is lost.
+            snapshot_ok = True
+            try:
+                self._snapshot_producers(self.log_end_offset, self._clock())
+            except OSError:
+                snapshot_ok = False
             self._closed = True
             self._close_all()
-            atomic_write(self.directory / self.CLEAN_SHUTDOWN_FILE, b"")
+            if snapshot_ok:
+                with contextlib.suppress(OSError):
+                    atomic_write(self.directory / self.CLEAN_SHUTDOWN_FILE, b"")
 
     def delete(self) -> None:
         """Remove the directory; open files stay readable until file.delete.delay.ms passes (``sweep``)."""
