@@ -426,3 +426,21 @@ def test_internal_topics_cannot_be_deleted(plain: Harness) -> None:
             ApiKey.INIT_PRODUCER_ID, 4, {"transactional_id": "fuzz-txn", "transaction_timeout_ms": 10000}
         )
         assert init["error_code"] in (0, 15), init
+
+
+def test_metadata_topic_ids_before_v12_close_cleanly(plain: Harness) -> None:
+    """Found by the fuzzer: a Metadata v10/v11 request naming a topic by id only made the broker build a
+    response it could not encode (a crash in the connection's writer)."""
+    reg = registry()
+    for version in (10, 11):
+        frame = framing.encode_request(
+            reg,
+            ApiKey.METADATA,
+            version,
+            1,
+            "t",
+            {"topics": [{"name": None, "topic_id": uuid.uuid4()}], "allow_auto_topic_creation": False},
+        )
+        plain.send(frame)
+    assert plain.failures() == []
+    plain.check_control()

@@ -7,7 +7,7 @@ import logging
 from collections import Counter
 from typing import Any
 
-from kafkite.broker.core import INTERNAL_TOPICS, Broker, RequestContext, validate_topic_name
+from kafkite.broker.core import Broker, RequestContext, is_internal_topic, validate_topic_name
 from kafkite.config import DEFINITIONS, TOPIC_FROM_BROKER
 from kafkite.log.config import TOPIC_CONFIGS, validate_topic_configs
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
@@ -132,8 +132,8 @@ async def handle_delete_topics(broker: Broker, ctx: RequestContext, req: dict[st
             entry["error_code"] = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
         elif not broker.config["delete.topic.enable"]:
             entry["error_code"] = int(ErrorCode.TOPIC_DELETION_DISABLED)
-        elif meta.name in INTERNAL_TOPICS:
-            # The group and transaction coordinators keep their state there.
+        elif is_internal_topic(meta.name):
+            # The group and transaction coordinators and the queues keep their state there.
             entry.update(
                 error_code=int(ErrorCode.INVALID_REQUEST), error_message="internal topics cannot be deleted"
             )

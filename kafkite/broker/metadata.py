@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from kafkite.broker.core import Broker, RequestContext, is_internal_topic, validate_topic_name
+from kafkite.broker.core import (
+    Broker,
+    CloseConnection,
+    RequestContext,
+    is_internal_topic,
+    validate_topic_name,
+)
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 from kafkite.protocol.messages import registry
 
@@ -109,6 +115,9 @@ async def handle_metadata(broker: Broker, ctx: RequestContext, req: dict[str, An
         for t in requested:
             name = t["name"]
             if name is None:
+                if version < 12:
+                    # Topic ids in Metadata requests came with v12; Kafka cannot parse this request either.
+                    raise CloseConnection()
                 meta = broker.topic_by_id(t["topic_id"])
                 if meta is None:
                     topics.append(
