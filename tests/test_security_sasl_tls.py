@@ -364,14 +364,14 @@ def test_user_admin_apis_and_cli_reach_a_running_broker(sb: SecureBroker, pki: P
         assert scram_login(c, "SCRAM-SHA-512", "carol", "carol-pw")["error_code"] == 58
     # The command line changes the store of the running broker.
     rc = kafkite_cli(
-        "user", "--log-dirs", str(sb.data_dir), "add", "dave", "--mechanism", "SCRAM-SHA-256", stdin="d-pw\n"
+        "user", "add", "dave", "--mechanism", "SCRAM-SHA-256", "--log-dirs", str(sb.data_dir), stdin="d-pw\n"
     )
     assert rc.returncode == 0, rc.stderr
     listed = kafkite_cli("user", "--log-dirs", str(sb.data_dir), "list")
     assert "dave\tSCRAM-SHA-256 (8192)" in listed.stdout and "alice" in listed.stdout
     with RawClient(host, int(port)) as c:
         assert scram_login(c, "SCRAM-SHA-256", "dave", "d-pw")["error_code"] == 0
-    assert kafkite_cli("user", "--log-dirs", str(sb.data_dir), "delete", "dave").returncode == 0
+    assert kafkite_cli("user", "delete", "dave", "--log-dirs", str(sb.data_dir)).returncode == 0
     assert kafkite_cli("user", "--log-dirs", str(sb.data_dir), "delete", "dave").returncode == 1
     with RawClient(host, int(port)) as c:
         assert scram_login(c, "SCRAM-SHA-256", "dave", "d-pw")["error_code"] == 58

@@ -84,13 +84,24 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument(
+        "--config", metavar="FILE", default=default, help="the broker's server.properties (log.dirs)"
+    )
+    p.add_argument(
+        "--override", metavar="KEY=VALUE", action="append", default=default, help="a broker configuration key"
+    )
+    p.add_argument("--log-dirs", metavar="DIR", default=default, help="the broker's data directory")
+
+
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("user", help="add, list and delete SASL/SCRAM users in a broker's data directory")
-    p.add_argument("--config", metavar="FILE", help="the broker's server.properties (for log.dirs)")
-    p.add_argument("--override", metavar="KEY=VALUE", action="append", help="a broker configuration key")
-    p.add_argument("--log-dirs", metavar="DIR", help="the broker's data directory (instead of --config)")
+    _where(p, None)
+    # The same options after the subcommand (``kafkite user add alice --log-dirs ./data``).
+    where = argparse.ArgumentParser(add_help=False)
+    _where(where, argparse.SUPPRESS)
     usub = p.add_subparsers(dest="user_command", required=True)
-    a = usub.add_parser("add", help="create a user or change its password")
+    a = usub.add_parser("add", help="create a user or change its password", parents=[where])
     a.add_argument("name")
     a.add_argument("--password", help="the password (default: prompt, or one line on stdin)")
     a.add_argument("--password-env", metavar="VAR", help="read the password from this environment variable")
@@ -102,8 +113,8 @@ def add_parser(sub: Any) -> None:
     a.add_argument(
         "--iterations", type=int, default=DEFAULT_ITERATIONS, help="PBKDF2 iterations (4096-16384)"
     )
-    ls = usub.add_parser("list", help="list users and their SCRAM mechanisms")
+    ls = usub.add_parser("list", help="list users and their SCRAM mechanisms", parents=[where])
     ls.add_argument("--json", action="store_true", help="JSON output")
-    d = usub.add_parser("delete", help="delete a user")
+    d = usub.add_parser("delete", help="delete a user", parents=[where])
     d.add_argument("name")
     p.set_defaults(func=cmd_user)
