@@ -61,7 +61,8 @@ def after_request(conn: KafkaConnection, ctx: RequestContext, resp: dict[str, An
             # Kafka answers a failed authentication, then closes the connection.
             conn._reject(f"SASL authentication failed: {resp.get('error_message') or resp['error_code']}")
         return
-    _throttle(conn, ctx, resp)
+    if ctx.api_key not in UNMETERED_APIS:
+        _throttle(conn, ctx, resp)
 
 
 # ------------------------------------------------------------------------------------------ quotas
