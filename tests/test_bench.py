@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import random
@@ -170,6 +171,8 @@ def bench_broker() -> Iterator[ServedBroker]:
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    if "--warmup" not in argv:
+        argv = (*argv, "--warmup", "0.2")  # short: these runs check counts, not speed
     rc = main(["bench", *argv, "--json", "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out
@@ -206,6 +209,8 @@ def test_produce_run(bench_broker: ServedBroker, capsys: pytest.CaptureFixture[s
         client,
         "--batch-bytes",
         "10000",
+        "--warmup",
+        "0",
     )
     assert data["mode"] == "produce" and data["settings"]["client"] == client
     assert data["settings"]["partitions"] == 3 and data["settings"]["acks"] == "all"
@@ -300,6 +305,7 @@ def test_table_and_plot(bench_broker: ServedBroker, tmp_path: Path) -> None:
         rate=5000,
         size=100,
         quiet=True,
+        warmup=0.2,
     )
     result = Runner(opts).run()
     text = report.table(result)
@@ -310,7 +316,18 @@ def test_table_and_plot(bench_broker: ServedBroker, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_stops_the_run_and_reports_what_was_measured(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "kafkite.cli", "bench", "e2e", "--serve", "--rate", "2000"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kafkite.cli",
+        "bench",
+        "e2e",
+        "--serve",
+        "--rate",
+        "2000",
+        "--warmup",
+        "0.2",
+    ]
     cmd += ["--duration", "60", "--json"]
     # A process group of its own, signalled as a terminal does on Ctrl-C: the runner, its workers, all of it.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -337,3 +354,166 @@ def test_ctrl_c_stops_the_run_and_reports_what_was_measured(tmp_path: Path) -> N
     assert produced > 0 and run["produce"]["elapsed_s"] < 30
     assert 0 < consumed <= produced
     assert run["consume"]["latency_ms"]["count"] == consumed
+
+
+# ------------------------------------------------------------------------------------------ how it measures
+
+
+def _stamps(bootstrap: str, topic: str) -> list[int]:
+    """The send-time stamps of every message in partition 0 of ``topic``, in log order."""
+    import asyncio
+
+    from kafkite.client import KafkaClient
+
+    async def read() -> list[int]:
+        out: list[int] = []
+        async with KafkaClient(bootstrap) as client:
+            offset = 0
+            while True:
+                fetched = await client.fetch(topic, 0, offset, max_bytes=4 << 20)
+                buf = fetched.records
+                recs = [
+                    r
+                    for pos, h in records.iter_headers(buf)
+                    for r in records.iter_records(buf, pos, h)
+                    if r.offset >= offset
+                ]
+                if not recs:
+                    return out
+                out += [stamp_of(r.value or b"") for r in recs]
+                offset = recs[-1].offset + 1
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("client", ["kafkite", "confluent"])
+def test_e2e_sends_evenly_in_time_after_an_uncounted_warmup(
+    bench_broker: ServedBroker, capsys: pytest.CaptureFixture[str], client: str
+) -> None:
+    topic = f"bench-pace-{uuid.uuid4().hex[:8]}"
+    argv = ["e2e", "--bootstrap", bench_broker.bootstrap, "--topic", topic, "--size", "64"]
+    data = _run(capsys, *argv, "--rate", "1000", "--count", "600", "--warmup", "0.3", "--client", client)
+    (run,) = data["runs"]
+    _check_role(run["produce"], 600, 64)
+    _check_role(run["consume"], 600, 64)  # the warm-up's messages are not counted...
+    assert run["consume"]["latency_ms"]["count"] == 600
+    stamps = _stamps(bench_broker.bootstrap, topic)
+    assert len(stamps) > 600 + 150  # ...but they were sent: about 300 of them, before the measured 600
+    start_ns = int(run["produce"]["start"] * 1e9)  # the common start, after the warm-up
+    measured = stamps[-600:]
+    assert all(s >= start_ns for s in measured) and all(s < start_ns for s in stamps[:-600])
+    # 600 messages at 1000/s: spread over about 0.6 s, a few at most in any millisecond (the kafkite client
+    # sends what is due each millisecond as one batch; confluent one message at a time).
+    span = (measured[-1] - measured[0]) / 1e9
+    assert 0.55 <= span <= 0.9, span
+    per_ms: dict[int, int] = {}
+    for s in measured:
+        per_ms[s // 1_000_000] = per_ms.get(s // 1_000_000, 0) + 1
+    counts = sorted(per_ms.values())
+    # A producer that lost the CPU for a while catches up at once (each message still stamped as sent): the
+    # bounds hold for nearly every millisecond, not all of them, on a busy machine.
+    assert counts[int(0.95 * len(counts))] <= (10 if client == "kafkite" else 2), counts[-20:]
+    assert len(per_ms) >= (100 if client == "kafkite" else 300), len(per_ms)
+    if client == "confluent":
+        gaps = sorted(b - a for a, b in itertools.pairwise(measured))
+        assert gaps[len(gaps) // 2] >= 0.5e6  # one message about every millisecond
+
+
+def test_warmup_is_sent_but_not_counted(
+    bench_broker: ServedBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kafkite.bench.runner import offsets
+
+    for warmup, more in (("0", False), ("0.3", True)):
+        topic = f"bench-warm-{uuid.uuid4().hex[:8]}"
+        argv = ["produce", "--bootstrap", bench_broker.bootstrap, "--topic", topic, "--size", "100"]
+        data = _run(capsys, *argv, "--count", "2000", "--warmup", warmup, "--client", "confluent")
+        _check_role(data["runs"][0]["produce"], 2000, 100)
+        (end,) = offsets(bench_broker.bootstrap, [(topic, 0)], latest=True).values()
+        assert (end > 2000) is more and end >= 2000
+
+
+@pytest.mark.parametrize("ack_latency", [True, False])
+def test_confluent_producer_counts_failed_deliveries(
+    capsys: pytest.CaptureFixture[str], ack_latency: bool
+) -> None:
+    # Batches over the broker's message.max.bytes are refused: nothing may be counted as acknowledged,
+    # whether acknowledgements come one callback each or from the producer's queue length.
+    with ServedBroker(["message.max.bytes=3000"]) as b:
+        argv = ["bench", "produce", "--bootstrap", b.bootstrap, "--size", "1000", "--count", "500"]
+        argv += ["--client", "confluent", "--warmup", "0", "--json", "--quiet"]
+        rc = main([*argv] if ack_latency else [*argv, "--no-ack-latency"])
+        data = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    produce = data["runs"][0]["produce"]
+    assert produce["messages"] == 0 and produce["errors"] == 500
+    assert "MSG_SIZE_TOO_LARGE" in (produce["first_error"] or "") or produce["first_error"]
+
+
+def test_confluent_produce_without_ack_latency_counts_every_message(
+    bench_broker: ServedBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "produce",
+        "--bootstrap",
+        bench_broker.bootstrap,
+        "--topic",
+        f"bench-noack-{uuid.uuid4().hex[:8]}",
+    ]
+    data = _run(
+        capsys, *argv, "--count", "5000", "--size", "300", "--client", "confluent", "--no-ack-latency"
+    )
+    produce = data["runs"][0]["produce"]
+    _check_role(produce, 5000, 300)
+    assert produce["latency_ms"] == {"count": 0}
+    assert data["settings"]["ack_latency"] is False
+
+
+def test_confluent_consumer_is_not_held_back_by_librdkafka_queue_thresholds() -> None:
+    # librdkafka's defaults stop fetching at 100,000 queued messages and look again a second later, which
+    # halved the measured consume rate: the benchmark consumer bounds its prefetch by bytes only.
+    from kafkite.bench.workers import WorkerSpec, confluent_consumer_config
+
+    conf = confluent_consumer_config(WorkerSpec("consumer", 0, "confluent", "127.0.0.1:1", [("t", 0)]))
+    assert conf["queued.min.messages"] >= 1_000_000
+    assert conf["fetch.queue.backoff.ms"] <= 100
+    assert conf["queued.max.messages.kbytes"] >= 256 * 1024
+
+
+def test_repeats_alternate_with_the_ceiling_and_report_median_and_spread(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = _run(
+        capsys, "produce", "--serve", "--ceiling", "--count", "1000", "--size", "200", "--repeat", "3"
+    )
+    runs = data["runs"]
+    order = [("ceiling" if r["blackhole"] else "kafkite", r["repeat"]) for r in runs]
+    assert order == [
+        ("kafkite", 0),
+        ("ceiling", 0),
+        ("ceiling", 1),
+        ("kafkite", 1),
+        ("kafkite", 2),
+        ("ceiling", 2),
+    ]
+    for r in runs:
+        _check_role(r["produce"], 1000, 200)
+        assert len(r["load_average_before"]) == 3 and len(r["load_average_after"]) == 3
+        assert r["produce"]["client_cpu_s"] > 0
+    assert len(data["load_average"]["start"]) == 3 and len(data["load_average"]["end"]) == 3
+    ratios = []
+    for i in range(3):
+        (k,) = [r for r in runs if r["repeat"] == i and not r["blackhole"]]
+        (c,) = [r for r in runs if r["repeat"] == i and r["blackhole"]]
+        ratios.append(k["produce"]["msgs_per_s"] / c["produce"]["msgs_per_s"])
+    vs = data["vs_ceiling"]
+    assert vs["per_repeat"] == pytest.approx(ratios, rel=1e-3)
+    assert vs["produce_msgs_per_s"] == pytest.approx(sorted(ratios)[1], rel=1e-3)
+    assert vs["min"] <= vs["produce_msgs_per_s"] <= vs["max"]
+    rates = sorted(r["produce"]["msgs_per_s"] for r in runs if not r["blackhole"])
+    summary = data["summary"]["kafkite"]["produce"]["msgs_per_s"]
+    assert summary["median"] == pytest.approx(rates[1], rel=1e-3)
+    assert (summary["min"], summary["max"]) == (
+        pytest.approx(rates[0], rel=1e-3),
+        pytest.approx(rates[2], rel=1e-3),
+    )

@@ -20,11 +20,15 @@ mode measures latency from producer to consumer; in produce mode latency is deli
 --serve starts a kafkite broker of the benchmark's own (free port, temporary data dir on disk);
 --ceiling also runs the same producers against a broker started with --override blackhole=true
 (acknowledges without storing) and reports kafkite against that ceiling in the same run.
+
+Every measured run starts with --warmup seconds of uncounted producing (connections, metadata, caches);
+--repeat N runs N times against each broker, alternating which goes first, and reports the median and the
+spread (and, with --ceiling, the median of the per-repetition ratios).
 """
 
 _EPILOG = """\
 examples:
-  kafkite bench produce --serve --ceiling --client confluent --size 1024 --count 1000000
+  kafkite bench produce --serve --ceiling --client confluent --size 1024 --count 1000000 --repeat 3
   kafkite bench consume --serve --count 2000000 --size 1024
   kafkite bench e2e --serve --rate 5000 --duration 20 --json
   kafkite bench produce --bootstrap broker:9092 --topic t --partitions 12 --producers 2 --plot out.png
@@ -97,6 +101,18 @@ def add_parser(subparsers: Any) -> None:
     w.add_argument("--acks", type=_acks, default=-1, help="all|-1|0|1 (default: all)")
     w.add_argument("--compression", choices=COMPRESSIONS, default="none")
     w.add_argument("--producers", type=int, default=1, help="producer processes (default: %(default)s)")
+    w.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of uncounted producing before each measured run, 0 for none (default: %(default)s)",
+    )
+    w.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs against each broker (alternating with the ceiling); median and spread reported",
+    )
     w.add_argument("--consumers", type=int, default=1, help="consumer processes (default: %(default)s)")
     c = p.add_argument_group("client")
     c.add_argument(
@@ -107,7 +123,13 @@ def add_parser(subparsers: Any) -> None:
         type=int,
         help="bytes per batch (default: kafkite 524288, confluent batch.size 1000000)",
     )
-    c.add_argument("--linger-ms", type=float, help="confluent linger.ms (default: 5)")
+    c.add_argument("--linger-ms", type=float, help="confluent linger.ms (default: 1 in e2e mode, else 5)")
+    c.add_argument(
+        "--no-ack-latency",
+        dest="ack_latency",
+        action="store_false",
+        help="do not time each acknowledgement (confluent: no Python callback per message, a faster client)",
+    )
     c.add_argument(
         "--max-inflight", type=int, default=5, help="kafkite client: Produce requests in flight (default: 5)"
     )
@@ -168,6 +190,9 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         broker_pid=args.broker_pid,
         idle_timeout=args.idle_timeout,
         quiet=args.quiet,
+        warmup=args.warmup,
+        repeat=args.repeat,
+        ack_latency=args.ack_latency,
     )
 
 

@@ -31,24 +31,50 @@ def table(report: BenchReport) -> str:
         "",
     ]
     header = (
-        f"{'run':<22} {'phase':<8} {'messages':>12} {'msgs/s':>12} {'MB/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>9} {'errors':>7}"
+        f"{'run':<24} {'phase':<8} {'messages':>12} {'msgs/s':>12} {'MB/s':>9} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'p99.9 ms':>9} {'max ms':>9} {'errors':>7} {'client CPU':>10}"
     )
     lines += [header, "-" * len(header)]
     for run in report.runs:
+        label = f"{run.label} #{run.repeat + 1}" if o.repeat > 1 else run.label
         for phase, r in _phases(run):
             lat = r.hist.summary_ms()
             lines.append(
-                f"{run.label[:22]:<22} {phase:<8} {r.messages:>12,} {r.msgs_per_s:>12,.0f} "
+                f"{label[:24]:<24} {phase:<8} {r.messages:>12,} {r.msgs_per_s:>12,.0f} "
                 f"{r.mb_per_s:>9.1f} "
                 f"{_ms(lat.get('p50')):>8} {_ms(lat.get('p95')):>8} {_ms(lat.get('p99')):>8} "
-                f"{_ms(lat.get('p99.9')):>9} {_ms(lat.get('max')):>9} {r.errors:>7,}"
+                f"{_ms(lat.get('p99.9')):>9} {_ms(lat.get('max')):>9} {r.errors:>7,} {r.cpu_pct:>9.0f}%"
             )
+    if o.repeat > 1:
+        lines += ["", f"over {o.repeat} repetitions: median (min - max)"]
+        for label, phases in report.summary().items():
+            for phase, e in phases.items():
+                if phase == "preload":
+                    continue
+                m, mb = e["msgs_per_s"], e["mb_per_s"]
+                text = (
+                    f"  {label} {phase}: {m['median']:,.0f} msgs/s ({m['min']:,.0f} - {m['max']:,.0f}), "
+                    f"{mb['median']:,.1f} MB/s"
+                )
+                if "p99_ms" in e:
+                    p = e["p99_ms"]
+                    text += f", p99 {p['median']:.2f} ms ({p['min']:.2f} - {p['max']:.2f})"
+                lines.append(text)
     lines.append("")
     lines.append(
         "latency: produce = delivery report - send; e2e = receive - send time written in the payload"
     )
+    lines.append(
+        f"each run after {o.warmup:g}s of uncounted producing; client CPU = the worker processes, "
+        "in % of one core"
+    )
     cpus = os.cpu_count() or 1
+    if report.load_start is not None:
+        end = report.load_end or []
+        lines.append(
+            f"load average (1, 5, 15 min) at start {', '.join(f'{x:.2f}' for x in report.load_start)}; "
+            f"at end {', '.join(f'{x:.2f}' for x in end) or '-'} ({cpus} CPUs)"
+        )
     if report.load_at_start is not None and report.load_at_start > 0.5 * cpus:
         lines.append(
             f"note: load average {report.load_at_start:.1f} on {cpus} CPUs when the run started: "
@@ -56,10 +82,14 @@ def table(report: BenchReport) -> str:
         )
     vs = report.vs_ceiling
     if vs is not None:
-        lines.append(
+        text = (
             f"kafkite vs blackhole ceiling (same client, same run): {vs['produce_msgs_per_s'] * 100:.1f}% "
             "of the ceiling's produce msgs/s"
         )
+        if "per_repeat" in vs:
+            each = ", ".join(f"{x * 100:.0f}%" for x in vs["per_repeat"])
+            text += f" (median of {len(vs['per_repeat'])} side-by-side pairs: {each})"
+        lines.append(text)
     for run in report.runs:
         if run.broker:
             b = run.broker
@@ -68,7 +98,8 @@ def table(report: BenchReport) -> str:
                 extra.append(f"RSS {b['rss_mb']:.1f} MB (peak {b.get('peak_rss_mb', 0):.1f} MB)")
             if "cpu_pct_of_one_core" in b:
                 extra.append(f"CPU {b['cpu_pct_of_one_core']:.0f}% of one core")
-            lines.append(f"broker {run.label}: " + ", ".join(extra))
+            label = f"{run.label} #{run.repeat + 1}" if o.repeat > 1 else run.label
+            lines.append(f"broker {label}: " + ", ".join(extra))
         for _, r in _phases(run):
             if r.first_error:
                 lines.append(f"{run.label} {r.role}: first error: {r.first_error}")
@@ -121,7 +152,8 @@ def plot(report: BenchReport, path: str) -> None:
                 continue
             rates = r.timeline.rates(r.elapsed)
             if rates:
-                ax_tp.plot([t for t, _, _ in rates], [b for _, _, b in rates], label=f"{run.label} {phase}")
+                name = f"{run.label} #{run.repeat + 1}" if o.repeat > 1 else run.label
+                ax_tp.plot([t for t, _, _ in rates], [b for _, _, b in rates], label=f"{name} {phase}")
     ax_tp.set_title("throughput over time")
     ax_tp.set_xlabel("seconds")
     ax_tp.set_ylabel("MB/s")
@@ -135,7 +167,7 @@ def plot(report: BenchReport, path: str) -> None:
             buckets = coarse_buckets(r.hist.buckets_ms())
             if not buckets:
                 continue
-            name = f"{run.label} {phase}"
+            name = f"{run.label}{f' #{run.repeat + 1}' if o.repeat > 1 else ''} {phase}"
             ax_hist.stairs(_density(buckets), _edges(buckets), label=name)
             qs = ["p50", "p95", "p99", "p99.9", "max"]
             summary = r.hist.summary_ms()

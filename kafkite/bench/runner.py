@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import multiprocessing
 import os
 import platform
 import queue
 import shutil
+import statistics
 import sys
 import threading
 import time
@@ -59,6 +61,9 @@ class BenchOptions:
     broker_pid: int | None = None  # a broker process on this machine to report memory and CPU of
     idle_timeout: float = 30.0
     quiet: bool = False
+    warmup: float = 1.0  # seconds each producer sends, uncounted, before every measured run
+    repeat: int = 1  # runs against each broker; with --ceiling the order alternates from one to the next
+    ack_latency: bool = True  # producers time every acknowledgement (confluent: a callback per message)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -77,6 +82,10 @@ class BenchOptions:
             raise BenchError("--duration must be positive")
         if self.rate < 0:
             raise BenchError("--rate must be 0 (unthrottled) or positive")
+        if self.warmup < 0:
+            raise BenchError("--warmup must be 0 (none) or positive")
+        if self.repeat < 1:
+            raise BenchError("--repeat must be at least 1")
         if self.producers < 1 or self.consumers < 1 or self.partitions < 1:
             raise BenchError("--producers, --consumers and --partitions must be at least 1")
         if not self.topics:
@@ -90,6 +99,12 @@ class BenchOptions:
                 ) from None
         if self.count is None and self.duration is None:
             self.count = DEFAULT_COUNT
+
+    def effective_linger_ms(self) -> float | None:
+        """confluent linger.ms: as given; else 1 ms at a target rate (e2e), librdkafka-like 5 ms otherwise."""
+        if self.linger_ms is not None or self.client != "confluent":
+            return self.linger_ms
+        return 1.0 if self.mode == "e2e" else 5.0
 
 
 # ------------------------------------------------------------------------------------------ results
@@ -109,6 +124,13 @@ class RoleResult:
     hist: Histogram = field(default_factory=Histogram)
     timeline: Timeline | None = None
     note: str | None = None
+    cpu_s: float = 0.0  # CPU time of the worker processes while they were measured
+    start: float = 0.0  # the common start (wall clock seconds): after the warm-up
+
+    @property
+    def cpu_pct(self) -> float:
+        """CPU the clients used, in % of one core (above 100: more than one core's worth)."""
+        return 100 * self.cpu_s / self.elapsed if self.elapsed > 0 else 0.0
 
     @property
     def msgs_per_s(self) -> float:
@@ -125,9 +147,12 @@ class RoleResult:
             "bytes": self.bytes,
             "errors": self.errors,
             "first_error": self.first_error,
+            "start": self.start,
             "elapsed_s": round(self.elapsed, 4),
             "msgs_per_s": round(self.msgs_per_s, 1),
             "mb_per_s": round(self.mb_per_s, 3),
+            "client_cpu_s": round(self.cpu_s, 3),
+            "client_cpu_pct_of_one_core": round(self.cpu_pct, 1),
             "latency_ms": self.hist.summary_ms(),
             "latency_histogram_ms": [[lo, hi, n] for lo, hi, n in self.hist.buckets_ms()],
         }
@@ -157,6 +182,9 @@ class RunResult:
     produce: RoleResult | None = None
     consume: RoleResult | None = None
     broker: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 0  # which repetition (from 0)
+    load_before: list[float] | None = None  # os.getloadavg() as the run started and as it ended
+    load_after: list[float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -164,6 +192,9 @@ class RunResult:
             "bootstrap": self.bootstrap,
             "blackhole": self.blackhole,
             "served": self.served,
+            "repeat": self.repeat,
+            "load_average_before": self.load_before,
+            "load_average_after": self.load_after,
         }
         for name in ("preload", "produce", "consume"):
             r = getattr(self, name)
@@ -177,6 +208,21 @@ class RunResult:
         """The producing phase to compare against the ceiling (the preload when consuming)."""
         return self.produce or self.preload
 
+    def phase(self, name: str) -> RoleResult | None:
+        """``produce``, ``consume`` (also the e2e consumers) or ``preload``."""
+        r: RoleResult | None = getattr(self, name)
+        return r
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median, minimum and maximum of ``values`` (and the values), for repeated runs."""
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "runs": [round(v, 4) for v in values],
+    }
+
 
 @dataclass
 class BenchReport:
@@ -186,20 +232,63 @@ class BenchReport:
         default_factory=lambda: datetime.datetime.now().astimezone().isoformat(timespec="seconds")
     )
     load_at_start: float | None = field(default_factory=lambda: _load_average())
+    load_start: list[float] | None = field(default_factory=lambda: _load_averages())
+    load_end: list[float] | None = None
+
+    def pairs(self) -> list[tuple[RoleResult, RoleResult]]:
+        """(kafkite, ceiling) producing phases of each repetition that ran against both."""
+        out = []
+        for i in sorted({r.repeat for r in self.runs}):
+            measured = next((r for r in self.runs if r.repeat == i and not r.blackhole), None)
+            ceiling = next((r for r in self.runs if r.repeat == i and r.blackhole), None)
+            if measured is None or ceiling is None:
+                continue
+            a, b = measured.produce_side(), ceiling.produce_side()
+            if a is not None and b is not None and b.msgs_per_s > 0:
+                out.append((a, b))
+        return out
 
     @property
-    def vs_ceiling(self) -> dict[str, float] | None:
-        measured = next((r for r in self.runs if not r.blackhole), None)
-        ceiling = next((r for r in self.runs if r.blackhole), None)
-        if measured is None or ceiling is None:
+    def vs_ceiling(self) -> dict[str, Any] | None:
+        """kafkite's produce rate over the ceiling's: the median ratio of the runs made side by side."""
+        pairs = self.pairs()
+        if not pairs:
             return None
-        a, b = measured.produce_side(), ceiling.produce_side()
-        if a is None or b is None or b.msgs_per_s <= 0:
-            return None
-        return {
-            "produce_msgs_per_s": round(a.msgs_per_s / b.msgs_per_s, 4),
-            "produce_mb_per_s": round(a.mb_per_s / b.mb_per_s, 4) if b.mb_per_s > 0 else 0.0,
+        ratios = [a.msgs_per_s / b.msgs_per_s for a, b in pairs]
+        mb = [a.mb_per_s / b.mb_per_s if b.mb_per_s > 0 else 0.0 for a, b in pairs]
+        out: dict[str, Any] = {
+            "produce_msgs_per_s": round(statistics.median(ratios), 4),
+            "produce_mb_per_s": round(statistics.median(mb), 4),
         }
+        if len(pairs) > 1:
+            out["per_repeat"] = [round(r, 4) for r in ratios]
+            out["min"] = round(min(ratios), 4)
+            out["max"] = round(max(ratios), 4)
+        return out
+
+    def summary(self) -> dict[str, dict[str, Any]]:
+        """Per broker and phase over the repetitions: msgs/s, MB/s, latency percentiles (median, spread)."""
+        out: dict[str, dict[str, Any]] = {}
+        for label in dict.fromkeys(r.label for r in self.runs):
+            runs = [r for r in self.runs if r.label == label]
+            entry: dict[str, Any] = {}
+            for name in ("preload", "produce", "consume"):
+                phases = [p for p in (r.phase(name) for r in runs) if p is not None]
+                if not phases:
+                    continue
+                key = "e2e" if name == "consume" and any(r.produce for r in runs) else name
+                e: dict[str, Any] = {
+                    "msgs_per_s": spread([p.msgs_per_s for p in phases]),
+                    "mb_per_s": spread([p.mb_per_s for p in phases]),
+                    "client_cpu_pct_of_one_core": spread([p.cpu_pct for p in phases]),
+                }
+                for q in ("p50", "p99", "p99.9", "max"):
+                    values = [float(p.hist.summary_ms()[q]) for p in phases if p.hist.count]
+                    if values:
+                        e[f"{q}_ms"] = spread(values)
+                entry[key] = e
+            out[label] = entry
+        return out
 
     def to_json(self) -> dict[str, Any]:
         o = self.options
@@ -220,11 +309,16 @@ class BenchReport:
                 "producers": o.producers,
                 "consumers": o.consumers,
                 "batch_bytes": o.batch_bytes,
-                "linger_ms": o.linger_ms,
+                "linger_ms": o.effective_linger_ms(),
+                "ack_latency": o.ack_latency,
                 "broker_overrides": o.broker_overrides,
             },
             "load_average_at_start": self.load_at_start,
+            "load_average": {"start": self.load_start, "end": self.load_end},
+            "repeat": o.repeat,
+            "warmup_s": o.warmup,
             "runs": [r.to_json() for r in self.runs],
+            "summary": self.summary(),
             "vs_ceiling": self.vs_ceiling,
         }
 
@@ -232,6 +326,14 @@ class BenchReport:
 def _load_average() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
+def _load_averages() -> list[float] | None:
+    """os.getloadavg(): the 1, 5 and 15 minute load averages."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
 
@@ -411,27 +513,59 @@ class Runner:
     # -- entry
 
     def run(self) -> BenchReport:
-        report = BenchReport(self.o)
-        if self.o.serve:
-            with ServedBroker(self.o.broker_overrides, data_root=self.o.data_dir) as b:
+        """Every repetition against the broker, and against the ceiling with --ceiling.
+
+        Both brokers stay up for the whole run; the ceiling and the broker take turns going first
+        (kafkite, ceiling, ceiling, kafkite, ...): neither always runs on the cooler or the warmer machine.
+        """
+        o = self.o
+        report = BenchReport(o)
+        with contextlib.ExitStack() as stack:
+            if o.serve:
+                b = stack.enter_context(ServedBroker(o.broker_overrides, data_root=o.data_dir))
                 self.log(
                     f"started a kafkite broker on {b.bootstrap} (pid {b.pid}, data on disk in a temp dir)"
                 )
-                report.runs.append(self.run_on(b.bootstrap, "kafkite", pid=b.pid))
-        else:
-            report.runs.append(self.run_on(self.o.bootstrap, "kafkite", pid=self.o.broker_pid))
-        if self.o.ceiling:
-            overrides = [*self.o.broker_overrides, "blackhole=true"]
-            with ServedBroker(overrides, data_root=self.o.data_dir, label="blackhole") as b:
-                self.log(f"started a BLACKHOLE broker (ceiling: stores nothing) on {b.bootstrap}")
-                report.runs.append(self.run_on(b.bootstrap, "ceiling (blackhole)", pid=b.pid, blackhole=True))
+                main: tuple[str, int | None] = (b.bootstrap, b.pid)
+            else:
+                main = (o.bootstrap, o.broker_pid)
+            ceiling: tuple[str, int | None] | None = None
+            if o.ceiling:
+                overrides = [*o.broker_overrides, "blackhole=true"]
+                c = stack.enter_context(ServedBroker(overrides, data_root=o.data_dir, label="blackhole"))
+                self.log(f"started a BLACKHOLE broker (ceiling: stores nothing) on {c.bootstrap}")
+                ceiling = (c.bootstrap, c.pid)
+            for i in range(o.repeat):
+                order = [False, True] if i % 2 == 0 else [True, False]
+                for blackhole in order:
+                    if blackhole and ceiling is None:
+                        continue
+                    bootstrap, pid = ceiling if blackhole and ceiling is not None else main
+                    label = "ceiling (blackhole)" if blackhole else "kafkite"
+                    report.runs.append(self.run_on(bootstrap, label, pid=pid, blackhole=blackhole, repeat=i))
+        report.load_end = _load_averages()
         return report
 
     def run_on(
-        self, bootstrap: str, label: str, *, pid: int | None = None, blackhole: bool = False
+        self,
+        bootstrap: str,
+        label: str,
+        *,
+        pid: int | None = None,
+        blackhole: bool = False,
+        repeat: int = 0,
     ) -> RunResult:
         o = self.o
-        res = RunResult(label, bootstrap, blackhole=blackhole, served=self.o.serve or blackhole)
+        res = RunResult(
+            label,
+            bootstrap,
+            blackhole=blackhole,
+            served=self.o.serve or blackhole,
+            repeat=repeat,
+            load_before=_load_averages(),
+        )
+        if o.repeat > 1:
+            label = f"{label} #{repeat + 1}"
         counts = prepare_topics(bootstrap, o.topics, o.partitions)
         targets = [(t, p) for t in o.topics for p in range(counts[t])]
         cpu0 = process_cpu_seconds(pid) if pid else None
@@ -447,7 +581,8 @@ class Runner:
             if o.count is not None and available < o.count:
                 missing = o.count - available
                 self.log(f"{label}: preloading {missing:,} messages of {o.size} B to consume")
-                phase = _Phase(f"{label} preload", self._producers(bootstrap, targets, missing), [])
+                producers = self._producers(bootstrap, targets, missing, preload=True)
+                phase = _Phase(f"{label} preload", producers, [])
                 res.preload = self._run_phase(phase)["producer"]
                 latest = offsets(bootstrap, targets, latest=True)
                 available = sum(latest[tp] - earliest[tp] for tp in targets)
@@ -471,6 +606,7 @@ class Runner:
                 res.broker["cpu_pct_of_one_core"] = round(
                     100 * (cpu1 - cpu0) / max(time.time() - t0, 1e-9), 1
                 )
+        res.load_after = _load_averages()
         return res
 
     # -- worker specs
@@ -488,7 +624,7 @@ class Runner:
             acks=o.acks,
             compression=o.compression,
             batch_bytes=o.batch_bytes,
-            linger_ms=o.linger_ms,
+            linger_ms=o.effective_linger_ms(),
             max_inflight=o.max_inflight,
             interval=o.interval,
             client_config=dict(o.client_config),
@@ -496,9 +632,11 @@ class Runner:
         )
 
     def _producers(
-        self, bootstrap: str, targets: list[TopicPartition], count: int | None
+        self, bootstrap: str, targets: list[TopicPartition], count: int | None, *, preload: bool = False
     ) -> list[WorkerSpec]:
-        n = self.o.producers if count is None else max(1, min(self.o.producers, count))
+        """Producers sharing ``count``; a preload (messages for consume mode) is not timed: no warm-up."""
+        o = self.o
+        n = o.producers if count is None else max(1, min(o.producers, count))
         shares = _split(count, n) if count is not None else [None] * n
         out = []
         for i in range(n):
@@ -506,7 +644,10 @@ class Runner:
                 "producer", i, bootstrap, targets[i % len(targets) :] + targets[: i % len(targets)]
             )
             spec.count = shares[i]
-            spec.rate = self.o.rate / n
+            spec.rate = o.rate / n
+            spec.warmup = 0.0 if preload else o.warmup
+            spec.latency = o.ack_latency and not preload
+            spec.stamp = o.mode == "e2e"
             out.append(spec)
         return out
 
@@ -692,6 +833,8 @@ class Runner:
         r.errors = sum(p["errors"] for p in parts)
         r.first_error = next((p["first_error"] for p in parts if p["first_error"]), None)
         r.elapsed = max(end - start, 0.0)
+        r.start = start
+        r.cpu_s = sum(p.get("cpu_s", 0.0) for p in parts)
         r.hist = merge_histograms(Histogram.from_dict(p["hist"]) for p in parts)
         tl = Timeline.from_dict(parts[0]["timeline"])
         for p in parts[1:]:

@@ -1,9 +1,14 @@
 """Benchmark producers and consumers, one per process, for the kafkite and confluent-kafka clients.
 
-A worker connects, says it is ready, waits for the common start signal, runs until its count, its duration,
-or the stop event, and returns a plain dict: messages, bytes, errors, elapsed time, a latency histogram and a
-timeline. Live totals go to a shared counter array (two slots per worker: messages, bytes) for the progress
-line.
+A worker connects, warms up (producers send for ``warmup`` seconds and wait for every acknowledgement; none of
+it is counted), says it is ready, waits for the common start signal, runs until its count, its duration, or
+the stop event, and returns a plain dict: messages, bytes, errors, elapsed time, the CPU time the worker
+process used, a latency histogram and a timeline. Live totals go to a shared counter array (two slots per
+worker: messages, bytes) for the progress line.
+
+At a target rate, producers send each message at its own due time (start + i / rate), so that messages are
+spread evenly in time, and stamp each one as it is handed to the client. End-to-end consumers count and time
+only messages stamped after the common start: the warm-up's messages are skipped.
 """
 
 from __future__ import annotations
@@ -46,7 +51,9 @@ class WorkerSpec:
     batch_bytes: int | None = None
     linger_ms: float | None = None
     max_inflight: int = 5
-    latency: bool = False  # consumers: decode the send-time stamps
+    latency: bool = False  # consumers: decode the send-time stamps (e2e); producers: time every ack
+    stamp: bool = True  # producers: write the send time into every message (needed by e2e consumers)
+    warmup: float = 0.0  # producers: seconds of uncounted traffic before reporting ready
     start_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     end_offsets: dict[TopicPartition, int] | None = None  # consumers stop once every partition reaches these
     interval: float = 0.5
@@ -97,7 +104,13 @@ class _Tally:
 
 
 def _result(
-    tally: _Tally, first_error: str | None, start: float, end: float, hist: Histogram, timeline: Timeline
+    tally: _Tally,
+    first_error: str | None,
+    start: float,
+    end: float,
+    hist: Histogram,
+    timeline: Timeline,
+    cpu_s: float,
 ) -> dict[str, Any]:
     return {
         "messages": tally.msgs,
@@ -106,6 +119,7 @@ def _result(
         "first_error": first_error,
         "start": start,
         "end": end,
+        "cpu_s": round(cpu_s, 3),
         "hist": hist.to_dict(),
         "timeline": timeline.to_dict(),
     }
@@ -125,11 +139,11 @@ def _acks_value(acks: int) -> str:
 class _Limiter:
     """How many messages may be sent now: the count left, and the target rate since the start."""
 
-    def __init__(self, spec: WorkerSpec, start: float) -> None:
-        self.rate = spec.rate
-        self.count = spec.count
+    def __init__(self, rate: float, count: int | None, duration: float | None, start: float) -> None:
+        self.rate = rate
+        self.count = count
         self.start = start
-        self.deadline = start + spec.duration if spec.duration else None
+        self.deadline = start + duration if duration else None
 
     def allowed(self, sent: int, now: float) -> int:
         """Messages that may go now (0: wait), or -1 when the worker is done."""
@@ -142,9 +156,23 @@ class _Limiter:
             return max(0, min(left, int(self.rate * (now - self.start)) + 1 - sent))
         return left
 
+    def due(self, sent: int) -> float:
+        """When message number ``sent`` (from 0) is due under the rate."""
+        return self.start + sent / self.rate if self.rate > 0 else self.start
+
     def wait_for(self, sent: int, now: float) -> float:
         """Seconds until the next message is due under the rate."""
-        return max((sent - self.rate * (now - self.start)) / self.rate, 0.0) if self.rate > 0 else 0.0
+        return max(self.due(sent) - now, 0.0) if self.rate > 0 else 0.0
+
+
+class _Measure:
+    """What one stretch of sending counts: the warm-up's is thrown away, the run's is returned."""
+
+    def __init__(self, start: float, interval: float) -> None:
+        self.tally = _Tally()
+        self.hist = Histogram()
+        self.timeline = Timeline(start, interval)
+        self.first_error: list[str] = []
 
 
 async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
@@ -164,86 +192,104 @@ async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         codec = codec_by_name(spec.compression)
         maker = BatchMaker(spec.size, codec, seed=spec.seed)
         per_batch = _per_batch(spec, spec.batch_bytes or 512 * 1024)
-        hist = Histogram()
-        state = _Tally()
-        first_error: list[str] = []
         size = spec.size
-        start = sh.wait_start()
-        timeline = Timeline(start, spec.interval)
-        limiter = _Limiter(spec, start)
         stop = sh.stop
         index = spec.index
-
-        def done(t_send: int, n: int, fut: asyncio.Future[dict[str, Any]]) -> None:
-            now_ns = time.time_ns()
-            try:
-                resp = fut.result()
-                code = resp["responses"][0]["partition_responses"][0]["error_code"]
-            except (Exception, asyncio.CancelledError) as e:
-                code = -1
-                if not first_error:
-                    first_error.append(f"{type(e).__name__}: {e}")
-            if code:
-                state.errors += n
-                if code > 0 and not first_error:
-                    first_error.append(ErrorCode(code).name)
-                return
-            hist.record((now_ns - t_send) // 1000, n)
-            state.msgs += n
-            state.bytes += n * size
-            now = now_ns / 1e9
-            state.last = now
-            timeline.add(now, n, n * size)
-            sh.publish(index, state.msgs, state.bytes)
-
-        inflight: set[asyncio.Future[dict[str, Any]]] = set()
-        sent = 0
-        batches = 0
         ntargets = len(spec.targets)
-        while True:
-            now = time.time()
-            n = limiter.allowed(sent, now)
-            if n < 0:
-                break
-            if n == 0:
-                await asyncio.sleep(max(limiter.wait_for(sent, now), 0.0002))
-                continue
-            if batches % 64 == 0 and stop.is_set():
-                break
-            n = min(n, per_batch)
-            while len(inflight) >= spec.max_inflight:
-                _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            i = batches % ntargets
-            topic, partition = spec.targets[i]
-            conn = conns[i]
-            t_send = time.time_ns()
-            batch = maker.build(n, t_send)
-            body = {
-                "transactional_id": None,
-                "acks": spec.acks,
-                "timeout_ms": 30000,
-                "topic_data": [{"name": topic, "partition_data": [{"index": partition, "records": batch}]}],
-            }
-            fut = conn.send(ApiKey.PRODUCE, body, version, expect_response=spec.acks != 0)
-            if fut is None:  # acks=0: counted as sent once written
-                await conn.drain()
+
+        async def send(limiter: _Limiter, m: _Measure, publish: bool) -> int:
+            state, hist, timeline, first_error = m.tally, m.hist, m.timeline, m.first_error
+
+            def done(t_send: int, n: int, fut: asyncio.Future[dict[str, Any]]) -> None:
                 now_ns = time.time_ns()
+                try:
+                    resp = fut.result()
+                    code = resp["responses"][0]["partition_responses"][0]["error_code"]
+                except (Exception, asyncio.CancelledError) as e:
+                    code = -1
+                    if not first_error:
+                        first_error.append(f"{type(e).__name__}: {e}")
+                if code:
+                    state.errors += n
+                    if code > 0 and not first_error:
+                        first_error.append(ErrorCode(code).name)
+                    return
+                hist.record((now_ns - t_send) // 1000, n)
                 state.msgs += n
                 state.bytes += n * size
-                state.last = now_ns / 1e9
-                timeline.add(now_ns / 1e9, n, n * size)
-                sh.publish(index, state.msgs, state.bytes)
-            else:
-                fut.add_done_callback(functools.partial(done, t_send, n))
-                inflight.add(fut)
-                await conn.drain()
-            sent += n
-            batches += 1
-        if inflight:
-            await asyncio.wait(inflight, timeout=60)
-        state.errors = sent - state.msgs  # failed, or never answered
+                now = now_ns / 1e9
+                state.last = now
+                timeline.add(now, n, n * size)
+                if publish:
+                    sh.publish(index, state.msgs, state.bytes)
+
+            inflight: set[asyncio.Future[dict[str, Any]]] = set()
+            sent = 0
+            batches = 0
+            while True:
+                now = time.time()
+                n = limiter.allowed(sent, now)
+                if n < 0:
+                    break
+                if n == 0:
+                    # The event loop sleeps in whole milliseconds: at high rates a batch holds the messages
+                    # due in that millisecond, each stamped when the batch is sent.
+                    await asyncio.sleep(max(limiter.wait_for(sent, now), 0.0002))
+                    continue
+                if batches % 64 == 0 and stop.is_set():
+                    break
+                n = min(n, per_batch)
+                while len(inflight) >= spec.max_inflight:
+                    _, inflight = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+                i = batches % ntargets
+                topic, partition = spec.targets[i]
+                conn = conns[i]
+                t_send = time.time_ns()
+                batch = maker.build(n, t_send)
+                body = {
+                    "transactional_id": None,
+                    "acks": spec.acks,
+                    "timeout_ms": 30000,
+                    "topic_data": [
+                        {"name": topic, "partition_data": [{"index": partition, "records": batch}]}
+                    ],
+                }
+                fut = conn.send(ApiKey.PRODUCE, body, version, expect_response=spec.acks != 0)
+                if fut is None:  # acks=0: counted as sent once written
+                    await conn.drain()
+                    now_ns = time.time_ns()
+                    state.msgs += n
+                    state.bytes += n * size
+                    state.last = now_ns / 1e9
+                    timeline.add(now_ns / 1e9, n, n * size)
+                    if publish:
+                        sh.publish(index, state.msgs, state.bytes)
+                else:
+                    fut.add_done_callback(functools.partial(done, t_send, n))
+                    inflight.add(fut)
+                    await conn.drain()
+                sent += n
+                batches += 1
+            if inflight:
+                await asyncio.wait(inflight, timeout=60)
+            state.errors = sent - state.msgs  # failed, or never answered
+            return sent
+
+        if spec.warmup > 0:
+            t0 = time.time()
+            await send(_Limiter(spec.rate, None, spec.warmup, t0), _Measure(t0, spec.interval), False)
+        start = sh.wait_start()
+        cpu0 = time.process_time()
+        m = _Measure(start, spec.interval)
+        await send(_Limiter(spec.rate, spec.count, spec.duration, start), m, True)
         return _result(
-            state, first_error[0] if first_error else None, start, state.last or time.time(), hist, timeline
+            m.tally,
+            m.first_error[0] if m.first_error else None,
+            start,
+            m.tally.last or time.time(),
+            m.hist,
+            m.timeline,
+            time.process_time() - cpu0,
         )
     finally:
         await client.close()
@@ -268,6 +314,8 @@ async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         hist = Histogram()
         state = _Tally()
         start = sh.wait_start()
+        cpu0 = time.process_time()
+        start_ns = int(start * 1e9)
         timeline = Timeline(start, spec.interval)
         deadline = start + spec.duration if spec.duration else None
         done_event = asyncio.Event()
@@ -337,10 +385,13 @@ async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
                         for r in records.iter_records(buf, pos, h):
                             if r.offset < from_offset or r.value is None:
                                 continue
+                            if len(r.value) >= STAMP_SIZE:
+                                sent_ns = STAMP.unpack_from(r.value, 0)[0]
+                                if sent_ns < start_ns:
+                                    continue  # sent during the producers' warm-up
+                                hist.record((now_ns - sent_ns) // 1000)
                             n += 1
                             nbytes += len(r.value)
-                            if len(r.value) >= STAMP_SIZE:
-                                hist.record((now_ns - STAMP.unpack_from(r.value, 0)[0]) // 1000)
                     else:
                         k = h.records_count - max(from_offset - h.base_offset, 0)
                         n += k
@@ -378,7 +429,7 @@ async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
             for task in [*loops, watcher]:
                 task.cancel()
             await asyncio.gather(*loops, watcher, return_exceptions=True)
-        return _result(state, None, start, state.last or start, hist, timeline)
+        return _result(state, None, start, state.last or start, hist, timeline, time.process_time() - cpu0)
     finally:
         await client.close()
 
@@ -400,24 +451,26 @@ def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         "queue.buffering.max.kbytes": 1_048_576,
         "enable.idempotence": False,
     }
+    if not spec.latency:
+        # A Python callback per acknowledgement costs about as much as the produce() call itself: without
+        # ack latencies, librdkafka reports failures only and acknowledgements are counted from the
+        # number of messages it still holds.
+        conf["delivery.report.only.error"] = True
     conf.update(spec.client_config)
-    hist = Histogram()
-    record = hist.record
-    state = _Tally()
-    first_error: list[str] = []
+    m = _Measure(time.time(), spec.interval)
     now_s = time.time
 
     def on_delivery(err: Any, msg: Any) -> None:  # one callback for all messages: cheaper than one each
         if err is not None:
-            state.errors += 1
-            if not first_error:
-                first_error.append(str(err))
+            m.tally.errors += 1
+            if not m.first_error:
+                m.first_error.append(str(err))
             return
-        state.msgs += 1
-        state.last = now_s()
+        m.tally.msgs += 1
+        m.tally.last = now_s()
         lat = msg.latency()
         if lat is not None:
-            record(int(lat * 1e6))
+            m.hist.record(int(lat * 1e6))
 
     conf["on_delivery"] = on_delivery
     producer = Producer(conf)
@@ -427,81 +480,121 @@ def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
             raise KafkaException(f"topic {t} is not available")
 
     tail = filler(spec.size, spec.seed)
+    fixed = STAMP.pack(0) + tail  # the value of every message when no stamps are needed
     pack = STAMP.pack
     time_ns = time.time_ns
     produce = producer.produce
     poll = producer.poll
-    # Like the kafkite client: a batch's worth of messages to each partition in turn. Topics of a single
-    # partition are named alone (cheaper than passing the partition).
+    # Unthrottled, like the kafkite client: a batch's worth of messages to each partition in turn. At a rate,
+    # one message to each partition in turn. Topics of a single partition are named alone (cheaper than
+    # passing the partition).
     per_target = _per_batch(spec, spec.batch_bytes or 512 * 1024)
     targets = spec.targets
     ntargets = len(targets)
     single = len({t for t, _ in targets}) == ntargets
     size = spec.size
-    start = sh.wait_start()
-    timeline = Timeline(start, spec.interval)
-    limiter = _Limiter(spec, start)
-    sent = 0
-    last_acked = 0
-    last_publish = 0.0
+    stamp = spec.stamp
+    counting_acks = spec.latency
 
-    def account(now: float) -> None:
-        nonlocal last_acked
-        acked = state.msgs
-        if acked != last_acked:
-            timeline.add(now, acked - last_acked, (acked - last_acked) * size)
-            last_acked = acked
-            sh.publish(spec.index, acked, acked * size)
+    def acked(sent: int) -> int:
+        return m.tally.msgs if counting_acks else sent - len(producer) - m.tally.errors
 
-    topic, partition = targets[0]
-    while True:
-        now = time.time()
-        n = limiter.allowed(sent, now)
-        if n < 0 or sh.stop.is_set():
-            break
-        if n == 0:
-            poll(0)
-            account(now)
-            time.sleep(min(max(limiter.wait_for(sent, now), 0.0001), 0.01))
-            continue
-        n = min(n, 1000)
-        for _ in range(n):
-            if ntargets > 1 and sent % per_target == 0:
-                topic, partition = targets[(sent // per_target) % ntargets]
-            value = pack(time_ns()) + tail
+    def send_one(topic: str, partition: int) -> None:
+        value = pack(time_ns()) + tail if stamp else fixed
+        while True:
+            try:
+                if single:
+                    produce(topic, value)
+                else:
+                    produce(topic, value, partition=partition)
+                return
+            except BufferError:
+                poll(0.005)
+                if stamp:
+                    value = pack(time_ns()) + tail  # stamped when it is really sent
+
+    def send(limiter: _Limiter, publish: bool) -> int:
+        sent = 0
+        last_acked = 0
+        last_account = 0.0
+
+        def account(now: float) -> None:
+            nonlocal last_acked
+            done = acked(sent)
+            if not counting_acks and done > last_acked:
+                m.tally.last = now
+            if done != last_acked:
+                m.timeline.add(now, done - last_acked, (done - last_acked) * size)
+                last_acked = done
+                if publish:
+                    sh.publish(spec.index, done, done * size)
+
+        topic, partition = targets[0]
+        if limiter.rate > 0:
+            # Each message at its own due time, stamped as it is handed over.
             while True:
-                try:
-                    if single:
-                        produce(topic, value)
-                    else:
-                        produce(topic, value, partition=partition)
+                now = now_s()
+                if limiter.allowed(sent, now) < 0 or (sent % 64 == 0 and sh.stop.is_set()):
                     break
-                except BufferError:
-                    poll(0.005)
-            sent += 1
-        poll(0)
-        if now - last_publish >= 0.05:
-            account(now)
-            last_publish = now
-    remaining = sent
-    while remaining > 0:
-        remaining = producer.flush(0.1)
-        account(time.time())
-        if time.time() - start > (spec.duration or 0) + 300:
-            break
-    account(time.time())
+                wait = limiter.due(sent) - now
+                if wait > 0:
+                    poll(0)
+                    if now - last_account >= 0.05:
+                        account(now)
+                        last_account = now
+                    time.sleep(min(wait, 0.01))
+                    continue
+                if ntargets > 1:
+                    topic, partition = targets[sent % ntargets]
+                send_one(topic, partition)
+                sent += 1
+                poll(0)
+        else:
+            while True:
+                now = now_s()
+                n = limiter.allowed(sent, now)
+                if n < 0 or sh.stop.is_set():
+                    break
+                for _ in range(min(n, 1000)):
+                    if ntargets > 1 and sent % per_target == 0:
+                        topic, partition = targets[(sent // per_target) % ntargets]
+                    send_one(topic, partition)
+                    sent += 1
+                poll(0)
+                if now - last_account >= 0.05:
+                    account(now)
+                    last_account = now
+        give_up = now_s() + (limiter.deadline - limiter.start if limiter.deadline else 0) + 300
+        while len(producer) > 0 and now_s() < give_up:
+            producer.flush(0.05)  # returns as soon as the last message is acknowledged
+            account(now_s())
+        account(now_s())
+        return sent
+
+    if spec.warmup > 0:
+        send(_Limiter(spec.rate, None, spec.warmup, now_s()), False)
+    start = sh.wait_start()
+    cpu0 = time.process_time()
+    m = _Measure(start, spec.interval)
+    sent = send(_Limiter(spec.rate, spec.count, spec.duration, start), True)
+    state = m.tally
+    state.msgs = acked(sent)
     state.bytes = state.msgs * size
     state.errors = sent - state.msgs  # failed, or never delivered
     return _result(
-        state, first_error[0] if first_error else None, start, state.last or time.time(), hist, timeline
+        state,
+        m.first_error[0] if m.first_error else None,
+        start,
+        state.last or now_s(),
+        m.hist,
+        m.timeline,
+        time.process_time() - cpu0,
     )
 
 
-def _confluent_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+def confluent_consumer_config(spec: WorkerSpec) -> dict[str, Any]:
+    """The librdkafka settings of a benchmark consumer (``spec.client_config`` applied last)."""
     import uuid
-
-    from confluent_kafka import Consumer, KafkaException
-    from confluent_kafka import TopicPartition as CTopicPartition
 
     conf: dict[str, Any] = {
         "bootstrap.servers": spec.bootstrap,
@@ -513,12 +606,31 @@ def _confluent_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         "fetch.min.bytes": 1,
         "fetch.max.bytes": 52_428_800,
         "max.partition.fetch.bytes": 16_777_216,
+        # librdkafka stops fetching a partition once 100,000 messages wait in its queue (queued.min.messages)
+        # and then waits fetch.queue.backoff.ms (1 s) before it looks again: with 1 KiB messages that idles
+        # the consumer more than half the time. Bound the prefetch by bytes only, and look again soon.
+        "queued.min.messages": 10_000_000,
         "queued.max.messages.kbytes": 1_048_576,
+        "fetch.queue.backoff.ms": 10,
     }
     conf.update(spec.client_config)
-    consumer = Consumer(conf)
+    return conf
+
+
+def _confluent_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    from confluent_kafka import Consumer, KafkaException, Message
+    from confluent_kafka import TopicPartition as CTopicPartition
+
+    consumer = Consumer(confluent_consumer_config(spec))
     try:
-        consumer.assign([CTopicPartition(t, p, spec.start_offsets.get((t, p), 0)) for t, p in spec.targets])
+        assignment = [CTopicPartition(t, p, spec.start_offsets.get((t, p), 0)) for t, p in spec.targets]
+        if spec.latency:
+            consumer.assign(assignment)  # from the end of the log: nothing to prefetch before the start
+        else:
+            # Connect to each leader now (the offsets query goes there), but assign only at the start: an
+            # assignment starts fetching, and fetching before the start would not be timed.
+            for t, p in spec.targets:
+                consumer.get_watermark_offsets(CTopicPartition(t, p), timeout=30)
         expected: int | None = None
         if spec.end_offsets is not None:
             expected = sum(
@@ -527,51 +639,98 @@ def _confluent_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         if spec.count is not None:
             expected = spec.count if expected is None else min(expected, spec.count)
         hist = Histogram()
-        record = hist.record
-        unpack = STAMP.unpack_from
-        latency = spec.latency
         msgs = nbytes = 0
         last = 0.0
         start = sh.wait_start()
+        cpu0 = time.process_time()
         timeline = Timeline(start, spec.interval)
         deadline = start + spec.duration if spec.duration else None
-        consume = consumer.consume
-        poll = consumer.poll
-        while expected is None or msgs < expected:
-            # consume() waits for a full batch or its timeout, which would add up to that timeout to the
-            # measured latency: take what is queued, and when nothing is, wait for the first message only.
-            batch = consume(10000, 0)
-            if not batch:
-                m = poll(0.1)
-                batch = [m] if m is not None else []
-            now_ns = time.time_ns()
-            now = now_ns / 1e9
-            if batch:
-                n = b = 0
-                for m in batch:
-                    v = m.value()
-                    if v is None:
-                        err = m.error()
-                        if err is not None and err.fatal():
+        if spec.latency:
+            msgs, nbytes, last = _confluent_e2e_loop(consumer, spec, sh, start, deadline, timeline, hist)
+        else:
+            consumer.assign(assignment)
+            consume = consumer.consume
+            error_of = Message.error
+            while expected is None or msgs < expected:
+                # Counting only: no Python work per message (len() of a message is its value's length,
+                # read without copying the value out).
+                want = 10000 if expected is None else min(10000, expected - msgs)
+                batch = consume(want, 0.1)
+                now = time.time()
+                if batch:
+                    n = len(batch)
+                    b = sum(map(len, batch))
+                    for err in filter(None, map(error_of, batch)):
+                        if err.fatal():
                             raise KafkaException(err)
-                        continue
-                    n += 1
-                    b += len(v)
-                    if latency and len(v) >= STAMP_SIZE:
-                        record((now_ns - unpack(v, 0)[0]) // 1000)
-                if n:
-                    msgs += n
-                    nbytes += b
-                    last = now
-                    timeline.add(now, n, b)
-                    sh.publish(spec.index, msgs, nbytes)
-            if sh.stop.is_set() or (deadline is not None and now >= deadline):
-                break
+                        n -= 1
+                    if n:
+                        msgs += n
+                        nbytes += b
+                        last = now
+                        timeline.add(now, n, b)
+                        sh.publish(spec.index, msgs, nbytes)
+                if sh.stop.is_set() or (deadline is not None and now >= deadline):
+                    break
         tally = _Tally()
         tally.msgs, tally.bytes = msgs, nbytes
-        return _result(tally, None, start, last or start, hist, timeline)
+        return _result(tally, None, start, last or start, hist, timeline, time.process_time() - cpu0)
     finally:
         consumer.close()
+
+
+def _confluent_e2e_loop(
+    consumer: Any,
+    spec: WorkerSpec,
+    sh: Shared,
+    start: float,
+    deadline: float | None,
+    timeline: Timeline,
+    hist: Histogram,
+) -> tuple[int, int, float]:
+    """Receive, timing every message stamped after ``start``: (messages, bytes, time of the last)."""
+    from confluent_kafka import KafkaException
+
+    record = hist.record
+    unpack = STAMP.unpack_from
+    start_ns = int(start * 1e9)
+    consume = consumer.consume
+    poll = consumer.poll
+    msgs = nbytes = 0
+    last = 0.0
+    while True:
+        # consume() waits for a full batch or its timeout, which would add up to that timeout to the
+        # measured latency: take what is queued, and when nothing is, wait for the first message only.
+        batch = consume(10000, 0)
+        if not batch:
+            m = poll(0.1)
+            batch = [m] if m is not None else []
+        now_ns = time.time_ns()
+        now = now_ns / 1e9
+        if batch:
+            n = b = 0
+            for m in batch:
+                v = m.value()
+                if v is None:
+                    err = m.error()
+                    if err is not None and err.fatal():
+                        raise KafkaException(err)
+                    continue
+                if len(v) >= STAMP_SIZE:
+                    sent_ns = unpack(v, 0)[0]
+                    if sent_ns < start_ns:
+                        continue  # sent during the producers' warm-up
+                    record((now_ns - sent_ns) // 1000)
+                n += 1
+                b += len(v)
+            if n:
+                msgs += n
+                nbytes += b
+                last = now
+                timeline.add(now, n, b)
+                sh.publish(spec.index, msgs, nbytes)
+        if sh.stop.is_set() or (deadline is not None and now >= deadline):
+            return msgs, nbytes, last
 
 
 # ------------------------------------------------------------------------------------------ process entry
