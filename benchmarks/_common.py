@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import subprocess
@@ -28,7 +29,16 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     )
     ap.add_argument("--quiet", action="store_true", help="no progress line")
     ap.add_argument(
-        "--repeat", type=int, default=1, help="run N times and keep the best of each (for a shared machine)"
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs against each broker, alternating with the ceiling; median and spread (default: 3)",
+    )
+    ap.add_argument(
+        "--warmup",
+        type=float,
+        default=1.0,
+        help="seconds of uncounted producing before each run (default: 1)",
     )
     ap.add_argument("--no-save", action="store_true", help=f"do not write the JSON result under {RESULTS}")
     warn_if_busy()
@@ -64,8 +74,11 @@ def save(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
         "scenario": name,
         "command": " ".join(sys.argv),
         "commit": commit,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "host": host_info(),
         "load_average_at_start": LOAD_AT_START,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+        "load_average_note": "os.getloadavg() (1, 5, 15 min) of the whole machine, shared with other work",
         **payload,
     }
     if args.no_save:
@@ -76,12 +89,12 @@ def save(name: str, args: argparse.Namespace, payload: dict[str, Any]) -> None:
     print(f"results written to {path}")
 
 
-def best(reports: list[BenchReport], run_index: int, phase: str) -> tuple[BenchReport, Any]:
-    """The report whose ``runs[run_index]`` has the most messages/s in ``phase``, and that phase."""
+def medians(report: BenchReport, label: str, phase: str) -> dict[str, Any]:
+    """``report.summary()`` of one broker and phase: msgs/s, MB/s, latency, each {median, min, max, runs}."""
+    return report.summary().get(label, {}).get(phase, {})
 
-    def rate(r: BenchReport) -> float:
-        res = getattr(r.runs[run_index], phase) if len(r.runs) > run_index else None
-        return res.msgs_per_s if res is not None else -1.0
 
-    top = max(reports, key=rate)
-    return top, getattr(top.runs[run_index], phase)
+def figure(spread: dict[str, Any], digits: int = 0) -> str:
+    """``123,456 (120,000 - 130,000)``: median and spread, for the one-line summaries."""
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(spread['median'])} ({f.format(spread['min'])} - {f.format(spread['max'])})"

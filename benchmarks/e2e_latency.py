@@ -3,7 +3,11 @@ from the send time written in each message to its arrival at the consumer, for e
 
 Figure: p99 <= 10 ms at 5,000 messages/s.
 
-    .venv/bin/python benchmarks/e2e_latency.py                  # 30 s per client
+Producers send each message at its own due time (start + i / rate) and stamp it as they hand it to the
+client; every run follows --warmup seconds of uncounted traffic at the same rate. The figure is the median
+p99 over --repeat runs on one broker, with the spread.
+
+    .venv/bin/python benchmarks/e2e_latency.py                  # 30 s per client and run
     .venv/bin/python benchmarks/e2e_latency.py --rate 20000 --duration 10 --client kafkite
 """
 
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import _common
 
-from kafkite.bench.runner import BenchOptions, BenchReport
+from kafkite.bench.runner import BenchOptions
 
 
 def main() -> None:
@@ -27,42 +31,41 @@ def main() -> None:
     summary = {}
     reports = {}
     for client in clients:
-        results = [
-            _common.run(
-                BenchOptions(
-                    mode="e2e",
-                    topics=["e2e-latency"],
-                    size=args.size,
-                    duration=5 if args.quick else args.duration,
-                    rate=args.rate,
-                    acks=args.acks,
-                    client=client,
-                    linger_ms=args.linger_ms,
-                    serve=True,
-                    broker_overrides=args.override,
-                    quiet=args.quiet,
-                )
+        result = _common.run(
+            BenchOptions(
+                mode="e2e",
+                topics=["e2e-latency"],
+                size=args.size,
+                duration=5 if args.quick else args.duration,
+                rate=args.rate,
+                acks=args.acks,
+                client=client,
+                linger_ms=args.linger_ms,
+                serve=True,
+                broker_overrides=args.override,
+                quiet=args.quiet,
+                repeat=args.repeat,
+                warmup=args.warmup,
             )
-            for _ in range(args.repeat)
-        ]
-
-        def p99(r: BenchReport) -> float:
-            c = r.runs[0].consume
-            return c.hist.percentile(99) if c is not None and c.hist.count else float("inf")
-
-        result = min(results, key=p99)  # the least disturbed run
-        run = result.runs[0]
-        assert run.produce is not None and run.consume is not None
-        lat = run.consume.hist.summary_ms()
+        )
+        e = _common.medians(result, "kafkite", "e2e")
+        p = _common.medians(result, "kafkite", "produce")
         summary[client] = {
             "runs": args.repeat,
             "rate": args.rate,
-            "achieved_msgs_per_s": round(run.produce.msgs_per_s),
-            "messages": run.consume.messages,
-            **{f"e2e_{k}_ms": v for k, v in lat.items() if k != "count"},
-            "e2e_p99_ms_per_run": [round(p99(r) / 1000, 3) for r in results],
+            "achieved_msgs_per_s": p["msgs_per_s"],
+            **{f"e2e_{q}_ms": e[f"{q}_ms"] for q in ("p50", "p99", "p99.9", "max")},
+            "ack_p99_ms": p.get("p99_ms"),
+            "producer_client_cpu_pct": p["client_cpu_pct_of_one_core"],
+            "consumer_client_cpu_pct": e["client_cpu_pct_of_one_core"],
+            "broker_cpu_pct_of_one_core": [r.broker.get("cpu_pct_of_one_core") for r in result.runs],
         }
-        reports[client] = [r.to_json() for r in results]
+        print(
+            f"summary {client}: e2e p50 {_common.figure(e['p50_ms'], 2)} ms, "
+            f"p99 {_common.figure(e['p99_ms'], 2)} ms, p99.9 {_common.figure(e['p99.9_ms'], 2)} ms "
+            f"at {_common.figure(p['msgs_per_s'])} msgs/s"
+        )
+        reports[client] = result.to_json()
     print("summary:", summary)
     _common.save("e2e_latency", args, {"summary": summary, "runs": reports})
 

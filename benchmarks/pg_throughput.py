@@ -90,6 +90,7 @@ def main() -> None:
                         quiet=args.quiet,
                         bootstrap=bootstrap,
                         broker_pid=served[0].pid,
+                        warmup=args.warmup,
                     )
                     p = _common.run(BenchOptions(mode="produce", **common)).runs[0].produce
                     c = _common.run(BenchOptions(mode="consume", **common)).runs[0].consume

@@ -1,9 +1,13 @@
-"""One partition, 1 KiB messages, acks=all, confluent-kafka: produce against kafkite and against the
-blackhole ceiling in the same run, then consume everything back from kafkite's log on disk.
+"""One partition, 1 KiB messages, acks=all: produce against kafkite and against the blackhole ceiling,
+alternating run by run (kafkite, ceiling, ceiling, kafkite, ...), then consume back from kafkite's log.
 
 Figures: produce >= 80% of the ceiling's messages/s; consume >= 300 MB/s.
 
-    .venv/bin/python benchmarks/produce_consume.py            # 1,000,000 messages
+Each produce run starts with --warmup seconds of uncounted producing (on either broker); the figure is the
+median of the per-repetition ratios, with the spread. The consume runs read the first --messages messages of
+the log the produce runs wrote (page cache warm, as for a consumer keeping up), --repeat times.
+
+    .venv/bin/python benchmarks/produce_consume.py                       # confluent, 1,000,000 messages
     .venv/bin/python benchmarks/produce_consume.py --client kafkite --messages 2000000
 """
 
@@ -22,6 +26,11 @@ def main() -> None:
     ap.add_argument("--acks", type=int, default=-1)
     ap.add_argument("--client", choices=("confluent", "kafkite"), default="confluent")
     ap.add_argument("--consumers", type=int, default=1)
+    ap.add_argument(
+        "--ack-latency",
+        action="store_true",
+        help="time every acknowledgement (confluent: a Python callback per message, a much slower client)",
+    )
     args = ap.parse_args()
     n = 100_000 if args.quick else args.messages
     common = dict(
@@ -33,37 +42,44 @@ def main() -> None:
         client=args.client,
         broker_overrides=args.override,
         quiet=args.quiet,
+        repeat=args.repeat,
+        warmup=args.warmup,
+        ack_latency=args.ack_latency,
     )
-    produces, consumes = [], []
-    for _ in range(args.repeat):
-        with ServedBroker(args.override) as broker:
-            target = {"bootstrap": broker.bootstrap, "broker_pid": broker.pid}
-            produces.append(_common.run(BenchOptions(mode="produce", ceiling=True, **target, **common)))
-            consumes.append(
-                _common.run(BenchOptions(mode="consume", consumers=args.consumers, **target, **common))
-            )
-    _, p = _common.best(produces, 0, "produce")
-    _, ceiling = _common.best(produces, 1, "produce")
-    _, c = _common.best(consumes, 0, "consume")
+    with ServedBroker(args.override) as broker:
+        target = {"bootstrap": broker.bootstrap, "broker_pid": broker.pid}
+        produce = _common.run(BenchOptions(mode="produce", ceiling=True, **target, **common))
+        consume = _common.run(BenchOptions(mode="consume", consumers=args.consumers, **target, **common))
+    p = _common.medians(produce, "kafkite", "produce")
+    c = _common.medians(produce, "ceiling (blackhole)", "produce")
+    r = _common.medians(consume, "kafkite", "consume")
+    vs = produce.vs_ceiling or {}
+    ratio = vs.get("produce_msgs_per_s") or 0.0
+    per_pair = ", ".join(f"{x * 100:.0f}%" for x in vs.get("per_repeat") or [ratio])
     summary = {
         "runs": args.repeat,
-        "produce_msgs_per_s": round(p.msgs_per_s),
-        "produce_mb_per_s": round(p.mb_per_s, 1),
-        "ceiling_msgs_per_s": round(ceiling.msgs_per_s),
-        "produce_vs_ceiling": round(p.msgs_per_s / ceiling.msgs_per_s, 3),
-        "produce_vs_ceiling_per_run": [(r.vs_ceiling or {}).get("produce_msgs_per_s") for r in produces],
-        "consume_msgs_per_s": round(c.msgs_per_s),
-        "consume_mb_per_s": round(c.mb_per_s, 1),
+        "produce_msgs_per_s": p["msgs_per_s"],
+        "produce_mb_per_s": p["mb_per_s"],
+        "ceiling_msgs_per_s": c["msgs_per_s"],
+        "produce_vs_ceiling": vs.get("produce_msgs_per_s"),
+        "produce_vs_ceiling_per_repeat": vs.get("per_repeat"),
+        "producer_client_cpu_pct": p["client_cpu_pct_of_one_core"],
+        "consume_msgs_per_s": r["msgs_per_s"],
+        "consume_mb_per_s": r["mb_per_s"],
+        "consumer_client_cpu_pct": r["client_cpu_pct_of_one_core"],
     }
-    print("summary:", summary)
+    if "p99_ms" in p:
+        summary["produce_ack_p99_ms"] = p["p99_ms"]
+    print(
+        f"summary ({args.client}, median (min - max) of {args.repeat}): produce "
+        f"{_common.figure(p['msgs_per_s'])} msgs/s vs ceiling {_common.figure(c['msgs_per_s'])} msgs/s = "
+        f"{ratio * 100:.0f}% (per pair {per_pair}); "
+        f"consume {_common.figure(r['mb_per_s'], 1)} MB/s"
+    )
     _common.save(
         f"produce_consume-{args.client}",
         args,
-        {
-            "summary": summary,
-            "produce": [r.to_json() for r in produces],
-            "consume": [r.to_json() for r in consumes],
-        },
+        {"summary": summary, "produce": produce.to_json(), "consume": consume.to_json()},
     )
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every scenario behind the table in benchmarks/README.md; results land in benchmarks/results/*.json.
 # Each scenario starts its own brokers (data on disk in a temp dir) and takes a few minutes on 2 cores.
+# REPEAT: runs against each broker (alternating with the blackhole ceiling); medians and spreads reported.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-REPEAT=${REPEAT:-3}
+REPEAT=${REPEAT:-5}
 $PY benchmarks/produce_consume.py --client confluent --repeat "$REPEAT" --quiet
 $PY benchmarks/produce_consume.py --client kafkite --repeat "$REPEAT" --quiet
 $PY benchmarks/small_messages.py --repeat "$REPEAT" --quiet

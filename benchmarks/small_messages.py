@@ -1,5 +1,5 @@
 """100-byte messages, one partition, acks=all: messages per second produced, for each client, against kafkite
-and against the blackhole ceiling in the same run.
+and against the blackhole ceiling, alternating run by run.
 
 Figure: >= 300,000 messages/s produced.
 
@@ -20,6 +20,9 @@ def main() -> None:
     ap.add_argument("--producers", type=int, default=1)
     ap.add_argument("--kafkite-messages", type=int, default=10_000_000)
     ap.add_argument("--confluent-messages", type=int, default=2_000_000)
+    ap.add_argument(
+        "--ack-latency", action="store_true", help="time every acknowledgement (confluent: a slower client)"
+    )
     args = ap.parse_args()
     clients = ["kafkite", "confluent"] if args.client == "both" else [args.client]
     summary = {}
@@ -28,35 +31,41 @@ def main() -> None:
         n = args.kafkite_messages if client == "kafkite" else args.confluent_messages
         if args.quick:
             n //= 10
-        results = [
-            _common.run(
-                BenchOptions(
-                    mode="produce",
-                    topics=["small-messages"],
-                    size=100,
-                    count=n,
-                    acks=-1,
-                    client=client,
-                    producers=args.producers,
-                    serve=True,
-                    ceiling=True,
-                    broker_overrides=args.override,
-                    quiet=args.quiet,
-                )
+        result = _common.run(
+            BenchOptions(
+                mode="produce",
+                topics=["small-messages"],
+                size=100,
+                count=n,
+                acks=-1,
+                client=client,
+                producers=args.producers,
+                serve=True,
+                ceiling=True,
+                broker_overrides=args.override,
+                quiet=args.quiet,
+                repeat=args.repeat,
+                warmup=args.warmup,
+                ack_latency=args.ack_latency,
             )
-            for _ in range(args.repeat)
-        ]
-        _, p = _common.best(results, 0, "produce")
-        _, c = _common.best(results, 1, "produce")
+        )
+        p = _common.medians(result, "kafkite", "produce")
+        c = _common.medians(result, "ceiling (blackhole)", "produce")
+        vs = result.vs_ceiling or {}
         summary[client] = {
             "runs": args.repeat,
-            "produce_msgs_per_s": round(p.msgs_per_s),
-            "ceiling_msgs_per_s": round(c.msgs_per_s),
-            "produce_vs_ceiling": round(p.msgs_per_s / c.msgs_per_s, 3),
-            "produce_msgs_per_s_per_run": [round(r.runs[0].produce.msgs_per_s) for r in results],
-            "p99_ms": p.hist.summary_ms().get("p99"),
+            "produce_msgs_per_s": p["msgs_per_s"],
+            "ceiling_msgs_per_s": c["msgs_per_s"],
+            "produce_vs_ceiling": vs.get("produce_msgs_per_s"),
+            "produce_vs_ceiling_per_repeat": vs.get("per_repeat"),
+            "producer_client_cpu_pct": p["client_cpu_pct_of_one_core"],
+            "p99_ms": p.get("p99_ms"),
         }
-        reports[client] = [r.to_json() for r in results]
+        print(
+            f"summary {client}: {_common.figure(p['msgs_per_s'])} msgs/s, ceiling "
+            f"{_common.figure(c['msgs_per_s'])} msgs/s, ratio {(vs.get('produce_msgs_per_s') or 0):.0%}"
+        )
+        reports[client] = result.to_json()
     print("summary:", summary)
     _common.save("small_messages", args, {"summary": summary, "runs": reports})
 
