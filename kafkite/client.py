@@ -9,12 +9,8 @@ SCRAM-SHA-256/512), set up from Kafka client properties with ``ClientSecurity.fr
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import itertools
 import re
-import secrets
 import ssl
 import struct
 from dataclasses import dataclass, field
@@ -24,6 +20,7 @@ from kafkite.protocol import framing
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.messages import registry
+from kafkite.security.scram import ScramClient, ScramError
 
 
 class KafkaClientError(Exception):
@@ -115,53 +112,6 @@ class ClientSecurity:
         return cls(protocol, mechanism, username, password, ctx)
 
 
-def _saslname(name: str) -> str:
-    return name.replace("=", "=3D").replace(",", "=2C")
-
-
-class ScramClient:
-    """The client side of SCRAM-SHA-256/512 (RFC 5802, RFC 7677) without channel binding."""
-
-    def __init__(self, mechanism: str, username: str, password: str, nonce: str | None = None) -> None:
-        if mechanism not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
-            raise ValueError(f"not a SCRAM mechanism: {mechanism}")
-        self.hash = "sha256" if mechanism.endswith("256") else "sha512"
-        self.username = username
-        self.password = password
-        self.nonce = nonce or base64.b64encode(secrets.token_bytes(24)).decode()
-        self._first_bare = f"n={_saslname(username)},r={self.nonce}"
-        self._server_signature = b""
-
-    def first_message(self) -> bytes:
-        return ("n,," + self._first_bare).encode()
-
-    def final_message(self, server_first: bytes) -> bytes:
-        text = server_first.decode()
-        attrs = dict(item.split("=", 1) for item in text.split(",") if "=" in item)
-        if "e" in attrs:
-            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, f"SCRAM: {attrs['e']}")
-        nonce, salt, iterations = attrs.get("r", ""), attrs.get("s", ""), int(attrs.get("i", "0"))
-        if not nonce.startswith(self.nonce) or not salt or iterations < 1:
-            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, "SCRAM: bad server-first message")
-        salted = hashlib.pbkdf2_hmac(self.hash, self.password.encode(), base64.b64decode(salt), iterations)
-        client_key = hmac.digest(salted, b"Client Key", self.hash)
-        stored_key = hashlib.new(self.hash, client_key).digest()
-        without_proof = f"c=biws,r={nonce}"
-        auth_message = f"{self._first_bare},{text},{without_proof}".encode()
-        signature = hmac.digest(stored_key, auth_message, self.hash)
-        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
-        server_key = hmac.digest(salted, b"Server Key", self.hash)
-        self._server_signature = hmac.digest(server_key, auth_message, self.hash)
-        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
-
-    def verify_server_final(self, server_final: bytes) -> None:
-        attrs = dict(item.split("=", 1) for item in server_final.decode().split(",") if "=" in item)
-        if "e" in attrs:
-            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, f"SCRAM: {attrs['e']}")
-        if not hmac.compare_digest(base64.b64decode(attrs.get("v", "")), self._server_signature):
-            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, "SCRAM: server signature mismatch")
-
-
 class FetchedPartition(NamedTuple):
     """One partition of a Fetch response."""
 
@@ -232,9 +182,14 @@ class BrokerConnection:
             await self._sasl_step(b"\x00" + sec.username.encode() + b"\x00" + sec.password.encode())
             return
         scram = ScramClient(sec.sasl_mechanism, sec.username, sec.password)
-        server_first = await self._sasl_step(scram.first_message())
-        server_final = await self._sasl_step(scram.final_message(server_first))
-        scram.verify_server_final(server_final)
+        try:
+            server_first = await self._sasl_step(scram.first())
+            server_final = await self._sasl_step(scram.final(server_first))
+            verified = scram.verify(server_final)
+        except ScramError as e:
+            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, f"SCRAM: {e}") from None
+        if not verified:
+            raise KafkaClientError(ErrorCode.SASL_AUTHENTICATION_FAILED, "SCRAM: server signature mismatch")
 
     async def _sasl_step(self, data: bytes) -> bytes:
         resp = await self.request(ApiKey.SASL_AUTHENTICATE, {"auth_bytes": data})

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kafkite.client import ClientSecurity, ScramClient
+from kafkite.client import ClientSecurity
 from kafkite.migrate import limits
 from kafkite.migrate.mirror import (
     Checkpoint,
@@ -42,6 +42,7 @@ from kafkite.migrate.survey import (
     select_topics,
 )
 from kafkite.protocol import records
+from kafkite.security.scram import ScramClient, ScramError
 
 MB = 1024 * 1024
 
@@ -328,18 +329,21 @@ def test_plan_markdown_and_json(tmp_path: Path) -> None:
 
 def test_scram_sha256_rfc7677_vector() -> None:
     c = ScramClient("SCRAM-SHA-256", "user", "pencil", nonce="rOprNGfwEbeRWgbNEkqO")
-    assert c.first_message() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
+    assert c.first() == b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"
     server_first = b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-    assert c.final_message(server_first) == (
+    assert c.final(server_first) == (
         b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
         b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
     )
-    c.verify_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
-    with pytest.raises(Exception, match="signature"):
-        c.verify_server_final(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
-    with pytest.raises(Exception, match="bad server-first"):
-        ScramClient("SCRAM-SHA-512", "u", "p", nonce="abc").final_message(b"r=zzz,s=c2FsdA==,i=4096")
-    assert ScramClient("SCRAM-SHA-512", "a=b,c", "p", nonce="n").first_message() == b"n,,n=a=3Db=2Cc,r=n"
+    assert c.verify(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    assert not c.verify(b"v=AAAATRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+    with pytest.raises(ScramError, match="server refused"):
+        c.verify(b"e=invalid-proof")
+    with pytest.raises(ScramError, match="bad server-first"):
+        ScramClient("SCRAM-SHA-512", "u", "p", nonce="abc").final(b"r=zzz,s=c2FsdA==,i=4096")
+    with pytest.raises(ScramError, match="server refused"):
+        ScramClient("SCRAM-SHA-512", "u", "p", nonce="abc").final(b"e=unknown-user")
+    assert ScramClient("SCRAM-SHA-512", "a=b,c", "p", nonce="n").first() == b"n,,n=a=3Db=2Cc,r=n"
 
 
 def test_client_security_from_properties(tmp_path: Path) -> None:

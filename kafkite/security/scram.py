@@ -249,12 +249,23 @@ class ScramClient:
         return ("n,," + self._bare).encode()
 
     def final(self, server_first: bytes) -> bytes:
-        attrs = _attributes(server_first.decode())
-        salt = base64.b64decode(attrs["s"])
-        iterations = int(attrs["i"])
+        """The client-final message; raises ScramError for a server error (e=) or a malformed first message
+        (including a nonce that does not extend ours)."""
+        text = server_first.decode(errors="replace")
+        attrs = _attributes(text)
+        if "e" in attrs:
+            raise ScramError(f"server refused: {attrs['e']}")
+        nonce = attrs.get("r", "")
+        try:
+            salt = _b64decode(attrs.get("s", ""))
+            iterations = int(attrs.get("i", "0"))
+        except ValueError:
+            raise ScramError("bad server-first message") from None
+        if not nonce.startswith(self.nonce) or nonce == self.nonce or not salt or iterations < 1:
+            raise ScramError("bad server-first message")
         self._salted = salted_password(self.mechanism, self.password, salt, iterations)
-        without_proof = f"c=biws,r={attrs['r']}"
-        self._auth_message = f"{self._bare},{server_first.decode()},{without_proof}".encode()
+        without_proof = f"c=biws,r={nonce}"
+        self._auth_message = f"{self._bare},{text},{without_proof}".encode()
         client_key = _hmac(self.hash, self._salted, b"Client Key")
         stored_key = hashlib.new(self.hash, client_key).digest()
         signature = _hmac(self.hash, stored_key, self._auth_message)
@@ -262,6 +273,14 @@ class ScramClient:
         return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
 
     def verify(self, server_final: bytes) -> bool:
+        """Whether the server-final message proves the server knows the credential; ScramError for e=."""
+        attrs = _attributes(server_final.decode(errors="replace"))
+        if "e" in attrs:
+            raise ScramError(f"server refused: {attrs['e']}")
         server_key = _hmac(self.hash, self._salted, b"Server Key")
-        expected = base64.b64encode(_hmac(self.hash, server_key, self._auth_message))
-        return server_final == b"v=" + expected
+        expected = _hmac(self.hash, server_key, self._auth_message)
+        try:
+            given = _b64decode(attrs.get("v", ""))
+        except ValueError:
+            return False
+        return hmac.compare_digest(given, expected)
