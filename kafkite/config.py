@@ -106,6 +106,13 @@ _DEFS: list[ConfigDef] = [
         " sharing one database)",
     ),
     ConfigDef("num.partitions", "1", _int, "Partitions of an auto-created topic", True),
+    ConfigDef(
+        "topic.max.partitions",
+        "100000",
+        _int,
+        "Most partitions one topic may have (CreateTopics/CreatePartitions beyond it: INVALID_PARTITIONS)",
+        True,
+    ),
     ConfigDef("default.replication.factor", "1", _int, "Replication factor reported for new topics"),
     ConfigDef(
         "auto.create.topics.enable", "true", _bool, "Create unknown topics on Metadata and Produce", True

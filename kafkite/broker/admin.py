@@ -40,6 +40,15 @@ def _check_topic_configs(configs: dict[str, str]) -> None:
         raise KafkaProtocolError(ErrorCode.INVALID_CONFIG, str(e)) from None
 
 
+def _check_partition_limit(broker: Broker, n: int) -> None:
+    limit: int = broker.config["topic.max.partitions"]
+    if n > limit:
+        raise KafkaProtocolError(
+            ErrorCode.INVALID_PARTITIONS,
+            f"Number of partitions {n} exceeds topic.max.partitions={limit}.",
+        )
+
+
 async def handle_create_topics(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
     counts = Counter(t["name"] for t in req["topics"])
     out = []
@@ -71,6 +80,7 @@ async def handle_create_topics(broker: Broker, ctx: RequestContext, req: dict[st
                 raise KafkaProtocolError(
                     ErrorCode.INVALID_PARTITIONS, "Number of partitions must be larger than 0."
                 )
+            _check_partition_limit(broker, n)
             if rf == -1:
                 rf = broker.config["default.replication.factor"]
             if rf <= 0:
@@ -166,6 +176,7 @@ async def handle_create_partitions(
                     f"Topic currently has {meta.partitions} partitions, which is higher than or equal to "
                     f"the requested {t['count']}.",
                 )
+            _check_partition_limit(broker, t["count"])
             if t["assignments"] is not None:
                 if len(t["assignments"]) != t["count"] - meta.partitions:
                     raise KafkaProtocolError(

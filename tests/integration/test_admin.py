@@ -68,6 +68,16 @@ def test_create_partitions(shared_broker: BrokerProcess, admin: Any, topic_name:
         with pytest.raises(Exception) as ei:
             admin.create_partitions([NewPartitions(topic_name, bad)])[topic_name].result(timeout=TIMEOUT)
         assert kafka_error_code(ei.value) == ErrorCode.INVALID_PARTITIONS
+    # Counts beyond topic.max.partitions are refused (librdkafka checks them itself: ask raw).
+    raw = RawClient.to(shared_broker.bootstrap)
+    resp = raw.request(37, 3, {"topics": [{"name": topic_name, "count": 2_000_000_000, "assignments": None}]})
+    assert resp["results"][0]["error_code"] == ErrorCode.INVALID_PARTITIONS
+    huge = f"huge-{uuid.uuid4().hex[:8]}"
+    resp = raw.request(
+        19, 7, {"topics": [{"name": huge, "num_partitions": 2_000_000_000, "replication_factor": -1}]}
+    )
+    assert resp["topics"][0]["error_code"] == ErrorCode.INVALID_PARTITIONS
+    assert partitions_of(admin, topic_name) == 4
     missing = f"missing-{uuid.uuid4().hex[:8]}"
     with pytest.raises(Exception) as ei:
         admin.create_partitions([NewPartitions(missing, 2)])[missing].result(timeout=TIMEOUT)
