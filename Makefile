@@ -1,36 +1,45 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck bench clean install
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+
+# What the broker needs to run.
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# Everything the tests and the checks need (real clients, the oci SDK and CLI, selenium, psycopg, ruff, mypy).
+$(TEST_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,dev]'
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP)
 
-install: $(STAMP)
+install: $(TEST_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/kafkite serve --override log.dirs=./data
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/ruff check kafkite tests benchmarks
 	$(BIN)/ruff format --check kafkite tests benchmarks
 	$(BIN)/mypy
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check --fix kafkite tests benchmarks
 	$(BIN)/ruff format kafkite tests benchmarks
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/produce_consume.py
 
 clean:
