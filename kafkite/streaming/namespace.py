@@ -368,6 +368,8 @@ def wrap(broker: Broker, api_key: int, inner: Handler) -> Handler:
             if refusal is not None:
                 return refusal
         pool = connection_pool(b, state)
+        if not oci and pool.is_default and catalog_of(b).only_default_pool():
+            return await inner(b, ctx, req)  # nothing to map, fence or refuse
         rewrite(req, fields[0], lambda kind, name: to_internal(pool, kind, name))
         if not pool.is_default:
             _pool_defaults(b, pool, api_key, ctx.api_version, req)

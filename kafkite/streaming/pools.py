@@ -227,6 +227,11 @@ class StreamCatalog:
                 self._sync_default_settings(p)
         return out
 
+    def only_default_pool(self) -> bool:
+        """True while the default pool is the only one: no name needs mapping or fencing."""
+        self.ensure_loaded()
+        return len(self._pools) <= 1
+
     def pool(self, pool_id: str) -> StreamPool | None:
         """A pool by its OCID (deleted pools included, in state DELETED)."""
         if not pool_id.startswith(POOL_OCID_PREFIX):
