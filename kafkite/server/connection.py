@@ -28,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("kafkite.server")
 
 MAX_IN_FLIGHT = 64
+# File ranges smaller than this are read and written with the rest of the response: one system call
+# instead of a sendfile round of its own.
+SENDFILE_MIN_BYTES = 64 * 1024
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -219,20 +222,27 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.close()
 
     async def _write_parts(self, loop: asyncio.AbstractEventLoop, parts: list[Part]) -> None:
+        """Write a response: bytes and small file ranges gathered into one write, large ranges by sendfile."""
         transport = self.transport
         assert transport is not None
+        pending: list[bytes | bytearray | memoryview] = []
         for part in parts:
             if isinstance(part, bytes | bytearray | memoryview):
-                transport.write(part)
+                pending.append(part)
                 continue
-            # A file range: hand it to the kernel.
-            if self.server.use_sendfile and not self.tls:
-                try:
-                    await loop.sendfile(transport, part.file, part.position, part.size, fallback=False)
-                    continue
-                except (asyncio.SendfileNotAvailableError, NotImplementedError):
-                    self.server.use_sendfile = False
-            transport.write(part.read())
+            if part.size < SENDFILE_MIN_BYTES or not self.server.use_sendfile or self.tls:
+                pending.append(part.read())
+                continue
+            if pending:
+                transport.write(b"".join(pending))
+                pending = []
+            try:
+                await loop.sendfile(transport, part.file, part.position, part.size, fallback=False)
+            except (asyncio.SendfileNotAvailableError, NotImplementedError):
+                self.server.use_sendfile = False
+                transport.write(part.read())
+        if pending:
+            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         if not self.writable.is_set():
             await self.writable.wait()
 
