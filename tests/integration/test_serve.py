@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import BrokerError, BrokerProcess, api_versions_ok, free_port
+from helpers import BrokerError, BrokerFactory, BrokerProcess, api_versions_ok, free_port
 
 
 def serve(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
@@ -59,3 +59,14 @@ def test_second_broker_on_the_same_data_dir(broker: BrokerProcess) -> None:
     broker.kill9()
     other.start()
     other.stop()
+
+
+def test_uvloop_event_loop_serves_produce_and_fetch(broker_factory: BrokerFactory) -> None:
+    pytest.importorskip("uvloop")
+    from helpers import consume, produce
+
+    b = broker_factory("event.loop=uvloop")
+    # Enough data that fetches carry file ranges above the sendfile threshold.
+    values = [(b"k%d" % i, b"v" * 1000) for i in range(300)]
+    assert produce(b.bootstrap, "uv", values) == list(range(300))
+    assert [(m.key(), m.value()) for m in consume(b.bootstrap, "uv", 0)] == values
