@@ -172,3 +172,32 @@ def test_kafka_producer_is_throttled_to_1mb_per_second(broker: InProcessBroker) 
     assert 0.6 * MB <= rate <= 1.5 * MB, f"{rate / MB:.2f} MB/s over {elapsed:.1f}s"
     assert throttles, "the broker reported no throttle time"
     print(f"throttled producer: {rate / MB:.2f} MB/s over {elapsed:.1f}s")
+
+
+def test_kafka_51st_group_on_a_stream_is_refused(broker: InProcessBroker) -> None:
+    """Fifty groups may commit offsets on a stream; a new 51st is refused, the first fifty go on."""
+    from helpers import RawClient
+
+    ac = AdminClient({"bootstrap.servers": broker.bootstrap})
+    ac.create_topics([NewTopic("s", num_partitions=1, config={"retention.ms": str(48 * 3600 * 1000)})])[
+        "s"
+    ].result(10)
+    raw = RawClient.to(broker.bootstrap)
+
+    def commit(group: str) -> int:
+        resp = raw.request(
+            8,
+            8,
+            {
+                "group_id": group,
+                "generation_id_or_member_epoch": -1,
+                "member_id": "",
+                "topics": [{"name": "s", "partitions": [{"partition_index": 0, "committed_offset": 0}]}],
+            },
+        )
+        return int(resp["topics"][0]["partitions"][0]["error_code"])
+
+    for i in range(50):
+        assert commit(f"g{i}") == 0
+    assert commit("g50") == KafkaError.POLICY_VIOLATION
+    assert commit("g7") == 0  # a group the stream already has keeps committing

@@ -373,6 +373,7 @@ def wrap(broker: Broker, api_key: int, inner: Handler) -> Handler:
         rewrite(req, fields[0], lambda kind, name: to_internal(pool, kind, name))
         if not pool.is_default:
             _pool_defaults(b, pool, api_key, ctx.api_version, req)
+        over = _groups_over_limit(b, req) if oci and api_key == ApiKey.OFFSET_COMMIT else set()
         refused: dict[str, str] = {}
         order: list[str] = []
         if oci and api_key in (ApiKey.CREATE_TOPICS, ApiKey.ALTER_CONFIGS, ApiKey.INCREMENTAL_ALTER_CONFIGS):
@@ -386,7 +387,7 @@ def wrap(broker: Broker, api_key: int, inner: Handler) -> Handler:
                     for r in req["resources"]
                     if not (r.get("resource_type") == RESOURCE_TOPIC and r["resource_name"] in refused)
                 ]
-        resp = await inner(b, ctx, req)
+        resp = _offset_commit_refused(req, over) if over else await inner(b, ctx, req)
         if oci and api_key == ApiKey.PRODUCE:
             resp = await _throttle_produce(b, req, resp)
         if resp is None:
@@ -399,6 +400,42 @@ def wrap(broker: Broker, api_key: int, inner: Handler) -> Handler:
     handler.__name__ = getattr(inner, "__name__", "handler")
     handler.__doc__ = getattr(inner, "__doc__", None)
     return handler
+
+
+def _groups_over_limit(broker: Broker, req: dict[str, Any]) -> set[str]:
+    """Topics (internal names) of an OffsetCommit whose streams already have their maximum number of groups,
+    none of them this one: a new group may not start committing there."""
+    from kafkite.streaming.groups import OffsetStore
+
+    store = OffsetStore(broker)
+    group = req["group_id"]
+    over = set()
+    for t in req["topics"]:
+        groups = store.groups_of(t["name"])
+        if group not in groups and len(groups) >= limits.MAX_GROUPS_PER_STREAM:
+            over.add(t["name"])
+    return over
+
+
+def _offset_commit_refused(req: dict[str, Any], over: set[str]) -> dict[str, Any]:
+    """Every partition of the topics in ``over`` refused; the rest of the request is not applied either."""
+    code = int(ErrorCode.POLICY_VIOLATION)
+    return {
+        "throttle_time_ms": 0,
+        "topics": [
+            {
+                "name": t["name"],
+                "partitions": [
+                    {
+                        "partition_index": p["partition_index"],
+                        "error_code": code if t["name"] in over else int(ErrorCode.OPERATION_NOT_ATTEMPTED),
+                    }
+                    for p in t["partitions"]
+                ],
+            }
+            for t in req["topics"]
+        ],
+    }
 
 
 def _error_for_all_profile(api_key: int, req: dict[str, Any]) -> dict[str, Any] | None:
