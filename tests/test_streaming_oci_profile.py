@@ -201,3 +201,10 @@ def test_kafka_51st_group_on_a_stream_is_refused(broker: InProcessBroker) -> Non
         assert commit(f"g{i}") == 0
     assert commit("g50") == KafkaError.POLICY_VIOLATION
     assert commit("g7") == 0  # a group the stream already has keeps committing
+
+
+def test_kafka_transactions_are_refused(broker: InProcessBroker) -> None:
+    p = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tx"})
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(10)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
