@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import os
+import struct
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import BinaryIO, NamedTuple
 
 from kafkite.log.config import LogConfig
+from kafkite.protocol.records import (
+    ATTR_TIMESTAMP_TYPE,
+    BatchHeader,
+    InvalidBatch,
+    read_header,
+    set_base_offset,
+    set_max_timestamp,
+    update_crc,
+)
 
 
 class LogError(Exception):
@@ -75,6 +85,34 @@ class AppendInfo(NamedTuple):
     log_append_time: int  # -1 unless the topic uses LogAppendTime
     log_start_offset: int
     bytes: int
+
+
+_ATTRIBUTES = struct.Struct(">h")
+
+
+def assign_offset(
+    batches: bytearray | memoryview,
+    pos: int,
+    h: BatchHeader,
+    base_offset: int,
+    *,
+    append_time: int,
+    max_message_bytes: int,
+) -> BatchHeader:
+    """Give the batch at ``pos`` its base offset in place (and, for LogAppendTime topics, the append time
+    with a new CRC); returns its header as stored. Raises for a batch no engine may store."""
+    if h.size > max_message_bytes:
+        raise RecordBatchTooLarge(
+            f"record batch of {h.size} bytes exceeds max.message.bytes {max_message_bytes}"
+        )
+    if h.last_offset_delta < 0:
+        raise InvalidBatch(f"negative last offset delta {h.last_offset_delta}")
+    set_base_offset(batches, pos, base_offset)
+    if append_time >= 0:
+        _ATTRIBUTES.pack_into(batches, pos + 21, h.attributes | ATTR_TIMESTAMP_TYPE)
+        set_max_timestamp(batches, pos, append_time)
+        update_crc(batches, pos)
+    return read_header(batches, pos)
 
 
 class Partition(ABC):

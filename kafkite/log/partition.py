@@ -17,7 +17,6 @@ import contextlib
 import os
 import re
 import shutil
-import struct
 import threading
 import time
 from abc import abstractmethod
@@ -32,7 +31,7 @@ from kafkite.log.base import (
     OffsetOutOfRange,
     Partition,
     ReadResult,
-    RecordBatchTooLarge,
+    assign_offset,
 )
 from kafkite.log.config import LogConfig
 from kafkite.log.fileutil import atomic_write, fsync_dir
@@ -45,16 +44,11 @@ from kafkite.log.producer_state import (
 )
 from kafkite.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment
 from kafkite.protocol.records import (
-    ATTR_TIMESTAMP_TYPE,
     BatchHeader,
     InvalidBatch,
     build_control_batch,
     iter_headers,
     iter_records,
-    read_header,
-    set_base_offset,
-    set_max_timestamp,
-    update_crc,
 )
 
 __all__ = [
@@ -67,7 +61,6 @@ __all__ = [
     "wall_clock_ms",
 ]
 
-_ATTRIBUTES = struct.Struct(">h")
 # Flushes snapshot a changed producer state at most this often (rolls and clean shutdowns always do).
 PRODUCER_SNAPSHOT_INTERVAL_MS = 30_000
 PRODUCER_SNAPSHOTS_KEPT = 2
@@ -218,18 +211,14 @@ class SegmentedLog(Partition):
                             return AppendInfo(
                                 dup.first_offset, dup.last_offset, -1, self._log_start_offset, 0
                             )
-                if h.size > config.max_message_bytes:
-                    raise RecordBatchTooLarge(
-                        f"record batch of {h.size} bytes exceeds max.message.bytes {config.max_message_bytes}"
-                    )
-                if h.last_offset_delta < 0:
-                    raise InvalidBatch(f"negative last offset delta {h.last_offset_delta}")
-                set_base_offset(batches, pos, next_offset)
-                if append_time >= 0:
-                    _ATTRIBUTES.pack_into(batches, pos + 21, h.attributes | ATTR_TIMESTAMP_TYPE)
-                    set_max_timestamp(batches, pos, append_time)
-                    update_crc(batches, pos)
-                h = read_header(batches, pos)
+                h = assign_offset(
+                    batches,
+                    pos,
+                    h,
+                    next_offset,
+                    append_time=append_time,
+                    max_message_bytes=config.max_message_bytes,
+                )
                 headers.append((pos, h))
                 next_offset = h.last_offset + 1
                 end = pos + h.size

@@ -21,7 +21,6 @@ synchronously over the storage's synchronous connection.
 from __future__ import annotations
 
 import asyncio
-import struct
 import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from kafkite.log.base import (
     OffsetOutOfRange,
     Partition,
     ReadResult,
-    RecordBatchTooLarge,
+    assign_offset,
 )
 from kafkite.log.config import LogConfig
 from kafkite.log.partition import _record_timestamps
@@ -44,21 +43,16 @@ from kafkite.log.pg import schema
 from kafkite.log.pg.db import Op
 from kafkite.log.producer_state import AbortedTxn, ProducerStateError, ProducerStateManager, replay
 from kafkite.protocol.records import (
-    ATTR_TIMESTAMP_TYPE,
     BatchHeader,
     InvalidBatch,
     build_control_batch,
     iter_headers,
     read_header,
-    set_base_offset,
-    set_max_timestamp,
-    update_crc,
 )
 
 if TYPE_CHECKING:
     from kafkite.log.pg.storage import PgStorage
 
-_ATTRIBUTES = struct.Struct(">h")
 # Rows looked at per read: bounds the work of one fetch of a partition of many small batches.
 READ_ROW_LIMIT = 4000
 # How often an append retries after losing the partition row to another broker's append.
@@ -288,18 +282,14 @@ class PgPartition(Partition):
                         if h.size != total:
                             raise InvalidBatch("a retried batch must be appended on its own")
                         return AppendInfo(dup.first_offset, dup.last_offset, -1, self._lso, 0)
-            if h.size > config.max_message_bytes:
-                raise RecordBatchTooLarge(
-                    f"record batch of {h.size} bytes exceeds max.message.bytes {config.max_message_bytes}"
-                )
-            if h.last_offset_delta < 0:
-                raise InvalidBatch(f"negative last offset delta {h.last_offset_delta}")
-            set_base_offset(batches, pos, next_offset)
-            if append_time >= 0:
-                _ATTRIBUTES.pack_into(batches, pos + 21, h.attributes | ATTR_TIMESTAMP_TYPE)
-                set_max_timestamp(batches, pos, append_time)
-                update_crc(batches, pos)
-            h = read_header(batches, pos)
+            h = assign_offset(
+                batches,
+                pos,
+                h,
+                next_offset,
+                append_time=append_time,
+                max_message_bytes=config.max_message_bytes,
+            )
             headers.append((pos, h))
             next_offset = h.last_offset + 1
             end = pos + h.size
