@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from helpers import BrokerProcess
-from test_pg_support import pg_server
+from test_pg_support import pg_broker_process
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
@@ -33,13 +33,8 @@ __all__ = ["TestAiokafka", "TestConfluentKafka", "TestKafkaPython", "TestKcat", 
 
 @pytest.fixture(scope="module")
 def _pg_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    dsn = pg_server().new_database("roundtrip")
-    root = tmp_path_factory.mktemp("pg-broker")
-    b = BrokerProcess(root / "data", root / "broker.log", [f"storage.engine={dsn}"])
-    b.start()
-    yield b
-    b.stop()
-    assert "Traceback" not in b.log_text(), b.tail(200)
+    with pg_broker_process(tmp_path_factory, "roundtrip") as b:
+        yield b
 
 
 @pytest.fixture

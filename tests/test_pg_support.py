@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import BrokerProcess, free_port
 
 from kafkite.protocol.records import build_batch, iter_headers, read_header
 
@@ -460,3 +460,15 @@ def test_prefetched_reads_are_cut_to_the_fetch_budget() -> None:
     assert _trimmed(res, 5, True).chunks == [b"a" * 10]
     assert _trimmed(res, 5, False).chunks == []
     assert _trimmed(res, 5, False).high_watermark == 9
+
+
+@contextlib.contextmanager
+def pg_broker_process(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[BrokerProcess]:
+    """A broker subprocess on a fresh database of the session's server (for a module's shared broker)."""
+    dsn = pg_server().new_database(database)
+    root = tmp_path_factory.mktemp(f"pg-{database}-broker")
+    b = BrokerProcess(root / "data", root / "broker.log", [f"storage.engine={dsn}"])
+    b.start()
+    yield b
+    b.stop()
+    assert "Traceback" not in b.log_text(), b.tail(200)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from helpers import BrokerProcess
-from test_pg_support import pg_server
+from test_pg_support import pg_broker_process
 from test_txn_clients import (
     test_aiokafka_transactional_producer,
     test_committed_visible_aborted_never,
@@ -29,13 +29,8 @@ __all__ = [
 
 @pytest.fixture(scope="module")
 def _pg_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    dsn = pg_server().new_database("transactions")
-    root = tmp_path_factory.mktemp("pg-txn-broker")
-    b = BrokerProcess(root / "data", root / "broker.log", [f"storage.engine={dsn}"])
-    b.start()
-    yield b
-    b.stop()
-    assert "Traceback" not in b.log_text(), b.tail(200)
+    with pg_broker_process(tmp_path_factory, "transactions") as b:
+        yield b
 
 
 @pytest.fixture
