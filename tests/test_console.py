@@ -235,16 +235,24 @@ def test_console_in_chromium_browses_to_a_message_and_shows_group_lag(
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver = _browser(tmp_path)
     try:
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.select import Select
 
-        wait = from_selenium.WebDriverWait(driver, 15)
+        # Tables are replaced wholesale when a page loads new data, so an element found a moment
+        # ago may be gone by the time it is read: every read retries inside the wait.
+        wait = from_selenium.WebDriverWait(
+            driver, 15, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
 
         def shot(name: str) -> None:
             driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
         def cell(css: str) -> str:
-            return str(wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css)).text)
+            return str(wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css).text or None))
+
+        def attr(css: str, name: str) -> str:
+            return str(wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css).get_attribute(name)))
 
         # The topics list links to the topic page.
         driver.get(url + "/#/topics")
@@ -252,7 +260,7 @@ def test_console_in_chromium_browses_to_a_message_and_shows_group_lag(
         shot("01-topics")
         link.click()
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#partitions tr[data-partition='1']"))
-        row = driver.find_element(By.CSS_SELECTOR, "#partitions tr[data-partition='1']").text.split()
+        row = cell("#partitions tr[data-partition='1']").split()
         assert row[:4] == ["1", "0", "30", "30"], row
         # The group's lag, on the topic page.
         lag = cell(f"#topic-groups tr[data-group='{group}'] td[data-lag]")
@@ -267,13 +275,9 @@ def test_console_in_chromium_browses_to_a_message_and_shows_group_lag(
         driver.find_element(By.ID, "browse-go").click()
         value = cell("#message-table tr[data-offset='17'] td.value")
         assert value == needle
-        first = driver.find_element(By.CSS_SELECTOR, "#message-table tbody tr").get_attribute("data-offset")
-        assert first == "17"
-        assert "key-17" in driver.find_element(By.CSS_SELECTOR, "#message-table tr[data-offset='17']").text
-        assert (
-            "origin=console-test"
-            in driver.find_element(By.CSS_SELECTOR, "#message-table tr[data-offset='17']").text
-        )
+        assert attr("#message-table tbody tr", "data-offset") == "17"
+        assert "key-17" in cell("#message-table tr[data-offset='17']")
+        assert "origin=console-test" in cell("#message-table tr[data-offset='17']")
         shot("03-browse-offset")
         # ... the next page follows on ...
         driver.find_element(By.ID, "browse-next").click()
