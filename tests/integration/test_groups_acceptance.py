@@ -139,7 +139,13 @@ class KafkaPythonMember:
 
 
 def run_three(members: list[Member], bs: str, topic: str, total: int) -> None:
-    """Poll the members side by side (one thread each per round), commit after each batch."""
+    """Poll the members side by side (one thread each per round), commit after each batch.
+
+    Side by side, not strictly in turn: kafka-python 3.0.x drops a JoinGroup/SyncGroup result that
+    completes while its consumer is not inside poll() (the next poll starts a new join instead of
+    taking the finished one), so three members polled one after another in a single thread keep
+    rejoining. kafka-python 2.3 polled that way settles at once; the broker's answers are the same.
+    """
     with concurrent.futures.ThreadPoolExecutor(len(members)) as pool:
         _run_three(pool, members, bs, topic, total)
 
