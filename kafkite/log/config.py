@@ -353,6 +353,11 @@ class LogConfig:
         """Whether time and size retention apply (``cleanup.policy`` contains ``delete``)."""
         return "delete" in self.cleanup_policy
 
+    @property
+    def compact_enabled(self) -> bool:
+        """Whether the log cleaner compacts the log (``cleanup.policy`` contains ``compact``)."""
+        return "compact" in self.cleanup_policy
+
     def to_props(self) -> dict[str, str]:
         """Every key as Kafka names and strings (the inverse of ``from_props``)."""
         out: dict[str, str] = {}

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -36,6 +38,7 @@ from kafkite.log.partition import Clock, PartitionLog, SegmentedLog, wall_clock_
 MAX_TOPIC_NAME_LENGTH = 249
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 _PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+log = logging.getLogger("kafkite.log")
 CATALOGUE_FILE = "topics.json"
 PARTITION_METADATA_FILE = "partition.metadata"
 
@@ -119,6 +122,7 @@ class Storage(ABC):
         self._logs: dict[tuple[str, int], SegmentedLog] = {}
         self._deleted: list[SegmentedLog] = []
         self._closed = False
+        self._stop_cleaning = threading.Event()
 
     # engine hooks ------------------------------------------------------------------------------------------
 
@@ -253,6 +257,39 @@ class Storage(ABC):
             deleted += log.apply_retention(now_ms)
         self._deleted = [log for log in self._deleted if log.sweep(now_ms) > 0]
         return deleted
+
+    def compact(self, now_ms: int) -> int:
+        """One log cleaner pass over every partition whose cleanup.policy has ``compact`` (see
+        ``SegmentedLog.compact``); returns how many partitions it compacted. Meant for a worker thread; stops
+        between partitions once ``stop_compaction`` was called."""
+        done = 0
+        for (name, index), plog in list(self._logs.items()):
+            if self._closed or self._stop_cleaning.is_set():
+                break
+            if not plog.config.compact_enabled:
+                continue
+            try:
+                stats = plog.compact(now_ms)
+            except (LogError, OSError, ValueError) as e:
+                log.warning("compaction of %s-%d failed: %s", name, index, e)
+                continue
+            if stats is not None:
+                done += 1
+                log.info(
+                    "compacted %s-%d: %d segments, %d -> %d bytes, %d records removed, clean below %d",
+                    name,
+                    index,
+                    stats.segments + stats.segments_removed,
+                    stats.bytes_before,
+                    stats.bytes_after,
+                    stats.records_removed,
+                    stats.end_offset,
+                )
+        return done
+
+    def stop_compaction(self) -> None:
+        """Make a running ``compact`` stop after the partition it is cleaning (on shutdown)."""
+        self._stop_cleaning.set()
 
     def close(self) -> None:
         if self._closed:

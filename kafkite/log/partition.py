@@ -33,6 +33,7 @@ from kafkite.log.base import (
     ReadResult,
     assign_offset,
 )
+from kafkite.log.cleaner import CleanContext, CleanStats, build_offset_map, clean_batch, find_cleanable
 from kafkite.log.config import LogConfig
 from kafkite.log.fileutil import atomic_write, fsync_dir
 from kafkite.log.producer_state import (
@@ -42,13 +43,21 @@ from kafkite.log.producer_state import (
     snapshot_name,
     snapshot_offset,
 )
-from kafkite.log.segment import INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX, Segment
+from kafkite.log.segment import (
+    CLEANED_SUFFIX,
+    INDEX_SUFFIX,
+    LOG_SUFFIX,
+    SWAP_SUFFIX,
+    TIME_INDEX_SUFFIX,
+    Segment,
+)
 from kafkite.protocol.records import (
     BatchHeader,
     InvalidBatch,
     build_control_batch,
     iter_headers,
     iter_records,
+    read_header,
 )
 
 __all__ = [
@@ -64,6 +73,7 @@ __all__ = [
 # Flushes snapshot a changed producer state at most this often (rolls and clean shutdowns always do).
 PRODUCER_SNAPSHOT_INTERVAL_MS = 30_000
 PRODUCER_SNAPSHOTS_KEPT = 2
+CLEANER_WRITE_CHUNK = 1 << 20  # the log cleaner writes a cleaned segment this many bytes at a time
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 
 Clock = Callable[[], int]
@@ -105,6 +115,8 @@ class SegmentedLog(Partition):
         self._snapshot_changes = 0  # ``producers.changes`` when the last snapshot was taken
         self._snapshot_offset = -1  # the offset of the last snapshot
         self._snapshot_ms = self._last_flush_ms
+        self._cleaner_checkpoint = 0  # the first dirty offset: the log cleaner has cleaned what lies below
+        self._clean_lock = threading.Lock()  # one log cleaner pass at a time
 
     # hooks for engines -------------------------------------------------------------------------------------
 
@@ -119,6 +131,25 @@ class SegmentedLog(Partition):
 
     def _sync_directory(self) -> None:
         """fsync the directory after segment files were created or removed (file engine)."""
+
+    def _persist_cleaner_checkpoint(self) -> None:
+        """Make the cleaner checkpoint durable (file engine)."""
+
+    def _new_cleaned_segment(self, base_offset: int, now_ms: int) -> Segment:
+        """An empty segment the log cleaner writes into (file engine: under the ``.cleaned`` suffix)."""
+        return Segment.in_memory(base_offset, self.config, now_ms=now_ms)
+
+    def _finish_cleaned(self, old: Segment, new: Segment) -> None:
+        """Make a written cleaned segment durable before it is swapped in (file engine)."""
+
+    def _swap_cleaned(self, old: Segment, new: Segment) -> None:
+        """Give ``new`` the place of ``old`` (same base offset): after this it is the segment (file engine:
+        ``.cleaned`` -> ``.swap`` -> final name, which recovery completes if interrupted)."""
+
+    def _abandon_cleaned(self, new: Segment) -> None:
+        """Throw away a cleaned segment that will not be swapped in."""
+        new.close()
+        new.unlink()
 
     def _segments_changed(self) -> None:
         """Segment files were created or removed."""
@@ -157,6 +188,11 @@ class SegmentedLog(Partition):
     @property
     def recovery_point(self) -> int:
         return self._recovery_point
+
+    @property
+    def cleaner_checkpoint(self) -> int:
+        """The first dirty offset: the log cleaner has compacted the log below it."""
+        return self._cleaner_checkpoint
 
     @property
     def size_bytes(self) -> int:
@@ -523,6 +559,9 @@ class SegmentedLog(Partition):
             if self._recovery_point > self.log_end_offset:
                 self._recovery_point = self.log_end_offset
                 self._persist_recovery_point()
+            if self._cleaner_checkpoint > self.log_end_offset:
+                self._cleaner_checkpoint = self._log_start_offset
+                self._persist_cleaner_checkpoint()
             self._rebuild_producers()
 
     def apply_retention(self, now_ms: int) -> int:
@@ -537,7 +576,10 @@ class SegmentedLog(Partition):
             if c.delete_enabled and c.retention_ms >= 0:
                 n = 0
                 for seg in self._segments:
-                    if seg.is_empty or now_ms - seg.largest_timestamp <= c.retention_ms:
+                    # an empty segment other than the active one is a segment compaction emptied
+                    if (
+                        seg.is_empty and seg is self._active
+                    ) or now_ms - seg.largest_timestamp <= c.retention_ms:
                         break
                     n += 1
                 deleted += self._delete_prefix(n, now_ms)
@@ -545,7 +587,7 @@ class SegmentedLog(Partition):
                 excess = sum(s.size for s in self._segments) - c.retention_bytes
                 n = 0
                 for seg in self._segments:
-                    if seg.is_empty or excess - seg.size < 0:
+                    if (seg.is_empty and seg is self._active) or excess - seg.size < 0:
                         break
                     excess -= seg.size
                     n += 1
@@ -556,6 +598,145 @@ class SegmentedLog(Partition):
             deleted += self._delete_prefix(n, now_ms)
         self.sweep(now_ms)
         return deleted
+
+    # compaction --------------------------------------------------------------------------------------------
+
+    def compact(self, now_ms: int, *, force: bool = False) -> CleanStats | None:
+        """One pass of the log cleaner (see kafkite.log.cleaner) when ``cleanup.policy`` has ``compact`` and
+        the log is dirty enough (``force``: whatever the dirty ratio). Returns what it did, or None when it
+        did nothing.
+
+        Meant for a worker thread: the partition lock is held to plan the pass and to swap the cleaned
+        segments in, not while they are read and written, so appends and reads go on meanwhile. Segments it
+        replaces stay open for file.delete.delay.ms (fetches may still hold ranges of them). A pass that finds
+        its segments changed meanwhile (retention, truncation, DeleteRecords) throws its work away."""
+        if self._closed or not self.config.compact_enabled:
+            return None
+        if not self._clean_lock.acquire(blocking=False):
+            return None
+        try:
+            return self._compact(now_ms, force)
+        finally:
+            self._clean_lock.release()
+
+    def _compact(self, now_ms: int, force: bool) -> CleanStats | None:
+        with self._lock:
+            if self._closed:
+                return None
+            segments = list(self._segments)
+            checkpoint = self._cleaner_checkpoint
+            if checkpoint > self.log_end_offset:
+                checkpoint = self._log_start_offset
+            plan = find_cleanable(
+                segments,
+                first_dirty=max(checkpoint, self._log_start_offset),
+                last_stable_offset=self.last_stable_offset,
+                now_ms=now_ms,
+                config=self.config,
+                force=force,
+            )
+            if plan is None:
+                return None
+            aborted: dict[int, list[tuple[int, int]]] = {}
+            for txn in self.producers.aborted:
+                aborted.setdefault(txn.producer_id, []).append((txn.first_offset, txn.last_offset))
+            last_data = {
+                pid: e.batches[-1].last_offset for pid, e in self.producers.producers.items() if e.batches
+            }
+            sizes = [s.size for s in plan.segments]
+            config = self.config
+        ctx = CleanContext(now_ms, config.delete_retention_ms, aborted, last_data)
+        build_offset_map(
+            ctx,
+            ((h, data) for seg in plan.dirty for _, h, data in seg.iter_batches(with_data=True) if data),
+            plan.first_dirty,
+            plan.end_offset,
+        )
+        cleaned: list[tuple[Segment, Segment]] = []
+        removed = 0
+        try:
+            for seg in plan.segments:
+                new = self._new_cleaned_segment(seg.base_offset, now_ms)
+                cleaned.append((seg, new))
+                removed += self._clean_segment(ctx, seg, new, now_ms)
+                self._finish_cleaned(seg, new)
+        except BaseException:
+            for _, new in cleaned:
+                self._abandon_cleaned(new)
+            raise
+        with self._lock:
+            current = {id(s) for s in self._segments[:-1]}
+            unchanged = all(
+                id(old) in current and old.size == size for (old, _), size in zip(cleaned, sizes, strict=True)
+            )
+            if self._closed or not unchanged:
+                for _, new in cleaned:
+                    self._abandon_cleaned(new)
+                return None
+            return self._install_cleaned(cleaned, plan.end_offset, removed, now_ms)
+
+    def _clean_segment(self, ctx: CleanContext, old: Segment, new: Segment, now_ms: int) -> int:
+        """Write the cleaned batches of ``old`` into ``new``; returns the number of records removed."""
+        removed = 0
+        buf = bytearray()
+        headers: list[tuple[int, BatchHeader]] = []
+        for _, h, data in old.iter_batches(with_data=True):
+            assert data is not None
+            kept, n = clean_batch(ctx, data, h)
+            removed += n
+            if kept is None:
+                continue
+            kh = h if kept is data else read_header(kept)
+            headers.append((len(buf), kh))
+            buf += kept
+            if len(buf) >= CLEANER_WRITE_CHUNK:
+                new.append(buf, headers, now_ms=now_ms)
+                buf = bytearray()
+                headers = []
+        if headers:
+            new.append(buf, headers, now_ms=now_ms)
+        new.seal()
+        new.created_ms = old.created_ms
+        new.last_modified_ms = old.last_modified_ms
+        return removed
+
+    def _install_cleaned(
+        self, cleaned: list[tuple[Segment, Segment]], end_offset: int, removed: int, now_ms: int
+    ) -> CleanStats:
+        """Swap the cleaned segments in, oldest first (called with the lock held)."""
+        before = after = dropped = 0
+        deadline = now_ms + self.config.file_delete_delay_ms
+        try:
+            for i, (old, new) in enumerate(cleaned):
+                before += old.size
+                segments = list(self._segments)
+                idx = next(j for j, s in enumerate(segments) if s is old)
+                if new.is_empty and idx > 0:
+                    # nothing left: the segment goes (the first one stays, empty, to keep the log start)
+                    self._abandon_cleaned(new)
+                    del segments[idx]
+                    self._set_segments(segments)
+                    self._discard([old], now_ms)
+                    dropped += 1
+                else:
+                    self._swap_cleaned(old, new)
+                    segments[idx] = new
+                    self._set_segments(segments)
+                    self._graveyard.append((deadline, old))  # its file name is the new segment's now
+                    after += new.size
+                cleaned[i] = (old, old)  # installed: nothing to abandon any more
+        except BaseException:
+            for old, new in cleaned:
+                if new is not old:
+                    self._abandon_cleaned(new)
+            raise
+        finally:
+            self._changed = True
+            self._segments_changed()
+        self._sync_directory()
+        self._cleaner_checkpoint = end_offset
+        self._persist_cleaner_checkpoint()
+        return CleanStats(len(cleaned) - dropped, dropped, before, after, removed, end_offset)
 
     # flush -------------------------------------------------------------------------------------------------
 
@@ -647,6 +828,7 @@ class PartitionLog(SegmentedLog):
 
     RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
     LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
+    CLEANER_CHECKPOINT_FILE = "cleaner-offset-checkpoint"
     CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 
     def __init__(self, directory: Path | str, config: LogConfig | None = None, *, clock: Clock | None = None):
@@ -696,6 +878,52 @@ class PartitionLog(SegmentedLog):
         if not self._closed:
             self._write_checkpoint(self.RECOVERY_POINT_FILE, self._recovery_point)
 
+    def _persist_cleaner_checkpoint(self) -> None:
+        if not self._closed:
+            self._write_checkpoint(self.CLEANER_CHECKPOINT_FILE, self._cleaner_checkpoint)
+
+    # log cleaner files: <base>.log.cleaned while written, renamed .swap (committed), then <base>.log ------
+
+    def _new_cleaned_segment(self, base_offset: int, now_ms: int) -> Segment:
+        return Segment.create(self.directory, base_offset, self.config, now_ms=now_ms, suffix=CLEANED_SUFFIX)
+
+    def _finish_cleaned(self, old: Segment, new: Segment) -> None:
+        fds = new.sync_fds()
+        try:
+            for fd in fds:
+                os.fsync(fd)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        path = getattr(new.store, "path", None)
+        if path is not None:  # retention goes by the segment's age, which cleaning does not change
+            ns = old.last_modified_ms * 1_000_000
+            os.utime(path, ns=(ns, ns))
+
+    def _swap_cleaned(self, old: Segment, new: Segment) -> None:
+        new.rename_files(CLEANED_SUFFIX, SWAP_SUFFIX)
+        fsync_dir(self.directory)  # committed: recovery completes the swap from here on
+        new.rename_files(SWAP_SUFFIX, "")
+        self._dir_dirty = True
+
+    def _finish_interrupted_cleaning(self) -> None:
+        """Recovery: drop cleaned segments never committed, complete committed swaps (their indexes are
+        rebuilt from the log)."""
+        entries = os.listdir(self.directory)
+        for entry in entries:
+            if entry.endswith(LOG_SUFFIX + SWAP_SUFFIX):
+                final = entry[: -len(SWAP_SUFFIX)]
+                stem = final[: -len(LOG_SUFFIX)]
+                os.replace(self.directory / entry, self.directory / final)
+                for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
+                    for extra in ("", SWAP_SUFFIX):
+                        with contextlib.suppress(OSError):
+                            (self.directory / (stem + suffix + extra)).unlink()
+        for entry in os.listdir(self.directory):
+            if entry.endswith((CLEANED_SUFFIX, SWAP_SUFFIX)):
+                with contextlib.suppress(OSError):
+                    (self.directory / entry).unlink()
+
     def _snapshot_files(self) -> list[tuple[int, Path]]:
         out = []
         with contextlib.suppress(OSError):
@@ -743,6 +971,7 @@ class PartitionLog(SegmentedLog):
         marker = self.directory / self.CLEAN_SHUTDOWN_FILE
         clean = marker.exists()
         self.clean_shutdown = clean
+        self._finish_interrupted_cleaning()
         groups: dict[int, set[str]] = {}
         for entry in os.listdir(self.directory):
             if entry.endswith(".tmp"):
@@ -762,6 +991,7 @@ class PartitionLog(SegmentedLog):
                         (self.directory / f"{base:020d}{suffix}").unlink()
         log_start = self._read_checkpoint(self.LOG_START_OFFSET_FILE) or 0
         recovery_point = self._read_checkpoint(self.RECOVERY_POINT_FILE) or 0
+        self._cleaner_checkpoint = self._read_checkpoint(self.CLEANER_CHECKPOINT_FILE) or 0
         segments: list[Segment] = []
         for i, base in enumerate(bases):
             seg, indexes_ok = Segment.open(self.directory, base, self.config, now_ms=now)
@@ -793,6 +1023,8 @@ class PartitionLog(SegmentedLog):
                 seg.unlink()
             self._set_segments([self._new_segment(self._log_start_offset, now)])
         self._recovery_point = self.log_end_offset if clean else min(recovery_point, self.log_end_offset)
+        if self._cleaner_checkpoint > self.log_end_offset:
+            self._cleaner_checkpoint = self._log_start_offset
         self._rebuild_producers()
         if clean:
             marker.unlink()

@@ -44,6 +44,8 @@ FIRST_READ_CHUNK = 4096
 LOG_SUFFIX = ".log"
 INDEX_SUFFIX = ".index"
 TIME_INDEX_SUFFIX = ".timeindex"
+CLEANED_SUFFIX = ".cleaned"  # a segment the log cleaner is writing (deleted by recovery)
+SWAP_SUFFIX = ".swap"  # a cleaned segment committed to replace the one of its name (completed by recovery)
 
 
 def segment_name(base_offset: int) -> str:
@@ -382,21 +384,38 @@ class Segment:
         )
 
     @classmethod
-    def create(cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int) -> Segment:
+    def create(
+        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int, suffix: str = ""
+    ) -> Segment:
+        """New empty files; ``suffix`` (e.g. ``.cleaned``) follows each usual file name."""
         name = segment_name(base_offset)
         return cls(
             base_offset,
-            FileStore(directory / (name + LOG_SUFFIX), create=True),
+            FileStore(directory / (name + LOG_SUFFIX + suffix), create=True),
             OffsetIndex(
-                IndexFileStore(directory / (name + INDEX_SUFFIX), create=True), config.segment_index_bytes
+                IndexFileStore(directory / (name + INDEX_SUFFIX + suffix), create=True),
+                config.segment_index_bytes,
             ),
             TimeIndex(
-                IndexFileStore(directory / (name + TIME_INDEX_SUFFIX), create=True),
+                IndexFileStore(directory / (name + TIME_INDEX_SUFFIX + suffix), create=True),
                 config.segment_index_bytes,
             ),
             config,
             created_ms=now_ms,
         )
+
+    def rename_files(self, old_suffix: str, new_suffix: str) -> None:
+        """Rename the segment's files from ``<name><old_suffix>`` to ``<name><new_suffix>`` (replacing any
+        file of that name): the two indexes first, the log last, so that the log's name says how far it got.
+        Open descriptors stay valid. A no-op for in-memory segments."""
+        for store in (self.offset_index.store, self.time_index.store, self.store):
+            if isinstance(store, FileStore | IndexFileStore):
+                name = store.path.name
+                if not name.endswith(old_suffix):
+                    raise ValueError(f"{name} does not end with {old_suffix!r}")
+                target = store.path.with_name(name[: len(name) - len(old_suffix)] + new_suffix)
+                os.replace(store.path, target)
+                store.path = target
 
     @classmethod
     def open(
