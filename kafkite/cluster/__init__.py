@@ -2,13 +2,21 @@
 
 ``attach(broker)`` gives a broker whose storage is a ``PgStorage`` its ``Cluster`` (``broker.cluster``): the
 broker registers and heartbeats in the database, lists every live broker in Metadata, leads the partitions and
-coordinates the groups that placement gives it, answers NOT_LEADER_OR_FOLLOWER / NOT_COORDINATOR for the
-others, and takes over the partitions and groups of a broker whose heartbeat lapses. Producer ids come from
-a database sequence, so idempotent producers stay distinct whichever broker they ask.
+coordinates the groups and transactional ids that placement gives it, answers NOT_LEADER_OR_FOLLOWER /
+NOT_COORDINATOR for the others, and takes over the partitions, groups and transactions of a broker whose
+heartbeat lapses. Producer ids come from a database sequence, so idempotent producers stay distinct whichever
+broker they ask.
 
-Not shared between brokers yet: transaction coordination (each broker coordinates the transactional ids that
-ask it, from state it loads when it starts: use transactions with one broker per database), and what the file
-engine keeps in ``log.dirs`` besides logs (broker configs altered at run time, SCRAM credentials, ACLs).
+Transactions (``kafkite.cluster.txn``): FindCoordinator with key type 1 names the coordinator of a
+transactional id; that broker alone writes the id's entries to the shared ``__transaction_state`` log and
+writes its markers (to any partition, through the database). When the live list changes, each broker rebuilds
+its transaction coordinator from the log: prepared transactions it gains are completed, ongoing ones are
+aborted when their timeout expires, and producer epochs carry over, so producers of the old era are fenced.
+A transaction's offsets (TxnOffsetCommit, sent to the group's coordinator) need the group and the
+transactional id to be coordinated by the same broker.
+
+Not shared between brokers yet: what the file engine keeps in ``log.dirs`` besides logs (broker configs
+altered at run time, SCRAM credentials, ACLs).
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from kafkite.cluster.groups import OwnedGroupLog, find_coordinator, group_request, rebuild_coordinator
 from kafkite.cluster.membership import Cluster, ClusterError, Member
+from kafkite.cluster.txn import OwnedTxnLog, rebuild_txn_coordinator
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
@@ -26,10 +35,12 @@ __all__ = [
     "ClusterError",
     "Member",
     "OwnedGroupLog",
+    "OwnedTxnLog",
     "attach",
     "find_coordinator",
     "group_request",
     "rebuild_coordinator",
+    "rebuild_txn_coordinator",
 ]
 
 
@@ -43,8 +54,11 @@ def attach(broker: Broker) -> Cluster | None:
     broker.cluster = cluster
 
     async def regroup() -> None:
+        # Groups first: the new transaction coordinator ends transactions' offsets in the new group one.
         if broker.groups is not None:
             await rebuild_coordinator(broker)
+        if broker.txn is not None:
+            await rebuild_txn_coordinator(broker)
 
     cluster.on_change.append(regroup)
     return cluster

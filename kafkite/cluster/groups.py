@@ -181,7 +181,7 @@ def find_coordinator(cluster: Cluster, ctx: RequestContext, req: dict[str, Any])
                 "error_code": int(ErrorCode.INVALID_REQUEST),
                 "error_message": f"unknown coordinator key type {key_type}",
             }
-        node_id = cluster.coordinator(key) if key_type == 0 else cluster.node_id
+        node_id = cluster.coordinator(key)  # groups and transactional ids share the placement
         node, host, port = cluster.node(node_id, ctx.listener)
         return {"node_id": node, "host": host, "port": port, "error_code": 0, "error_message": None}
 

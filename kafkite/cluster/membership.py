@@ -1,5 +1,5 @@
 """Brokers sharing one PostgreSQL database: registration, heartbeats, the live broker list, and where each
-partition's leadership and each group's coordination live.
+partition's leadership and each group's and transactional id's coordination live.
 
 Each broker keeps a row in ``kafkite_brokers`` (node id, listeners, heartbeat) and refreshes its heartbeat
 every ``cluster.heartbeat.interval.ms``. A broker whose heartbeat is older than ``cluster.session.timeout.ms``
@@ -9,9 +9,9 @@ re-read the list at once.
 
 Placement is a pure function of the live list (sorted by node id), so every broker computes the same answer:
 partition ``i`` of topic ``t`` is led by ``live[(crc32(t) + i) % n]`` (consecutive partitions round-robin over
-the brokers) and group ``g`` is coordinated by ``live[crc32(g) % n]``. The membership epoch is reported as the
-partitions' leader epoch, so clients notice when leadership may have moved. Brokers keep no partition state of
-their own: a broker taking a partition over reads it from the database.
+the brokers) and group (or transactional id) ``g`` is coordinated by ``live[crc32(g) % n]``. The membership
+epoch is reported as the partitions' leader epoch, so clients notice when leadership may have moved. Brokers
+keep no partition state of their own: a broker taking a partition over reads it from the database.
 """
 
 from __future__ import annotations

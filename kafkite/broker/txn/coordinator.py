@@ -92,6 +92,9 @@ class TransactionCoordinator:
 
     ``partition_of(topic, index)`` returns a local partition (None: no such partition), ``all_partitions()``
     every partition (producer id expiry), ``notify(topic, index)`` wakes fetches waiting on a partition.
+    ``owns(transactional_id)`` says whether this coordinator still coordinates an id (brokers sharing a
+    database move ids between them): its timers leave the others alone. The log is compacted only when it
+    offers ``compact`` (a log shared with other coordinators does not: see ``kafkite.cluster.txn``).
     """
 
     def __init__(
@@ -105,6 +108,7 @@ class TransactionCoordinator:
         notify: Callable[[str, int], None] = lambda t, p: None,
         now_ms: Callable[[], int] | None = None,
         compact_after_entries: int = 10_000,
+        owns: Callable[[str], bool] = lambda tid: True,
     ) -> None:
         self._log: GroupLog = log if log is not None else MemoryGroupLog()
         self.config = config or TxnConfig()
@@ -114,6 +118,7 @@ class TransactionCoordinator:
         self._notify = notify
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._compact_after = compact_after_entries
+        self.owns = owns
         self.txns: dict[str, TxnMetadata] = {}
         self._by_pid: dict[int, TxnMetadata] = {}
         self._next_pid = 0
@@ -475,6 +480,8 @@ class TransactionCoordinator:
         now = self._now_ms() if now is None else now
         aborted = []
         for meta in list(self.txns.values()):
+            if not self.owns(meta.transactional_id):
+                continue
             if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
                 self._complete(meta)
             elif meta.state == TxnState.ONGOING and now - meta.start_ms > meta.timeout_ms:
@@ -491,7 +498,9 @@ class TransactionCoordinator:
         gone = [
             m.transactional_id
             for m in self.txns.values()
-            if m.state in IDLE_STATES and now - m.last_update_ms >= self.config.transactional_id_expiration_ms
+            if m.state in IDLE_STATES
+            and now - m.last_update_ms >= self.config.transactional_id_expiration_ms
+            and self.owns(m.transactional_id)
         ]
         for tid in gone:
             meta = self.txns.pop(tid)

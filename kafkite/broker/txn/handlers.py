@@ -1,4 +1,9 @@
-"""Handlers of the producer and transaction APIs, and the wiring of the transaction coordinator."""
+"""Handlers of the producer and transaction APIs, and the wiring of the transaction coordinator.
+
+When brokers share a database (``broker.cluster``), requests about a transactional id this broker does not
+coordinate are answered NOT_COORDINATOR, and TxnOffsetCommit about a group it does not coordinate likewise
+(see ``kafkite.cluster.txn``).
+"""
 
 from __future__ import annotations
 
@@ -30,11 +35,18 @@ TRANSACTIONAL_ID_NOT_FOUND = 105  # Kafka's error code (DescribeTransactions)
 TXN_STATE_NAMES = frozenset(s.value for s in TxnState)
 
 Result = dict[str, Any]
+NOT_COORDINATOR = int(ErrorCode.NOT_COORDINATOR)
 
 
 def _coordinator(broker: Broker) -> TransactionCoordinator:
     coordinator: TransactionCoordinator = broker.txn
     return coordinator
+
+
+def _elsewhere(broker: Broker, key: str | None) -> bool:
+    """Whether ``key`` (a transactional id or group) is coordinated by another broker of the cluster."""
+    cluster = broker.cluster
+    return cluster is not None and bool(key) and not cluster.coordinates(key)
 
 
 def _fenced(code: ErrorCode, version: int, first_fenced_version: int) -> int:
@@ -45,6 +57,8 @@ def _fenced(code: ErrorCode, version: int, first_fenced_version: int) -> int:
 
 
 async def handle_init_producer_id(broker: Broker, ctx: RequestContext, req: Result) -> Result:
+    if _elsewhere(broker, req.get("transactional_id")):
+        return {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR, "producer_id": -1, "producer_epoch": -1}
     code, pid, epoch = _coordinator(broker).init_producer_id(
         req.get("transactional_id"),
         req["transaction_timeout_ms"],
@@ -82,12 +96,14 @@ async def handle_add_partitions_to_txn(broker: Broker, ctx: RequestContext, req:
     version = ctx.api_version
     if version <= 3:
         topics = req["v3_and_below_topics"]
-        errors = coordinator.add_partitions(
-            req["v3_and_below_transactional_id"],
-            req["v3_and_below_producer_id"],
-            req["v3_and_below_producer_epoch"],
-            [(t["name"], p) for t in topics for p in t["partitions"]],
-        )
+        tid = req["v3_and_below_transactional_id"]
+        wanted = [(t["name"], p) for t in topics for p in t["partitions"]]
+        if _elsewhere(broker, tid):
+            errors = dict.fromkeys(wanted, ErrorCode.NOT_COORDINATOR)
+        else:
+            errors = coordinator.add_partitions(
+                tid, req["v3_and_below_producer_id"], req["v3_and_below_producer_epoch"], wanted
+            )
         return {
             "throttle_time_ms": 0,
             "results_by_topic_v3_and_below": _partition_results(topics, errors, version),
@@ -96,7 +112,10 @@ async def handle_add_partitions_to_txn(broker: Broker, ctx: RequestContext, req:
     for txn in req["transactions"]:
         wanted = [(t["name"], p) for t in txn["topics"] for p in t["partitions"]]
         call = coordinator.verify_partitions if txn["verify_only"] else coordinator.add_partitions
-        errors = call(txn["transactional_id"], txn["producer_id"], txn["producer_epoch"], wanted)
+        if _elsewhere(broker, txn["transactional_id"]):
+            errors = dict.fromkeys(wanted, ErrorCode.NOT_COORDINATOR)
+        else:
+            errors = call(txn["transactional_id"], txn["producer_id"], txn["producer_epoch"], wanted)
         results.append(
             {
                 "transactional_id": txn["transactional_id"],
@@ -107,6 +126,8 @@ async def handle_add_partitions_to_txn(broker: Broker, ctx: RequestContext, req:
 
 
 async def handle_add_offsets_to_txn(broker: Broker, ctx: RequestContext, req: Result) -> Result:
+    if _elsewhere(broker, req["transactional_id"]):
+        return {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR}
     code = _coordinator(broker).add_offsets(
         req["transactional_id"], req["producer_id"], req["producer_epoch"], req["group_id"]
     )
@@ -114,6 +135,8 @@ async def handle_add_offsets_to_txn(broker: Broker, ctx: RequestContext, req: Re
 
 
 async def handle_end_txn(broker: Broker, ctx: RequestContext, req: Result) -> Result:
+    if _elsewhere(broker, req["transactional_id"]):
+        return {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR, "producer_id": -1, "producer_epoch": -1}
     coordinator = _coordinator(broker)
     code = coordinator.end_txn(
         req["transactional_id"], req["producer_id"], req["producer_epoch"], req["committed"]
@@ -128,13 +151,16 @@ async def handle_end_txn(broker: Broker, ctx: RequestContext, req: Result) -> Re
 
 
 async def handle_txn_offset_commit(broker: Broker, ctx: RequestContext, req: Result) -> Result:
-    code = _coordinator(broker).check_offset_commit(
-        req["transactional_id"], req["producer_id"], req["producer_epoch"], req["group_id"]
-    )
-    if code == ErrorCode.NO_ERROR and broker.groups is not None:
-        result: Result = await broker.groups.txn_offset_commit(req, ctx.api_version)
-        return result
-    error = _fenced(code, ctx.api_version, 2) if code else int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+    if _elsewhere(broker, req["group_id"]):
+        error = NOT_COORDINATOR  # sent to the group's coordinator, as Kafka does
+    else:
+        code = _coordinator(broker).check_offset_commit(
+            req["transactional_id"], req["producer_id"], req["producer_epoch"], req["group_id"]
+        )
+        if code == ErrorCode.NO_ERROR and broker.groups is not None:
+            result: Result = await broker.groups.txn_offset_commit(req, ctx.api_version)
+            return result
+        error = _fenced(code, ctx.api_version, 2) if code else int(ErrorCode.COORDINATOR_NOT_AVAILABLE)
     return {
         "throttle_time_ms": 0,
         "topics": [
@@ -193,6 +219,7 @@ async def handle_list_transactions(broker: Broker, ctx: RequestContext, req: Res
         req["producer_id_filters"],
         req.get("duration_filter", -1),
     )
+    found = [m for m in found if not _elsewhere(broker, m.transactional_id)]  # each broker lists its own
     unknown = [s for s in states if s not in TXN_STATE_NAMES]
     if unknown and len(unknown) == len(states):
         found = []  # only unknown states were asked for: nothing matches
@@ -215,11 +242,12 @@ async def handle_describe_transactions(broker: Broker, ctx: RequestContext, req:
     coordinator = _coordinator(broker)
     out = []
     for tid in req["transactional_ids"]:
-        meta = coordinator.describe(tid)
+        elsewhere = _elsewhere(broker, tid)
+        meta = None if elsewhere else coordinator.describe(tid)
         if meta is None:
             out.append(
                 {
-                    "error_code": TRANSACTIONAL_ID_NOT_FOUND,
+                    "error_code": NOT_COORDINATOR if elsewhere else TRANSACTIONAL_ID_NOT_FOUND,
                     "transactional_id": tid,
                     "transaction_state": "",
                     "transaction_timeout_ms": 0,
@@ -273,6 +301,20 @@ def coordinator_for(broker: Broker) -> TransactionCoordinator:
         return broker.partition(topic, index)
 
     settings = {key: broker.config[key] for key in TxnConfig.KEYS if key in broker.config.raw}
+    cluster = broker.cluster
+    if cluster is not None:
+        # Brokers sharing a database: only the transactional ids this broker coordinates.
+        from kafkite.cluster.txn import ClusterTransactionCoordinator, OwnedTxnLog
+
+        return ClusterTransactionCoordinator(
+            log=OwnedTxnLog(opener, cluster),
+            config=TxnConfig.from_mapping(settings),
+            partition_of=partition_of,
+            all_partitions=broker.all_partitions,
+            groups=broker.groups,
+            notify=broker.waiters.notify,
+            owns=cluster.coordinates,
+        )
     return TransactionCoordinator(
         log=StorageGroupLog(opener),
         config=TxnConfig.from_mapping(settings),
