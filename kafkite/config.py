@@ -139,6 +139,18 @@ _DEFS: list[ConfigDef] = [
     ),
     ConfigDef("log.retention.check.interval.ms", "300000", _int, "How often retention runs"),
     ConfigDef(
+        "log.cleaner.enable",
+        "true",
+        _bool,
+        "Run the log cleaner, which compacts topics with cleanup.policy=compact (file and memory engines)",
+    ),
+    ConfigDef(
+        "log.cleaner.backoff.ms",
+        "15000",
+        _int,
+        "Pause between two log cleaner passes over the compacted partitions",
+    ),
+    ConfigDef(
         "log.segment.delete.delay.ms", "60000", _int, "Delay before a deleted segment's file is closed", True
     ),
     ConfigDef("log.index.interval.bytes", "4096", _int, "Bytes between offset index entries", True),
@@ -177,7 +189,8 @@ _DEFS: list[ConfigDef] = [
         "log.cleanup.policy",
         "delete",
         _choice("delete", "compact", "compact,delete", "delete,compact"),
-        "Cleanup policy of new topics (topic: cleanup.policy); compaction itself does not run yet",
+        "Cleanup policy of new topics (topic: cleanup.policy): delete (retention), compact (the log cleaner"
+        " keeps the latest record per key; file and memory engines) or both",
         True,
     ),
     ConfigDef(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -113,6 +114,7 @@ class Broker:
         self._flush_lock = asyncio.Lock()
         self._flush_pending: set[Partition] = set()
         self._flush_done: asyncio.Future[None] | None = None
+        self._cleaning: asyncio.Future[int] | None = None  # the log cleaner pass running in a worker thread
         self.blackhole: bool = config["blackhole"]
         self.dynamic_configs: dict[str, str] = {}
         self._lock: BinaryIO | None = None  # the data directory's lock file, held while running
@@ -162,6 +164,8 @@ class Broker:
             await self.txn.start()
         self._tasks.append(asyncio.create_task(self._retention_loop(), name="retention"))
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="flusher"))
+        if self.config["log.cleaner.enable"]:
+            self._tasks.append(asyncio.create_task(self._cleaner_loop(), name="log-cleaner"))
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -172,6 +176,11 @@ class Broker:
             except asyncio.CancelledError:
                 pass
         self._tasks.clear()
+        if self._cleaning is not None:  # a pass runs on in its thread: let it finish before closing the logs
+            self.storage.stop_compaction()
+            with contextlib.suppress(Exception):
+                await self._cleaning
+            self._cleaning = None
         if self.txn is not None:
             await self.txn.stop()
         if self.groups is not None:
@@ -238,6 +247,21 @@ class Broker:
                 self.storage.apply_retention(now_ms())
             except Exception:
                 log.exception("retention pass failed")
+
+    async def _cleaner_loop(self) -> None:
+        """The log cleaner: every log.cleaner.backoff.ms, one compaction pass in a worker thread."""
+        interval = self.config["log.cleaner.backoff.ms"] / 1000
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            self._cleaning = loop.run_in_executor(None, self.storage.compact, now_ms())
+            try:
+                await asyncio.shield(self._cleaning)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("log cleaner pass failed")
+            self._cleaning = None
 
     async def _flush_loop(self) -> None:
         """Periodic flusher: fsyncs partitions whose flush.messages / flush.ms policy says so."""

@@ -76,6 +76,19 @@ def validate_produce_batch(
     return h
 
 
+def check_keys_for_compaction(buf: memoryview | bytearray, h: records.BatchHeader, tp: str) -> None:
+    """A compacted topic refuses records without a key (INVALID_RECORD), as Kafka does."""
+    try:
+        missing = any(r.key is None for r in records.iter_records(buf, 0, h))
+    except records.InvalidBatch as e:
+        raise ProduceError(ErrorCode.CORRUPT_MESSAGE, str(e)) from None
+    if missing:
+        raise ProduceError(
+            ErrorCode.INVALID_RECORD,
+            f"Compacted topic cannot accept message without key in topic partition {tp}.",
+        )
+
+
 # What each refusal of the partition's producer state means on the wire.
 PRODUCER_STATE_ERRORS: dict[type[ProducerStateError], ErrorCode] = {
     OutOfOrderSequence: ErrorCode.OUT_OF_ORDER_SEQUENCE_NUMBER,
@@ -160,6 +173,8 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
                     cfg.message_timestamp_before_max_ms,
                     cfg.message_timestamp_after_max_ms,
                 )
+                if cfg.compact_enabled:
+                    check_keys_for_compaction(buf, h, f"{name}-{idx}")
                 if h.is_transactional and broker.txn is not None:
                     refused = broker.txn.check_produce(h.producer_id, h.producer_epoch, name, idx)
                     if refused is not None:
