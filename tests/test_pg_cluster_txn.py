@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import BrokerProcess, RawClient, check_no_tracebacks
@@ -102,9 +103,9 @@ def create_topic(brokers: list[BrokerProcess], partitions: int = 3) -> str:
     return topic
 
 
-def coordinator_of(b: BrokerProcess, tid: str) -> int:
+def coordinator_of(b: BrokerProcess, tid: str, key_type: int = 1) -> int:
     with RawClient.to(b.bootstrap) as c:
-        resp = c.request(FIND_COORDINATOR, 3, {"key": tid, "key_type": 1})
+        resp = c.request(FIND_COORDINATOR, 3, {"key": tid, "key_type": key_type})
     assert resp["error_code"] == 0, resp
     return int(resp["node_id"])
 
@@ -131,11 +132,11 @@ def init_producer_id(b: BrokerProcess, tid: str) -> int:
     return int(resp["error_code"])
 
 
-def tid_coordinated_by(b: BrokerProcess, node: int) -> str:
-    """A fresh transactional id that broker ``node`` coordinates."""
+def tid_coordinated_by(b: BrokerProcess, node: int, key_type: int = 1) -> str:
+    """A fresh transactional id (or group, key type 0) that broker ``node`` coordinates."""
     for _ in range(200):
         tid = f"tx-{uuid.uuid4().hex[:8]}"
-        if coordinator_of(b, tid) == node:
+        if coordinator_of(b, tid, key_type) == node:
             return tid
     raise AssertionError(f"no transactional id placed on broker {node}")
 
@@ -221,6 +222,62 @@ def test_second_producer_fences_the_first_whichever_broker_each_asked(brokers: l
     err = info.value.args[0]
     assert err.fatal() or "fenced" in str(err).lower(), err
     assert read_all(all_bootstrap(brokers), topic, "read_committed", partitions=3, idle=1.5) == [b"winner"]
+
+
+def test_offsets_of_a_transaction_reach_a_group_coordinated_elsewhere(brokers: list[BrokerProcess]) -> None:
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    by_id = {i + 1: b for i, b in enumerate(brokers)}
+    src, dst = create_topic(brokers, 1), create_topic(brokers, 1)
+    tid = tid_coordinated_by(by_id[1], 1)
+    group = tid_coordinated_by(by_id[1], 2, key_type=0)
+    bootstrap = all_bootstrap(brokers)
+    plain = Producer({"bootstrap.servers": bootstrap})
+    for i in range(10):
+        plain.produce(src, b"in-%d" % i, partition=0)
+    assert plain.flush(10) == 0
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        consumer.subscribe([src])
+        got: list[Any] = []
+        deadline = time.monotonic() + 20
+        while len(got) < 10 and time.monotonic() < deadline:
+            got += [m for m in consumer.consume(num_messages=10, timeout=0.5) if m.error() is None]
+        assert len(got) == 10
+        producer = txn_producer(bootstrap, tid)
+
+        def transaction(offset: int, commit: bool) -> None:
+            producer.begin_transaction()
+            producer.produce(dst, b"out-%d" % offset, partition=0)
+            producer.send_offsets_to_transaction(
+                [TopicPartition(src, 0, offset)], consumer.consumer_group_metadata(), 10
+            )
+            if commit:
+                producer.commit_transaction(10)
+            else:
+                producer.abort_transaction(10)
+
+        def committed() -> int:
+            return int(consumer.committed([TopicPartition(src, 0)], timeout=10)[0].offset)
+
+        transaction(5, commit=True)
+        wait_for("the committed offset on the group's coordinator", lambda: committed() == 5, timeout=10)
+        transaction(10, commit=False)
+        time.sleep(0.5)
+        assert committed() == 5
+        transaction(7, commit=True)
+        wait_for("the second committed offset", lambda: committed() == 7, timeout=10)
+    finally:
+        consumer.close()
+    assert read_all(bootstrap, dst, "read_committed", idle=1.0) == [b"out-5", b"out-7"]
 
 
 def _prepare_commit_entry(dsn: str, tid: str) -> None:

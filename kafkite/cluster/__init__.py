@@ -11,9 +11,9 @@ Transactions (``kafkite.cluster.txn``): FindCoordinator with key type 1 names th
 transactional id; that broker alone writes the id's entries to the shared ``__transaction_state`` log and
 writes its markers (to any partition, through the database). When the live list changes, each broker rebuilds
 its transaction coordinator from the log: prepared transactions it gains are completed, ongoing ones are
-aborted when their timeout expires, and producer epochs carry over, so producers of the old era are fenced.
-A transaction's offsets (TxnOffsetCommit, sent to the group's coordinator) need the group and the
-transactional id to be coordinated by the same broker.
+aborted when their timeout expires, and producer epochs carry over, so producers of the old era are fenced. A
+transaction's offsets, held by the group's coordinator, are ended in the database by the transaction's
+coordinator and announced to the group's (``kafkite_txn_offsets``).
 
 Not shared between brokers yet: what the file engine keeps in ``log.dirs`` besides logs (broker configs
 altered at run time, SCRAM credentials, ACLs).

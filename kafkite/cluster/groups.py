@@ -74,10 +74,9 @@ async def rebuild_coordinator(broker: Broker) -> None:
 
     old = broker.groups
     new = coordinator_for(broker)
-    broker.groups = new
-    txn = getattr(broker, "txn", None)
-    if txn is not None and hasattr(txn, "groups"):
-        txn.groups = new
+    broker.groups = (
+        new  # the transaction coordinator reaches it through broker.groups (cluster.txn.TxnOffsets)
+    )
     if old is not None:
         await old.stop()
     await new.start()

@@ -82,6 +82,10 @@ class Cluster:
         # Called (on the event loop) after the live list changed: the group coordinator is rebuilt there.
         self.on_change: list[Callable[[], Any]] = []
         self._callbacks: set[asyncio.Future[Any]] = set()
+        from kafkite.cluster.txn import TxnOffsetsRelay
+
+        # Transactions ended by another broker's coordinator end their offsets in this broker's groups.
+        self.txn_offsets = TxnOffsetsRelay(broker, self)
 
     # placement ---------------------------------------------------------------------------------------------
 
@@ -216,6 +220,7 @@ class Cluster:
                 " broker sharing the database its own node.id"
             )
         self._registered = True
+        await self.txn_offsets.start()
         members, epoch = await self.storage.db.run_async(self._view_op())
         self._apply_view(members, epoch, notify=False)
         self._task = asyncio.create_task(self._heartbeats(), name="cluster-heartbeats")
@@ -228,6 +233,7 @@ class Cluster:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.txn_offsets.stop()
         if self._registered:
             self._registered = False
 

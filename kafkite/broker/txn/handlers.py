@@ -154,8 +154,14 @@ async def handle_txn_offset_commit(broker: Broker, ctx: RequestContext, req: Res
     if _elsewhere(broker, req["group_id"]):
         error = NOT_COORDINATOR  # sent to the group's coordinator, as Kafka does
     else:
-        code = _coordinator(broker).check_offset_commit(
-            req["transactional_id"], req["producer_id"], req["producer_epoch"], req["group_id"]
+        # A transactional id coordinated by another broker cannot be checked here: accepted (and held
+        # pending until its coordinator ends the transaction), as Kafka's group coordinator does.
+        code = (
+            ErrorCode.NO_ERROR
+            if _elsewhere(broker, req["transactional_id"])
+            else _coordinator(broker).check_offset_commit(
+                req["transactional_id"], req["producer_id"], req["producer_epoch"], req["group_id"]
+            )
         )
         if code == ErrorCode.NO_ERROR and broker.groups is not None:
             result: Result = await broker.groups.txn_offset_commit(req, ctx.api_version)
@@ -304,14 +310,14 @@ def coordinator_for(broker: Broker) -> TransactionCoordinator:
     cluster = broker.cluster
     if cluster is not None:
         # Brokers sharing a database: only the transactional ids this broker coordinates.
-        from kafkite.cluster.txn import ClusterTransactionCoordinator, OwnedTxnLog
+        from kafkite.cluster.txn import ClusterTransactionCoordinator, OwnedTxnLog, TxnOffsets
 
         return ClusterTransactionCoordinator(
             log=OwnedTxnLog(opener, cluster),
             config=TxnConfig.from_mapping(settings),
             partition_of=partition_of,
             all_partitions=broker.all_partitions,
-            groups=broker.groups,
+            groups=TxnOffsets(broker, cluster),
             notify=broker.waiters.notify,
             owns=cluster.coordinates,
         )
