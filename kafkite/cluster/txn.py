@@ -16,7 +16,10 @@ When the live broker list changes, every broker replaces its transaction coordin
 log (``rebuild_txn_coordinator``, after the group coordinator is rebuilt). Transactions gained in
 PrepareCommit/PrepareAbort are completed at once (their markers written); Ongoing ones are aborted, with a
 bumped epoch, when their transaction timeout expires; producer ids and epochs carry over, so a producer of the
-previous coordinator's era is fenced.
+previous coordinator's era is fenced. When an id moves between two live brokers (one joined or left), each
+acts on the move when it reads the new live list (one notification, normally milliseconds apart); the broker
+losing the id stops writing its entries then. Kafka closes that window with coordinator epochs; here it is as
+wide as the brokers' disagreement about the live list.
 
 Markers are appended through this broker's storage: every broker can append to every partition through the
 database. The partition's leader keeps its producer state (and so the last stable offset) in memory, but it
