@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
 import os
 import signal
 import subprocess
@@ -138,48 +137,83 @@ class KafkaPythonMember:
         self.c.close()
 
 
-def run_three(members: list[Member], bs: str, topic: str, total: int) -> None:
-    """Poll the members side by side (one thread each per round), commit after each batch.
+class Runner(threading.Thread):
+    """One member's own poll loop, as an application runs it: poll, and commit after each batch.
 
-    Side by side, not strictly in turn: kafka-python 3.0.x drops a JoinGroup/SyncGroup result that
-    completes while its consumer is not inside poll() (the next poll starts a new join instead of
-    taking the finished one), so three members polled one after another in a single thread keep
-    rejoining. kafka-python 2.3 polled that way settles at once; the broker's answers are the same.
+    Each member polls without pause in its own thread. A member that waits between polls can trip
+    kafka-python 3.0.x: a JoinGroup/SyncGroup that completes while its consumer is outside poll() is
+    dropped (the next poll starts a new join instead of taking the finished one), so a leader waiting on
+    the others keeps rejoining. kafka-python 2.3 does not do this; the broker's answers are the same.
     """
-    with concurrent.futures.ThreadPoolExecutor(len(members)) as pool:
-        _run_three(pool, members, bs, topic, total)
+
+    def __init__(self, member: Member) -> None:
+        super().__init__(daemon=True)
+        self.member = member
+        self.assigned: set[int] = set()
+        self.records: list[tuple[int, int]] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        try:
+            while not self.done.is_set():
+                got = self.member.poll()
+                self.assigned = self.member.assignment()
+                if got:
+                    with self._lock:
+                        self.records += got
+                    self.member.commit()
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def seen(self) -> list[tuple[int, int]]:
+        assert self.error is None, self.error
+        with self._lock:
+            return list(self.records)
 
 
-def _run_three(
-    pool: concurrent.futures.ThreadPoolExecutor, members: list[Member], bs: str, topic: str, total: int
-) -> None:
-    deadline = time.monotonic() + 15
-    stable_rounds = 0
-    while stable_rounds < 5:
-        assert time.monotonic() < deadline, [m.assignment() for m in members]
-        assert all(got == [] for got in pool.map(lambda m: m.poll(), members))
-        stable_rounds = stable_rounds + 1 if settled([m.assignment() for m in members]) else 0
-    assignments = [m.assignment() for m in members]
+def run_three(members: list[Member], bs: str, topic: str, total: int) -> None:
+    """Run every member's poll loop; check the split, then that each message is consumed once."""
+    runners = [Runner(m) for m in members]
+    for r in runners:
+        r.start()
+    try:
+        _run_three(runners, bs, topic, total)
+    finally:
+        for r in runners:
+            r.done.set()
+        for r in runners:
+            r.join(10)
+
+
+def _run_three(runners: list[Runner], bs: str, topic: str, total: int) -> None:
+    deadline = time.monotonic() + 20
+    settled_since: float | None = None
+    while settled_since is None or time.monotonic() - settled_since < 1.0:
+        assert time.monotonic() < deadline, [r.assigned for r in runners]
+        assert all(r.seen() == [] for r in runners)
+        now = time.monotonic()
+        settled_since = (settled_since or now) if settled([r.assigned for r in runners]) else None
+        time.sleep(0.05)
+    assignments = [set(r.assigned) for r in runners]
     check_split(assignments)
     assert all(len(a) == 2 for a in assignments), assignments
 
     fill(bs, topic, total // PARTITIONS)
-    seen: collections.Counter[tuple[int, int]] = collections.Counter()
-    owner: dict[int, int] = {}
     deadline = time.monotonic() + 15
-    while sum(seen.values()) < total:
-        assert time.monotonic() < deadline, f"consumed {sum(seen.values())} of {total}"
-        for i, (m, got) in enumerate(zip(members, pool.map(lambda m: m.poll(), members), strict=True)):
-            if got:
-                for p, off in got:
-                    seen[(p, off)] += 1
-                    assert owner.setdefault(p, i) == i, f"partition {p} consumed by two members"
-                m.commit()
-    for _ in range(3):  # nothing more, nothing again
-        assert all(got == [] for got in pool.map(lambda m: m.poll(), members))
+    while sum(len(r.seen()) for r in runners) < total:
+        assert time.monotonic() < deadline, f"consumed {sum(len(r.seen()) for r in runners)} of {total}"
+        time.sleep(0.05)
+    time.sleep(0.5)  # nothing more, nothing again
+    seen: collections.Counter[tuple[int, int]] = collections.Counter()
+    for i, r in enumerate(runners):
+        for p, off in r.seen():
+            seen[(p, off)] += 1
+            assert p in assignments[i], f"partition {p} consumed by member {i}, which owns {assignments[i]}"
     assert set(seen) == {(p, o) for p in range(PARTITIONS) for o in range(total // PARTITIONS)}
     assert max(seen.values()) == 1, [k for k, v in seen.items() if v > 1]
-    assert [m.assignment() for m in members] == assignments  # no rebalance along the way
+    assert [r.assigned for r in runners] == assignments  # no rebalance along the way
 
 
 @pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python", "aiokafka"])
