@@ -74,9 +74,8 @@ async def rebuild_coordinator(broker: Broker) -> None:
 
     old = broker.groups
     new = coordinator_for(broker)
-    broker.groups = (
-        new  # the transaction coordinator reaches it through broker.groups (cluster.txn.TxnOffsets)
-    )
+    # The transaction coordinator reaches the group coordinator through it (cluster.txn.TxnOffsets).
+    broker.groups = new
     if old is not None:
         await old.stop()
     await new.start()
