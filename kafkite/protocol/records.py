@@ -35,7 +35,6 @@ The header view (``read_header``, ``check_crc``, ``set_base_offset``...) never t
 
 from __future__ import annotations
 
-import itertools
 import struct
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -521,29 +520,14 @@ def build_batch(
     control: bool = False,
     partition_leader_epoch: int = -1,
     log_append_time: bool = False,
-    offset_deltas: Sequence[int] | None = None,
-    last_offset_delta: int | None = None,
 ) -> bytes:
     """Build one complete v2 batch, CRC included, from (key, value, headers, timestamp_ms) tuples.
 
     The first record's timestamp is the base timestamp, the largest one the max timestamp. With
     ``log_append_time`` the batch is flagged LogAppendTime and readers see its max timestamp on every record.
-
-    Records get offset deltas 0, 1, 2... unless ``offset_deltas`` gives one (strictly increasing) per record,
-    as in a compacted log; ``last_offset_delta`` overrides the header's (by default the last record's delta)
-    and may not be smaller than it.
     """
     if not records:
         raise ValueError("a record batch needs at least one record")
-    if offset_deltas is not None:
-        if len(offset_deltas) != len(records):
-            raise ValueError("offset_deltas needs one delta per record")
-        if any(d < 0 for d in offset_deltas[:1]) or any(a >= b for a, b in itertools.pairwise(offset_deltas)):
-            raise ValueError("offset deltas must be non-negative and strictly increasing")
-    deltas: Sequence[int] = range(len(records)) if offset_deltas is None else offset_deltas
-    lod = deltas[-1] if last_offset_delta is None else last_offset_delta
-    if lod < deltas[-1]:
-        raise ValueError(f"last offset delta {lod} is below the last record's delta {deltas[-1]}")
     base_ts = records[0][3]
     max_ts = base_ts
     body = bytearray()
@@ -559,8 +543,7 @@ def build_batch(
         rec += b"\x00"  # attributes
         d = ts - base_ts
         rec += table[d] if 0 <= d < small else enc(d)
-        od = deltas[i]
-        rec += table[od] if 0 <= od < small else enc(od)
+        rec += table[i] if i < small else enc(i)
         if key is None:
             rec += null
         else:
@@ -603,7 +586,7 @@ def build_batch(
         attributes |= ATTR_CONTROL
     count = len(records)
     tail = _HEADER_TAIL.pack(
-        attributes, lod, base_ts, max_ts, producer_id, producer_epoch, base_sequence, count
+        attributes, count - 1, base_ts, max_ts, producer_id, producer_epoch, base_sequence, count
     )
     crc = _crc32c.crc32c(payload, _crc32c.crc32c(tail))
     batch_length = BATCH_HEADER_SIZE - LOG_OVERHEAD + len(payload)
