@@ -145,6 +145,13 @@ _DEFS: list[ConfigDef] = [
         "Run the log cleaner, which compacts topics with cleanup.policy=compact (file and memory engines)",
     ),
     ConfigDef(
+        "log.cleaner.dedupe.buffer.size",
+        str(128 << 20),
+        _int,
+        "Memory a log cleaner pass may give its offset map (estimated): a pass that fills it cleans up to"
+        " where it stopped and the next pass goes on",
+    ),
+    ConfigDef(
         "log.cleaner.backoff.ms",
         "15000",
         _int,

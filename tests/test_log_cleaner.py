@@ -418,3 +418,25 @@ def test_storage_compact_walks_compacted_topics(tmp_path: Path) -> None:
         assert len(records_of(storage.partition("d", 0))) == 40
         assert len(records_of(storage.partition("c", 0))) < 40
         storage.close()
+
+
+def test_a_full_offset_map_cleans_up_to_where_it_stopped(open_log: Callable[..., SegmentedLog]) -> None:
+    """log.cleaner.dedupe.buffer.size: a pass maps what fits (at least one segment), cleans up to there and
+    leaves its checkpoint there; later passes go on until the whole cleanable range is compacted."""
+    log = open_log()
+    for i in range(80):  # distinct keys, each written twice in a row: every segment holds superseded records
+        key = b"key-%03d" % (i // 2)
+        log.append(batch([(key, b"v%d-" % i + b"x" * 40)]), now_ms=NOW)
+    assert len(log.segments) >= 5
+    first = log.compact(NOW, max_map_bytes=1)  # full after one segment
+    assert first is not None
+    assert first.segments + first.segments_removed == 1
+    assert first.end_offset == log.segments[1].base_offset == log.cleaner_checkpoint
+    passes = 1
+    while log.compact(NOW, max_map_bytes=1) is not None:
+        passes += 1
+        assert passes < 50
+    assert passes >= 2
+    active = log.segments[-1].base_offset
+    below = [(off, k) for off, k, _ in records_of(log) if off < active]
+    assert len(below) == len({k for _, k in below}), "one record per key below the active segment"

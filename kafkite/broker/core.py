@@ -254,7 +254,9 @@ class Broker:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
-            self._cleaning = loop.run_in_executor(None, self.storage.compact, now_ms())
+            self._cleaning = loop.run_in_executor(
+                None, self.storage.compact, now_ms(), self.config["log.cleaner.dedupe.buffer.size"]
+            )
             try:
                 await asyncio.shield(self._cleaning)
             except asyncio.CancelledError:

@@ -12,7 +12,10 @@ A pass over one partition:
    others *clean*. The pass runs when the dirty bytes are at least ``min.cleanable.dirty.ratio`` of the
    cleanable bytes, or when the first dirty batch is older than ``max.compaction.lag.ms``.
 2. **Offset map** (``build_offset_map``): key -> offset of its latest record over the dirty segments.
-   Records of aborted transactions, control batches and records without a key do not count.
+   Records of aborted transactions, control batches and records without a key do not count. The map is
+   bounded (``log.cleaner.dedupe.buffer.size``, estimated at ``MAP_ENTRY_OVERHEAD`` bytes plus the key per
+   entry): once full, it stops at a segment boundary and the pass cleans only up to there; the next pass goes
+   on from that checkpoint, as Kafka's cleaner does when its dedupe buffer fills.
 3. **Rewrite** (``clean_batch``), every cleanable segment, batch by batch. A record is kept when it is the
    latest of its key (or its key is not in the map: it was cleaned before and nothing newer came) and, for a
    tombstone (null value), while it is younger than ``delete.retention.ms``; records of aborted transactions
@@ -46,6 +49,7 @@ from kafkite.protocol.records import (
 )
 
 __all__ = [
+    "MAP_ENTRY_OVERHEAD",
     "CleanContext",
     "CleanStats",
     "Cleanable",
@@ -55,6 +59,10 @@ __all__ = [
     "find_cleanable",
     "split_records",
 ]
+
+
+# What one offset map entry costs besides its key: the dict slot, the key's bytes object, the offset int.
+MAP_ENTRY_OVERHEAD = 100
 
 
 class RawRecord(NamedTuple):
@@ -183,6 +191,7 @@ class CleanContext:
     # producer id -> last offset of its last data batch in the log (that batch is kept, empty if need be)
     last_data_offset: Mapping[int, int]
     offset_map: dict[bytes, int] = field(default_factory=dict)
+    map_bytes: int = 0  # the estimated memory of offset_map (MAP_ENTRY_OVERHEAD plus the key per entry)
 
     def is_aborted(self, h: BatchHeader) -> bool:
         if not h.is_transactional or h.is_control or h.producer_id < 0:
@@ -207,6 +216,7 @@ def build_offset_map(
     """Record in ``ctx.offset_map`` the latest offset of each key among the records of ``batches`` in
     [first_dirty, end_offset). A batch that does not decode is skipped (and later kept as it is)."""
     m = ctx.offset_map
+    added = 0
     for h, data in batches:
         if h.last_offset < first_dirty or h.base_offset >= end_offset:
             continue
@@ -221,7 +231,10 @@ def build_offset_map(
             if r.key is not None:
                 offset = base + r.offset_delta
                 if first_dirty <= offset < end_offset:
+                    if r.key not in m:
+                        added += MAP_ENTRY_OVERHEAD + len(r.key)
                     m[r.key] = offset
+    ctx.map_bytes += added
 
 
 def clean_batch(ctx: CleanContext, data: bytes, h: BatchHeader) -> tuple[bytes | None, int]:

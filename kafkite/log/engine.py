@@ -33,7 +33,13 @@ from kafkite.log.base import LogError
 from kafkite.log.config import LogConfig, validate_topic_configs
 from kafkite.log.fileutil import atomic_write
 from kafkite.log.memory import MemoryPartitionLog
-from kafkite.log.partition import Clock, PartitionLog, SegmentedLog, wall_clock_ms
+from kafkite.log.partition import (
+    DEFAULT_CLEANER_MAP_BYTES,
+    Clock,
+    PartitionLog,
+    SegmentedLog,
+    wall_clock_ms,
+)
 
 MAX_TOPIC_NAME_LENGTH = 249
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -258,10 +264,11 @@ class Storage(ABC):
         self._deleted = [log for log in self._deleted if log.sweep(now_ms) > 0]
         return deleted
 
-    def compact(self, now_ms: int) -> int:
+    def compact(self, now_ms: int, max_map_bytes: int = DEFAULT_CLEANER_MAP_BYTES) -> int:
         """One log cleaner pass over every partition whose cleanup.policy has ``compact`` (see
-        ``SegmentedLog.compact``); returns how many partitions it compacted. Meant for a worker thread; stops
-        between partitions once ``stop_compaction`` was called."""
+        ``SegmentedLog.compact``; ``max_map_bytes`` bounds each partition's offset map); returns how many
+        partitions it compacted. Meant for a worker thread; stops between partitions once ``stop_compaction``
+        was called."""
         done = 0
         for (name, index), plog in list(self._logs.items()):
             if self._closed or self._stop_cleaning.is_set():
@@ -269,7 +276,7 @@ class Storage(ABC):
             if not plog.config.compact_enabled:
                 continue
             try:
-                stats = plog.compact(now_ms)
+                stats = plog.compact(now_ms, max_map_bytes=max_map_bytes)
             except (LogError, OSError, ValueError) as e:
                 log.warning("compaction of %s-%d failed: %s", name, index, e)
                 continue

@@ -74,6 +74,7 @@ __all__ = [
 PRODUCER_SNAPSHOT_INTERVAL_MS = 30_000
 PRODUCER_SNAPSHOTS_KEPT = 2
 CLEANER_WRITE_CHUNK = 1 << 20  # the log cleaner writes a cleaned segment this many bytes at a time
+DEFAULT_CLEANER_MAP_BYTES = 128 << 20  # log.cleaner.dedupe.buffer.size
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 
 Clock = Callable[[], int]
@@ -601,7 +602,9 @@ class SegmentedLog(Partition):
 
     # compaction --------------------------------------------------------------------------------------------
 
-    def compact(self, now_ms: int, *, force: bool = False) -> CleanStats | None:
+    def compact(
+        self, now_ms: int, *, force: bool = False, max_map_bytes: int = DEFAULT_CLEANER_MAP_BYTES
+    ) -> CleanStats | None:
         """One pass of the log cleaner (see kafkite.log.cleaner) when ``cleanup.policy`` has ``compact`` and
         the log is dirty enough (``force``: whatever the dirty ratio). Returns what it did, or None when it
         did nothing.
@@ -609,17 +612,20 @@ class SegmentedLog(Partition):
         Meant for a worker thread: the partition lock is held to plan the pass and to swap the cleaned
         segments in, not while they are read and written, so appends and reads go on meanwhile. Segments it
         replaces stay open for file.delete.delay.ms (fetches may still hold ranges of them). A pass that finds
-        its segments changed meanwhile (retention, truncation, DeleteRecords) throws its work away."""
+        its segments changed meanwhile (retention, truncation, DeleteRecords) throws its work away.
+
+        ``max_map_bytes`` bounds the offset map: a pass that fills it cleans up to the segment where it
+        stopped, and the next pass goes on from there."""
         if self._closed or not self.config.compact_enabled:
             return None
         if not self._clean_lock.acquire(blocking=False):
             return None
         try:
-            return self._compact(now_ms, force)
+            return self._compact(now_ms, force, max_map_bytes)
         finally:
             self._clean_lock.release()
 
-    def _compact(self, now_ms: int, force: bool) -> CleanStats | None:
+    def _compact(self, now_ms: int, force: bool, max_map_bytes: int) -> CleanStats | None:
         with self._lock:
             if self._closed:
                 return None
@@ -646,16 +652,25 @@ class SegmentedLog(Partition):
             sizes = [s.size for s in plan.segments]
             config = self.config
         ctx = CleanContext(now_ms, config.delete_retention_ms, aborted, last_data)
-        build_offset_map(
-            ctx,
-            ((h, data) for seg in plan.dirty for _, h, data in seg.iter_batches(with_data=True) if data),
-            plan.first_dirty,
-            plan.end_offset,
-        )
+        end_offset = plan.end_offset
+        mapped = False
+        for seg in plan.dirty:
+            if mapped and ctx.map_bytes >= max_map_bytes:
+                end_offset = seg.base_offset  # the map is full: clean up to here, the next pass goes on
+                break
+            build_offset_map(
+                ctx,
+                ((h, data) for _, h, data in seg.iter_batches(with_data=True) if data),
+                plan.first_dirty,
+                plan.end_offset,
+            )
+            mapped = True
+        chosen = [s for s in plan.segments if s.base_offset < end_offset]
+        sizes = sizes[: len(chosen)]
         cleaned: list[tuple[Segment, Segment]] = []
         removed = 0
         try:
-            for seg in plan.segments:
+            for seg in chosen:
                 new = self._new_cleaned_segment(seg.base_offset, now_ms)
                 cleaned.append((seg, new))
                 removed += self._clean_segment(ctx, seg, new, now_ms)
@@ -673,7 +688,7 @@ class SegmentedLog(Partition):
                 for _, new in cleaned:
                     self._abandon_cleaned(new)
                 return None
-            return self._install_cleaned(cleaned, plan.end_offset, removed, now_ms)
+            return self._install_cleaned(cleaned, end_offset, removed, now_ms)
 
     def _clean_segment(self, ctx: CleanContext, old: Segment, new: Segment, now_ms: int) -> int:
         """Write the cleaned batches of ``old`` into ``new``; returns the number of records removed."""

@@ -391,7 +391,7 @@ class PgStorage(Storage):
     def flush_all(self) -> None:
         pass
 
-    def compact(self, now_ms: int) -> int:
+    def compact(self, now_ms: int, max_map_bytes: int = 0) -> int:
         """The PostgreSQL engine does not compact: ``cleanup.policy=compact`` is accepted and kept, and its
         logs keep every record (only the file and memory engines run the log cleaner)."""
         return 0
