@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import BrokerProcess, RawClient, check_no_tracebacks
+from test_pg_cluster import leaders, live_nodes, wait_for
 from test_pg_support import pg_server
 from test_txn_clients import read_all, txn_producer
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 HEARTBEAT_MS = 200
 SESSION_TIMEOUT_MS = 1500
-FIND_COORDINATOR, INIT_PRODUCER_ID, METADATA = 10, 22, 3
+FIND_COORDINATOR, INIT_PRODUCER_ID = 10, 22
 DESCRIBE_TRANSACTIONS, LIST_TRANSACTIONS = 65, 66
 NOT_COORDINATOR = 16
 
@@ -58,39 +59,6 @@ def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerPro
                 b.kill9()
     for b in started:
         check_no_tracebacks(b)
-
-
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def live_nodes(b: BrokerProcess) -> set[int]:
-    with RawClient.to(b.bootstrap) as c:
-        resp = c.request(
-            METADATA,
-            12,
-            {"topics": [], "allow_auto_topic_creation": False, "include_topic_authorized_operations": False},
-        )
-    return {x["node_id"] for x in resp["brokers"]}
-
-
-def leaders(b: BrokerProcess, topic: str) -> dict[int, int]:
-    with RawClient.to(b.bootstrap) as c:
-        resp = c.request(
-            METADATA,
-            12,
-            {
-                "topics": [{"name": topic, "topic_id": uuid.UUID(int=0)}],
-                "allow_auto_topic_creation": False,
-                "include_topic_authorized_operations": False,
-            },
-        )
-    t = resp["topics"][0]
-    assert t["error_code"] == 0, t
-    return {p["partition_index"]: p["leader_id"] for p in t["partitions"]}
 
 
 def create_topic(brokers: list[BrokerProcess], partitions: int = 3) -> str:
