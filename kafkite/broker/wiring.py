@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kafkite.broker import acls, admin, fetch, metadata, offsets, produce, sasl
+from kafkite.broker import acls, admin, client_quotas, fetch, metadata, offsets, produce, sasl
 from kafkite.broker.core import Broker, Handler
 from kafkite.protocol.api_keys import ApiKey
 
@@ -27,6 +27,8 @@ CORE_HANDLERS: dict[int, Handler] = {
     ApiKey.DELETE_ACLS: acls.handle_delete_acls,
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: sasl.handle_describe_user_scram_credentials,
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: sasl.handle_alter_user_scram_credentials,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: client_quotas.handle_describe_client_quotas,
+    ApiKey.ALTER_CLIENT_QUOTAS: client_quotas.handle_alter_client_quotas,
 }
 
 

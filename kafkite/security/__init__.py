@@ -1,8 +1,9 @@
 """Security: TLS contexts, the SCRAM user store, the ACL authorizer and client quotas.
 
 ``security_of(broker)`` gives the broker's :class:`Security` (created on first use and kept on the broker):
-users in ``users.json`` and ACLs in ``acls.json`` of the data directory (in memory with the memory engine), an
-authorizer only when ``authorizer.class.name`` is set, and the quota manager.
+users in ``users.json``, ACLs in ``acls.json`` and client quotas in ``client_quotas.json`` of the data
+directory (in memory with the memory engine), an authorizer only when ``authorizer.class.name`` is set, and
+the quota manager.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kafkite.security.acl import ACLS_FILE, AclAuthorizer, parse_super_users
-from kafkite.security.quotas import QuotaManager
+from kafkite.security.quotas import CLIENT_QUOTAS_FILE, ClientQuotaStore, QuotaManager
 from kafkite.security.users import USERS_FILE, UserStore
 
 if TYPE_CHECKING:
@@ -33,7 +34,8 @@ class Security:
                 parse_super_users(cfg["super.users"]),
                 cfg["allow.everyone.if.no.acl.found"],
             )
-        self.quotas = QuotaManager(lambda key: cfg[key])
+        store = ClientQuotaStore(data_dir / CLIENT_QUOTAS_FILE if data_dir is not None else None)
+        self.quotas = QuotaManager(lambda key: cfg[key], store=store)
 
 
 def security_of(broker: Broker) -> Security:

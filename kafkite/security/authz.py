@@ -864,6 +864,8 @@ RULES: dict[int, Rule] = {
     ApiKey.DELETE_ACLS: _open,
     ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: _open,
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _open,
+    ApiKey.DESCRIBE_CLIENT_QUOTAS: _open,
+    ApiKey.ALTER_CLIENT_QUOTAS: _open,
 }
 
 

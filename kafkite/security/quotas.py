@@ -6,17 +6,39 @@ When a request takes the measured rate above the quota, the broker answers with 
 time after which the rate is back at the quota) and mutes the connection for that long, as Kafka does: a
 client that ignores the throttle time still cannot go faster than its quota.
 
-Quotas come from ``quota.producer.default``, ``quota.consumer.default`` and ``quota.request.default`` (for
-every entity) and ``client.quotas`` for particular users and client ids::
+Quotas come from three layers; the first that sets a key for a client wins:
 
-    client.quotas=user=alice:producer_byte_rate=1048576;user=bob,client-id=app:consumer_byte_rate=2048
+1. Quotas set at run time with AlterClientQuotas (``kafka-configs --entity-type users/clients``), kept in
+   ``client_quotas.json`` of the data directory (in memory with the other engines) and in force at once.
+   They follow Kafka's precedence: /users/U/clients/C, /users/U/clients/<default>, /users/U,
+   /users/<default>/clients/C, /users/<default>/clients/<default>, /users/<default>, /clients/C,
+   /clients/<default>.
+2. ``client.quotas`` for particular users and client ids (the most specific matching entry wins)::
+
+       client.quotas=user=alice:producer_byte_rate=1048576;user=bob,client-id=app:consumer_byte_rate=2048
+
+3. ``quota.producer.default``, ``quota.consumer.default`` and ``quota.request.default`` for every entity.
+
+Keys: ``producer_byte_rate`` and ``consumer_byte_rate`` (bytes per second, whole numbers) and kafkite's own
+``request_rate`` (requests per second). Kafka's ``request_percentage`` (a share of request-handler thread
+time) has no honest equivalent here, and kafkite does not throttle controller mutations or connection
+creation, so AlterClientQuotas answers ``request_percentage``, ``controller_mutation_rate`` and the ``ip``
+entity type with INVALID_REQUEST, as Kafka answers a key it does not know.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("kafkite.quotas")
 
 UNLIMITED = (1 << 63) - 1
 PRODUCE = "producer_byte_rate"
@@ -24,6 +46,27 @@ FETCH = "consumer_byte_rate"
 REQUEST = "request_rate"
 KINDS = (PRODUCE, FETCH, REQUEST)
 MAX_THROTTLE_MS = 30_000
+CLIENT_QUOTAS_FILE = "client_quotas.json"
+USER = "user"
+CLIENT_ID = "client-id"
+IP = "ip"
+WHOLE_NUMBER_KEYS = frozenset({PRODUCE, FETCH})
+_NOT_ENFORCED = {
+    "request_percentage": "kafkite limits requests per second: use request_rate",
+    "controller_mutation_rate": "kafkite does not throttle controller mutations",
+    "connection_creation_rate": "kafkite does not throttle connection creation",
+}
+# Describe filters (DescribeClientQuotas match_type).
+MATCH_EXACT = 0
+MATCH_DEFAULT = 1
+MATCH_SPECIFIED = 2
+
+# A quota entity as Kafka names it: (entity type, name or None for the default entity), sorted by type.
+Entity = tuple[tuple[str, str | None], ...]
+
+
+class QuotaError(ValueError):
+    """An invalid quota entity, key, value or filter (INVALID_REQUEST)."""
 
 
 @dataclass(frozen=True)
@@ -92,18 +135,176 @@ class Rate:
         return max(0.0, self._tat - now - self.burst)
 
 
+def make_entity(pairs: Iterable[tuple[str, str | None]]) -> Entity:
+    """Check an entity as AlterClientQuotas names it (raises QuotaError as Kafka answers INVALID_REQUEST)."""
+    items = list(pairs)
+    if not items:
+        raise QuotaError("Invalid empty client quota entity")
+    types = [t for t, _ in items]
+    if len(set(types)) != len(types):
+        raise QuotaError(f"Duplicate entity type in {types}")
+    for t in types:
+        if t not in (USER, CLIENT_ID, IP):
+            raise QuotaError(f"Unhandled client quota entity type: {t}")
+    if IP in types:
+        if len(types) > 1:
+            raise QuotaError("Invalid quota entity combination: ip cannot be combined with user or client-id")
+        raise QuotaError(
+            "ip quotas (connection_creation_rate) are not supported: "
+            + _NOT_ENFORCED["connection_creation_rate"]
+        )
+    return tuple(sorted(items))
+
+
+def check_value(key: str, value: float) -> None:
+    """Check one key and value to set (raises QuotaError)."""
+    if key in _NOT_ENFORCED:
+        raise QuotaError(f"Invalid configuration key {key}: {_NOT_ENFORCED[key]}")
+    if key not in KINDS:
+        raise QuotaError(f"Invalid configuration key {key}")
+    if not 0 < value < math.inf:  # NaN is not either
+        raise QuotaError(f"{key} must be a positive number, got {value}")
+    if key in WHOLE_NUMBER_KEYS and value != int(value):
+        raise QuotaError(f"Configuration {key} must be a Long value, got {value}")
+
+
+def entity_text(entity: Entity) -> str:
+    return "/".join(
+        f"{'users' if t == USER else 'clients'}/{n if n is not None else '<default>'}"
+        for t, n in sorted(entity, key=lambda e: e[0] != USER)
+    )
+
+
+class ClientQuotaStore:
+    """Quotas set through AlterClientQuotas; ``path`` None keeps them in memory only."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._quotas: dict[Entity, dict[str, float]] = {}
+        self._mutex = threading.Lock()
+        if path is not None and path.exists():
+            try:
+                for item in json.loads(path.read_text()):
+                    entity: Entity = tuple(
+                        sorted((str(t), None if n is None else str(n)) for t, n in item["entity"])
+                    )
+                    self._quotas[entity] = {str(k): float(v) for k, v in item["values"].items()}
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                log.warning("ignoring client quotas in %s: %s", path, e)
+                self._quotas.clear()
+
+    def __len__(self) -> int:
+        return len(self._quotas)
+
+    def entries(self) -> dict[Entity, dict[str, float]]:
+        return {e: dict(v) for e, v in self._quotas.items()}
+
+    def alter(self, entity: Entity, sets: dict[str, float], removes: Iterable[str]) -> None:
+        """Set and remove keys of one entity (checked beforehand) and save the lot."""
+        with self._mutex:
+            values = dict(self._quotas.get(entity, {}))
+            for key in removes:
+                values.pop(key, None)
+            values.update(sets)
+            if values:
+                self._quotas[entity] = values
+            else:
+                self._quotas.pop(entity, None)
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = [
+            {"entity": [list(pair) for pair in entity], "values": values}
+            for entity, values in sorted(self._quotas.items(), key=lambda kv: repr(kv[0]))
+        ]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, self.path)
+
+    def lookup(self, kind: str, user: str, client_id: str) -> float | None:
+        """The quota of ``kind`` for a client by Kafka's precedence; None when no entity sets it."""
+        if not self._quotas:
+            return None
+        q = self._quotas
+        for entity in (
+            ((CLIENT_ID, client_id), (USER, user)),
+            ((CLIENT_ID, None), (USER, user)),
+            ((USER, user),),
+            ((CLIENT_ID, client_id), (USER, None)),
+            ((CLIENT_ID, None), (USER, None)),
+            ((USER, None),),
+            ((CLIENT_ID, client_id),),
+            ((CLIENT_ID, None),),
+        ):
+            values = q.get(entity)
+            if values is not None and kind in values:
+                return values[kind]
+        return None
+
+    def describe(
+        self, components: Iterable[tuple[str, int, str | None]], strict: bool
+    ) -> list[tuple[Entity, dict[str, float]]]:
+        """The entities a DescribeClientQuotas filter matches, as Kafka matches them (raises QuotaError)."""
+        exact: dict[str, str | None] = {}
+        specified: set[str] = set()
+        for etype, match_type, match in components:
+            if etype in exact or etype in specified:
+                raise QuotaError(f"Entity type {etype} cannot appear more than once in the filter")
+            if etype not in (USER, CLIENT_ID, IP):
+                raise QuotaError(f"Custom entity type {etype!r} not supported")
+            if match_type == MATCH_EXACT:
+                if match is None:
+                    raise QuotaError("Request specified MATCH_TYPE_EXACT, but set match string to null")
+                exact[etype] = match
+            elif match_type == MATCH_DEFAULT:
+                if match is not None:
+                    raise QuotaError(
+                        "Request specified MATCH_TYPE_DEFAULT, but also specified a match string"
+                    )
+                exact[etype] = None
+            elif match_type == MATCH_SPECIFIED:
+                if match is not None:
+                    raise QuotaError(
+                        "Request specified MATCH_TYPE_SPECIFIED, but also specified a match string"
+                    )
+                specified.add(etype)
+            else:
+                raise QuotaError(f"Unknown match type {match_type}")
+        named = set(exact) | specified
+        if IP in named and len(named) > 1:
+            raise QuotaError("Invalid entity filter component combination: ip with user or client-id")
+        out = []
+        for entity, values in self._quotas.items():
+            d = dict(entity)
+            if strict and len(d) != len(named):
+                continue
+            if all(t in d and d[t] == n for t, n in exact.items()) and all(t in d for t in specified):
+                out.append((entity, dict(values)))
+        return sorted(out, key=lambda ev: repr(ev[0]))
+
+
 class QuotaManager:
     """Rates per (kind, user, client id) and the throttle time each new request earns."""
 
     def __init__(
-        self, settings: Callable[[str], object], clock: Callable[[], float] = time.monotonic
+        self,
+        settings: Callable[[str], object],
+        clock: Callable[[], float] = time.monotonic,
+        store: ClientQuotaStore | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
+        self.store = store if store is not None else ClientQuotaStore(None)
         self._rates: dict[tuple[str, str, str], Rate] = {}
         self._parsed: tuple[str, dict[QuotaEntity, dict[str, float]]] = ("", {})
 
     def quota(self, kind: str, user: str, client_id: str) -> float:
+        dynamic = self.store.lookup(kind, user, client_id)
+        if dynamic is not None:
+            return dynamic
         spec = str(self._settings("client.quotas") or "")
         if spec != self._parsed[0]:
             self._parsed = (spec, parse_client_quotas(spec))
