@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import KCAT, BrokerFactory, BrokerProcess, check_no_tracebacks
+from helpers import KCAT, BrokerFactory, BrokerProcess, check_no_tracebacks, stop_all
 
 _BROKERS_KEY = pytest.StashKey[list[BrokerProcess]]()
 
@@ -40,13 +40,7 @@ def broker_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[B
         return b
 
     yield make
-    for b in started:
-        try:
-            b.stop()
-        except Exception:
-            b.kill9()
-    for b in started:
-        check_no_tracebacks(b)
+    stop_all(started)
 
 
 @pytest.fixture

@@ -310,6 +310,17 @@ def check_no_tracebacks(b: BrokerProcess) -> None:
         )
 
 
+def stop_all(brokers: list[BrokerProcess]) -> None:
+    """Stop every broker (SIGKILL one that will not stop), then fail on any traceback one of them logged."""
+    for b in brokers:
+        try:
+            b.stop()
+        except Exception:
+            b.kill9()
+    for b in brokers:
+        check_no_tracebacks(b)
+
+
 def segment_files(data_dir: Path, topic: str, partition: int = 0) -> list[Path]:
     return sorted((Path(data_dir) / f"{topic}-{partition}").glob("*.log"))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import BrokerProcess, RawClient, check_no_tracebacks
+from helpers import BrokerProcess, RawClient, stop_all
 from test_pg_support import pg_server
 
 from kafkite.protocol.records import build_batch, iter_headers
@@ -48,13 +48,7 @@ def cluster(tmp_path: Path) -> Iterator[Callable[[int], list[BrokerProcess]]]:
         return started
 
     yield start
-    for b in started:
-        try:
-            b.stop()
-        except Exception:
-            b.kill9()
-    for b in started:
-        check_no_tracebacks(b)
+    stop_all(started)
 
 
 def metadata(bootstrap: str, topics: list[str] | None) -> dict[str, Any]:

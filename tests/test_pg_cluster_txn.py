@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import BrokerProcess, RawClient, check_no_tracebacks
+from helpers import BrokerProcess, RawClient, stop_all
 from test_pg_cluster import leaders, live_nodes, wait_for
 from test_pg_support import pg_server
 from test_txn_clients import read_all, txn_producer
@@ -52,13 +52,7 @@ def brokers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[BrokerPro
         wait_for("three live brokers", lambda: all(live_nodes(b) == {1, 2, 3} for b in started))
         yield started
     finally:
-        for b in started:
-            try:
-                b.stop()
-            except Exception:
-                b.kill9()
-    for b in started:
-        check_no_tracebacks(b)
+        stop_all(started)
 
 
 def create_topic(brokers: list[BrokerProcess], partitions: int = 3) -> str:
