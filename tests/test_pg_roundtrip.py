@@ -8,12 +8,10 @@ kcat: every codec, headers, offsets by timestamp, topic configs) run here again 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import BrokerProcess
-from test_pg_support import pg_broker_process
+from test_pg_support import pg_shared_broker_fixtures
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
@@ -31,17 +29,4 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 __all__ = ["TestAiokafka", "TestConfluentKafka", "TestKafkaPython", "TestKcat", "codec", "kp_admin"]
 
 
-@pytest.fixture(scope="module")
-def _pg_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    with pg_broker_process(tmp_path_factory, "roundtrip") as b:
-        yield b
-
-
-@pytest.fixture
-def shared_broker(
-    _pg_broker: BrokerProcess, attach_broker: Callable[[BrokerProcess], BrokerProcess]
-) -> BrokerProcess:
-    """The module's PostgreSQL-backed broker, in place of the session's file-engine broker."""
-    if not _pg_broker.running:
-        _pg_broker.start()
-    return attach_broker(_pg_broker)
+_pg_broker, shared_broker = pg_shared_broker_fixtures("roundtrip")

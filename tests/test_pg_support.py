@@ -21,8 +21,9 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import BrokerProcess, free_port
@@ -472,3 +473,27 @@ def pg_broker_process(tmp_path_factory: pytest.TempPathFactory, database: str) -
     yield b
     b.stop()
     assert "Traceback" not in b.log_text(), b.tail(200)
+
+
+def pg_shared_broker_fixtures(database: str) -> tuple[Any, Any]:
+    """``(_pg_broker, shared_broker)`` fixtures for a test module whose shared-broker tests (imported from
+    another module) should run against one PostgreSQL-backed broker on its own database::
+
+        _pg_broker, shared_broker = pg_shared_broker_fixtures("roundtrip")
+    """
+
+    @pytest.fixture(scope="module")
+    def _pg_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+        with pg_broker_process(tmp_path_factory, database) as b:
+            yield b
+
+    @pytest.fixture
+    def shared_broker(
+        _pg_broker: BrokerProcess, attach_broker: Callable[[BrokerProcess], BrokerProcess]
+    ) -> BrokerProcess:
+        """The module's PostgreSQL-backed broker, in place of the session's file-engine broker."""
+        if not _pg_broker.running:
+            _pg_broker.start()
+        return attach_broker(_pg_broker)
+
+    return _pg_broker, shared_broker

@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
-from helpers import BrokerProcess
-from test_pg_support import pg_broker_process
+from test_pg_support import pg_shared_broker_fixtures
 from test_txn_clients import (
     test_aiokafka_transactional_producer,
     test_committed_visible_aborted_never,
@@ -27,17 +24,4 @@ __all__ = [
 ]
 
 
-@pytest.fixture(scope="module")
-def _pg_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
-    with pg_broker_process(tmp_path_factory, "transactions") as b:
-        yield b
-
-
-@pytest.fixture
-def shared_broker(
-    _pg_broker: BrokerProcess, attach_broker: Callable[[BrokerProcess], BrokerProcess]
-) -> BrokerProcess:
-    """The module's PostgreSQL-backed broker, in place of the session's file-engine broker."""
-    if not _pg_broker.running:
-        _pg_broker.start()
-    return attach_broker(_pg_broker)
+_pg_broker, shared_broker = pg_shared_broker_fixtures("transactions")
