@@ -127,7 +127,9 @@ class KafkaPythonMember:
         return {tp.partition for tp in self.c.assignment()}
 
     def poll(self) -> list[tuple[int, int]]:
-        batch = self.c.poll(timeout_ms=100)
+        # A long poll keeps a join that completes inside poll() (see Runner): kafka-python 3.0.x drops a
+        # join that completes between two polls, and the shorter the poll, the likelier that gap.
+        batch = self.c.poll(timeout_ms=1000)
         return [(tp.partition, r.offset) for tp, rs in batch.items() for r in rs]
 
     def commit(self) -> None:
