@@ -38,16 +38,6 @@ def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConf
     return BrokerConfig(values)
 
 
-# Services started beside the Kafka listeners (REST gateways, STOMP, metrics, console): each entry is
-# "module:function" where ``async def function(broker) -> Service | None`` starts the service if the broker's
-# configuration asks for it and returns an object with ``async def stop()``.
-SERVICES: list[str] = [
-    "kafkite.rest.server:start_rest",
-    "kafkite.queue.stomp:start_stomp",
-    "kafkite.metrics.http:start_metrics",
-    "kafkite.console.server:start_console",
-]
-
 # Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose
 # ``func(args) -> int`` runs it.
 COMMANDS: list[str] = [
@@ -67,49 +57,27 @@ def _load(ref: str) -> Any:
 
 
 async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
-    from kafkite.broker.wiring import build_broker
-    from kafkite.server.server import KafkaServer
+    """Start the broker (see kafkite.startup), serve until SIGINT or SIGTERM (or cancellation), then stop."""
+    from kafkite.startup import start_broker
 
-    broker = build_broker(config)
-    await broker.start()
-    server = KafkaServer(broker)
-    await server.start()
-    services: list[Any] = []
-    for ref in SERVICES:
-        svc = await _load(ref)(broker)
-        if svc is not None:
-            services.append(svc)
-    if broker.blackhole:
-        log.warning("=" * 72)
-        log.warning("BLACKHOLE MODE: Produce is acknowledged WITHOUT STORING; Fetch returns nothing.")
-        log.warning("This measures the client/loopback ceiling only. Never use it for real data.")
-        log.warning("=" * 72)
+    running = await start_broker(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled: list[signal.Signals] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    host, port = broker.advertised
-    log.info(
-        "kafkite ready: cluster %s, node %d, advertised as %s:%d",
-        broker.cluster_id,
-        broker.node_id,
-        host,
-        port,
-    )
+            handled.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # not the main thread: the caller stops the broker by cancelling this task
     if ready is not None:
         ready.set()
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: closing listeners and flushing every log")
-        for svc in reversed(services):
-            await svc.stop()
-        await server.stop()
-        await broker.stop()
-        log.info("stopped")
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        await running.stop()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -119,33 +87,45 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"kafkite: configuration error: {e}", file=sys.stderr)
         return 2
     from kafkite.metrics.logfmt import configure_logging
+    from kafkite.startup import StartupError, missing_extra
 
     configure_logging(config, sys.stderr)
     if config["event.loop"] == "uvloop":
-        try:
-            import uvloop
-        except ImportError:
-            print(
-                "kafkite: event.loop=uvloop needs the uvloop extra: pip install 'kafkite[uvloop]'",
-                file=sys.stderr,
-            )
+        problem = missing_extra("uvloop", "event.loop=uvloop", "uvloop")
+        if problem is not None:
+            print(f"kafkite: {problem}", file=sys.stderr)
             return 2
+        import uvloop
+
         uvloop.install()
     try:
         asyncio.run(run_broker(config))
     except ConfigError as e:
         print(f"kafkite: configuration error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
+    except (StartupError, OSError) as e:  # OSError: ListenerError names the key and the address
         print(f"kafkite: cannot start: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     return 0
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("kafkite")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kafkite", description="A Kafka-wire-protocol broker shaped after OCI Streaming"
     )
+    parser.add_argument("--version", action="version", version=f"kafkite {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser(
         "serve",

@@ -568,6 +568,18 @@ class BrokerConfig:
         self._values[key] = self._parse(key, value)
         self.raw[key] = value
 
+    def resolve_listener_ports(self, bound: Mapping[str, int]) -> bool:
+        """Listeners configured with port 0 take the ports they were bound to (``bound``: by listener name),
+        and so do advertised listeners of the same name with port 0. True when anything changed."""
+        changed = False
+        for key in ("listeners", "advertised.listeners"):
+            entries: list[tuple[str, str, int]] = self._values[key]
+            resolved = [(n, h, bound.get(n, p) if p == 0 else p) for n, h, p in entries]
+            if resolved != entries:
+                self._values[key] = resolved
+                changed = True
+        return changed
+
     @property
     def data_dir(self) -> Path:
         return Path(self._values["log.dirs"].split(",")[0])

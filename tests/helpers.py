@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -23,6 +24,8 @@ from kafkite.protocol.messages import registry
 
 REPO = Path(__file__).resolve().parent.parent
 SLOW = os.environ.get("KAFKITE_SLOW", "") not in ("", "0")
+# Under CI=true nothing may be skipped for a missing tool: conftest.py turns such skips into failures.
+CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 KCAT = shutil.which("kcat") or shutil.which("kafkacat")
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -133,8 +136,15 @@ class BrokerProcess:
     """``kafkite serve`` as a subprocess on a fixed loopback port, with its data directory and stderr log."""
 
     def __init__(
-        self, data_dir: Path, log_path: Path, overrides: Sequence[str] = (), port: int | None = None
+        self,
+        data_dir: Path,
+        log_path: Path,
+        overrides: Sequence[str] = (),
+        port: int | None = None,
+        program: Sequence[str] | None = None,
     ) -> None:
+        # program: the command that runs kafkite (an installed ``kafkite`` script), else this checkout's.
+        self.program = list(program) if program is not None else None
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.port = port or free_port()
@@ -153,7 +163,7 @@ class BrokerProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def command(self, extra: Iterable[str] = ()) -> list[str]:
-        cmd = [sys.executable, "-m", "kafkite.cli", "serve"]
+        cmd = [*(self.program or [sys.executable, "-m", "kafkite.cli"]), "serve"]
         settings = [f"log.dirs={self.data_dir}", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
         # Side services (REST, STOMP, ...) off unless a test asks: their default ports are fixed.
         settings += [
@@ -186,7 +196,11 @@ class BrokerProcess:
         self._log_file.write(f"---- start {' '.join(self.command(extra_overrides))}\n".encode())
         self._log_file.flush()
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        if self.program is None:
+            env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        else:  # an installed kafkite: nothing of this checkout may leak in
+            for key in ("PYTHONPATH", "KAFKITE_SPECS_DIR", "VIRTUAL_ENV"):
+                env.pop(key, None)
         self.proc = subprocess.Popen(
             self.command(extra_overrides),
             stdout=self._log_file,
@@ -258,6 +272,50 @@ class BrokerProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def clean_env(**env: str) -> dict[str, str]:
+    """This environment without what would let the checkout leak into an installed kafkite, plus ``env``."""
+    out = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "KAFKITE_SPECS_DIR")}
+    out.update(env)
+    return out
+
+
+def answered_while_running(proc: subprocess.Popen[str], bootstrap: str) -> list[float]:
+    """Times at which the Kafka port answered ApiVersions while ``proc`` ran (polled until it exits)."""
+    answered: list[float] = []
+    while proc.poll() is None:
+        if api_versions_ok(bootstrap, timeout=0.5):
+            answered.append(time.monotonic())
+        time.sleep(0.01)
+    return answered
+
+
+def serve_and_fail(
+    cmd: Sequence[str], port: int, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[int, str, list[float]]:
+    """Run a ``kafkite serve`` that should fail at start-up: its exit status, its output, and the times its
+    Kafka listener (on ``port``) answered ApiVersions meanwhile (there should be none). Without ``env``, this
+    checkout's kafkite runs."""
+    if env is None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen(
+        list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    answered: list[float] = []
+    poller = threading.Thread(
+        target=lambda: answered.extend(answered_while_running(proc, f"127.0.0.1:{port}"))
+    )
+    poller.start()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        poller.join(10)
+    return proc.returncode, out, answered
 
 
 def fetch_batches(

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import itertools
 import logging
+import socket
 import time
 from collections import deque
 from pathlib import Path
@@ -26,7 +27,7 @@ from aiohttp import web
 from kafkite.log.base import LogError
 from kafkite.metrics import BrokerMetrics, metrics_of
 from kafkite.metrics.collect import group_lag_rows
-from kafkite.metrics.http import parse_listener, serve
+from kafkite.metrics.http import HttpService, bind, parse_listener
 
 log = logging.getLogger("kafkite.console")
 
@@ -443,20 +444,32 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, default=str)
 
 
-class ConsoleService:
-    def __init__(self, runner: web.AppRunner, task: asyncio.Task[None], url: str) -> None:
-        self.runner = runner
-        self.task = task
-        self.url = url
+class ConsoleService(HttpService):
+    """The console on its bound listener; :meth:`serve` starts the page and the throughput sampler."""
+
+    def __init__(
+        self, runner: web.AppRunner, sampler: Sampler, url: str, sockets: list[socket.socket]
+    ) -> None:
+        super().__init__(runner, url, sockets)
+        self.sampler = sampler
+        self.task: asyncio.Task[None] | None = None
+
+    async def serve(self) -> None:
+        await super().serve()
+        if self.task is None:
+            self.task = asyncio.create_task(self.sampler.run(), name="console-sampler")
+        log.info("web console on %s", self.url)
 
     async def stop(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-        await self.runner.cleanup()
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+        await super().stop()
 
 
-async def start_console(broker: Any) -> ConsoleService | None:
+async def bind_console(broker: Any) -> ConsoleService | None:
+    """Bind ``console.listener`` (ListenerError names it when it cannot be bound); not serving yet."""
     spec: str = broker.config["console.listener"]
     if not spec.strip():
         return None
@@ -464,8 +477,15 @@ async def start_console(broker: Any) -> ConsoleService | None:
     metrics = metrics_of(broker)
     assert metrics is not None
     sampler = Sampler(metrics)
-    runner, bound = await serve(build_app(broker, metrics, sampler), host, port)
-    task = asyncio.create_task(sampler.run(), name="console-sampler")
-    url = f"http://{host}:{bound}/"
-    log.info("web console on %s", url)
-    return ConsoleService(runner, task, url)
+    runner, socks, bound = await bind(
+        "console.listener", spec.strip(), build_app(broker, metrics, sampler), host, port
+    )
+    return ConsoleService(runner, sampler, f"http://{host}:{bound}/", socks)
+
+
+async def start_console(broker: Any) -> ConsoleService | None:
+    """Bind and serve the console."""
+    service = await bind_console(broker)
+    if service is not None:
+        await service.serve()
+    return service

@@ -35,6 +35,7 @@ from kafkite.queue.engine import Delivery, Message, QueueState
 from kafkite.queue.model import VISIBILITY_MAX, QueueError, check_channel
 from kafkite.queue.service import QueueService
 from kafkite.queue.stomp_frames import Frame, FrameParser, Heartbeat, StompParseError, encode
+from kafkite.server.listen import bind_tcp, bound_port
 
 log = logging.getLogger("kafkite.queue.stomp")
 
@@ -78,6 +79,7 @@ class StompService:
         self.servers: list[asyncio.Server] = []
         self.connections: set[StompConnection] = set()
         self.ports: list[int] = []
+        self.hosts: list[str] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = StompConnection(self, reader, writer)
@@ -86,6 +88,16 @@ class StompService:
             await conn.run()
         finally:
             self.connections.discard(conn)
+
+    async def serve(self) -> None:
+        for server in self.servers:
+            await server.start_serving()
+        for host, port in zip(self.hosts, self.ports, strict=True):
+            log.info("STOMP listening on stomp://%s:%s", host, port)
+        if not self.users:
+            log.warning(
+                "STOMP accepts ANY login and passcode: set stomp.users=login=passcode,... to check them"
+            )
 
     async def stop(self) -> None:
         for server in self.servers:
@@ -100,7 +112,8 @@ class StompService:
         await self.queues.release()
 
 
-async def start_stomp(broker: Broker) -> StompService | None:
+async def bind_stomp(broker: Broker) -> StompService | None:
+    """Bind every ``stomp.listeners`` address (ListenerError names one that cannot be); not serving yet."""
     spec: str = broker.config["stomp.listeners"]
     if not spec.strip():
         return None
@@ -114,11 +127,12 @@ async def start_stomp(broker: Broker) -> StompService | None:
             if parts.scheme != "stomp":
                 raise ConfigError(f"stomp.listeners: expected stomp://host:port, got {item.strip()!r}")
             host, port = parts.hostname or "localhost", parts.port if parts.port is not None else 61613
-            server = await asyncio.start_server(service._serve, host, port)
-            service.servers.append(server)
-            port = server.sockets[0].getsockname()[1]
-            service.ports.append(port)
-            log.info("STOMP listening on stomp://%s:%s", host, port)
+            socks = bind_tcp("stomp.listeners", item.strip(), host, port)
+            for sock in socks:
+                server = await asyncio.start_server(service._serve, sock=sock, start_serving=False)
+                service.servers.append(server)
+            service.ports.append(bound_port(socks))
+            service.hosts.append(host)
     except BaseException:
         for server in service.servers:
             server.close()
@@ -127,8 +141,14 @@ async def start_stomp(broker: Broker) -> StompService | None:
     if not service.servers:
         await queues.release()
         return None
-    if not users:
-        log.warning("STOMP accepts ANY login and passcode: set stomp.users=login=passcode,... to check them")
+    return service
+
+
+async def start_stomp(broker: Broker) -> StompService | None:
+    """Bind and serve the STOMP listeners."""
+    service = await bind_stomp(broker)
+    if service is not None:
+        await service.serve()
     return service
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any
+import socket
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from kafkite.broker.core import Broker
+from kafkite.server.listen import bind_tcp, bound_port, close_all
 
 log = logging.getLogger("kafkite.rest")
 
@@ -23,11 +24,23 @@ BROKER_KEY = web.AppKey("broker", Broker)
 
 
 class RestService:
-    def __init__(self, runner: web.AppRunner, urls: list[str]) -> None:
+    """The REST listener: bound by :func:`bind_rest`, accepting requests once :meth:`serve` runs."""
+
+    def __init__(
+        self, runner: web.AppRunner, urls: list[str], sockets: list[socket.socket] | None = None
+    ) -> None:
         self.runner = runner
         self.urls = urls
+        self.sockets = sockets or []
+
+    async def serve(self) -> None:
+        while self.sockets:
+            await web.SockSite(self.runner, self.sockets.pop(0)).start()
+        for url in self.urls:
+            log.info("REST gateway listening on %s", url)
 
     async def stop(self) -> None:
+        close_all(self.sockets)
         await self.runner.cleanup()
 
 
@@ -40,21 +53,35 @@ def build_app(broker: Broker) -> web.Application:
     return app
 
 
-async def start_rest(broker: Broker) -> RestService | None:
+async def bind_rest(broker: Broker) -> RestService | None:
+    """Bind every ``rest.listeners`` address (ListenerError names the one that cannot be); not serving yet."""
     spec: str = broker.config["rest.listeners"]
     if not spec.strip():
         return None
     app = build_app(broker)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    urls = []
-    for item in spec.split(","):
-        parts = urlsplit(item.strip())
-        site = web.TCPSite(runner, parts.hostname or "localhost", parts.port or 8090)
-        await site.start()
-        server: Any = site._server  # the bound port, when 0 was asked for
-        port = server.sockets[0].getsockname()[1] if server and server.sockets else parts.port
-        urls.append(f"http://{parts.hostname}:{port}")
-        log.info("REST gateway listening on http://%s:%s", parts.hostname, port)
-    broker.rest_urls = urls
-    return RestService(runner, urls)
+    service = RestService(runner, [])
+    try:
+        for item in spec.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            parts = urlsplit(item)
+            host = parts.hostname or "localhost"
+            socks = bind_tcp("rest.listeners", item, host, 8090 if parts.port is None else parts.port)
+            service.sockets += socks
+            service.urls.append(f"http://{host}:{bound_port(socks)}")
+    except BaseException:
+        await service.stop()
+        raise
+    broker.rest_urls = service.urls
+    return service
+
+
+async def start_rest(broker: Broker) -> RestService | None:
+    """Bind and serve the REST listeners."""
+    service = await bind_rest(broker)
+    if service is not None:
+        await service.serve()
+    return service

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
 from collections import Counter
@@ -19,6 +20,7 @@ from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
 from kafkite.server.connection import KafkaConnection
+from kafkite.server.listen import DEFAULT_BACKLOG, bind_tcp, bound_port, close_all
 
 log = logging.getLogger("kafkite.server")
 
@@ -32,6 +34,8 @@ class KafkaServer:
         self.bound: list[tuple[str, str, int]] = []
         self.protocols: dict[str, str] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self._unserved: list[tuple[str, str, list[socket.socket]]] = []  # bound, not yet accepting
 
     def security_protocol(self, listener: str) -> str:
         return self.protocols.get(listener) or self.broker.config["listener.security.protocol.map"].get(
@@ -89,27 +93,61 @@ class KafkaServer:
                     log.info("closing %s: idle for more than %d ms", conn.peer, idle_ms)
                     conn.close()
 
-    async def start(self) -> None:
+    def bind(self) -> None:
+        """Bind every listener without accepting connections yet (see :meth:`serve`).
+
+        Raises ConfigError for a listener setting that makes no sense and ListenerError (naming ``listeners``
+        and the address) for one that cannot be bound. A listener asked for port 0 gets a free port, and its
+        advertised address (when it mirrors the listener) takes the same port.
+        """
+        self._ssl = self._check_listeners()
+        try:
+            for name, host, port in self.broker.config["listeners"]:
+                address = f"{name}://{host}:{port}"
+                socks = bind_tcp("listeners", address, host, port)
+                self._unserved.append((name, host, socks))
+                self.bound.append((name, host, bound_port(socks)))
+        except BaseException:
+            self.close_unserved()
+            self.bound.clear()
+            raise
+        ports = {name: port for name, _, port in self.bound}
+        if self.broker.config.resolve_listener_ports(ports):
+            adv = self.broker.config["advertised.listeners"][0]
+            self.broker.advertised = (adv[1], adv[2])
+
+    async def serve(self) -> None:
+        """Start accepting connections on the listeners :meth:`bind` bound."""
         loop = asyncio.get_running_loop()
-        ssl_context = self._check_listeners()
-        for name, host, port in self.broker.config["listeners"]:
-            tls = ssl_context if self.protocols[name].endswith("SSL") else None
-            srv = await loop.create_server(
-                lambda name=name: KafkaConnection(self, name),
-                host or None,
-                port,
-                reuse_address=True,
-                backlog=1024,
-                ssl=tls,
-                ssl_handshake_timeout=10.0 if tls is not None else None,
-            )
-            self.servers.append(srv)
-            sock_port = srv.sockets[0].getsockname()[1]
-            self.bound.append((name, host, sock_port))
-            log.info("listening on %s://%s:%d (%s)", name, host or "0.0.0.0", sock_port, self.protocols[name])
-        self._reaper = loop.create_task(self._reap_idle(), name="idle-connections")
+        while self._unserved:
+            name, host, socks = self._unserved.pop(0)
+            tls = self._ssl if self.protocols[name].endswith("SSL") else None
+            for sock in socks:
+                srv = await loop.create_server(
+                    lambda name=name: KafkaConnection(self, name),
+                    sock=sock,
+                    backlog=DEFAULT_BACKLOG,
+                    ssl=tls,
+                    ssl_handshake_timeout=10.0 if tls is not None else None,
+                )
+                self.servers.append(srv)
+            port = bound_port(socks)
+            log.info("listening on %s://%s:%d (%s)", name, host or "0.0.0.0", port, self.protocols[name])
+        if self._reaper is None:
+            self._reaper = loop.create_task(self._reap_idle(), name="idle-connections")
+
+    async def start(self) -> None:
+        """Bind and serve every listener."""
+        self.bind()
+        await self.serve()
+
+    def close_unserved(self) -> None:
+        for _, _, socks in self._unserved:
+            close_all(socks)
+        self._unserved.clear()
 
     async def stop(self) -> None:
+        self.close_unserved()
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
