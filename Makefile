@@ -5,19 +5,19 @@ RUN_STAMP := $(VENV)/.installed-run
 TEST_STAMP := $(VENV)/.installed-test
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck bench clean install
+.PHONY: run test lint typecheck bench clean install dist
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # What the broker needs to run.
-$(RUN_STAMP): pyproject.toml | $(BIN)/python
+$(RUN_STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e .
 	touch $@
 
 # Everything the tests and the checks need (real clients, the oci SDK and CLI, selenium, psycopg, ruff, mypy).
-$(TEST_STAMP): pyproject.toml | $(BIN)/python
+$(TEST_STAMP): pyproject.toml setup.py | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test,dev]'
 	touch $@ $(RUN_STAMP)
 
@@ -26,6 +26,8 @@ install: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/kafkite serve --override log.dirs=./data
 
+# The suite also builds the wheel and sdist and installs the wheel into fresh virtual environments
+# (tests/test_wheel.py).
 test: $(TEST_STAMP)
 	$(BIN)/ruff check kafkite tests benchmarks
 	$(BIN)/ruff format --check kafkite tests benchmarks
@@ -42,5 +44,9 @@ typecheck: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python benchmarks/produce_consume.py
 
+# The wheel and the sdist, in dist/.
+dist: $(TEST_STAMP)
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data dist build

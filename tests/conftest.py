@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import KCAT, BrokerFactory, BrokerProcess, check_no_tracebacks, stop_all
 
+pytest_plugins = ["pytester"]
+
 _BROKERS_KEY = pytest.StashKey[list[BrokerProcess]]()
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -191,17 +193,29 @@ def parse(text: str, source: str = "<spec>") -> list[MessageSpec]:
     return messages
 
 
-def specs_dir() -> Path:
+SPECS_PACKAGE = "kafkite.protocol_specs"  # protocol_specs/ of the source tree, installed as package data
+
+
+def specs_dir() -> Traversable:
+    """Where the spec files are: ``KAFKITE_SPECS_DIR``, else the ``kafkite.protocol_specs`` package data (a
+    wheel or an editable install), else ``protocol_specs/`` beside the ``kafkite`` package (a source tree)."""
     env = os.environ.get("KAFKITE_SPECS_DIR")
     if env:
         return Path(env)
-    for candidate in (
-        Path(__file__).resolve().parents[2] / "protocol_specs",
-        Path(__file__).resolve().parent / "_specs",
-    ):
-        if candidate.is_dir():
-            return candidate
-    raise SpecError("protocol_specs directory not found (set KAFKITE_SPECS_DIR)")
+    try:
+        packaged = resources.files(SPECS_PACKAGE)
+    except ModuleNotFoundError:
+        packaged = None
+    if packaged is not None and packaged.is_dir():
+        return packaged
+    checkout = Path(__file__).resolve().parents[2] / "protocol_specs"
+    if checkout.is_dir():
+        return checkout
+    installed = Path(__file__).resolve().parents[1] / "protocol_specs"
+    raise SpecError(
+        f"the protocol specs are missing: no {installed} (the {SPECS_PACKAGE} package data); "
+        "reinstall kafkite, or set KAFKITE_SPECS_DIR to a protocol_specs directory"
+    )
 
 
 @cache
@@ -209,9 +223,11 @@ def load_all() -> tuple[dict[int, ApiSpec], dict[str, MessageSpec]]:
     """All API specs by key, and the headers by name ("RequestHeader", "ResponseHeader")."""
     apis: dict[int, ApiSpec] = {}
     headers: dict[str, MessageSpec] = {}
-    for path in sorted(specs_dir().glob("*.spec")):
-        msgs = parse(path.read_text(), path.name)
-        if path.stem == "Headers":
+    files = sorted((f for f in specs_dir().iterdir() if f.name.endswith(".spec")), key=lambda f: f.name)
+    for path in files:
+        stem = path.name.removesuffix(".spec")
+        msgs = parse(path.read_text(encoding="utf-8"), path.name)
+        if stem == "Headers":
             for m in msgs:
                 headers["RequestHeader" if m.name.startswith("Request") else "ResponseHeader"] = m
             continue
@@ -221,5 +237,5 @@ def load_all() -> tuple[dict[int, ApiSpec], dict[str, MessageSpec]]:
             raise SpecError(f"{path.name}: needs both a request and a response section")
         if req.api_key in apis:
             raise SpecError(f"{path.name}: api key {req.api_key} defined twice")
-        apis[req.api_key] = ApiSpec(path.stem, req.api_key, req.versions, req.flexible, req, resp)
+        apis[req.api_key] = ApiSpec(stem, req.api_key, req.versions, req.flexible, req, resp)
     return apis, headers
