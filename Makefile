@@ -26,13 +26,15 @@ install: $(TEST_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/kafkite serve --override log.dirs=./data
 
-# The suite also builds the wheel and sdist and installs the wheel into fresh virtual environments
-# (tests/test_wheel.py).
+# system_deps.py installs what the suite needs from the system (as root, with apt) or says which suites will be
+# skipped; under CI=true a missing tool stops here, and the suite turns any skip into a failure. The suite
+# also builds the wheel and sdist and installs the wheel into fresh virtual environments (tests/test_wheel.py).
 test: $(TEST_STAMP)
+	$(BIN)/python tests/system_deps.py
 	$(BIN)/ruff check kafkite tests benchmarks
 	$(BIN)/ruff format --check kafkite tests benchmarks
 	$(BIN)/mypy
-	$(BIN)/pytest -q $(PYTEST_ARGS)
+	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check --fix kafkite tests benchmarks

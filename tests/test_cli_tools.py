@@ -151,7 +151,10 @@ def targets() -> list[object]:
         "kafkite",
         pytest.param(
             "other",
-            marks=pytest.mark.skipif(not OTHER, reason="set KAFKITE_OTHER_BOOTSTRAP to test a second broker"),
+            marks=[
+                pytest.mark.skipif(not OTHER, reason="set KAFKITE_OTHER_BOOTSTRAP to test a second broker"),
+                pytest.mark.opt_in,
+            ],
         ),
     ]
 
