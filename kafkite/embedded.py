@@ -20,9 +20,12 @@ task, join the thread and remove the temporary data directory they made.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -61,6 +64,29 @@ def _value(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     return str(v)
+
+
+def _stop_left_running(ref: weakref.ref[EmbeddedBroker]) -> None:
+    broker = ref()
+    if broker is not None:
+        broker.stop()
+
+
+def _at_exit(broker: EmbeddedBroker) -> None:
+    """Stop ``broker`` at interpreter exit if it still runs. Thread-exit hooks run (last registered first)
+    before executors refuse new work, which the broker needs to flush its logs; plain atexit hooks run after
+    that."""
+    import concurrent.futures.thread  # noqa: F401 - registers its exit hook first, so that ours runs before
+
+    callback = functools.partial(_stop_left_running, weakref.ref(broker))
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:
+        atexit.register(callback)
+        return
+    try:
+        register(callback)
+    except RuntimeError:  # already shutting down
+        pass
 
 
 class _Settings:
@@ -175,6 +201,7 @@ class EmbeddedBroker(_Handle):
             target=self._run, args=(config,), name="kafkite-embedded-broker", daemon=True
         )
         self._thread.start()
+        _at_exit(self)  # a broker left running is still stopped cleanly when the program exits
         if not self._started.wait(START_TIMEOUT):
             raise EmbeddedBrokerError(f"the embedded broker did not start within {START_TIMEOUT:g}s")
         if self._error is not None:

@@ -85,6 +85,27 @@ def test_overrides_and_the_file_engine_keep_data_across_restarts(tmp_path: Path)
     assert data.is_dir()  # the caller's directory stays
 
 
+def test_a_broker_left_running_is_stopped_when_the_program_exits(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    data = tmp_path / "data"
+    program = (
+        "from confluent_kafka import Producer\n"
+        "from kafkite.embedded import EmbeddedBroker\n"
+        f"b = EmbeddedBroker('file', data_dir={str(data)!r}).start()\n"
+        "p = Producer({'bootstrap.servers': b.bootstrap_servers, 'acks': 'all'})\n"
+        "p.produce('left', b'still here')\n"
+        "assert p.flush(30) == 0\n"
+        "print('exiting without stop()', flush=True)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "exiting" in res.stdout, res.stderr
+    assert "Traceback" not in res.stderr
+    with EmbeddedBroker("file", data_dir=data) as broker:  # the lock was released, the log is intact
+        assert [m.value() for m in consume(broker.bootstrap_servers, "left")] == [b"still here"]
+
+
 def test_start_stop_start_again() -> None:
     broker = EmbeddedBroker()
     for _ in range(2):

@@ -120,7 +120,9 @@ class Dist:
     def venv(self, name: str, extra: list[str] | None = None) -> Path:
         """A virtual environment (outside the checkout) with the wheel and ``extra`` packages installed."""
         _, wheel = self.build()
-        target = self.root / f"venv-{name}"
+        # The Python and the extra packages' versions are part of what makes a cached environment current.
+        key = hashlib.sha256(repr((sys.version, sorted(extra or []))).encode()).hexdigest()[:10]
+        target = self.root / f"venv-{name}-{key}"
         with _locked(self.root / f".lock-{name}"):
             if not self._done(target):
                 shutil.rmtree(target, ignore_errors=True)
