@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import RawClient, consume, produce
+from helpers import REPO, RawClient, consume, produce
 
 import kafkite
 from kafkite.config import ConfigError
@@ -195,3 +195,31 @@ def test_package_exports_and_version() -> None:
     assert kafkite.EmbeddedBroker is EmbeddedBroker
     assert kafkite.AsyncEmbeddedBroker is AsyncEmbeddedBroker
     assert isinstance(kafkite.__version__, str) and kafkite.__version__[0].isdigit()
+
+
+# ------------------------------------------------------------------------------------ the README's examples
+
+
+def readme_block(marker: str) -> str:
+    text = (REPO / "README.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    found = [b.split("```", 1)[0] for b in blocks if marker in b]
+    assert len(found) == 1, f"one README example with {marker!r} expected"
+    return found[0]
+
+
+def test_readme_embedding_examples_run() -> None:
+    sync_example = readme_block("with EmbeddedBroker(")
+    exec(compile(sync_example, "README.md", "exec"), {})
+    namespace: dict[str, object] = {}
+    exec(compile(readme_block("async with AsyncEmbeddedBroker()"), "README.md", "exec"), namespace)
+    main = namespace["main"]
+    assert callable(main)
+    asyncio.run(main())
+
+
+def test_readme_pytest_plugin_example_passes(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_readme=readme_block("def test_orders_round_trip("))
+    pytester.makeini("[pytest]\nfilterwarnings = ignore::DeprecationWarning\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
+    result.assert_outcomes(passed=2)
