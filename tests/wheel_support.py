@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 CACHE_ROOT = Path(tempfile.gettempdir()) / f"kafkite-wheel-check-{os.getuid()}"
 SOURCES = ["pyproject.toml", "setup.py", "README.md", "kafkite", "protocol_specs"]
-KEEP_SECONDS = 2 * 24 * 3600
+KEEP_SECONDS = 3600  # another digest's build unused this long is removed (about 200 MB each)
 # What the scratch project's tests need beside kafkite, at the versions this suite runs with.
 PLUGIN_TEST_PACKAGES = ["pytest", "confluent-kafka", "aiokafka"]
 BUILD_TIMEOUT = 600
