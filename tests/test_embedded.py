@@ -223,3 +223,24 @@ def test_readme_pytest_plugin_example_passes(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\nfilterwarnings = ignore::DeprecationWarning\n")
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=300)
     result.assert_outcomes(passed=2)
+
+
+def test_plugin_settings_choose_the_engine_and_overrides(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\n"
+        "kafkite_engine = file\n"
+        "kafkite_overrides =\n    num.partitions=3\n    log.retention.ms=60000\n"
+    )
+    pytester.makepyfile(
+        test_settings="""
+def test_settings(kafkite_broker, kafkite_bootstrap):
+    assert kafkite_broker.config["storage.engine"] == "file"
+    assert kafkite_broker.config["num.partitions"] == 3
+    assert kafkite_broker.config["log.retention.ms"] == 60000
+    assert kafkite_bootstrap == kafkite_broker.bootstrap_servers
+    assert "kafkite" in str(kafkite_broker.data_dir)
+"""
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120).assert_outcomes(passed=1)
+    off = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:kafkite", timeout=120)
+    off.assert_outcomes(errors=1)  # -p no:kafkite: the fixtures are gone
