@@ -471,6 +471,39 @@ _DEFS += [
     ),
 ]
 
+# The doors beside the Kafka listeners (REST, STOMP, console, metrics) and the audit trail.
+_DEFS += [
+    ConfigDef(
+        "security.open.surfaces",
+        "",
+        _str_list,
+        "Surfaces that may run WITHOUT authentication beside secured Kafka listeners (a SASL listener, required"
+        " client certificates or an authorizer): streaming, queue, stomp, console, metrics; each is logged as a"
+        " warning. Otherwise a secured broker refuses to start with an open REST gateway, and STOMP, console"
+        " and metrics check logins against the SASL users",
+    ),
+    ConfigDef(
+        "rest.auth.principal.mapping",
+        "",
+        _str,
+        "File mapping OCI API keys to principals, one '<fingerprint, keyId or user OCID> <Type:name>' a line;"
+        " empty: a signed request's principal is User:<the user OCID of its keyId>",
+    ),
+    ConfigDef("audit.log.enable", "true", _bool, "Keep the audit trail (control-plane changes, refusals)"),
+    ConfigDef(
+        "audit.log.file",
+        "",
+        _str,
+        "The audit trail's JSON-lines file; empty: audit.log in log.dirs (none with the memory engine)",
+    ),
+    ConfigDef(
+        "audit.log.topic",
+        "",
+        _str,
+        "Also append audit records to this topic (e.g. __audit), readable by principals with READ on it",
+    ),
+]
+
 DEFINITIONS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
 
 # Broker keys that Kafka also accepts under another name.

@@ -100,7 +100,10 @@ def test_sasl_listener_requires_authentication(tmp_path: Path) -> None:
 
     port = free_port()
     with InProcessBroker(
-        tmp_path / "data", f"listeners=SASL_PLAINTEXT://127.0.0.1:{port}", "sasl.plain.users=alice=secret"
+        tmp_path / "data",
+        f"listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
+        "sasl.plain.users=alice=secret",
+        "rest.listeners=",
     ):
         # Before authentication only ApiVersions and the SASL exchange are served.
         with RawClient("127.0.0.1", port) as c:

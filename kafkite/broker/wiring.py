@@ -52,4 +52,8 @@ def build_broker(config: object) -> Broker:
     from kafkite.security.authz import install_authorizer
 
     install_authorizer(broker)
+    # The doors' security (refuses an open door beside secured Kafka) and the audit trail, outermost.
+    from kafkite.security.doors import install as install_doors
+
+    install_doors(broker)
     return broker

@@ -2,6 +2,7 @@
 
 Each gateway registers its routes through ``ROUTES``: "module:function" where ``function(app, broker)`` adds
 routes to the aiohttp application. Gateways are adapters over the broker's own state, never a second store.
+``https://`` listeners take the Kafka listeners' ``ssl.*`` settings.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import importlib
 import logging
 import socket
-from urllib.parse import urlsplit
+import ssl
 
 from aiohttp import web
 
 from kafkite.broker.core import Broker
+from kafkite.rest.guard import MAX_BODY_BYTES, listener_scheme, tls_context
 from kafkite.server.listen import bind_tcp, bound_port, close_all
 
 log = logging.getLogger("kafkite.rest")
@@ -27,15 +29,21 @@ class RestService:
     """The REST listener: bound by :func:`bind_rest`, accepting requests once :meth:`serve` runs."""
 
     def __init__(
-        self, runner: web.AppRunner, urls: list[str], sockets: list[socket.socket] | None = None
+        self,
+        runner: web.AppRunner,
+        urls: list[str],
+        sockets: list[socket.socket] | None = None,
+        contexts: list[ssl.SSLContext | None] | None = None,
     ) -> None:
         self.runner = runner
         self.urls = urls
         self.sockets = sockets or []
+        self.contexts = contexts or [None] * len(self.sockets)  # the TLS context of each socket
 
     async def serve(self) -> None:
         while self.sockets:
-            await web.SockSite(self.runner, self.sockets.pop(0)).start()
+            sock, ctx = self.sockets.pop(0), self.contexts.pop(0)
+            await web.SockSite(self.runner, sock, ssl_context=ctx).start()
         for url in self.urls:
             log.info("REST gateway listening on %s", url)
 
@@ -45,7 +53,7 @@ class RestService:
 
 
 def build_app(broker: Broker) -> web.Application:
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[BROKER_KEY] = broker
     for ref in ROUTES:
         module, _, name = ref.partition(":")
@@ -58,20 +66,26 @@ async def bind_rest(broker: Broker) -> RestService | None:
     spec: str = broker.config["rest.listeners"]
     if not spec.strip():
         return None
+    listeners = [
+        (item.strip(), *listener_scheme("rest.listeners", item, "http", "https"))
+        for item in spec.split(",")
+        if item.strip()
+    ]
+    contexts = {
+        i: tls_context(broker.config, "rest.listeners")
+        for i, (_, scheme, _, _) in enumerate(listeners)
+        if scheme == "https"
+    }
     app = build_app(broker)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     service = RestService(runner, [])
     try:
-        for item in spec.split(","):
-            item = item.strip()
-            if not item:
-                continue
-            parts = urlsplit(item)
-            host = parts.hostname or "localhost"
-            socks = bind_tcp("rest.listeners", item, host, 8090 if parts.port is None else parts.port)
+        for i, (item, scheme, host, port) in enumerate(listeners):
+            socks = bind_tcp("rest.listeners", item, host, 8090 if port is None else port)
             service.sockets += socks
-            service.urls.append(f"http://{host}:{bound_port(socks)}")
+            service.contexts += [contexts.get(i)] * len(socks)
+            service.urls.append(f"{scheme}://{host}:{bound_port(socks)}")
     except BaseException:
         await service.stop()
         raise

@@ -21,6 +21,18 @@ from aiohttp import web
 
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
+from kafkite.rest.guard import CALLER_KEY, BadJson, parse_json, read_body
+from kafkite.security.acl import AclOperation, ResourceType
+from kafkite.security.audit import FAILED, OK
+from kafkite.security.doors import (
+    Caller,
+    PrincipalMap,
+    audit_change,
+    audit_unauthenticated,
+    authorize,
+    oci_principal,
+    principal_mapper,
+)
 from kafkite.streaming import cursors, limits
 from kafkite.streaming.auth import AuthError, Verifier, load_keys
 from kafkite.streaming.groups import DEFAULT_TIMEOUT_MS, GroupError, GroupManager
@@ -33,6 +45,7 @@ from kafkite.streaming.pools import (
     WorkRequest,
     catalog_of,
     internal_group_id,
+    split_internal_name,
 )
 
 log = logging.getLogger("kafkite.streaming")
@@ -43,6 +56,54 @@ MAX_PAGE_SIZE = 50
 MAX_GET_LIMIT = 10_000
 
 Json = dict[str, Any]
+Op = AclOperation
+RT = ResourceType
+CLUSTER = "kafka-cluster"
+OPERATION_KEY = web.RequestKey("kafkite.operation", str)
+DENIED_KEY = web.RequestKey("kafkite.denied", bool)  # refused and already in the audit trail
+# (resource type, name, before, after) of a control-plane change, for the audit trail
+AUDIT_KEY: web.RequestKey[tuple[str, str, Any, Any]] = web.RequestKey("kafkite.audit")
+
+# Handler name -> OCI operation name; the control-plane ones are recorded in the audit trail.
+OPERATIONS = {
+    "create_pool": "CreateStreamPool",
+    "list_pools": "ListStreamPools",
+    "get_pool": "GetStreamPool",
+    "update_pool": "UpdateStreamPool",
+    "delete_pool": "DeleteStreamPool",
+    "change_pool_compartment": "ChangeStreamPoolCompartment",
+    "create_stream": "CreateStream",
+    "list_streams": "ListStreams",
+    "get_stream": "GetStream",
+    "update_stream": "UpdateStream",
+    "delete_stream": "DeleteStream",
+    "change_stream_compartment": "ChangeStreamCompartment",
+    "list_work_requests": "ListWorkRequests",
+    "get_work_request": "GetWorkRequest",
+    "work_request_errors": "ListWorkRequestErrors",
+    "work_request_logs": "ListWorkRequestLogs",
+    "put": "PutMessages",
+    "get": "GetMessages",
+    "create_cursor": "CreateCursor",
+    "create_group_cursor": "CreateGroupCursor",
+    "get_group": "GetGroup",
+    "update_group": "UpdateGroup",
+    "commit": "ConsumerCommit",
+    "heartbeat": "ConsumerHeartbeat",
+}
+CONTROL_OPERATIONS = frozenset(
+    {
+        "CreateStreamPool",
+        "UpdateStreamPool",
+        "DeleteStreamPool",
+        "ChangeStreamPoolCompartment",
+        "CreateStream",
+        "UpdateStream",
+        "DeleteStream",
+        "ChangeStreamCompartment",
+        "UpdateGroup",
+    }
+)
 
 
 class OciError(Exception):
@@ -97,13 +158,13 @@ def b64(data: bytes | None) -> str | None:
 
 
 async def read_json(request: web.Request) -> Json:
-    body = await request.read()
-    if not body:
-        raise bad("a JSON request body is required")
     try:
-        obj = json.loads(body)
-    except ValueError:
-        raise bad("the request body is not valid JSON") from None
+        body = await read_body(request)
+        if not body:
+            raise bad("a JSON request body is required")
+        obj = parse_json(body)
+    except BadJson as e:
+        raise bad(str(e)) from None
     if not isinstance(obj, dict):
         raise bad("the request body must be a JSON object")
     return obj
@@ -276,6 +337,16 @@ def _opt_int(body: Json, name: str) -> int | None:
     return value
 
 
+def _changed(a: Json, b: Json) -> Json:
+    """The fields of ``a`` whose values differ in ``b`` (before/after of an update, for the audit trail)."""
+    return {k: v for k, v in a.items() if b.get(k) != v and k != "lifecycleState"}
+
+
+def _group_name(group_id: str) -> str:
+    """A group as the clients of its pool name it (ACLs name it so)."""
+    return split_internal_name(group_id)[1]
+
+
 def _opt_bool(body: Json, name: str) -> bool | None:
     value = body.get(name)
     if value is None:
@@ -294,6 +365,44 @@ class StreamingApi:
         self.catalog: StreamCatalog = catalog_of(broker)
         self.groups = GroupManager(broker)
         self.verifier: Verifier | None = None
+        self.principals: PrincipalMap | None = None
+
+    # -------------------------------------------------------------- authorization
+
+    def allow(self, request: web.Request, op: AclOperation, rtype: ResourceType, name: str) -> None:
+        """Refuse (404 NotAuthorizedOrNotFound, recorded in the audit trail) unless the caller may."""
+        caller: Caller = request[CALLER_KEY]
+        if not authorize(self.broker, caller, op, rtype, name, operation=request[OPERATION_KEY]):
+            request[DENIED_KEY] = True
+            raise OciError(
+                404,
+                "NotAuthorizedOrNotFound",
+                f"{caller.name} is not authorized to {op.name} {rtype.name.lower()} {name}",
+            )
+
+    def may(self, request: web.Request, op: AclOperation, rtype: ResourceType, name: str) -> bool:
+        """The same question, silently (listings show only what the caller may see)."""
+        caller: Caller = request[CALLER_KEY]
+        return authorize(self.broker, caller, op, rtype, name, operation="", audit_denial=False)
+
+    def pool_visible(self, request: web.Request, pool: StreamPool) -> bool:
+        """A pool is seen by whoever may describe the cluster or one of the pool's streams."""
+        return self.may(request, Op.DESCRIBE, RT.CLUSTER, CLUSTER) or any(
+            self.may(request, Op.DESCRIBE, RT.TOPIC, s.name) for s in self.catalog.streams(pool)
+        )
+
+    def allow_pool(self, request: web.Request, pool: StreamPool) -> None:
+        if not self.pool_visible(request, pool):
+            self.allow(request, Op.DESCRIBE, RT.CLUSTER, CLUSTER)
+
+    def allow_create_stream(self, request: web.Request, name: str) -> None:
+        """CreateTopics' rule: CREATE on the cluster or on the topic."""
+        if not self.may(request, Op.CREATE, RT.CLUSTER, CLUSTER):
+            self.allow(request, Op.CREATE, RT.TOPIC, name)
+
+    @staticmethod
+    def audit(request: web.Request, rtype: str, name: str, before: Any = None, after: Any = None) -> None:
+        request[AUDIT_KEY] = (rtype, name, before, after)
 
     @property
     def oci(self) -> bool:
@@ -324,6 +433,8 @@ class StreamingApi:
 
     async def create_pool(self, request: web.Request) -> web.Response:
         body = await read_json(request)
+        self.audit(request, "stream-pool", str(body.get("name")))
+        self.allow(request, Op.CREATE, RT.CLUSTER, CLUSTER)
         name = body.get("name")
         compartment = body.get("compartmentId")
         if not isinstance(name, str) or not isinstance(compartment, str) or not compartment:
@@ -345,6 +456,7 @@ class StreamingApi:
             freeform_tags=_tags(body, "freeformTags"),
             defined_tags=_tags(body, "definedTags"),
         )
+        self.audit(request, "stream-pool", pool.id, after={"name": pool.name, "compartmentId": compartment})
         wr = self._wr(request, "CREATE_STREAM_POOL", compartment, "streampool", "CREATED", pool.id)
         return json_response(
             pool_json(self.broker, pool, state="CREATING"), headers={"opc-work-request-id": wr}, etag=True
@@ -366,6 +478,7 @@ class StreamingApi:
             items = [p for p in items if p.id == request.query["id"]]
         if "name" in request.query:
             items = [p for p in items if p.name == request.query["name"]]
+        items = [p for p in items if self.pool_visible(request, p)]
         sort_items(request, items, lambda p: p.name, lambda p: p.time_created_ms)
         page, headers = paginate(request, items)
         return json_response([pool_json(self.broker, p, summary=True) for p in page], headers=headers)
@@ -377,10 +490,15 @@ class StreamingApi:
         return pool
 
     async def get_pool(self, request: web.Request) -> web.Response:
-        return json_response(pool_json(self.broker, self._pool(request)), etag=True)
+        pool = self._pool(request)
+        self.allow_pool(request, pool)
+        return json_response(pool_json(self.broker, pool), etag=True)
 
     async def update_pool(self, request: web.Request) -> web.Response:
         pool = self._pool(request)
+        self.audit(request, "stream-pool", pool.id)
+        self.allow(request, Op.ALTER, RT.CLUSTER, CLUSTER)
+        before = pool_json(self.broker, pool)
         if pool.lifecycle_state != "ACTIVE":
             raise OciError(409, "IncorrectState", f"stream pool is {pool.lifecycle_state}")
         body = await read_json(request)
@@ -402,12 +520,22 @@ class StreamingApi:
             defined_tags=_tags(body, "definedTags"),
         )
         wr = self._wr(request, "UPDATE_STREAM_POOL", pool.compartment_id, "streampool", "UPDATED", pool.id)
-        return json_response(pool_json(self.broker, pool), headers={"opc-work-request-id": wr}, etag=True)
+        after = pool_json(self.broker, pool)
+        self.audit(request, "stream-pool", pool.id, _changed(before, after), _changed(after, before))
+        return json_response(after, headers={"opc-work-request-id": wr}, etag=True)
 
     async def delete_pool(self, request: web.Request) -> web.Response:
         pool = self._pool(request)
+        self.audit(request, "stream-pool", pool.id)
         if pool.lifecycle_state == "DELETED":
             raise not_found("stream pool")
+        self.allow(request, Op.ALTER, RT.CLUSTER, CLUSTER)
+        streams = self.catalog.streams(pool)
+        for s in streams:
+            self.allow(request, Op.DELETE, RT.TOPIC, s.name)
+        self.audit(
+            request, "stream-pool", pool.id, before={"name": pool.name, "streams": [s.name for s in streams]}
+        )
         try:
             for s in self.catalog.streams(pool):
                 self.groups.forget_topic(s.topic)
@@ -419,10 +547,19 @@ class StreamingApi:
 
     async def change_pool_compartment(self, request: web.Request) -> web.Response:
         pool = self._pool(request)
+        self.audit(request, "stream-pool", pool.id)
+        self.allow(request, Op.ALTER, RT.CLUSTER, CLUSTER)
         body = await read_json(request)
         compartment = body.get("compartmentId")
         if not isinstance(compartment, str) or not compartment:
             raise bad("compartmentId is required")
+        self.audit(
+            request,
+            "stream-pool",
+            pool.id,
+            {"compartmentId": pool.compartment_id},
+            {"compartmentId": compartment},
+        )
         pool.compartment_id = compartment
         self.catalog.update_pool(pool)
         wr = self._wr(request, "UPDATE_STREAM_POOL", compartment, "streampool", "UPDATED", pool.id)
@@ -433,9 +570,11 @@ class StreamingApi:
     async def create_stream(self, request: web.Request) -> web.Response:
         body = await read_json(request)
         name = body.get("name")
+        self.audit(request, "stream", str(name))
         partitions = _opt_int(body, "partitions")
         if not isinstance(name, str) or partitions is None:
             raise bad("name and partitions are required")
+        self.allow_create_stream(request, name)
         pool_id = body.get("streamPoolId")
         compartment = body.get("compartmentId")
         if pool_id is not None:
@@ -462,6 +601,12 @@ class StreamingApi:
             )
         except CatalogError as e:
             raise OciError(e.status, e.code, e.message) from None
+        self.audit(
+            request,
+            "stream",
+            view.name,
+            after={"id": view.id, "streamPoolId": view.pool.id, "partitions": view.partitions},
+        )
         wr = self._wr(request, "CREATE_STREAM", view.compartment_id, "stream", "CREATED", view.id)
         return json_response(
             stream_json(self.endpoint(request), view, state="CREATING"),
@@ -497,6 +642,7 @@ class StreamingApi:
             items = [s for s in items if s["id"] == request.query["id"]]
         if "name" in request.query:
             items = [s for s in items if s["name"] == request.query["name"]]
+        items = [s for s in items if self.may(request, Op.DESCRIBE, RT.TOPIC, s["name"])]
         sort_items(request, items, lambda s: s["name"], lambda s: s["timeCreated"])
         page, headers = paginate(request, items)
         return json_response(page, headers=headers)
@@ -514,11 +660,16 @@ class StreamingApi:
             deleted = self.catalog.deleted_stream(stream_id)
             if deleted is None:
                 raise not_found("stream")
+            self.allow(request, Op.DESCRIBE, RT.TOPIC, str(deleted["name"]))
             return json_response(deleted_stream_json(self.endpoint(request), deleted), etag=True)
+        self.allow(request, Op.DESCRIBE, RT.TOPIC, view.name)
         return json_response(stream_json(self.endpoint(request), view), etag=True)
 
     async def update_stream(self, request: web.Request) -> web.Response:
         view = self._stream(request)
+        self.audit(request, "stream", view.name)
+        self.allow(request, Op.ALTER, RT.TOPIC, view.name)
+        before = stream_json("", view)
         body = await read_json(request)
         if body.get("streamPoolId") not in (None, view.pool.id):
             raise OciError(409, "IncorrectState", "a stream cannot be moved to another stream pool")
@@ -529,12 +680,17 @@ class StreamingApi:
             view, freeform_tags=_tags(body, "freeformTags"), defined_tags=_tags(body, "definedTags")
         )
         wr = self._wr(request, "UPDATE_STREAM", view.compartment_id, "stream", "UPDATED", view.id)
+        after = stream_json("", view)
+        self.audit(request, "stream", view.name, _changed(before, after), _changed(after, before))
         return json_response(
             stream_json(self.endpoint(request), view), headers={"opc-work-request-id": wr}, etag=True
         )
 
     async def delete_stream(self, request: web.Request) -> web.Response:
         view = self._stream(request)
+        self.audit(request, "stream", view.name)
+        self.allow(request, Op.DELETE, RT.TOPIC, view.name)
+        self.audit(request, "stream", view.name, before={"id": view.id, "partitions": view.partitions})
         self.groups.forget_topic(view.topic)
         self.catalog.delete_stream(view)
         wr = self._wr(request, "DELETE_STREAM", view.compartment_id, "stream", "DELETED", view.id)
@@ -542,10 +698,19 @@ class StreamingApi:
 
     async def change_stream_compartment(self, request: web.Request) -> web.Response:
         view = self._stream(request)
+        self.audit(request, "stream", view.name)
+        self.allow(request, Op.ALTER, RT.TOPIC, view.name)
         body = await read_json(request)
         compartment = body.get("compartmentId")
         if not isinstance(compartment, str) or not compartment:
             raise bad("compartmentId is required")
+        self.audit(
+            request,
+            "stream",
+            view.name,
+            {"compartmentId": view.compartment_id},
+            {"compartmentId": compartment},
+        )
         meta = self.broker.topic(view.topic)
         assert meta is not None
         self.catalog._stream_meta.setdefault(meta.topic_id.hex, {})["compartment_id"] = compartment
@@ -555,11 +720,29 @@ class StreamingApi:
 
     # -------------------------------------------------------------- work requests
 
-    async def get_work_request(self, request: web.Request) -> web.Response:
+    def _work_request_visible(self, request: web.Request, wr: WorkRequest) -> bool:
+        if wr.entity_type == "stream":
+            view = self.catalog.stream(wr.identifier)
+            deleted = self.catalog.deleted_stream(wr.identifier) if view is None else None
+            name = view.name if view is not None else str(deleted["name"]) if deleted is not None else None
+            if name is not None:
+                return self.may(request, Op.DESCRIBE, RT.TOPIC, name)
+        else:
+            pool = self.catalog.pool(wr.identifier)
+            if pool is not None:
+                return self.pool_visible(request, pool)
+        return self.may(request, Op.DESCRIBE, RT.CLUSTER, CLUSTER)
+
+    def _work_request(self, request: web.Request) -> WorkRequest:
         wr = self.catalog.work_request(request.match_info["workRequestId"])
         if wr is None:
             raise not_found("work request")
-        return json_response(work_request_json(wr))
+        if not self._work_request_visible(request, wr):
+            self.allow(request, Op.DESCRIBE, RT.CLUSTER, CLUSTER)
+        return wr
+
+    async def get_work_request(self, request: web.Request) -> web.Response:
+        return json_response(work_request_json(self._work_request(request)))
 
     async def list_work_requests(self, request: web.Request) -> web.Response:
         items = self.catalog.work_requests()
@@ -569,20 +752,18 @@ class StreamingApi:
             items = [w for w in items if w.identifier == request.query["resourceId"]]
         if "workRequestId" in request.query:
             items = [w for w in items if w.id == request.query["workRequestId"]]
+        items = [w for w in items if self._work_request_visible(request, w)]
         page, headers = paginate(request, [work_request_json(w) for w in items])
         for w in page:
             del w["resources"]
         return json_response({"items": page}, headers=headers)
 
     async def work_request_errors(self, request: web.Request) -> web.Response:
-        if self.catalog.work_request(request.match_info["workRequestId"]) is None:
-            raise not_found("work request")
+        self._work_request(request)
         return json_response({"items": []})
 
     async def work_request_logs(self, request: web.Request) -> web.Response:
-        wr = self.catalog.work_request(request.match_info["workRequestId"])
-        if wr is None:
-            raise not_found("work request")
+        wr = self._work_request(request)
         return json_response(
             {"items": [{"message": f"{wr.operation_type} succeeded", "timestamp": iso(wr.time_ms)}]}
         )
@@ -591,7 +772,11 @@ class StreamingApi:
 
     async def put(self, request: web.Request) -> web.Response:
         view = self._stream(request)
-        body = await request.read()
+        self.allow(request, Op.WRITE, RT.TOPIC, view.name)
+        try:
+            body = await read_body(request)
+        except BadJson as e:
+            raise bad(str(e)) from None
         if self.oci and len(body) > limits.MAX_REQUEST_BYTES * 4 // 3 + 4096:
             raise bad(f"a PutMessages request may carry at most {limits.MAX_REQUEST_BYTES} bytes of messages")
         obj = await read_json(request)
@@ -650,6 +835,7 @@ class StreamingApi:
 
     async def create_cursor(self, request: web.Request) -> web.Response:
         view = self._stream(request)
+        self.allow(request, Op.READ, RT.TOPIC, view.name)
         body = await read_json(request)
         try:
             partition = int(str(body.get("partition")))
@@ -699,12 +885,15 @@ class StreamingApi:
 
     async def get(self, request: web.Request) -> web.Response:
         view = self._stream(request)
+        self.allow(request, Op.READ, RT.TOPIC, view.name)
         c = self._cursor(request, view)
         limit = _int_param(request, "limit", MAX_GET_LIMIT)
         assert limit is not None
         if not 1 <= limit <= MAX_GET_LIMIT:
             raise bad(f"limit must be between 1 and {MAX_GET_LIMIT}")
         if c.is_group:
+            assert c.group is not None
+            self.allow(request, Op.READ, RT.GROUP, _group_name(c.group))
             return await self._get_group(view, c, limit)
         if self.oci and not limits.limits_of(self.broker).gets.try_acquire((view.topic, c.partition, ""), 1):
             raise OciError(429, "TooManyRequests", "more than 5 GetMessages per second on this partition")
@@ -741,10 +930,12 @@ class StreamingApi:
 
     async def create_group_cursor(self, request: web.Request) -> web.Response:
         view = self._stream(request)
+        self.allow(request, Op.READ, RT.TOPIC, view.name)
         body = await read_json(request)
         group_name = body.get("groupName")
         if not isinstance(group_name, str) or not group_name:
             raise bad("groupName is required")
+        self.allow(request, Op.READ, RT.GROUP, group_name)
         kind = body.get("type")
         if kind not in ("AT_TIME", "LATEST", "TRIM_HORIZON"):
             raise bad("type must be one of AT_TIME, LATEST, TRIM_HORIZON")
@@ -837,9 +1028,12 @@ class StreamingApi:
         return json_response(msgs, headers={"opc-next-cursor": cursors.encode(c)})
 
     def _group_cursor(self, request: web.Request, view: StreamView) -> cursors.Cursor:
+        self.allow(request, Op.READ, RT.TOPIC, view.name)
         c = self._cursor(request, view)
         if not c.is_group:
             raise bad("a group cursor is required")
+        assert c.group is not None
+        self.allow(request, Op.READ, RT.GROUP, _group_name(c.group))
         return c
 
     async def commit(self, request: web.Request) -> web.Response:
@@ -862,6 +1056,8 @@ class StreamingApi:
     async def get_group(self, request: web.Request) -> web.Response:
         view = self._stream(request)
         name = request.match_info["groupName"]
+        self.allow(request, Op.DESCRIBE, RT.TOPIC, view.name)
+        self.allow(request, Op.DESCRIBE, RT.GROUP, name)
         group_id = internal_group_id(view.pool, name)
         if not self.groups.known(view.topic, group_id):
             raise not_found("group")
@@ -884,6 +1080,9 @@ class StreamingApi:
     async def update_group(self, request: web.Request) -> web.Response:
         view = self._stream(request)
         name = request.match_info["groupName"]
+        self.audit(request, "group", name)
+        self.allow(request, Op.READ, RT.TOPIC, view.name)
+        self.allow(request, Op.READ, RT.GROUP, name)
         body = await read_json(request)
         kind = body.get("type")
         if kind not in ("AT_TIME", "LATEST", "TRIM_HORIZON"):
@@ -893,6 +1092,14 @@ class StreamingApi:
         g = self.groups.get(view.topic, group_id, view.partitions)
         g.start_type, g.start_time_ms = kind, time_ms
         offsets = {p: self._start_offset(view, p, kind, time_ms) for p in range(view.partitions)}
+        before = self.groups.offsets.committed(group_id, view.topic)
+        self.audit(
+            request,
+            "group",
+            name,
+            {"stream": view.name, "offsets": {str(p): o for p, o in sorted(before.items())}},
+            {"stream": view.name, "offsets": {str(p): o for p, o in sorted(offsets.items())}},
+        )
         try:
             await self.groups.offsets.commit(group_id, view.topic, offsets)
         except GroupError as e:
@@ -918,16 +1125,30 @@ def _middleware(api: StreamingApi) -> Any:
         if not request.path.startswith(API + "/"):
             return await handler(request)
         request_id = request.headers.get("opc-request-id") or uuid.uuid4().hex.upper()
+        route_handler = getattr(request.match_info.route, "handler", None)
+        operation = OPERATIONS.get(getattr(route_handler, "__name__", ""), f"{request.method} {request.path}")
+        request[OPERATION_KEY] = operation
+        address = request.remote or ""
+        request[CALLER_KEY] = Caller(None, address, "streaming")
         try:
             if api.verifier is not None:
-                body = await request.read()
+                try:
+                    body = await read_body(request)
+                except BadJson as e:
+                    raise bad(str(e)) from None
                 try:
                     put = request.method == "POST" and request.path.endswith("/messages")
-                    api.verifier.verify(
+                    key_id = api.verifier.verify(
                         request.method, request.raw_path, request.headers, body, body_signed=not put
                     )
+                    principal = oci_principal(key_id, api.principals)
+                    if principal is None:
+                        raise AuthError(f"the API key {key_id} is not in rest.auth.principal.mapping")
                 except AuthError as e:
+                    audit_unauthenticated(api.broker, "streaming", address, operation, str(e))
+                    request[DENIED_KEY] = True
                     raise OciError(401, "NotAuthenticated", str(e)) from None
+                request[CALLER_KEY] = Caller(principal, address, "streaming")
             resp = await handler(request)
         except OciError as e:
             resp = json_response({"code": e.code, "message": e.message}, status=e.status)
@@ -948,10 +1169,32 @@ def _middleware(api: StreamingApi) -> Any:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             resp = json_response({"code": "InternalServerError", "message": "internal error"}, status=500)
+        if operation in CONTROL_OPERATIONS and not request.get(DENIED_KEY):
+            _audit_control(api, request, operation, resp)
         resp.headers["opc-request-id"] = request_id
         return resp
 
     return oci_errors
+
+
+def _audit_control(api: StreamingApi, request: web.Request, operation: str, resp: web.StreamResponse) -> None:
+    """One audit record for a control-plane request that got past authentication and authorization."""
+    rtype, name, before, after = request.get(AUDIT_KEY) or ("stream", request.path, None, None)
+    error = None
+    if resp.status >= 300:
+        body = getattr(resp, "text", None)
+        error = f"{resp.status} {body}" if body else str(resp.status)
+    audit_change(
+        api.broker,
+        request[CALLER_KEY],
+        operation,
+        rtype,
+        name,
+        result=OK if resp.status < 300 else FAILED,
+        error=error,
+        before=before if resp.status < 300 else None,
+        after=after if resp.status < 300 else None,
+    )
 
 
 def register(app: web.Application, broker: Broker) -> None:
@@ -969,6 +1212,7 @@ def register(app: web.Application, broker: Broker) -> None:
                 "list the PEM public keys of the API users"
             )
         api.verifier = Verifier(keys)
+        api.principals = principal_mapper(cfg)
         log.info("OCI Streaming REST: verifying request signatures against %d API key(s)", len(keys))
     else:
         log.warning(
