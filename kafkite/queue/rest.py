@@ -20,7 +20,6 @@ rsa-sha256, body included) by one of the keys in ``queue.auth.public.keys`` (emp
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -49,6 +48,18 @@ from kafkite.queue.model import (
     rfc3339,
 )
 from kafkite.queue.service import QueueService
+from kafkite.rest.guard import CALLER_KEY, BadJson, parse_json, read_body
+from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
+from kafkite.security.audit import FAILED, OK
+from kafkite.security.doors import (
+    Caller,
+    PrincipalMap,
+    audit_change,
+    audit_unauthenticated,
+    authorize,
+    oci_principal,
+    principal_mapper,
+)
 from kafkite.streaming.auth import AuthError, Verifier, load_keys
 
 log = logging.getLogger("kafkite.queue.rest")
@@ -56,6 +67,18 @@ log = logging.getLogger("kafkite.queue.rest")
 BASE = "/20210201"
 SERVICE_KEY = web.AppKey("queue_service", QueueService)
 VERIFIER_KEY: web.AppKey[Verifier | None] = web.AppKey("queue_verifier")
+PRINCIPALS_KEY: web.AppKey[PrincipalMap | None] = web.AppKey("queue_principals")
+BROKER_KEY = web.AppKey("queue_broker", Broker)
+OPERATION_KEY = web.RequestKey("kafkite.queue.operation", str)
+DENIED_KEY = web.RequestKey("kafkite.queue.denied", bool)  # refused and already in the audit trail
+# (resource type, name, before, after) of a control-plane change, for the audit trail
+AUDIT_KEY: web.RequestKey[tuple[str, str, Any, Any]] = web.RequestKey("kafkite.queue.audit")
+Op = AclOperation
+RT = ResourceType
+# Control-plane operations: recorded in the audit trail whatever their result.
+CONTROL_OPERATIONS = frozenset(
+    {"CreateQueue", "UpdateQueue", "DeleteQueue", "PurgeQueue", "ChangeQueueCompartment", "MoveBack"}
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -65,6 +88,8 @@ def register(app: web.Application, broker: Broker) -> None:
     svc = QueueService.of(broker)
     app[SERVICE_KEY] = svc
     app[VERIFIER_KEY] = _verifier(broker)
+    app[PRINCIPALS_KEY] = principal_mapper(broker.config) if app[VERIFIER_KEY] is not None else None
+    app[BROKER_KEY] = broker
 
     async def on_startup(_: web.Application) -> None:
         await svc.acquire()
@@ -74,33 +99,42 @@ def register(app: web.Application, broker: Broker) -> None:
 
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
+    for method, path, handler, operation in routes():
+        app.router.add_route(method, path, _oci(handler, operation))
+    app.router.add_route("*", f"{BASE}/{{tail:.*}}", _oci(unknown_path, ""))
+
+
+def routes() -> list[tuple[str, str, Handler, str]]:
+    """(method, path, handler, OCI operation name) of every Queue API route."""
     q = f"{BASE}/queues/{{queueId}}"
-    routes = [
-        ("POST", f"{BASE}/queues", create_queue),
-        ("GET", f"{BASE}/queues", list_queues),
-        ("GET", q, get_queue),
-        ("PUT", q, update_queue),
-        ("DELETE", q, delete_queue),
-        ("POST", f"{q}/actions/purge", purge_queue),
-        ("POST", f"{q}/actions/changeCompartment", change_compartment),
-        ("GET", f"{BASE}/workRequests", list_work_requests),
-        ("GET", f"{BASE}/workRequests/{{workRequestId}}", get_work_request),
-        ("GET", f"{BASE}/workRequests/{{workRequestId}}/errors", list_work_request_errors),
-        ("GET", f"{BASE}/workRequests/{{workRequestId}}/logs", list_work_request_logs),
-        ("POST", f"{q}/messages", put_messages),
-        ("GET", f"{q}/messages", get_messages),
-        ("POST", f"{q}/messages/actions/deleteMessages", delete_messages),
-        ("POST", f"{q}/messages/actions/updateMessages", update_messages),
-        ("PUT", f"{q}/messages/{{messageReceipt}}", update_message),
-        ("DELETE", f"{q}/messages/{{messageReceipt}}", delete_message),
-        ("GET", f"{q}/stats", get_stats),
-        ("GET", f"{q}/channels", list_channels),
-        ("GET", f"{q}/dlq/messages", get_dlq_messages),
-        ("POST", f"{q}/dlq/actions/moveBack", move_back),
+    return [
+        ("POST", f"{BASE}/queues", create_queue, "CreateQueue"),
+        ("GET", f"{BASE}/queues", list_queues, "ListQueues"),
+        ("GET", q, get_queue, "GetQueue"),
+        ("PUT", q, update_queue, "UpdateQueue"),
+        ("DELETE", q, delete_queue, "DeleteQueue"),
+        ("POST", f"{q}/actions/purge", purge_queue, "PurgeQueue"),
+        ("POST", f"{q}/actions/changeCompartment", change_compartment, "ChangeQueueCompartment"),
+        ("GET", f"{BASE}/workRequests", list_work_requests, "ListWorkRequests"),
+        ("GET", f"{BASE}/workRequests/{{workRequestId}}", get_work_request, "GetWorkRequest"),
+        (
+            "GET",
+            f"{BASE}/workRequests/{{workRequestId}}/errors",
+            list_work_request_errors,
+            "ListWorkRequestErrors",
+        ),
+        ("GET", f"{BASE}/workRequests/{{workRequestId}}/logs", list_work_request_logs, "ListWorkRequestLogs"),
+        ("POST", f"{q}/messages", put_messages, "PutMessages"),
+        ("GET", f"{q}/messages", get_messages, "GetMessages"),
+        ("POST", f"{q}/messages/actions/deleteMessages", delete_messages, "DeleteMessages"),
+        ("POST", f"{q}/messages/actions/updateMessages", update_messages, "UpdateMessages"),
+        ("PUT", f"{q}/messages/{{messageReceipt}}", update_message, "UpdateMessage"),
+        ("DELETE", f"{q}/messages/{{messageReceipt}}", delete_message, "DeleteMessage"),
+        ("GET", f"{q}/stats", get_stats, "GetStats"),
+        ("GET", f"{q}/channels", list_channels, "ListChannels"),
+        ("GET", f"{q}/dlq/messages", get_dlq_messages, "GetDeadLetterMessages"),
+        ("POST", f"{q}/dlq/actions/moveBack", move_back, "MoveBack"),
     ]
-    for method, path, handler in routes:
-        app.router.add_route(method, path, _oci(handler))
-    app.router.add_route("*", f"{BASE}/{{tail:.*}}", _oci(unknown_path))
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
@@ -133,27 +167,102 @@ def _request_id(request: web.Request) -> str:
     return request.headers.get("opc-request-id") or uuid.uuid4().hex.upper()
 
 
-def _oci(handler: Handler) -> Handler:
-    """Turn QueueErrors (and malformed requests) into OCI error responses."""
+def _oci(handler: Handler, operation: str) -> Handler:
+    """Authenticate the caller and turn QueueErrors (and malformed requests) into OCI error responses."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
+        op = operation or f"{request.method} {request.path}"
+        request[OPERATION_KEY] = op
+        address = request.remote or ""
+        request[CALLER_KEY] = Caller(None, address, "queue")
+        broker = request.app[BROKER_KEY]
         try:
             verifier = request.app[VERIFIER_KEY]
             if verifier is not None:
+                body = await _raw(request)
                 try:
-                    verifier.verify(request.method, request.raw_path, request.headers, await request.read())
+                    key_id = verifier.verify(request.method, request.raw_path, request.headers, body)
+                    principal = oci_principal(key_id, request.app[PRINCIPALS_KEY])
+                    if principal is None:
+                        raise AuthError(f"the API key {key_id} is not in rest.auth.principal.mapping")
                 except AuthError as e:
+                    audit_unauthenticated(broker, "queue", address, op, str(e))
+                    request[DENIED_KEY] = True
                     raise QueueError(401, "NotAuthenticated", str(e)) from None
+                request[CALLER_KEY] = Caller(principal, address, "queue")
             resp = await handler(request)
         except QueueError as e:
             resp = web.json_response({"code": e.code, "message": e.message}, status=e.status)
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             resp = web.json_response({"code": "InternalServerError", "message": "internal error"}, status=500)
+        if op in CONTROL_OPERATIONS and not request.get(DENIED_KEY):
+            _audit_control(broker, request, op, resp)
         resp.headers["opc-request-id"] = _request_id(request)
         return resp
 
     return wrapped
+
+
+def _audit_control(broker: Broker, request: web.Request, operation: str, resp: web.StreamResponse) -> None:
+    rtype, name, before, after = request.get(AUDIT_KEY) or (
+        "queue",
+        request.match_info.get("queueId", ""),
+        None,
+        None,
+    )
+    ok = resp.status < 300
+    text = getattr(resp, "text", None)
+    audit_change(
+        broker,
+        request[CALLER_KEY],
+        operation,
+        rtype,
+        name,
+        result=OK if ok else FAILED,
+        error=None if ok else f"{resp.status} {text or ''}".strip(),
+        before=before if ok else None,
+        after=after if ok else None,
+    )
+
+
+def _allow(request: web.Request, op: AclOperation, rtype: ResourceType, name: str) -> None:
+    """Refuse (404 NotAuthorizedOrNotFound, recorded in the audit trail) unless the caller may. A queue is the
+    topic named by its OCID in ACLs."""
+    caller = request[CALLER_KEY]
+    if not authorize(request.app[BROKER_KEY], caller, op, rtype, name, operation=request[OPERATION_KEY]):
+        request[DENIED_KEY] = True
+        raise QueueError(
+            404,
+            "NotAuthorizedOrNotFound",
+            f"{caller.name} is not authorized to {op.name} {_kind(rtype)} {name}",
+        )
+
+
+def _kind(rtype: ResourceType) -> str:
+    return "queue" if rtype == RT.TOPIC else rtype.name.lower()
+
+
+def _may(request: web.Request, op: AclOperation, rtype: ResourceType, name: str) -> bool:
+    caller = request[CALLER_KEY]
+    return authorize(request.app[BROKER_KEY], caller, op, rtype, name, operation="", audit_denial=False)
+
+
+def _allow_queue(request: web.Request, op: AclOperation) -> str:
+    queue_id = request.match_info["queueId"]
+    _allow(request, op, RT.TOPIC, queue_id)
+    return queue_id
+
+
+def _audit(request: web.Request, rtype: str, name: str, before: Any = None, after: Any = None) -> None:
+    request[AUDIT_KEY] = (rtype, name, before, after)
+
+
+async def _raw(request: web.Request) -> bytes:
+    try:
+        return await read_body(request)
+    except BadJson as e:
+        raise invalid(str(e)) from None
 
 
 def _svc(request: web.Request) -> QueueService:
@@ -165,13 +274,13 @@ def _endpoint(request: web.Request) -> str:
 
 
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+    raw = await _raw(request)
     if not raw:
         raise missing("the request body")
     try:
-        return json.loads(raw)
-    except ValueError:
-        raise invalid("the request body is not valid JSON") from None
+        return parse_json(raw)
+    except BadJson as e:
+        raise invalid(str(e)) from None
 
 
 def _int_param(request: web.Request, name: str, lo: int, hi: int, default: int) -> int:
@@ -218,11 +327,18 @@ async def unknown_path(request: web.Request) -> web.Response:
 
 
 async def create_queue(request: web.Request) -> web.Response:
-    return _accepted(await _svc(request).create_queue(await _body(request)))
+    body = await _body(request)
+    name = str(body.get("displayName")) if isinstance(body, dict) else ""
+    _audit(request, "queue", name)
+    _allow(request, Op.CREATE, RT.CLUSTER, CLUSTER_NAME)
+    wr = await _svc(request).create_queue(body)
+    _audit(request, "queue", wr.queue_id, after={"displayName": name})
+    return _accepted(wr)
 
 
 async def get_queue(request: web.Request) -> web.Response:
     meta = _svc(request).get(request.match_info["queueId"])
+    _allow_queue(request, Op.DESCRIBE)
     return web.json_response(meta.to_json(_endpoint(request)), headers={"etag": meta.etag})
 
 
@@ -234,6 +350,7 @@ async def list_queues(request: web.Request) -> web.Response:
         display_name=q.get("displayName"),
         queue_id=q.get("id"),
     )
+    queues = [m for m in queues if _may(request, Op.DESCRIBE, RT.TOPIC, m.id)]
     sort_by = q.get("sortBy", "timeCreated")
     if sort_by not in ("timeCreated", "displayName"):
         raise invalid("sortBy must be timeCreated or displayName")
@@ -250,20 +367,50 @@ async def list_queues(request: web.Request) -> web.Response:
     return web.json_response({"items": [m.to_summary(endpoint) for m in chunk]}, headers=headers)
 
 
+def _settings(request: web.Request, queue_id: str) -> dict[str, Any]:
+    meta = _svc(request).queues.get(queue_id)
+    if meta is None:
+        return {}
+    out = meta.to_json("")
+    for k in ("messagesEndpoint", "timeCreated", "timeUpdated", "lifecycleState", "lifecycleDetails"):
+        out.pop(k, None)
+    return out
+
+
 async def update_queue(request: web.Request) -> web.Response:
-    wr = await _svc(request).update_queue(
-        request.match_info["queueId"], await _body(request), request.headers.get("if-match")
+    queue_id = request.match_info["queueId"]
+    _audit(request, "queue", queue_id)
+    _allow_queue(request, Op.ALTER)
+    before = _settings(request, queue_id)
+    wr = await _svc(request).update_queue(queue_id, await _body(request), request.headers.get("if-match"))
+    after = _settings(request, queue_id)
+    _audit(
+        request,
+        "queue",
+        queue_id,
+        {k: v for k, v in before.items() if after.get(k) != v},
+        {k: v for k, v in after.items() if before.get(k) != v},
     )
     return _accepted(wr)
 
 
 async def delete_queue(request: web.Request) -> web.Response:
-    wr = await _svc(request).delete_queue(request.match_info["queueId"], request.headers.get("if-match"))
+    queue_id = request.match_info["queueId"]
+    _audit(request, "queue", queue_id)
+    _allow_queue(request, Op.DELETE)
+    _audit(request, "queue", queue_id, before=_settings(request, queue_id))
+    wr = await _svc(request).delete_queue(queue_id, request.headers.get("if-match"))
     return _accepted(wr)
 
 
 async def purge_queue(request: web.Request) -> web.Response:
+    queue_id = request.match_info["queueId"]
+    _audit(request, "queue", queue_id)
+    _allow_queue(request, Op.DELETE)
     body = await _body(request)
+    _audit(
+        request, "queue", queue_id, after={"purge": body.get("purgeType") if isinstance(body, dict) else None}
+    )
     if isinstance(body, dict) and body.get("consumerGroupId"):
         raise invalid("consumer groups are not supported by this queue")
     wr = await _svc(request).purge_queue(request.match_info["queueId"], body, request.headers.get("if-match"))
@@ -271,14 +418,37 @@ async def purge_queue(request: web.Request) -> web.Response:
 
 
 async def change_compartment(request: web.Request) -> web.Response:
-    wr = await _svc(request).change_compartment(
-        request.match_info["queueId"], await _body(request), request.headers.get("if-match")
+    queue_id = request.match_info["queueId"]
+    _audit(request, "queue", queue_id)
+    _allow_queue(request, Op.ALTER)
+    before = _settings(request, queue_id).get("compartmentId")
+    body = await _body(request)
+    wr = await _svc(request).change_compartment(queue_id, body, request.headers.get("if-match"))
+    _audit(
+        request,
+        "queue",
+        queue_id,
+        {"compartmentId": before},
+        {"compartmentId": body.get("compartmentId") if isinstance(body, dict) else None},
     )
     return _accepted(wr)
 
 
-async def get_work_request(request: web.Request) -> web.Response:
+def _work_request_visible(request: web.Request, wr: WorkRequest) -> bool:
+    return _may(request, Op.DESCRIBE, RT.TOPIC, wr.queue_id) or _may(
+        request, Op.DESCRIBE, RT.CLUSTER, CLUSTER_NAME
+    )
+
+
+def _work_request(request: web.Request) -> WorkRequest:
     wr = _svc(request).get_work_request(request.match_info["workRequestId"])
+    if not _work_request_visible(request, wr):
+        _allow(request, Op.DESCRIBE, RT.TOPIC, wr.queue_id)
+    return wr
+
+
+async def get_work_request(request: web.Request) -> web.Response:
+    wr = _work_request(request)
     return web.json_response(wr.to_json(), headers={"retry-after": "0"})
 
 
@@ -289,6 +459,7 @@ async def list_work_requests(request: web.Request) -> web.Response:
         for wr in _svc(request).work_requests.values()
         if (q.get("compartmentId") is None or wr.compartment_id == q["compartmentId"])
         and (q.get("workRequestId") is None or wr.id == q["workRequestId"])
+        and _work_request_visible(request, wr)
     ]
     items.sort(key=lambda wr: wr.time_accepted, reverse=True)
     chunk, headers = _page(request, items)
@@ -296,12 +467,12 @@ async def list_work_requests(request: web.Request) -> web.Response:
 
 
 async def list_work_request_errors(request: web.Request) -> web.Response:
-    _svc(request).get_work_request(request.match_info["workRequestId"])
+    _work_request(request)
     return web.json_response({"items": []})
 
 
 async def list_work_request_logs(request: web.Request) -> web.Response:
-    wr = _svc(request).get_work_request(request.match_info["workRequestId"])
+    wr = _work_request(request)
     entry = {"message": f"{wr.operation_type} succeeded", "timestamp": rfc3339(wr.time_accepted)}
     return web.json_response({"items": [entry]})
 
@@ -332,6 +503,7 @@ def _message_json(d: Delivery) -> dict[str, Any]:
 
 async def put_messages(request: web.Request) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.WRITE)
     body = await _body(request)
     entries = body.get("messages") if isinstance(body, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -356,6 +528,7 @@ async def put_messages(request: web.Request) -> web.Response:
 
 async def _get(request: web.Request, dlq: bool) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.READ)
     _no_consumer_groups(request)
     meta = state.meta
     vis = _int_param(request, "visibilityInSeconds", 0, VISIBILITY_MAX, meta.visibility_in_seconds)
@@ -378,6 +551,7 @@ async def get_dlq_messages(request: web.Request) -> web.Response:
 
 async def delete_message(request: web.Request) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.READ)
     state.delete(request.match_info["messageReceipt"])
     await _svc(request).durable(state.partitions)
     return web.Response(status=200)
@@ -385,6 +559,7 @@ async def delete_message(request: web.Request) -> web.Response:
 
 async def delete_messages(request: web.Request) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.READ)
     body = await _body(request)
     entries = body.get("entries") if isinstance(body, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -405,6 +580,7 @@ async def delete_messages(request: web.Request) -> web.Response:
 
 async def update_message(request: web.Request) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.READ)
     body = await _body(request)
     vis = _visibility(body)
     m = state.update(request.match_info["messageReceipt"], vis)
@@ -423,6 +599,7 @@ def _visibility(entry: Any) -> int:
 
 async def update_messages(request: web.Request) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.READ)
     body = await _body(request)
     entries = body.get("entries") if isinstance(body, dict) else None
     if not isinstance(entries, list) or not entries:
@@ -449,6 +626,7 @@ async def update_messages(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.DESCRIBE)
     _no_consumer_groups(request)
     channel = request.query.get("channelId") or None
     out: dict[str, Any] = dict(state.stats(channel))
@@ -459,6 +637,7 @@ async def get_stats(request: web.Request) -> web.Response:
 
 async def list_channels(request: web.Request) -> web.Response:
     state = _state(request)
+    _allow_queue(request, Op.DESCRIBE)
     _no_consumer_groups(request)
     channels = state.channels(request.query.get("channelFilter") or None)
     chunk, headers = _page(request, channels, default_limit=50)
@@ -467,11 +646,13 @@ async def list_channels(request: web.Request) -> web.Response:
 
 async def move_back(request: web.Request) -> web.Response:
     state = _state(request)
-    raw = await request.read()
+    _audit(request, "queue", state.meta.id)
+    _allow_queue(request, Op.ALTER)
+    raw = await _raw(request)
     try:
-        body = json.loads(raw) if raw else {}
-    except ValueError:
-        raise invalid("the request body is not valid JSON") from None
+        body = parse_json(raw) if raw else {}
+    except BadJson as e:
+        raise invalid(str(e)) from None
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")
     ids = body.get("ids")
@@ -483,5 +664,6 @@ async def move_back(request: web.Request) -> web.Response:
     ):
         raise invalid("channelIds must be a list of strings")
     n = state.move_back(ids, channels)
+    _audit(request, "queue", state.meta.id, after={"movedMessages": n, "ids": ids, "channelIds": channels})
     await _svc(request).durable(state.partitions)
     return web.json_response({"movedMessages": n})

@@ -1,8 +1,13 @@
 """A STOMP 1.0-1.2 listener over the queues (``stomp.listeners``, default ``stomp://localhost:61613``).
 
 * ``CONNECT``/``STOMP``: the highest common version is chosen; ``login``/``passcode`` are checked once per
-  connection against ``stomp.users`` (``login=passcode,...``; when empty any login is accepted, and a warning
-  says so). Heart-beats are negotiated as the specification says; a silent client is disconnected.
+  connection. When the broker's Kafka listeners are secured (``kafkite.security.doors``) they must be a SASL
+  user's (``sasl.plain.users``, the SCRAM user store) or one of ``stomp.users``, and the login is the
+  principal ``User:<login>`` whose ACLs decide: SEND needs WRITE and SUBSCRIBE READ on the queue (the topic
+  named by the queue's OCID), refused with an ERROR frame. Otherwise they are checked against
+  ``stomp.users`` (``login=passcode,...``; when empty any login is accepted, and a warning says so).
+  ``stomp+ssl://`` listeners take TLS with the Kafka listeners' ``ssl.*`` settings. Heart-beats are
+  negotiated as the specification says; a silent client is disconnected.
 * ``SEND``: ``destination`` is a queue's OCID or display name, optionally ``/queue/``-prefixed and followed by
   ``/<channelId>``. Headers other than the STOMP ones become the message's custom properties.
 * ``SUBSCRIBE``: ``id``, ``destination`` (a channel id or ``prefix*`` after the queue selects channels),
@@ -27,7 +32,6 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
@@ -35,6 +39,9 @@ from kafkite.queue.engine import Delivery, Message, QueueState
 from kafkite.queue.model import VISIBILITY_MAX, QueueError, check_channel
 from kafkite.queue.service import QueueService
 from kafkite.queue.stomp_frames import Frame, FrameParser, Heartbeat, StompParseError, encode
+from kafkite.rest.guard import listener_scheme, tls_context
+from kafkite.security.acl import AclOperation, ResourceType
+from kafkite.security.doors import Caller, audit_unauthenticated, authorize, door_secured, login_checker
 from kafkite.server.listen import bind_tcp, bound_port
 
 log = logging.getLogger("kafkite.queue.stomp")
@@ -73,13 +80,18 @@ def parse_users(spec: str) -> dict[str, str]:
 
 
 class StompService:
-    def __init__(self, queues: QueueService, users: dict[str, str]) -> None:
+    def __init__(
+        self, queues: QueueService, users: dict[str, str], broker: Broker | None = None, secured: bool = False
+    ) -> None:
         self.queues = queues
         self.users = users
+        self.broker = broker if broker is not None else queues.broker
+        self.secured = secured  # logins are checked against the broker's SASL users
         self.servers: list[asyncio.Server] = []
         self.connections: set[StompConnection] = set()
         self.ports: list[int] = []
         self.hosts: list[str] = []
+        self.schemes: list[str] = []
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = StompConnection(self, reader, writer)
@@ -92,9 +104,11 @@ class StompService:
     async def serve(self) -> None:
         for server in self.servers:
             await server.start_serving()
-        for host, port in zip(self.hosts, self.ports, strict=True):
-            log.info("STOMP listening on stomp://%s:%s", host, port)
-        if not self.users:
+        for scheme, host, port in zip(self.schemes, self.hosts, self.ports, strict=True):
+            log.info("STOMP listening on %s://%s:%s", scheme, host, port)
+        if self.secured:
+            log.info("STOMP: logins are checked against the broker's SASL users; ACLs decide per queue")
+        elif not self.users:
             log.warning(
                 "STOMP accepts ANY login and passcode: set stomp.users=login=passcode,... to check them"
             )
@@ -118,21 +132,33 @@ async def bind_stomp(broker: Broker) -> StompService | None:
     if not spec.strip():
         return None
     users = parse_users(broker.config["stomp.users"])
+    listeners = [
+        listener_scheme("stomp.listeners", item, "stomp", "stomp+ssl")
+        for item in spec.split(",")
+        if item.strip()
+    ]
+    contexts = {
+        i: tls_context(broker.config, "stomp.listeners")
+        for i, (scheme, _, _) in enumerate(listeners)
+        if scheme == "stomp+ssl"
+    }
+    secured = door_secured(broker.config, "stomp")
     queues = QueueService.of(broker)
     await queues.acquire()
-    service = StompService(queues, users)
+    service = StompService(queues, users, broker, secured)
     try:
-        for item in spec.split(","):
-            parts = urlsplit(item.strip())
-            if parts.scheme != "stomp":
-                raise ConfigError(f"stomp.listeners: expected stomp://host:port, got {item.strip()!r}")
-            host, port = parts.hostname or "localhost", parts.port if parts.port is not None else 61613
-            socks = bind_tcp("stomp.listeners", item.strip(), host, port)
+        for i, (scheme, host, want) in enumerate(listeners):
+            port = want if want is not None else 61613
+            item = f"{scheme}://{host}:{port}"
+            socks = bind_tcp("stomp.listeners", item, host, port)
             for sock in socks:
-                server = await asyncio.start_server(service._serve, sock=sock, start_serving=False)
+                server = await asyncio.start_server(
+                    service._serve, sock=sock, start_serving=False, ssl=contexts.get(i)
+                )
                 service.servers.append(server)
             service.ports.append(bound_port(socks))
             service.hosts.append(host)
+            service.schemes.append(scheme)
     except BaseException:
         for server in service.servers:
             server.close()
@@ -201,6 +227,7 @@ class StompConnection:
         self.version = "1.2"
         self.connected = False
         self.session = uuid.uuid4().hex[:16]
+        self.principal: str | None = None
         self.subs: dict[str, Subscription] = {}
         self.seq = itertools.count()
         self.recv_timeout: float | None = None
@@ -211,6 +238,18 @@ class StompConnection:
         self._main: asyncio.Task[Any] | None = None
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.host = str(peer[0]) if isinstance(peer, tuple) else str(peer)
+
+    def allow(self, state: QueueState, op: AclOperation, operation: str) -> None:
+        """The authorizer's decision for this connection's login on a queue; an ERROR frame if refused."""
+        caller = Caller(self.principal, self.host, "stomp")
+        if not authorize(
+            self.service.broker, caller, op, ResourceType.TOPIC, state.meta.id, operation=operation
+        ):
+            raise StompError(
+                "not authorized",
+                f"{caller.name} may not {op.name} queue {state.meta.id} ({state.meta.display_name})",
+            )
 
     # ------------------------------------------------------------------ connection loop
 
@@ -327,8 +366,23 @@ class StompConnection:
         self.parser.version = self.version
         users = self.service.users
         login = frame.get("login")
-        if users and (login not in users or users[login] != frame.get("passcode")):
-            raise StompError("authentication failed", "bad login or passcode")
+        if self.service.secured:
+            passcode = frame.get("passcode") or ""
+            if not login or not await login_checker(self.service.broker).check(login, passcode, "stomp"):
+                audit_unauthenticated(
+                    self.service.broker,
+                    "stomp",
+                    self.host,
+                    "Connect",
+                    "bad login or passcode",
+                    f"User:{login}",
+                )
+                raise StompError("authentication failed", "bad login or passcode")
+            self.principal = f"User:{login}"
+        elif users:
+            if login not in users or users[login] != frame.get("passcode"):
+                raise StompError("authentication failed", "bad login or passcode")
+            self.principal = f"User:{login}"
         headers = [("version", self.version), ("server", "kafkite"), ("session", self.session)]
         if self.version != "1.0":
             cx, cy = _heartbeat(frame.get("heart-beat"))
@@ -370,6 +424,7 @@ class StompConnection:
         if frame.get("transaction") is not None:
             raise StompError("transactions are not supported")
         state, channel = self.resolve(frame.get("destination"))
+        self.allow(state, AclOperation.WRITE, "Send")
         if channel is not None:
             if channel.endswith("*"):
                 raise StompError("a SEND destination cannot use a channel filter")
@@ -391,6 +446,7 @@ class StompConnection:
             )
         destination = frame.get("destination") or ""
         state, channel = self.resolve(destination)
+        self.allow(state, AclOperation.READ, "Subscribe")
         prefetch = _int_header(
             frame, ("prefetch", "activemq.prefetchSize"), DEFAULT_PREFETCH, 1, MAX_PREFETCH
         )
