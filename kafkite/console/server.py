@@ -6,7 +6,13 @@ second into a short history. The page is static HTML, CSS and JavaScript (no bui
 
 JSON endpoints (all GET): ``/api/overview``, ``/api/topics``, ``/api/topics/{topic}``,
 ``/api/topics/{topic}/messages?partition=P&offset=O|timestamp=MS&limit=N``, ``/api/groups``,
-``/api/groups/{group}``, ``/api/throughput``, ``/api/pools``, ``/api/queues``.
+``/api/groups/{group}``, ``/api/throughput``, ``/api/pools``, ``/api/queues``, ``/api/session``.
+
+Logins, sessions and CSRF protection are in ``kafkite.console.auth``. Every endpoint answers as its caller's
+principal: lists hold what the principal may DESCRIBE (topics and groups by the names the clients of their
+stream pool use, queues by OCID), the message browser needs READ on the topic, totals of the whole broker
+(connections, throughput) DESCRIBE on the cluster; a refused topic or group page is 403 and is recorded in
+the audit trail. ``https://`` listeners take the Kafka listeners' ``ssl.*`` settings.
 """
 
 from __future__ import annotations
@@ -17,17 +23,22 @@ import contextlib
 import itertools
 import logging
 import socket
+import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from kafkite.console.auth import CALLER, ConsoleAuth, session_json
 from kafkite.log.base import LogError
 from kafkite.metrics import BrokerMetrics, metrics_of
 from kafkite.metrics.collect import group_lag_rows
-from kafkite.metrics.http import HttpService, bind, parse_listener
+from kafkite.metrics.http import HttpService, bind, listener_tls, parse_listener_url
+from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
+from kafkite.security.doors import authorize, door_secured
 
 log = logging.getLogger("kafkite.console")
 
@@ -58,11 +69,25 @@ def _topic_row(broker: Any, name: str, meta: Any) -> dict[str, Any]:
     }
 
 
-def topics_view(broker: Any) -> list[dict[str, Any]]:
-    return [_topic_row(broker, n, m) for n, m in sorted(broker.topics().items())]
+Visible = Callable[[str], bool]
 
 
-def topic_view(broker: Any, name: str) -> dict[str, Any] | None:
+def _everything(name: str) -> bool:
+    return True
+
+
+def acl_name(name: str) -> str:
+    """A topic or group as the clients of its stream pool name it (ACLs name it so)."""
+    from kafkite.streaming.pools import split_internal_name
+
+    return split_internal_name(name)[1]
+
+
+def topics_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
+    return [_topic_row(broker, n, m) for n, m in sorted(broker.topics().items()) if visible(n)]
+
+
+def topic_view(broker: Any, name: str, group_visible: Visible = _everything) -> dict[str, Any] | None:
     meta = broker.topic(name)
     if meta is None:
         return None
@@ -88,7 +113,7 @@ def topic_view(broker: Any, name: str) -> dict[str, Any] | None:
     configs = dict(sorted(meta.configs.items()))  # the topic's own overrides
     groups: dict[str, dict[str, Any]] = {}
     for row in group_lag_rows(broker):
-        if row["topic"] != name:
+        if row["topic"] != name or not group_visible(row["group"]):
             continue
         g = groups.setdefault(
             row["group"], {"group": row["group"], "state": row["state"], "lag": 0, "partitions": []}
@@ -175,7 +200,7 @@ def browse(
     }
 
 
-def groups_view(broker: Any) -> list[dict[str, Any]]:
+def groups_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
     coord = getattr(broker, "groups", None)
     if coord is None:
         return []
@@ -193,10 +218,11 @@ def groups_view(broker: Any) -> list[dict[str, Any]]:
             "lag": lag.get(g["group_id"], 0),
         }
         for g in sorted(coord.groups_overview(), key=lambda g: g["group_id"])
+        if visible(g["group_id"])
     ]
 
 
-def group_view(broker: Any, group: str) -> dict[str, Any] | None:
+def group_view(broker: Any, group: str, topic_visible: Visible = _everything) -> dict[str, Any] | None:
     from kafkite.tools.group import decode_assignment
 
     coord = getattr(broker, "groups", None)
@@ -222,7 +248,7 @@ def group_view(broker: Any, group: str) -> dict[str, Any] | None:
     offsets = [
         {**r, "member_id": owners.get((r["topic"], r["partition"]))}
         for r in group_lag_rows(broker)
-        if r["group"] == group
+        if r["group"] == group and topic_visible(r["topic"])
     ]
     return {
         "group": group,
@@ -237,7 +263,7 @@ def group_view(broker: Any, group: str) -> dict[str, Any] | None:
     }
 
 
-def pools_view(broker: Any) -> list[dict[str, Any]]:
+def pools_view(broker: Any, visible: Visible = _everything, all_pools: bool = True) -> list[dict[str, Any]]:
     try:
         from kafkite.streaming import catalog_of
     except ImportError:
@@ -249,6 +275,8 @@ def pools_view(broker: Any) -> list[dict[str, Any]]:
             continue
         streams = []
         for s in cat.streams(pool):
+            if not visible(s.topic):
+                continue
             row = topic_view(broker, s.topic) or {}
             streams.append(
                 {
@@ -262,6 +290,8 @@ def pools_view(broker: Any) -> list[dict[str, Any]]:
                     "size_bytes": row.get("size_bytes", 0),
                 }
             )
+        if not streams and not all_pools:
+            continue
         out.append(
             {
                 "name": pool.name,
@@ -274,7 +304,7 @@ def pools_view(broker: Any) -> list[dict[str, Any]]:
     return out
 
 
-def queues_view(broker: Any) -> list[dict[str, Any]]:
+def queues_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
     try:
         from kafkite.queue.service import QueueService
     except ImportError:
@@ -282,7 +312,7 @@ def queues_view(broker: Any) -> list[dict[str, Any]]:
     svc = QueueService.of(broker)
     out = []
     for meta in svc.queues.values():
-        if meta.lifecycle_state == "DELETED":
+        if meta.lifecycle_state == "DELETED" or not visible(meta.id):
             continue
         state = svc.states.get(meta.id)
         stats = state.stats() if state is not None else {}
@@ -329,10 +359,10 @@ class Sampler:
         }
         self.samples.append((time.time(), totals, per_topic))
 
-    def series(self) -> dict[str, Any]:
+    def series(self, totals: bool = True, visible: Visible = _everything) -> dict[str, Any]:
         points = []
         s = list(self.samples)
-        for (t0, a, _), (t1, b, _) in itertools.pairwise(s):
+        for (t0, a, _), (t1, b, _) in itertools.pairwise(s if totals else []):
             dt = max(t1 - t0, 1e-3)
             points.append({"t": round(t1 * 1000), **{k: max(0.0, (b[k] - a[k]) / dt) for k in b}})
         topics: dict[str, dict[str, float]] = {}
@@ -340,6 +370,8 @@ class Sampler:
             (t0, _, a_t), (t1, _, b_t) = s[-2], s[-1]
             dt = max(t1 - t0, 1e-3)
             for topic, (bi, bo) in b_t.items():
+                if not visible(topic):
+                    continue
                 ai, ao = a_t.get(topic, (0.0, 0.0))
                 topics[topic] = {"bytes_in": (bi - ai) / dt, "bytes_out": (bo - ao) / dt}
         return {"points": points, "topics": topics}
@@ -353,11 +385,38 @@ class Sampler:
 # ------------------------------------------------------------------------------------------ the app
 
 
-def build_app(broker: Any, metrics: BrokerMetrics, sampler: Sampler) -> web.Application:
+def build_app(
+    broker: Any, metrics: BrokerMetrics, sampler: Sampler, auth: ConsoleAuth | None = None
+) -> web.Application:
     routes = web.RouteTableDef()
+    auth = auth or ConsoleAuth(broker, secured=False, tls=False)
 
     def ok(obj: Any) -> web.Response:
         return web.json_response(obj, dumps=_dumps)
+
+    def can(
+        request: web.Request, op: AclOperation, rtype: ResourceType, name: str, operation: str = ""
+    ) -> bool:
+        """The Kafka authorizer's decision for the caller; ``operation`` given: a refusal is audited."""
+        return authorize(
+            broker, request[CALLER], op, rtype, name, operation=operation, audit_denial=bool(operation)
+        )
+
+    def topic_visible(request: web.Request) -> Visible:
+        return lambda name: can(request, AclOperation.DESCRIBE, ResourceType.TOPIC, acl_name(name))
+
+    def group_visible(request: web.Request) -> Visible:
+        return lambda name: can(request, AclOperation.DESCRIBE, ResourceType.GROUP, acl_name(name))
+
+    def cluster_visible(request: web.Request) -> bool:
+        return can(request, AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME)
+
+    def refuse(what: str) -> web.Response:
+        return web.json_response({"error": f"not authorized to {what}"}, status=403)
+
+    @routes.get("/api/session")
+    async def session(request: web.Request) -> web.Response:
+        return ok(session_json(request))
 
     @routes.get("/")
     async def index(request: web.Request) -> web.FileResponse:
@@ -365,9 +424,11 @@ def build_app(broker: Any, metrics: BrokerMetrics, sampler: Sampler) -> web.Appl
 
     @routes.get("/api/overview")
     async def overview(request: web.Request) -> web.Response:
-        conns = sum(v for _, v in metrics.connections.items())
+        everything = cluster_visible(request)
+        conns = sum(v for _, v in metrics.connections.items()) if everything else None
         host, port = broker.advertised
-        topics = broker.topics()
+        visible = topic_visible(request)
+        topics = {n: m for n, m in broker.topics().items() if visible(n)}
         return ok(
             {
                 "cluster_id": broker.cluster_id,
@@ -376,7 +437,7 @@ def build_app(broker: Any, metrics: BrokerMetrics, sampler: Sampler) -> web.Appl
                 "uptime_s": time.time() - _STARTED,
                 "topics": len(topics),
                 "partitions": sum(m.partitions for m in topics.values()),
-                "groups": len(groups_view(broker)),
+                "groups": len(groups_view(broker, group_visible(request))),
                 "connections": conns,
                 "storage": broker.config["storage.engine"],
                 "profile": broker.config["profile"],
@@ -385,11 +446,14 @@ def build_app(broker: Any, metrics: BrokerMetrics, sampler: Sampler) -> web.Appl
 
     @routes.get("/api/topics")
     async def topics(request: web.Request) -> web.Response:
-        return ok(topics_view(broker))
+        return ok(topics_view(broker, topic_visible(request)))
 
     @routes.get("/api/topics/{topic}")
     async def topic(request: web.Request) -> web.Response:
-        view = topic_view(broker, request.match_info["topic"])
+        name = request.match_info["topic"]
+        if not can(request, AclOperation.DESCRIBE, ResourceType.TOPIC, acl_name(name), "DescribeTopic"):
+            return refuse(f"describe topic {name}")
+        view = topic_view(broker, name, group_visible(request))
         if view is None:
             raise web.HTTPNotFound(text="no such topic")
         return ok(view)
@@ -405,34 +469,39 @@ def build_app(broker: Any, metrics: BrokerMetrics, sampler: Sampler) -> web.Appl
         except ValueError:
             raise web.HTTPBadRequest(text="partition, offset, timestamp and limit are integers") from None
         name = request.match_info["topic"]
+        if not can(request, AclOperation.READ, ResourceType.TOPIC, acl_name(name), "BrowseMessages"):
+            return refuse(f"read topic {name}")
         if broker.topic(name) is None:
             raise web.HTTPNotFound(text="no such topic")
         return ok(browse(broker, name, partition, offset=offset, timestamp=ts, limit=limit))
 
     @routes.get("/api/groups")
     async def groups(request: web.Request) -> web.Response:
-        return ok(groups_view(broker))
+        return ok(groups_view(broker, group_visible(request)))
 
     @routes.get("/api/groups/{group}")
     async def group(request: web.Request) -> web.Response:
-        view = group_view(broker, request.match_info["group"])
+        name = request.match_info["group"]
+        if not can(request, AclOperation.DESCRIBE, ResourceType.GROUP, acl_name(name), "DescribeGroup"):
+            return refuse(f"describe group {name}")
+        view = group_view(broker, name, topic_visible(request))
         if view is None:
             raise web.HTTPNotFound(text="no such group")
         return ok(view)
 
     @routes.get("/api/throughput")
     async def throughput(request: web.Request) -> web.Response:
-        return ok(sampler.series())
+        return ok(sampler.series(cluster_visible(request), topic_visible(request)))
 
     @routes.get("/api/pools")
     async def pools(request: web.Request) -> web.Response:
-        return ok(pools_view(broker))
+        return ok(pools_view(broker, topic_visible(request), cluster_visible(request)))
 
     @routes.get("/api/queues")
     async def queues(request: web.Request) -> web.Response:
-        return ok(queues_view(broker))
+        return ok(queues_view(broker, lambda q: can(request, AclOperation.DESCRIBE, ResourceType.TOPIC, q)))
 
-    app = web.Application()
+    app = web.Application(middlewares=[auth.middleware()], client_max_size=64 * 1024)
     app.add_routes(routes)
     app.router.add_static("/static/", STATIC)
     return app
@@ -448,17 +517,23 @@ class ConsoleService(HttpService):
     """The console on its bound listener; :meth:`serve` starts the page and the throughput sampler."""
 
     def __init__(
-        self, runner: web.AppRunner, sampler: Sampler, url: str, sockets: list[socket.socket]
+        self,
+        runner: web.AppRunner,
+        sampler: Sampler,
+        url: str,
+        sockets: list[socket.socket],
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(runner, url, sockets)
+        super().__init__(runner, url, sockets, ssl_context)
         self.sampler = sampler
         self.task: asyncio.Task[None] | None = None
+        self.login = False  # logins are asked for
 
     async def serve(self) -> None:
         await super().serve()
         if self.task is None:
             self.task = asyncio.create_task(self.sampler.run(), name="console-sampler")
-        log.info("web console on %s", self.url)
+        log.info("web console on %s%s", self.url, " (log in with a SASL user)" if self.login else "")
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -473,14 +548,18 @@ async def bind_console(broker: Any) -> ConsoleService | None:
     spec: str = broker.config["console.listener"]
     if not spec.strip():
         return None
-    host, port, _ = parse_listener("console.listener", spec, 9645)
+    host, port, _, scheme = parse_listener_url("console.listener", spec, 9645)
+    tls = listener_tls(broker, "console.listener", scheme)
     metrics = metrics_of(broker)
     assert metrics is not None
     sampler = Sampler(metrics)
+    auth = ConsoleAuth(broker, door_secured(broker.config, "console"), tls is not None)
     runner, socks, bound = await bind(
-        "console.listener", spec.strip(), build_app(broker, metrics, sampler), host, port
+        "console.listener", spec.strip(), build_app(broker, metrics, sampler, auth), host, port
     )
-    return ConsoleService(runner, sampler, f"http://{host}:{bound}/", socks)
+    service = ConsoleService(runner, sampler, f"{scheme}://{host}:{bound}/", socks, tls)
+    service.login = auth.secured
+    return service
 
 
 async def start_console(broker: Any) -> ConsoleService | None:

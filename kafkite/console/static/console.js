@@ -31,10 +31,35 @@ function time(ms) {
   return d.toISOString().replace("T", " ").replace("Z", "");
 }
 
+let csrfToken = null;  // the session's CSRF token: state-changing requests carry it (see send)
+
 async function api(path) {
-  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  const r = await fetch(path, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+  if (r.status === 401) { location.href = "/login"; throw new Error("log in first"); }
   if (!r.ok) throw new Error(path + ": " + r.status + " " + (await r.text()));
   return r.json();
+}
+
+// A state-changing request (POST, PUT, DELETE) with the session's CSRF token.
+async function send(method, path, body) {
+  const headers = { Accept: "application/json", "Content-Type": "application/json" };
+  if (csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  const r = await fetch(path, { method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  if (r.status === 401) { location.href = "/login"; throw new Error("log in first"); }
+  if (!r.ok) throw new Error(path + ": " + r.status + " " + (await r.text()));
+  return r.status === 204 ? null : r.json();
+}
+
+async function loadSession() {
+  const s = await api("/api/session");
+  csrfToken = s.csrf_token;
+  const box = document.getElementById("session");
+  if (s.authenticated) {
+    box.innerHTML = `<span id="principal">${esc(s.principal)}</span>
+      <form method="post" action="/logout" class="logout"><input type="hidden" name="csrf" value="${esc(s.csrf_token)}">
+      <button type="submit" id="logout">Log out</button></form>`;
+  }
 }
 
 function table(headers, rows, attrs) {
@@ -282,5 +307,6 @@ async function route() {
 window.addEventListener("hashchange", route);
 window.addEventListener("resize", redrawCharts);
 setInterval(pollThroughput, 1000);
+loadSession().catch(() => {});
 pollThroughput();
 route();
