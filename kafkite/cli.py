@@ -47,6 +47,7 @@ COMMANDS: list[str] = [
     "kafkite.tools.produce:add_parser",
     "kafkite.tools.consume:add_parser",
     "kafkite.security.cli:add_parser",
+    "kafkite.security.audit_cli:add_parser",
     "kafkite.migrate.cli:add_parser",
 ]
 

@@ -477,10 +477,10 @@ _DEFS += [
         "security.open.surfaces",
         "",
         _str_list,
-        "Surfaces that may run WITHOUT authentication beside secured Kafka listeners (a SASL listener, required"
-        " client certificates or an authorizer): streaming, queue, stomp, console, metrics; each is logged as a"
-        " warning. Otherwise a secured broker refuses to start with an open REST gateway, and STOMP, console"
-        " and metrics check logins against the SASL users",
+        "Surfaces that may run WITHOUT authentication beside secured Kafka listeners (a SASL listener,"
+        " required client certificates or an authorizer): streaming, queue, stomp, console, metrics; each is"
+        " logged as a warning. Otherwise a secured broker refuses to start with an open REST gateway, and"
+        " STOMP, console and metrics check logins against the SASL users",
     ),
     ConfigDef(
         "rest.auth.principal.mapping",
