@@ -1,6 +1,7 @@
 """The REST listener shared by the OCI Streaming and OCI Queue gateways (aiohttp).
 
-Each gateway registers its routes through ``ROUTES``: "module:function" where ``function(app, broker)`` adds
+``GET /openapi.json`` is the OpenAPI 3 description of every route (``kafkite.rest.openapi``). Each gateway
+registers its routes through ``ROUTES``: "module:function" where ``function(app, broker)`` adds
 routes to the aiohttp application. Gateways are adapters over the broker's own state, never a second store.
 ``https://`` listeners take the Kafka listeners' ``ssl.*`` settings.
 """
@@ -55,6 +56,14 @@ class RestService:
 def build_app(broker: Broker) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[BROKER_KEY] = broker
+    from kafkite.rest.openapi import document
+
+    spec = document()
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    app.router.add_get("/openapi.json", openapi)
     for ref in ROUTES:
         module, _, name = ref.partition(":")
         getattr(importlib.import_module(module), name)(app, broker)

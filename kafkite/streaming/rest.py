@@ -419,6 +419,11 @@ class StreamingApi:
         uri = f"{API}/{'streams' if entity == 'stream' else 'streampools'}/{ident}"
         return self.catalog.record_work_request(op, compartment, entity, action, ident, uri).id
 
+    def _check_partitions(self, partitions: int | None) -> None:
+        limit: int = self.broker.config["topic.max.partitions"]
+        if partitions is not None and partitions > limit:
+            raise bad(f"a stream may have at most {limit} partitions (topic.max.partitions)")
+
     def _check_retention(self, hours: int | None) -> None:
         if hours is None:
             return
@@ -447,6 +452,7 @@ class StreamingApi:
         partitions = _opt_int(ks, "numPartitions")
         if partitions is not None and partitions < 1:
             raise bad("numPartitions must be at least 1")
+        self._check_partitions(partitions)
         pool = self.catalog.create_pool(
             name,
             compartment,
@@ -507,6 +513,10 @@ class StreamingApi:
             raise bad("kafkaSettings must be an object")
         retention = _opt_int(ks, "logRetentionHours")
         self._check_retention(retention)
+        pool_partitions = _opt_int(ks, "numPartitions")
+        if pool_partitions is not None and pool_partitions < 1:
+            raise bad("numPartitions must be at least 1")
+        self._check_partitions(pool_partitions)
         name = body.get("name")
         if name is not None and (not isinstance(name, str) or not name):
             raise bad("name must be a non-empty string")
@@ -585,6 +595,7 @@ class StreamingApi:
             pool = self.catalog.default_pool
         else:
             raise bad("one of compartmentId and streamPoolId is required")
+        self._check_partitions(partitions)
         retention = _opt_int(body, "retentionInHours")
         if self.oci and retention is None:
             retention = limits.MIN_RETENTION_HOURS
@@ -1150,7 +1161,7 @@ def _middleware(api: StreamingApi) -> Any:
                     raise OciError(401, "NotAuthenticated", str(e)) from None
                 request[CALLER_KEY] = Caller(principal, address, "streaming")
             resp = await handler(request)
-        except OciError as e:
+        except (OciError, CatalogError, GroupError) as e:
             resp = json_response({"code": e.code, "message": e.message}, status=e.status)
         except web.HTTPException as e:
             if e.status == 404:
