@@ -132,6 +132,7 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
             f"stomp.listeners=stomp://127.0.0.1:{stomp_port}",
             f"console.listener=http://127.0.0.1:{console}",
             f"metrics.listener=http://127.0.0.1:{metrics}",
+            "audit.log.topic=__audit",
         ],
     )
     b.start()
@@ -644,6 +645,39 @@ def test_every_control_plane_change_and_refusal_is_audited_once(d: Doors) -> Non
     assert "DeleteGroups" in out and "User:admin" not in out
 
 
+def test_the_audit_topic_is_readable_by_principals_allowed_to(d: Doors) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    create_topic(d, "audit-topic-probe")
+
+    def read(user: str, password: str) -> list[dict[str, Any]]:
+        c = Consumer(
+            {**d.kafka_conf(user, password), "group.id": f"audit-{user}", "enable.auto.commit": False}
+        )
+        try:
+            c.assign([TopicPartition("__audit", 0, 0)])
+            out: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and not any(
+                r["operation"] == "CreateTopics" and r["resource"]["name"] == "audit-topic-probe" for r in out
+            ):
+                m = c.poll(0.5)
+                if m is None:
+                    continue
+                if m.error() is not None:
+                    raise RuntimeError(str(m.error()))
+                out.append(json.loads(m.value()))
+            return out
+        finally:
+            c.close()
+
+    records = read("admin", "admin-secret")
+    probe = [r for r in records if r["resource"]["name"] == "audit-topic-probe"]
+    assert [(r["principal"], r["result"]) for r in probe] == [("User:admin", "ok")]
+    with pytest.raises(RuntimeError, match=r"(?i)authoriz"):
+        read("bob", "bob-secret")
+
+
 # ---------------------------------------------------------------------------------------------- start-up
 
 
@@ -688,3 +722,49 @@ def test_secured_broker_refuses_an_open_rest_gateway_unless_opted_in(tmp_path: P
     )
     b4.start()
     b4.stop()
+
+
+# ---------------------------------------------------------------------------------------------- TLS
+
+
+def test_tls_on_the_rest_stomp_console_and_metrics_listeners(tmp_path: Path) -> None:
+    from test_security_support import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    rest, stomp_port, console, metrics = free_port(), free_port(), free_port(), free_port()
+    b = BrokerProcess(
+        tmp_path / "data",
+        tmp_path / "broker.log",
+        [
+            f"ssl.keystore.location={pki.server}",
+            f"rest.listeners=https://127.0.0.1:{rest}",
+            f"stomp.listeners=stomp+ssl://127.0.0.1:{stomp_port}",
+            f"console.listener=https://127.0.0.1:{console}",
+            f"metrics.listener=https://127.0.0.1:{metrics}",
+        ],
+    )
+    b.start()
+    try:
+        ca = ["--cacert", str(pki.ca)]
+        status, _, body = curl(*ca, f"https://127.0.0.1:{rest}/20180418/streams?compartmentId=c")
+        assert (status, json.loads(body)) == (200, [])
+        assert curl(*ca, f"https://127.0.0.1:{console}/api/topics")[0] == 200
+        status, _, body = curl(*ca, f"https://127.0.0.1:{metrics}/metrics")
+        assert status == 200 and "kafkite_" in body
+        # Plain HTTP on a TLS port gets nowhere.
+        with pytest.raises(subprocess.CalledProcessError):
+            curl(f"http://127.0.0.1:{rest}/openapi.json")
+        conn = stomp.Connection12([("127.0.0.1", stomp_port)], heartbeats=(0, 0))
+        conn.set_ssl(for_hosts=[("127.0.0.1", stomp_port)], ca_certs=str(pki.ca))
+        conn.connect(wait=True)
+        assert conn.is_connected()
+        conn.disconnect()
+    finally:
+        b.stop()
+    # A TLS listener without a certificate names the key to set.
+    b2 = BrokerProcess(
+        tmp_path / "data2", tmp_path / "broker2.log", [f"console.listener=https://127.0.0.1:{console}"]
+    )
+    with pytest.raises(BrokerError) as e:
+        b2.start()
+    assert "console.listener" in str(e.value) and "ssl.keystore.location" in str(e.value)

@@ -78,7 +78,10 @@ async def rest_stream(url: str, stream_id: str) -> dict[str, Any]:
 @pytest.mark.parametrize("profile", ["default", "oci"])
 def test_apply_over_oci_admin_rest(broker_factory: BrokerFactory, tmp_path: Path, profile: str) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    target = broker_factory(f"rest.listeners={url}", f"profile={profile}", start=False)
+    # The SASL listener secures Kafka: the REST gateway, unsigned here, runs open on purpose.
+    target = broker_factory(
+        f"rest.listeners={url}", f"profile={profile}", "security.open.surfaces=streaming,queue", start=False
+    )
     sasl_port = free_port()
     target.overrides.append(
         f"listeners=PLAINTEXT://127.0.0.1:{target.port},SASL_PLAINTEXT://127.0.0.1:{sasl_port}"

@@ -80,6 +80,7 @@ def validate(config: BrokerConfig) -> None:
     unknown = open_surfaces(config) - set(SURFACES)
     if unknown:
         raise ConfigError(f"{OPEN_KEY}: unknown surface {sorted(unknown)[0]!r}: use {', '.join(SURFACES)}")
+    _validate_tls(config)
     why = kafka_secured(config)
     if why is None:
         return
@@ -96,6 +97,24 @@ def validate(config: BrokerConfig) -> None:
                     f"{surface}.auth.public.keys), turn the gateway off with rest.listeners=, or run it "
                     f"open on purpose with {OPEN_KEY}={surface}"
                 )
+
+
+TLS_SCHEMES = {
+    "rest.listeners": "https://",
+    "stomp.listeners": "stomp+ssl://",
+    "console.listener": "https://",
+    "metrics.listener": "https://",
+}
+
+
+def _validate_tls(config: BrokerConfig) -> None:
+    """A TLS door needs the listeners' certificate (checked before anything binds)."""
+    for key, scheme in TLS_SCHEMES.items():
+        if scheme in str(config[key]) and not config["ssl.keystore.location"]:
+            raise ConfigError(
+                f"{key} asks for TLS ({scheme}): set ssl.keystore.location to the PEM certificate and key "
+                "the Kafka listeners use"
+            )
 
 
 def log_startup(config: BrokerConfig) -> None:
