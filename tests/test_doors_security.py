@@ -357,6 +357,44 @@ def test_signed_reader_reads_and_others_get_not_authorized(d: Doors) -> None:
     assert {r["principal"] for r in denied} == {f"User:{READER_OCID}", f"User:{OTHER_OCID}"}
 
 
+def test_acls_name_a_pool_stream_as_the_pools_clients_see_it(d: Doors) -> None:
+    from oci.streaming.models import (
+        CreateCursorDetails,
+        CreateStreamDetails,
+        CreateStreamPoolDetails,
+        PutMessagesDetails,
+        PutMessagesDetailsEntry,
+    )
+
+    admin, admin_data = d.streaming("admin")
+    pool = admin.create_stream_pool(
+        CreateStreamPoolDetails(compartment_id=COMPARTMENT, name="doors-pool")
+    ).data
+    stream = admin.create_stream(
+        CreateStreamDetails(name="pooled", partitions=1, stream_pool_id=pool.id)
+    ).data
+    admin_data.put_messages(
+        stream.id, PutMessagesDetails(messages=[PutMessagesDetailsEntry(value="cG9vbGVk")])
+    )
+    # The ACL names the stream as a Kafka client of the pool sees its topic: "pooled".
+    allow(d, f"User:{READER_OCID}", "READ", "TOPIC", "pooled")
+    _, data = d.streaming("reader")
+    cursor = data.create_cursor(stream.id, CreateCursorDetails(partition="0", type="TRIM_HORIZON")).data.value
+    assert [m.value for m in data.get_messages(stream.id, cursor).data] == ["cG9vbGVk"]
+    _, data = d.streaming("other")
+    e = service_error(data.create_cursor, stream.id, CreateCursorDetails(partition="0", type="TRIM_HORIZON"))
+    assert e.status == 404
+    # Deleting the pool needs ALTER on the cluster and DELETE on its streams: refused, and audited once.
+    other_admin, _ = d.streaming("other")
+    assert service_error(other_admin.delete_stream_pool, pool.id).status == 404
+    admin.delete_stream_pool(pool.id)
+    records = wait_audit(d, lambda r: r["operation"] == "DeleteStreamPool", 2)
+    assert sorted((r["principal"], r["result"]) for r in records) == [
+        (f"User:{ADMIN_OCID}", "ok"),
+        (f"User:{OTHER_OCID}", "denied"),
+    ]
+
+
 def test_stomp_login_without_rights_on_a_queue_gets_an_error_frame(d: Doors) -> None:
     qid = make_queue(d, "doors-q")
     allow(d, "User:alice", "WRITE", "TOPIC", qid)
@@ -683,12 +721,15 @@ def test_the_audit_topic_is_readable_by_principals_allowed_to(d: Doors) -> None:
 
 def test_secured_broker_refuses_an_open_rest_gateway_unless_opted_in(tmp_path: Path) -> None:
     rest = free_port()
+    # The broker of the tests above: a SASL listener, users, an authorizer, the REST gateway.
     base = [
+        "sasl.plain.users=admin=admin-secret",
         "authorizer.class.name=kafkite",
         "super.users=User:admin",
         f"rest.listeners=http://127.0.0.1:{rest}",
     ]
-    b = BrokerProcess(tmp_path / "data", tmp_path / "broker.log", base)
+    sasl = {"SASL_PLAINTEXT": "SASL_PLAINTEXT"}
+    b = SecureBroker(tmp_path / "data", tmp_path / "broker.log", sasl, base)
     with pytest.raises(BrokerError) as e:
         b.start()
     assert "streaming.auth.enable" in str(e.value) and "security.open.surfaces" in str(e.value)
@@ -697,16 +738,16 @@ def test_secured_broker_refuses_an_open_rest_gateway_unless_opted_in(tmp_path: P
     keys = tmp_path / "k"
     keys.mkdir()
     _, public, _ = make_api_key(keys)
-    b2 = BrokerProcess(
-        tmp_path / "data2", tmp_path / "broker2.log",
+    b2 = SecureBroker(
+        tmp_path / "data2", tmp_path / "broker2.log", sasl,
         [*base, "streaming.auth.enable=true", f"streaming.auth.public.keys={public}"],
     )  # fmt: skip
     with pytest.raises(BrokerError) as e:
         b2.start()
     assert "queue.auth.enable" in str(e.value)
     # The explicit opt-in starts, loudly.
-    b3 = BrokerProcess(
-        tmp_path / "data3", tmp_path / "broker3.log", [*base, "security.open.surfaces=streaming,queue"]
+    b3 = SecureBroker(
+        tmp_path / "data3", tmp_path / "broker3.log", sasl, [*base, "security.open.surfaces=streaming,queue"]
     )
     b3.start()
     try:
