@@ -156,15 +156,6 @@ def _stomp_users(config: BrokerConfig) -> dict[str, str]:
     return out
 
 
-def has_users(broker: Broker, surface: str) -> bool:
-    from kafkite.security import security_of
-
-    cfg = broker.config
-    return bool(
-        _plain_users(cfg) or len(security_of(broker).users) or (surface == "stomp" and _stomp_users(cfg))
-    )
-
-
 def check_password(broker: Broker, username: str, password: str, surface: str) -> bool:
     """Is ``password`` the SASL password of ``username``? (Blocking: SCRAM derives keys.)"""
     from kafkite.security import security_of
