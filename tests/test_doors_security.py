@@ -61,12 +61,14 @@ class Doors:
             "sasl.password": password,
         }
 
-    def sdk(self, who: str) -> dict[str, Any]:
+    def sdk(self, who: str, claim: str | None = None) -> dict[str, Any]:
+        """The oci SDK config of ``who``'s key; ``claim`` puts another user OCID in its keyId."""
         if who == "stranger":
             key, fp, user = self.stranger[0], self.stranger[1], READER_OCID
         else:
             key, fp = self.keys[who]
             user = {"admin": ADMIN_OCID, "reader": READER_OCID, "other": OTHER_OCID}[who]
+        user = claim or user
         return {
             "user": user,
             "tenancy": TENANCY,
@@ -75,9 +77,9 @@ class Doors:
             "region": "us-ashburn-1",
         }
 
-    def streaming(self, who: str) -> tuple[Any, Any]:
+    def streaming(self, who: str, claim: str | None = None) -> tuple[Any, Any]:
         none = oci.retry.NoneRetryStrategy()
-        cfg = self.sdk(who)
+        cfg = self.sdk(who, claim)
         return (
             oci.streaming.StreamAdminClient(cfg, service_endpoint=self.rest, retry_strategy=none),
             oci.streaming.StreamClient(cfg, service_endpoint=self.rest, retry_strategy=none),
@@ -92,7 +94,7 @@ class Doors:
         )
 
 
-def secured_overrides(rest_port: int, keys: list[Path]) -> list[str]:
+def secured_overrides(rest_port: int, keys: list[Path], mapping: Path) -> list[str]:
     return [
         "authorizer.class.name=kafkite",
         f"super.users=User:admin;User:{ADMIN_OCID}",
@@ -100,6 +102,7 @@ def secured_overrides(rest_port: int, keys: list[Path]) -> list[str]:
         f"rest.listeners=http://127.0.0.1:{rest_port}",
         "streaming.auth.enable=true",
         f"streaming.auth.public.keys={','.join(str(k) for k in keys)}",
+        f"rest.auth.principal.mapping={mapping}",
         "queue.auth.enable=true",
     ]
 
@@ -115,6 +118,10 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
         keys[name] = (private, fp)
         if name != "stranger":
             publics.append(public)
+    # Each configured key belongs to one user: the signature proves the key, never the keyId's user part.
+    owners = {"admin": ADMIN_OCID, "reader": READER_OCID, "other": OTHER_OCID}
+    mapping = root / "principals"
+    mapping.write_text("".join(f"{keys[n][1]} User:{ocid}\n" for n, ocid in owners.items()))
     data = root / "data"
     # alice is a SCRAM user of the user store, as `kafkite user add` makes them.
     subprocess.run(
@@ -128,7 +135,7 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Doors]:
         root / "broker.log",
         {"SASL_PLAINTEXT": "SASL_PLAINTEXT"},
         [
-            *secured_overrides(rest, publics),
+            *secured_overrides(rest, publics, mapping),
             f"stomp.listeners=stomp://127.0.0.1:{stomp_port}",
             f"console.listener=http://127.0.0.1:{console}",
             f"metrics.listener=http://127.0.0.1:{metrics}",
@@ -355,6 +362,31 @@ def test_signed_reader_reads_and_others_get_not_authorized(d: Doors) -> None:
         2,
     )
     assert {r["principal"] for r in denied} == {f"User:{READER_OCID}", f"User:{OTHER_OCID}"}
+
+
+def test_a_key_claiming_another_users_ocid_stays_its_owner(d: Doors) -> None:
+    """The keyId's user part is the signer's to write: the reader's key naming the admin (a super user) in
+    its keyId is still the reader, and its refusals are audited under the reader."""
+    create_topic(d, "claimed")
+    sid = stream_id(d, "claimed")
+    from oci.streaming.models import PutMessagesDetails, PutMessagesDetailsEntry
+
+    _, data = d.streaming("reader", claim=ADMIN_OCID)
+    e = service_error(
+        data.put_messages, sid, PutMessagesDetails(messages=[PutMessagesDetailsEntry(value="eA==")])
+    )
+    assert (e.status, e.code) == (404, "NotAuthorizedOrNotFound")
+    denied = wait_audit(
+        d,
+        lambda r: (
+            r["surface"] == "streaming" and r["result"] == "denied" and r["resource"]["name"] == "claimed"
+        ),
+        1,
+    )
+    assert [r["principal"] for r in denied] == [f"User:{READER_OCID}"]
+    # The admin's own key is the admin, whatever its keyId claims.
+    _, data = d.streaming("admin", claim=READER_OCID)
+    data.put_messages(sid, PutMessagesDetails(messages=[PutMessagesDetailsEntry(value="eA==")]))
 
 
 def test_acls_name_a_pool_stream_as_the_pools_clients_see_it(d: Doors) -> None:
@@ -737,13 +769,24 @@ def test_secured_broker_refuses_an_open_rest_gateway_unless_opted_in(tmp_path: P
     # With the key set, the Queue API is next.
     keys = tmp_path / "k"
     keys.mkdir()
-    _, public, _ = make_api_key(keys)
+    _, public, fp = make_api_key(keys)
     b2 = SecureBroker(
         tmp_path / "data2", tmp_path / "broker2.log", sasl,
         [*base, "streaming.auth.enable=true", f"streaming.auth.public.keys={public}"],
     )  # fmt: skip
     with pytest.raises(BrokerError) as e:
         b2.start()
+    # A signed gateway beside an authorizer needs to know whose each key is.
+    assert "rest.auth.principal.mapping" in str(e.value)
+    mapping = tmp_path / "principals"
+    mapping.write_text(f"{fp} User:x\n")
+    b2b = SecureBroker(
+        tmp_path / "data2b", tmp_path / "broker2b.log", sasl,
+        [*base, "streaming.auth.enable=true", f"streaming.auth.public.keys={public}",
+         f"rest.auth.principal.mapping={mapping}"],
+    )  # fmt: skip
+    with pytest.raises(BrokerError) as e:
+        b2b.start()
     assert "queue.auth.enable" in str(e.value)
     # The explicit opt-in starts, loudly.
     b3 = SecureBroker(

@@ -54,13 +54,16 @@ def test_principal_mapping(tmp_path: Path) -> None:
         "# key -> principal\n"
         "aa:bb:cc User:by-fingerprint\n"
         "ocid1.tenancy.oc1..t/ocid1.user.oc1..u2/dd:ee User:by-key-id  # a comment\n"
-        "ocid1.user.oc1..u3 User:by-user\n"
     )
     m = PrincipalMap.load(str(f))
     assert m.principal("ocid1.tenancy.oc1..t/ocid1.user.oc1..anyone/aa:bb:cc") == "User:by-fingerprint"
     assert m.principal("ocid1.tenancy.oc1..t/ocid1.user.oc1..u2/dd:ee") == "User:by-key-id"
-    assert m.principal("ocid1.tenancy.oc1..t/ocid1.user.oc1..u3/99:99") == "User:by-user"
+    # The keyId's user part is the signer's claim: a key is known by its fingerprint, or its whole keyId.
+    assert m.principal("ocid1.tenancy.oc1..t/ocid1.user.oc1..u3/dd:ee") is None
     assert m.principal("ocid1.tenancy.oc1..t/ocid1.user.oc1..u4/99:99") is None
+    f.write_text("ocid1.user.oc1..u3 User:by-user\n")
+    with pytest.raises(ConfigError, match="a user OCID alone cannot be trusted"):
+        PrincipalMap.load(str(f))
     assert oci_principal("t/ocid1.user.oc1..u4/99:99", None) == "User:ocid1.user.oc1..u4"
     assert oci_principal("t/ocid1.user.oc1..u4/99:99", m) is None
     f.write_text("just-one-field\n")

@@ -15,8 +15,12 @@ secured Kafka listeners, with a warning at start-up; nothing else does. With Kaf
 the doors behave as before: the REST gateways verify signatures only when asked, STOMP checks ``stomp.users``
 when it is set.
 
-*Principals.* A verified OCI signature is ``User:<the user OCID of its keyId>``, or what
-``rest.auth.principal.mapping`` says for the key (then a key the file does not name is refused). A STOMP,
+*Principals.* A signature proves which configured key signed the request (its fingerprint), not who the
+keyId's user part claims to be: anyone holding a key can put any user OCID in its keyId. So with Kafka
+secured, the REST gateways take principals only from ``rest.auth.principal.mapping`` (key fingerprint or
+whole keyId -> principal; a key the file does not name is refused), and start-up refuses a signed gateway
+without it. With Kafka open there is no authorizer to fool, and a signed request is
+``User:<the user OCID of its keyId>`` for the audit trail. A STOMP,
 console or metrics login ``name`` is ``User:name``. Every door asks :func:`authorize`, which is the Kafka
 authorizer's own decision (``kafkite.security.acl``); refusals and failed logins go to the audit trail.
 """
@@ -27,6 +31,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kafkite.security")
 
 OPEN_KEY = "security.open.surfaces"
+_FINGERPRINT = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2})+$")
 SURFACES = ("streaming", "queue", "stomp", "console", "metrics")
 LOGIN_CACHE_S = 60.0
 
@@ -96,6 +102,13 @@ def validate(config: BrokerConfig) -> None:
                     f"rest.listeners would let anyone in: set {key}=true (with the API keys in "
                     f"{surface}.auth.public.keys), turn the gateway off with rest.listeners=, or run it "
                     f"open on purpose with {OPEN_KEY}={surface}"
+                )
+            if config[key] and surface not in opened and not config["rest.auth.principal.mapping"]:
+                raise ConfigError(
+                    f"rest.auth.principal.mapping: the Kafka listeners are secured ({why}) and {key} is on, "
+                    "but a signature only proves which API key signed a request, not the user its keyId "
+                    "names: map each key's fingerprint to its principal in a file (one '<fingerprint> "
+                    "User:<name>' per line) and name it in rest.auth.principal.mapping"
                 )
 
 
@@ -206,7 +219,8 @@ def login_checker(broker: Broker) -> LoginChecker:
 
 class PrincipalMap:
     """``rest.auth.principal.mapping``: one ``<key> <principal>`` per line (``#`` comments), the key being a
-    key fingerprint, a whole keyId (``tenancy/user/fingerprint``) or a user OCID."""
+    key fingerprint or a whole keyId (``tenancy/user/fingerprint``). A user OCID alone is refused: the
+    keyId's user part is whatever the signer wrote, only its fingerprint is proven by the signature."""
 
     def __init__(self, entries: dict[str, str], source: str) -> None:
         self.entries = entries
@@ -229,14 +243,18 @@ class PrincipalMap:
                     f"rest.auth.principal.mapping: {path}:{lineno}: expected '<fingerprint, keyId or user "
                     f"OCID> <Type:name>', got {s!r}"
                 )
+            if not (_FINGERPRINT.match(parts[0]) or parts[0].count("/") == 2):
+                raise ConfigError(
+                    f"rest.auth.principal.mapping: {path}:{lineno}: {parts[0]!r} is neither a key "
+                    "fingerprint (aa:bb:...) nor a whole keyId (tenancy/user/fingerprint); a user OCID "
+                    "alone cannot be trusted, since any signer may claim it"
+                )
             entries[parts[0]] = parts[1]
         return cls(entries, path)
 
     def principal(self, key_id: str) -> str | None:
-        parts = key_id.split("/")
-        fp = parts[-1]
-        user = parts[1] if len(parts) >= 3 else ""
-        for k in (key_id, fp, user):
+        fp = key_id.rsplit("/", 1)[-1]
+        for k in (key_id, fp):
             if k and k in self.entries:
                 return self.entries[k]
         return None
