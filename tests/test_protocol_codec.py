@@ -190,3 +190,15 @@ def test_spec_parser_errors() -> None:
         parse("api X key=1 versions=0\nrequest\n  a weird 0+\n")
     with pytest.raises(SpecError):
         parse("api X key=1 versions=0\nrequest\n  a int8 0+ bogus\n")
+
+
+def test_nullable_struct_has_a_marker_byte() -> None:
+    """A nullable struct is -1 when null, else 1 and its fields (DescribeTopicPartitions' cursor)."""
+    codec = REG.request(75, 0)
+    with_cursor = {"topics": [{"name": "a"}], "response_partition_limit": 5}
+    cursor = {"topic_name": "a", "partition_index": 3}
+    assert codec.encode_bytes({**with_cursor, "cursor": None}).hex() == "0202610000000005ff00"
+    data = codec.encode_bytes({**with_cursor, "cursor": cursor})
+    assert data.hex() == "0202610000000005010261000000030000"
+    assert codec.decode_all(data)["cursor"] == cursor
+    assert codec.decode_all(codec.encode_bytes({"topics": []}))["cursor"] is None

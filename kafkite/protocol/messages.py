@@ -77,6 +77,8 @@ def _default_of(f: FieldSpec, version: int) -> Any:
     if f.type.startswith("[]"):
         return []
     if f.type == "{}":
+        if version in f.nullable:
+            return None
         return {g.name: _default_of(g, version) for g in f.fields}
     return _ZEROS.get(f.type, 0)
 
@@ -117,6 +119,8 @@ def _value_reader(f: FieldSpec, version: int, flexible: bool) -> p.Reader:
     if t in ("bytes", "records"):
         return p.bytes_reader(compact, nullable or t == "records")
     if t == "{}":
+        if nullable:
+            return _nullable_struct_reader(_struct_reader(f.fields, version, flexible))
         return _struct_reader(f.fields, version, flexible)
     if t.startswith("[]"):
         elem = (
@@ -146,6 +150,18 @@ def _value_reader(f: FieldSpec, version: int, flexible: bool) -> p.Reader:
 
         return read_array
     raise AssertionError(t)
+
+
+def _nullable_struct_reader(read_struct: Decoder) -> p.Reader:
+    """A nullable struct: a marker byte (-1 null, 1 present) before its fields."""
+
+    def read(buf: Buf, pos: int) -> tuple[Any, int]:
+        marker, pos = p.read_int8(buf, pos)
+        if marker < 0:
+            return None, pos
+        return read_struct(buf, pos)
+
+    return read
 
 
 def _plan_fields(
@@ -254,7 +270,13 @@ def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
         sw = _struct_writer(f.fields, version, flexible)
 
         def write_struct(enc: Encoder, v: Any) -> None:
-            if v is None:
+            if nullable:
+                # A nullable struct is preceded by a marker byte: -1 for null, 1 for present.
+                if v is None:
+                    enc.out += b"\xff"
+                    return
+                enc.out += b"\x01"
+            elif v is None:
                 v = {}
             sw(enc, v)
 
