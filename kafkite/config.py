@@ -225,6 +225,12 @@ _DEFS: list[ConfigDef] = [
     ),
     ConfigDef("group.max.size", "2147483647", _int, "Most members in one group"),
     ConfigDef("fetch.max.bytes", "57671680", _int, "Most bytes one Fetch response carries"),
+    ConfigDef(
+        "max.request.partition.size.limit",
+        "2000",
+        _int,
+        "Most partitions one DescribeTopicPartitions response describes (the request may ask for fewer)",
+    ),
     ConfigDef("connections.max.idle.ms", "600000", _int, "Idle connections are closed after this"),
     ConfigDef(
         "blackhole",

@@ -558,3 +558,56 @@ def test_acls_survive_restart_and_bad_acls_are_refused(
             assert [(t["name"], t["error_code"]) for t in resp["topics"]] == [("open", 0), ("secret", 29)]
     finally:
         b.stop()
+
+
+def test_replica_and_feature_apis_need_cluster_or_topic_acls(ab: SecureBroker) -> None:
+    t = f"r-{uuid.uuid4().hex[:8]}"
+    with sasl_client(ab, "admin") as c:
+        created = c.request(
+            ApiKey.CREATE_TOPICS,
+            5,
+            {"topics": [{"name": t, "num_partitions": 2, "replication_factor": 1}], "timeout_ms": 5000},
+        )
+        assert created["topics"][0]["error_code"] == 0
+        elect = c.request(
+            ApiKey.ELECT_LEADERS,
+            2,
+            {"election_type": 0, "topic_partitions": [{"topic": t, "partitions": [0]}]},
+        )
+        assert elect["error_code"] == 0
+        assert elect["replica_election_results"][0]["partition_result"][0]["error_code"] == 84
+        described = c.request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, {"topics": [{"name": t}]})
+        assert described["topics"][0]["error_code"] == 0
+        assert described["topics"][0]["topic_authorized_operations"] != -2147483648
+    with sasl_client(ab, "bob") as c:  # no ACLs at all
+        elect = c.request(
+            ApiKey.ELECT_LEADERS,
+            2,
+            {"election_type": 0, "topic_partitions": [{"topic": t, "partitions": [0]}]},
+        )
+        assert elect["error_code"] == 31
+        assert elect["replica_election_results"][0]["partition_result"][0]["error_code"] == 31
+        feats = c.request(
+            ApiKey.UPDATE_FEATURES,
+            1,
+            {
+                "feature_updates": [{"feature": "group.version", "max_version_level": 0}],
+                "validate_only": True,
+            },
+        )
+        assert feats["error_code"] == 31
+        listed = c.request(ApiKey.LIST_PARTITION_REASSIGNMENTS, 0, {"topics": None})
+        assert listed["error_code"] == 31
+        altered = c.request(
+            ApiKey.ALTER_PARTITION_REASSIGNMENTS,
+            0,
+            {"topics": [{"name": t, "partitions": [{"partition_index": 0, "replicas": [1]}]}]},
+        )
+        assert altered["error_code"] == 31
+        assert altered["responses"][0]["partitions"][0]["error_code"] == 31
+        described = c.request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, {"topics": [{"name": t}]})
+        assert [(x["name"], x["error_code"]) for x in described["topics"]] == [(t, 29)]
+        everything = c.request(ApiKey.DESCRIBE_TOPIC_PARTITIONS, 0, {"topics": []})
+        assert t not in {x["name"] for x in everything["topics"]}
+        log_dirs = c.request(ApiKey.DESCRIBE_LOG_DIRS, 4, {"topics": None})
+        assert log_dirs["error_code"] == 31

@@ -11,6 +11,7 @@ from kafkite.broker.core import (
     is_internal_topic,
     validate_topic_name,
 )
+from kafkite.broker.features import features_of
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 from kafkite.protocol.messages import registry
 
@@ -51,7 +52,11 @@ def supported_api_versions(broker: Broker) -> list[dict[str, int]]:
 
 
 async def handle_api_versions(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-    return {"error_code": 0, "api_keys": supported_api_versions(broker), "throttle_time_ms": 0}
+    resp: dict[str, Any] = {"error_code": 0, "api_keys": supported_api_versions(broker)}
+    resp["throttle_time_ms"] = 0
+    if ctx.api_version >= 3:
+        resp.update(features_of(broker).api_versions_fields(ctx.api_version))
+    return resp
 
 
 def advertised_for(broker: Broker, listener: str | None) -> tuple[str, int]:

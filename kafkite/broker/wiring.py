@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from kafkite.broker import acls, admin, client_quotas, fetch, metadata, offsets, produce, sasl
 from kafkite.broker.core import Broker, Handler
+from kafkite.broker.features import handle_update_features
+from kafkite.broker.replicas import REPLICA_HANDLERS
 from kafkite.protocol.api_keys import ApiKey
 
 CORE_HANDLERS: dict[int, Handler] = {
@@ -29,6 +31,8 @@ CORE_HANDLERS: dict[int, Handler] = {
     ApiKey.ALTER_USER_SCRAM_CREDENTIALS: sasl.handle_alter_user_scram_credentials,
     ApiKey.DESCRIBE_CLIENT_QUOTAS: client_quotas.handle_describe_client_quotas,
     ApiKey.ALTER_CLIENT_QUOTAS: client_quotas.handle_alter_client_quotas,
+    ApiKey.UPDATE_FEATURES: handle_update_features,
+    **REPLICA_HANDLERS,
 }
 
 

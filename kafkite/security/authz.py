@@ -869,6 +869,121 @@ RULES: dict[int, Rule] = {
 }
 
 
+# ------------------------------------------------------------------------------------ replicas, features
+
+
+async def _describe_topic_partitions(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+    """Topics named but not describable answer TOPIC_AUTHORIZATION_FAILED after the others; all topics lists
+    only the describable ones (Kafka's DescribeTopicPartitions handler)."""
+    fetch_all = not req["topics"]
+    denied: list[dict[str, Any]] = []
+    if not fetch_all:
+        kept = [t for t in req["topics"] if c.topic(Op.DESCRIBE, t["name"])]
+        denied = [
+            {
+                "error_code": TOPIC_DENIED,
+                "name": t["name"],
+                "topic_id": uuid.UUID(int=0),
+                "is_internal": False,
+                "partitions": [],
+            }
+            for t in req["topics"]
+            if t not in kept
+        ]
+        if not kept:
+            return {"throttle_time_ms": 0, "topics": denied, "next_cursor": None}
+        req["topics"] = kept
+    resp = await inner(req)
+    if resp is None:
+        return None
+    topics = resp.get("topics") or []
+    if fetch_all:
+        topics = [t for t in topics if c.topic(Op.DESCRIBE, t["name"])]
+    for t in topics:
+        if t.get("error_code") == 0:
+            t["topic_authorized_operations"] = c.ops_bits(RT.TOPIC, t["name"])
+    resp["topics"] = topics + denied
+    return resp
+
+
+def _cluster_op_rule(op: AclOperation, deny: Callable[[dict[str, Any]], dict[str, Any]]) -> Rule:
+    """The whole request needs ``op`` on the cluster; ``deny`` builds Kafka's answer when it is refused."""
+
+    async def rule(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+        if c.cluster(op):
+            return await inner(req)
+        return deny(req)
+
+    return rule
+
+
+def _elect_leaders_denied(req: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "throttle_time_ms": 0,
+        "error_code": CLUSTER_DENIED,
+        "replica_election_results": [
+            {
+                "topic": t["topic"],
+                "partition_result": [
+                    {"partition_id": p, "error_code": CLUSTER_DENIED, "error_message": None}
+                    for p in t["partitions"]
+                ],
+            }
+            for t in req["topic_partitions"] or []
+        ],
+    }
+
+
+def _alter_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "throttle_time_ms": 0,
+        "allow_replication_factor_change": req.get("allow_replication_factor_change", True),
+        "error_code": CLUSTER_DENIED,
+        "error_message": None,
+        "responses": [
+            {
+                "name": t["name"],
+                "partitions": [
+                    {
+                        "partition_index": p["partition_index"],
+                        "error_code": CLUSTER_DENIED,
+                        "error_message": None,
+                    }
+                    for p in t["partitions"]
+                ],
+            }
+            for t in req["topics"]
+        ],
+    }
+
+
+def _list_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "throttle_time_ms": 0,
+        "error_code": CLUSTER_DENIED,
+        "error_message": None,
+        "topics": [
+            {"name": t["name"], "partitions": [{"partition_index": i} for i in t["partition_indexes"]]}
+            for t in req["topics"] or []
+        ],
+    }
+
+
+def _update_features_denied(req: dict[str, Any]) -> dict[str, Any]:
+    return {"throttle_time_ms": 0, "error_code": CLUSTER_DENIED, "error_message": None, "results": []}
+
+
+RULES.update(
+    {
+        ApiKey.DESCRIBE_TOPIC_PARTITIONS: _describe_topic_partitions,
+        ApiKey.ELECT_LEADERS: _cluster_op_rule(Op.ALTER, _elect_leaders_denied),
+        ApiKey.ALTER_PARTITION_REASSIGNMENTS: _cluster_op_rule(Op.ALTER, _alter_reassignments_denied),
+        ApiKey.LIST_PARTITION_REASSIGNMENTS: _cluster_op_rule(Op.DESCRIBE, _list_reassignments_denied),
+        ApiKey.UPDATE_FEATURES: _cluster_op_rule(Op.ALTER, _update_features_denied),
+    }
+)
+
+
 def wrap(broker: Broker, authorizer: AclAuthorizer, api_key: int, handler: Handler) -> Handler:
     rule = RULES.get(api_key, _cluster_action)
     if rule is _open:

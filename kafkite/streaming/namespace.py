@@ -155,6 +155,19 @@ NO_AUTH_NEEDED = frozenset(
 # ---------------------------------------------------------------------------------------------- rewriting
 
 
+NAME_FIELDS.update(
+    {
+        ApiKey.DESCRIBE_TOPIC_PARTITIONS: (
+            [_f("topics.*.name"), _f("cursor.topic_name")],
+            [_f("topics.*.name"), _f("next_cursor.topic_name")],
+        ),
+        ApiKey.ELECT_LEADERS: ([_f("topic_partitions.*.topic")], [_f("replica_election_results.*.topic")]),
+        ApiKey.ALTER_PARTITION_REASSIGNMENTS: ([_f("topics.*.name")], [_f("responses.*.name")]),
+        ApiKey.LIST_PARTITION_REASSIGNMENTS: ([_f("topics.*.name")], [_f("topics.*.name")]),
+    }
+)
+
+
 def _walk(node: Any, path: tuple[str, ...], i: int, fn: Callable[[str], str | None], f: NameField) -> bool:
     """Rewrite the names at ``path[i:]`` under ``node``; False when ``node`` should be dropped."""
     key = path[i]

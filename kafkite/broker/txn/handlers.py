@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from kafkite.broker.features import TRANSACTION_VERSION, features_of
 from kafkite.broker.groups.log import StorageGroupLog
 from kafkite.log.base import Partition
 from kafkite.protocol.api_keys import ApiKey
@@ -337,4 +338,7 @@ def attach(broker: Broker) -> TransactionCoordinator:
     coordinator = coordinator_for(broker)
     broker.txn = coordinator
     broker.handlers.update({int(k): v for k, v in TXN_HANDLERS.items()})
+    # The coordinator keeps the producer epoch across transactions and expects AddPartitionsToTxn for every
+    # partition (the protocol before KIP-890's second part): transaction.version level 0, not advertised.
+    features_of(broker).declare(TRANSACTION_VERSION, max_level=0)
     return coordinator
