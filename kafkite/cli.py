@@ -11,23 +11,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kafkite.config import DEFINITIONS, BrokerConfig, ConfigError, parse_overrides, read_properties
+from kafkite.config import BrokerConfig, ConfigError, help_text, parse_overrides, read_properties
 
 log = logging.getLogger("kafkite")
 
 
 def _serve_epilog() -> str:
-    lines = ["configuration keys (Apache Kafka names; set with --override key=value or in --config):", ""]
-    for name, d in sorted(DEFINITIONS.items()):
-        lines.append(f"  {name} (default: {d.default or '<none>'})")
-        if d.doc:
-            lines.append(f"      {d.doc}")
-    lines.append("")
-    lines.append(
-        "Topic-level keys (retention.ms, segment.bytes, cleanup.policy, ...) are set per topic with the"
-    )
-    lines.append("admin APIs; their defaults come from the broker keys named in parentheses above.")
-    return "\n".join(lines)
+    return help_text()
 
 
 def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConfig:
@@ -91,6 +81,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from kafkite.startup import StartupError, missing_extra
 
     configure_logging(config, sys.stderr)
+    for warning in config.warnings:
+        log.warning("configuration: %s", warning)
     if config["event.loop"] == "uvloop":
         problem = missing_extra("uvloop", "event.loop=uvloop", "uvloop")
         if problem is not None:

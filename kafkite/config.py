@@ -12,6 +12,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from kafkite.config_catalogue import (
+    BROKER_KEYS,
+    REMOVED_BROKER_KEYS,
+    ConfigValueError,
+    split_listener_key,
+)
+
 
 class ConfigError(ValueError):
     """A configuration key is unknown or its value invalid; the message names the key."""
@@ -80,6 +87,7 @@ class ConfigDef:
     parse: Callable[[str], Any]
     doc: str
     dynamic: bool = False  # may be changed at run time through AlterConfigs
+    acts: bool = True  # False: one of Kafka's keys kafkite stores and describes but does not act on
 
 
 _DEFS: list[ConfigDef] = [
@@ -150,19 +158,25 @@ _DEFS: list[ConfigDef] = [
         _int,
         "Memory a log cleaner pass may give its offset map (estimated): a pass that fills it cleans up to"
         " where it stopped and the next pass goes on",
+        True,
     ),
     ConfigDef(
         "log.cleaner.backoff.ms",
         "15000",
         _int,
         "Pause between two log cleaner passes over the compacted partitions",
+        True,
     ),
     ConfigDef(
         "log.segment.delete.delay.ms", "60000", _int, "Delay before a deleted segment's file is closed", True
     ),
     ConfigDef("log.index.interval.bytes", "4096", _int, "Bytes between offset index entries", True),
     ConfigDef(
-        "log.index.size.max.bytes", "10485760", _int, "Largest offset index file (topic: segment.index.bytes)"
+        "log.index.size.max.bytes",
+        "10485760",
+        _int,
+        "Largest offset index file (topic: segment.index.bytes)",
+        True,
     ),
     ConfigDef(
         "log.flush.interval.messages",
@@ -358,6 +372,7 @@ _DEFS += [
         "SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
     ),
     ConfigDef("ssl.keystore.type", "PEM", _choice("PEM"), "Key store format (PEM files)"),
+    ConfigDef("ssl.truststore.type", "PEM", _choice("PEM"), "Trust store format (PEM files)"),
     ConfigDef(
         "ssl.keystore.location",
         "",
@@ -522,6 +537,7 @@ ALIASES: dict[str, str] = {
 _UNIT_VARIANTS: dict[str, tuple[tuple[str, int], ...]] = {
     "log.retention.ms": (("log.retention.minutes", 60_000), ("log.retention.hours", 3_600_000)),
     "log.roll.ms": (("log.roll.hours", 3_600_000),),
+    "log.roll.jitter.ms": (("log.roll.jitter.hours", 3_600_000),),
 }
 
 # Which broker key provides the default of each topic-level key.
@@ -543,16 +559,137 @@ TOPIC_FROM_BROKER: dict[str, str] = {
 }
 
 
+# ---------------------------------------------------------------------------------------- Kafka's catalogue
+
+
+def _topic_keys_acted_on() -> set[str]:
+    from kafkite.log.config import TOPIC_CONFIGS
+
+    return {name for name, key in TOPIC_CONFIGS.items() if key.acts}
+
+
+# Every other key of Kafka 4.2 (kafkite.config_catalogue): accepted with Kafka's validation, stored and
+# described; kafkite acts on it only where it supplies a topic config's default (TOPIC_FROM_BROKER).
+TOPIC_FROM_BROKER.update(
+    {
+        "delete.retention.ms": "log.cleaner.delete.retention.ms",
+        "min.compaction.lag.ms": "log.cleaner.min.compaction.lag.ms",
+        "max.compaction.lag.ms": "log.cleaner.max.compaction.lag.ms",
+        "min.cleanable.dirty.ratio": "log.cleaner.min.cleanable.ratio",
+        "preallocate": "log.preallocate",
+        "segment.jitter.ms": "log.roll.jitter.ms",
+        "message.timestamp.before.max.ms": "log.message.timestamp.before.max.ms",
+        "message.timestamp.after.max.ms": "log.message.timestamp.after.max.ms",
+        "unclean.leader.election.enable": "unclean.leader.election.enable",
+        "compression.gzip.level": "compression.gzip.level",
+        "compression.lz4.level": "compression.lz4.level",
+        "compression.zstd.level": "compression.zstd.level",
+        "local.retention.ms": "log.local.retention.ms",
+        "local.retention.bytes": "log.local.retention.bytes",
+    }
+)
+
+_ACTING_SYNONYMS = {b for t, b in TOPIC_FROM_BROKER.items() if t in _topic_keys_acted_on()}
+_ACTING_SYNONYMS |= {variant for variants in _UNIT_VARIANTS.values() for variant, _ in variants}
+for _key in BROKER_KEYS.values():
+    if _key.name not in DEFINITIONS and _key.name not in ALIASES:
+        DEFINITIONS[_key.name] = ConfigDef(
+            _key.name,
+            _key.default or "",
+            _key.parse,
+            _key.doc,
+            dynamic=_key.dynamic,
+            acts=_key.name in _ACTING_SYNONYMS,
+        )
+
+# Where kafkite's default deliberately differs from Kafka's built-in one, and why. defaults=kafka restores
+# Kafka's value for the keys marked True; the others name where kafkite runs or what it cannot serve.
+KAFKA_DEFAULT_DIFFERENCES: dict[str, tuple[str, bool]] = {
+    "listeners": ("localhost only, so that a development broker is not reachable from the network", False),
+    "node.id": ("Kafka requires it; a single broker is node 1", False),
+    "log.dirs": ("./data beside where it runs; Kafka falls back to log.dir, /tmp/kafka-logs", False),
+    "group.initial.rebalance.delay.ms": (
+        "0 as Kafka's own shipped server.properties sets it, so that tests and development groups join at"
+        " once; Kafka's built-in default waits 3 s for more members",
+        True,
+    ),
+    "log.flush.scheduler.interval.ms": (
+        "the flusher looks every second, so that flush.ms and flush.messages take effect without this key"
+        " being set too (Kafka's default never runs it)",
+        True,
+    ),
+    "sasl.enabled.mechanisms": ("Kerberos is not served; PLAIN, SCRAM and OAUTHBEARER are", False),
+    "ssl.keystore.type": ("key stores are PEM files", False),
+    "ssl.truststore.type": ("trust stores are PEM files", False),
+}
+
+# Kafka keys whose validation kafkite relaxes, and why.
+RELAXED_VALIDATION: dict[str, str] = {
+    "log.segment.bytes": "segments from 14 bytes (Kafka 4: 1 MiB) so that tests can roll segments quickly",
+}
+
+DEFAULTS_KEY = "defaults"
+_DEFS.append(
+    ConfigDef(
+        DEFAULTS_KEY,
+        "kafkite",
+        _choice("kafkite", "kafka"),
+        "kafka: take Kafka's built-in default wherever kafkite's differs for development and CI"
+        " (group.initial.rebalance.delay.ms=3000, log.flush.scheduler.interval.ms=never)",
+    )
+)
+DEFINITIONS[DEFAULTS_KEY] = _DEFS[-1]
+
+# The keys kafkite defines itself (the others come from Kafka's catalogue, with Kafka's defaults).
+OWN_KEYS = frozenset(d.name for d in _DEFS)
+
+
+def kafka_default(name: str) -> str | None:
+    """Kafka's built-in default of ``name`` (None: Kafka has none, or the key is kafkite's own)."""
+    key = BROKER_KEYS.get(name)
+    return key.default if key is not None else None
+
+
+def is_kafka_key(name: str) -> bool:
+    """Whether ``name`` is one of Kafka's broker keys (or a listener-prefixed form of one)."""
+    parts = split_listener_key(name)
+    base = parts[2] if parts else name
+    return base in BROKER_KEYS or base in ("super.users", "allow.everyone.if.no.acl.found")
+
+
+def base_key(name: str) -> str | None:
+    """The key a listener-prefixed name sets (``listener.name.x.ssl.keystore.location`` ->
+    ``ssl.keystore.location``) when it is a known key; the name itself when it is not prefixed."""
+    parts = split_listener_key(name)
+    if parts is None:
+        return name if name in DEFINITIONS else None
+    return parts[2] if parts[2] in DEFINITIONS else None
+
+
 class BrokerConfig:
-    """Parsed broker configuration: ``cfg["log.dirs"]`` gives the typed value, ``cfg.raw`` the strings."""
+    """Parsed broker configuration: ``cfg["log.dirs"]`` gives the typed value, ``cfg.raw`` the strings.
+
+    ``raw`` holds every key (Kafka's whole catalogue and kafkite's own) and the ``listener.name.*`` keys
+    given; ``static_raw`` what start-up configured; ``explicit`` the keys start-up named; ``warnings`` what
+    start-up should say about the configuration (removed Kafka keys, keys kafkite does not act on).
+    """
 
     def __init__(self, values: Mapping[str, str] | None = None) -> None:
-        raw = {d.name: d.default for d in _DEFS}
+        raw = {name: d.default for name, d in DEFINITIONS.items()}
         given = dict(values or {})
+        self.warnings: list[str] = []
         for alias, name in ALIASES.items():
             if alias in given:
                 given.setdefault(name, given.pop(alias))
+        for removed, why in REMOVED_BROKER_KEYS.items():
+            if removed in given:
+                given.pop(removed)
+                self.warnings.append(f"{removed} was removed in Kafka 4.0 and is ignored: {why}")
+        variants_given: dict[str, str] = {}
         for target, variants in _UNIT_VARIANTS.items():
+            for variant, _ in variants:
+                if variant in given:
+                    variants_given[variant] = given[variant]
             if target in given:
                 for variant, _ in variants:
                     given.pop(variant, None)
@@ -568,12 +705,18 @@ class BrokerConfig:
                         given.pop(other, None)
                     break
         for key, value in given.items():
-            if key not in DEFINITIONS:
+            if base_key(key) is None:
                 raise ConfigError(f"unknown configuration key {key!r} (see 'kafkite serve --help')")
             raw[key] = value
+        raw.update(variants_given)
+        if given.get(DEFAULTS_KEY, "").strip() == "kafka":
+            for key, (_, restorable) in KAFKA_DEFAULT_DIFFERENCES.items():
+                kafka_value = kafka_default(key)
+                if restorable and key not in given and kafka_value is not None:
+                    raw[key] = kafka_value
         self.raw: dict[str, str] = raw
         self.static_raw: dict[str, str] = dict(raw)
-        self.explicit: set[str] = set(given)
+        self.explicit: set[str] = set(given) | set(variants_given)
         self._values: dict[str, Any] = {}
         for key, value in raw.items():
             self._values[key] = self._parse(key, value)
@@ -584,10 +727,20 @@ class BrokerConfig:
         for key in ("num.partitions", "message.max.bytes", "socket.request.max.bytes", "log.segment.bytes"):
             if self._values[key] <= 0:
                 raise ConfigError(f"{key}: must be positive, got {self.raw[key]}")
+        inert = sorted(k for k in self.explicit if not DEFINITIONS[base_key(k) or k].acts and is_kafka_key(k))
+        if inert:
+            self.warnings.append(f"stored but not acted on by kafkite: {', '.join(inert)}")
 
     def _parse(self, key: str, value: str) -> Any:
+        name = base_key(key) or key
+        d = DEFINITIONS[name]
+        kafka = BROKER_KEYS.get(name)
         try:
-            return DEFINITIONS[key].parse(value)
+            if kafka is not None and d.acts and name not in RELAXED_VALIDATION and value != "":
+                kafka.parse(value)  # Kafka's validation first, then kafkite's own reading of the value
+            return d.parse(value)
+        except ConfigValueError as e:
+            raise ConfigError(str(e)) from None
         except ValueError as e:
             raise ConfigError(f"{key}: {e}") from None
 
@@ -600,11 +753,18 @@ class BrokerConfig:
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._values.get(key, default)
+
+    def check(self, key: str, value: str) -> Any:
+        """Validate ``value`` for ``key`` without setting it; the typed value (ConfigError when invalid)."""
+        if base_key(key) is None:
+            raise ConfigError(f"unknown configuration key {key!r}")
+        return self._parse(key, value)
+
     def set(self, key: str, value: str) -> None:
         """Change one key at run time (validated); ``static_raw`` keeps what start-up configured."""
-        if key not in DEFINITIONS:
-            raise ConfigError(f"unknown configuration key {key!r}")
-        self._values[key] = self._parse(key, value)
+        self._values[key] = self.check(key, value)
         self.raw[key] = value
 
     def resolve_listener_ports(self, bound: Mapping[str, int]) -> bool:
@@ -619,13 +779,75 @@ class BrokerConfig:
                 changed = True
         return changed
 
+    def reset(self, key: str) -> None:
+        """Back to what start-up configured (a listener-prefixed key start-up did not name goes away)."""
+        if key in self.static_raw:
+            self.set(key, self.static_raw[key])
+        else:
+            self.raw.pop(key, None)
+            self._values.pop(key, None)
+
+    def for_listener(self, listener: str, key: str, mechanism: str | None = None) -> Any:
+        """``key`` as ``listener`` sees it: ``listener.name.<listener>[.<mechanism>].<key>`` when set, else
+        the key itself (Kafka's listener overrides; names are matched without regard to case)."""
+        prefix = f"listener.name.{listener.lower()}."
+        candidates = [f"{prefix}{mechanism.lower()}.{key}"] if mechanism else []
+        candidates.append(prefix + key)
+        lowered = {k.lower(): k for k in self._values if k.startswith("listener.name.")}
+        for c in candidates:
+            actual = lowered.get(c.lower())
+            if actual is not None:
+                return self._values[actual]
+        return self._values[key]
+
     @property
     def data_dir(self) -> Path:
         return Path(self._values["log.dirs"].split(",")[0])
 
     def topic_defaults(self) -> dict[str, str]:
-        """Broker-level values under topic key names: the defaults of every topic config."""
-        return {topic_key: self.raw[broker_key] for topic_key, broker_key in TOPIC_FROM_BROKER.items()}
+        """Broker-level values under topic key names: the defaults of every topic config (keys whose broker
+        value is null keep the topic's own default)."""
+        return {
+            topic_key: self.raw[broker_key]
+            for topic_key, broker_key in TOPIC_FROM_BROKER.items()
+            if self.raw.get(broker_key, "") != ""
+        }
+
+
+def help_text() -> str:
+    """Every key with its default and meaning, as ``kafkite serve --help`` lists them."""
+    own = sorted(n for n, d in DEFINITIONS.items() if d.acts)
+    inert = sorted(n for n, d in DEFINITIONS.items() if not d.acts)
+    lines = ["configuration keys (Apache Kafka names; set with --override key=value or in --config):", ""]
+    for name in own:
+        d = DEFINITIONS[name]
+        lines.append(f"  {name} (default: {d.default or '<none>'})")
+        if d.doc:
+            lines.append(f"      {d.doc}")
+        if name in KAFKA_DEFAULT_DIFFERENCES:
+            why, restorable = KAFKA_DEFAULT_DIFFERENCES[name]
+            kafka = kafka_default(name)
+            restore = "; defaults=kafka restores it" if restorable else ""
+            lines.append(
+                f"      Kafka's default: {kafka if kafka is not None else '<none>'} ({why}{restore})"
+            )
+    lines += [
+        "",
+        "Apache Kafka's other keys are accepted (validated as Kafka validates them), stored and described",
+        "by DescribeConfigs, and have no effect in kafkite (replication, KRaft, Kerberos, tiered storage,",
+        "thread pools, ...):",
+        "",
+    ]
+    for name in inert:
+        lines.append(f"  {name} (default: {DEFINITIONS[name].default or '<none>'})")
+    lines += [
+        "",
+        "Listener overrides: listener.name.<listener>.<key>, and listener.name.<listener>.<mechanism>.<key>",
+        "for sasl.jaas.config, sasl.server.callback.handler.class, connections.max.reauth.ms, ...",
+        "Topic-level keys (retention.ms, segment.bytes, cleanup.policy, ...) are set per topic with the",
+        "admin APIs; their defaults come from the broker keys named in parentheses above.",
+    ]
+    return "\n".join(lines)
 
 
 def read_properties(path: str | Path) -> dict[str, str]:

@@ -29,6 +29,7 @@ from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 log = logging.getLogger("kafkite.broker")
 
 DYNAMIC_CONFIG_FILE = "dynamic-broker-configs.json"
+DYNAMIC_DEFAULT_CONFIG_FILE = "dynamic-default-broker-configs.json"  # the cluster-wide level (resource "")
 LOCK_FILE = ".lock"
 INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 INTERNAL_PREFIXES = ("__queue",)  # the queue mode's message and state logs
@@ -117,6 +118,7 @@ class Broker:
         self._cleaning: asyncio.Future[int] | None = None  # the log cleaner pass running in a worker thread
         self.blackhole: bool = config["blackhole"]
         self.dynamic_configs: dict[str, str] = {}
+        self.dynamic_default_configs: dict[str, str] = {}
         self._lock: BinaryIO | None = None  # the data directory's lock file, held while running
         self.rest_urls: list[str] = []
         self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
@@ -229,15 +231,18 @@ class Broker:
 
     def _load_dynamic_configs(self) -> None:
         """Re-apply broker configs altered at run time (kept in the data directory)."""
-        path = self.config.data_dir / DYNAMIC_CONFIG_FILE
-        if self.config["storage.engine"] != "file" or not path.exists():
+        if self.config["storage.engine"] != "file":
             return
-        try:
-            saved = json.loads(path.read_text())
-            for name, value in saved.items():
-                self.set_dynamic_config(name, value, persist=False)
-        except (OSError, ValueError) as e:
-            log.warning("ignoring %s: %s", path, e)
+        for filename, cluster_default in ((DYNAMIC_DEFAULT_CONFIG_FILE, True), (DYNAMIC_CONFIG_FILE, False)):
+            path = self.config.data_dir / filename
+            if not path.exists():
+                continue
+            try:
+                saved = json.loads(path.read_text())
+                for name, value in saved.items():
+                    self.set_dynamic_config(name, value, persist=False, cluster_default=cluster_default)
+            except (OSError, ValueError) as e:
+                log.warning("ignoring %s: %s", path, e)
 
     async def _retention_loop(self) -> None:
         interval = self.config["log.retention.check.interval.ms"] / 1000
@@ -250,10 +255,9 @@ class Broker:
 
     async def _cleaner_loop(self) -> None:
         """The log cleaner: every log.cleaner.backoff.ms, one compaction pass in a worker thread."""
-        interval = self.config["log.cleaner.backoff.ms"] / 1000
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(self.config["log.cleaner.backoff.ms"] / 1000)  # may change at run time
             self._cleaning = loop.run_in_executor(
                 None, self.storage.compact, now_ms(), self.config["log.cleaner.dedupe.buffer.size"]
             )
@@ -326,14 +330,22 @@ class Broker:
         except KafkaProtocolError:
             return None
 
-    def set_dynamic_config(self, name: str, value: str | None, *, persist: bool = True) -> None:
-        """Set (or with None, remove) a broker config changed at run time through AlterConfigs."""
+    def set_dynamic_config(
+        self, name: str, value: str | None, *, persist: bool = True, cluster_default: bool = False
+    ) -> None:
+        """Set (or with None, remove) a broker config changed at run time through AlterConfigs, for this
+        broker or (``cluster_default``) as the cluster-wide default; this broker's own value wins."""
+        level = self.dynamic_default_configs if cluster_default else self.dynamic_configs
         if value is None:
-            self.dynamic_configs.pop(name, None)
-            self.config.set(name, self.config.static_raw[name])
+            level.pop(name, None)
         else:
-            self.config.set(name, value)
-            self.dynamic_configs[name] = value
+            self.config.check(name, value)
+            level[name] = value
+        effective = self.dynamic_configs.get(name, self.dynamic_default_configs.get(name))
+        if effective is None:
+            self.config.reset(name)
+        else:
+            self.config.set(name, effective)
         if name in TOPIC_FROM_BROKER.values():
             self.storage.default_config = self.config.topic_defaults()
             for topic in list(self.storage.topics()):
@@ -343,9 +355,11 @@ class Broker:
         if name == "blackhole":
             self.blackhole = self.config["blackhole"]
         if persist and self.config["storage.engine"] == "file":
-            path = self.config.data_dir / DYNAMIC_CONFIG_FILE
+            path = self.config.data_dir / (
+                DYNAMIC_DEFAULT_CONFIG_FILE if cluster_default else DYNAMIC_CONFIG_FILE
+            )
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.dynamic_configs, indent=1, sort_keys=True))
+            tmp.write_text(json.dumps(level, indent=1, sort_keys=True))
             os.replace(tmp, path)
         log.info("broker config %s set to %s", name, value if value is not None else "its static value")
 

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from kafkite.broker import acls, admin, client_quotas, fetch, metadata, offsets, produce, sasl
+from kafkite.broker.configs import (
+    handle_alter_configs,
+    handle_describe_configs,
+    handle_incremental_alter_configs,
+)
 from kafkite.broker.core import Broker, Handler
 from kafkite.broker.features import handle_update_features
 from kafkite.broker.replicas import REPLICA_HANDLERS
@@ -19,9 +24,9 @@ CORE_HANDLERS: dict[int, Handler] = {
     ApiKey.CREATE_TOPICS: admin.handle_create_topics,
     ApiKey.DELETE_TOPICS: admin.handle_delete_topics,
     ApiKey.CREATE_PARTITIONS: admin.handle_create_partitions,
-    ApiKey.DESCRIBE_CONFIGS: admin.handle_describe_configs,
-    ApiKey.ALTER_CONFIGS: admin.handle_alter_configs,
-    ApiKey.INCREMENTAL_ALTER_CONFIGS: admin.handle_incremental_alter_configs,
+    ApiKey.DESCRIBE_CONFIGS: handle_describe_configs,
+    ApiKey.ALTER_CONFIGS: handle_alter_configs,
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: handle_incremental_alter_configs,
     ApiKey.SASL_HANDSHAKE: sasl.handle_sasl_handshake,
     ApiKey.SASL_AUTHENTICATE: sasl.handle_sasl_authenticate,
     ApiKey.CREATE_ACLS: acls.handle_create_acls,

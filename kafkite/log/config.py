@@ -8,6 +8,7 @@ default as a string, and ``LogConfig.from_props`` turns a mapping of Kafka names
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
@@ -35,7 +36,8 @@ CLEANUP_POLICIES = ("delete", "compact")
 
 
 class ConfigKey(NamedTuple):
-    """One topic config: Kafka name, LogConfig attribute, Kafka type name, default (string form), doc."""
+    """One topic config: Kafka name, LogConfig attribute, Kafka type name, default (string form), doc, the
+    valid range or choices, and whether kafkite acts on it (False: stored and described, no effect)."""
 
     name: str
     attr: str
@@ -44,10 +46,31 @@ class ConfigKey(NamedTuple):
     doc: str
     minimum: int | float | None = None
     choices: tuple[str, ...] | None = None
+    maximum: int | float | None = None
+    acts: bool = True
+    check: Callable[[Any], str | None] | None = None  # a further check: the reason a value is refused
 
     @property
     def type_code(self) -> int:
         return CONFIG_TYPE_CODES[self.type]
+
+
+def _gzip_level(level: Any) -> str | None:
+    if level > 9 or (level < 1 and level != -1):
+        return "must be between 1 and 9 or equal to -1"
+    return None
+
+
+def _throttled_replicas(items: Any) -> str | None:
+    """Kafka's rule: ``*``, or ``partition:broker`` pairs of non-negative integers."""
+    values = list(items)
+    if values == ["*"]:
+        return None
+    for v in values:
+        left, sep, right = v.partition(":")
+        if not sep or not left.strip().isdigit() or not right.strip().isdigit():
+            return "must be the literal '*' or a list of replicas in the form [PartitionId]:[BrokerId],..."
+    return None
 
 
 _KEYS: tuple[ConfigKey, ...] = (
@@ -127,7 +150,7 @@ _KEYS: tuple[ConfigKey, ...] = (
         "message.timestamp.after.max.ms",
         "message_timestamp_after_max_ms",
         "LONG",
-        str(LONG_MAX),
+        "3600000",
         "Largest allowed amount a CreateTime timestamp may lie ahead of the broker's clock.",
         minimum=0,
     ),
@@ -154,6 +177,7 @@ _KEYS: tuple[ConfigKey, ...] = (
         "0.5",
         "Dirty-to-total ratio above which the log is compacted.",
         minimum=0.0,
+        maximum=1.0,
     ),
     ConfigKey(
         "min.compaction.lag.ms",
@@ -235,7 +259,143 @@ _KEYS: tuple[ConfigKey, ...] = (
     ),
 )
 
+# Kafka's topic configs that kafkite accepts (validated as Kafka validates them), stores and describes, and
+# does not act on: per-codec compression levels, replication throttles, tiered storage.
+_KEYS += (
+    ConfigKey(
+        "compression.gzip.level",
+        "compression_gzip_level",
+        "INT",
+        "-1",
+        "gzip level when compression.type is gzip (1-9, -1: the codec's default); not applied by kafkite.",
+        acts=False,
+        check=_gzip_level,
+    ),
+    ConfigKey(
+        "compression.lz4.level",
+        "compression_lz4_level",
+        "INT",
+        "9",
+        "lz4 level when compression.type is lz4; not applied by kafkite.",
+        minimum=1,
+        maximum=17,
+        acts=False,
+    ),
+    ConfigKey(
+        "compression.zstd.level",
+        "compression_zstd_level",
+        "INT",
+        "3",
+        "zstd level when compression.type is zstd; not applied by kafkite.",
+        minimum=-131072,
+        maximum=22,
+        acts=False,
+    ),
+    ConfigKey(
+        "leader.replication.throttled.replicas",
+        "leader_replication_throttled_replicas",
+        "LIST",
+        "",
+        "Replicas whose replication the leader throttles: partition:broker,... or *; one replica here.",
+        acts=False,
+        check=_throttled_replicas,
+    ),
+    ConfigKey(
+        "follower.replication.throttled.replicas",
+        "follower_replication_throttled_replicas",
+        "LIST",
+        "",
+        "Replicas whose replication followers throttle: partition:broker,... or *; one replica here.",
+        acts=False,
+        check=_throttled_replicas,
+    ),
+    ConfigKey(
+        "remote.storage.enable",
+        "remote_storage_enable",
+        "BOOLEAN",
+        "false",
+        "Tier the topic's old segments to remote storage; needs remote.log.storage.system.enable.",
+        acts=False,
+    ),
+    ConfigKey(
+        "local.retention.ms",
+        "local_retention_ms",
+        "LONG",
+        "-2",
+        "How long tiered segments stay on local disk (-2: retention.ms).",
+        minimum=-2,
+        acts=False,
+    ),
+    ConfigKey(
+        "local.retention.bytes",
+        "local_retention_bytes",
+        "LONG",
+        "-2",
+        "Local bytes kept per partition of a tiered topic (-2: retention.bytes).",
+        minimum=-2,
+        acts=False,
+    ),
+    ConfigKey(
+        "remote.log.copy.disable",
+        "remote_log_copy_disable",
+        "BOOLEAN",
+        "false",
+        "Stop copying a tiered topic's segments to remote storage; what is there stays readable.",
+        acts=False,
+    ),
+    ConfigKey(
+        "remote.log.delete.on.disable",
+        "remote_log_delete_on_disable",
+        "BOOLEAN",
+        "false",
+        "Delete a topic's remote segments when tiered storage is turned off for it.",
+        acts=False,
+    ),
+)
+
 TOPIC_CONFIGS: dict[str, ConfigKey] = {k.name: k for k in _KEYS}
+
+_VERSION = re.compile(r"\d+\.\d+(\.\d+)?(-IV\d+)?")
+
+# Topic configs of Kafka 3.x that Kafka 4.0 removed, as Kafka 3.x validated them: an older client may still
+# send them (kafkite.broker.configs decides by the request version whether they are refused or ignored).
+REMOVED_TOPIC_CONFIGS: dict[str, ConfigKey] = {
+    k.name: k
+    for k in (
+        ConfigKey(
+            "message.format.version", "", "STRING", "3.0-IV1", "The record format version (always v2)."
+        ),
+        ConfigKey(
+            "message.timestamp.difference.max.ms",
+            "",
+            "LONG",
+            str(LONG_MAX),
+            "Largest difference between a CreateTime timestamp and the broker's clock.",
+            minimum=0,
+        ),
+        ConfigKey(
+            "message.downconversion.enable", "", "BOOLEAN", "true", "Convert records down for old clients."
+        ),
+    )
+}
+
+
+def parse_removed_config(name: str, text: str) -> Any:
+    """Validate a removed topic config's value as Kafka 3.x did; raises ValueError naming the key."""
+    key = REMOVED_TOPIC_CONFIGS[name]
+    if name == "message.format.version":
+        if not _VERSION.fullmatch(text.strip()):
+            raise ValueError(f"invalid value {text!r} for topic config {name!r}: not a Kafka version")
+        return text.strip()
+    try:
+        value = _PARSERS[key.type](text)
+    except ValueError as e:
+        raise ValueError(f"invalid value {text!r} for topic config {name!r}: {e}") from None
+    if key.minimum is not None and value < key.minimum:
+        raise ValueError(f"invalid value {text!r} for topic config {name!r}: must be at least {key.minimum}")
+    return value
+
+
 TOPIC_CONFIG_DEFAULTS: dict[str, str] = {k.name: k.default for k in _KEYS}
 TOPIC_CONFIG_DOCS: dict[str, str] = {k.name: k.doc for k in _KEYS}
 TOPIC_CONFIG_TYPES: dict[str, str] = {k.name: k.type for k in _KEYS}
@@ -284,20 +444,36 @@ def parse_config_value(name: str, text: str) -> Any:
         raise ValueError(f"invalid value {text!r} for topic config {name!r}: {e}") from None
     if key.minimum is not None and value < key.minimum:
         raise ValueError(f"invalid value {text!r} for topic config {name!r}: must be at least {key.minimum}")
+    if key.maximum is not None and value > key.maximum:
+        raise ValueError(f"invalid value {text!r} for topic config {name!r}: must be at most {key.maximum}")
     if key.choices is not None:
         chosen = value if isinstance(value, tuple) else (value,)
         bad = [v for v in chosen if v not in key.choices]
-        if bad or (key.type == "LIST" and not chosen):
+        if bad:
             raise ValueError(
                 f"invalid value {text!r} for topic config {name!r}: expected one of {', '.join(key.choices)}"
             )
+    if key.check is not None:
+        why = key.check(value)
+        if why is not None:
+            raise ValueError(f"invalid value {text!r} for topic config {name!r}: {why}")
     return value
 
 
-def validate_topic_configs(props: Mapping[str, str]) -> None:
-    """Check topic-level overrides (CreateTopics, AlterConfigs): every key known, every value valid."""
-    for name, text in props.items():
-        parse_config_value(name, text)
+def validate_topic_configs(props: Mapping[str, str], defaults: Mapping[str, str] | None = None) -> None:
+    """Check topic-level overrides (CreateTopics, AlterConfigs): every key known, every value valid, and
+    the values consistent with each other and with ``defaults`` (Kafka's cross-checks)."""
+    values = {name: parse_config_value(name, text) for name, text in props.items()}
+    merged = dict(defaults or {})
+    merged.update(props)
+    lag = ("min.compaction.lag.ms", "max.compaction.lag.ms")
+    if any(k in values for k in lag):
+        low, high = (parse_config_value(k, merged.get(k, TOPIC_CONFIG_DEFAULTS[k])) for k in lag)
+        if low > high:
+            raise ValueError(
+                f"conflict topic config setting min.compaction.lag.ms ({low}) >"
+                f" max.compaction.lag.ms ({high})"
+            )
 
 
 @dataclass(frozen=True)
@@ -313,7 +489,7 @@ class LogConfig:
     index_interval_bytes: int = 4096
     max_compaction_lag_ms: int = LONG_MAX
     max_message_bytes: int = 1_048_588
-    message_timestamp_after_max_ms: int = LONG_MAX
+    message_timestamp_after_max_ms: int = 3_600_000
     message_timestamp_before_max_ms: int = LONG_MAX
     message_timestamp_type: str = "CreateTime"
     min_cleanable_dirty_ratio: float = 0.5
@@ -327,6 +503,17 @@ class LogConfig:
     segment_jitter_ms: int = 0
     segment_ms: int = 604_800_000
     unclean_leader_election_enable: bool = False
+    # Stored and described; kafkite does not act on them.
+    compression_gzip_level: int = -1
+    compression_lz4_level: int = 9
+    compression_zstd_level: int = 3
+    leader_replication_throttled_replicas: tuple[str, ...] = ()
+    follower_replication_throttled_replicas: tuple[str, ...] = ()
+    remote_storage_enable: bool = False
+    local_retention_ms: int = -2
+    local_retention_bytes: int = -2
+    remote_log_copy_disable: bool = False
+    remote_log_delete_on_disable: bool = False
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], *, strict: bool = False) -> LogConfig:
