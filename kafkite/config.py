@@ -369,7 +369,7 @@ _DEFS += [
         "sasl.enabled.mechanisms",
         "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         _str_list,
-        "SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        "SASL mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (GSSAPI is not served)",
     ),
     ConfigDef("ssl.keystore.type", "PEM", _choice("PEM"), "Key store format (PEM files)"),
     ConfigDef("ssl.truststore.type", "PEM", _choice("PEM"), "Trust store format (PEM files)"),
@@ -437,6 +437,92 @@ _DEFS += [
     ),
     ConfigDef("quota.window.num", "11", _int, "Samples kept to measure a client's rate"),
     ConfigDef("quota.window.size.seconds", "1", _int, "Length of one rate sample"),
+]
+
+
+# SASL/OAUTHBEARER and re-authentication (KIP-368), with Kafka's names and defaults. Each may be set per
+# listener and mechanism: listener.name.<listener>.oauthbearer.<key>.
+def _kafka(name: str) -> Callable[[str], Any]:
+    return BROKER_KEYS[name].parse
+
+
+_DEFS += [
+    ConfigDef(
+        "connections.max.reauth.ms",
+        "0",
+        _kafka("connections.max.reauth.ms"),
+        "Longest SASL session before the client must re-authenticate on its connection (0: only an OAuth"
+        " token's expiry bounds it); a request after the session ended closes the connection",
+    ),
+    ConfigDef(
+        "sasl.server.callback.handler.class",
+        "",
+        _kafka("sasl.server.callback.handler.class"),
+        "OAUTHBEARER's validator: Kafka's OAuthBearerUnsecuredValidatorCallbackHandler (unsigned tokens, the"
+        " default) or OAuthBearerValidatorCallbackHandler (tokens verified against the JWKS)",
+    ),
+    ConfigDef(
+        "sasl.jaas.config",
+        "",
+        _kafka("sasl.jaas.config"),
+        "JAAS config of a listener's mechanism; OAUTHBEARER's unsecured validator reads its"
+        " unsecuredValidator* options from it",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.jwks.endpoint.url",
+        "",
+        _kafka("sasl.oauthbearer.jwks.endpoint.url"),
+        "JWKS (file:/path or http(s)://...) whose keys verify OAUTHBEARER tokens; set, tokens must be signed"
+        " (needs the oauth extra)",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.expected.audience",
+        "",
+        _kafka("sasl.oauthbearer.expected.audience"),
+        "Audiences a verified token must name one of (empty: not checked)",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.expected.issuer",
+        "",
+        _kafka("sasl.oauthbearer.expected.issuer"),
+        "Issuer a verified token must name (empty: not checked)",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.clock.skew.seconds",
+        "30",
+        _kafka("sasl.oauthbearer.clock.skew.seconds"),
+        "Clock difference tolerated when checking a verified token's times",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.scope.claim.name",
+        "scope",
+        _kafka("sasl.oauthbearer.scope.claim.name"),
+        "Claim of a verified token holding its scopes",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.sub.claim.name",
+        "sub",
+        _kafka("sasl.oauthbearer.sub.claim.name"),
+        "Claim of a verified token holding its principal",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.jwks.endpoint.refresh.ms",
+        "3600000",
+        _kafka("sasl.oauthbearer.jwks.endpoint.refresh.ms"),
+        "How often the JWKS is read again (also at once when a token names a key it does not hold)",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.ms",
+        "100",
+        _kafka("sasl.oauthbearer.jwks.endpoint.retry.backoff.ms"),
+        "First wait before reading the JWKS again after a failure",
+    ),
+    ConfigDef(
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms",
+        "10000",
+        _kafka("sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms"),
+        "Longest wait between failed reads of the JWKS",
+    ),
 ]
 
 # Idempotent producers and transactions.

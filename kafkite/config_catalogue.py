@@ -235,9 +235,13 @@ BROKER_KEYS: dict[str, KafkaKey] = _load()
 _LISTENER_PREFIX = re.compile(r"listener\.name\.([^.]+)\.(.+)")
 
 
+_MECHANISM_PREFIXES = ("oauthbearer.", "plain.", "scram-sha-256.", "scram-sha-512.", "gssapi.")
+
+
 def split_listener_key(name: str) -> tuple[str, str | None, str] | None:
     """``listener.name.<listener>[.<mechanism>].<key>`` as (listener, mechanism, key); None for other names.
-    The mechanism is given only for the keys a listener sets per mechanism."""
+    A mechanism prefix is recognised for the keys listeners set per mechanism and for the mechanism's own keys
+    (``listener.name.x.oauthbearer.sasl.oauthbearer.jwks.endpoint.url``), as Kafka reads them."""
     m = _LISTENER_PREFIX.fullmatch(name)
     if m is None:
         return None
@@ -245,4 +249,7 @@ def split_listener_key(name: str) -> tuple[str, str | None, str] | None:
     for base in LISTENER_MECHANISM_KEYS:
         if rest.endswith("." + base):
             return listener, rest[: -len(base) - 1], base
+    for prefix in _MECHANISM_PREFIXES:
+        if rest.lower().startswith(prefix) and rest[len(prefix) :].startswith("sasl."):
+            return listener, rest[: len(prefix) - 1], rest[len(prefix) :]
     return listener, None, rest

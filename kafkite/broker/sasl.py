@@ -10,20 +10,36 @@ credentials of ``kafkite user add``); when both are empty any password is accept
 start-up. SCRAM-SHA-256 and SCRAM-SHA-512 check against the user store. The user store is also served by
 DescribeUserScramCredentials and AlterUserScramCredentials.
 
-SaslHandshake v0 is followed by raw SASL tokens outside Kafka framing; kafkite serves the v1 flow (tokens in
-SaslAuthenticate requests), which every current client uses once ApiVersions lists SaslAuthenticate.
+OAUTHBEARER (RFC 7628) validates bearer tokens as Kafka's validators do (``kafkite.security.oauthbearer``):
+unsigned JWTs with Kafka's unsecured validator by default, signed JWTs against a JWKS when
+``sasl.oauthbearer.jwks.endpoint.url`` is set or OAuthBearerValidatorCallbackHandler is named. A refused token
+is answered with RFC 7628's error challenge; the client's ``\x01`` then ends the exchange with
+SASL_AUTHENTICATION_FAILED. GSSAPI (Kerberos) is not served.
+
+SaslHandshake v1 is followed by SaslAuthenticate requests; v0 by raw tokens outside Kafka framing (a 4-byte
+size and the token, answered the same way; a failure closes the connection), as old clients send them.
+
+Re-authentication (KIP-368): a successful SaslAuthenticate tells the client its session lifetime, the shorter
+of ``connections.max.reauth.ms`` (per listener and mechanism) and the credential's own (an OAuth token's
+expiry).
+A request after the session ended closes the connection (``kafkite.security.connection``); before that the
+client may authenticate again on the same connection, with the same mechanism and as the same principal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from kafkite.broker.core import Broker, RequestContext
+from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
+from kafkite.security import oauthbearer as oauth
 from kafkite.security import security_of
 from kafkite.security.scram import (
     MECHANISM_CODES,
@@ -41,6 +57,9 @@ STATE_AUTHENTICATED = "sasl.authenticated"
 STATE_USERNAME = "sasl.username"
 STATE_EXCHANGE = "sasl.exchange"
 STATE_PRINCIPAL = "principal"
+STATE_RAW = "sasl.raw"  # SaslHandshake v0: the exchange's tokens come as raw frames
+STATE_DEADLINE = "sasl.session.deadline"  # time.monotonic() when the session ends (re-authenticate before)
+STATE_REAUTH = "sasl.reauth"  # the client announced re-authentication support (SaslAuthenticate v1+)
 
 
 @dataclass
@@ -51,6 +70,7 @@ class StepResult:
     done: bool = False
     username: str | None = None
     error: str | None = None  # authentication failed, and why (told to the client)
+    expires_ms: int | None = None  # when the credential itself expires (an OAuth token), for the session
 
 
 class Mechanism(ABC):
@@ -58,11 +78,19 @@ class Mechanism(ABC):
 
     name: ClassVar[str] = ""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, listener: str = "PLAINTEXT") -> None:
         self.broker = broker
+        self.listener = listener
+        self.refused: str | None = None  # set: the exchange fails at its first token with this message
 
     @abstractmethod
     def step(self, data: bytes) -> StepResult: ...
+
+    async def step_async(self, data: bytes) -> StepResult:
+        """One step; mechanisms that wait for something (fetching keys) override this."""
+        if self.refused is not None:
+            return StepResult(error=self.refused)
+        return self.step(data)
 
 
 # ---------------------------------------------------------------------------------------------- PLAIN
@@ -125,8 +153,8 @@ def _plain_password_ok(users: dict[str, str], store: Any, name: str, password: s
 class ScramMechanism(Mechanism):
     """SCRAM-SHA-256/512 against the user store: client-first, then client-final."""
 
-    def __init__(self, broker: Broker) -> None:
-        super().__init__(broker)
+    def __init__(self, broker: Broker, listener: str = "PLAINTEXT") -> None:
+        super().__init__(broker, listener)
         store = security_of(broker).users
         self.server = ScramServer(self.name, lambda user: store.credential(user, self.name))
 
@@ -148,11 +176,108 @@ class ScramSha512(ScramMechanism):
     name = "SCRAM-SHA-512"
 
 
-MECHANISMS: dict[str, type[Mechanism]] = {m.name: m for m in (PlainMechanism, ScramSha256, ScramSha512)}
+# ---------------------------------------------------------------------------------------------- OAUTHBEARER
+
+Validator = oauth.UnsecuredValidator | oauth.JwksValidator
 
 
-def enabled_mechanisms(broker: Broker) -> list[str]:
-    return [m for m in broker.config["sasl.enabled.mechanisms"] if m in MECHANISMS]
+def oauth_validator(broker: Broker, listener: str) -> Validator:
+    """The OAUTHBEARER validator of ``listener`` (built once; raises ConfigError when it cannot be)."""
+    cache: dict[str, Validator] = broker.__dict__.setdefault("oauth_validators", {})
+    if listener in cache:
+        return cache[listener]
+    cfg = broker.config
+    mech = "oauthbearer"
+
+    def get(key: str) -> Any:
+        return cfg.for_listener(listener, key, mech)
+
+    handler = get("sasl.server.callback.handler.class") or None
+    url = get("sasl.oauthbearer.jwks.endpoint.url") or None
+    validator: Validator
+    try:
+        if handler not in (None, oauth.UNSECURED_HANDLER, oauth.JWKS_HANDLER):
+            raise oauth.OAuthConfigError(
+                f"sasl.server.callback.handler.class: kafkite serves {oauth.UNSECURED_HANDLER} and"
+                f" {oauth.JWKS_HANDLER}, not {handler}"
+            )
+        if handler == oauth.JWKS_HANDLER or (handler is None and url):
+            if not url:
+                raise oauth.OAuthConfigError(
+                    "The OAuth validator for the broker requires sasl.oauthbearer.jwks.endpoint.url to be"
+                    f" configured so that JWT signatures can be verified (listener {listener})"
+                )
+            validator = oauth.JwksValidator(
+                url,
+                audiences=tuple(get("sasl.oauthbearer.expected.audience") or ()),
+                issuer=get("sasl.oauthbearer.expected.issuer") or None,
+                clock_skew_s=int(get("sasl.oauthbearer.clock.skew.seconds")),
+                scope_claim=get("sasl.oauthbearer.scope.claim.name") or "scope",
+                sub_claim=get("sasl.oauthbearer.sub.claim.name") or "sub",
+                refresh_ms=int(get("sasl.oauthbearer.jwks.endpoint.refresh.ms")),
+                retry_backoff_ms=int(get("sasl.oauthbearer.jwks.endpoint.retry.backoff.ms")),
+                retry_backoff_max_ms=int(get("sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms")),
+            )
+        else:
+            jaas = get("sasl.jaas.config")
+            options = oauth.parse_jaas_options(jaas) if jaas else {}
+            validator = oauth.UnsecuredValidator.from_jaas_options(options)
+    except oauth.OAuthConfigError as e:
+        raise ConfigError(f"OAUTHBEARER on listener {listener}: {e}") from None
+    cache[listener] = validator
+    return validator
+
+
+class OAuthBearerMechanism(Mechanism):
+    """RFC 7628: the client's initial response carries the token; a refused token gets an error challenge,
+    which the client acknowledges with ``\x01`` before the exchange fails."""
+
+    name = "OAUTHBEARER"
+
+    def __init__(self, broker: Broker, listener: str = "PLAINTEXT") -> None:
+        super().__init__(broker, listener)
+        self.error_challenge: str | None = None
+
+    def step(self, data: bytes) -> StepResult:  # pragma: no cover - step_async is the entry point
+        raise NotImplementedError
+
+    async def step_async(self, data: bytes) -> StepResult:
+        if self.refused is not None:
+            return StepResult(error=self.refused)
+        if self.error_challenge is not None:
+            # The client acknowledged the error challenge (\x01): Kafka fails the exchange with it.
+            return StepResult(error=self.error_challenge)
+        validator = oauth_validator(self.broker, self.listener)
+        try:
+            first = oauth.parse_initial_response(data)
+            if isinstance(validator, oauth.JwksValidator) and validator.needs_refresh(first.token):
+                await asyncio.get_running_loop().run_in_executor(None, validator.refresh)
+            token = validator.validate(first.token, oauth.now_ms())
+        except oauth.TokenError as e:
+            log.info("OAUTHBEARER token refused: %s", e)
+            challenge = e.challenge()
+            self.error_challenge = challenge.decode()
+            return StepResult(challenge=challenge)
+        if first.authzid and first.authzid != token.principal:
+            return StepResult(
+                error=(
+                    "Authentication failed: Client requested an authorization id "
+                    f"({first.authzid}) that is different from the token's principal name ({token.principal})"
+                )
+            )
+        return StepResult(done=True, username=token.principal, expires_ms=token.expires_ms)
+
+
+MECHANISMS: dict[str, type[Mechanism]] = {
+    m.name: m for m in (PlainMechanism, ScramSha256, ScramSha512, OAuthBearerMechanism)
+}
+
+
+def enabled_mechanisms(broker: Broker, listener: str | None = None) -> list[str]:
+    offered = broker.config["sasl.enabled.mechanisms"]
+    if listener is not None:
+        offered = broker.config.for_listener(listener, "sasl.enabled.mechanisms")
+    return [m for m in offered if m in MECHANISMS]
 
 
 # ---------------------------------------------------------------------------------------------- handlers
@@ -168,14 +293,29 @@ def _state(ctx: RequestContext) -> dict[str, Any]:
 
 async def handle_sasl_handshake(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
     state = _state(ctx)
-    mechanisms = enabled_mechanisms(broker)
-    if state.get(STATE_AUTHENTICATED) or state.get(STATE_MECHANISM):
+    mechanisms = enabled_mechanisms(broker, ctx.listener)
+    reauthenticating = bool(state.get(STATE_AUTHENTICATED))
+    if state.get(STATE_EXCHANGE) is not None or (reauthenticating and not state.get(STATE_REAUTH)):
+        # Mid-exchange, or authenticated by a client that never said it can re-authenticate.
         return {"error_code": int(ErrorCode.ILLEGAL_SASL_STATE), "mechanisms": mechanisms}
     mechanism = req["mechanism"]
     if mechanism not in mechanisms:
         return {"error_code": int(ErrorCode.UNSUPPORTED_SASL_MECHANISM), "mechanisms": mechanisms}
-    state[STATE_MECHANISM] = mechanism
-    state[STATE_EXCHANGE] = MECHANISMS[mechanism](broker)
+    exchange = MECHANISMS[mechanism](broker, ctx.listener)
+    if reauthenticating and mechanism != state.get(STATE_MECHANISM):
+        # Kafka answers the handshake, then fails the exchange at its first token.
+        exchange.refused = (
+            f"SASL mechanism '{mechanism}' requested by client is not supported for re-authentication of"
+            f" mechanism '{state.get(STATE_MECHANISM)}'"
+        )
+    else:
+        state[STATE_MECHANISM] = mechanism
+    state[STATE_EXCHANGE] = exchange
+    if ctx.api_version == 0:
+        state[STATE_RAW] = True
+        log.info(
+            "SaslHandshake v0 from %s: %s tokens follow outside Kafka framing", ctx.client_host, mechanism
+        )
     return {"error_code": 0, "mechanisms": mechanisms}
 
 
@@ -183,30 +323,103 @@ def _auth_error(code: ErrorCode, message: str) -> dict[str, Any]:
     return {"error_code": int(code), "error_message": message, "auth_bytes": b"", "session_lifetime_ms": 0}
 
 
+def session_lifetime_ms(broker: Broker, listener: str, mechanism: str, expires_ms: int | None) -> int | None:
+    """Kafka's session lifetime: the shorter of connections.max.reauth.ms and the credential's remaining life;
+    None when neither bounds the session."""
+    max_reauth = int(broker.config.for_listener(listener, "connections.max.reauth.ms", mechanism) or 0)
+    if expires_ms is None and max_reauth <= 0:
+        return None
+    remaining = None if expires_ms is None else max(0, expires_ms - oauth.now_ms())
+    if remaining is None:
+        return max_reauth
+    return remaining if max_reauth <= 0 else min(remaining, max_reauth)
+
+
+async def authenticate_step(
+    broker: Broker, state: dict[str, Any], listener: str, client_host: str, data: bytes
+) -> StepResult:
+    """Run one step of the connection's exchange and record its outcome on ``state``; failures leave the state
+    ready for the connection to be closed."""
+    exchange = state.get(STATE_EXCHANGE)
+    assert isinstance(exchange, Mechanism)
+    reauthenticating = bool(state.get(STATE_AUTHENTICATED))
+    result = await exchange.step_async(data)
+    if result.error is None and result.done and reauthenticating:
+        before, after = state.get(STATE_USERNAME), result.username
+        if before != after:
+            result = StepResult(
+                error=f"Cannot change principals during re-authentication from User.{before}: User.{after}"
+            )
+    if result.error is not None:
+        state.pop(STATE_EXCHANGE, None)
+        state.pop(STATE_RAW, None)
+        if not reauthenticating:
+            state.pop(STATE_MECHANISM, None)
+        what = "re-authentication" if reauthenticating else "authentication"
+        log.info("SASL %s %s from %s failed: %s", exchange.name, what, client_host, result.error)
+        return result
+    if result.done:
+        if reauthenticating:
+            log.info("SASL %s re-authentication from %s as %s", exchange.name, client_host, result.username)
+        state.pop(STATE_EXCHANGE, None)
+        state.pop(STATE_RAW, None)
+        state[STATE_AUTHENTICATED] = True
+        state[STATE_USERNAME] = result.username
+        state[STATE_PRINCIPAL] = f"User:{result.username}"
+        lifetime = session_lifetime_ms(broker, listener, exchange.name, result.expires_ms)
+        if lifetime is None:
+            state.pop(STATE_DEADLINE, None)
+        else:
+            state[STATE_DEADLINE] = time.monotonic() + lifetime / 1000
+        state["sasl.session.lifetime.ms"] = lifetime or 0
+    return result
+
+
 async def handle_sasl_authenticate(
     broker: Broker, ctx: RequestContext, req: dict[str, Any]
 ) -> dict[str, Any]:
     state = _state(ctx)
     exchange = state.get(STATE_EXCHANGE)
-    if state.get(STATE_AUTHENTICATED) or not isinstance(exchange, Mechanism):
+    if not isinstance(exchange, Mechanism) or state.get(STATE_RAW):
         return _auth_error(ErrorCode.ILLEGAL_SASL_STATE, "SaslAuthenticate without a SaslHandshake first")
-    result = exchange.step(bytes(req["auth_bytes"] or b""))
+    if ctx.api_version >= 1:
+        state[STATE_REAUTH] = True
+    result = await authenticate_step(
+        broker, state, ctx.listener, ctx.client_host, bytes(req["auth_bytes"] or b"")
+    )
     if result.error is not None:
-        # The client may start over with a new handshake.
-        state.pop(STATE_EXCHANGE, None)
-        state.pop(STATE_MECHANISM, None)
-        log.info("SASL %s authentication from %s failed: %s", exchange.name, ctx.client_host, result.error)
         return _auth_error(ErrorCode.SASL_AUTHENTICATION_FAILED, result.error)
     if result.done:
-        state.pop(STATE_EXCHANGE, None)
-        state[STATE_AUTHENTICATED] = True
-        state[STATE_USERNAME] = result.username
-        state[STATE_PRINCIPAL] = ctx.principal = f"User:{result.username}"
-    return {"error_code": 0, "error_message": None, "auth_bytes": result.challenge, "session_lifetime_ms": 0}
+        ctx.principal = state[STATE_PRINCIPAL]
+    lifetime = int(state.get("sasl.session.lifetime.ms", 0)) if result.done else 0
+    return {
+        "error_code": 0,
+        "error_message": None,
+        "auth_bytes": result.challenge,
+        "session_lifetime_ms": lifetime,
+    }
+
+
+async def raw_token(
+    broker: Broker, state: dict[str, Any], listener: str, client_host: str, data: bytes
+) -> bytes | None:
+    """A raw token after SaslHandshake v0: the raw token to answer with, or None when authentication failed
+    (the connection is then closed, as Kafka closes it)."""
+    result = await authenticate_step(broker, state, listener, client_host, data)
+    if result.error is not None:
+        return None
+    return result.challenge
 
 
 def log_startup(broker: Broker) -> None:
-    """Say how SASL/PLAIN checks passwords."""
+    """Check the OAUTHBEARER configuration of every SASL listener (ConfigError stops start-up); say how
+    SASL/PLAIN checks passwords."""
+    protocols = broker.config["listener.security.protocol.map"]
+    for name, _, _ in broker.config["listeners"]:
+        if protocols.get(name, name).startswith("SASL_") and "OAUTHBEARER" in enabled_mechanisms(
+            broker, name
+        ):
+            oauth_validator(broker, name)
     if not plain_users(broker) and not len(security_of(broker).users):
         log.warning(
             "SASL/PLAIN accepts ANY password: set sasl.plain.users=name=password,... to check them "

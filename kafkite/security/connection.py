@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
+import time
 from typing import TYPE_CHECKING, Any
 
 from kafkite.protocol.api_keys import ApiKey
@@ -49,10 +51,36 @@ def connection_made(conn: KafkaConnection, transport: asyncio.Transport) -> None
 
 
 def refuse_before_auth(conn: KafkaConnection, api_key: int) -> str | None:
-    """On SASL listeners only ApiVersions and the SASL exchange are served before authentication."""
+    """On SASL listeners only ApiVersions and the SASL exchange are served before authentication; once the
+    session's lifetime is over (KIP-368) any request closes the connection, as Kafka closes it."""
     if is_sasl(conn) and api_key not in PRE_AUTH_APIS and not conn.state.get("sasl.authenticated"):
         return f"API {api_key} before SASL authentication"
+    deadline = conn.state.get("sasl.session.deadline")
+    if deadline is not None and time.monotonic() > deadline:
+        return "SASL session expired: the client did not re-authenticate in time"
     return None
+
+
+def raw_sasl_frame(conn: KafkaConnection, frame: bytearray) -> bool:
+    """After SaslHandshake v0 the exchange goes on in raw tokens (a size, then the token) until it is done;
+    answered in order with the connection's responses. True when ``frame`` was such a token."""
+    if not conn.state.get("sasl.raw"):
+        return False
+    fut = asyncio.ensure_future(_raw_sasl_token(conn, bytes(frame)))
+    conn.pending.append(fut)
+    conn.wakeup.set()
+    return True
+
+
+async def _raw_sasl_token(conn: KafkaConnection, data: bytes) -> list[Any] | None:
+    from kafkite.broker.sasl import raw_token
+
+    host = conn.peer.rsplit(":", 1)[0]
+    token = await raw_token(conn.broker, conn.state, conn.listener, host, data)
+    if token is None:
+        conn._reject("SASL authentication failed (raw tokens after SaslHandshake v0)")
+        return None
+    return [struct.pack(">i", len(token)) + token]
 
 
 def after_request(conn: KafkaConnection, ctx: RequestContext, resp: dict[str, Any] | None) -> None:

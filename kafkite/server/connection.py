@@ -111,6 +111,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ requests
 
     def _dispatch(self, frame: bytearray) -> None:
+        if security.raw_sasl_frame(self, frame):  # a SASL token after SaslHandshake v0, not a request
+            return
         buf = memoryview(frame)
         try:
             key, version = framing.peek_key_version(buf)
