@@ -167,7 +167,9 @@ class BrokerProcess:
         settings = [f"log.dirs={self.data_dir}", f"listeners=PLAINTEXT://127.0.0.1:{self.port}"]
         # Side services (REST, STOMP, ...) off unless a test asks: their default ports are fixed.
         settings += [
-            f"{k}=" for k in sorted(DEFINITIONS) if k.endswith(".listeners") and k != "advertised.listeners"
+            f"{k}="
+            for k in sorted(DEFINITIONS)
+            if k.endswith(".listeners") and k != "advertised.listeners" and DEFINITIONS[k].acts
         ]
         settings += [*self.overrides, *extra]
         for s in settings:

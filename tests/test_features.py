@@ -75,3 +75,47 @@ def test_update_rules_follow_kafkas_controller(tmp_path: Path) -> None:
     again = Features(node_id=7, path=tmp_path / "features.json")
     again.declare("group.version", max_level=1)
     assert again.level("group.version") == 0 and again.epoch == 1
+
+
+def test_update_features_through_kafka_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A component that declares a feature (here a test feature, as Kafka's test.feature.version) gets it
+    advertised, and kafka-python's admin client reads and updates its finalized level."""
+    import kafkite.broker.wiring as wiring
+    from kafkite.broker.features import features_of
+
+    build = wiring.build_broker
+
+    def build_with_a_test_feature(config: object) -> object:
+        broker = build(config)
+        features_of(broker).declare("test.feature.version", max_level=2)
+        return broker
+
+    monkeypatch.setattr(wiring, "build_broker", build_with_a_test_feature)
+    from kafka import KafkaAdminClient
+    from kafka.errors import InvalidUpdateVersionError
+    from test_streaming_support import InProcessBroker
+
+    with InProcessBroker(tmp_path / "data") as b:
+        admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        try:
+            described = admin.describe_features()["test.feature.version"]
+            assert described["supported"] == (0, 2) and described["finalized"] == (2, 2)
+            epoch = described["finalized_epoch"]
+            with pytest.raises(InvalidUpdateVersionError, match="without setting the upgrade type"):
+                admin.update_features({"test.feature.version": 1})
+            assert admin.update_features({"test.feature.version": ("SAFE_DOWNGRADE", 1)}) == {
+                "test.feature.version": "OK"
+            }
+            after = admin.describe_features()["test.feature.version"]
+            assert after["finalized"] == (1, 1) and after["finalized_epoch"] > epoch
+            assert admin.update_features({"test.feature.version": 2}, validate_only=True)
+            assert admin.describe_features()["test.feature.version"]["finalized"] == (1, 1)
+        finally:
+            admin.close()
+    # Kept in log.dirs: the finalized level survives a restart.
+    with InProcessBroker(tmp_path / "data") as b:
+        admin = KafkaAdminClient(bootstrap_servers=b.bootstrap)
+        try:
+            assert admin.describe_features()["test.feature.version"]["finalized"] == (1, 1)
+        finally:
+            admin.close()

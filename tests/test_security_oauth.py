@@ -401,3 +401,25 @@ def test_sasl_handshake_v0_raw_tokens_with_an_old_client(ob: SecureBroker) -> No
             bootstrap_timeout_ms=2000,
         ).list_topics()
     assert "SASL authentication failed (raw tokens after SaslHandshake v0)" in ob.log_text()
+
+
+def test_jwks_read_from_a_url(tmp_path: Path) -> None:
+    import functools
+    import http.server
+    import threading
+
+    keys = Keys(tmp_path)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/jwks.json"
+        v = JwksValidator(url, audiences=(AUDIENCE,), issuer=ISSUER)
+        assert v.needs_refresh(keys.token("alice"))
+        v.refresh()
+        assert v.validate(keys.token("alice", alg="ES256"), int(time.time() * 1000)).principal == "alice"
+        assert not v.needs_refresh(keys.token("alice"))
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -31,7 +31,11 @@ def side_listener_keys() -> list[str]:
     """Broker settings that open listeners besides the Kafka one (``rest.listeners``, ...)."""
     from kafkite.config import DEFINITIONS
 
-    return sorted(k for k in DEFINITIONS if k.endswith(".listeners") and k != "advertised.listeners")
+    return sorted(
+        k
+        for k in DEFINITIONS
+        if k.endswith(".listeners") and k != "advertised.listeners" and DEFINITIONS[k].acts
+    )
 
 
 def _accepts(host: str, port: int) -> bool:
