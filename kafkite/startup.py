@@ -43,6 +43,7 @@ class StartupError(RuntimeError):
 OPTIONAL_DEPENDENCIES: list[tuple[str, str, str]] = [
     ("psycopg", "storage.engine=postgresql://...", "postgresql"),
     ("uvloop", "event.loop=uvloop", "uvloop"),
+    ("jwt", "sasl.oauthbearer.jwks.endpoint.url", "oauth"),
 ]
 
 
@@ -61,6 +62,7 @@ def check_optional_dependencies(config: BrokerConfig) -> None:
     wanted = {
         "psycopg": engine.startswith(("postgresql://", "postgres://")),
         "uvloop": config["event.loop"] == "uvloop",
+        "jwt": any(v for k, v in config.raw.items() if k.endswith("sasl.oauthbearer.jwks.endpoint.url")),
     }
     for module, wanted_by, extra in OPTIONAL_DEPENDENCIES:
         if wanted[module]:
