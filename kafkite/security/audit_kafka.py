@@ -534,6 +534,69 @@ CHANGES: dict[int, Change] = {
 }
 
 
+def _update_features_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> Any:
+    from kafkite.broker.features import features_of
+
+    reg = features_of(b)
+    return {
+        u["feature"]: (reg.level(u["feature"]), u["max_version_level"]) for u in req["feature_updates"]
+    }, bool(req.get("validate_only"))
+
+
+def _update_features_post(b: Broker, ctx: RequestContext, pre: Any, resp: dict[str, Any]) -> list[Entry]:
+    levels, validate_only = pre
+    if validate_only and not resp.get("error_code"):
+        return []
+    result, error = _result(resp.get("error_code"), resp.get("error_message"))
+    return [
+        dict(
+            operation="UpdateFeatures",
+            resource_type="feature",
+            resource_name=name,
+            result=result,
+            error=error,
+            before={"level": before},
+            after={"level": after} if result == OK else None,
+        )
+        for name, (before, after) in levels.items()
+    ]
+
+
+def _reassignments_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> Any:
+    return [(t["name"], p["partition_index"], p["replicas"]) for t in req["topics"] for p in t["partitions"]]
+
+
+def _reassignments_post(b: Broker, ctx: RequestContext, pre: Any, resp: dict[str, Any]) -> list[Entry]:
+    codes = {
+        (t["name"], p["partition_index"]): (p["error_code"], p.get("error_message"))
+        for t in resp.get("responses") or []
+        for p in t.get("partitions") or []
+    }
+    out = []
+    for topic, partition, replicas in pre:
+        code, message = codes.get((topic, partition), (resp.get("error_code"), resp.get("error_message")))
+        result, error = _result(code, message)
+        out.append(
+            dict(
+                operation="AlterPartitionReassignments",
+                resource_type="topic",
+                resource_name=topic,
+                result=result,
+                error=error,
+                after={"partition": partition, "replicas": replicas},
+            )
+        )
+    return out
+
+
+CHANGES.update(
+    {
+        ApiKey.UPDATE_FEATURES: Change(_update_features_pre, _update_features_post),
+        ApiKey.ALTER_PARTITION_REASSIGNMENTS: Change(_reassignments_pre, _reassignments_post),
+    }
+)
+
+
 # ---------------------------------------------------------------------------------------------- refusals
 
 

@@ -78,6 +78,19 @@ async def _raw_sasl_token(conn: KafkaConnection, data: bytes) -> list[Any] | Non
     host = conn.peer.rsplit(":", 1)[0]
     token = await raw_token(conn.broker, conn.state, conn.listener, host, data)
     if token is None:
+        if conn.broker.config["audit.log.enable"]:
+            from kafkite.security.audit import UNAUTHENTICATED, audit_of
+
+            audit_of(conn.broker).record(
+                surface="kafka",
+                principal="User:ANONYMOUS",
+                address=host,
+                operation="SaslAuthenticate",
+                resource_type="listener",
+                resource_name=conn.listener,
+                result=UNAUTHENTICATED,
+                error="authentication failed (raw tokens after SaslHandshake v0)",
+            )
         conn._reject("SASL authentication failed (raw tokens after SaslHandshake v0)")
         return None
     return [struct.pack(">i", len(token)) + token]

@@ -3,6 +3,8 @@ real admin clients, answered as Kafka answers them for single-replica partitions
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 import pytest
@@ -11,6 +13,18 @@ from helpers import BrokerProcess, RawClient, create_topic, produce
 from kafkite.protocol.errors import ErrorCode
 
 TIMEOUT = 20
+
+
+def audited(b: BrokerProcess, operation: str, name: str, at_least: int) -> list[dict[str, Any]]:
+    """The audit trail's records of ``operation`` on ``name`` (written by a thread: waits for them)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = (b.data_dir / "audit.log").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        mine = [r for r in records if r["operation"] == operation and r["resource"]["name"] == name]
+        if len(mine) >= at_least or time.monotonic() > deadline:
+            return mine
+        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -126,6 +140,8 @@ def test_partition_reassignments(shared_broker: BrokerProcess, kp_admin: Any, to
     assert kp_admin.alter_partition_reassignments({tp0: None})[tp0] is NoReassignmentInProgressError
     assert kp_admin.alter_partition_reassignments({tp0: [1, 1]})[tp0] is InvalidReplicationAssignmentError
     assert kp_admin.list_partition_reassignments() == {}
+    mine = audited(shared_broker, "AlterPartitionReassignments", topic_name, 5)
+    assert len(mine) == 5 and sum(r["result"] == "ok" for r in mine) == 1
 
 
 def test_features_and_update_features(shared_broker: BrokerProcess, kp_admin: Any) -> None:
@@ -143,6 +159,7 @@ def test_features_and_update_features(shared_broker: BrokerProcess, kp_admin: An
         kp_admin.update_features({"no.such.feature": 1}, validate_only=True)
     # Level 0 is where every one of them is: nothing to change, accepted.
     assert kp_admin.update_features({"share.version": 0}) == {"share.version": "OK"}
+    assert audited(shared_broker, "UpdateFeatures", "share.version", 1)[-1]["after"] == {"level": 0}
 
     with RawClient.to(shared_broker.bootstrap) as c:
         resp = c.api_versions(version=3)
