@@ -595,11 +595,11 @@ class Atom:
     tag buffer. In a non-flexible version a struct is nothing but its fields one after the other, so kafkite's
     spec and a hand-written class that nests fields differently still have the same atoms."""
 
-    kind: str  # "scalar", "array" or "tags"
+    kind: str  # "scalar", "array", "tags" or "nullable struct" (kafkite's; no hand-written class has one)
     type: str  # scalar: a spec type ("int32", "string", ...; "bitfield" for a set of bits); else ""
     compact: bool
     path: str
-    element: list[Atom] = field(default_factory=list)  # arrays: the atoms of one item
+    element: list[Atom] = field(default_factory=list)  # the atoms of an array's item or a nullable struct
 
 
 _FIXED = frozenset(
@@ -614,7 +614,11 @@ def ours_atoms(fields: Sequence[FieldSpec], version: int, flexible: bool, path: 
             continue
         compact = flexible and not f.noflex
         where = f"{path}.{f.name}"
-        if f.type == "{}":
+        if f.type == "{}" and version in f.nullable:  # a marker byte, then the struct unless null
+            atoms.append(
+                Atom("nullable struct", "", compact, where, ours_atoms(f.fields, version, flexible, where))
+            )
+        elif f.type == "{}":
             atoms += ours_atoms(f.fields, version, flexible, where)
         elif f.type == "[]":
             atoms.append(
@@ -719,7 +723,9 @@ def ours_flat(
         if version not in f.versions or f.tag is not None:
             continue
         v = value[f.name]
-        if f.type == "{}":
+        if f.type == "{}" and version in f.nullable:
+            out.append(None if v is None else [ours_flat(f.fields, version, flexible, v, tags)])
+        elif f.type == "{}":
             out += ours_flat(f.fields, version, flexible, v, tags)
         elif f.type == "[]":
             out.append(None if v is None else [ours_flat(f.fields, version, flexible, i, tags) for i in v])
@@ -785,7 +791,7 @@ def assert_atoms(atoms: Sequence[Atom], expected: Sequence[Any], actual: Sequenc
     """Atom values compared one by one, a difference named by kafkite's field path."""
     assert len(expected) == len(actual), f"{what}: {len(expected)} values != {len(actual)}"
     for a, e, g in zip(atoms, expected, actual, strict=True):
-        if a.kind == "array" and e is not None and g is not None:
+        if a.kind in ("array", "nullable struct") and e is not None and g is not None:
             assert len(e) == len(g), f"{what} {a.path}: {len(e)} items != {len(g)}"
             for i, (ei, gi) in enumerate(zip(e, g, strict=True)):
                 assert_atoms(a.element, ei, gi, f"{what} [{i}]")
