@@ -81,7 +81,7 @@ async def test_replay_of_static_members_and_empty_groups() -> None:
     d = h3.coord.describe(G)
     assert d is not None and d["state"] == "Empty" and d["generation_id"] == 2 and d["members"] == []
     assert d["protocol_type"] == "consumer"
-    assert h3.coord._groups[G].state_timestamp_ms == empty_since
+    assert h3.coord.groups[G].state_timestamp_ms == empty_since
     # A member can join the reloaded group.
     joined = await h3.join(G, version=3)
     assert joined["generation_id"] == 3

@@ -21,13 +21,22 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .state import OffsetAndMetadata
-
 OFFSET_KEY_VERSION = 1
 GROUP_KEY_VERSION = 2
 TXN_OFFSET_KEY_VERSION = 3
 OFFSET_VALUE_VERSION = 0
 GROUP_VALUE_VERSION = 0
+
+
+@dataclass(frozen=True)
+class OffsetAndMetadata:
+    """A committed offset; ``expire_timestamp_ms`` is set only by OffsetCommit v2-4 with a retention time."""
+
+    offset: int
+    leader_epoch: int = -1
+    metadata: str | None = ""
+    commit_timestamp_ms: int = 0
+    expire_timestamp_ms: int | None = None
 
 
 class LogFormatError(ValueError):

@@ -1,13 +1,23 @@
-"""In-memory state of classic consumer groups: members, generations, protocols and committed offsets."""
+"""State of a classic group (JoinGroup / SyncGroup): members, generations, the chosen protocol."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import struct
 import uuid
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from kafkite.protocol.errors import ErrorCode
+
+from .. import logformat
+from ..group import Group, GroupType, OffsetExpiration
+from ..log import Entry
+
+log = logging.getLogger("kafkite.groups")
 
 CONSUMER_PROTOCOL_TYPE = "consumer"
 
@@ -39,22 +49,11 @@ _VALID_PREVIOUS: dict[GroupState, frozenset[GroupState]] = {
 }
 
 
-@dataclass(frozen=True)
-class OffsetAndMetadata:
-    """A committed offset; ``expire_timestamp_ms`` is set only by OffsetCommit v2-4 with a retention time."""
-
-    offset: int
-    leader_epoch: int = -1
-    metadata: str | None = ""
-    commit_timestamp_ms: int = 0
-    expire_timestamp_ms: int | None = None
-
-
 Protocols = list[tuple[str, bytes]]
 
 
 @dataclass(eq=False)
-class Member:
+class ClassicMember:
     member_id: str
     group_instance_id: str | None
     client_id: str
@@ -100,7 +99,7 @@ class Member:
 
 
 @dataclass(eq=False)
-class Group:
+class ClassicGroup(Group):
     group_id: str
     state: GroupState = GroupState.EMPTY
     state_timestamp_ms: int | None = None
@@ -108,14 +107,13 @@ class Group:
     protocol_type: str | None = None
     protocol_name: str | None = None
     leader_id: str | None = None
-    members: dict[str, Member] = field(default_factory=dict)
+    members: dict[str, ClassicMember] = field(default_factory=dict)
     static_members: dict[str, str] = field(default_factory=dict)
     # Members that got MEMBER_ID_REQUIRED and are expected to rejoin with their id: member id -> deadline.
     pending_members: dict[str, int] = field(default_factory=dict)
     # Members expected to send SyncGroup for the current generation.
     pending_sync: set[str] = field(default_factory=set)
     subscribed_topics: frozenset[str] | None = None
-    offsets: dict[tuple[str, int], OffsetAndMetadata] = field(default_factory=dict)
     # Rebalance timers: the delayed join (initial or regular) and the delayed sync.
     join_deadline_ms: int | None = None
     initial_join: bool = False
@@ -124,6 +122,206 @@ class Group:
     sync_deadline_ms: int | None = None
     # The group metadata value last written to the group log (None: none, or a tombstone).
     persisted: bytes | None = None
+
+    # -- the Group interface ---------------------------------------------------------------------------------
+
+    @property
+    def group_type(self) -> GroupType:
+        return GroupType.CLASSIC
+
+    @property
+    def state_name(self) -> str:
+        return self.state.value
+
+    @property
+    def protocol_type_name(self) -> str:
+        return self.protocol_type or ""
+
+    @property
+    def is_empty(self) -> bool:
+        return self.state is GroupState.EMPTY
+
+    @property
+    def is_dead(self) -> bool:
+        return self.state is GroupState.DEAD
+
+    @property
+    def is_droppable(self) -> bool:
+        return self.state is GroupState.EMPTY and not self.pending_members
+
+    @property
+    def member_count(self) -> int:
+        return len(self.members)
+
+    @property
+    def epoch(self) -> int:
+        return self.generation_id
+
+    def validate_member(self, member_id: str, group_instance_id: str | None) -> ErrorCode | None:
+        """Whether ``member_id`` (with its instance id, if static) is a current member of the group."""
+        if group_instance_id is not None:
+            current = self.current_static_member_id(group_instance_id)
+            if current is None:
+                return ErrorCode.UNKNOWN_MEMBER_ID
+            if current != member_id:
+                log.info(
+                    "member %s with instance id %s of group %s is fenced by %s",
+                    member_id,
+                    group_instance_id,
+                    self.group_id,
+                    current,
+                )
+                return ErrorCode.FENCED_INSTANCE_ID
+            return None
+        if not self.has(member_id):
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        return None
+
+    def validate_offset_commit(
+        self, member_id: str, instance_id: str | None, epoch: int, *, transactional: bool, version: int
+    ) -> ErrorCode | None:
+        if self.is_(GroupState.DEAD):
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+        if epoch < 0 and self.is_(GroupState.EMPTY):
+            # Admin clients and consumers that assign partitions themselves commit with generation -1.
+            return None
+        if epoch >= 0 or member_id or instance_id is not None:
+            error = self.validate_member(member_id, instance_id)
+            if error is not None:
+                return error
+            if epoch != self.generation_id:
+                return ErrorCode.ILLEGAL_GENERATION
+        elif not self.is_(GroupState.EMPTY):
+            return ErrorCode.UNKNOWN_MEMBER_ID
+        if not transactional and self.is_(GroupState.COMPLETING_REBALANCE):
+            # The member knows the new generation but has not synced yet.
+            return ErrorCode.REBALANCE_IN_PROGRESS
+        return None
+
+    def validate_offset_delete(self) -> ErrorCode | None:
+        if self.is_(GroupState.DEAD):
+            return ErrorCode.GROUP_ID_NOT_FOUND
+        if not self.is_(GroupState.EMPTY) and not self.is_consumer_group:
+            return ErrorCode.NON_EMPTY_GROUP
+        return None
+
+    def validate_delete(self) -> ErrorCode | None:
+        if self.is_(GroupState.DEAD):
+            return ErrorCode.GROUP_ID_NOT_FOUND
+        if not self.is_(GroupState.EMPTY):
+            return ErrorCode.NON_EMPTY_GROUP
+        return None
+
+    def offset_expiration(self) -> OffsetExpiration | None:
+        if self.protocol_type is not None and self.is_(GroupState.EMPTY):
+            # Retention counts from the moment the group became empty (Kafka 2.1+).
+            return OffsetExpiration(base_ms=self.state_timestamp_ms)
+        if self.is_consumer_group and self.subscribed_topics is not None and self.is_(GroupState.STABLE):
+            # A stable consumer group keeps the offsets of the topics it subscribes to.
+            return OffsetExpiration(kept_topics=self.subscribed_topics)
+        if self.protocol_type is not None:
+            return None
+        return OffsetExpiration()
+
+    def live_entries(self) -> list[Entry]:
+        if self.persisted is None:
+            return []
+        return [(logformat.group_key(self.group_id), self.persisted)]
+
+    def tombstones(self) -> list[Entry]:
+        return [(logformat.group_key(self.group_id), None)]
+
+    def mark_dead(self, now_ms: int) -> None:
+        self.transition(GroupState.DEAD, now_ms)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "group_id": self.group_id,
+            "group_type": GroupType.CLASSIC.value,
+            "state": self.state.value,
+            "protocol_type": self.protocol_type or "",
+            "protocol": self.protocol_name or "",
+            "generation_id": self.generation_id,
+            "leader": self.leader_id or "",
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "group_instance_id": m.group_instance_id,
+                    "client_id": m.client_id,
+                    "client_host": m.client_host,
+                    "session_timeout_ms": m.session_timeout_ms,
+                    "rebalance_timeout_ms": m.rebalance_timeout_ms,
+                    "assignment": m.assignment,
+                }
+                for m in self.members.values()
+            ],
+        }
+
+    # -- the group log ---------------------------------------------------------------------------------------
+
+    def record(self, assignment: dict[str, bytes] | None = None) -> bytes:
+        """The group metadata value of the group as it stands (``assignment`` replacing the members')."""
+        members = []
+        for m in self.members.values():
+            subscription = b""
+            if self.protocol_name is not None:
+                with contextlib.suppress(KeyError):
+                    subscription = m.metadata_for(self.protocol_name)
+            members.append(
+                logformat.MemberRecord(
+                    member_id=m.member_id,
+                    group_instance_id=m.group_instance_id,
+                    client_id=m.client_id,
+                    client_host=m.client_host,
+                    rebalance_timeout_ms=m.rebalance_timeout_ms,
+                    session_timeout_ms=m.session_timeout_ms,
+                    subscription=subscription,
+                    assignment=m.assignment if assignment is None else assignment.get(m.member_id, b""),
+                )
+            )
+        return logformat.group_value(
+            logformat.GroupRecord(
+                protocol_type=self.protocol_type,
+                generation_id=self.generation_id,
+                protocol_name=self.protocol_name,
+                leader_id=self.leader_id,
+                state_timestamp_ms=self.state_timestamp_ms,
+                members=tuple(members),
+            )
+        )
+
+    @classmethod
+    def restore(cls, group_id: str, rec: logformat.GroupRecord, raw: bytes, now_ms: int) -> ClassicGroup:
+        """The group as its last group metadata record left it: members stable, sessions restarted."""
+        group = cls(group_id)
+        group.persisted = raw
+        group.protocol_type = rec.protocol_type
+        group.generation_id = rec.generation_id
+        group.protocol_name = rec.protocol_name
+        group.state_timestamp_ms = rec.state_timestamp_ms
+        for m in rec.members:
+            member = ClassicMember(
+                member_id=m.member_id,
+                group_instance_id=m.group_instance_id,
+                client_id=m.client_id,
+                client_host=m.client_host,
+                rebalance_timeout_ms=m.rebalance_timeout_ms,
+                session_timeout_ms=m.session_timeout_ms,
+                protocol_type=rec.protocol_type or "",
+                protocols=[(rec.protocol_name, m.subscription)] if rec.protocol_name else [],
+                assignment=m.assignment,
+                heartbeat_deadline_ms=now_ms + m.session_timeout_ms,
+            )
+            group.members[member.member_id] = member
+            if member.group_instance_id is not None:
+                group.static_members[member.group_instance_id] = member.member_id
+        if group.members:
+            group.state = GroupState.STABLE
+            group.leader_id = rec.leader_id if rec.leader_id in group.members else next(iter(group.members))
+        group.subscribed_topics = group.compute_subscribed_topics()
+        return group
+
+    # -- the classic state machine ---------------------------------------------------------------------------
 
     def is_(self, state: GroupState) -> bool:
         return self.state is state
@@ -164,7 +362,7 @@ class Group:
         prefix = group_instance_id if group_instance_id is not None else client_id
         return f"{prefix}-{uuid.uuid4()}"
 
-    def add(self, member: Member) -> None:
+    def add(self, member: ClassicMember) -> None:
         if member.group_instance_id is not None:
             if member.group_instance_id in self.static_members:
                 raise RuntimeError(f"static member {member.group_instance_id} is already in {self.group_id}")
@@ -176,7 +374,7 @@ class Group:
         self.members[member.member_id] = member
         self.pending_members.pop(member.member_id, None)
 
-    def remove(self, member_id: str) -> Member | None:
+    def remove(self, member_id: str) -> ClassicMember | None:
         member = self.members.pop(member_id, None)
         if member is not None and member.group_instance_id is not None:
             self.static_members.pop(member.group_instance_id, None)
@@ -189,7 +387,9 @@ class Group:
     def current_static_member_id(self, group_instance_id: str) -> str | None:
         return self.static_members.get(group_instance_id)
 
-    def replace_static_member(self, group_instance_id: str, old_member_id: str, new_member_id: str) -> Member:
+    def replace_static_member(
+        self, group_instance_id: str, old_member_id: str, new_member_id: str
+    ) -> ClassicMember:
         member = self.members.pop(old_member_id)
         member.member_id = new_member_id
         self.members[new_member_id] = member

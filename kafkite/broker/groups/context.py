@@ -1,0 +1,51 @@
+"""What a group protocol gets from the coordinator it runs in: the registry of groups, the group log, the
+offsets store, the timers and the clock.
+
+Each protocol (classic, and its siblings) is a module of its own working on its own kind of group through
+this interface; none of them knows the others or the coordinator's internals.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .config import GroupConfig
+from .group import Group
+from .log import Entry
+from .offsets import OffsetStore
+
+
+class GroupContext(Protocol):
+    config: GroupConfig
+    offsets: OffsetStore
+    # Every group of the coordinator by id, whatever its type.
+    groups: dict[str, Group]
+
+    def now_ms(self) -> int: ...
+
+    def append(self, entries: list[Entry]) -> None:
+        """Append entries to the group log; raise if they are not durable."""
+        ...
+
+    def schedule(self, deadline_ms: int) -> None:
+        """Make sure the timers run again no later than ``deadline_ms``."""
+        ...
+
+    def partitions_of(self, topic: str) -> int | None: ...
+
+    @property
+    def report_leader_epoch(self) -> bool:
+        """Whether OffsetFetch returns the committed leader epochs."""
+        ...
+
+    def simple_group(self, group_id: str) -> Group:
+        """A new group (not yet in ``groups``) for a group id that holds only offsets."""
+        ...
+
+    def on_offset_commit(self, group: Group, member_id: str) -> None:
+        """A member committed offsets (a sign of life for protocols that track one)."""
+        ...
+
+    def maybe_drop_group(self, group: Group) -> None:
+        """Remove ``group`` if it is empty and holds no offsets."""
+        ...
