@@ -576,6 +576,7 @@ class KafkaClient:
                     "group_id": g["group_id"],
                     "protocol_type": g["protocol_type"],
                     "group_state": g.get("group_state", ""),
+                    "group_type": g.get("group_type", ""),
                 }
         return [out[k] for k in sorted(out)]
 
@@ -587,11 +588,31 @@ class KafkaClient:
             raise KafkaClientError(g["error_code"], f"DescribeGroups {group}")
         return g
 
+    async def describe_consumer_group(self, group: str) -> dict[str, Any] | None:
+        """ConsumerGroupDescribe of a group of the consumer protocol (KIP-848); None when the group is not
+        one (or the broker does not serve the API), so that DescribeGroups describes it instead."""
+        coord = await self.coordinator(group)
+        conn = await self.connection(coord)
+        try:
+            conn.version_for(ApiKey.CONSUMER_GROUP_DESCRIBE)
+        except KafkaClientError:
+            return None
+        resp = await conn.request(
+            ApiKey.CONSUMER_GROUP_DESCRIBE, {"group_ids": [group], "include_authorized_operations": False}
+        )
+        g: dict[str, Any] = resp["groups"][0]
+        if g["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND:
+            return None
+        if g["error_code"]:
+            raise KafkaClientError(g["error_code"], f"ConsumerGroupDescribe {group}")
+        return g
+
     async def committed_offsets(self, group: str) -> dict[tuple[str, int], tuple[int, str | None]]:
         """(offset, metadata) committed by ``group`` for each of its partitions."""
         coord = await self.coordinator(group)
         conn = await self.connection(coord)
-        v = conn.version_for(ApiKey.OFFSET_FETCH)
+        # Version 10 names topics by id; this client names them.
+        v = min(conn.version_for(ApiKey.OFFSET_FETCH), 9)
         if v >= 8:
             body: dict[str, Any] = {"groups": [{"group_id": group, "topics": None}], "require_stable": False}
         else:
@@ -632,7 +653,11 @@ class KafkaClient:
             "group_instance_id": None,
             "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
         }
-        resp = await self.request(ApiKey.OFFSET_COMMIT, body, node=coord)
+        conn = await self.connection(coord)
+        # Version 10 names topics by id; this client names them.
+        resp = await conn.request(
+            ApiKey.OFFSET_COMMIT, body, version=min(conn.version_for(ApiKey.OFFSET_COMMIT), 9)
+        )
         return {
             (t["name"], p["partition_index"]): p["error_code"]
             for t in resp["topics"]

@@ -237,7 +237,53 @@ _DEFS: list[ConfigDef] = [
         _int,
         "Wait for more members before the first rebalance of an empty group",
     ),
-    ConfigDef("group.max.size", "2147483647", _int, "Most members in one group"),
+    ConfigDef("group.max.size", "2147483647", _int, "Most members in one classic group"),
+    ConfigDef(
+        "group.coordinator.rebalance.protocols",
+        "classic,consumer",
+        _str,
+        "Group protocols served: classic (JoinGroup/SyncGroup) and consumer (ConsumerGroupHeartbeat,"
+        " KIP-848); share and streams are accepted and not served",
+    ),
+    ConfigDef(
+        "group.consumer.session.timeout.ms",
+        "45000",
+        _int,
+        "Session timeout of consumer-protocol members (a group may set consumer.session.timeout.ms)",
+    ),
+    ConfigDef(
+        "group.consumer.min.session.timeout.ms", "45000", _int, "Smallest consumer group session timeout"
+    ),
+    ConfigDef(
+        "group.consumer.max.session.timeout.ms", "60000", _int, "Largest consumer group session timeout"
+    ),
+    ConfigDef(
+        "group.consumer.heartbeat.interval.ms",
+        "5000",
+        _int,
+        "Heartbeat interval given to consumer-protocol members (a group may set"
+        " consumer.heartbeat.interval.ms)",
+    ),
+    ConfigDef(
+        "group.consumer.min.heartbeat.interval.ms", "5000", _int, "Smallest consumer group heartbeat interval"
+    ),
+    ConfigDef(
+        "group.consumer.max.heartbeat.interval.ms", "15000", _int, "Largest consumer group heartbeat interval"
+    ),
+    ConfigDef("group.consumer.max.size", "2147483647", _int, "Most members in one consumer group"),
+    ConfigDef(
+        "group.consumer.assignors",
+        "uniform,range",
+        _str,
+        "Server-side assignors of consumer groups (uniform, range or Kafka's class names); the first is the"
+        " default, a member may ask for another with group.remote.assignor",
+    ),
+    ConfigDef(
+        "group.consumer.migration.policy",
+        "bidirectional",
+        _choice("bidirectional", "upgrade", "downgrade", "disabled"),
+        "Whether a non-empty classic group may become a consumer group (upgrade) and back (downgrade)",
+    ),
     ConfigDef("fetch.max.bytes", "57671680", _int, "Most bytes one Fetch response carries"),
     ConfigDef(
         "max.request.partition.size.limit",
@@ -705,6 +751,10 @@ KAFKA_DEFAULT_DIFFERENCES: dict[str, tuple[str, bool]] = {
         True,
     ),
     "sasl.enabled.mechanisms": ("Kerberos is not served; PLAIN, SCRAM and OAUTHBEARER are", False),
+    "group.coordinator.rebalance.protocols": (
+        "streams groups (KIP-1071) are not served; classic and consumer groups are",
+        False,
+    ),
     "ssl.keystore.type": ("key stores are PEM files", False),
     "ssl.truststore.type": ("trust stores are PEM files", False),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -244,3 +245,91 @@ async def form_group(h: Harness, group: str, n: int, **join_kwargs: Any) -> tupl
             assert r["error_code"] == 0, r
     assert h.state(group) == "Stable"
     return members, generation
+
+
+class Topic:
+    """A topic of a test catalogue: an id and a partition count (what the coordinator needs)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.topic_id = uuid.uuid4()
+        self.partitions = partitions
+
+
+class ConsumerHarness(Harness):
+    """A coordinator with a topic catalogue of ids, and a ConsumerGroupHeartbeat helper."""
+
+    def __init__(
+        self,
+        log: MemoryGroupLog | None = None,
+        clock: Clock | None = None,
+        catalogue: dict[str, Topic] | None = None,
+        **config: Any,
+    ) -> None:
+        self.clock = clock or Clock()
+        self.log = log if log is not None else MemoryGroupLog()
+        self.catalogue = catalogue if catalogue is not None else {t: Topic(n) for t, n in TOPICS.items()}
+        settings = {
+            "consumer_session_timeout_ms": 45_000,
+            "consumer_heartbeat_interval_ms": 5_000,
+            **config,
+        }
+        self.coord = GroupCoordinator(
+            self.partitions_of,
+            log=self.log,
+            config=GroupConfig(**settings),
+            now_ms=self.clock,
+            topics=lambda: self.catalogue,
+        )
+
+    def partitions_of(self, topic: str) -> int | None:
+        t = self.catalogue.get(topic)
+        return None if t is None else t.partitions
+
+    def tid(self, topic: str) -> uuid.UUID:
+        return self.catalogue[topic].topic_id
+
+    def name_of(self, topic_id: uuid.UUID) -> str:
+        return next(n for n, t in self.catalogue.items() if t.topic_id == topic_id)
+
+    async def hb(
+        self,
+        group: str,
+        member_id: str,
+        epoch: int,
+        *,
+        topics: list[str] | None = None,
+        regex: str | None = None,
+        owned: dict[str, list[int]] | None = None,
+        instance: str | None = None,
+        assignor: str | None = None,
+        rebalance_timeout: int = -1,
+        version: int = 1,
+    ) -> dict[str, Any]:
+        """One ConsumerGroupHeartbeat; a first heartbeat (epoch 0) is full unless told otherwise."""
+        if epoch == 0:
+            rebalance_timeout = rebalance_timeout if rebalance_timeout != -1 else 30_000
+            owned = owned if owned is not None else {}
+        req = {
+            "group_id": group,
+            "member_id": member_id,
+            "member_epoch": epoch,
+            "instance_id": instance,
+            "rack_id": None,
+            "rebalance_timeout_ms": rebalance_timeout,
+            "subscribed_topic_names": topics,
+            "subscribed_topic_regex": regex,
+            "server_assignor": assignor,
+            "topic_partitions": None
+            if owned is None
+            else [{"topic_id": self.tid(t), "partitions": ps} for t, ps in owned.items()],
+        }
+        return await self.coord.consumer_group_heartbeat(
+            req, version, client_id="client", client_host="/127.0.0.1"
+        )
+
+    def assigned(self, resp: dict[str, Any]) -> dict[str, list[int]]:
+        """The assignment of a heartbeat response by topic name ({} if none was sent)."""
+        a = resp.get("assignment")
+        if a is None:
+            return {}
+        return {self.name_of(t["topic_id"]): sorted(t["partitions"]) for t in a["topic_partitions"]}

@@ -7,6 +7,7 @@ hands them (defaults filled in, bytes as memoryviews); responses must encode at 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 from test_groups_support import TOPICS, Clock, run, subscription
@@ -19,11 +20,28 @@ JOIN, HEARTBEAT, LEAVE, SYNC = 11, 12, 13, 14
 DESCRIBE, LIST, DELETE, OFFSET_DELETE = 15, 16, 42, 47
 
 
+class _Topic:
+    def __init__(self, partitions: int) -> None:
+        self.topic_id = uuid.uuid4()
+        self.partitions = partitions
+
+
+CATALOGUE = {name: _Topic(count) for name, count in TOPICS.items()}
+
+
+def _topic(name: str, version: int, by_id_from: int) -> dict[str, Any]:
+    """A topic of a request: by name, or by id from ``by_id_from`` on."""
+    return {"topic_id": CATALOGUE[name].topic_id} if version >= by_id_from else {"name": name}
+
+
 class Wire:
     def __init__(self) -> None:
         self.clock = Clock()
         self.coord = GroupCoordinator(
-            lambda t: TOPICS.get(t), config=GroupConfig(initial_rebalance_delay_ms=0), now_ms=self.clock
+            lambda t: TOPICS.get(t),
+            config=GroupConfig(initial_rebalance_delay_ms=0),
+            now_ms=self.clock,
+            topics=lambda: CATALOGUE,
         )
         self.handlers = {
             OFFSET_COMMIT: self.coord.offset_commit,
@@ -115,7 +133,7 @@ async def test_full_cycle_at_every_version() -> None:
                     "retention_time_ms": -1,
                     "topics": [
                         {
-                            "name": "orders",
+                            **_topic("orders", cv, 10),
                             "partitions": [
                                 {
                                     "partition_index": 0,
@@ -129,12 +147,18 @@ async def test_full_cycle_at_every_version() -> None:
                 },
             )
             assert [p["error_code"] for p in commit["topics"][0]["partitions"]] == [0, 3], cv
+            if cv >= 10:
+                assert commit["topics"][0]["topic_id"] == CATALOGUE["orders"].topic_id
+        last = max(_versions(OFFSET_COMMIT))
 
         for fv in _versions(OFFSET_FETCH):
             if fv >= 8:
                 req: dict[str, Any] = {
                     "groups": [
-                        {"group_id": group, "topics": [{"name": "orders", "partition_indexes": [0, 1]}]}
+                        {
+                            "group_id": group,
+                            "topics": [{**_topic("orders", fv, 10), "partition_indexes": [0, 1]}],
+                        }
                     ]
                 }
                 topics = (await w.call(OFFSET_FETCH, fv, req))["groups"][0]["topics"]
@@ -142,7 +166,10 @@ async def test_full_cycle_at_every_version() -> None:
                 req = {"group_id": group, "topics": [{"name": "orders", "partition_indexes": [0, 1]}]}
                 topics = (await w.call(OFFSET_FETCH, fv, req))["topics"]
             parts = topics[0]["partitions"]
-            assert [(p["committed_offset"], p["metadata"]) for p in parts] == [(9, "v9"), (-1, "")], fv
+            assert [(p["committed_offset"], p["metadata"]) for p in parts] == [
+                (last, f"v{last}"),
+                (-1, ""),
+            ], fv
 
         described = await w.call(
             DESCRIBE, min(jv, 5), {"groups": [group], "include_authorized_operations": True}
@@ -209,7 +236,8 @@ async def test_errors_encode_at_every_version() -> None:
             assert (found["error_code"], found["node_id"], found["host"]) == (0, 1, "localhost")
     for dv in _versions(DESCRIBE):
         d = (await w.call(DESCRIBE, dv, {"groups": ["missing"]}))["groups"][0]
-        assert (d["error_code"], d["group_state"]) == (0, "Dead")
+        # From version 6 a group that does not exist is also GROUP_ID_NOT_FOUND.
+        assert (d["error_code"], d["group_state"]) == (69 if dv >= 6 else 0, "Dead")
         if dv >= 3:
             assert d["authorized_operations"] == -2147483648
     for fv in _versions(OFFSET_FETCH):

@@ -8,6 +8,10 @@ only keys Kafka changes at run time (INVALID_REQUEST "Cannot update these config
 SSL key stores only under a listener prefix, per-broker keys only on the broker's own resource; names that
 are not Kafka's (nor kafkite's) are refused with INVALID_CONFIG, where Kafka would store them for plugins.
 
+Group resources (type 32) hold a consumer group's own ``consumer.session.timeout.ms`` and
+``consumer.heartbeat.interval.ms``: the group coordinator validates them against the broker's bounds and keeps
+them in the group log.
+
 Topic configs that Kafka 3.x accepted and 4.0 removed (``message.format.version``, ...) are refused as
 Kafka 4 refuses them when the request comes in the newest version of its API; an older request version
 comes from a client written for a Kafka that accepted them, and they are accepted and ignored, as that
@@ -44,6 +48,7 @@ log = logging.getLogger("kafkite.configs")
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 RESOURCE_BROKER_LOGGER = 8
+RESOURCE_GROUP = 32
 
 # DescribeConfigs config sources
 SOURCE_TOPIC = 1
@@ -300,6 +305,10 @@ async def handle_describe_configs(broker: Broker, ctx: RequestContext, req: dict
                 entry["configs"] = describe_topic(broker, meta.configs, keys)
             elif rtype == RESOURCE_BROKER:
                 entry["configs"] = describe_broker(broker, keys, _broker_resource(broker, rname))
+            elif rtype == RESOURCE_GROUP and broker.groups is not None:
+                if not rname:
+                    raise KafkaProtocolError(ErrorCode.INVALID_REQUEST, "Group name can't be empty.")
+                entry["configs"] = broker.groups.describe_group_configs(rname, keys)
             elif rtype == RESOURCE_BROKER_LOGGER:
                 entry["configs"] = [
                     {
@@ -460,6 +469,10 @@ async def _alter(
                 _alter_topic(broker, ctx, req, rname, ops, incremental)
             elif rtype == RESOURCE_BROKER:
                 _alter_broker(broker, req, rname, ops, incremental)
+            elif rtype == RESOURCE_GROUP and incremental and broker.groups is not None:
+                if not rname:
+                    raise KafkaProtocolError(ErrorCode.INVALID_REQUEST, "Group name can't be empty.")
+                broker.groups.alter_group_configs(rname, ops, validate_only=req["validate_only"])
             elif rtype == RESOURCE_BROKER_LOGGER and incremental:
                 _alter_loggers(req, ops)
             else:

@@ -74,6 +74,8 @@ async def rebuild_coordinator(broker: Broker) -> None:
 
     old = broker.groups
     new = coordinator_for(broker)
+    if old is not None:
+        new.topic_view = old.topic_view
     # The transaction coordinator reaches the group coordinator through it (cluster.txn.TxnOffsets).
     broker.groups = new
     if old is not None:
@@ -94,7 +96,10 @@ def _partitions_error(topics: list[dict[str, Any]] | None, name_key: str = "name
             }
             for p in (t.get("partitions") or t.get("partition_indexes") or [])
         ]
-        out.append({"name": t.get(name_key), "partitions": parts})
+        entry = {"name": t.get(name_key), "partitions": parts}
+        if t.get("topic_id") is not None:
+            entry["topic_id"] = t["topic_id"]  # version 10 names topics by id
+        out.append(entry)
     return out
 
 
@@ -107,6 +112,14 @@ def refusal(method: str, req: dict[str, Any], version: int) -> dict[str, Any]:
         return {**base, "topics": _partitions_error(req.get("topics"))}
     if method == "join_group":
         return {**base, "generation_id": -1, "member_id": req.get("member_id") or "", "members": []}
+    if method == "consumer_group_heartbeat":
+        return {
+            **base,
+            "error_message": None,
+            "member_id": None,
+            "member_epoch": 0,
+            "heartbeat_interval_ms": 0,
+        }
     if method == "offset_delete":
         return {**base, "topics": []}
     return base
@@ -128,6 +141,18 @@ async def group_request(
             by_id.get(g, {})
             if g in mine
             else {"group_id": g, "error_code": NOT_COORDINATOR, "group_state": ""}
+            for g in ids
+        ]
+        return resp
+    if method == "consumer_group_describe":
+        ids = list(req.get("group_ids") or [])
+        mine = [g for g in ids if g is None or cluster.coordinates(g)]
+        resp = await call({**req, "group_ids": mine}, version, **kw)
+        described = iter(resp["groups"])
+        resp["groups"] = [
+            next(described)
+            if g in mine
+            else {"group_id": g, "error_code": NOT_COORDINATOR, "group_state": "", "members": []}
             for g in ids
         ]
         return resp

@@ -210,6 +210,7 @@ def groups_view(broker: Any, visible: Visible = _everything) -> list[dict[str, A
     return [
         {
             "group": g["group_id"],
+            "type": g.get("group_type", "classic"),
             "state": g["state"],
             "protocol_type": g["protocol_type"],
             "generation": g["generation_id"],
@@ -236,15 +237,17 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
         for t, ps in assignment:
             for p in ps:
                 owners[(t, p)] = m["member_id"]
-        members.append(
-            {
-                "member_id": m["member_id"],
-                "group_instance_id": m["group_instance_id"],
-                "client_id": m["client_id"],
-                "host": m["client_host"],
-                "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
-            }
-        )
+        member = {
+            "member_id": m["member_id"],
+            "group_instance_id": m["group_instance_id"],
+            "client_id": m["client_id"],
+            "host": m["client_host"],
+            "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
+        }
+        if "member_epoch" in m:
+            member["member_epoch"] = m["member_epoch"]
+            member["protocol"] = m["protocol"]
+        members.append(member)
     offsets = [
         {**r, "member_id": owners.get((r["topic"], r["partition"]))}
         for r in group_lag_rows(broker)
@@ -252,6 +255,7 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
     ]
     return {
         "group": group,
+        "type": desc.get("group_type", "classic"),
         "state": desc["state"],
         "protocol_type": desc["protocol_type"],
         "protocol": desc["protocol"],

@@ -71,19 +71,33 @@ def collect_broker(broker: Any, metrics: Any) -> Iterator[Collected]:
 
     members = Collected("kafkite_group_members", "Members of a consumer group")
     state = Collected("kafkite_group_state", "1 for the state a consumer group is in")
+    epoch = Collected(
+        "kafkite_group_epoch", "Generation of a classic group, group epoch of a consumer-protocol group"
+    )
+    assignment_epoch = Collected(
+        "kafkite_group_assignment_epoch", "Epoch of a consumer-protocol group's target assignment"
+    )
+    member_epoch = Collected("kafkite_group_member_epoch", "Epoch of a member of a consumer-protocol group")
     committed = Collected("kafkite_group_committed_offset", "A consumer group's committed offset")
     lag = Collected("kafkite_group_lag", "Log end offset minus the group's committed offset")
     coord = getattr(broker, "groups", None)
     if coord is not None:
         for g in coord.groups_overview():
+            kind = g.get("group_type", "classic")
             members.add(g["members"], group=g["group_id"])
             state.add(1, group=g["group_id"], state=g["state"])
+            epoch.add(g["generation_id"], group=g["group_id"], type=kind)
+            if kind == "consumer":
+                assignment_epoch.add(g.get("assignment_epoch", 0), group=g["group_id"])
+                described = coord.describe(g["group_id"]) or {"members": []}
+                for m in described["members"]:
+                    member_epoch.add(m["member_epoch"], group=g["group_id"], member=m["member_id"])
         for row in group_lag_rows(broker):
             labels = {"group": row["group"], "topic": row["topic"], "partition": row["partition"]}
             committed.add(row["committed_offset"], **labels)
             if row["lag"] is not None:
                 lag.add(row["lag"], **labels)
-    yield from (members, state, committed, lag)
+    yield from (members, state, epoch, assignment_epoch, member_epoch, committed, lag)
 
     yield from _queues(broker)
 

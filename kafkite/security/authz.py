@@ -35,6 +35,7 @@ OPS_NOT_REQUESTED = -2147483648
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 RESOURCE_BROKER_LOGGER = 8
+RESOURCE_GROUP = 32
 
 Inner = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 Rule = Callable[["Check", dict[str, Any], Inner], Awaitable[dict[str, Any] | None]]
@@ -420,6 +421,8 @@ def _config_resource_allowed(op: AclOperation) -> Callable[[Check, dict[str, Any
             return c.topic(op, r["resource_name"])
         if r["resource_type"] in (RESOURCE_BROKER, RESOURCE_BROKER_LOGGER):
             return c.cluster(op)
+        if r["resource_type"] == RESOURCE_GROUP:
+            return c.group(op, r["resource_name"])
         return True
 
     return allowed
@@ -435,7 +438,11 @@ def _configs_rule(op: AclOperation, resp_key: str) -> Rule:
             return await inner(req)
         denied = [
             {
-                "error_code": TOPIC_DENIED if r["resource_type"] == RESOURCE_TOPIC else CLUSTER_DENIED,
+                "error_code": TOPIC_DENIED
+                if r["resource_type"] == RESOURCE_TOPIC
+                else GROUP_DENIED
+                if r["resource_type"] == RESOURCE_GROUP
+                else CLUSTER_DENIED,
                 "error_message": f"not authorized to {op.name}",
                 "resource_type": r["resource_type"],
                 "resource_name": r["resource_name"],
@@ -682,6 +689,64 @@ async def _describe_groups(c: Check, req: dict[str, Any], inner: Inner) -> dict[
     return resp
 
 
+def _heartbeat_refusal(code: int, message: str) -> dict[str, Any]:
+    return {
+        "throttle_time_ms": 0,
+        "error_code": code,
+        "error_message": message,
+        "member_id": None,
+        "member_epoch": 0,
+        "heartbeat_interval_ms": 0,
+        "assignment": None,
+    }
+
+
+async def _consumer_group_heartbeat(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+    """READ on the group; DESCRIBE on every topic subscribed by name, as Kafka checks them."""
+    if not c.group(Op.READ, req["group_id"]):
+        return _heartbeat_refusal(GROUP_DENIED, "Group authorization failed.")
+    names = req.get("subscribed_topic_names")
+    if names:
+        denied = sorted(n for n in set(names) if not c.topic(Op.DESCRIBE, n))
+        if denied:
+            return _heartbeat_refusal(
+                TOPIC_DENIED,
+                "The group has subscribed to topics the member is not authorized to: " + ", ".join(denied),
+            )
+    return await inner(req)
+
+
+async def _consumer_group_describe(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+    groups = list(req["group_ids"])
+    kept = [g for g in groups if c.group(Op.DESCRIBE, g)]
+    denied = [
+        {
+            "error_code": GROUP_DENIED,
+            "error_message": "Group authorization failed.",
+            "group_id": g,
+            "group_state": "",
+            "group_epoch": 0,
+            "assignment_epoch": 0,
+            "assignor_name": "",
+            "members": [],
+        }
+        for g in groups
+        if g not in kept
+    ]
+    if kept:
+        req["group_ids"] = kept
+        resp = await inner(req)
+        assert resp is not None
+    else:
+        resp = {"throttle_time_ms": 0, "groups": []}
+    resp["groups"] = _merge(groups, resp.get("groups") or [], denied, key="group_id")
+    if req.get("include_authorized_operations"):
+        for g in resp["groups"]:
+            if g.get("error_code") == 0:
+                g["authorized_operations"] = c.ops_bits(RT.GROUP, g["group_id"])
+    return resp
+
+
 async def _list_groups(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     resp = await inner(req)
     if resp is not None and not c.cluster(Op.DESCRIBE):
@@ -836,6 +901,8 @@ RULES: dict[int, Rule] = {
     ApiKey.LEAVE_GROUP: _group_error_rule(Op.READ),
     ApiKey.SYNC_GROUP: _group_error_rule(Op.READ),
     ApiKey.DESCRIBE_GROUPS: _describe_groups,
+    ApiKey.CONSUMER_GROUP_HEARTBEAT: _consumer_group_heartbeat,
+    ApiKey.CONSUMER_GROUP_DESCRIBE: _consumer_group_describe,
     ApiKey.LIST_GROUPS: _list_groups,
     ApiKey.DELETE_GROUPS: _delete_groups,
     ApiKey.OFFSET_DELETE: _offset_delete,

@@ -40,6 +40,11 @@ def install(broker: object) -> None:
     if broker.config["profile"] == "oci":
         apply_oci_profile(broker)
     wrap_handlers(broker)
+    if broker.groups is not None and hasattr(broker.groups, "topic_view"):
+        from kafkite.streaming.namespace import group_topic_view
+
+        # Regular-expression subscriptions of a pool's groups match the pool's stream names only.
+        broker.groups.topic_view = group_topic_view
     from kafkite.broker.sasl import log_startup
 
     log_startup(broker)

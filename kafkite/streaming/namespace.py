@@ -39,12 +39,17 @@ TOPIC = "topic"
 GROUP = "group"
 TXN = "transactional_id"
 RESOURCE_TOPIC = 2  # DescribeConfigs/AlterConfigs resource type
+RESOURCE_GROUP = 32
 KEY_TYPE_GROUP = 0  # FindCoordinator key type
 POOL_STATE_KEY = "stream_pool"  # on the connection state: the pool's key ("" for the default pool)
 
 
 def _is_topic_resource(parent: dict[str, Any]) -> bool:
     return bool(parent.get("resource_type") == RESOURCE_TOPIC)
+
+
+def _is_group_resource(parent: dict[str, Any]) -> bool:
+    return bool(parent.get("resource_type") == RESOURCE_GROUP)
 
 
 def _is_group_key(parent: dict[str, Any]) -> bool:
@@ -96,6 +101,19 @@ NAME_FIELDS: dict[int, tuple[list[NameField], list[NameField]]] = {
     ApiKey.LEAVE_GROUP: ([_f("group_id", GROUP)], []),
     ApiKey.SYNC_GROUP: ([_f("group_id", GROUP)], []),
     ApiKey.DESCRIBE_GROUPS: ([_f("groups.*", GROUP)], [_f("groups.*.group_id", GROUP)]),
+    ApiKey.CONSUMER_GROUP_HEARTBEAT: (
+        [_f("group_id", GROUP), _f("subscribed_topic_names.*")],
+        [],
+    ),
+    ApiKey.CONSUMER_GROUP_DESCRIBE: (
+        [_f("group_ids.*", GROUP)],
+        [
+            _f("groups.*.group_id", GROUP),
+            _f("groups.*.members.*.subscribed_topic_names.*"),
+            _f("groups.*.members.*.assignment.topic_partitions.*.topic_name"),
+            _f("groups.*.members.*.target_assignment.topic_partitions.*.topic_name"),
+        ],
+    ),
     ApiKey.LIST_GROUPS: ([], [_f("groups.*.group_id", GROUP)]),
     ApiKey.DELETE_GROUPS: ([_f("groups_names.*", GROUP)], [_f("results.*.group_id", GROUP)]),
     ApiKey.OFFSET_DELETE: ([_f("group_id", GROUP), _f("topics.*.name")], [_f("topics.*.name")]),
@@ -107,16 +125,28 @@ NAME_FIELDS: dict[int, tuple[list[NameField], list[NameField]]] = {
     ApiKey.DELETE_RECORDS: ([_f("topics.*.name")], [_f("topics.*.name")]),
     ApiKey.CREATE_PARTITIONS: ([_f("topics.*.name")], [_f("results.*.name")]),
     ApiKey.DESCRIBE_CONFIGS: (
-        [_f("resources.*.resource_name", TOPIC, _is_topic_resource)],
-        [_f("results.*.resource_name", TOPIC, _is_topic_resource)],
+        [
+            _f("resources.*.resource_name", TOPIC, _is_topic_resource),
+            _f("resources.*.resource_name", GROUP, _is_group_resource),
+        ],
+        [
+            _f("results.*.resource_name", TOPIC, _is_topic_resource),
+            _f("results.*.resource_name", GROUP, _is_group_resource),
+        ],
     ),
     ApiKey.ALTER_CONFIGS: (
         [_f("resources.*.resource_name", TOPIC, _is_topic_resource)],
         [_f("responses.*.resource_name", TOPIC, _is_topic_resource)],
     ),
     ApiKey.INCREMENTAL_ALTER_CONFIGS: (
-        [_f("resources.*.resource_name", TOPIC, _is_topic_resource)],
-        [_f("responses.*.resource_name", TOPIC, _is_topic_resource)],
+        [
+            _f("resources.*.resource_name", TOPIC, _is_topic_resource),
+            _f("resources.*.resource_name", GROUP, _is_group_resource),
+        ],
+        [
+            _f("responses.*.resource_name", TOPIC, _is_topic_resource),
+            _f("responses.*.resource_name", GROUP, _is_group_resource),
+        ],
     ),
     ApiKey.DESCRIBE_LOG_DIRS: ([_f("topics.*.topic")], [_f("results.*.topics.*.name")]),
     ApiKey.DESCRIBE_PRODUCERS: ([_f("topics.*.name")], [_f("topics.*.name")]),
@@ -231,6 +261,20 @@ def from_internal(pool: StreamPool, kind: str, name: str) -> str | None:
     if key != pool.key:
         return None
     return local
+
+
+def group_topic_view(group_id: str) -> Callable[[str], str | None]:
+    """How members of a (pool-scoped) group name topics: a pool's groups see its streams by their names,
+    default-pool groups see the plain topics; other pools' topics are not theirs."""
+    key, _ = split_internal_name(group_id)
+
+    def visible(topic: str) -> str | None:
+        topic_key, local = split_internal_name(topic)
+        if key is None:
+            return topic if topic_key is None else None
+        return local if topic_key == key else None
+
+    return visible
 
 
 # ---------------------------------------------------------------------------------------------- pools

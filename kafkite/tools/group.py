@@ -43,30 +43,69 @@ def decode_assignment(data: bytes | memoryview | None) -> list[tuple[str, list[i
 async def list_groups(bootstrap: str) -> list[dict[str, Any]]:
     async with KafkaClient(bootstrap) as client:
         return [
-            {"group": g["group_id"], "protocol_type": g["protocol_type"], "state": g["group_state"]}
+            {
+                "group": g["group_id"],
+                "type": g.get("group_type") or "classic",
+                "protocol_type": g["protocol_type"],
+                "state": g["group_state"],
+            }
             for g in await client.list_groups()
         ]
 
 
 async def describe_group(bootstrap: str, group: str) -> dict[str, Any]:
     async with KafkaClient(bootstrap) as client:
-        g = await client.describe_group(group)
         owners: dict[tuple[str, int], dict[str, Any]] = {}
         members = []
-        for m in g["members"]:
-            assignment = decode_assignment(m["member_assignment"]) if g["protocol_type"] == "consumer" else []
-            members.append(
-                {
+        consumer = await client.describe_consumer_group(group)
+        if consumer is not None:
+            # A group of the consumer protocol (KIP-848): ConsumerGroupDescribe, as kafka-consumer-groups.sh.
+            g: dict[str, Any] = {
+                "group_state": consumer["group_state"],
+                "protocol_type": "consumer",
+                "protocol_data": consumer["assignor_name"],
+            }
+            for m in consumer["members"]:
+                assignment = [
+                    (t["topic_name"], sorted(t["partitions"])) for t in m["assignment"]["topic_partitions"]
+                ]
+                members.append(
+                    {
+                        "member_id": m["member_id"],
+                        "group_instance_id": m.get("instance_id"),
+                        "client_id": m["client_id"],
+                        "host": m["client_host"],
+                        "member_epoch": m["member_epoch"],
+                        "protocol": "classic" if m.get("member_type") == 0 else "consumer",
+                        "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
+                    }
+                )
+                row = {
                     "member_id": m["member_id"],
-                    "group_instance_id": m.get("group_instance_id"),
+                    "client_host": m["client_host"],
                     "client_id": m["client_id"],
-                    "host": m["client_host"],
-                    "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
                 }
-            )
-            for t, ps in assignment:
-                for p in ps:
-                    owners[(t, p)] = m
+                for t, ps in assignment:
+                    for p in ps:
+                        owners[(t, p)] = row
+        else:
+            g = await client.describe_group(group)
+            for m in g["members"]:
+                assignment = (
+                    decode_assignment(m["member_assignment"]) if g["protocol_type"] == "consumer" else []
+                )
+                members.append(
+                    {
+                        "member_id": m["member_id"],
+                        "group_instance_id": m.get("group_instance_id"),
+                        "client_id": m["client_id"],
+                        "host": m["client_host"],
+                        "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
+                    }
+                )
+                for t, ps in assignment:
+                    for p in ps:
+                        owners[(t, p)] = m
         committed = await client.committed_offsets(group)
         keys = set(committed) | set(owners)
         await client.refresh_metadata(sorted({t for t, _ in keys}) or None)
@@ -93,14 +132,19 @@ async def describe_group(bootstrap: str, group: str) -> dict[str, Any]:
                     "client_id": owner["client_id"] if owner else None,
                 }
             )
-        return {
+        out = {
             "group": group,
+            "type": "consumer" if consumer is not None else "classic",
             "state": g["group_state"],
             "protocol_type": g["protocol_type"],
             "protocol": g["protocol_data"],
             "members": members,
             "partitions": rows,
         }
+        if consumer is not None:
+            out["group_epoch"] = consumer["group_epoch"]
+            out["assignment_epoch"] = consumer["assignment_epoch"]
+        return out
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -117,8 +161,8 @@ def cmd_group(args: argparse.Namespace) -> int:
             elif groups:
                 print(
                     _table(
-                        [["GROUP", "STATE", "PROTOCOL-TYPE"]]
-                        + [[g["group"], g["state"], g["protocol_type"]] for g in groups]
+                        [["GROUP", "TYPE", "STATE", "PROTOCOL-TYPE"]]
+                        + [[g["group"], g["type"], g["state"], g["protocol_type"]] for g in groups]
                     )
                 )
             return 0
@@ -130,7 +174,18 @@ def cmd_group(args: argparse.Namespace) -> int:
         print(json.dumps(d, indent=2))
         return 0
     members = len(d["members"])
-    print(f"Group {d['group']}: state {d['state']}, protocol {d['protocol'] or '-'}, {members} member(s)")
+    if d["type"] == "consumer":
+        print(
+            f"Consumer group {d['group']}: state {d['state']}, epoch {d['group_epoch']} (assignment "
+            f"{d['assignment_epoch']}), assignor {d['protocol'] or '-'}, {members} member(s)"
+        )
+        for m in d["members"]:
+            parts = ", ".join(f"{a['topic']}:{','.join(map(str, a['partitions']))}" for a in m["assignment"])
+            print(
+                f"  {m['member_id']} epoch {m['member_epoch']} ({m['protocol']}) {m['host']} [{parts or '-'}]"
+            )
+    else:
+        print(f"Group {d['group']}: state {d['state']}, protocol {d['protocol'] or '-'}, {members} member(s)")
     print()
     header = [
         "TOPIC",

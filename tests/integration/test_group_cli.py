@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from confluent_kafka import Consumer
 from helpers import BrokerProcess, create_topic, produce
 
@@ -19,7 +20,10 @@ def kafkite(*args: str) -> str:
     return out.stdout
 
 
-def test_group_describe_shows_members_and_lag_after_producing_more(shared_broker: BrokerProcess) -> None:
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_group_describe_shows_members_and_lag_after_producing_more(
+    shared_broker: BrokerProcess, protocol: str
+) -> None:
     bs = shared_broker.bootstrap
     topic = f"group-cli-{time.monotonic_ns()}"
     group = f"g-{topic}"
@@ -30,6 +34,7 @@ def test_group_describe_shows_members_and_lag_after_producing_more(shared_broker
         {
             "bootstrap.servers": bs,
             "group.id": group,
+            "group.protocol": protocol,
             "client.id": "cli-test",
             "auto.offset.reset": "earliest",
             "enable.auto.commit": False,
@@ -50,11 +55,12 @@ def test_group_describe_shows_members_and_lag_after_producing_more(shared_broker
         produce(bs, topic, [(None, b"more")] * 3, partition=1)
 
         listed = json.loads(kafkite("group", "-b", bs, "--json", "list"))
-        assert {"group": group, "protocol_type": "consumer", "state": "Stable"} in listed
+        assert {"group": group, "type": protocol, "protocol_type": "consumer", "state": "Stable"} in listed
 
         d: dict[str, Any] = json.loads(kafkite("group", "-b", bs, "--json", "describe", group))
-        assert d["state"] == "Stable" and d["protocol_type"] == "consumer"
+        assert d["state"] == "Stable" and d["protocol_type"] == "consumer" and d["type"] == protocol
         assert len(d["members"]) == 1 and d["members"][0]["client_id"] == "cli-test"
+        assert d["members"][0]["assignment"] == [{"topic": topic, "partitions": [0, 1]}]
         rows = {r["partition"]: r for r in d["partitions"]}
         assert {p: (r["committed_offset"], r["log_end_offset"], r["lag"]) for p, r in rows.items()} == {
             0: (10, 15, 5),

@@ -7,12 +7,24 @@ this interface; none of them knows the others or the coordinator's internals.
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Mapping
 from typing import Protocol
 
 from .config import GroupConfig
 from .group import Group
 from .log import Entry
 from .offsets import OffsetStore
+
+
+class TopicInfo(Protocol):
+    """What the groups need to know of a topic of the catalogue."""
+
+    @property
+    def topic_id(self) -> uuid.UUID: ...
+
+    @property
+    def partitions(self) -> int: ...
 
 
 class GroupContext(Protocol):
@@ -32,6 +44,19 @@ class GroupContext(Protocol):
         ...
 
     def partitions_of(self, topic: str) -> int | None: ...
+
+    def topics(self) -> Mapping[str, TopicInfo]:
+        """The topic catalogue by name."""
+        ...
+
+    def visible_topic(self, group_id: str, topic: str) -> str | None:
+        """The name a member of ``group_id`` knows ``topic`` by (what its regular expression is matched
+        against), or None when the topic is not for it (internal topics, another namespace's)."""
+        ...
+
+    def group_configs(self, group_id: str) -> Mapping[str, int]:
+        """The dynamic configs set on the group (IncrementalAlterConfigs on GROUP resources)."""
+        ...
 
     @property
     def report_leader_epoch(self) -> bool:

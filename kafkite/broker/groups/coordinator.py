@@ -21,12 +21,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kafkite.protocol.errors import ErrorCode
+from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 
 from . import logformat
 from .classic.protocol import ClassicProtocol
 from .classic.state import ClassicGroup
-from .config import GroupConfig
+from .config import GROUP_CONFIG_DEFAULTS, GROUP_CONFIG_DOCS, GroupConfig, validate_group_configs
+from .consumer import embedded
+from .consumer.protocol import ConsumerProtocol
+from .consumer.state import ConsumerGroup, member_from_records
+from .context import TopicInfo
 from .group import Group
 from .log import Entry, GroupLog, MemoryGroupLog
 from .offsets import OffsetAndMetadata, OffsetStore
@@ -58,8 +62,14 @@ class GroupCoordinator:
         now_ms: Callable[[], int] | None = None,
         report_leader_epoch: bool = False,
         compact_after_entries: int = 10_000,
+        topics: Callable[[], Mapping[str, TopicInfo]] | None = None,
+        is_internal_topic: Callable[[str], bool] | None = None,
     ) -> None:
         self._partitions_of = partitions_of
+        self._topics = topics or (lambda: {})
+        self._is_internal = is_internal_topic or (lambda name: name.startswith("__"))
+        # How the members of a group name topics (None: as the catalogue does); set by a namespace layer.
+        self.topic_view: Callable[[str], Callable[[str], str | None]] | None = None
         self._log: GroupLog = log if log is not None else MemoryGroupLog()
         if config is None:
             config = GroupConfig()
@@ -74,6 +84,9 @@ class GroupCoordinator:
         self.groups: dict[str, Group] = {}
         self.offsets = OffsetStore(self)
         self.classic = ClassicProtocol(self)
+        self.consumer = ConsumerProtocol(self, self.classic)
+        # Dynamic configs of groups (IncrementalAlterConfigs on GROUP resources), by group id.
+        self._group_configs: dict[str, dict[str, int]] = {}
         self._loaded = False
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -104,6 +117,17 @@ class GroupCoordinator:
     def partitions_of(self, topic: str) -> int | None:
         return self._partitions_of(topic)
 
+    def topics(self) -> Mapping[str, TopicInfo]:
+        return self._topics()
+
+    def group_configs(self, group_id: str) -> Mapping[str, int]:
+        return self._group_configs.get(group_id, {})
+
+    def visible_topic(self, group_id: str, topic: str) -> str | None:
+        if self._is_internal(topic):
+            return None
+        return topic if self.topic_view is None else self.topic_view(group_id)(topic)
+
     @property
     def report_leader_epoch(self) -> bool:
         return self._report_leader_epoch
@@ -125,24 +149,45 @@ class GroupCoordinator:
             return
         self._loaded = True
         records: dict[str, tuple[logformat.GroupRecord, bytes]] = {}
+        consumer: dict[str, _ConsumerRecords] = {}
+        # Which kind of group record of each group id was written last (a group id holds one group).
+        last_kind: dict[str, str] = {}
         replayed = 0
-        keys: dict[bytes, logformat.OffsetKey | logformat.GroupKey | logformat.TxnOffsetKey] = {}
+        keys: dict[bytes, logformat.Key] = {}
         for key, value in self._log.replay():
             replayed += 1
             try:
                 k = keys.get(key) or keys.setdefault(key, logformat.decode_key(key))
                 if isinstance(k, logformat.OffsetKey | logformat.TxnOffsetKey):
                     self.offsets.replay(k, value)
-                elif value is None:
-                    records.pop(k.group_id, None)
+                elif isinstance(k, logformat.GroupKey):
+                    if value is None:
+                        records.pop(k.group_id, None)
+                    else:
+                        records[k.group_id] = (logformat.decode_group_value(value), value)
+                        last_kind[k.group_id] = "classic"
+                elif isinstance(k, logformat.GroupConfigKey):
+                    if value is None:
+                        self._group_configs.pop(k.group_id, None)
+                    else:
+                        configs = logformat.decode_group_config_value(value)
+                        self._group_configs[k.group_id] = {n: int(v) for n, v in configs.items()}
                 else:
-                    records[k.group_id] = (logformat.decode_group_value(value), value)
-            except logformat.LogFormatError as exc:
+                    consumer.setdefault(k.group_id, _ConsumerRecords()).replay(k, value)
+                    if value is not None:
+                        last_kind[k.group_id] = "consumer"
+            except (logformat.LogFormatError, ValueError) as exc:
                 log.warning("skipping an undecodable entry of the group log: %s", exc)
         self.offsets.finish_load()
         now = self.now_ms()
         for group_id, (rec, raw) in records.items():
-            self.groups[group_id] = ClassicGroup.restore(group_id, rec, raw, now)
+            if last_kind.get(group_id) == "classic":
+                self.groups[group_id] = ClassicGroup.restore(group_id, rec, raw, now)
+        for group_id, recs in consumer.items():
+            if last_kind.get(group_id) == "consumer" and recs.exists:
+                group = recs.build(group_id, now)
+                self.groups[group_id] = group
+                self.consumer.restore(group)
         for group_id in self.offsets.groups():
             if group_id not in self.groups:
                 # Offsets without a group: a "simple" group of consumers that assign partitions themselves.
@@ -168,6 +213,7 @@ class GroupCoordinator:
             # The task's own cancellation is returned, not raised; the caller's is raised.
             await asyncio.gather(task, return_exceptions=True)
         self.classic.stop()
+        self.consumer.stop()
 
     async def _run(self) -> None:
         while True:
@@ -191,13 +237,14 @@ class GroupCoordinator:
         nxt: float = float("inf")
         if self._next_retention_check_ms is not None:
             nxt = self._next_retention_check_ms
-        return min(nxt, self.classic.next_deadline())
+        return min(nxt, self.classic.next_deadline(), self.consumer.next_deadline())
 
     def tick(self) -> None:
         """Run every timer that is due: the protocols' session and rebalance timers, offset retention."""
         self.load()
         now = self.now_ms()
         self.classic.expire(now)
+        self.consumer.expire(now)
         if self._next_retention_check_ms is None:
             self._next_retention_check_ms = now + self.config.offsets_retention_check_interval_ms
         elif now >= self._next_retention_check_ms:
@@ -222,6 +269,9 @@ class GroupCoordinator:
         live: list[Entry] = []
         for group in self.groups.values():
             live.extend(group.live_entries())
+        for group_id, configs in self._group_configs.items():
+            value = logformat.group_config_value({n: str(v) for n, v in configs.items()})
+            live.append((logformat.group_config_key(group_id), value))
         live.extend(self.offsets.live_entries())
         try:
             compact(live)
@@ -234,31 +284,79 @@ class GroupCoordinator:
         self._appended_since_compaction = len(live)
         return True
 
-    # -- the classic protocol --------------------------------------------------------------------------------
+    # -- the classic protocol (and classic members of consumer groups) -------------------------------------
 
     async def join_group(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
         self.load()
+        group = self.groups.get(req.get("group_id") or "")
+        if isinstance(group, ConsumerGroup):
+            if group.members:
+                return await self.consumer.classic_join(
+                    group, req, version, client_id=client_id, client_host=client_host
+                )
+            # An empty consumer group becomes a classic group when a classic member joins.
+            try:
+                self.append(group.tombstones())
+            except Exception as exc:
+                log.warning("cannot persist the removal of consumer group %s: %s", group.group_id, exc)
+                return {**_join_error(req.get("member_id") or "", ErrorCode.COORDINATOR_NOT_AVAILABLE)}
+            log.info("converting the empty consumer group %s to a classic group", group.group_id)
+            group.mark_dead(self.now_ms())
+            del self.groups[group.group_id]
         return await self.classic.join_group(req, version, client_id=client_id, client_host=client_host)
 
     async def sync_group(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
         self.load()
+        group = self.groups.get(req.get("group_id") or "")
+        if isinstance(group, ConsumerGroup) and req.get("group_id"):
+            return await self.consumer.classic_sync(group, req, version)
         return await self.classic.sync_group(req, version, client_id=client_id, client_host=client_host)
 
     async def heartbeat(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
         self.load()
+        group = self.groups.get(req.get("group_id") or "")
+        if isinstance(group, ConsumerGroup) and req.get("group_id"):
+            return await self.consumer.classic_heartbeat(group, req, version)
         return await self.classic.heartbeat(req, version, client_id=client_id, client_host=client_host)
 
     async def leave_group(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
         self.load()
+        group = self.groups.get(req.get("group_id") or "")
+        if isinstance(group, ConsumerGroup) and req.get("group_id"):
+            if version < 3:
+                identities = [{"member_id": req.get("member_id") or "", "group_instance_id": None}]
+            else:
+                identities = list(req.get("members") or [])
+            results = await self.consumer.classic_leave(group, identities)
+            if version < 3:
+                return {"throttle_time_ms": 0, "error_code": results[0]["error_code"] if results else 0}
+            return {"throttle_time_ms": 0, "error_code": 0, "members": results}
         return await self.classic.leave_group(req, version, client_id=client_id, client_host=client_host)
+
+    # -- the consumer protocol -------------------------------------------------------------------------------
+
+    async def consumer_group_heartbeat(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> Result:
+        self.load()
+        return await self.consumer.heartbeat(req, version, client_id=client_id, client_host=client_host)
+
+    async def consumer_group_describe(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> Result:
+        self.load()
+        return {
+            "throttle_time_ms": 0,
+            "groups": self.consumer.describe(list(req.get("group_ids") or []), version),
+        }
 
     # -- offsets -------------------------------------------------------------------------------------------
 
@@ -356,9 +454,17 @@ class GroupCoordinator:
                 )
                 continue
             group = self.groups.get(group_id)
-            groups.append(
-                self.classic.describe_entry(group_id, group if isinstance(group, ClassicGroup) else None)
-            )
+            entry = self.classic.describe_entry(group_id, group if isinstance(group, ClassicGroup) else None)
+            if not isinstance(group, ClassicGroup) and version >= 6:
+                # A group that does not exist or is not a classic group (ConsumerGroupDescribe describes
+                # consumer groups): Dead, and from version 6 an error, as Kafka answers.
+                entry["error_code"] = int(ErrorCode.GROUP_ID_NOT_FOUND)
+                entry["error_message"] = (
+                    f"Group {group_id} not found."
+                    if group is None
+                    else f"Group {group_id} is not a classic group."
+                )
+            groups.append(entry)
         return {"throttle_time_ms": 0, "groups": groups}
 
     async def list_groups(
@@ -445,6 +551,7 @@ class GroupCoordinator:
                 "protocol_type": g.protocol_type_name,
                 "state": g.state_name,
                 "generation_id": g.epoch,
+                "assignment_epoch": g.assignment_epoch if isinstance(g, ConsumerGroup) else g.epoch,
                 "members": g.member_count,
                 "offsets": len(self.offsets.committed(g.group_id)),
             }
@@ -452,12 +559,158 @@ class GroupCoordinator:
         ]
 
     def describe(self, group_id: str) -> dict[str, Any] | None:
-        """State, protocol and members (with assignments) of a group; None if it does not exist."""
+        """State, protocol and members (with assignments) of a group; None if it does not exist.
+
+        Every member has ``assignment`` as a ConsumerProtocolAssignment when the protocol type is
+        ``consumer``; members of consumer groups also have their epochs and assignments by topic name."""
         self.load()
         group = self.groups.get(group_id)
-        return None if group is None else group.describe()
+        if group is None:
+            return None
+        described = group.describe()
+        if isinstance(group, ConsumerGroup):
+            by_id = {m.topic_id: name for name, m in self.topics().items()}
+
+            def named(partitions: dict[Any, list[int]]) -> dict[str, list[int]]:
+                return {by_id[t]: ps for t, ps in partitions.items() if t in by_id}
+
+            for m in described["members"]:
+                for key in ("assigned", "pending_revocation", "target"):
+                    m[key] = named(m[key])
+                m["assignment"] = embedded.serialize_assignment(m["assigned"], 0)
+        return described
 
     def committed_offsets(self, group_id: str) -> dict[tuple[str, int], OffsetAndMetadata]:
         """The group's committed offsets by (topic, partition); empty if the group does not exist."""
         self.load()
         return dict(self.offsets.committed(group_id)) if group_id in self.groups else {}
+
+    # -- group configs (GROUP resources of DescribeConfigs / IncrementalAlterConfigs) ------------------------
+
+    def describe_group_configs(self, group_id: str, names: list[str] | None) -> list[dict[str, Any]]:
+        """The configs of a group (set on it, else the broker's), as DescribeConfigs lists them."""
+        self.load()
+        own = self._group_configs.get(group_id, {})
+        out = []
+        for name, broker_key in GROUP_CONFIG_DEFAULTS.items():
+            if names is not None and name not in names:
+                continue
+            attr = GroupConfig.KEYS[broker_key]
+            value = own.get(name, getattr(self.config, attr))
+            out.append(
+                {
+                    "name": name,
+                    "value": str(value),
+                    "read_only": False,
+                    # DYNAMIC_GROUP_CONFIG (8) when set on the group, else the broker's static value (4).
+                    "config_source": 8 if name in own else 4,
+                    "is_sensitive": False,
+                    "synonyms": [],
+                    "config_type": 3,  # INT
+                    "documentation": GROUP_CONFIG_DOCS[name],
+                }
+            )
+        return out
+
+    def alter_group_configs(
+        self, group_id: str, ops: list[tuple[str, int, str | None]], *, validate_only: bool
+    ) -> None:
+        """IncrementalAlterConfigs on a GROUP resource: SET (0) and DELETE (1); KafkaProtocolError with
+        INVALID_CONFIG (or INVALID_REQUEST) and Kafka's message otherwise."""
+        self.load()
+        new = {n: str(v) for n, v in self._group_configs.get(group_id, {}).items()}
+        for name, op, value in ops:
+            if name not in GROUP_CONFIG_DEFAULTS:
+                raise KafkaProtocolError(ErrorCode.INVALID_CONFIG, f"Unknown group config name: {name}")
+            if op == 0:
+                if value is None:
+                    raise KafkaProtocolError(ErrorCode.INVALID_CONFIG, f"Null value not supported for {name}")
+                new[name] = value
+            elif op == 1:
+                new.pop(name, None)
+            elif op in (2, 3):
+                raise KafkaProtocolError(
+                    ErrorCode.INVALID_CONFIG, f"Config value append is not allowed for config key: {name}"
+                )
+            else:
+                raise KafkaProtocolError(ErrorCode.INVALID_REQUEST, f"unknown config operation {op}")
+        try:
+            values = validate_group_configs(new, self.config)
+        except ValueError as exc:
+            raise KafkaProtocolError(ErrorCode.INVALID_CONFIG, str(exc)) from None
+        if validate_only:
+            return
+        key = logformat.group_config_key(group_id)
+        try:
+            self.append([(key, logformat.group_config_value(new) if new else None)])
+        except Exception as exc:
+            log.warning("cannot persist the configs of group %s: %s", group_id, exc)
+            raise KafkaProtocolError(ErrorCode.COORDINATOR_NOT_AVAILABLE, str(exc)) from None
+        if values:
+            self._group_configs[group_id] = values
+        else:
+            self._group_configs.pop(group_id, None)
+
+
+def _join_error(member_id: str, code: ErrorCode) -> Result:
+    return {
+        "throttle_time_ms": 0,
+        "error_code": int(code),
+        "generation_id": -1,
+        "protocol_type": None,
+        "protocol_name": None,
+        "leader": "",
+        "skip_assignment": False,
+        "member_id": member_id,
+        "members": [],
+    }
+
+
+class _ConsumerRecords:
+    """The records of one consumer group met while replaying the group log."""
+
+    def __init__(self) -> None:
+        self.meta: tuple[int, int] | None = None
+        self.assignment_epoch: int | None = None
+        self.members: dict[str, logformat.ConsumerMemberRecord] = {}
+        self.current: dict[str, logformat.CurrentAssignmentRecord] = {}
+        self.targets: dict[str, dict[Any, frozenset[int]]] = {}
+
+    @property
+    def exists(self) -> bool:
+        return self.meta is not None or bool(self.members)
+
+    def replay(self, key: logformat.Key, value: bytes | None) -> None:
+        if isinstance(key, logformat.ConsumerGroupKey):
+            self.meta = None if value is None else logformat.decode_consumer_group_value(value)
+        elif isinstance(key, logformat.TargetAssignmentMetadataKey):
+            self.assignment_epoch = (
+                None if value is None else logformat.decode_target_assignment_metadata_value(value)
+            )
+        elif isinstance(key, logformat.ConsumerMemberKey):
+            if value is None:
+                self.members.pop(key.member_id, None)
+            else:
+                self.members[key.member_id] = logformat.decode_consumer_member_value(value)
+        elif isinstance(key, logformat.CurrentAssignmentKey):
+            if value is None:
+                self.current.pop(key.member_id, None)
+            else:
+                self.current[key.member_id] = logformat.decode_current_assignment_value(value)
+        elif isinstance(key, logformat.TargetAssignmentMemberKey):
+            if value is None:
+                self.targets.pop(key.member_id, None)
+            else:
+                self.targets[key.member_id] = logformat.decode_partitions_value(value)
+
+    def build(self, group_id: str, now_ms: int) -> ConsumerGroup:
+        group = ConsumerGroup(group_id, now_ms)
+        if self.meta is not None:
+            group.group_epoch, group.metadata_hash = self.meta
+        group.assignment_epoch = self.assignment_epoch or 0
+        for member_id, meta in self.members.items():
+            group.update_member(member_from_records(member_id, meta, self.current.get(member_id)))
+        for member_id, target in self.targets.items():
+            group.target[member_id] = target
+        group.discard_dirty()
+        return group

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from kafkite.broker.core import is_internal_topic
+from kafkite.broker.features import GROUP_VERSION, features_of
+from kafkite.config import ConfigError
 from kafkite.protocol.api_keys import ApiKey
+from kafkite.protocol.errors import ErrorCode
 
 from .config import GroupConfig
 from .coordinator import GroupCoordinator
@@ -28,12 +32,19 @@ _APIS: dict[int, str] = {
     ApiKey.LIST_GROUPS: "list_groups",
     ApiKey.DELETE_GROUPS: "delete_groups",
     ApiKey.OFFSET_DELETE: "offset_delete",
+    ApiKey.CONSUMER_GROUP_HEARTBEAT: "consumer_group_heartbeat",
+    ApiKey.CONSUMER_GROUP_DESCRIBE: "consumer_group_describe",
 }
 
 
 def coordinator_for(broker: Broker) -> GroupCoordinator:
     """A coordinator logging to ``__consumer_offsets`` in the broker's storage, set up from its settings."""
     settings = {key: broker.config[key] for key in GroupConfig.KEYS}
+    try:
+        config = GroupConfig.from_mapping(settings)
+    except ValueError as exc:
+        # Settings that make no sense together stop start-up with a message naming them.
+        raise ConfigError(str(exc)) from None
 
     def partitions_of(topic: str) -> int | None:
         meta = broker.storage.topics().get(topic)
@@ -45,7 +56,13 @@ def coordinator_for(broker: Broker) -> GroupCoordinator:
         from kafkite.cluster import OwnedGroupLog
 
         log = OwnedGroupLog(cluster.storage, cluster)  # the groups this broker coordinates, in the database
-    return GroupCoordinator(partitions_of, log=log, config=GroupConfig.from_mapping(settings))
+    return GroupCoordinator(
+        partitions_of,
+        log=log,
+        config=config,
+        topics=broker.storage.topics,
+        is_internal_topic=is_internal_topic,
+    )
 
 
 def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
@@ -55,6 +72,17 @@ def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
         method: Method = getattr(coordinator, name)
 
         async def handle(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+            if name == "consumer_group_heartbeat" and features_of(broker).level(GROUP_VERSION) < 1:
+                # group.version finalized below 1 (UpdateFeatures): the consumer protocol is off, as in Kafka.
+                return {
+                    "throttle_time_ms": 0,
+                    "error_code": int(ErrorCode.UNSUPPORTED_VERSION),
+                    "error_message": "The version of API is not supported.",
+                    "member_id": None,
+                    "member_epoch": 0,
+                    "heartbeat_interval_ms": 0,
+                    "assignment": None,
+                }
             cluster = getattr(broker, "cluster", None)
             if cluster is not None:
                 from kafkite.cluster import group_request
@@ -77,6 +105,10 @@ def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
         return await coordinator.find_coordinator(req, ctx.api_version, (broker.node_id, host, port))
 
     handlers: dict[int, Handler] = {int(key): adapt(name) for key, name in _APIS.items()}
+    if not coordinator.config.consumer_protocol_enabled:
+        # group.coordinator.rebalance.protocols without consumer: the consumer group APIs are not served.
+        for key in (ApiKey.CONSUMER_GROUP_HEARTBEAT, ApiKey.CONSUMER_GROUP_DESCRIBE):
+            handlers.pop(int(key), None)
     handlers[int(ApiKey.FIND_COORDINATOR)] = find_coordinator
     return handlers
 
@@ -87,4 +119,9 @@ def attach(broker: Broker) -> GroupCoordinator:
     coordinator = coordinator_for(broker)
     broker.groups = coordinator
     broker.handlers.update(group_handlers(coordinator))
+    # group.version 1 is the consumer group protocol (KIP-848); 0 when group.coordinator.rebalance.protocols
+    # leaves it out.
+    features_of(broker).declare(
+        GROUP_VERSION, max_level=1 if coordinator.config.consumer_protocol_enabled else 0
+    )
     return coordinator

@@ -12,6 +12,21 @@ Value of group metadata (int16 version 0):
        int64 time of the last state change (-1: unknown), int32 member count, then per member:
        string member id, nullable string group instance id, string client id, string client host,
        int32 rebalance timeout, int32 session timeout, bytes subscription, bytes assignment.
+Consumer groups (KIP-848), one record per concern as Kafka keeps them, so that a heartbeat writes only what
+it changed. Every key is int16 version, string group id, then for member keys string member id:
+  4 consumer group metadata:  int32 group epoch, int64 metadata hash
+  5 member metadata:          nullable string instance id, nullable string rack id, string client id,
+                              string client host, int32 topic count + strings (subscribed topic names),
+                              string regex ("" none), nullable string server assignor, int32 rebalance
+                              timeout, int32 classic session timeout (-1: a consumer-protocol member),
+                              int32 protocol count + (string name, bytes metadata)
+  6 target assignment epoch:  int32 assignment epoch
+  7 member target assignment: partitions
+  8 member current assignment: int32 member epoch, int32 previous epoch, int8 state, partitions assigned,
+                              partitions pending revocation
+  9 group configs:            int32 count + (string name, string value)
+Partitions: int32 topic count, then per topic 16 bytes of topic id, int32 count + int32 partitions.
+Values of these keys start with int16 version 0.
 Strings are int32-length-prefixed UTF-8 (-1: null); bytes are int32-length-prefixed.
 A key with a null value (tombstone) deletes what the key names.
 """
@@ -19,13 +34,22 @@ A key with a null value (tombstone) deletes what the key names.
 from __future__ import annotations
 
 import struct
+import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 OFFSET_KEY_VERSION = 1
 GROUP_KEY_VERSION = 2
 TXN_OFFSET_KEY_VERSION = 3
+CONSUMER_GROUP_KEY_VERSION = 4
+CONSUMER_MEMBER_KEY_VERSION = 5
+TARGET_ASSIGNMENT_METADATA_KEY_VERSION = 6
+TARGET_ASSIGNMENT_MEMBER_KEY_VERSION = 7
+CURRENT_ASSIGNMENT_KEY_VERSION = 8
+GROUP_CONFIG_KEY_VERSION = 9
 OFFSET_VALUE_VERSION = 0
 GROUP_VALUE_VERSION = 0
+RECORD_VALUE_VERSION = 0
 
 
 @dataclass(frozen=True)
@@ -61,6 +85,87 @@ class TxnOffsetKey:
     topic: str
     partition: int
     producer_id: int
+
+
+@dataclass(frozen=True)
+class ConsumerGroupKey:
+    """The group epoch of a consumer group (key version 4)."""
+
+    group_id: str
+
+
+@dataclass(frozen=True)
+class ConsumerMemberKey:
+    """A consumer group member's metadata (key version 5)."""
+
+    group_id: str
+    member_id: str
+
+
+@dataclass(frozen=True)
+class TargetAssignmentMetadataKey:
+    """The target assignment epoch of a consumer group (key version 6)."""
+
+    group_id: str
+
+
+@dataclass(frozen=True)
+class TargetAssignmentMemberKey:
+    """A member's target assignment (key version 7)."""
+
+    group_id: str
+    member_id: str
+
+
+@dataclass(frozen=True)
+class CurrentAssignmentKey:
+    """A member's epoch, state and current assignment (key version 8)."""
+
+    group_id: str
+    member_id: str
+
+
+@dataclass(frozen=True)
+class GroupConfigKey:
+    """The dynamic configs of a group (key version 9)."""
+
+    group_id: str
+
+
+Key = (
+    OffsetKey
+    | GroupKey
+    | TxnOffsetKey
+    | ConsumerGroupKey
+    | ConsumerMemberKey
+    | TargetAssignmentMetadataKey
+    | TargetAssignmentMemberKey
+    | CurrentAssignmentKey
+    | GroupConfigKey
+)
+
+
+@dataclass(frozen=True)
+class ConsumerMemberRecord:
+    instance_id: str | None
+    rack_id: str | None
+    client_id: str
+    client_host: str
+    subscribed_topic_names: tuple[str, ...]
+    subscribed_topic_regex: str
+    server_assignor: str | None
+    rebalance_timeout_ms: int
+    classic_session_timeout_ms: int | None
+    classic_protocols: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True)
+class CurrentAssignmentRecord:
+    member_epoch: int
+    previous_member_epoch: int
+    state: int
+    assigned: Mapping[uuid.UUID, frozenset[int]]
+    pending_revocation: Mapping[uuid.UUID, frozenset[int]]
 
 
 @dataclass(frozen=True)
@@ -153,6 +258,12 @@ class _Reader:
     def bytes_(self) -> bytes:
         return self._take(self.int32())
 
+    def count(self) -> int:
+        n = self.int32()
+        if n < 0 or n > len(self.data) - self.pos:
+            raise LogFormatError("bad element count in group log entry")
+        return n
+
 
 def offset_key(group_id: str, topic: str, partition: int) -> bytes:
     w = _Writer()
@@ -180,7 +291,7 @@ def group_key(group_id: str) -> bytes:
     return bytes(w.buf)
 
 
-def decode_key(data: bytes) -> OffsetKey | GroupKey | TxnOffsetKey:
+def decode_key(data: bytes) -> Key:
     r = _Reader(data)
     version = r.int16()
     if version == OFFSET_KEY_VERSION:
@@ -189,7 +300,209 @@ def decode_key(data: bytes) -> OffsetKey | GroupKey | TxnOffsetKey:
         return GroupKey(r.required_string())
     if version == TXN_OFFSET_KEY_VERSION:
         return TxnOffsetKey(r.required_string(), r.required_string(), r.int32(), r.int64())
+    if version == CONSUMER_GROUP_KEY_VERSION:
+        return ConsumerGroupKey(r.required_string())
+    if version == CONSUMER_MEMBER_KEY_VERSION:
+        return ConsumerMemberKey(r.required_string(), r.required_string())
+    if version == TARGET_ASSIGNMENT_METADATA_KEY_VERSION:
+        return TargetAssignmentMetadataKey(r.required_string())
+    if version == TARGET_ASSIGNMENT_MEMBER_KEY_VERSION:
+        return TargetAssignmentMemberKey(r.required_string(), r.required_string())
+    if version == CURRENT_ASSIGNMENT_KEY_VERSION:
+        return CurrentAssignmentKey(r.required_string(), r.required_string())
+    if version == GROUP_CONFIG_KEY_VERSION:
+        return GroupConfigKey(r.required_string())
     raise LogFormatError(f"unknown group log key version {version}")
+
+
+def _key(version: int, *parts: str) -> bytes:
+    w = _Writer()
+    w.int16(version)
+    for part in parts:
+        w.string(part)
+    return bytes(w.buf)
+
+
+def consumer_group_key(group_id: str) -> bytes:
+    return _key(CONSUMER_GROUP_KEY_VERSION, group_id)
+
+
+def consumer_member_key(group_id: str, member_id: str) -> bytes:
+    return _key(CONSUMER_MEMBER_KEY_VERSION, group_id, member_id)
+
+
+def target_assignment_metadata_key(group_id: str) -> bytes:
+    return _key(TARGET_ASSIGNMENT_METADATA_KEY_VERSION, group_id)
+
+
+def target_assignment_member_key(group_id: str, member_id: str) -> bytes:
+    return _key(TARGET_ASSIGNMENT_MEMBER_KEY_VERSION, group_id, member_id)
+
+
+def current_assignment_key(group_id: str, member_id: str) -> bytes:
+    return _key(CURRENT_ASSIGNMENT_KEY_VERSION, group_id, member_id)
+
+
+def group_config_key(group_id: str) -> bytes:
+    return _key(GROUP_CONFIG_KEY_VERSION, group_id)
+
+
+def _record_writer() -> _Writer:
+    w = _Writer()
+    w.int16(RECORD_VALUE_VERSION)
+    return w
+
+
+def _record_reader(data: bytes, what: str) -> _Reader:
+    r = _Reader(data)
+    version = r.int16()
+    if version != RECORD_VALUE_VERSION:
+        raise LogFormatError(f"unknown {what} value version {version}")
+    return r
+
+
+def _done(r: _Reader, what: str) -> None:
+    if r.pos != len(r.data):
+        raise LogFormatError(f"trailing bytes after {what} value")
+
+
+def _write_partitions(w: _Writer, partitions: Mapping[uuid.UUID, Iterable[int]]) -> None:
+    items = [(t, sorted(ps)) for t, ps in partitions.items()]
+    w.int32(len(items))
+    for topic_id, parts in items:
+        w.buf += topic_id.bytes
+        w.int32(len(parts))
+        for p in parts:
+            w.int32(p)
+
+
+def _read_partitions(r: _Reader) -> dict[uuid.UUID, frozenset[int]]:
+    out: dict[uuid.UUID, frozenset[int]] = {}
+    for _ in range(r.count()):
+        topic_id = uuid.UUID(bytes=r._take(16))
+        out[topic_id] = frozenset(r.int32() for _ in range(r.count()))
+    return out
+
+
+def consumer_group_value(epoch: int, metadata_hash: int) -> bytes:
+    w = _record_writer()
+    w.int32(epoch)
+    w.int64(metadata_hash)
+    return bytes(w.buf)
+
+
+def decode_consumer_group_value(data: bytes) -> tuple[int, int]:
+    r = _record_reader(data, "consumer group")
+    epoch, metadata_hash = r.int32(), r.int64()
+    _done(r, "consumer group")
+    return epoch, metadata_hash
+
+
+def consumer_member_value(rec: ConsumerMemberRecord) -> bytes:
+    w = _record_writer()
+    w.string(rec.instance_id)
+    w.string(rec.rack_id)
+    w.string(rec.client_id)
+    w.string(rec.client_host)
+    w.int32(len(rec.subscribed_topic_names))
+    for t in rec.subscribed_topic_names:
+        w.string(t)
+    w.string(rec.subscribed_topic_regex)
+    w.string(rec.server_assignor)
+    w.int32(rec.rebalance_timeout_ms)
+    w.int32(-1 if rec.classic_session_timeout_ms is None else rec.classic_session_timeout_ms)
+    w.int32(len(rec.classic_protocols))
+    for name, metadata in rec.classic_protocols:
+        w.string(name)
+        w.bytes_(metadata)
+    return bytes(w.buf)
+
+
+def decode_consumer_member_value(data: bytes) -> ConsumerMemberRecord:
+    r = _record_reader(data, "consumer member")
+    instance_id, rack_id = r.string(), r.string()
+    client_id, client_host = r.required_string(), r.required_string()
+    topics = tuple(r.required_string() for _ in range(r.count()))
+    regex = r.required_string()
+    assignor = r.string()
+    rebalance_timeout = r.int32()
+    session_timeout = r.int32()
+    protocols = tuple((r.required_string(), r.bytes_()) for _ in range(r.count()))
+    _done(r, "consumer member")
+    return ConsumerMemberRecord(
+        instance_id,
+        rack_id,
+        client_id,
+        client_host,
+        topics,
+        regex,
+        assignor,
+        rebalance_timeout,
+        None if session_timeout < 0 else session_timeout,
+        protocols,
+    )
+
+
+def target_assignment_metadata_value(epoch: int) -> bytes:
+    w = _record_writer()
+    w.int32(epoch)
+    return bytes(w.buf)
+
+
+def decode_target_assignment_metadata_value(data: bytes) -> int:
+    r = _record_reader(data, "target assignment epoch")
+    epoch = r.int32()
+    _done(r, "target assignment epoch")
+    return epoch
+
+
+def partitions_value(partitions: Mapping[uuid.UUID, Iterable[int]]) -> bytes:
+    w = _record_writer()
+    _write_partitions(w, partitions)
+    return bytes(w.buf)
+
+
+def decode_partitions_value(data: bytes) -> dict[uuid.UUID, frozenset[int]]:
+    r = _record_reader(data, "target assignment")
+    out = _read_partitions(r)
+    _done(r, "target assignment")
+    return out
+
+
+def current_assignment_value(rec: CurrentAssignmentRecord) -> bytes:
+    w = _record_writer()
+    w.int32(rec.member_epoch)
+    w.int32(rec.previous_member_epoch)
+    w.buf += struct.pack(">b", rec.state)
+    _write_partitions(w, rec.assigned)
+    _write_partitions(w, rec.pending_revocation)
+    return bytes(w.buf)
+
+
+def decode_current_assignment_value(data: bytes) -> CurrentAssignmentRecord:
+    r = _record_reader(data, "current assignment")
+    epoch, previous = r.int32(), r.int32()
+    (state,) = struct.unpack(">b", r._take(1))
+    assigned = _read_partitions(r)
+    pending = _read_partitions(r)
+    _done(r, "current assignment")
+    return CurrentAssignmentRecord(epoch, previous, int(state), assigned, pending)
+
+
+def group_config_value(configs: Mapping[str, str]) -> bytes:
+    w = _record_writer()
+    w.int32(len(configs))
+    for name, value in sorted(configs.items()):
+        w.string(name)
+        w.string(value)
+    return bytes(w.buf)
+
+
+def decode_group_config_value(data: bytes) -> dict[str, str]:
+    r = _record_reader(data, "group config")
+    out = {r.required_string(): r.required_string() for _ in range(r.count())}
+    _done(r, "group config")
+    return out
 
 
 def offset_value(om: OffsetAndMetadata) -> bytes:

@@ -224,10 +224,15 @@ class OffsetStore:
         topics: list[dict[str, Any]] = list(req.get("topics") or [])
         errors: dict[tuple[int, int], ErrorCode] = {}
         to_store: list[tuple[tuple[int, int], str, int, OffsetAndMetadata]] = []
+        names = self._topic_names(topics) if version >= 10 else [t.get("name") or "" for t in topics]
         for ti, topic in enumerate(topics):
-            name = topic.get("name") or ""
+            name = names[ti]
             for pi, part in enumerate(topic.get("partitions") or []):
                 index = int(part.get("partition_index", 0))
+                if name is None:
+                    # Version 10 names topics by id: an id the catalogue does not know.
+                    errors[(ti, pi)] = ErrorCode.UNKNOWN_TOPIC_ID
+                    continue
                 if not self._partition_exists(name, index):
                     errors[(ti, pi)] = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
                     continue
@@ -256,6 +261,7 @@ class OffsetStore:
             "topics": [
                 {
                     "name": topic.get("name") or "",
+                    "topic_id": topic.get("topic_id"),
                     "partitions": [
                         {
                             "partition_index": int(part.get("partition_index", 0)),
@@ -267,6 +273,14 @@ class OffsetStore:
                 for ti, topic in enumerate(topics)
             ],
         }
+
+    def _topic_names(self, topics: list[dict[str, Any]]) -> list[str | None]:
+        """The names of topics given by id (None for an id no topic has)."""
+        wanted = {t.get("topic_id") for t in topics}
+        by_id: dict[Any, str] = {
+            m.topic_id: name for name, m in self._ctx.topics().items() if m.topic_id in wanted
+        }
+        return [by_id.get(t.get("topic_id")) for t in topics]
 
     def _commit(
         self,
@@ -283,8 +297,9 @@ class OffsetStore:
         created = False
         if group is None:
             if generation >= 0:
-                # Not a group managed here (or a commit from a generation long gone).
-                return ErrorCode.ILLEGAL_GENERATION
+                # Not a group managed here (or a commit from a generation long gone): from version 9
+                # GROUP_ID_NOT_FOUND (both protocols), before it ILLEGAL_GENERATION, as Kafka answers.
+                return ErrorCode.GROUP_ID_NOT_FOUND if version >= 9 else ErrorCode.ILLEGAL_GENERATION
             group = self._ctx.simple_group(group_id)
             created = True
         error = group.validate_offset_commit(
@@ -306,12 +321,21 @@ class OffsetStore:
     async def handle_fetch(self, req: dict[str, Any], version: int) -> Result:
         require_stable = bool(req.get("require_stable", False))
         if version >= 8:
-            groups = []
+            groups: list[Result] = []
             for g in req.get("groups") or []:
-                error, topics = self._fetch_offsets(g.get("group_id"), g.get("topics"), require_stable)
-                groups.append(
-                    {"group_id": g.get("group_id") or "", "topics": topics, "error_code": int(error)}
+                group_id = g.get("group_id")
+                group = self._ctx.groups.get(group_id) if group_id is not None else None
+                member_error = (
+                    group.validate_offset_fetch(g.get("member_id"), int(g.get("member_epoch", -1)))
+                    if group is not None and version >= 9
+                    else None
                 )
+                if member_error is not None and member_error != ErrorCode.GROUP_ID_NOT_FOUND:
+                    # A member of a consumer group that is not (or no longer) who it says.
+                    groups.append({"group_id": group_id or "", "topics": [], "error_code": int(member_error)})
+                    continue
+                error, topics = self._fetch_offsets(group_id, g.get("topics"), require_stable, version >= 10)
+                groups.append({"group_id": group_id or "", "topics": topics, "error_code": int(error)})
             return {"throttle_time_ms": 0, "groups": groups}
         requested = req.get("topics")
         if version < 2 and requested is None:
@@ -320,27 +344,54 @@ class OffsetStore:
         return {"throttle_time_ms": 0, "topics": topics, "error_code": int(error)}
 
     def _fetch_offsets(
-        self, group_id: str | None, requested: list[dict[str, Any]] | None, require_stable: bool
+        self,
+        group_id: str | None,
+        requested: list[dict[str, Any]] | None,
+        require_stable: bool,
+        by_id: bool = False,
     ) -> tuple[ErrorCode, list[Result]]:
         if group_id is None:
             return ErrorCode.INVALID_GROUP_ID, []
         group = self._ctx.groups.get(group_id)
         offsets = self.committed(group_id) if group is not None and not group.is_dead else {}
+        # Version 10 names topics by id: (name or None if the id is unknown, the id to answer with).
+        ids: list[Any] = []
         if requested is None:
             wanted: dict[str, list[int]] = {}
             for topic, partition in sorted(offsets):
                 wanted.setdefault(topic, []).append(partition)
-            items: Iterable[tuple[str, list[int]]] = wanted.items()
+            items: list[tuple[str | None, list[int]]] = list(wanted.items())
+            if by_id:
+                catalogue = self._ctx.topics()
+                # Offsets of topics that no longer exist are left out.
+                items = [(n, ps) for n, ps in items if n is not None and n in catalogue]
+                ids = [catalogue[n].topic_id for n, _ in items if n is not None]
+        elif by_id:
+            items = [
+                (n, list(t.get("partition_indexes") or []))
+                for n, t in zip(self._topic_names(requested), requested, strict=True)
+            ]
+            ids = [t.get("topic_id") for t in requested]
         else:
             items = [(t.get("name") or "", list(t.get("partition_indexes") or [])) for t in requested]
         unstable = self.pending_partitions(group_id) if require_stable else set()
         report_epoch = self._ctx.report_leader_epoch
         topics = []
-        for name, partitions in items:
+        for ti, (name, partitions) in enumerate(items):
             parts = []
             for index in partitions:
-                om = offsets.get((name, index))
-                if (name, index) in unstable:
+                om = offsets.get((name, index)) if name is not None else None
+                if name is None:
+                    parts.append(
+                        {
+                            "partition_index": index,
+                            "committed_offset": -1,
+                            "committed_leader_epoch": -1,
+                            "metadata": "",
+                            "error_code": int(ErrorCode.UNKNOWN_TOPIC_ID),
+                        }
+                    )
+                elif (name, index) in unstable:
                     # A transaction holding an offset of this partition has not ended: ask again later.
                     parts.append(
                         {
@@ -371,7 +422,10 @@ class OffsetStore:
                             "error_code": NONE,
                         }
                     )
-            topics.append({"name": name, "partitions": parts})
+            entry: Result = {"name": name or "", "partitions": parts}
+            if by_id:
+                entry["topic_id"] = ids[ti]
+            topics.append(entry)
         return ErrorCode.NO_ERROR, topics
 
     async def handle_txn_commit(self, req: dict[str, Any], version: int) -> Result:

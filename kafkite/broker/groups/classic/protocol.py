@@ -119,6 +119,14 @@ class ClassicProtocol:
         if group.sync_deadline_ms is not None and now >= group.sync_deadline_ms:
             self._on_sync_expired(group)
 
+    def reschedule_heartbeat(self, member: ClassicMember) -> None:
+        """Restart a member's session (a group converted from another type)."""
+        self._reschedule_heartbeat(member)
+
+    def prepare_rebalance(self, group: ClassicGroup) -> None:
+        """Start a rebalance of a stable group (a group converted from another type)."""
+        self._maybe_prepare_rebalance(group)
+
     def on_offset_commit(self, group: ClassicGroup, member_id: str) -> None:
         """A member committed offsets: a sign of life."""
         if group.state in (STABLE, PREPARING) and group.has(member_id):
