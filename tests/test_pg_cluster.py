@@ -41,6 +41,10 @@ def cluster(tmp_path: Path) -> Iterator[Callable[[int], list[BrokerProcess]]]:
                     f"node.id={node}",
                     f"cluster.heartbeat.interval.ms={HEARTBEAT_MS}",
                     f"cluster.session.timeout.ms={SESSION_TIMEOUT_MS}",
+                    "group.consumer.session.timeout.ms=6000",
+                    "group.consumer.min.session.timeout.ms=1000",
+                    "group.consumer.heartbeat.interval.ms=500",
+                    "group.consumer.min.heartbeat.interval.ms=100",
                 ],
             )
             started.append(b)
@@ -247,8 +251,9 @@ def test_brokers_share_the_work_and_refuse_what_is_not_theirs(
     assert produce_raw(by_id[1], topic_name, 5, b"after")["base_offset"] == 1
 
 
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
 def test_a_broker_killed_mid_stream_loses_no_acknowledged_message(
-    cluster: Callable[[int], list[BrokerProcess]], topic_name: str
+    cluster: Callable[[int], list[BrokerProcess]], topic_name: str, protocol: str
 ) -> None:
     from confluent_kafka import Consumer, Producer
 
@@ -302,17 +307,18 @@ def test_a_broker_killed_mid_stream_loses_no_acknowledged_message(
     consumed: list[set[bytes]] = [set() for _ in range(3)]
 
     def consume(i: int) -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": group,
-                "auto.offset.reset": "earliest",
-                "enable.auto.commit": True,
-                "auto.commit.interval.ms": 200,
-                "session.timeout.ms": 6000,
-                "heartbeat.interval.ms": 500,
-            }
-        )
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "group.protocol": protocol,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": True,
+            "auto.commit.interval.ms": 200,
+        }
+        if protocol == "classic":
+            # The consumer protocol takes both from the group coordinator.
+            conf.update({"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+        consumer = Consumer(conf)
         consumer.subscribe([topic_name])
         try:
             while not stop_consumers.is_set():
@@ -391,3 +397,86 @@ def test_a_restarted_broker_finds_everything_in_the_database(
     broker.start()
     assert live_nodes(broker) == {1}
     assert produce(broker.bootstrap, topic_name, [(None, b"again")], partition=1) == [51]
+
+
+CONSUMER_GROUP_HEARTBEAT, CONSUMER_GROUP_DESCRIBE = 68, 69
+
+
+def consumer_heartbeat(
+    b: BrokerProcess, group: str, member: str, epoch: int, topics: list[str]
+) -> dict[str, Any]:
+    with RawClient.to(b.bootstrap) as c:
+        return c.request(
+            CONSUMER_GROUP_HEARTBEAT,
+            1,
+            {
+                "group_id": group,
+                "member_id": member,
+                "member_epoch": epoch,
+                "rebalance_timeout_ms": 30000,
+                "subscribed_topic_names": topics,
+                "topic_partitions": [],
+            },
+        )
+
+
+def consumer_describe(b: BrokerProcess, group: str) -> dict[str, Any]:
+    with RawClient.to(b.bootstrap) as c:
+        resp = c.request(
+            CONSUMER_GROUP_DESCRIBE, 1, {"group_ids": [group], "include_authorized_operations": False}
+        )
+    return resp["groups"][0]  # type: ignore[no-any-return]
+
+
+def test_consumer_groups_are_coordinated_by_the_group_placement_and_kept_in_the_database(
+    cluster: Callable[[int], list[BrokerProcess]], topic_name: str
+) -> None:
+    from confluent_kafka.admin import (
+        AdminClient,
+        AlterConfigOpType,
+        ConfigEntry,
+        ConfigResource,
+        ResourceType,
+    )
+
+    brokers = cluster(2)
+    by_id = {i + 1: b for i, b in enumerate(brokers)}
+    wait_for("two live brokers", lambda: all(live_nodes(b) == {1, 2} for b in brokers))
+    create_topic(brokers[0].bootstrap, topic_name, 4)
+    group = f"group-{uuid.uuid4().hex[:6]}"
+    coordinator = by_id[find_coordinator(brokers[0], group)]
+    other = next(b for b in brokers if b is not coordinator)
+    # A group config set through the broker that does not coordinate the group reaches its coordinator.
+    admin = AdminClient({"bootstrap.servers": other.bootstrap})
+    resource = ConfigResource(
+        ResourceType.GROUP,
+        group,
+        incremental_configs=[
+            ConfigEntry("consumer.heartbeat.interval.ms", "700", incremental_operation=AlterConfigOpType.SET),
+            # The member does not heartbeat while every broker restarts: its session outlasts the restarts.
+            ConfigEntry("consumer.session.timeout.ms", "60000", incremental_operation=AlterConfigOpType.SET),
+        ],
+    )
+    admin.incremental_alter_configs([resource])[resource].result(timeout=15)
+    assert consumer_heartbeat(other, group, "m1", 0, [topic_name])["error_code"] == NOT_COORDINATOR
+
+    def joined() -> bool:
+        resp = consumer_heartbeat(coordinator, group, "m1", 0, [topic_name])
+        return resp["error_code"] == 0 and resp["heartbeat_interval_ms"] == 700
+
+    wait_for("the group config at the coordinator", joined)
+    described = consumer_describe(coordinator, group)
+    assert described["error_code"] == 0 and [m["member_id"] for m in described["members"]] == ["m1"]
+    assert consumer_describe(other, group)["error_code"] == NOT_COORDINATOR
+    epoch = described["members"][0]["member_epoch"]
+    # Every broker restarted: the group comes back from the database as it was.
+    for b in brokers:
+        b.stop()
+    for b in brokers:
+        b.start()
+    wait_for("two live brokers again", lambda: all(live_nodes(b) == {1, 2} for b in brokers))
+    again = consumer_describe(by_id[find_coordinator(brokers[0], group)], group)
+    assert again["error_code"] == 0
+    assert [(m["member_id"], m["member_epoch"]) for m in again["members"]] == [("m1", epoch)]
+    assigned = again["members"][0]["assignment"]["topic_partitions"]
+    assert [(t["topic_name"], sorted(t["partitions"])) for t in assigned] == [(topic_name, [0, 1, 2, 3])]

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("kafkite.cluster")
 
 NOT_COORDINATOR = int(ErrorCode.NOT_COORDINATOR)
+# Keys of group configs start with their int16 key version.
+_CONFIG_KEY_PREFIX = logformat.GROUP_CONFIG_KEY_VERSION.to_bytes(2, "big")
 
 
 def _group_of(key: bytes) -> str | None:
@@ -56,6 +58,10 @@ class OwnedGroupLog:
             group = _group_of(key)
             if group is None:
                 continue
+            if key.startswith(_CONFIG_KEY_PREFIX):
+                # A group's configs belong to the cluster: any broker may set them (IncrementalAlterConfigs).
+                rows.append((key, group, value))
+                continue
             if not self._cluster.coordinates(group):
                 log.info("not writing an entry of group %s: it is coordinated by another broker", group)
                 continue
@@ -64,8 +70,16 @@ class OwnedGroupLog:
 
     def replay(self) -> Iterator[Entry]:
         for key, group, value in self._storage.group_entries():
-            if self._cluster.coordinates(group):
+            if self._cluster.coordinates(group) or key.startswith(_CONFIG_KEY_PREFIX):
                 yield key, value
+
+    def read_group_configs(self) -> dict[str, bytes]:
+        """The configs of every group, as set through any broker (refreshed by the coordinator)."""
+        rows = self._storage.db.execute(
+            "SELECT group_id, value FROM kafkite_group_entries WHERE substring(key from 1 for 2) = %s",
+            (_CONFIG_KEY_PREFIX,),
+        )
+        return {str(g): bytes(v) for g, v in rows}
 
 
 async def rebuild_coordinator(broker: Broker) -> None:

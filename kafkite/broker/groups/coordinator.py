@@ -87,6 +87,7 @@ class GroupCoordinator:
         self.consumer = ConsumerProtocol(self, self.classic)
         # Dynamic configs of groups (IncrementalAlterConfigs on GROUP resources), by group id.
         self._group_configs: dict[str, dict[str, int]] = {}
+        self._configs_refreshed_ms = 0
         self._loaded = False
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -251,6 +252,26 @@ class GroupCoordinator:
             self._next_retention_check_ms = now + self.config.offsets_retention_check_interval_ms
             self.expire_offsets()
         self.maybe_compact_log()
+        self._refresh_group_configs(now)
+
+    def _refresh_group_configs(self, now: int) -> None:
+        """Pick up group configs set through other brokers, when the log is shared (at most once a second)."""
+        read = getattr(self._log, "read_group_configs", None)
+        if read is None or now < self._configs_refreshed_ms + 1000:
+            return
+        self._configs_refreshed_ms = now
+        try:
+            rows = read()
+        except Exception as exc:
+            log.warning("cannot read group configs: %s", exc)
+            return
+        configs: dict[str, dict[str, int]] = {}
+        for group_id, value in rows.items():
+            try:
+                configs[group_id] = {n: int(v) for n, v in logformat.decode_group_config_value(value).items()}
+            except (logformat.LogFormatError, ValueError):
+                continue
+        self._group_configs = configs
 
     # -- the group log ---------------------------------------------------------------------------------------
 
