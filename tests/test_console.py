@@ -177,6 +177,30 @@ def test_api_groups_pools_throughput(console: tuple[BrokerProcess, str], seeded:
         (0, 5, 5, 0),
         (1, 10, 30, 20),
     }
+    assert g["type"] == "classic"
+    # A group of the consumer protocol: its members, their epochs and what they own.
+    b, _ = console
+    cg = f"kip848-{seeded['group']}"
+    with RawClient.to(b.bootstrap) as c:
+        resp = c.request(
+            68,  # ConsumerGroupHeartbeat
+            1,
+            {
+                "group_id": cg,
+                "member_id": "member-1",
+                "member_epoch": 0,
+                "rebalance_timeout_ms": 30000,
+                "subscribed_topic_names": [seeded["topic"]],
+                "topic_partitions": [],
+            },
+        )
+        assert resp["error_code"] == 0, resp
+    listed = {x["group"]: x for x in get(url + "/api/groups")}
+    assert (listed[cg]["type"], listed[cg]["state"], listed[cg]["members"]) == ("consumer", "Stable", 1)
+    d = get(f"{url}/api/groups/{cg}")
+    assert d["type"] == "consumer" and d["generation"] == 1
+    assert d["members"][0]["member_epoch"] == 1 and d["members"][0]["protocol"] == "consumer"
+    assert d["members"][0]["assignment"] == [{"topic": seeded["topic"], "partitions": [0, 1]}]
     pools = get(url + "/api/pools")
     default = next(p for p in pools if p["default"])
     assert seeded["topic"] in [s["topic"] for s in default["streams"]]

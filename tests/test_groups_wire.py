@@ -18,6 +18,7 @@ from kafkite.protocol.messages import registry
 OFFSET_COMMIT, OFFSET_FETCH, FIND_COORDINATOR = 8, 9, 10
 JOIN, HEARTBEAT, LEAVE, SYNC = 11, 12, 13, 14
 DESCRIBE, LIST, DELETE, OFFSET_DELETE = 15, 16, 42, 47
+CONSUMER_HEARTBEAT, CONSUMER_DESCRIBE = 68, 69
 
 
 class _Topic:
@@ -54,6 +55,8 @@ class Wire:
             LIST: self.coord.list_groups,
             DELETE: self.coord.delete_groups,
             OFFSET_DELETE: self.coord.offset_delete,
+            CONSUMER_HEARTBEAT: self.coord.consumer_group_heartbeat,
+            CONSUMER_DESCRIBE: self.coord.consumer_group_describe,
         }
 
     async def call(self, key: int, version: int, req: dict[str, Any]) -> dict[str, Any]:
@@ -250,3 +253,55 @@ async def test_errors_encode_at_every_version() -> None:
         )
         await w.call(OFFSET_FETCH, fv, req)
     await asyncio.sleep(0)
+
+
+@run
+async def test_consumer_group_apis_at_every_version() -> None:
+    assert _versions(CONSUMER_HEARTBEAT) == [0, 1] and _versions(CONSUMER_DESCRIBE) == [0, 1]
+    for v in _versions(CONSUMER_HEARTBEAT):
+        w = Wire()
+        group = f"cg-v{v}"
+        joined = await w.call(
+            CONSUMER_HEARTBEAT,
+            v,
+            {
+                "group_id": group,
+                "member_id": "" if v == 0 else "client-chosen",
+                "member_epoch": 0,
+                "rebalance_timeout_ms": 30_000,
+                "subscribed_topic_names": ["orders"],
+                "subscribed_topic_regex": None if v == 0 else "^pay.*",
+                "topic_partitions": [],
+            },
+        )
+        assert joined["error_code"] == 0 and joined["member_epoch"] == 1, joined
+        member = joined["member_id"]
+        assert member == "client-chosen" if v >= 1 else len(member) == 36
+        assigned = {t["topic_id"]: sorted(t["partitions"]) for t in joined["assignment"]["topic_partitions"]}
+        expected = {CATALOGUE["orders"].topic_id: [0, 1, 2]}
+        if v >= 1:
+            expected[CATALOGUE["payments"].topic_id] = [0, 1]
+        assert assigned == expected
+        again = await w.call(
+            CONSUMER_HEARTBEAT, v, {"group_id": group, "member_id": member, "member_epoch": 1}
+        )
+        assert (again["error_code"], again["assignment"]) == (0, None)
+        for dv in _versions(CONSUMER_DESCRIBE):
+            d = (await w.call(CONSUMER_DESCRIBE, dv, {"group_ids": [group, "none"]}))["groups"]
+            assert (d[0]["error_code"], d[0]["group_state"], d[0]["assignor_name"]) == (
+                0,
+                "Stable",
+                "uniform",
+            )
+            m = d[0]["members"][0]
+            assert (m["member_id"], m["member_epoch"], m["client_host"]) == (member, 1, "/10.0.0.1")
+            assert m["member_type"] == (1 if dv >= 1 else -1)
+            names = {t["topic_name"] for t in m["assignment"]["topic_partitions"]}
+            assert names == ({"orders", "payments"} if v >= 1 else {"orders"})
+            assert d[1]["error_code"] == 69
+        left = await w.call(
+            CONSUMER_HEARTBEAT, v, {"group_id": group, "member_id": member, "member_epoch": -1}
+        )
+        assert (left["error_code"], left["member_epoch"]) == (0, -1)
+        bad = await w.call(CONSUMER_HEARTBEAT, v, {"group_id": group, "member_id": member, "member_epoch": 3})
+        assert bad["error_code"] == 25  # UNKNOWN_MEMBER_ID: the group is empty now

@@ -296,3 +296,29 @@ def test_throttled_produce_is_counted(broker_factory: Any, topic_name: str) -> N
     m = scrape(url)
     assert value(m, "kafkite_throttled_responses_total", api="Produce") >= 1
     assert value(m, "kafkite_throttle_time_seconds_total", api="Produce") > 0.2
+
+
+def test_consumer_protocol_group_epochs(metered: tuple[BrokerProcess, str], topic_name: str) -> None:
+    b, url = metered
+    group = f"kip848-{topic_name}"
+    with RawClient.to(b.bootstrap) as c:
+        create(c, topic_name, partitions=2)
+        resp = c.request(
+            68,  # ConsumerGroupHeartbeat
+            1,
+            {
+                "group_id": group,
+                "member_id": "member-1",
+                "member_epoch": 0,
+                "rebalance_timeout_ms": 30000,
+                "subscribed_topic_names": [topic_name],
+                "topic_partitions": [],
+            },
+        )
+        assert resp["error_code"] == 0, resp
+    m = scrape(url)
+    assert value(m, "kafkite_group_epoch", group=group, type="consumer") == 1
+    assert value(m, "kafkite_group_assignment_epoch", group=group) == 1
+    assert value(m, "kafkite_group_member_epoch", group=group, member="member-1") == 1
+    assert value(m, "kafkite_group_members", group=group) == 1
+    assert value(m, "kafkite_group_state", group=group, state="Stable") == 1

@@ -452,16 +452,25 @@ def test_unauthenticated_and_certificate_principals(ab: SecureBroker, pki: Pki) 
         assert name not in [t["name"] for t in c.request(ApiKey.METADATA, 12, {"topics": None})["topics"]]
 
 
-def test_consumer_group_denied_then_allowed(ab: SecureBroker) -> None:
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_consumer_group_denied_then_allowed(ab: SecureBroker, protocol: str) -> None:
     from confluent_kafka import Consumer, KafkaError
 
     t = f"cg-{uuid.uuid4().hex[:6]}"
+    group = f"bob-group-{protocol}"
     assert produce_one(ab, "admin", t) is None
     create_acls_raw(ab, [(RT.TOPIC, t, "User:bob", Op.READ)])
     errors: list[Any] = []
     c = Consumer(
         conf(
-            ab, "bob", **{"group.id": "bob-group", "auto.offset.reset": "earliest", "error_cb": errors.append}
+            ab,
+            "bob",
+            **{
+                "group.id": group,
+                "group.protocol": protocol,
+                "auto.offset.reset": "earliest",
+                "error_cb": errors.append,
+            },
         )
     )
     c.subscribe([t])
@@ -475,8 +484,10 @@ def test_consumer_group_denied_then_allowed(ab: SecureBroker) -> None:
     assert (
         got and got[0].error() is not None and got[0].error().code() == KafkaError.GROUP_AUTHORIZATION_FAILED
     )
-    create_acls_raw(ab, [(RT.GROUP, "bob-group", "User:bob", Op.READ)])
-    c = Consumer(conf(ab, "bob", **{"group.id": "bob-group", "auto.offset.reset": "earliest"}))
+    create_acls_raw(ab, [(RT.GROUP, group, "User:bob", Op.READ)])
+    c = Consumer(
+        conf(ab, "bob", **{"group.id": group, "group.protocol": protocol, "auto.offset.reset": "earliest"})
+    )
     c.subscribe([t])
     values = []
     deadline = time.monotonic() + 20

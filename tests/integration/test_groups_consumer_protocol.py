@@ -693,3 +693,27 @@ def test_kafka_python_and_aiokafka_classic_groups_beside_a_consumer_group(
     finally:
         for r in runners:
             r.finish()
+
+
+def test_without_the_consumer_protocol_its_apis_are_not_offered(broker_factory: BrokerFactory) -> None:
+    from helpers import RawClient
+
+    b = broker_factory("group.coordinator.rebalance.protocols=classic")
+    with RawClient.to(b.bootstrap) as c:
+        resp = c.api_versions(version=3)
+    assert not {68, 69} & {a["api_key"] for a in resp["api_keys"]}
+    assert resp["finalized_features"] == []
+    # A consumer configured for the consumer protocol is told so (and a classic one works as ever).
+    create_topic(b.bootstrap, "only-classic", 1)
+    produce(b.bootstrap, "only-classic", [(b"k", b"v")])
+    classic = consumer(b.bootstrap, "g-only-classic", "classic")
+    try:
+        classic.subscribe(["only-classic"])
+        deadline = time.monotonic() + 30
+        got = None
+        while got is None or got.error() is not None:
+            assert time.monotonic() < deadline
+            got = classic.poll(0.5)
+        assert got.value() == b"v"
+    finally:
+        classic.close()

@@ -51,3 +51,14 @@ def test_api_versions_each_version(shared_broker: BrokerProcess, version: int) -
     assert resp["error_code"] == 0
     keys = {a["api_key"] for a in resp["api_keys"]}
     assert {0, 1, 2, 3, 18, 19, 20} <= keys
+
+
+def test_api_versions_reports_the_group_version_feature(shared_broker: BrokerProcess) -> None:
+    with RawClient.to(shared_broker.bootstrap) as c:
+        resp = c.api_versions(version=3)
+    assert {(f["name"], f["min_version"], f["max_version"]) for f in resp["supported_features"]} == {
+        ("group.version", 0, 1)
+    }
+    assert resp["finalized_features_epoch"] >= 0
+    assert [(f["name"], f["max_version_level"]) for f in resp["finalized_features"]] == [("group.version", 1)]
+    assert {68, 69} <= {a["api_key"] for a in resp["api_keys"]}
