@@ -219,6 +219,36 @@ def test_rest_and_kafka_groups_share_offsets(broker: InProcessBroker, sdk: tuple
     assert sum(tp.offset for tp in committed if tp.offset >= 0) == 1
 
 
+@pytest.mark.skipif(not groups_wired(), reason="the group coordinator is not wired into the broker")
+def test_consumer_protocol_groups_live_in_their_pool(broker: InProcessBroker, sdk: tuple[Any, Any]) -> None:
+    admin, data = sdk
+    pool_a, stream_a = make_pool_and_stream(admin, "orders")
+    make_pool_and_stream(admin, "orders-of-b")
+    pa = Producer(sasl(broker, pool_a.id))
+    pa.produce("orders", value=b"in-a")
+    assert pa.flush(30) == 0
+    # A regular expression matches the pool's stream names, never another pool's streams.
+    conf = sasl(broker, pool_a.id)
+    c = Consumer({**conf, "group.id": "gk", "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+    try:
+        c.subscribe(["^ord.*"])
+        got = None
+        deadline = time.monotonic() + 30
+        while got is None or got.error() is not None:
+            assert time.monotonic() < deadline, "nothing consumed"
+            got = c.poll(0.5)
+        assert (got.topic(), got.value()) == ("orders", b"in-a")
+        c.commit(asynchronous=False)
+        assert {tp.topic for tp in c.assignment()} == {"orders"}
+    finally:
+        c.close()
+    # The REST group of the same name in the same pool shares the committed offsets.
+    gc = data.create_group_cursor(
+        stream_a.id, CreateGroupCursorDetails(group_name="gk", type="TRIM_HORIZON", commit_on_get=False)
+    ).data.value
+    assert data.get_messages(stream_a.id, gc).data == []
+
+
 def test_wrong_password_or_unknown_pool_fails(broker: InProcessBroker, sdk: tuple[Any, Any]) -> None:
     admin, _ = sdk
     pool, _ = make_pool_and_stream(admin)
