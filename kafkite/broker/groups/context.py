@@ -11,8 +11,9 @@ import uuid
 from collections.abc import Mapping
 from typing import Protocol
 
+from . import logformat
 from .config import GroupConfig
-from .group import Group
+from .group import Group, GroupType
 from .log import Entry
 from .offsets import OffsetStore
 
@@ -74,3 +75,24 @@ class GroupContext(Protocol):
     def maybe_drop_group(self, group: Group) -> None:
         """Remove ``group`` if it is empty and holds no offsets."""
         ...
+
+
+class GroupProtocol(Protocol):
+    """A group protocol running in the coordinator, over the groups of its type.
+
+    Loading: ``replay`` is given every group record of the log in order (True: the record is one of this
+    protocol's), then ``restored`` builds each group whose latest record was one of its own. Timers:
+    ``next_deadline`` and ``expire``. On shutdown ``stop`` answers what waits.
+    """
+
+    group_type: GroupType
+
+    def replay(self, key: logformat.Key, value: bytes | None) -> bool: ...
+
+    def restored(self, group_id: str, now_ms: int) -> Group | None: ...
+
+    def next_deadline(self) -> float: ...
+
+    def expire(self, now: int) -> None: ...
+
+    def stop(self) -> None: ...

@@ -29,8 +29,8 @@ from .classic.state import ClassicGroup
 from .config import GROUP_CONFIG_DEFAULTS, GROUP_CONFIG_DOCS, GroupConfig, validate_group_configs
 from .consumer import embedded
 from .consumer.protocol import ConsumerProtocol
-from .consumer.state import ConsumerGroup, member_from_records
-from .context import TopicInfo
+from .consumer.state import ConsumerGroup
+from .context import GroupProtocol, TopicInfo
 from .group import Group
 from .log import Entry, GroupLog, MemoryGroupLog
 from .offsets import OffsetAndMetadata, OffsetStore
@@ -85,6 +85,8 @@ class GroupCoordinator:
         self.offsets = OffsetStore(self)
         self.classic = ClassicProtocol(self)
         self.consumer = ConsumerProtocol(self, self.classic)
+        # The group protocols, one per group type (a protocol for share groups would join them here).
+        self.protocols: list[GroupProtocol] = [self.classic, self.consumer]
         # Dynamic configs of groups (IncrementalAlterConfigs on GROUP resources), by group id.
         self._group_configs: dict[str, dict[str, int]] = {}
         self._configs_refreshed_ms = 0
@@ -149,10 +151,8 @@ class GroupCoordinator:
         if self._loaded:
             return
         self._loaded = True
-        records: dict[str, tuple[logformat.GroupRecord, bytes]] = {}
-        consumer: dict[str, _ConsumerRecords] = {}
-        # Which kind of group record of each group id was written last (a group id holds one group).
-        last_kind: dict[str, str] = {}
+        # The protocol whose record of each group id was written last (a group id holds one group).
+        latest: dict[str, GroupProtocol] = {}
         replayed = 0
         keys: dict[bytes, logformat.Key] = {}
         for key, value in self._log.replay():
@@ -161,12 +161,6 @@ class GroupCoordinator:
                 k = keys.get(key) or keys.setdefault(key, logformat.decode_key(key))
                 if isinstance(k, logformat.OffsetKey | logformat.TxnOffsetKey):
                     self.offsets.replay(k, value)
-                elif isinstance(k, logformat.GroupKey):
-                    if value is None:
-                        records.pop(k.group_id, None)
-                    else:
-                        records[k.group_id] = (logformat.decode_group_value(value), value)
-                        last_kind[k.group_id] = "classic"
                 elif isinstance(k, logformat.GroupConfigKey):
                     if value is None:
                         self._group_configs.pop(k.group_id, None)
@@ -174,21 +168,17 @@ class GroupCoordinator:
                         configs = logformat.decode_group_config_value(value)
                         self._group_configs[k.group_id] = {n: int(v) for n, v in configs.items()}
                 else:
-                    consumer.setdefault(k.group_id, _ConsumerRecords()).replay(k, value)
-                    if value is not None:
-                        last_kind[k.group_id] = "consumer"
+                    protocol = next((p for p in self.protocols if p.replay(k, value)), None)
+                    if protocol is not None and value is not None:
+                        latest[k.group_id] = protocol
             except (logformat.LogFormatError, ValueError) as exc:
                 log.warning("skipping an undecodable entry of the group log: %s", exc)
         self.offsets.finish_load()
         now = self.now_ms()
-        for group_id, (rec, raw) in records.items():
-            if last_kind.get(group_id) == "classic":
-                self.groups[group_id] = ClassicGroup.restore(group_id, rec, raw, now)
-        for group_id, recs in consumer.items():
-            if last_kind.get(group_id) == "consumer" and recs.exists:
-                group = recs.build(group_id, now)
+        for group_id, protocol in latest.items():
+            group = protocol.restored(group_id, now)
+            if group is not None:
                 self.groups[group_id] = group
-                self.consumer.restore(group)
         for group_id in self.offsets.groups():
             if group_id not in self.groups:
                 # Offsets without a group: a "simple" group of consumers that assign partitions themselves.
@@ -213,8 +203,8 @@ class GroupCoordinator:
             task.cancel()
             # The task's own cancellation is returned, not raised; the caller's is raised.
             await asyncio.gather(task, return_exceptions=True)
-        self.classic.stop()
-        self.consumer.stop()
+        for protocol in self.protocols:
+            protocol.stop()
 
     async def _run(self) -> None:
         while True:
@@ -238,14 +228,14 @@ class GroupCoordinator:
         nxt: float = float("inf")
         if self._next_retention_check_ms is not None:
             nxt = self._next_retention_check_ms
-        return min(nxt, self.classic.next_deadline(), self.consumer.next_deadline())
+        return min([nxt, *(p.next_deadline() for p in self.protocols)])
 
     def tick(self) -> None:
         """Run every timer that is due: the protocols' session and rebalance timers, offset retention."""
         self.load()
         now = self.now_ms()
-        self.classic.expire(now)
-        self.consumer.expire(now)
+        for protocol in self.protocols:
+            protocol.expire(now)
         if self._next_retention_check_ms is None:
             self._next_retention_check_ms = now + self.config.offsets_retention_check_interval_ms
         elif now >= self._next_retention_check_ms:
@@ -685,53 +675,3 @@ def _join_error(member_id: str, code: ErrorCode) -> Result:
         "member_id": member_id,
         "members": [],
     }
-
-
-class _ConsumerRecords:
-    """The records of one consumer group met while replaying the group log."""
-
-    def __init__(self) -> None:
-        self.meta: tuple[int, int] | None = None
-        self.assignment_epoch: int | None = None
-        self.members: dict[str, logformat.ConsumerMemberRecord] = {}
-        self.current: dict[str, logformat.CurrentAssignmentRecord] = {}
-        self.targets: dict[str, dict[Any, frozenset[int]]] = {}
-
-    @property
-    def exists(self) -> bool:
-        return self.meta is not None or bool(self.members)
-
-    def replay(self, key: logformat.Key, value: bytes | None) -> None:
-        if isinstance(key, logformat.ConsumerGroupKey):
-            self.meta = None if value is None else logformat.decode_consumer_group_value(value)
-        elif isinstance(key, logformat.TargetAssignmentMetadataKey):
-            self.assignment_epoch = (
-                None if value is None else logformat.decode_target_assignment_metadata_value(value)
-            )
-        elif isinstance(key, logformat.ConsumerMemberKey):
-            if value is None:
-                self.members.pop(key.member_id, None)
-            else:
-                self.members[key.member_id] = logformat.decode_consumer_member_value(value)
-        elif isinstance(key, logformat.CurrentAssignmentKey):
-            if value is None:
-                self.current.pop(key.member_id, None)
-            else:
-                self.current[key.member_id] = logformat.decode_current_assignment_value(value)
-        elif isinstance(key, logformat.TargetAssignmentMemberKey):
-            if value is None:
-                self.targets.pop(key.member_id, None)
-            else:
-                self.targets[key.member_id] = logformat.decode_partitions_value(value)
-
-    def build(self, group_id: str, now_ms: int) -> ConsumerGroup:
-        group = ConsumerGroup(group_id, now_ms)
-        if self.meta is not None:
-            group.group_epoch, group.metadata_hash = self.meta
-        group.assignment_epoch = self.assignment_epoch or 0
-        for member_id, meta in self.members.items():
-            group.update_member(member_from_records(member_id, meta, self.current.get(member_id)))
-        for member_id, target in self.targets.items():
-            group.target[member_id] = target
-        group.discard_dirty()
-        return group

@@ -18,6 +18,7 @@ from kafkite.protocol.errors import ErrorCode
 
 from .. import logformat
 from ..context import GroupContext
+from ..group import GroupType
 from .state import ClassicGroup, ClassicMember, GroupState, Protocols
 
 log = logging.getLogger("kafkite.groups")
@@ -62,8 +63,30 @@ def sync_error(code: ErrorCode) -> Result:
 class ClassicProtocol:
     """The classic groups of one coordinator: their rebalances, sessions and DescribeGroups entries."""
 
+    group_type = GroupType.CLASSIC
+
     def __init__(self, ctx: GroupContext) -> None:
         self._ctx = ctx
+        # Group metadata records met while loading the log, by group id.
+        self._loading: dict[str, tuple[logformat.GroupRecord, bytes]] = {}
+
+    # -- loading ---------------------------------------------------------------------------------------------
+
+    def replay(self, key: logformat.Key, value: bytes | None) -> bool:
+        if not isinstance(key, logformat.GroupKey):
+            return False
+        if value is None:
+            self._loading.pop(key.group_id, None)
+        else:
+            self._loading[key.group_id] = (logformat.decode_group_value(value), value)
+        return True
+
+    def restored(self, group_id: str, now_ms: int) -> ClassicGroup | None:
+        """The group as its last record left it: members stable, their sessions restarted now."""
+        loaded = self._loading.pop(group_id, None)
+        if loaded is None:
+            return None
+        return ClassicGroup.restore(group_id, loaded[0], loaded[1], now_ms)
 
     def _classic(self, group_id: str) -> ClassicGroup | None:
         group = self._ctx.groups.get(group_id)

@@ -28,10 +28,11 @@ from typing import Any
 
 from kafkite.protocol.errors import ErrorCode
 
+from .. import logformat
 from ..classic.protocol import ClassicProtocol, join_error, sync_error
 from ..classic.state import ClassicGroup, ClassicMember, GroupState
 from ..context import GroupContext, TopicInfo
-from ..group import Group
+from ..group import Group, GroupType
 from ..log import Entry
 from . import embedded, regex
 from .assignors import ASSIGNORS, MemberSpec
@@ -42,6 +43,7 @@ from .state import (
     ClassicMetadata,
     ConsumerGroup,
     ConsumerMember,
+    ConsumerRecords,
     MemberState,
     Partitions,
     TopicId,
@@ -160,9 +162,13 @@ class _Operation:
 class ConsumerProtocol:
     """The consumer groups of one coordinator."""
 
+    group_type = GroupType.CONSUMER
+
     def __init__(self, ctx: GroupContext, classic: ClassicProtocol) -> None:
         self._ctx = ctx
         self._classic = classic
+        # Records of consumer groups met while loading the log, by group id.
+        self._loading: dict[str, ConsumerRecords] = {}
 
     @property
     def config(self) -> Any:
@@ -1167,17 +1173,39 @@ class ConsumerProtocol:
 
     # -- loading ---------------------------------------------------------------------------------------------
 
-    def restore(self, group: ConsumerGroup) -> None:
-        """A group loaded from the log: its members' sessions start now; regexes are resolved again."""
-        topics = _Topics(self._ctx.topics())
-        self._resolve_regexes(group, topics)
+    def replay(self, key: logformat.Key, value: bytes | None) -> bool:
+        if not isinstance(
+            key,
+            logformat.ConsumerGroupKey
+            | logformat.ConsumerMemberKey
+            | logformat.TargetAssignmentMetadataKey
+            | logformat.TargetAssignmentMemberKey
+            | logformat.CurrentAssignmentKey,
+        ):
+            return False
+        self._loading.setdefault(key.group_id, ConsumerRecords()).replay(key, value)
+        return True
+
+    def restored(self, group_id: str, now_ms: int) -> ConsumerGroup | None:
+        """The group as its records left it: its members' sessions start now, regexes are resolved again."""
+        records = self._loading.pop(group_id, None)
+        if records is None or not records.exists:
+            return None
+        group = records.build(group_id, now_ms)
+        self._resolve_regexes(group, _Topics(self._ctx.topics()))
         group.discard_dirty()
-        now = self._ctx.now_ms()
         for m in group.members.values():
-            self._schedule_session(group, m)
+            timeout = (
+                m.classic.session_timeout_ms if m.classic is not None else self.session_timeout_ms(group_id)
+            )
+            self._schedule(group.session_deadline, m.member_id, now_ms + timeout)
             if m.classic is None and m.state is MemberState.UNREVOKED_PARTITIONS:
-                group.rebalance_deadline[m.member_id] = (now + max(m.rebalance_timeout_ms, 0), m.member_epoch)
-        group.note_state(now)
+                group.rebalance_deadline[m.member_id] = (
+                    now_ms + max(m.rebalance_timeout_ms, 0),
+                    m.member_epoch,
+                )
+        group.note_state(now_ms)
+        return group
 
 
 def _classic_member(m: ConsumerMember) -> ClassicMember:

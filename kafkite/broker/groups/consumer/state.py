@@ -697,3 +697,53 @@ def member_from_records(
             pending_revocation=partitions_of(current.pending_revocation),
         )
     return member
+
+
+class ConsumerRecords:
+    """The records of one consumer group met while replaying the group log."""
+
+    def __init__(self) -> None:
+        self.meta: tuple[int, int] | None = None
+        self.assignment_epoch: int | None = None
+        self.members: dict[str, logformat.ConsumerMemberRecord] = {}
+        self.current: dict[str, logformat.CurrentAssignmentRecord] = {}
+        self.targets: dict[str, dict[TopicId, frozenset[int]]] = {}
+
+    @property
+    def exists(self) -> bool:
+        return self.meta is not None or bool(self.members)
+
+    def replay(self, key: logformat.Key, value: bytes | None) -> None:
+        if isinstance(key, logformat.ConsumerGroupKey):
+            self.meta = None if value is None else logformat.decode_consumer_group_value(value)
+        elif isinstance(key, logformat.TargetAssignmentMetadataKey):
+            self.assignment_epoch = (
+                None if value is None else logformat.decode_target_assignment_metadata_value(value)
+            )
+        elif isinstance(key, logformat.ConsumerMemberKey):
+            if value is None:
+                self.members.pop(key.member_id, None)
+            else:
+                self.members[key.member_id] = logformat.decode_consumer_member_value(value)
+        elif isinstance(key, logformat.CurrentAssignmentKey):
+            if value is None:
+                self.current.pop(key.member_id, None)
+            else:
+                self.current[key.member_id] = logformat.decode_current_assignment_value(value)
+        elif isinstance(key, logformat.TargetAssignmentMemberKey):
+            if value is None:
+                self.targets.pop(key.member_id, None)
+            else:
+                self.targets[key.member_id] = logformat.decode_partitions_value(value)
+
+    def build(self, group_id: str, now_ms: int) -> ConsumerGroup:
+        group = ConsumerGroup(group_id, now_ms)
+        if self.meta is not None:
+            group.group_epoch, group.metadata_hash = self.meta
+        group.assignment_epoch = self.assignment_epoch or 0
+        for member_id, meta in self.members.items():
+            group.update_member(member_from_records(member_id, meta, self.current.get(member_id)))
+        for member_id, target in self.targets.items():
+            group.target[member_id] = target
+        group.discard_dirty()
+        return group
