@@ -16,7 +16,7 @@ from kafkite.broker.groups.consumer.assignors import (
     UniformAssignor,
     assignor_names,
 )
-from kafkite.broker.groups.consumer.regex import RegexError, matches, translate
+from kafkite.broker.groups.consumer.regex import RegexError, compile_re2, matches
 
 T = [uuid.UUID(int=i + 1) for i in range(6)]
 
@@ -147,6 +147,15 @@ def test_uniform_property(topic_sizes: list[int], subscriptions: list[set[int]],
         ("x(?i)ab|c", ["xAB", "C"], ["XAB"]),
         ("\\pL+", ["abc"], ["a1"]),
         ("[^\\d]+", ["abc"], ["a1"]),
+        ("(?i)ORDERS\\.v[0-9]", ["orders.v1", "Orders.V2"], ["orders-v1"]),
+        ("\\x41\\x{42}c", ["ABc"], ["abc"]),
+        ("[]a-c-]+", ["]a-c", "b"], ["d"]),
+        ("\\bfoo\\b.*", ["foo.bar", "foo"], ["foobar"]),
+        ("a|", ["a"], ["b"]),
+        ("(a*)*b", ["aaab", "b"], ["aaa"]),
+        ("t\\d{2,3}", ["t12", "t123"], ["t1", "t1234"]),
+        ("\\Aevents\\z", ["events"], ["events2"]),
+        ("[[:^alpha:]]+", ["123"], ["1a"]),
     ],
 )
 def test_re2_patterns_match_whole_names(pattern: str, yes: list[str], no: list[str]) -> None:
@@ -182,7 +191,15 @@ def test_re2_patterns_match_whole_names(pattern: str, yes: list[str], no: list[s
 )
 def test_re2_rejects_what_re2_rejects(pattern: str) -> None:
     with pytest.raises(RegexError):
-        translate(pattern)
+        compile_re2(pattern)
+
+
+def test_re2_matching_is_linear_in_the_name() -> None:
+    # Exponential for a backtracking matcher; RE2 (and this matcher) read each character once.
+    name = "a" * 200
+    assert not matches("(a+)+b", name)
+    assert not matches("(a|aa)*c", name)
+    assert matches("(a|a)*", name)
 
 
 def test_embedded_consumer_protocol_round_trips() -> None:

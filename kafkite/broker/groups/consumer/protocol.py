@@ -614,7 +614,7 @@ class ConsumerProtocol:
                     for t, visible in (
                         (t, self._ctx.visible_topic(group.group_id, t)) for t in topics.by_name
                     )
-                    if visible is not None and compiled.fullmatch(visible) is not None
+                    if visible is not None and compiled.fullmatch(visible)
                 )
             if group.resolved_regexes.get(pattern) != resolved:
                 group.resolved_regexes[pattern] = resolved
