@@ -608,6 +608,9 @@ def test_every_control_plane_change_and_refusal_is_audited_once(d: Doors) -> Non
     refused(
         bob.incremental_alter_configs([ConfigResource("TOPIC", "audited", incremental_configs=[retention])])
     )
+    session = ConfigEntry("consumer.session.timeout.ms", "50000", incremental_operation=AlterConfigOpType.SET)
+    group_config = ConfigResource(ResourceType.GROUP, "audited-group", incremental_configs=[session])
+    ok(admin.incremental_alter_configs([group_config]))
     ok(admin.delete_topics(["audited-gone"], operation_timeout=10))
     refused(bob.delete_topics(["audited"], operation_timeout=10))
     # ACLs and users.
@@ -626,6 +629,23 @@ def test_every_control_plane_change_and_refusal_is_audited_once(d: Doors) -> Non
     tps = [TopicPartition("audited", 0, 0), TopicPartition("audited", 1, 0)]
     ok(admin.alter_consumer_group_offsets([ConsumerGroupTopicPartitions("audited-group", tps)]))
     with sasl_raw(d, "admin", "admin-secret") as c:
+        # Version 10 names the topic by id; the trail names it.
+        md = c.request(
+            ApiKey.METADATA, 12, {"topics": [{"name": "audited"}], "allow_auto_topic_creation": False}
+        )
+        commit = {
+            "group_id": "audited-ids",
+            "generation_id_or_member_epoch": -1,
+            "member_id": "",
+            "topics": [
+                {
+                    "topic_id": md["topics"][0]["topic_id"],
+                    "partitions": [{"partition_index": 1, "committed_offset": 0}],
+                }
+            ],
+        }
+        resp = c.request(ApiKey.OFFSET_COMMIT, 10, commit)
+        assert resp["topics"][0]["partitions"][0]["error_code"] == 0, resp
         resp = c.request(
             ApiKey.OFFSET_DELETE,
             0,
@@ -673,6 +693,7 @@ def test_every_control_plane_change_and_refusal_is_audited_once(d: Doors) -> Non
         ("kafka", "User:admin", "CreatePartitions", "audited", "ok"),
         ("kafka", "User:admin", "IncrementalAlterConfigs", "audited", "ok"),
         ("kafka", "User:bob", "IncrementalAlterConfigs", "audited", "denied"),
+        ("kafka", "User:admin", "IncrementalAlterConfigs", "audited-group", "ok"),
         ("kafka", "User:admin", "DeleteTopics", "audited-gone", "ok"),
         ("kafka", "User:bob", "DeleteTopics", "audited", "denied"),
         ("kafka", "User:admin", "CreateAcls", "GROUP:carol-group", "ok"),
@@ -680,6 +701,7 @@ def test_every_control_plane_change_and_refusal_is_audited_once(d: Doors) -> Non
         ("kafka", "User:admin", "AlterUserScramCredentials", "carol", "ok"),
         ("kafka", "User:bob", "AlterUserScramCredentials", "carol", "denied"),
         ("kafka", "User:admin", "OffsetCommit", "audited-group", "ok"),
+        ("kafka", "User:admin", "OffsetCommit", "audited-ids", "ok"),
         ("kafka", "User:admin", "OffsetDelete", "audited-group", "ok"),
         ("kafka", "User:admin", "AlterClientQuotas", "user=bob", "ok"),
         ("kafka", "User:bob", "AlterClientQuotas", "user=bob", "denied"),
@@ -701,6 +723,13 @@ def test_every_control_plane_change_and_refusal_is_audited_once(d: Doors) -> Non
     alter = by_key[("kafka", "User:admin", "IncrementalAlterConfigs", "audited", "ok")]
     assert alter["before"] == {"retention.ms": None} and alter["after"] == {"retention.ms": "3600000"}
     assert by_key[("kafka", "User:admin", "CreatePartitions", "audited", "ok")]["before"] == {"partitions": 1}
+    alter = by_key[("kafka", "User:admin", "IncrementalAlterConfigs", "audited-group", "ok")]
+    assert alter["resource"]["type"] == "group"
+    assert alter["before"] == {"consumer.session.timeout.ms": None}
+    assert alter["after"] == {"consumer.session.timeout.ms": "50000"}
+    assert by_key[("kafka", "User:admin", "OffsetCommit", "audited-ids", "ok")]["after"] == {
+        "offsets": {"audited": {"1": 0}}
+    }
     assert all(r["address"] == "127.0.0.1" and r["time"].endswith("Z") for r in records)
     # No secret reaches the trail.
     text = (d.broker.data_dir / "audit.log").read_text()

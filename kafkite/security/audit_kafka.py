@@ -35,6 +35,7 @@ DENY_CODES: dict[int, str] = {
 }
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
+RESOURCE_GROUP = 32
 CONFIG_OPS = {0: "SET", 1: "DELETE", 2: "APPEND", 3: "SUBTRACT"}
 NAME_KEYS = ("name", "topic", "group_id", "resource_name", "key", "transactional_id", "user")
 
@@ -220,6 +221,8 @@ def _config_values(b: Broker, ctx: RequestContext, rtype: int, name: str, keys: 
         current = _topic_configs(b, ctx, name) or {}
     elif rtype == RESOURCE_BROKER:
         current = dict(b.dynamic_configs)
+    elif rtype == RESOURCE_GROUP and b.groups is not None:
+        current = {k: str(v) for k, v in b.groups.group_configs(_internal_topic(b, ctx, name)).items()}
     else:
         return {}
     return {k: current.get(k) for k in keys}
@@ -249,7 +252,9 @@ def _alter_configs(operation: str) -> Callable[[Broker, RequestContext, Any, dic
             if validate_only and result == OK:
                 continue
             after = _config_values(b, ctx, rtype, name, keys) if result == OK else None
-            kind = {RESOURCE_TOPIC: "topic", RESOURCE_BROKER: "broker"}.get(rtype, f"config-resource-{rtype}")
+            kind = {RESOURCE_TOPIC: "topic", RESOURCE_BROKER: "broker", RESOURCE_GROUP: "group"}.get(
+                rtype, f"config-resource-{rtype}"
+            )
             out.append(
                 dict(
                     operation=operation,
@@ -486,9 +491,24 @@ def _offset_commit_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> A
     if generation not in (-1, None) or req.get("member_id"):
         return None  # a member of the group committing its progress: not a change made from outside
     return req["group_id"], {
-        t["name"]: {str(p["partition_index"]): p["committed_offset"] for p in t["partitions"]}
+        _topic_named(b, ctx, t): {str(p["partition_index"]): p["committed_offset"] for p in t["partitions"]}
         for t in req["topics"]
     }
+
+
+def _topic_named(b: Broker, ctx: RequestContext, t: dict[str, Any]) -> str:
+    """A request's topic by the name the client knows; version 10 of OffsetCommit names topics by id."""
+    if t.get("name"):
+        return str(t["name"])
+    meta = b.topic_by_id(t["topic_id"]) if t.get("topic_id") else None
+    if meta is None:
+        return str(t.get("topic_id"))
+    try:
+        from kafkite.streaming.namespace import connection_pool, connection_state, from_internal
+
+        return from_internal(connection_pool(b, connection_state(ctx)), "topic", meta.name) or meta.name
+    except Exception:
+        return meta.name
 
 
 def _offset_commit_post(b: Broker, ctx: RequestContext, pre: Any, resp: dict[str, Any]) -> list[Entry]:
