@@ -3,9 +3,10 @@
 confluent-kafka consumers with ``group.protocol=consumer``: three share six partitions and consume every
 message once; a fourth joins while the others keep consuming the partitions they keep; a SIGKILLed member's
 partitions move after the session timeout and resume at its last commit; a regular-expression subscription
-picks up a topic created later; a static member restarted within the session timeout gets its partitions
-back; a classic group is upgraded member by member without losing a message; broker restarts and kill -9
-leave the group resuming at its committed offsets; kafka-python and aiokafka classic groups run beside.
+picks up a topic created later, and partitions added to a subscribed topic are assigned; a static member
+restarted within the session timeout gets its partitions back; a classic group is upgraded member by member
+without losing a message; broker restarts and kill -9 leave the group resuming at its committed offsets;
+kafka-python and aiokafka classic groups run beside.
 """
 
 from __future__ import annotations
@@ -198,7 +199,9 @@ def split(runners: Iterable[Runner], topic: str, partitions: int = PARTITIONS) -
     )
 
 
-def settle(runners: list[Runner], topic: str, timeout: float = 30.0, hold: float = 1.0) -> float:
+def settle(
+    runners: list[Runner], topic: str, timeout: float = 30.0, hold: float = 1.0, partitions: int = PARTITIONS
+) -> float:
     """Wait until the runners own every partition exactly once, for ``hold`` seconds; when that began."""
     deadline = time.monotonic() + timeout
     since: float | None = None
@@ -206,7 +209,7 @@ def settle(runners: list[Runner], topic: str, timeout: float = 30.0, hold: float
         assert time.monotonic() < deadline, [sorted(r.assigned) for r in runners]
         for r in runners:
             assert r.error is None, r.error
-        since = (since or time.monotonic()) if split(runners, topic) else None
+        since = (since or time.monotonic()) if split(runners, topic, partitions) else None
         time.sleep(0.02)
     return since
 
@@ -444,6 +447,29 @@ def test_regex_subscription_gets_a_topic_created_later(broker_factory: BrokerFac
         described = consumer_group(bs, group)
         assert described is not None
         assert {m["subscribed_topic_regex"] for m in described["members"]} == {"(^prefix.*)"}
+    finally:
+        for r in runners:
+            r.finish()
+
+
+def test_partitions_added_to_a_subscribed_topic_are_assigned(broker_factory: BrokerFactory) -> None:
+    from confluent_kafka.admin import AdminClient, NewPartitions
+
+    b = broker_factory(*BROKER)
+    bs = b.bootstrap
+    topic = "growing"
+    create_topic(bs, topic, 2)
+    runners = [Runner(lambda: consumer(bs, "g-kip848-grow"), [topic], f"m{i}") for i in range(2)]
+    try:
+        for r in runners:
+            r.start()
+        settle(runners, topic, partitions=2)
+        admin = AdminClient({"bootstrap.servers": bs})
+        admin.create_partitions([NewPartitions(topic, 4)])[topic].result(30)
+        for p in range(4):
+            produce(bs, topic, [(b"k", b"v")] * 3, partition=p)
+        settle(runners, topic, partitions=4)
+        drained(runners, topic, dict.fromkeys(range(4), 3))
     finally:
         for r in runners:
             r.finish()
