@@ -6,7 +6,9 @@ partition every 10 ms); once they consume steadily, a fourth member joins. Measu
 - **owned again**: from the fourth member's start until every partition is owned again, exactly once, with
   the fourth member owning its share (the group's final assignment in place);
 - **longest pause**: the longest time without a message of its (kept) partitions for a member whose
-  partitions did not change, from one second before the join until one second after "owned again".
+  partitions did not change, from one second before the join until one second after "owned again";
+- **baseline**: the same for the same members over the two seconds of steady consumption before that window
+  (what polling and the machine's load give without any rebalance).
 
 The classic protocol runs with ``session.timeout.ms=6000`` and ``heartbeat.interval.ms=500``; the consumer
 protocol with the broker's ``group.consumer.session.timeout.ms=6000`` and
@@ -29,6 +31,7 @@ import _common
 from kafkite.bench.serve import ServedBroker
 
 PARTITIONS = 6
+BASELINE_S = 2.0  # the steady consumption before the join that the pauses are compared with
 HEARTBEAT_MS = 500
 BROKER = [
     "group.min.session.timeout.ms=1000",
@@ -73,15 +76,24 @@ class Member(threading.Thread):
                 got = c.consume(num_messages=500, timeout=0.02)
                 now = time.monotonic()
                 with self.lock:
-                    self.messages += [(now, m.partition()) for m in got if m.error() is None]
+                    self.messages += [(now, int(m.partition() or 0)) for m in got if m.error() is None]
                 self.assigned = frozenset(tp.partition for tp in c.assignment())
         finally:
             c.close()
 
 
+def longest_gap(m: Member, partitions: frozenset[int], start: float, end: float) -> float:
+    """The longest time within [start, end] without a message of ``partitions`` for member ``m``."""
+    with m.lock:
+        times = [t for t, p in m.messages if p in partitions and start <= t <= end]
+    points = [start, *times, end]
+    return max(b - a for a, b in itertools.pairwise(points))
+
+
 def one_run(label: str, client: dict[str, Any], run: int) -> dict[str, Any]:
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     with ServedBroker(BROKER, label="kafkite") as broker:
         bs = broker.bootstrap
@@ -128,7 +140,7 @@ def one_run(label: str, client: dict[str, Any], run: int) -> dict[str, Any]:
                 )
             time.sleep(0.01)
         feeder.start()
-        time.sleep(3.0)
+        time.sleep(BASELINE_S + 2.0)  # the producer connects, then steady consumption
         before = [m.assigned for m in members]
         joined = time.monotonic()
         fourth = Member(conf, topic)
@@ -150,16 +162,16 @@ def one_run(label: str, client: dict[str, Any], run: int) -> dict[str, Any]:
         for m in everyone:
             m.join(30)
         after = [m.assigned for m in members]
-        pauses = []
+        pauses, baseline = [], []
         for m, was, now in zip(members, before, after, strict=True):
             if not was <= now:
                 continue  # a member that gave a partition up is affected by the move
-            times = [t for t, p in m.messages if p in was and joined - 1.0 <= t <= owned_at + 1.0]
-            points = [joined - 1.0, *times, owned_at + 1.0]
-            pauses.append(max(b - a for a, b in itertools.pairwise(points)))
+            pauses.append(longest_gap(m, was, joined - 1.0, owned_at + 1.0))
+            baseline.append(longest_gap(m, was, joined - 1.0 - BASELINE_S, joined - 1.0))
         return {
             "owned_again_ms": round((owned_at - joined) * 1000, 1),
             "longest_pause_unaffected_ms": round(max(pauses) * 1000, 1) if pauses else None,
+            "baseline_pause_ms": round(max(baseline) * 1000, 1) if baseline else None,
             "unaffected_members": len(pauses),
             "before": [sorted(a) for a in before],
             "after": [sorted(m.assigned) for m in everyone],
@@ -181,19 +193,25 @@ def main() -> None:
         pauses = [
             r["longest_pause_unaffected_ms"] for r in runs if r["longest_pause_unaffected_ms"] is not None
         ]
+        baselines = [r["baseline_pause_ms"] for r in runs if r["baseline_pause_ms"] is not None]
         results[label] = {
             "runs": runs,
             "owned_again_ms": spread(owned),
             "longest_pause_unaffected_ms": spread(pauses) if pauses else None,
+            "baseline_pause_ms": spread(baselines) if baselines else None,
         }
         if not args.quiet:
             print(f"{label}: {runs}")
-    print(f"{'protocol':30} {'owned again, ms':>28} {'longest pause (unaffected), ms':>34}")
+
+    def fmt(v: dict[str, float] | None) -> str:
+        return "-" if v is None else f"{v['median']:,.0f} ({v['min']:,.0f} - {v['max']:,.0f})"
+
+    print(
+        f"{'protocol':30} {'owned again, ms':>22} {'longest pause (unaffected), ms':>32} {'baseline, ms':>18}"
+    )
     for label, r in results.items():
-        o = r["owned_again_ms"]
-        p = r["longest_pause_unaffected_ms"]
-        ps = "-" if p is None else f"{p['median']:,.0f} ({p['min']:,.0f} - {p['max']:,.0f})"
-        print(f"{label:30} {o['median']:>12,.0f} ({o['min']:,.0f} - {o['max']:,.0f}){'':>4} {ps:>30}")
+        o, p, b = r["owned_again_ms"], r["longest_pause_unaffected_ms"], r["baseline_pause_ms"]
+        print(f"{label:30} {fmt(o):>22} {fmt(p):>32} {fmt(b):>18}")
     _common.save("group_rebalance", args, {"repeat": repeat, "partitions": PARTITIONS, "results": results})
 
 
