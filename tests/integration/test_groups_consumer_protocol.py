@@ -743,3 +743,37 @@ def test_without_the_consumer_protocol_its_apis_are_not_offered(broker_factory: 
         assert got.value() == b"v"
     finally:
         classic.close()
+
+
+def test_group_version_finalized_at_0_turns_the_consumer_protocol_off(broker_factory: BrokerFactory) -> None:
+    from helpers import RawClient
+
+    b = broker_factory(*BROKER)
+    create_topic(b.bootstrap, "gv", 1)
+    heartbeat = {
+        "group_id": "g-gv",
+        "member_id": "m-gv",
+        "member_epoch": 0,
+        "rebalance_timeout_ms": 30000,
+        "subscribed_topic_names": ["gv"],
+        "topic_partitions": [],
+    }
+
+    def set_level(c: RawClient, level: int, upgrade_type: int) -> None:
+        update = {"feature": "group.version", "max_version_level": level, "upgrade_type": upgrade_type}
+        resp = c.request(57, 1, {"feature_updates": [update], "validate_only": False})
+        assert resp["error_code"] == 0, resp
+
+    with RawClient.to(b.bootstrap) as c:
+        set_level(c, 0, 2)  # a safe downgrade
+        refused = c.request(68, 1, heartbeat)
+        assert (refused["error_code"], refused["error_message"]) == (
+            35,
+            None,
+        )  # UNSUPPORTED_VERSION, as Kafka
+        described = c.request(69, 1, {"group_ids": ["g-gv"], "include_authorized_operations": False})
+        assert [g["error_code"] for g in described["groups"]] == [35]
+        assert "group.version" not in {f["name"] for f in c.api_versions(version=4)["finalized_features"]}
+        set_level(c, 1, 1)
+        joined = c.request(68, 1, heartbeat)
+    assert joined["error_code"] == 0 and joined["member_epoch"] == 1

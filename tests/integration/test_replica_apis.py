@@ -147,8 +147,8 @@ def test_partition_reassignments(shared_broker: BrokerProcess, kp_admin: Any, to
 def test_features_and_update_features(shared_broker: BrokerProcess, kp_admin: Any) -> None:
     from kafka.errors import InvalidUpdateVersionError
 
-    # transaction.version, group.version and share.version are all at level 0 (not served): Kafka leaves such
-    # features out of ApiVersions.
+    # transaction.version and share.version are at level 0 (not served): Kafka leaves such features out of
+    # ApiVersions (group.version is 1, the consumer group protocol).
     features = kp_admin.describe_features()
     assert "transaction.version" not in features and "share.version" not in features
 

@@ -37,6 +37,39 @@ _APIS: dict[int, str] = {
 }
 
 
+_CONSUMER_APIS = ("consumer_group_heartbeat", "consumer_group_describe")
+
+
+def _consumer_protocol_off(name: str, req: dict[str, Any]) -> dict[str, Any]:
+    """Kafka's answer while group.version is finalized below 1 (UpdateFeatures): UNSUPPORTED_VERSION."""
+    code = int(ErrorCode.UNSUPPORTED_VERSION)
+    if name == "consumer_group_describe":
+        groups = [
+            {
+                "error_code": code,
+                "error_message": None,
+                "group_id": g,
+                "group_state": "",
+                "group_epoch": 0,
+                "assignment_epoch": 0,
+                "assignor_name": "",
+                "members": [],
+                "authorized_operations": -2147483648,
+            }
+            for g in req["group_ids"]
+        ]
+        return {"throttle_time_ms": 0, "groups": groups}
+    return {
+        "throttle_time_ms": 0,
+        "error_code": code,
+        "error_message": None,
+        "member_id": None,
+        "member_epoch": 0,
+        "heartbeat_interval_ms": 0,
+        "assignment": None,
+    }
+
+
 def coordinator_for(broker: Broker) -> GroupCoordinator:
     """A coordinator logging to ``__consumer_offsets`` in the broker's storage, set up from its settings."""
     settings = {key: broker.config[key] for key in GroupConfig.KEYS}
@@ -72,17 +105,8 @@ def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
         method: Method = getattr(coordinator, name)
 
         async def handle(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-            if name == "consumer_group_heartbeat" and features_of(broker).level(GROUP_VERSION) < 1:
-                # group.version finalized below 1 (UpdateFeatures): the consumer protocol is off, as in Kafka.
-                return {
-                    "throttle_time_ms": 0,
-                    "error_code": int(ErrorCode.UNSUPPORTED_VERSION),
-                    "error_message": "The version of API is not supported.",
-                    "member_id": None,
-                    "member_epoch": 0,
-                    "heartbeat_interval_ms": 0,
-                    "assignment": None,
-                }
+            if name in _CONSUMER_APIS and features_of(broker).level(GROUP_VERSION) < 1:
+                return _consumer_protocol_off(name, req)
             cluster = getattr(broker, "cluster", None)
             if cluster is not None:
                 from kafkite.cluster import group_request
