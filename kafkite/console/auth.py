@@ -9,9 +9,13 @@ but the login page is refused (``/api/*`` with 401, pages with a redirect to ``/
 endpoint answers as the session's principal ``User:<name>`` sees the broker: the Kafka authorizer's ACLs
 decide what it lists and shows.
 
-State-changing requests (anything but GET and HEAD) must carry the session's CSRF token in the
-``X-CSRF-Token`` header (``/logout`` also takes it as the ``csrf`` form field) and, when the browser sends
-``Origin``, come from the console's own origin. ``GET /api/session`` tells the page its principal and token.
+State-changing requests (anything but GET and HEAD), and every request to the OCI APIs the console serves
+under ``/api/oci`` (a queue's GetMessages changes what other consumers see), must carry the session's CSRF
+token in the ``X-CSRF-Token`` header (``/logout`` also takes it as the ``csrf`` form field) and, when the
+browser sends ``Origin``, come from the console's own origin. ``GET /api/session`` tells the page its
+principal and token. A console without logins (Kafka unsecured) still asks for a token, one per console, so
+that no other site can make a browser change anything through it (a custom header needs the console's own
+origin).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 CSRF_HEADER = "X-CSRF-Token"
 CALLER = web.RequestKey("kafkite.console.caller", Caller)
 SESSION = web.RequestKey("kafkite.console.session", object)
+CSRF = web.RequestKey("kafkite.console.csrf", str)  # the token this request's page must send back
+GUARDED_PREFIX = "/api/oci/"  # every request here needs the CSRF token, whatever its method
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -60,6 +66,7 @@ class ConsoleAuth:
         self.secured = secured
         self.tls = tls
         self.sessions: dict[str, Session] = {}
+        self.open_csrf = secrets.token_urlsafe(32)  # the token of a console without logins
 
     # ------------------------------------------------------------------ sessions
 
@@ -102,8 +109,11 @@ class ConsoleAuth:
                 return web.json_response({"error": "cross-origin request refused"}, status=403)
             if not self.secured:
                 request[CALLER] = Caller(None, address, "console")
+                request[CSRF] = self.open_csrf
                 if request.path in ("/login", "/logout"):
                     return _see_other("/")
+                if _guarded(request) and not _token_ok(request, self.open_csrf):
+                    return web.json_response({"error": "missing or wrong CSRF token"}, status=403)
                 return await handler(request)
             if request.path == "/login":
                 return await self.login(request)
@@ -114,7 +124,8 @@ class ConsoleAuth:
                 return _see_other("/login")
             request[CALLER] = Caller(s.principal, address, "console")
             request[SESSION] = s
-            if request.method not in SAFE_METHODS:
+            request[CSRF] = s.csrf
+            if _guarded(request):
                 given = request.headers.get(CSRF_HEADER, "")
                 if not given and request.path == "/logout":
                     form = await request.post()
@@ -157,6 +168,15 @@ def _see_other(location: str) -> web.Response:
     return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
 
 
+def _guarded(request: web.Request) -> bool:
+    return request.method not in SAFE_METHODS or request.path.startswith(GUARDED_PREFIX)
+
+
+def _token_ok(request: web.Request, expected: str) -> bool:
+    given = request.headers.get(CSRF_HEADER, "")
+    return bool(given) and secrets.compare_digest(given, expected)
+
+
 def _same_origin(request: web.Request) -> bool:
     origin = request.headers.get("Origin")
     if origin is None or (origin == "null" and request.path == "/login"):
@@ -170,7 +190,7 @@ def session_json(request: web.Request) -> dict[str, Any]:
     return {
         "principal": caller.principal,
         "authenticated": isinstance(s, Session),
-        "csrf_token": s.csrf if isinstance(s, Session) else None,
+        "csrf_token": request.get(CSRF),
     }
 
 

@@ -4,21 +4,29 @@ Everything shown is read from the broker's own state when asked: the catalogue a
 coordinator, the stream pools and the queues; throughput comes from the broker's metrics, sampled once a
 second into a short history. The page is static HTML, CSS and JavaScript (no build step) in ``static/``.
 
-JSON endpoints (all GET): ``/api/overview``, ``/api/topics``, ``/api/topics/{topic}``,
-``/api/topics/{topic}/messages?partition=P&offset=O|timestamp=MS&limit=N``, ``/api/groups``,
-``/api/groups/{group}``, ``/api/throughput``, ``/api/pools``, ``/api/queues``, ``/api/session``.
+Views (GET): ``/api/overview``, ``/api/topics``, ``/api/topics/{topic}``, ``/api/groups``,
+``/api/groups/{group}``, ``/api/throughput``, ``/api/pools``, ``/api/pools/{poolId}/connection`` (the Kafka
+connection settings of a pool, ``kafkite.console.connect``), ``/api/queues``, ``/api/session``.
 
-Logins, sessions and CSRF protection are in ``kafkite.console.auth``. Every endpoint answers as its caller's
-principal: lists hold what the principal may DESCRIBE (topics and groups by the names the clients of their
-stream pool use, queues by OCID), the message browser needs READ on the topic, totals of the whole broker
-(connections, throughput) DESCRIBE on the cluster; a refused topic or group page is 403 and is recorded in
-the audit trail. ``https://`` listeners take the Kafka listeners' ``ssl.*`` settings.
+The console also operates. Topics, records and groups (``kafkite.console.actions``): every change and the
+message browser are Kafka requests through the broker's own handlers as the caller's principal
+(``kafkite.console.kafka``). Stream pools, streams and queues: the OCI Streaming and OCI Queue REST APIs are
+served under ``/api/oci`` (``/api/oci/20180418/...``, ``/api/oci/20210201/...``) by the REST gateway's own
+handlers and middleware (``kafkite.streaming.rest.mount``, ``kafkite.queue.rest.mount``), with the console's
+session in place of a request signature. So ACLs, stream-pool naming, the OCI profile's limits, validation
+and the audit trail (surface ``console``) are those of the Kafka API and the REST gateways, not a copy.
+
+Logins, sessions and CSRF protection are in ``kafkite.console.auth``: every request under ``/api/oci`` and
+every state-changing one carries the session's CSRF token. Every endpoint answers as its caller's principal:
+lists hold what the principal may DESCRIBE (topics and groups by the names the clients of their stream pool
+use, queues by OCID), totals of the whole broker (connections, throughput) DESCRIBE on the cluster; a
+refused topic or group page is 403 and is recorded in the audit trail. ``https://`` listeners take the Kafka
+listeners' ``ssl.*`` settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import logging
@@ -26,26 +34,27 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from kafkite.console import actions
 from kafkite.console.auth import CALLER, ConsoleAuth, session_json
-from kafkite.log.base import LogError
 from kafkite.metrics import BrokerMetrics, metrics_of
 from kafkite.metrics.collect import group_lag_rows
 from kafkite.metrics.http import HttpService, bind, listener_tls, parse_listener_url
 from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
-from kafkite.security.doors import authorize, door_secured
+from kafkite.security.audit import FAILED, OK
+from kafkite.security.doors import Caller, audit_change, authorize, door_secured
 
 log = logging.getLogger("kafkite.console")
 
 STATIC = Path(__file__).parent / "static"
 HISTORY = 300  # seconds of throughput kept
-MAX_LIMIT = 500
-MAX_SHOWN_BYTES = 4096  # of a key or value in the message browser
+OCI_PREFIX = "/api/oci"
+MAX_BODY = 2 * 1024 * 1024  # a test message or queue message with its JSON around it
 _STARTED = time.time()
 
 
@@ -129,75 +138,25 @@ def topic_view(broker: Any, name: str, group_visible: Visible = _everything) -> 
     return row
 
 
-def _shown(data: bytes | None) -> dict[str, Any]:
-    if data is None:
-        return {"text": None, "size": -1}
-    cut = data[:MAX_SHOWN_BYTES]
-    try:
-        text = cut.decode("utf-8")
-        return {"text": text, "size": len(data), "truncated": len(data) > len(cut)}
-    except UnicodeDecodeError:
-        return {
-            "base64": base64.b64encode(cut).decode(),
-            "size": len(data),
-            "truncated": len(data) > len(cut),
-        }
+# What every group and member has, whatever its protocol; the rest of what the coordinator describes is shown
+# as the group's or member's own fields (a consumer group's epochs, a member's subscription, ...).
+_GROUP_COMMON = frozenset(
+    {"group_id", "group_type", "state", "protocol_type", "protocol", "generation_id", "leader", "members"}
+)
+_MEMBER_COMMON = frozenset(
+    {"member_id", "group_instance_id", "client_id", "client_host", "assignment", "assigned"}
+)
 
 
-def browse(
-    broker: Any, topic: str, partition: int, *, offset: int | None, timestamp: int | None, limit: int
-) -> dict[str, Any]:
-    """Up to ``limit`` records of one partition from an offset, or from the first at or after a time."""
-    from kafkite.tools.consume import decode_batches
-
-    part = broker.partition(topic, partition)
-    if part is None:
-        raise web.HTTPNotFound(text=f"no partition {topic}-{partition}")
-    start, end = part.log_start_offset, part.high_watermark
-    if timestamp is not None:
-        found = part.offset_for_timestamp(timestamp)
-        pos = end if found is None else found[0]
-    elif offset is None:
-        pos = max(start, end - limit)
-    elif offset < 0:
-        pos = max(start, end + offset)
-    else:
-        pos = offset
-    pos = min(max(pos, start), end)
-    first = pos
-    out: list[dict[str, Any]] = []
-    while len(out) < limit and pos < end:
-        try:
-            res = part.read(pos, 1024 * 1024, max_offset=end, min_one=True)
-        except LogError:
-            break
-        if not res.size:
-            break
-        msgs, nxt = decode_batches(topic, partition, res.to_bytes(), pos, [], leader=broker.node_id)
-        for m in msgs[: limit - len(out)]:
-            out.append(
-                {
-                    "offset": m.offset,
-                    "timestamp": m.timestamp,
-                    "timestamp_type": "LogAppendTime" if m.log_append_time else "CreateTime",
-                    "key": _shown(m.key),
-                    "value": _shown(m.value),
-                    "headers": [{"name": k, **_shown(v)} for k, v in m.headers],
-                }
-            )
-        if nxt <= pos:
-            break
-        pos = nxt
-    next_offset = out[-1]["offset"] + 1 if out else first
-    return {
-        "topic": topic,
-        "partition": partition,
-        "start_offset": start,
-        "end_offset": end,
-        "from_offset": first,
-        "next_offset": next_offset,
-        "messages": out,
-    }
+def _plain(value: Any) -> Any:
+    """A described field as JSON: bytes as hex, mappings and lists recursively, the rest as it is."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    return value
 
 
 def groups_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
@@ -223,9 +182,28 @@ def groups_view(broker: Any, visible: Visible = _everything) -> list[dict[str, A
     ]
 
 
-def group_view(broker: Any, group: str, topic_visible: Visible = _everything) -> dict[str, Any] | None:
+def _member_assignment(m: dict[str, Any], protocol_type: str, group: str) -> list[tuple[str, list[int]]]:
+    """A member's partitions by topic (the broker's topic names)."""
+    from kafkite.streaming.pools import POOL_PREFIX, split_internal_name
     from kafkite.tools.group import decode_assignment
 
+    assigned = m.get("assigned")
+    if isinstance(assigned, dict):  # a consumer-protocol member: partitions by topic
+        return [(str(t), sorted(ps)) for t, ps in sorted(assigned.items())]
+    if protocol_type == "consumer" and m.get("assignment"):
+        # A classic assignment is what the group's leader wrote: topics as the clients of the group's pool
+        # name them.
+        key, _ = split_internal_name(group)
+        return [
+            (f"{POOL_PREFIX}{key}.{t}" if key and not t.startswith(POOL_PREFIX) else t, ps)
+            for t, ps in decode_assignment(m["assignment"])
+        ]
+    return []
+
+
+def group_view(broker: Any, group: str, topic_visible: Visible = _everything) -> dict[str, Any] | None:
+    """A group of any type: what all groups have, then its protocol's own fields (``details``), members with
+    their assignments and own fields, and its committed offsets with their lag."""
     coord = getattr(broker, "groups", None)
     desc = coord.describe(group) if coord is not None else None
     if desc is None:
@@ -233,21 +211,20 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
     owners: dict[tuple[str, int], str] = {}
     members = []
     for m in desc["members"]:
-        assignment = decode_assignment(m["assignment"]) if desc["protocol_type"] == "consumer" else []
+        assignment = _member_assignment(m, desc["protocol_type"], group)
         for t, ps in assignment:
             for p in ps:
                 owners[(t, p)] = m["member_id"]
-        member = {
-            "member_id": m["member_id"],
-            "group_instance_id": m["group_instance_id"],
-            "client_id": m["client_id"],
-            "host": m["client_host"],
-            "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment],
-        }
-        if "member_epoch" in m:
-            member["member_epoch"] = m["member_epoch"]
-            member["protocol"] = m["protocol"]
-        members.append(member)
+        members.append(
+            {
+                "member_id": m["member_id"],
+                "group_instance_id": m.get("group_instance_id"),
+                "client_id": m.get("client_id", ""),
+                "host": m.get("client_host", ""),
+                "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment if topic_visible(t)],
+                "details": {k: _plain(v) for k, v in m.items() if k not in _MEMBER_COMMON},
+            }
+        )
     offsets = [
         {**r, "member_id": owners.get((r["topic"], r["partition"]))}
         for r in group_lag_rows(broker)
@@ -258,9 +235,10 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
         "type": desc.get("group_type", "classic"),
         "state": desc["state"],
         "protocol_type": desc["protocol_type"],
-        "protocol": desc["protocol"],
-        "generation": desc["generation_id"],
-        "leader": desc["leader"],
+        "protocol": desc.get("protocol", ""),
+        "generation": desc.get("generation_id"),
+        "leader": desc.get("leader", ""),
+        "details": {k: _plain(v) for k, v in desc.items() if k not in _GROUP_COMMON},
         "members": members,
         "offsets": offsets,
         "lag": sum(r["lag"] or 0 for r in offsets),
@@ -289,6 +267,7 @@ def pools_view(broker: Any, visible: Visible = _everything, all_pools: bool = Tr
                     "topic": s.topic,
                     "partitions": s.partitions,
                     "retention_hours": s.retention_hours,
+                    "messages_endpoint": broker.rest_urls[0] if broker.rest_urls else "",
                     "state": s.lifecycle_state,
                     "messages": row.get("messages", 0),
                     "size_bytes": row.get("size_bytes", 0),
@@ -306,6 +285,29 @@ def pools_view(broker: Any, visible: Visible = _everything, all_pools: bool = Tr
             }
         )
     return out
+
+
+def stream_of(broker: Any, topic: str) -> dict[str, Any] | None:
+    """The stream a topic is (every topic of a live pool but the internal ones): its OCID, pool, endpoint."""
+    from kafkite.streaming.pools import split_internal_name, stream_ocid
+
+    meta = broker.topic(topic)
+    if meta is None or (topic.startswith("__") and split_internal_name(topic)[0] is None):
+        return None
+    try:
+        from kafkite.streaming import catalog_of
+    except ImportError:
+        return None
+    pool = catalog_of(broker).pool_of_topic(topic)
+    if pool is None:
+        return None
+    return {
+        "id": stream_ocid(meta.topic_id),
+        "name": split_internal_name(topic)[1],
+        "pool_id": pool.id,
+        "pool_name": pool.name,
+        "messages_endpoint": broker.rest_urls[0] if broker.rest_urls else "",
+    }
 
 
 def queues_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
@@ -445,6 +447,8 @@ def build_app(
                 "connections": conns,
                 "storage": broker.config["storage.engine"],
                 "profile": broker.config["profile"],
+                "limits": profile_limits(broker),
+                "rest_urls": list(broker.rest_urls),
             }
         )
 
@@ -460,24 +464,8 @@ def build_app(
         view = topic_view(broker, name, group_visible(request))
         if view is None:
             raise web.HTTPNotFound(text="no such topic")
+        view["stream"] = stream_of(broker, name)
         return ok(view)
-
-    @routes.get("/api/topics/{topic}/messages")
-    async def messages(request: web.Request) -> web.Response:
-        q = request.query
-        try:
-            partition = int(q.get("partition", "0"))
-            offset = int(q["offset"]) if q.get("offset", "") != "" else None
-            ts = int(q["timestamp"]) if q.get("timestamp", "") != "" else None
-            limit = min(max(int(q.get("limit", "50")), 1), MAX_LIMIT)
-        except ValueError:
-            raise web.HTTPBadRequest(text="partition, offset, timestamp and limit are integers") from None
-        name = request.match_info["topic"]
-        if not can(request, AclOperation.READ, ResourceType.TOPIC, acl_name(name), "BrowseMessages"):
-            return refuse(f"read topic {name}")
-        if broker.topic(name) is None:
-            raise web.HTTPNotFound(text="no such topic")
-        return ok(browse(broker, name, partition, offset=offset, timestamp=ts, limit=limit))
 
     @routes.get("/api/groups")
     async def groups(request: web.Request) -> web.Response:
@@ -501,14 +489,108 @@ def build_app(
     async def pools(request: web.Request) -> web.Response:
         return ok(pools_view(broker, topic_visible(request), cluster_visible(request)))
 
+    @routes.get("/api/pools/{poolId}/connection")
+    async def pool_connection(request: web.Request) -> web.Response:
+        from kafkite.console.connect import connection_settings
+        from kafkite.streaming import catalog_of
+
+        cat = catalog_of(broker)
+        pool = cat.pool(request.match_info["poolId"])
+        visible = topic_visible(request)
+        if pool is None or pool.lifecycle_state != "ACTIVE":
+            raise web.HTTPNotFound(text="no such stream pool")
+        if not cluster_visible(request) and not any(visible(s.topic) for s in cat.streams(pool)):
+            can(request, AclOperation.DESCRIBE, ResourceType.CLUSTER, CLUSTER_NAME, "GetStreamPool")
+            return refuse(f"describe stream pool {pool.id}")
+        return ok(connection_settings(broker, pool))
+
     @routes.get("/api/queues")
     async def queues(request: web.Request) -> web.Response:
         return ok(queues_view(broker, lambda q: can(request, AclOperation.DESCRIBE, ResourceType.TOPIC, q)))
 
-    app = web.Application(middlewares=[auth.middleware()], client_max_size=64 * 1024)
+    actions.add_routes(routes, broker)
+    app = web.Application(
+        middlewares=[auth.middleware(), _audit_data_writes(broker)], client_max_size=MAX_BODY
+    )
     app.add_routes(routes)
     app.router.add_static("/static/", STATIC)
+
+    # The OCI Streaming and Queue APIs under /api/oci: the REST gateway's own handlers, the console's caller.
+    def caller_of(request: web.Request) -> Caller:
+        return request[CALLER]
+
+    from kafkite.queue import rest as queue_rest
+    from kafkite.streaming import rest as streaming_rest
+
+    streaming_rest.mount(app, broker, OCI_PREFIX, caller_of)
+    queue_rest.mount(app, broker, OCI_PREFIX, caller_of)
     return app
+
+
+# Data-plane writes through the mounted OCI APIs: the gateways record control-plane changes only, but a change
+# made from the console is recorded whatever it is.
+DATA_WRITES = frozenset(
+    {
+        "PutMessages",
+        "GetMessages",
+        "GetDeadLetterMessages",
+        "DeleteMessage",
+        "DeleteMessages",
+        "UpdateMessage",
+        "UpdateMessages",
+    }
+)
+
+
+def _audit_data_writes(broker: Any) -> Any:
+    from kafkite.queue import rest as queue_rest
+    from kafkite.streaming import rest as streaming_rest
+
+    @web.middleware
+    async def audited(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        resp = await handler(request)
+        if not request.path.startswith(OCI_PREFIX + "/"):
+            return resp
+        queue_op = request.get(queue_rest.OPERATION_KEY)
+        op = queue_op or request.get(streaming_rest.OPERATION_KEY)
+        denied = request.get(queue_rest.DENIED_KEY) or request.get(streaming_rest.DENIED_KEY)
+        if (
+            op not in DATA_WRITES
+            or denied
+            or (request.method == "GET" and op == "GetMessages" and not queue_op)
+        ):
+            return resp  # a stream's GetMessages reads without changing anything
+        ok = resp.status < 300
+        audit_change(
+            broker,
+            request[CALLER],
+            op,
+            "queue" if queue_op else "stream",
+            request.match_info.get("queueId") or request.match_info.get("streamId", ""),
+            result=OK if ok else FAILED,
+            error=None if ok else f"{resp.status} {getattr(resp, 'text', '') or ''}".strip(),
+        )
+        return resp
+
+    return audited
+
+
+def profile_limits(broker: Any) -> dict[str, Any]:
+    """What the active profile allows, for the forms to say (the broker enforces it either way)."""
+    if broker.config["profile"] != "oci":
+        return {"profile": broker.config["profile"], "max_partitions": broker.config["topic.max.partitions"]}
+    from kafkite.streaming import limits
+
+    return {
+        "profile": "oci",
+        "retention_hours": [limits.MIN_RETENTION_HOURS, limits.MAX_RETENTION_HOURS],
+        "max_message_bytes": limits.MAX_MESSAGE_BYTES,
+        "fixed_partitions": True,
+        "compaction": False,
+        "max_partitions": broker.config["topic.max.partitions"],
+    }
 
 
 def _dumps(obj: Any) -> str:

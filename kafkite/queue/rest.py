@@ -73,6 +73,7 @@ OPERATION_KEY = web.RequestKey("kafkite.queue.operation", str)
 DENIED_KEY = web.RequestKey("kafkite.queue.denied", bool)  # refused and already in the audit trail
 # (resource type, name, before, after) of a control-plane change, for the audit trail
 AUDIT_KEY: web.RequestKey[tuple[str, str, Any, Any]] = web.RequestKey("kafkite.queue.audit")
+MOUNTED_KEY = web.RequestKey("kafkite.queue.mounted", bool)  # served by another door (see mount)
 Op = AclOperation
 RT = ResourceType
 # Control-plane operations: recorded in the audit trail whatever their result.
@@ -81,6 +82,7 @@ CONTROL_OPERATIONS = frozenset(
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CallerOf = Callable[[web.Request], Caller]
 
 
 def register(app: web.Application, broker: Broker) -> None:
@@ -102,6 +104,29 @@ def register(app: web.Application, broker: Broker) -> None:
     for method, path, handler, operation in routes():
         app.router.add_route(method, path, _oci(handler, operation))
     app.router.add_route("*", f"{BASE}/{{tail:.*}}", _oci(unknown_path, ""))
+
+
+def mount(app: web.Application, broker: Broker, prefix: str, caller_of: CallerOf) -> None:
+    """Serve the same routes and handlers under ``prefix`` of another door's application (the web console),
+    whose callers that door has authenticated: ``caller_of`` names each request's caller. ACLs, validation
+    and the audit trail are those of the REST gateway."""
+    svc = QueueService.of(broker)
+    app[SERVICE_KEY] = svc
+    app[VERIFIER_KEY] = None
+    app[PRINCIPALS_KEY] = None
+    app[BROKER_KEY] = broker
+
+    async def on_startup(_: web.Application) -> None:
+        await svc.acquire()
+
+    async def on_cleanup(_: web.Application) -> None:
+        await svc.release()
+
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    for method, path, handler, operation in routes():
+        app.router.add_route(method, prefix + path, _oci(handler, operation, caller_of))
+    app.router.add_route("*", f"{prefix}{BASE}/{{tail:.*}}", _oci(unknown_path, "", caller_of))
 
 
 def routes() -> list[tuple[str, str, Handler, str]]:
@@ -167,18 +192,22 @@ def _request_id(request: web.Request) -> str:
     return request.headers.get("opc-request-id") or uuid.uuid4().hex.upper()
 
 
-def _oci(handler: Handler, operation: str) -> Handler:
-    """Authenticate the caller and turn QueueErrors (and malformed requests) into OCI error responses."""
+def _oci(handler: Handler, operation: str, caller_of: CallerOf | None = None) -> Handler:
+    """Authenticate the caller and turn QueueErrors (and malformed requests) into OCI error responses; with
+    ``caller_of`` the door has authenticated the caller itself and no signature is asked for."""
 
     async def wrapped(request: web.Request) -> web.StreamResponse:
         op = operation or f"{request.method} {request.path}"
         request[OPERATION_KEY] = op
         address = request.remote or ""
         request[CALLER_KEY] = Caller(None, address, "queue")
+        if caller_of is not None:
+            request[CALLER_KEY] = caller_of(request)
+            request[MOUNTED_KEY] = True
         broker = request.app[BROKER_KEY]
         try:
             verifier = request.app[VERIFIER_KEY]
-            if verifier is not None:
+            if verifier is not None and caller_of is None:
                 body = await _raw(request)
                 try:
                     key_id = verifier.verify(request.method, request.raw_path, request.headers, body)
@@ -270,6 +299,9 @@ def _svc(request: web.Request) -> QueueService:
 
 
 def _endpoint(request: web.Request) -> str:
+    if request.get(MOUNTED_KEY):  # another door serves these routes: the messages API is the REST listener's
+        urls = request.app[BROKER_KEY].rest_urls
+        return urls[0] if urls else ""
     return f"{request.scheme}://{request.host}"
 
 

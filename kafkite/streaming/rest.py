@@ -63,6 +63,7 @@ OPERATION_KEY = web.RequestKey("kafkite.operation", str)
 DENIED_KEY = web.RequestKey("kafkite.denied", bool)  # refused and already in the audit trail
 # (resource type, name, before, after) of a control-plane change, for the audit trail
 AUDIT_KEY: web.RequestKey[tuple[str, str, Any, Any]] = web.RequestKey("kafkite.audit")
+MOUNTED_KEY = web.RequestKey("kafkite.streaming.mounted", bool)  # served by another door (see mount)
 
 # Handler name -> OCI operation name; the control-plane ones are recorded in the audit trail.
 OPERATIONS = {
@@ -411,6 +412,8 @@ class StreamingApi:
     def endpoint(self, request: web.Request) -> str:
         if self.broker.rest_urls:
             return self.broker.rest_urls[0]
+        if request.get(MOUNTED_KEY):
+            return ""  # another door serves these routes, and no REST listener serves the messages API
         return f"{request.scheme}://{request.host}"
 
     def _wr(
@@ -1125,15 +1128,28 @@ class StreamingApi:
 
 API_KEY = web.AppKey("oci_streaming", StreamingApi)
 
+CallerOf = Callable[[web.Request], Caller]
 
-def _middleware(api: StreamingApi) -> Any:
-    """OCI errors, opc-request-id and signature checks for this API's paths (an aiohttp middleware)."""
+
+def streaming_api(broker: Broker) -> StreamingApi:
+    """The broker's one StreamingApi (its REST group cursors are shared by every door serving the API)."""
+    api = broker.__dict__.get("streaming_api")
+    if api is None:
+        api = broker.__dict__["streaming_api"] = StreamingApi(broker)
+    assert isinstance(api, StreamingApi)
+    return api
+
+
+def _middleware(api: StreamingApi, prefix: str = "", caller_of: CallerOf | None = None) -> Any:
+    """OCI errors, opc-request-id and signature checks for this API's paths (an aiohttp middleware); with
+    ``caller_of`` the door has authenticated the caller itself and no signature is asked for."""
+    root = prefix + API + "/"
 
     @web.middleware
     async def oci_errors(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if not request.path.startswith(API + "/"):
+        if not request.path.startswith(root):
             return await handler(request)
         request_id = request.headers.get("opc-request-id") or uuid.uuid4().hex.upper()
         route_handler = getattr(request.match_info.route, "handler", None)
@@ -1141,8 +1157,11 @@ def _middleware(api: StreamingApi) -> Any:
         request[OPERATION_KEY] = operation
         address = request.remote or ""
         request[CALLER_KEY] = Caller(None, address, "streaming")
+        if caller_of is not None:
+            request[CALLER_KEY] = caller_of(request)
+            request[MOUNTED_KEY] = True
         try:
-            if api.verifier is not None:
+            if caller_of is None and api.verifier is not None:
                 try:
                     body = await read_body(request)
                 except BadJson as e:
@@ -1209,7 +1228,7 @@ def _audit_control(api: StreamingApi, request: web.Request, operation: str, resp
 
 
 def register(app: web.Application, broker: Broker) -> None:
-    api = StreamingApi(broker)
+    api = streaming_api(broker)
     app[API_KEY] = api
     cfg = broker.config
     if cfg["streaming.auth.enable"]:
@@ -1232,29 +1251,45 @@ def register(app: web.Application, broker: Broker) -> None:
         )
     catalog_of(broker).ensure_loaded()
     app.middlewares.append(_middleware(api))
+    _add_routes(app, api, "")
+
+
+def mount(app: web.Application, broker: Broker, prefix: str, caller_of: CallerOf) -> StreamingApi:
+    """Serve the same API, handlers and middleware under ``prefix`` of another door's application (the web
+    console), whose callers that door has authenticated: ``caller_of`` names each request's caller. ACLs,
+    the OCI profile's limits, validation and the audit trail are those of the REST gateway."""
+    api = streaming_api(broker)
+    catalog_of(broker).ensure_loaded()
+    app.middlewares.append(_middleware(api, prefix, caller_of))
+    _add_routes(app, api, prefix)
+    return api
+
+
+def _add_routes(app: web.Application, api: StreamingApi, prefix: str) -> None:
     r = app.router
+    base = prefix + API
     for pools in ("/streampools", "/streamPools"):
-        r.add_post(API + pools, api.create_pool)
-        r.add_get(API + pools, api.list_pools)
-        r.add_get(API + pools + "/{poolId}", api.get_pool)
-        r.add_put(API + pools + "/{poolId}", api.update_pool)
-        r.add_delete(API + pools + "/{poolId}", api.delete_pool)
-        r.add_post(API + pools + "/{poolId}/actions/changeCompartment", api.change_pool_compartment)
-    r.add_post(API + "/streams", api.create_stream)
-    r.add_get(API + "/streams", api.list_streams)
-    r.add_get(API + "/streams/{streamId}", api.get_stream)
-    r.add_put(API + "/streams/{streamId}", api.update_stream)
-    r.add_delete(API + "/streams/{streamId}", api.delete_stream)
-    r.add_post(API + "/streams/{streamId}/actions/changeCompartment", api.change_stream_compartment)
-    r.add_get(API + "/workRequests", api.list_work_requests)
-    r.add_get(API + "/workRequests/{workRequestId}", api.get_work_request)
-    r.add_get(API + "/workRequests/{workRequestId}/errors", api.work_request_errors)
-    r.add_get(API + "/workRequests/{workRequestId}/logs", api.work_request_logs)
-    r.add_post(API + "/streams/{streamId}/messages", api.put)
-    r.add_get(API + "/streams/{streamId}/messages", api.get)
-    r.add_post(API + "/streams/{streamId}/cursors", api.create_cursor)
-    r.add_post(API + "/streams/{streamId}/groupCursors", api.create_group_cursor)
-    r.add_get(API + "/streams/{streamId}/groups/{groupName}", api.get_group)
-    r.add_put(API + "/streams/{streamId}/groups/{groupName}", api.update_group)
-    r.add_post(API + "/streams/{streamId}/commit", api.commit)
-    r.add_post(API + "/streams/{streamId}/heartbeat", api.heartbeat)
+        r.add_post(base + pools, api.create_pool)
+        r.add_get(base + pools, api.list_pools)
+        r.add_get(base + pools + "/{poolId}", api.get_pool)
+        r.add_put(base + pools + "/{poolId}", api.update_pool)
+        r.add_delete(base + pools + "/{poolId}", api.delete_pool)
+        r.add_post(base + pools + "/{poolId}/actions/changeCompartment", api.change_pool_compartment)
+    r.add_post(base + "/streams", api.create_stream)
+    r.add_get(base + "/streams", api.list_streams)
+    r.add_get(base + "/streams/{streamId}", api.get_stream)
+    r.add_put(base + "/streams/{streamId}", api.update_stream)
+    r.add_delete(base + "/streams/{streamId}", api.delete_stream)
+    r.add_post(base + "/streams/{streamId}/actions/changeCompartment", api.change_stream_compartment)
+    r.add_get(base + "/workRequests", api.list_work_requests)
+    r.add_get(base + "/workRequests/{workRequestId}", api.get_work_request)
+    r.add_get(base + "/workRequests/{workRequestId}/errors", api.work_request_errors)
+    r.add_get(base + "/workRequests/{workRequestId}/logs", api.work_request_logs)
+    r.add_post(base + "/streams/{streamId}/messages", api.put)
+    r.add_get(base + "/streams/{streamId}/messages", api.get)
+    r.add_post(base + "/streams/{streamId}/cursors", api.create_cursor)
+    r.add_post(base + "/streams/{streamId}/groupCursors", api.create_group_cursor)
+    r.add_get(base + "/streams/{streamId}/groups/{groupName}", api.get_group)
+    r.add_put(base + "/streams/{streamId}/groups/{groupName}", api.update_group)
+    r.add_post(base + "/streams/{streamId}/commit", api.commit)
+    r.add_post(base + "/streams/{streamId}/heartbeat", api.heartbeat)
