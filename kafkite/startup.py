@@ -118,9 +118,9 @@ def check_protocol_specs(api_keys: list[int]) -> None:
 def check_console_files(config: BrokerConfig) -> None:
     if not config["console.listener"].strip():
         return
-    from kafkite.console.server import STATIC
+    from kafkite.console.server import STATIC, STATIC_FILES
 
-    missing = [name for name in ("index.html", "console.js", "console.css") if not (STATIC / name).is_file()]
+    missing = [name for name in STATIC_FILES if not (STATIC / name).is_file()]
     if missing:
         raise StartupError(
             f"broken installation: the web console's files are missing from {STATIC}: {', '.join(missing)}; "

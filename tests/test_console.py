@@ -380,3 +380,28 @@ def test_api_group_members_and_assignment_of_a_live_consumer(
         }
     finally:
         consumer.close()
+
+
+def test_the_page_loads_only_files_an_installation_is_checked_for(
+    console: tuple[BrokerProcess, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import re
+
+    from kafkite.config import BrokerConfig
+    from kafkite.console import server
+    from kafkite.startup import StartupError, check_console_files
+
+    _, url = console
+    with urllib.request.urlopen(url + "/", timeout=10) as r:
+        page = r.read().decode()
+    loaded = re.findall(r'(?:src|href)="/static/([^"]+)"', page)
+    assert set(loaded) | {"index.html"} == set(server.STATIC_FILES)
+    for name in loaded:
+        with urllib.request.urlopen(f"{url}/static/{name}", timeout=10) as r:
+            assert r.status == 200 and r.read()
+    # An installation missing one of them stops at start-up, naming it.
+    monkeypatch.setattr(server, "STATIC", tmp_path)
+    (tmp_path / "index.html").write_text("<html></html>")
+    with pytest.raises(StartupError) as e:
+        check_console_files(BrokerConfig({"console.listener": "http://127.0.0.1:0"}))
+    assert "ui.js" in str(e.value) and "console.js" in str(e.value)

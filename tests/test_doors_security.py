@@ -881,3 +881,92 @@ def test_tls_on_the_rest_stomp_console_and_metrics_listeners(tmp_path: Path) -> 
     with pytest.raises(BrokerError) as e:
         b2.start()
     assert "console.listener" in str(e.value) and "ssl.keystore.location" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------- the console operates
+
+
+def test_the_console_refuses_what_kafka_refuses_its_user(d: Doors, tmp_path: Path) -> None:
+    """bob may see a topic but not delete it: Kafka refuses his DeleteTopics, and so does the console, which
+    makes the same request through the same handlers as him; the browser shows the broker's error. Given
+    DELETE, he can. (Runs after the other console tests of this module: they count the console's refusals.)"""
+    from confluent_kafka import KafkaException
+
+    ui = pytest.importorskip("selenium.webdriver.support.ui", reason="selenium is not installed")
+    topic = "console-guarded"
+    create_topic(d, topic)
+    allow(d, "User:bob", "DESCRIBE", "TOPIC", topic)
+    bobs_admin = admin_client(d, "bob", "bob-secret")
+    fs = bobs_admin.delete_topics([topic], operation_timeout=10)
+    with pytest.raises(KafkaException) as refused:
+        fs[topic].result(timeout=15)
+    assert "TOPIC_AUTHORIZATION_FAILED" in str(refused.value)
+
+    # Not logged in: the new pages and the OCI API behind them are closed too.
+    assert curl(f"{d.console}/api/oci/20180418/streampools?compartmentId=c")[0] == 401
+    assert curl("-X", "DELETE", f"{d.console}/api/topics/{topic}")[0] == 401
+    driver = _browser(tmp_path)
+    artifacts = REPO / "test-artifacts" / "console"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    try:
+        from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+        from selenium.webdriver.common.by import By
+
+        wait = ui.WebDriverWait(
+            driver, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
+        driver.get(f"{d.console}/#/pools")
+        wait.until(lambda drv: drv.find_element(By.ID, "login-form"))
+        assert "Stream pools" not in driver.page_source
+        driver.find_element(By.ID, "username").send_keys("bob")
+        driver.find_element(By.ID, "password").send_keys("bob-secret")
+        driver.find_element(By.ID, "login-submit").click()
+        assert wait.until(lambda drv: drv.find_element(By.ID, "principal")).text == "User:bob"
+
+        def delete_in_browser() -> None:
+            driver.get(f"{d.console}/#/topics/{topic}")
+            wait.until(lambda drv: drv.execute_script("return document.body.dataset.ready") == "1")
+            driver.find_element(By.ID, "delete-topic").click()
+            wait.until(lambda drv: drv.find_element(By.CSS_SELECTOR, "#confirm[open]"))
+            driver.find_element(By.ID, "confirm-typed").send_keys(topic)
+            driver.find_element(By.ID, "confirm-ok").click()
+
+        delete_in_browser()
+        error = wait.until(
+            lambda drv: next(
+                (n.text for n in drv.find_elements(By.CSS_SELECTOR, "#notice .note.error") if n.text), None
+            )
+        )
+        assert "TOPIC_AUTHORIZATION_FAILED" in error, error
+        driver.save_screenshot(str(artifacts / "security-delete-refused.png"))
+        assert topic in admin_client(d).list_topics(timeout=10).topics
+
+        # The same session through curl: the same refusals, with the CSRF token.
+        cookie = driver.get_cookie("kafkite_session")
+        assert cookie is not None
+        jar = f"kafkite_session={cookie['value']}"
+        token = json.loads(curl("-b", jar, f"{d.console}/api/session")[2])["csrf_token"]
+        auth = ["-b", jar, "-H", f"X-CSRF-Token: {token}", "-H", "Content-Type: application/json"]
+        status, _, body = curl(*auth, "-X", "DELETE", f"{d.console}/api/topics/{topic}")
+        assert status == 403 and json.loads(body)["code"] == "TOPIC_AUTHORIZATION_FAILED"
+        status, _, body = curl(*auth, "-X", "POST", "-d", '{"name": "bobs-topic"}', f"{d.console}/api/topics")
+        assert status == 403 and json.loads(body)["code"] == "TOPIC_AUTHORIZATION_FAILED"
+        status, _, body = curl(
+            *auth, "-X", "POST", "-d", json.dumps({"name": "bobs-pool", "compartmentId": "c"}),
+            f"{d.console}/api/oci/20180418/streampools",
+        )  # fmt: skip
+        assert status == 404 and json.loads(body)["code"] == "NotAuthorizedOrNotFound"
+
+        # Given DELETE on the topic, bob deletes it in the console.
+        allow(d, "User:bob", "DELETE", "TOPIC", topic)
+        delete_in_browser()
+        assert wait.until(lambda drv: drv.current_url.endswith("#/topics"))
+        assert topic not in admin_client(d).list_topics(timeout=10).topics
+    finally:
+        driver.quit()
+    mine = [r for r in audit_records(d) if r["surface"] == "console" and r["principal"] == "User:bob"]
+    ops = [(r["operation"], r["resource"]["name"], r["result"]) for r in mine]
+    assert ops.count(("DeleteTopics", topic, "denied")) == 2, ops
+    assert ("DeleteTopics", topic, "ok") in ops
+    assert ("CreateTopics", "bobs-topic", "denied") in ops
+    assert ("CreateStreamPool", "kafka-cluster", "denied") in ops, ops

@@ -24,6 +24,7 @@ from aiohttp import web
 
 from kafkite.console.auth import CALLER
 from kafkite.console.kafka import EARLIEST, LATEST, KafkaDoor, KafkaError, Scoped
+from kafkite.protocol.errors import ErrorCode
 from kafkite.security.audit import OK
 from kafkite.security.doors import audit_change
 
@@ -283,38 +284,37 @@ def add_routes(routes: web.RouteTableDef, broker: Any) -> None:
         return KafkaDoor(broker, request[CALLER])
 
     def topic_of(request: web.Request) -> str:
-        name = request.match_info["topic"]
-        if broker.topic(name) is None:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": f"no topic {name}", "code": "UNKNOWN_TOPIC_OR_PARTITION"}),
-                content_type="application/json",
-            )
-        return name
+        return request.match_info["topic"]
+
+    async def partition_count(d: KafkaDoor, name: str) -> int:
+        """The topic's partitions; for a topic the broker lacks, the answer Kafka gives the caller: refused
+        if the caller may not know of it (TOPIC_AUTHORIZATION_FAILED), else UNKNOWN_TOPIC_OR_PARTITION."""
+        meta = broker.topic(name)
+        if meta is None:
+            await d.list_offsets(Scoped.of(name), [0], LATEST)
+            raise KafkaError(int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), f"no topic {name}")
+        return int(meta.partitions)
 
     @routes.get("/api/topics/{topic}/messages")
     async def messages(request: web.Request) -> web.Response:
         q = request.query
         name = request.match_info["topic"]
-        meta = broker.topic(name)
         raw_partition = q.get("partition", "0").strip()
-        if raw_partition in ("all", "*", ""):
-            partitions = list(range(meta.partitions)) if meta is not None else []
-        else:
-            partitions = [_int(raw_partition, "partition", 0)]
+        every = raw_partition in ("all", "*", "")
+        one = None if every else _int(raw_partition, "partition", 0)
         offset = _opt_int(q, "offset")
         timestamp = _opt_int(q, "timestamp")
         limit = min(max(_opt_int(q, "limit") or 50, 1), MAX_LIMIT)
         max_scan = min(max(_opt_int(q, "max_scan") or DEFAULT_SCAN, 1), MAX_SCAN)
         positions = _positions(q["positions"]) if q.get("positions") else None
+        d = door(request)
         try:
-            if meta is None:  # the caller may not know whether it exists: ask as Kafka would
-                await door(request).list_offsets(Scoped.of(name), [0], LATEST)
-                raise web.HTTPNotFound(text="no such topic")
+            count = await partition_count(d, name)
             return web.json_response(
                 await browse(
-                    door(request),
+                    d,
                     name,
-                    partitions,
+                    list(range(count)) if one is None else [one],
                     offset=offset,
                     timestamp=timestamp,
                     positions=positions,
@@ -425,15 +425,14 @@ def add_routes(routes: web.RouteTableDef, broker: Any) -> None:
         size = len(key or b"") + len(value or b"") + sum(len(n) + len(v or b"") for n, v in headers)
         if size > MAX_TEST_MESSAGE:
             raise bad(f"a test message may carry at most {MAX_TEST_MESSAGE} bytes")
-        meta = broker.topic(name)
-        count = meta.partitions if meta is not None else 1
         raw_partition = body.get("partition")
-        if raw_partition is None or raw_partition == "":
-            partition = partition_for_key(key, count)
-        else:
-            partition = _int(raw_partition, "partition", 0)
+        d = door(request)
         try:
-            written = await door(request).produce(Scoped.of(name), partition, key, value, headers)
+            if raw_partition is None or raw_partition == "":
+                partition = partition_for_key(key, await partition_count(d, name))
+            else:
+                partition = _int(raw_partition, "partition", 0)
+            written = await d.produce(Scoped.of(name), partition, key, value, headers)
         except KafkaError as e:
             return kafka_error(e)
         caller = request[CALLER]
@@ -455,22 +454,18 @@ def add_routes(routes: web.RouteTableDef, broker: Any) -> None:
         topic = body.get("topic")
         if not isinstance(topic, str) or not topic:
             raise bad("topic is required")
-        meta = broker.topic(topic)
-        if meta is None:
-            raise web.HTTPNotFound(
-                text=json.dumps({"error": f"no topic {topic}"}), content_type="application/json"
-            )
         raw_parts = body.get("partitions")
-        if raw_parts in (None, [], ""):
-            partitions = list(range(meta.partitions))
-        elif isinstance(raw_parts, list):
-            partitions = sorted({_int(p, "partition", 0, meta.partitions - 1) for p in raw_parts})
-        else:
+        if raw_parts not in (None, [], "") and not isinstance(raw_parts, list):
             raise bad("partitions must be a list")
         to = body.get("to")
         d = door(request)
         t = Scoped.of(topic)
         try:
+            count = await partition_count(d, topic)
+            if raw_parts in (None, [], ""):
+                partitions = list(range(count))
+            else:
+                partitions = sorted({_int(p, "partition", 0, count - 1) for p in raw_parts})
             starts = await d.list_offsets(t, partitions, EARLIEST)
             ends = await d.list_offsets(t, partitions, LATEST)
             if to == "earliest":

@@ -52,6 +52,16 @@ from kafkite.security.doors import Caller, audit_change, authorize, door_secured
 log = logging.getLogger("kafkite.console")
 
 STATIC = Path(__file__).parent / "static"
+STATIC_FILES = (  # what the page loads (start-up checks that an installation has them)
+    "index.html",
+    "console.css",
+    "ui.js",
+    "topics.js",
+    "groups.js",
+    "streams.js",
+    "queues.js",
+    "console.js",
+)
 HISTORY = 300  # seconds of throughput kept
 OCI_PREFIX = "/api/oci"
 MAX_BODY = 2 * 1024 * 1024  # a test message or queue message with its JSON around it
@@ -68,12 +78,22 @@ def _topic_row(broker: Any, name: str, meta: Any) -> dict[str, Any]:
         if p is not None:
             size += p.size_bytes
             messages += p.log_end_offset - p.log_start_offset
+    from kafkite.streaming.pools import split_internal_name
+
+    pool_key, _ = split_internal_name(name)
+    pool = None
+    if pool_key is not None:
+        from kafkite.streaming import catalog_of
+
+        found = catalog_of(broker).pool_by_key(pool_key)
+        pool = found.name if found is not None else None
     return {
         "name": name,
         "partitions": meta.partitions,
         "size_bytes": size,
         "messages": messages,
-        "internal": name.startswith("__"),
+        "internal": name.startswith("__") and pool_key is None,
+        "pool": pool,  # the stream pool of a stream outside the default pool
         "topic_id": str(meta.topic_id),
     }
 
