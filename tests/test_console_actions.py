@@ -295,7 +295,9 @@ def test_group_offsets_reset_only_while_empty_and_delete(plain: tuple[BrokerProc
         assert status == 409 and err["code"] == "NON_EMPTY_GROUP"
         view = c.get(f"/api/groups/{group}")
         assert view["type"] == "classic" and view["state"] == "Stable" and len(view["members"]) == 1
+        # What only members of this group type have: listed as its own fields, and under their own names.
         assert view["members"][0]["details"]["session_timeout_ms"] == 6000
+        assert view["members"][0]["session_timeout_ms"] == 6000
         assert {a["topic"] for a in view["members"][0]["assignment"]} == {topic}
     finally:
         consumer.close()

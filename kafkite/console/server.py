@@ -222,8 +222,9 @@ def _member_assignment(m: dict[str, Any], protocol_type: str, group: str) -> lis
 
 
 def group_view(broker: Any, group: str, topic_visible: Visible = _everything) -> dict[str, Any] | None:
-    """A group of any type: what all groups have, then its protocol's own fields (``details``), members with
-    their assignments and own fields, and its committed offsets with their lag."""
+    """A group of any type: what all groups have, its protocol's own fields (listed in ``details`` and also
+    at the top level under the names its type gives them), members likewise with their assignments, and its
+    committed offsets with their lag."""
     coord = getattr(broker, "groups", None)
     desc = coord.describe(group) if coord is not None else None
     if desc is None:
@@ -235,14 +236,16 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
         for t, ps in assignment:
             for p in ps:
                 owners[(t, p)] = m["member_id"]
+        details = {k: _plain(v) for k, v in m.items() if k not in _MEMBER_COMMON}
         members.append(
             {
+                **details,  # also at the top level, as the group's type names them (member_epoch, ...)
                 "member_id": m["member_id"],
                 "group_instance_id": m.get("group_instance_id"),
                 "client_id": m.get("client_id", ""),
                 "host": m.get("client_host", ""),
                 "assignment": [{"topic": t, "partitions": ps} for t, ps in assignment if topic_visible(t)],
-                "details": {k: _plain(v) for k, v in m.items() if k not in _MEMBER_COMMON},
+                "details": details,
             }
         )
     offsets = [
@@ -250,7 +253,9 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
         for r in group_lag_rows(broker)
         if r["group"] == group and topic_visible(r["topic"])
     ]
+    details = {k: _plain(v) for k, v in desc.items() if k not in _GROUP_COMMON}
     return {
+        **details,
         "group": group,
         "type": desc.get("group_type", "classic"),
         "state": desc["state"],
@@ -258,7 +263,7 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
         "protocol": desc.get("protocol", ""),
         "generation": desc.get("generation_id"),
         "leader": desc.get("leader", ""),
-        "details": {k: _plain(v) for k, v in desc.items() if k not in _GROUP_COMMON},
+        "details": details,
         "members": members,
         "offsets": offsets,
         "lag": sum(r["lag"] or 0 for r in offsets),
