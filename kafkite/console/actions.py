@@ -14,6 +14,7 @@ failures, 404 unknown, 409 conflicting state, else 400).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -186,8 +187,6 @@ async def browse(
     max_scan: int,
 ) -> dict[str, Any]:
     """Records of ``partitions`` of a topic read with Fetch as the caller, from wherever asked."""
-    from kafkite.tools.consume import decode_batches
-
     topic = Scoped.of(internal)
     starts = await door.list_offsets(topic, partitions, EARLIEST)
     ends = await door.list_offsets(topic, partitions, LATEST)
@@ -213,18 +212,22 @@ async def browse(
     for p in partitions:
         while pos[p] < ends[p] and scanned < max_scan and (latest or len(out) < limit):
             got = await door.fetch(topic, p, pos[p], FETCH_BYTES)
-            msgs, nxt = decode_batches(topic.name, p, got.data, pos[p], [], leader=door.broker.node_id)
-            if not msgs and nxt <= pos[p]:
+            # Decoding and matching run in a worker thread: a long search never holds up the event loop.
+            chunk = await asyncio.to_thread(
+                _scan,
+                got.data,
+                p,
+                pos[p],
+                ends[p],
+                flt,
+                max_scan - scanned,
+                None if latest else limit - len(out),
+            )
+            if chunk.next_offset <= pos[p]:
                 break
-            for m in msgs:
-                if m.offset >= ends[p] or scanned >= max_scan or (not latest and len(out) >= limit):
-                    break
-                scanned += 1
-                pos[p] = m.offset + 1
-                if flt.matches(m.key, m.value, m.headers):
-                    out.append(_message(p, m))
-            else:
-                pos[p] = max(pos[p], min(nxt, ends[p]))
+            out += chunk.matches
+            scanned += chunk.scanned
+            pos[p] = chunk.next_offset
     if latest and len(partitions) > 1:
         out.sort(key=lambda m: (m["timestamp"], m["partition"], m["offset"]))
         out = out[-limit:]
@@ -260,6 +263,33 @@ async def browse(
     else:
         result["partition"] = "all"
     return result
+
+
+@dataclass
+class _Chunk:
+    matches: list[dict[str, Any]]
+    scanned: int
+    next_offset: int  # where reading goes on
+
+
+def _scan(
+    data: bytes, partition: int, pos: int, end: int, flt: Filter, scan_budget: int, wanted: int | None
+) -> _Chunk:
+    """The records of fetched batches from ``pos`` (below ``end``) that ``flt`` keeps: at most ``scan_budget``
+    looked at, at most ``wanted`` kept (None: all)."""
+    from kafkite.tools.consume import decode_batches
+
+    msgs, nxt = decode_batches("", partition, data, pos, [], leader=-1)
+    matches: list[dict[str, Any]] = []
+    scanned = 0
+    for m in msgs:
+        if m.offset >= end or scanned >= scan_budget or (wanted is not None and len(matches) >= wanted):
+            return _Chunk(matches, scanned, pos)
+        scanned += 1
+        pos = m.offset + 1
+        if flt.matches(m.key, m.value, m.headers):
+            matches.append(_message(partition, m))
+    return _Chunk(matches, scanned, max(pos, min(nxt, end)))
 
 
 def _message(partition: int, m: Any) -> dict[str, Any]:
