@@ -405,3 +405,159 @@ def test_the_page_loads_only_files_an_installation_is_checked_for(
     with pytest.raises(StartupError) as e:
         check_console_files(BrokerConfig({"console.listener": "http://127.0.0.1:0"}))
     assert "ui.js" in str(e.value) and "console.js" in str(e.value)
+
+
+def test_topic_operations_in_chromium(console: tuple[BrokerProcess, str], tmp_path: Path) -> None:
+    """Create a topic with the form, produce test messages, see them as JSON, text and hex, edit and reset a
+    config, add partitions, delete records and the topic: each through the page, each checked with Kafka."""
+    ui = pytest.importorskip("selenium.webdriver.support.ui", reason="selenium is not installed")
+    from confluent_kafka.admin import AdminClient, ConfigResource
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.select import Select
+
+    b, url = console
+    topic = f"ui-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = _browser(tmp_path)
+    try:
+        wait = ui.WebDriverWait(
+            driver, 20, ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)
+        )
+
+        def el(css: str) -> Any:
+            return wait.until(lambda d: d.find_element(By.CSS_SELECTOR, css))
+
+        def click(css: str) -> None:
+            # Into the middle of the window first: the sticky header would take a click at its top edge.
+            e = el(css)
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", e)
+            e.click()
+
+        def fill(css: str, value: str) -> None:
+            e = el(css)
+            e.clear()
+            e.send_keys(value)
+
+        def notice(kind: str, contains: str) -> str:
+            return str(
+                wait.until(
+                    lambda d: next(
+                        (
+                            n.text
+                            for n in d.find_elements(By.CSS_SELECTOR, f"#notice .note.{kind}")
+                            if contains in n.text
+                        ),
+                        None,
+                    )
+                )
+            )
+
+        def confirm(typed: str | None = None) -> None:
+            el("#confirm[open]")
+            if typed:
+                fill("#confirm-typed", typed)
+            click("#confirm-ok")
+
+        driver.get(url + "/#/topics")
+        click("#create-topic-panel > summary")
+        fill("#new-topic-name", topic)
+        fill("#new-topic-partitions", "2")
+        fill("#new-topic-configs", "retention.ms=3600000\nmax.message.bytes=500000")
+        click("#create-topic")
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "h1").text == f"Topic {topic}")
+        assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 2
+
+        # Test messages: JSON with a key and a header, then binary bytes given as hex.
+        click("#produce-panel > summary")
+        Select(el("#produce-partition")).select_by_value("0")
+        fill("#produce-key", "order-1")
+        fill("#produce-value", '{"id": 1, "items": ["a", "b"]}')
+        fill("#produce-headers", "source=console")
+        click("#produce-send")
+        notice("ok", "Produced to partition 0 at offset 0")
+        fill("#produce-key", "")
+        fill("#produce-value", "00ff41")
+        Select(el("#produce-encoding")).select_by_value("hex")
+        fill("#produce-headers", "")
+        click("#produce-send")
+        notice("ok", "at offset 1")
+        wait.until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, "#partitions tr[data-partition='0']").text.split()[:4]
+                == ["0", "0", "2", "2"]
+            )
+        )
+        Select(el("#browse-partition")).select_by_value("0")
+        fill("#browse-offset", "0")
+        click("#browse-go")
+        json_cell = el("#message-table tr[data-offset='0'] td.value")
+        wait.until(lambda d: '"items": [' in json_cell.text)  # pretty-printed JSON
+        assert "source=console" in el("#message-table tr[data-offset='0']").text
+        binary = el("#message-table tr[data-offset='1'] td.value").text
+        assert "00 ff 41" in binary and "binary" in binary
+        Select(el("#render-mode")).select_by_value("hex")
+        wait.until(
+            lambda d: (
+                "7b 22 69 64"
+                in d.find_element(By.CSS_SELECTOR, "#message-table tr[data-offset='0'] td.value").text
+            )
+        )
+        Select(el("#render-mode")).select_by_value("text")
+        wait.until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, "#message-table tr[data-offset='0'] td.value").text
+                == '{"id": 1, "items": ["a", "b"]}'
+            )
+        )
+        # Search by header and by value text.
+        fill("#browse-offset", "")
+        fill("#search-header", "source=cons")
+        Select(el("#browse-partition")).select_by_value("all")
+        click("#browse-go")
+        wait.until(
+            lambda d: len(d.find_elements(By.CSS_SELECTOR, "#message-table tbody tr[data-offset]")) == 1
+        )
+        driver.save_screenshot(str(ARTIFACTS / "topic-01-produce-and-search.png"))
+
+        # A config: edited in place, then back to its default; a Kafka admin client sees each.
+        res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        click("#config-table tr[data-config='retention.ms'] button[data-edit]")
+        fill("#config-input", "7200000")
+        click("#config-save")
+        notice("ok", "retention.ms = 7200000")
+        assert admin.describe_configs([res])[res].result(timeout=15)["retention.ms"].value == "7200000"
+        row = el("#config-table tr[data-config='retention.ms']")
+        assert "DYNAMIC_TOPIC_CONFIG" in row.text and "604800000" in row.text  # the default beside it
+        click("#config-table tr[data-config='retention.ms'] button[data-reset]")
+        notice("ok", "retention.ms back to its default")
+        assert admin.describe_configs([res])[res].result(timeout=15)["retention.ms"].value == "604800000"
+        driver.save_screenshot(str(ARTIFACTS / "topic-02-configs.png"))
+
+        # Partitions added; records deleted before an offset (after a confirmation).
+        click("#partitions-panel > summary")
+        fill("#partitions-count", "3")
+        click("#partitions-add")
+        notice("ok", "now has 3 partitions")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#partitions tr[data-partition='2']"))
+        assert len(admin.list_topics(topic, timeout=10).topics[topic].partitions) == 3
+        click("#delete-records-panel > summary")
+        Select(el("#delete-records-partition")).select_by_value("0")
+        fill("#delete-records-offset", "1")
+        click("#delete-records")
+        confirm()
+        notice("ok", "Partition 0 now starts at offset 1")
+        assert el("#partitions tr[data-partition='0']").text.split()[:3] == ["0", "1", "2"]
+
+        # Deleting the topic asks for its name first.
+        click("#delete-topic")
+        el("#confirm[open]")
+        assert el("#confirm-ok").get_attribute("disabled") is not None
+        confirm(topic)
+        wait.until(lambda d: d.current_url.endswith("#/topics"))
+        assert topic not in admin.list_topics(timeout=10).topics
+        logs = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not logs, logs
+    finally:
+        driver.quit()

@@ -131,7 +131,10 @@ class Page:
         e.send_keys(value)
 
     def click(self, css: str) -> None:
-        self.el(css).click()
+        # Into the middle of the window first: the sticky header would take a click at its top edge.
+        e = self.el(css)
+        self.d.execute_script("arguments[0].scrollIntoView({block: 'center'})", e)
+        e.click()
 
     def select(self, css: str, value: str) -> None:
         from selenium.webdriver.support.select import Select

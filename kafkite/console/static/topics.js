@@ -33,12 +33,22 @@ async function topicsPage() {
 
 // ---------------------------------------------------------------------------------------------- a topic
 
-async function topicPage(name, params) {
-  const t = await api("/api/topics/" + encodeURIComponent(name));
-  const enc = encodeURIComponent(name);
+function partitionsTable(t) {
   const parts = t.partitions.map(p => `<tr data-partition="${p.partition}">${td(p.partition, "num")}
     ${td(num(p.start_offset), "num")}${td(num(p.end_offset), "num")}${td(num(p.messages), "num")}
     ${td(bytes(p.size_bytes), "num")}${td(time(p.first_timestamp))}${td(time(p.last_timestamp))}</tr>`);
+  return table(["#Partition", "#Start offset", "#End offset", "#Messages", "#Size", "First timestamp", "Last timestamp"], parts, 'id="partitions"');
+}
+
+// The partitions' offsets again, leaving the forms and the message browser as they are.
+async function refreshPartitions(name) {
+  const box = document.getElementById("partitions");
+  if (box) box.outerHTML = partitionsTable(await api("/api/topics/" + encodeURIComponent(name)));
+}
+
+async function topicPage(name, params) {
+  const t = await api("/api/topics/" + encodeURIComponent(name));
+  const enc = encodeURIComponent(name);
   const groups = t.groups.map(g => `<tr data-group="${esc(g.group)}">${td(groupLink(g.group))}${td(tag(g.state))}
     ${td(g.partitions.map(p => `${p.partition}: ${num(p.committed_offset)}`).join("<br>"))}
     <td class="num lag${g.lag > 0 ? " lag-high" : ""}" data-lag="${g.lag}">${num(g.lag)}</td></tr>`);
@@ -68,7 +78,7 @@ async function topicPage(name, params) {
     <div class="panels">${panel("produce-panel", "Produce a test message", produceForm)}
       ${panel("partitions-panel", "Add partitions", partitionsForm)}
       ${panel("delete-records-panel", "Delete records", deleteRecordsForm)}</div>
-    <h2>Partitions</h2>${table(["#Partition", "#Start offset", "#End offset", "#Messages", "#Size", "First timestamp", "Last timestamp"], parts, 'id="partitions"')}
+    <h2>Partitions</h2>${partitionsTable(t)}
     <h2>Consumer groups</h2>${table(["Group", "State", "Committed offsets", "#Lag"], groups, 'id="topic-groups"')}
     <h2>Messages</h2>
     <form class="browse" id="browse">
@@ -95,7 +105,7 @@ async function topicPage(name, params) {
     const r = await send("POST", `/api/topics/${enc}/messages`, {
       partition: p === "" ? null : Number(p), key: key === "" ? null : key,
       value: document.getElementById("produce-value").value, value_encoding: valueOf("produce-encoding"), headers });
-    document.getElementById("messages-info").dataset.produced = `${r.partition}:${r.offset}`;
+    await refreshPartitions(name);
     return `Produced to partition ${r.partition} at offset ${r.offset}`;
   });
   onSubmit("partitions-form", "Adding partitions", async () => {
