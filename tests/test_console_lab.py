@@ -335,10 +335,28 @@ def test_the_lab_in_chromium(lab: Lab, tmp_path: Path) -> None:
         page.until_text("#dlq-stats", lambda t: t.startswith("0 visible"))
         page.shot("lab-08-moved-back", "#queue-stats")
         queues = oci.queue.QueueClient(oci_config(lab), service_endpoint=lab.rest)
-        msgs = queues.get_messages(
-            queue_id, visibility_in_seconds=30, timeout_in_seconds=0, limit=10
-        ).data.messages
-        assert [m.content for m in msgs] == ["lab message"]
+        msgs = queues.get_messages(queue_id, visibility_in_seconds=0, timeout_in_seconds=0, limit=10)
+        assert [m.content for m in msgs.data.messages] == ["lab message"]
+
+        # 6. Cleaning up: purge and delete the queue, delete the stream and the pool (each confirmed first).
+        page.open_panel("purge-panel")
+        page.click("#purge")
+        page.confirm()
+        page.notice("ok", "Purged")
+        page.until_text("#queue-stats", lambda t: t.startswith("0 visible"))
+        page.click("#delete-queue")
+        page.confirm("lab-queue")
+        page.wait.until(lambda d: d.current_url.endswith("#/queues"))
+        page.go(f"/pools/{urllib.parse.quote(pool_id)}")
+        page.click("#streams button[data-delete-stream]")
+        page.confirm("lab-stream")
+        page.notice("ok", "Deleted stream lab-stream")
+        page.click("#delete-pool")
+        page.confirm("lab-pool")
+        page.wait.until(lambda d: d.current_url.endswith("#/pools"))
+        admin = oci.streaming.StreamAdminClient(oci_config(lab), service_endpoint=lab.rest)
+        assert admin.get_stream_pool(pool_id).data.lifecycle_state == "DELETED"
+        assert admin.get_stream(stream_id).data.lifecycle_state == "DELETED"
 
         logs = [
             e for e in driver.get_log("browser") if e.get("level") == "SEVERE" and "/api/" not in e["message"]
@@ -359,6 +377,10 @@ def test_the_lab_in_chromium(lab: Lab, tmp_path: Path) -> None:
         "CreateQueue",
         "PutMessages",
         "MoveBack",
+        "PurgeQueue",
+        "DeleteQueue",
+        "DeleteStream",
+        "DeleteStreamPool",
     }
     while True:
         done = {
