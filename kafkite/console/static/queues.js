@@ -110,7 +110,7 @@ async function queuePage(id) {
   async function showDeadLetters() {
     // Receiving dead letters with a visibility of 0 shows them and leaves them where they are.
     const r = await api(`${base}/dlq/messages?limit=32&visibilityInSeconds=0&timeoutInSeconds=0`);
-    document.getElementById("dead-letters").innerHTML = `<p class="muted" id="dead-letter-count">${r.messages.length} dead letters shown</p>` + deliveriesTable("dead-letter-table", r.messages, true);
+    document.getElementById("dead-letters").innerHTML = `<p class="muted" id="dead-letter-count">${r.messages.length} dead letter${r.messages.length === 1 ? "" : "s"} shown</p>` + deliveriesTable("dead-letter-table", r.messages, true);
     onClick("#dead-letter-table button[data-move-back]", async btn => {
       if (await act("Moving the message back", async () => {
         const moved = await send("POST", `${base}/dlq/actions/moveBack`, { ids: [Number(btn.dataset.moveBack)] });
