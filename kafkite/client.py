@@ -149,6 +149,11 @@ class BrokerConnection:
         self._task: asyncio.Task[None] | None = None
         self.versions: dict[int, tuple[int, int]] = {}
 
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed or lost (a new one must be opened)."""
+        return self._writer is None or self._task is None or self._task.done()
+
     async def connect(self, timeout: float = 10.0) -> None:
         sec = self.security
         if sec.uses_tls:
@@ -223,8 +228,8 @@ class BrokerConnection:
     def send(
         self, api_key: int, body: dict[str, Any], version: int | None = None, *, expect_response: bool = True
     ) -> asyncio.Future[dict[str, Any]] | None:
-        if self._writer is None:
-            raise ConnectionError("not connected")
+        if self._writer is None or (self._task is not None and self._task.done()):
+            raise ConnectionError(f"not connected to {self.host}:{self.port}")
         v = self.version_for(api_key) if version is None else version
         corr = next(self._corr)
         frame = framing.encode_request(self.reg, api_key, v, corr, self.client_id, body)
@@ -334,14 +339,28 @@ class KafkaClient:
         raise ConnectionError(f"no bootstrap server reachable: {last}")
 
     async def any_connection(self) -> BrokerConnection:
+        for conn in self._conns.values():
+            if not conn.closed:
+                return conn
+        await self._drop_closed()
+        await self.connect()
         return next(iter(self._conns.values()))
+
+    async def _drop_closed(self) -> None:
+        for key, conn in list(self._conns.items()):
+            if conn.closed:
+                del self._conns[key]
+                await conn.close()
 
     async def connection(self, node_id: int) -> BrokerConnection:
         conn = self._conns.get(node_id)
+        if conn is not None and conn.closed:
+            await self._drop_closed()
+            conn = None
         if conn is None:
             host, port = self.nodes[node_id]
             for key, c in self._conns.items():
-                if isinstance(key, tuple) and key == (host, port):
+                if isinstance(key, tuple) and key == (host, port) and not c.closed:
                     self._conns[node_id] = c
                     return c
             conn = BrokerConnection(host, port, self.client_id, security=self.security)
@@ -607,16 +626,24 @@ class KafkaClient:
             raise KafkaClientError(g["error_code"], f"ConsumerGroupDescribe {group}")
         return g
 
-    async def committed_offsets(self, group: str) -> dict[tuple[str, int], tuple[int, str | None]]:
-        """(offset, metadata) committed by ``group`` for each of its partitions."""
+    async def committed_offsets(
+        self, group: str, *, require_stable: bool = False
+    ) -> dict[tuple[str, int], tuple[int, str | None]]:
+        """(offset, metadata) committed by ``group`` for each of its partitions.
+
+        With ``require_stable`` the broker answers UNSTABLE_OFFSET_COMMIT while a transaction holds offsets of
+        the group that are not yet committed (the caller retries)."""
         coord = await self.coordinator(group)
         conn = await self.connection(coord)
         # Version 10 names topics by id; this client names them.
         v = min(conn.version_for(ApiKey.OFFSET_FETCH), 9)
         if v >= 8:
-            body: dict[str, Any] = {"groups": [{"group_id": group, "topics": None}], "require_stable": False}
+            body: dict[str, Any] = {
+                "groups": [{"group_id": group, "topics": None}],
+                "require_stable": require_stable,
+            }
         else:
-            body = {"group_id": group, "topics": None, "require_stable": False}
+            body = {"group_id": group, "topics": None, "require_stable": require_stable}
         resp = await conn.request(ApiKey.OFFSET_FETCH, body, version=v)
         if v >= 8:
             g = resp["groups"][0]
@@ -664,6 +691,164 @@ class KafkaClient:
             for p in t["partitions"]
         }
 
+    # ------------------------------------------------------------------ many partitions at once
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        """The leader's node id as last seen in Metadata (-1: unknown)."""
+        return self.leaders.get((topic, partition), -1)
+
+    async def fetch_many(
+        self,
+        offsets: dict[tuple[str, int], int],
+        *,
+        node: int | None = None,
+        max_wait_ms: int = 0,
+        min_bytes: int = 1,
+        max_bytes: int = 64 << 20,
+        partition_max_bytes: int = 1 << 20,
+        isolation_level: int = 0,
+    ) -> dict[tuple[str, int], FetchedPartition]:
+        """One Fetch request for many partitions (all led by ``node``, or sent to any broker when None).
+
+        A consumer's fetch: the broker answers once ``min_bytes`` are there or ``max_wait_ms`` passed. A
+        partition missing from the answer is left out of the result."""
+        conn = await (
+            self.connection(node) if node is not None and node in self.nodes else self.any_connection()
+        )
+        v = min(conn.version_for(ApiKey.FETCH), 12)  # by topic name; 13+ name topics by id
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (topic, p), off in offsets.items():
+            by_topic.setdefault(topic, []).append(
+                {"partition": p, "fetch_offset": off, "partition_max_bytes": partition_max_bytes}
+            )
+        body = {
+            "replica_id": -1,
+            "max_wait_ms": max_wait_ms,
+            "min_bytes": min_bytes,
+            "max_bytes": max_bytes,
+            "isolation_level": isolation_level,
+            "session_id": 0,
+            "session_epoch": -1,
+            "topics": [{"topic": t, "partitions": ps} for t, ps in by_topic.items()],
+            "forgotten_topics_data": [],
+            "rack_id": "",
+        }
+        resp = await conn.request(ApiKey.FETCH, body, version=v)
+        if resp.get("error_code"):
+            raise KafkaClientError(resp["error_code"], "Fetch")
+        throttle = int(resp.get("throttle_time_ms", 0))
+        out: dict[tuple[str, int], FetchedPartition] = {}
+        for t in resp["responses"]:
+            for p in t["partitions"]:
+                aborted = [(a["producer_id"], a["first_offset"]) for a in p.get("aborted_transactions") or []]
+                out[(t["topic"], p["partition_index"])] = FetchedPartition(
+                    p["error_code"],
+                    p["high_watermark"],
+                    p.get("last_stable_offset", -1),
+                    p.get("log_start_offset", -1),
+                    aborted,
+                    bytes(p["records"] or b""),
+                    throttle,
+                )
+        return out
+
+    async def produce_many(
+        self,
+        batches: dict[tuple[str, int], bytes],
+        *,
+        acks: int = -1,
+        timeout_ms: int = 30_000,
+        transactional_id: str | None = None,
+    ) -> dict[tuple[str, int], ProducedPartition]:
+        """One record batch per partition, one Produce request per leader; the answer per partition.
+
+        A partition whose leader's connection fails is answered with NETWORK_EXCEPTION (the caller decides
+        whether to retry it); the other leaders' answers stand."""
+        by_leader: dict[int, list[tuple[str, int]]] = {}
+        for tp in batches:
+            by_leader.setdefault(self.leaders.get(tp, -1), []).append(tp)
+        out: dict[tuple[str, int], ProducedPartition] = {}
+
+        async def send(leader: int, tps: list[tuple[str, int]]) -> None:
+            by_topic: dict[str, list[dict[str, Any]]] = {}
+            for t, p in tps:
+                by_topic.setdefault(t, []).append({"index": p, "records": batches[(t, p)]})
+            body = {
+                "transactional_id": transactional_id,
+                "acks": acks,
+                "timeout_ms": timeout_ms,
+                "topic_data": [{"name": t, "partition_data": ps} for t, ps in by_topic.items()],
+            }
+            try:
+                conn = await (self.connection(leader) if leader in self.nodes else self.any_connection())
+                fut = conn.send(ApiKey.PRODUCE, body, expect_response=acks != 0)
+                await conn.drain()
+                if fut is None:
+                    for tp in tps:
+                        out[tp] = ProducedPartition(0, -1, None, 0)
+                    return
+                resp = await fut
+            except (ConnectionError, OSError) as e:
+                for tp in tps:
+                    out[tp] = ProducedPartition(int(ErrorCode.NETWORK_EXCEPTION), -1, str(e), 0)
+                return
+            throttle = int(resp.get("throttle_time_ms", 0))
+            for t in resp["responses"]:
+                for pr in t["partition_responses"]:
+                    out[(t["name"], pr["index"])] = ProducedPartition(
+                        pr["error_code"], pr["base_offset"], pr.get("error_message"), throttle
+                    )
+
+        await asyncio.gather(*(send(leader, tps) for leader, tps in by_leader.items()))
+        return out
+
+    # ------------------------------------------------------------------ more admin
+
+    async def create_partitions(
+        self, counts: dict[str, int], *, timeout_ms: int = 30_000
+    ) -> dict[str, tuple[int, str | None]]:
+        """Grow topics to ``counts`` partitions; (error code, message) per topic, 0 when done."""
+        body = {
+            "topics": [{"name": t, "count": n, "assignments": None} for t, n in counts.items()],
+            "timeout_ms": timeout_ms,
+            "validate_only": False,
+        }
+        resp = await self.request(ApiKey.CREATE_PARTITIONS, body)
+        return {r["name"]: (r["error_code"], r.get("error_message")) for r in resp["results"]}
+
+    async def alter_topic_configs(self, topic: str, configs: dict[str, str | None]) -> tuple[int, str | None]:
+        """IncrementalAlterConfigs of one topic: set each name to its value, or delete it (None: back to the
+        default); (error code, message)."""
+        body = {
+            "resources": [
+                {
+                    "resource_type": 2,
+                    "resource_name": topic,
+                    "configs": [
+                        {"name": k, "config_operation": 0 if v is not None else 1, "value": v}
+                        for k, v in configs.items()
+                    ],
+                }
+            ],
+            "validate_only": False,
+        }
+        resp = await self.request(ApiKey.INCREMENTAL_ALTER_CONFIGS, body)
+        r = resp["responses"][0]
+        return int(r["error_code"]), r.get("error_message")
+
+    async def describe_groups(self, groups: list[str]) -> dict[str, dict[str, Any]]:
+        """DescribeGroups of each group at its coordinator: group_id, group_state, members, error_code."""
+        out: dict[str, dict[str, Any]] = {}
+        for g in groups:
+            try:
+                coord = await self.coordinator(g)
+            except KafkaClientError as e:
+                out[g] = {"group_id": g, "error_code": e.code, "group_state": "", "members": []}
+                continue
+            resp = await self.request(ApiKey.DESCRIBE_GROUPS, {"groups": [g]}, node=coord)
+            out[g] = resp["groups"][0]
+        return out
+
     async def close(self) -> None:
         seen = set()
         for conn in self._conns.values():
@@ -671,3 +856,229 @@ class KafkaClient:
                 seen.add(id(conn))
                 await conn.close()
         self._conns.clear()
+
+
+# ---------------------------------------------------------------------------------------------- transactions
+
+# Answers of the transaction coordinator worth asking again (after finding the coordinator anew).
+TXN_RETRIABLE = frozenset(
+    {
+        int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS),
+        int(ErrorCode.COORDINATOR_NOT_AVAILABLE),
+        int(ErrorCode.NOT_COORDINATOR),
+        int(ErrorCode.CONCURRENT_TRANSACTIONS),
+        int(ErrorCode.REQUEST_TIMED_OUT),
+    }
+)
+TXN_FENCED = frozenset(
+    {
+        int(ErrorCode.PRODUCER_FENCED),
+        int(ErrorCode.INVALID_PRODUCER_EPOCH),
+        int(ErrorCode.TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        int(ErrorCode.INVALID_PRODUCER_ID_MAPPING),
+        int(ErrorCode.TRANSACTION_COORDINATOR_FENCED),
+    }
+)
+
+
+class TransactionalProducer:
+    """A transactional producer over a ``KafkaClient``: Kafka's protocol for ``transactional.id``.
+
+    ``init`` gets the producer id and a new epoch (fencing any earlier producer of the id and aborting its
+    open transaction); then, per transaction, ``add_partitions`` / ``add_offsets`` register what the
+    transaction touches, ``batch`` builds transactional record batches with per-partition sequence numbers,
+    ``produce`` writes them, ``commit_offsets`` commits a group's offsets inside the transaction, and
+    ``commit`` or ``abort`` ends it. After a failed transaction call ``init`` again (a new epoch; sequences
+    restart).
+    """
+
+    def __init__(self, client: KafkaClient, transactional_id: str, *, timeout_ms: int = 60_000) -> None:
+        self.client = client
+        self.transactional_id = transactional_id
+        self.timeout_ms = timeout_ms
+        self.producer_id = -1
+        self.epoch = -1
+        self._sequences: dict[tuple[str, int], int] = {}
+        self._partitions: set[tuple[str, int]] = set()
+        self._groups: set[str] = set()
+        self.in_transaction = False
+
+    async def _coordinator_request(self, api_key: int, body: dict[str, Any], what: str) -> dict[str, Any]:
+        """Send to the transaction coordinator, finding it again and retrying on retriable answers."""
+        delay = 0.02
+        for attempt in range(60):
+            try:
+                coord = await self.client.coordinator(self.transactional_id, key_type=1)
+                conn = await self.client.connection(coord)
+                v = conn.version_for(api_key)
+                if api_key == ApiKey.ADD_PARTITIONS_TO_TXN:
+                    v = min(v, 3)  # 4+ is the brokers' batched form
+                resp = await conn.request(api_key, body, version=v)
+            except KafkaClientError as e:
+                if e.code not in TXN_RETRIABLE or attempt == 59:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            code = _txn_error(api_key, resp)
+            if code in TXN_RETRIABLE and attempt < 59:
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            if code:
+                raise KafkaClientError(code, f"{what} ({self.transactional_id})")
+            return resp
+        raise KafkaClientError(int(ErrorCode.REQUEST_TIMED_OUT), what)
+
+    async def init(self) -> None:
+        body = {
+            "transactional_id": self.transactional_id,
+            "transaction_timeout_ms": self.timeout_ms,
+            "producer_id": -1,
+            "producer_epoch": -1,
+        }
+        resp = await self._coordinator_request(ApiKey.INIT_PRODUCER_ID, body, "InitProducerId")
+        self.producer_id = int(resp["producer_id"])
+        self.epoch = int(resp["producer_epoch"])
+        self._sequences.clear()
+        self._partitions.clear()
+        self._groups.clear()
+        self.in_transaction = False
+
+    async def add_partitions(self, partitions: list[tuple[str, int]]) -> None:
+        new = sorted(set(partitions) - self._partitions)
+        if not new:
+            return
+        by_topic: dict[str, list[int]] = {}
+        for t, p in new:
+            by_topic.setdefault(t, []).append(p)
+        body = {
+            "v3_and_below_transactional_id": self.transactional_id,
+            "v3_and_below_producer_id": self.producer_id,
+            "v3_and_below_producer_epoch": self.epoch,
+            "v3_and_below_topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
+        }
+        await self._coordinator_request(ApiKey.ADD_PARTITIONS_TO_TXN, body, "AddPartitionsToTxn")
+        self._partitions.update(new)
+        self.in_transaction = True
+
+    async def add_offsets(self, group: str) -> None:
+        if group in self._groups:
+            return
+        body = {
+            "transactional_id": self.transactional_id,
+            "producer_id": self.producer_id,
+            "producer_epoch": self.epoch,
+            "group_id": group,
+        }
+        await self._coordinator_request(ApiKey.ADD_OFFSETS_TO_TXN, body, "AddOffsetsToTxn")
+        self._groups.add(group)
+        self.in_transaction = True
+
+    async def commit_offsets(
+        self, group: str, offsets: dict[tuple[str, int], tuple[int, str | None]]
+    ) -> None:
+        """TxnOffsetCommit: the group's offsets, visible when the transaction commits."""
+        await self.add_offsets(group)
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (t, p), (off, meta) in sorted(offsets.items()):
+            by_topic.setdefault(t, []).append(
+                {"partition_index": p, "committed_offset": off, "committed_metadata": meta}
+            )
+        body = {
+            "transactional_id": self.transactional_id,
+            "group_id": group,
+            "producer_id": self.producer_id,
+            "producer_epoch": self.epoch,
+            "generation_id": -1,
+            "member_id": "",
+            "group_instance_id": None,
+            "topics": [{"name": t, "partitions": ps} for t, ps in by_topic.items()],
+        }
+        delay = 0.02
+        for attempt in range(60):
+            coord = await self.client.coordinator(group)
+            resp = await self.client.request(ApiKey.TXN_OFFSET_COMMIT, body, node=coord)
+            codes = [p["error_code"] for t in resp["topics"] for p in t["partitions"] if p["error_code"]]
+            if not codes:
+                return
+            if all(c in TXN_RETRIABLE for c in codes) and attempt < 59:
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
+                continue
+            raise KafkaClientError(codes[0], f"TxnOffsetCommit {group}")
+
+    def batch(self, topic: str, partition: int, recs: Any, *, compression: int = 0) -> bytes:
+        """A transactional batch of (key, value, headers, timestamp) records, with the partition's next
+        sequence number (taken now: produce batches in the order they are built)."""
+        from kafkite.protocol.records import build_batch
+
+        seq = self._sequences.get((topic, partition), 0)
+        data = build_batch(
+            recs,
+            compression=compression,
+            producer_id=self.producer_id,
+            producer_epoch=self.epoch,
+            base_sequence=seq,
+            transactional=True,
+        )
+        self._sequences[(topic, partition)] = (seq + len(recs)) & 0x7FFFFFFF
+        return data
+
+    def stamp(self, topic: str, partition: int, batch: bytes | bytearray, count: int) -> bytes:
+        """An existing record batch made this producer's: producer id, epoch, sequence and the transactional
+        flag set, the CRC recomputed (records untouched)."""
+        from kafkite.protocol import records as rec
+
+        buf = bytearray(batch)
+        seq = self._sequences.get((topic, partition), 0)
+        attrs = struct.unpack_from(">h", buf, 21)[0]
+        struct.pack_into(">h", buf, 21, (attrs | 0x10) & ~0x20)  # transactional, not a control batch
+        struct.pack_into(">qhi", buf, 43, self.producer_id, self.epoch, seq)
+        rec.update_crc(buf, 0)
+        self._sequences[(topic, partition)] = (seq + count) & 0x7FFFFFFF
+        return bytes(buf)
+
+    async def produce(
+        self, batches: dict[tuple[str, int], bytes]
+    ) -> dict[tuple[str, int], ProducedPartition]:
+        await self.add_partitions(list(batches))
+        return await self.client.produce_many(batches, transactional_id=self.transactional_id)
+
+    async def end(self, commit: bool) -> None:
+        if not self.in_transaction:
+            return
+        body = {
+            "transactional_id": self.transactional_id,
+            "producer_id": self.producer_id,
+            "producer_epoch": self.epoch,
+            "committed": commit,
+        }
+        await self._coordinator_request(ApiKey.END_TXN, body, "EndTxn")
+        self._partitions.clear()
+        self._groups.clear()
+        self.in_transaction = False
+
+    async def commit(self) -> None:
+        await self.end(True)
+
+    async def abort(self) -> None:
+        await self.end(False)
+
+
+def _txn_error(api_key: int, resp: dict[str, Any]) -> int:
+    """The first error of a transaction coordinator's answer (0: none)."""
+    if api_key == ApiKey.ADD_PARTITIONS_TO_TXN:
+        if resp.get("error_code"):
+            return int(resp["error_code"])
+        codes = [
+            int(p["partition_error_code"])
+            for t in resp.get("results_by_topic_v3_and_below") or []
+            for p in t["results_by_partition"]
+            if p["partition_error_code"]
+        ]
+        for c in codes:
+            if c != ErrorCode.OPERATION_NOT_ATTEMPTED:
+                return c
+        return codes[0] if codes else 0
+    return int(resp.get("error_code", 0))
