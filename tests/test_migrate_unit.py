@@ -23,6 +23,7 @@ from kafkite.migrate.mirror import (
     digest_record,
     parse_rate,
 )
+from kafkite.migrate.pipeline import Feed, Piece, committed_batches
 from kafkite.migrate.plan import (
     load_plan,
     make_plan,
@@ -32,6 +33,8 @@ from kafkite.migrate.plan import (
     write_plan,
 )
 from kafkite.migrate.progress import Progress
+from kafkite.migrate.sinks import plain_batch
+from kafkite.migrate.state import fold_sync, sync_record, translate_spread
 from kafkite.migrate.survey import (
     GroupInfo,
     Inventory,
@@ -392,3 +395,140 @@ def test_progress_bar_lines() -> None:
     silent = io.StringIO()
     Progress("x", 1, stream=silent, enabled=False).update(1, force=True)
     assert silent.getvalue() == ""
+
+
+# ---------------------------------------------------------------------------------------------- live mirror
+
+
+def test_feed_sends_whole_batches_or_rebatches_small_ones() -> None:
+    big = records.build_batch([_rec(i) for i in range(0, 40)], base_offset=0)
+    smalls = [records.build_batch([_rec(i)], base_offset=i) for i in range(40, 44)]
+    buf = big + b"".join(smalls)
+    batches, nxt = committed_batches(buf, 0, [])
+    assert nxt == 44
+    feed = Feed("t", 0, 0)
+    feed.push([Piece(buf[pos : pos + h.size], h, 0) for pos, h in batches], nxt + 2)  # markers after
+    out, adv = feed.take(len(big) * 2, verbatim_ok=True)
+    assert adv is None and out is not None and out.verbatim is not None
+    assert (out.first_source, out.count, out.end_source) == (0, 40, 40)
+    out, adv = feed.take(len(big) * 2, verbatim_ok=True)
+    assert out is not None and out.verbatim is None  # several small batches: one batch of their records
+    assert [r.offset for r in out.recs] == [40, 41, 42, 43] and out.end_source == 46
+    assert feed.take(100, verbatim_ok=True) == (None, None)
+    # A fetch starting inside a batch, and a size limit that splits the records.
+    feed = Feed("t", 0, 5)
+    h = records.read_header(big)
+    feed.push([Piece(big, h, 5)], 40)
+    out, _ = feed.take(3 * 60, verbatim_ok=True)
+    assert out is not None and out.verbatim is None and out.recs[0].offset == 5
+    rest, _ = feed.take(10_000, verbatim_ok=True)
+    assert rest is not None and rest.recs[0].offset == out.recs[-1].offset + 1 and rest.end_source == 40
+    # Only an advance: nothing to write, the position moves.
+    feed.push([], 50)
+    assert feed.take(100, verbatim_ok=True) == (None, 50)
+
+
+def test_plain_batch_clears_producer_fields() -> None:
+    src = records.build_batch([_rec(1)], producer_id=5, producer_epoch=1, base_sequence=3, transactional=True)
+    out = plain_batch(src)
+    h = records.read_header(out)
+    assert (h.producer_id, h.producer_epoch, h.base_sequence, h.is_transactional) == (-1, -1, -1, False)
+    assert records.check_crc(out, 0, h)
+    assert [r.value for r in records.iter_records(out)] == [b"v1"]
+    plain = records.build_batch([_rec(1)])
+    assert plain_batch(plain) is plain
+
+
+def test_offset_syncs_fold_back_exactly() -> None:
+    st = PartitionState("t", 2, start_source=10, next_source=10, first_target=50, next_target=50)
+    st.record_range(10, 5, 50)
+    st.record_range(15, 3, 56)  # a transaction marker at 55 on the target
+    st.record([20, 21], 60)  # a gap on the source (18, 19)
+    key, value = sync_record(st, [[10, 50, 5]])
+    states: dict[str, PartitionState] = {}
+    fold_sync(states, value)
+    fold_sync(states, sync_record(st, [[15, 56, 3], [20, 60, 2]])[1])
+    got = states["t/2"]
+    assert key == b"t/2"
+    assert got.runs == st.runs == [[10, 50, 5], [15, 56, 3], [20, 60, 2]]
+    assert (got.next_source, got.next_target, got.copied) == (22, 62, 10)
+    assert [got.translate(o) for o in (10, 14, 15, 18, 20, 22)] == [50, 54, 56, 60, 60, 62]
+
+
+def test_translation_when_the_target_places_records_by_key() -> None:
+    a = PartitionState("t", 0, 0, 0, 0, 0)
+    b = PartitionState("t", 1, 0, 0, 0, 0)
+    a.record_spread([0, 1, 2, 3], [(0, 0), (0, 1), (1, 0), (0, 2)])
+    b.record_spread([0, 1], [(1, 1), (1, 2)])
+    # The group consumed a up to 2 (0 and 1 done) and b up to 1 (0 done).
+    got = translate_spread([a, b], {0: 2, 1: 1}, {0: 3, 1: 3})
+    # Partition 0 holds a0 a1 (done) then a3: resume at 2, exactly. Partition 1 holds a2 (not done), b0
+    # (done), b1: no exact offset; the earliest unconsumed one (0) loses nothing.
+    assert got == {0: (2, True), 1: (0, False)}
+    assert translate_spread([a, b], {0: 4, 1: 2}, {0: 3, 1: 3}) == {0: (3, True), 1: (3, True)}
+    assert translate_spread([a, b], {}, {0: 3, 1: 3}) == {0: (0, True), 1: (0, True)}
+
+
+def test_config_changes_mapped_through_the_plan() -> None:
+    from kafkite.migrate.mirror import Mirror, MirrorOptions
+
+    plan = {"limits": limits.as_dict(), "streams": []}
+    m = Mirror.__new__(Mirror)
+    m.opts = MirrorOptions(plan=plan)
+    mapped, notes = Mirror.map_configs(
+        m, "t", {"retention.ms": "1000", "cleanup.policy": "compact", "max.message.bytes": str(8 * MB)}
+    )
+    assert mapped == {"retention.ms": str(24 * 3_600_000), "max.message.bytes": str(MB)}
+    assert any("compaction" in n for n in notes) and any("capped" in n for n in notes)
+    m.opts = MirrorOptions()
+    assert Mirror.map_configs(m, "t", {"retention.ms": "1000", "segment.bytes": "1"}) == (
+        {"retention.ms": "1000"},
+        [],
+    )
+
+
+def test_percentile_of_histogram() -> None:
+    from kafkite.migrate.telemetry import parse_listener, percentile
+
+    cum = [(0.01, 50), (0.1, 98), (1.0, 100), (float("inf"), 100)]
+    assert percentile(cum, 100, 0.5) == 0.01 and percentile(cum, 100, 0.99) == 1.0
+    assert percentile([], 0, 0.99) is None
+    assert parse_listener("http://0.0.0.0:9750/") == ("0.0.0.0", 9750)
+    with pytest.raises(ValueError):
+        parse_listener("nowhere")
+
+
+def test_cutover_report_without_matplotlib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import sys
+
+    from kafkite.migrate import cutover
+
+    res = {
+        "group": "g",
+        "mirror": "m",
+        "source": "a:1",
+        "target": "b:2",
+        "delivery": {"mode": "exactly-once"},
+        "switch_window_seconds": 1.5,
+        "cutover_seconds": 0.5,
+        "exact": True,
+        "offsets": {"translated": {"t/0": [5, 7]}, "inexact": []},
+        "instructions": {"lines": ["bootstrap.servers: a:1 -> b:2"]},
+        "verification": [
+            {
+                "partition": "t/0",
+                "source_records": 5,
+                "target_records": 5,
+                "source_sha256": "a" * 64,
+                "target_sha256": "a" * 64,
+                "equal": True,
+            }
+        ],
+    }
+    written = cutover.write_report(res, tmp_path / "r", with_plot=False)
+    assert [p.name for p in written] == ["r.json", "r.md"]
+    md = (tmp_path / "r.md").read_text()
+    assert "| t/0 | 5 | 7 |" in md and "switch window: 1.5 s" in md and "bootstrap.servers" in md
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(cutover.PlotUnavailable, match=r"kafkite\[plot\]"):
+        cutover.write_report(res, tmp_path / "r2")

@@ -1,36 +1,44 @@
-"""Copy topics from one Kafka-compatible cluster to another, translate group offsets, verify, rehearse.
+"""Copy topics from one Kafka-compatible cluster to another, in one pass or continuously, and keep group
+offsets translated.
 
-Every source partition is copied to the same partition of the target, in order, one produce in flight per
-partition. Records keep their keys, values, headers and timestamps; they are re-batched with ``build_batch``
-(producer ids, transaction flags and the source's offsets are not carried: the target assigns its own
-offsets, after whatever it already held). Only committed data is copied (read_committed): aborted
-transactions and transaction markers are left out.
+Every source partition is copied to the same partition of the target, in order. Records keep their keys,
+values, headers and timestamps: a whole source batch is sent as it is (only its producer fields change),
+small ones are re-batched. The target assigns its own offsets, after whatever it already held. Only committed
+data is copied (read_committed): aborted transactions and transaction markers are left out.
 
-**Offset map.** Each partition's state records, as runs ``[source offset, target offset, count]``, where every
-copied record landed. A group's committed source offset C translates to the target offset of the first copied
-record at or after C, so a consumer resumes at the same message.
+**Pipeline.** One Fetch per source leader carries every partition it leads (a long poll in follow mode);
+the answers wait per partition (``pipeline.Feed``) until the writer takes, each round, at most one write per
+partition and sends them in one Produce per target leader (``sinks``). Offset syncs and positions are kept
+per partition (``state.PartitionState``): a group's committed source offset translates exactly.
 
-**Checkpoint.** The state of every partition lives in a JSON file, replaced atomically, that only ever
-describes records the target acknowledged. After a stop (SIGINT) or a crash, a new run reconciles each
-partition with the target first: records the target holds beyond the checkpoint (acknowledged, but not yet
-checkpointed when the process died) are matched to the next source records, so nothing is copied twice. This
-assumes nothing else writes to the target partitions while a mirror is under way.
+**Delivery.** At least once (the default): the state lives in a JSON checkpoint replaced every half second
+that only describes acknowledged records; a restart reconciles each partition with the target's end offset
+first (records acknowledged after the last checkpoint are matched to the next source records), which is exact
+while nothing else writes to the target partitions; a produce retried after its answer was lost may be written
+twice. Exactly once (``exactly_once``): every round joins a transaction of the target that also carries the
+offset-sync records of what it wrote (a one-partition state topic), committed every ``commit_interval``; a
+restart fences the previous producer (aborting its open transaction) and reads the state back read_committed.
 
-**Verification.** For every partition, the source range that was copied and the target range it landed in
-are read back and compared: record counts and a SHA-256 over keys, values, headers and timestamps.
+**Follow mode.** Until stopped: new topics matching the selection, partitions added at the source, and config
+changes (mapped through the plan's OCI limits) are picked up every ``metadata_interval``; committed offsets
+of the source's groups are translated and committed on the target every ``group_interval`` (``groupsync``);
+lag per partition, throughput and the time since the last record are shown and exported as Prometheus
+metrics (``telemetry``).
+
+**Verification.** For every partition, the source range that was copied and the target range it landed in are
+read back and compared: record counts and a SHA-256 over keys, values, headers and timestamps.
 
 **Rehearsal.** With a replay rate (``observed``: each topic's write rate from a plan), produce is paced at
-that rate and every throttle (``throttle_time_ms``) and rejection the target answers is reported: what an
-application producing at that rate would meet on the target.
+that rate and every throttle (``throttle_time_ms``) and rejection the target answers is reported.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-import json
 import logging
-import os
+import re
 import struct
 import time
 from collections.abc import Iterable
@@ -38,43 +46,71 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafkite.client import KafkaClient, KafkaClientError
+from kafkite.client import KafkaClient, KafkaClientError, TransactionalProducer
+from kafkite.migrate.pipeline import (
+    Feed,
+    Outgoing,
+    Piece,
+    committed_batches,
+    record_size,
+)
 from kafkite.migrate.progress import Progress, human_bytes, human_count
+from kafkite.migrate.sinks import (
+    RETRIABLE,
+    Fenced,
+    KafkaSink,
+    RestSink,
+    Sink,
+    TransactionFailed,
+    TxnSink,
+    Written,
+    error_name,
+)
+from kafkite.migrate.state import (
+    CHECKPOINT_KIND,
+    Checkpoint,
+    MirrorError,
+    PartitionState,
+    default_checkpoint_path,
+    default_mirror_name,
+    fold_sync,
+    state_topic,
+    sync_record,
+    translate_spread,
+)
 from kafkite.migrate.survey import select_topics
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
+
+__all__ = [
+    "CHECKPOINT_KIND",
+    "Checkpoint",
+    "Mirror",
+    "MirrorError",
+    "MirrorOptions",
+    "MirrorResult",
+    "Pacer",
+    "PartitionState",
+    "chunk",
+    "committed_records",
+    "digest_record",
+    "observed_rates",
+    "parse_rate",
+    "summarize",
+]
 
 log = logging.getLogger("kafkite.migrate")
 
 READ_COMMITTED = 1
 DEFAULT_FETCH_BYTES = 4 * 1024 * 1024
 DEFAULT_BATCH_BYTES = 512 * 1024
+DEFAULT_REQUEST_BYTES = 16 * 1024 * 1024
 CHECKPOINT_INTERVAL = 0.5
-CHECKPOINT_KIND = "kafkite-mirror-checkpoint"
-RECORD_OVERHEAD = 24  # rough bytes of record framing beyond key, value and headers
-# Source configs carried to topics the mirror creates on the target.
+FOLLOW_WAIT_MS = 500
+HOUR_MS = 3_600_000
+# Source configs carried to topics the mirror creates on the target, and followed in follow mode.
 CARRIED_CONFIGS = ("cleanup.policy", "retention.ms", "max.message.bytes")
-RETRIABLE = {
-    int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
-    int(ErrorCode.LEADER_NOT_AVAILABLE),
-    int(ErrorCode.REQUEST_TIMED_OUT),
-    int(ErrorCode.NOT_ENOUGH_REPLICAS),
-    int(ErrorCode.NOT_ENOUGH_REPLICAS_AFTER_APPEND),
-    int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION),
-    int(ErrorCode.KAFKA_STORAGE_ERROR),
-}
 MAX_RETRIES = 20
-
-
-class MirrorError(Exception):
-    """The mirror cannot go on (a state it cannot reconcile, a refused record outside a rehearsal, ...)."""
-
-
-def error_name(code: int) -> str:
-    try:
-        return ErrorCode(code).name
-    except ValueError:
-        return f"ERROR_{code}"
 
 
 # ---------------------------------------------------------------------------------------------- records
@@ -88,43 +124,16 @@ def committed_records(
     Returns (records, next offset to fetch, compression codec of the first data batch). Control batches are
     skipped, and so are the batches of the aborted transactions the broker listed with the answer.
     """
+    batches, nxt = committed_batches(buf, from_offset, aborted)
     out: list[records.Record] = []
-    nxt = from_offset
     codec = -1
-    pending = sorted(aborted, key=lambda a: a[1])
-    aborting: set[int] = set()
-    i = 0
-    for pos, h in records.iter_headers(buf):
-        while i < len(pending) and pending[i][1] <= h.last_offset:
-            aborting.add(pending[i][0])
-            i += 1
-        nxt = max(nxt, h.last_offset + 1)
-        if h.is_control:
-            if h.producer_id in aborting:
-                for r in records.iter_records(buf, pos, h):
-                    marker = records.parse_control_record(r)
-                    if marker is not None and not marker[0]:
-                        aborting.discard(h.producer_id)
-            continue
-        if h.is_transactional and h.producer_id in aborting:
-            continue
-        if h.last_offset < from_offset:
-            continue
+    for pos, h in batches:
         if codec < 0:
             codec = h.compression
         for r in records.iter_records(buf, pos, h):
             if r.offset >= from_offset:
                 out.append(r)
     return out, nxt, max(codec, 0)
-
-
-def record_size(r: records.Record) -> int:
-    return (
-        len(r.key or b"")
-        + len(r.value or b"")
-        + sum(len(k) + len(v or b"") for k, v in r.headers)
-        + RECORD_OVERHEAD
-    )
 
 
 def chunk(recs: list[records.Record], max_bytes: int) -> Iterable[list[records.Record]]:
@@ -146,16 +155,19 @@ _I32 = struct.Struct(">i")
 _TS = struct.Struct(">qi")
 
 
-def digest_record(h: Any, r: records.Record) -> None:
+def digest_record(
+    h: Any, r: records.Record, *, with_headers: bool = True, with_timestamp: bool = True
+) -> None:
     """Feed one record (timestamp, key, value, headers; not its offset) to a hash, unambiguously."""
-    parts = [_TS.pack(r.timestamp, -1 if r.key is None else len(r.key))]
+    parts = [_TS.pack(r.timestamp if with_timestamp else 0, -1 if r.key is None else len(r.key))]
     if r.key is not None:
         parts.append(r.key)
     parts.append(_I32.pack(-1 if r.value is None else len(r.value)))
     if r.value is not None:
         parts.append(r.value)
-    parts.append(_I32.pack(len(r.headers)))
-    for k, v in r.headers:
+    headers = r.headers if with_headers else []
+    parts.append(_I32.pack(len(headers)))
+    for k, v in headers:
         kb = k.encode()
         parts.append(_I32.pack(len(kb)))
         parts.append(kb)
@@ -163,127 +175,6 @@ def digest_record(h: Any, r: records.Record) -> None:
         if v is not None:
             parts.append(v)
     h.update(b"".join(parts))
-
-
-# ---------------------------------------------------------------------------------------------- state
-
-
-@dataclass
-class PartitionState:
-    """Where the copy of one partition stands; only acknowledged records are ever described here."""
-
-    topic: str
-    partition: int
-    start_source: int  # first source offset of the mirrored range
-    next_source: int  # next source offset to copy
-    first_target: int  # the target's end offset when the mirror began: our first record's offset
-    next_target: int  # the target offset the next copied record gets
-    copied: int = 0
-    skipped: int = 0  # records the target refused (rehearsals only)
-    runs: list[list[int]] = field(default_factory=list)  # [source offset, target offset, count]
-
-    @property
-    def key(self) -> str:
-        return f"{self.topic}/{self.partition}"
-
-    def record(self, src_offsets: list[int], base_target: int) -> None:
-        """The target acknowledged records with these source offsets at ``base_target`` onwards."""
-        tgt = base_target
-        runs = self.runs
-        for src in src_offsets:
-            if runs:
-                last = runs[-1]
-                if last[0] + last[2] == src and last[1] + last[2] == tgt:
-                    last[2] += 1
-                    tgt += 1
-                    continue
-            runs.append([src, tgt, 1])
-            tgt += 1
-        self.copied += len(src_offsets)
-        self.next_source = max(self.next_source, src_offsets[-1] + 1)
-        self.next_target = tgt
-
-    def translate(self, committed: int) -> int | None:
-        """Where a group committed at source offset ``committed`` resumes on the target (None: not copied)."""
-        if committed > self.next_source:
-            return None
-        if committed >= self.next_source:
-            return self.next_target
-        if committed <= self.start_source:
-            return self.first_target
-        lo, hi = 0, len(self.runs)
-        while lo < hi:  # first run ending after ``committed``
-            mid = (lo + hi) // 2
-            src, _, n = self.runs[mid]
-            if src + n <= committed:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo == len(self.runs):
-            return self.next_target
-        src, tgt, _ = self.runs[lo]
-        return tgt + max(0, committed - src)
-
-
-@dataclass
-class Checkpoint:
-    path: Path
-    source: str
-    target: str
-    partitions: dict[str, PartitionState] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path, source: str, target: str) -> Checkpoint:
-        if not path.exists():
-            return cls(path, source, target)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise MirrorError(f"cannot read the checkpoint {path}: {e}") from e
-        if data.get("kind") != CHECKPOINT_KIND:
-            raise MirrorError(f"{path} is not a mirror checkpoint")
-        if data.get("source") != source or data.get("target") != target:
-            raise MirrorError(
-                f"{path} belongs to a mirror from {data.get('source')} to {data.get('target')}; "
-                "pass another --checkpoint or delete it to start over"
-            )
-        cp = cls(path, source, target)
-        for d in data.get("partitions", []):
-            st = PartitionState(**d)
-            cp.partitions[st.key] = st
-        return cp
-
-    def save(self) -> None:
-        data = {
-            "kind": CHECKPOINT_KIND,
-            "version": 1,
-            "source": self.source,
-            "target": self.target,
-            "saved_at_ms": int(time.time() * 1000),
-            "partitions": [asdict(s) for s in self.partitions.values()],
-        }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        try:
-            fd = os.open(self.path.parent, os.O_RDONLY)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-
-
-def default_checkpoint_path(source: str, target: str) -> Path:
-    tag = hashlib.sha256(f"{source}\n{target}".encode()).hexdigest()[:12]
-    return Path(f"mirror-checkpoint-{tag}.json")
 
 
 # ---------------------------------------------------------------------------------------------- pacing
@@ -299,6 +190,21 @@ class Pacer:
         self._t = time.monotonic()
         self._debt = 0.0
         self._lock = asyncio.Lock()
+
+    def delay(self, n: int) -> float:
+        """Seconds to wait before ``n`` more bytes fit (0: now)."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        if self.until is not None and now >= self.until:
+            return 0.0
+        debt = max(0.0, self._debt - (now - self._t) * self.rate)
+        return max(0.0, (debt + n - self.rate) / self.rate)
+
+    def charge(self, n: int) -> None:
+        now = time.monotonic()
+        self._debt = max(0.0, self._debt - (now - self._t) * self.rate) + n
+        self._t = now
 
     async def take(self, n: int) -> None:
         if self.rate <= 0:
@@ -348,8 +254,19 @@ class TopicReport:
             "rejection_examples": self.rejection_examples[:5],
         }
 
+    def account(self, w: Written, nbytes: int, nrecs: int) -> None:
+        self.requests += max(1, w.requests)
+        if w.throttle_ms > 0:
+            self.throttled_requests += 1
+            self.throttle_ms_total += w.throttle_ms
+            self.throttle_ms_max = max(self.throttle_ms_max, w.throttle_ms)
+        if not w.error:
+            self.bytes += nbytes
+            self.records += nrecs
+        self.finished = time.monotonic()
 
-# ---------------------------------------------------------------------------------------------- mirror
+
+# ---------------------------------------------------------------------------------------------- options
 
 
 @dataclass
@@ -366,6 +283,19 @@ class MirrorOptions:
     skip_rejected: bool = False  # rehearsals: report and skip what the target refuses
     plan: dict[str, Any] | None = None
     progress: bool = True
+    # follow mode and delivery
+    follow: bool = False
+    topics_regex: str | None = None
+    exactly_once: bool = False
+    name: str | None = None  # the mirror's name: its transactional id and state topic
+    commit_interval: float = 0.1  # seconds between transaction commits (exactly once)
+    metadata_interval: float = 5.0  # follow mode: new topics, partitions, configs
+    group_interval: float = 5.0  # follow mode: group offsets synced (0: never)
+    groups_regex: str | None = None  # which source groups to sync (default all)
+    request_bytes: int = DEFAULT_REQUEST_BYTES
+    honour_limits: bool | None = None  # pace to the plan's OCI limits (default: with a plan, not replaying)
+    display_interval: float | None = None  # live display refresh (default 1 s on a terminal, 5 s otherwise)
+    metrics_listener: str | None = None  # HOST:PORT of /metrics, /status and POST /cutover
 
 
 @dataclass
@@ -380,6 +310,8 @@ class MirrorResult:
     groups: list[dict[str, Any]] = field(default_factory=list)
     verification: list[dict[str, Any]] = field(default_factory=list)
     replay: list[dict[str, Any]] = field(default_factory=list)
+    delivery: dict[str, Any] = field(default_factory=dict)
+    follow: dict[str, Any] = field(default_factory=dict)
 
     @property
     def verified(self) -> bool:
@@ -390,38 +322,112 @@ class MirrorResult:
         out["verified"] = self.verified
         return out
 
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
+            log.warning("%s", text)
+
+
+@dataclass
+class Pending:
+    """What the open transaction wrote to one partition (applied to the state when it commits)."""
+
+    runs: list[list[int]] = field(default_factory=list)
+    next_source: int = -1
+    next_target: int = -1
+    skipped: int = 0
+
 
 class Mirror:
     def __init__(
         self,
         source: KafkaClient,
-        target: KafkaClient,
+        target: KafkaClient | None,
         source_name: str,
         target_name: str,
         options: MirrorOptions,
         stop: asyncio.Event | None = None,
+        *,
+        rest: Any = None,
+        group_target: KafkaClient | None = None,
     ) -> None:
         self.source = source
         self.target = target
+        self.rest = rest  # an OciStreamingTarget: the target is OCI Streaming's REST API
+        # Where group offsets are committed: the target, or for a REST target the pool's Kafka endpoint.
+        self.group_target = group_target if group_target is not None else target
+        self.source_name, self.target_name = source_name, target_name
         self.opts = options
         self.stop = stop or asyncio.Event()
-        path = options.checkpoint or default_checkpoint_path(source_name, target_name)
-        self.checkpoint = Checkpoint.load(Path(path), source_name, target_name)
+        self.name = options.name or default_mirror_name(source_name, target_name)
+        self.exactly_once = options.exactly_once
+        if self.exactly_once and rest is not None:
+            raise MirrorError(
+                "--exactly-once needs a Kafka target with transactions; OCI Streaming (REST) has none"
+            )
+        path = Path(options.checkpoint or default_checkpoint_path(source_name, target_name))
+        if self.exactly_once:
+            self.checkpoint = Checkpoint(path, source_name, target_name)  # held in the state topic
+        else:
+            self.checkpoint = Checkpoint.load(path, source_name, target_name)
+        self.state_topic = state_topic(self.name)
         self.result = MirrorResult()
+        self.feeds: dict[str, Feed] = {}
+        self.topics: dict[str, int] = {}  # mirrored topic -> partitions mirrored
+        self.target_partitions: dict[str, int] = {}
+        self.topic_configs: dict[str, dict[str, str | None]] = {}
+        self.sink: Sink | None = None
+        self.producer: TransactionalProducer | None = None
+        self._pending: dict[str, Pending] = {}
         self._dirty = False
         self._reports: dict[str, TopicReport] = {}
         self._pacers: dict[str, Pacer] = {}
+        self._limit_pacers: dict[str, Pacer] = {}
         self._progress: Progress | None = None
         self._copied_now = 0
+        self._bytes_now = 0
         self._started = time.monotonic()
+        self._data = asyncio.Event()
+        self._space = asyncio.Event()
+        self._generation = 0
+        self._round_robin = 0
+        self._throttle_until = 0.0
+        self._last_record: dict[str, tuple[float, int]] = {}  # key -> (monotonic time copied, record ts)
+        self.ready = asyncio.Event()  # the mirror is initialised and copying
+        self.transactions = {"committed": 0, "aborted": 0}
+        self.rewinds = 0
+        self._selected_re = re.compile(options.topics_regex) if options.topics_regex else None
+        from kafkite.migrate.telemetry import Telemetry
+
+        self.telemetry = Telemetry(self)
+        from kafkite.migrate.groupsync import GroupSync
+
+        self.groupsync = GroupSync(self)
+        self._limits = (options.plan or {}).get("limits") or {}
+        honour = options.honour_limits
+        if honour is None:
+            honour = bool(options.plan) and not options.replay_rates
+        self.honour_limits = honour
 
     # -------------------------------------------------------------- setup
+
+    def _selected(self, names: list[str]) -> list[str]:
+        chosen = select_topics(names, self.opts.topics, self.source.internal_topics)
+        if self._selected_re is not None:
+            regex = self._selected_re
+            extra = [
+                t
+                for t in names
+                if regex.fullmatch(t) and not t.startswith("__") and t not in self.source.internal_topics
+            ]
+            chosen = sorted(set(chosen if self.opts.topics else []) | set(extra))
+        return [t for t in chosen if not t.startswith("__kafkite_mirror.")]
 
     async def _topics(self) -> dict[str, int]:
         meta = await self.source.refresh_metadata()
         names = [t["name"] for t in meta["topics"] if t["error_code"] == 0]
-        chosen = select_topics(names, self.opts.topics, self.source.internal_topics)
-        if self.opts.topics:
+        chosen = self._selected(names)
+        if self.opts.topics and not self.opts.follow:
             missing = [t for t in self.opts.topics if not any(c == t for c in chosen) and "*" not in t]
             for t in missing:
                 self.result.errors.append(f"topic {t} does not exist on the source")
@@ -435,7 +441,45 @@ class Mirror:
                 return dict(s)
         return None
 
+    def map_configs(self, topic: str, configs: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
+        """The source configs carried to the target, through the plan's OCI limits when there is a plan:
+        (configs to set, notes on what was changed or left out)."""
+        from kafkite.migrate.plan import map_retention
+
+        out = {k: v for k, v in configs.items() if k in CARRIED_CONFIGS and v is not None}
+        notes: list[str] = []
+        if not self.opts.plan:
+            return out, notes
+        lim = self.opts.plan.get("limits") or {}
+        mapped: dict[str, str] = {}
+        if "retention.ms" in out:
+            try:
+                hours, why = map_retention(int(out["retention.ms"]))
+            except ValueError:
+                hours, why = map_retention(None)
+            mapped["retention.ms"] = str(hours * HOUR_MS)
+            if why:
+                notes.append(f"retention.ms={out['retention.ms']} mapped to {hours} h ({why})")
+        policy = (out.get("cleanup.policy") or "delete").lower()
+        if "compact" in policy:
+            notes.append(f"cleanup.policy={policy} left out: OCI Streaming has no compaction")
+        if "max.message.bytes" in out:
+            cap = int(lim.get("max_message_bytes") or 0)
+            try:
+                value = int(out["max.message.bytes"])
+            except ValueError:
+                value = cap
+            if cap and value > cap:
+                notes.append(f"max.message.bytes={value} capped at OCI's {cap}")
+                value = cap
+            mapped["max.message.bytes"] = str(value)
+        return mapped, notes
+
     async def _ensure_target_topics(self, topics: dict[str, int]) -> None:
+        if self.rest is not None:
+            await self._ensure_streams(topics)
+            return
+        assert self.target is not None
         await self.target.refresh_metadata(list(topics))
         missing = [t for t in topics if t not in self.target.topics]
         if missing and not self.opts.create_topics:
@@ -445,12 +489,16 @@ class Mirror:
             for t in missing:
                 planned = self._planned(t)
                 parts = max(topics[t], int(planned["partitions"])) if planned else topics[t]
-                cfg = {k: v for k, v in configs.get(t, {}).items() if k in CARRIED_CONFIGS and v is not None}
+                src_cfg = configs.get(t, {})
+                self.topic_configs[t] = {k: v for k, v in src_cfg.items() if k in CARRIED_CONFIGS}
+                cfg = {k: v for k, v in src_cfg.items() if k in CARRIED_CONFIGS and v is not None}
                 if planned:  # created as ``migrate apply`` would: planned partitions and retention only
-                    cfg = {"retention.ms": str(int(planned["retention_hours"]) * 3_600_000)}
+                    cfg = {"retention.ms": str(int(planned["retention_hours"]) * HOUR_MS)}
+                elif self.opts.plan:
+                    cfg, _ = self.map_configs(t, src_cfg)
                 res = await self.target.create_topics([(t, parts, cfg)])
                 code, msg = res.get(t, (0, None))
-                if code and cfg:
+                if code and code != ErrorCode.TOPIC_ALREADY_EXISTS and cfg:
                     self.result.warnings.append(
                         f"target refused {t} with {cfg}: {error_name(code)} {msg or ''}; "
                         "created with its defaults"
@@ -459,31 +507,76 @@ class Mirror:
                     code, msg = res.get(t, (0, None))
                 if code and code != ErrorCode.TOPIC_ALREADY_EXISTS:
                     raise MirrorError(f"cannot create {t} on the target: {error_name(code)} {msg or ''}")
-                self.result.created_topics.append(t)
-            await asyncio.sleep(0)
-            await self.target.refresh_metadata(list(topics))
+                if code == 0:
+                    self.result.created_topics.append(t)
+            for _ in range(50):
+                await self.target.refresh_metadata(list(topics))
+                if all(t in self.target.topics for t in topics):
+                    break
+                await asyncio.sleep(0.1)
         for t, n in topics.items():
             have = self.target.topics.get(t, 0)
+            self.target_partitions[t] = have
             if have < n:
                 raise MirrorError(
                     f"{t} has {n} partitions on the source but {have} on the target: the mirror keeps every "
                     "record in the same partition, so the target needs at least as many"
                 )
 
+    async def _ensure_streams(self, topics: dict[str, int]) -> None:
+        from kafkite.migrate.plan import map_retention
+
+        rest = self.rest
+        configs = await self.source.describe_topic_configs(list(topics))
+        for t, n in topics.items():
+            planned = self._planned(t)
+            if planned:
+                parts, hours = max(n, int(planned["partitions"])), int(planned["retention_hours"])
+            else:
+                raw = (configs.get(t) or {}).get("retention.ms")
+                hours, _ = map_retention(int(raw) if raw not in (None, "") else None)
+                parts = n
+            self.topic_configs[t] = {k: v for k, v in (configs.get(t) or {}).items() if k in CARRIED_CONFIGS}
+            if self.opts.create_topics:
+                info, created = await rest.ensure_stream(t, parts, hours)
+                if created:
+                    self.result.created_topics.append(t)
+            else:
+                info = await rest.stream(t)
+                if info is None:
+                    raise MirrorError(f"stream {t} is missing in the pool (drop --no-create-topics)")
+            self.target_partitions[t] = int(info["partitions"])
+
     async def _init_states(self, topics: dict[str, int]) -> None:
         for t, n in topics.items():
-            parts = list(range(n))
-            new = [p for p in parts if f"{t}/{p}" not in self.checkpoint.partitions]
-            tgt_ends = await self.target.list_offsets(t, parts, -1)
-            if new:
-                starts = await self.source.list_offsets(t, new, -2)
-                for p in new:
-                    st = PartitionState(t, p, starts[p], starts[p], tgt_ends[p], tgt_ends[p])
-                    self.checkpoint.partitions[st.key] = st
-                    self._dirty = True
-            for p in parts:
-                st = self.checkpoint.partitions[f"{t}/{p}"]
+            await self._init_topic(t, list(range(n)))
+
+    async def _init_topic(self, t: str, parts: list[int]) -> None:
+        new = [p for p in parts if f"{t}/{p}" not in self.checkpoint.partitions]
+        tgt_ends: dict[int, int] = {}
+        if self.target is not None and self.rest is None:
+            tgt_ends = await self.target.list_offsets(
+                t, parts, -1, isolation_level=READ_COMMITTED if self.exactly_once else 0
+            )
+        if new:
+            starts = await self.source.list_offsets(t, new, -2)
+            for p in new:
+                end = tgt_ends.get(p, 0)
+                st = PartitionState(t, p, starts[p], starts[p], end, end)
+                self.checkpoint.partitions[st.key] = st
+                self._dirty = True
+                self._pending_sync(st)
+        for p in parts:
+            st = self.checkpoint.partitions[f"{t}/{p}"]
+            if self.rest is None and not self.exactly_once:
                 await self._reconcile(st, tgt_ends[p])
+            self.feeds[st.key] = Feed(t, p, st.next_source)
+        self.topics[t] = max(self.topics.get(t, 0), max(parts) + 1 if parts else 0)
+
+    def _pending_sync(self, st: PartitionState) -> None:
+        """Exactly once: a new partition's starting point goes into the next transaction."""
+        if self.exactly_once:
+            self._pending.setdefault(st.key, Pending(next_source=st.next_source, next_target=st.next_target))
 
     async def _reconcile(self, st: PartitionState, target_end: int) -> None:
         """Account records the target acknowledged after the last checkpoint was written."""
@@ -525,17 +618,201 @@ class Mirror:
             offset = st.next_source
         self._dirty = True
 
-    # -------------------------------------------------------------- copy
+    # -------------------------------------------------------------- exactly once: the state topic
 
-    async def _checkpointer(self) -> None:
-        while True:
-            await asyncio.sleep(CHECKPOINT_INTERVAL)
-            self._flush()
+    async def _init_exactly_once(self) -> None:
+        assert self.target is not None
+        self.producer = TransactionalProducer(self.target, f"kafkite-mirror-{self.name}")
+        try:
+            await self.producer.init()  # fences an earlier instance and aborts its open transaction
+        except KafkaClientError as e:
+            raise MirrorError(
+                f"the target refused a transactional producer ({e}): --exactly-once needs transactions"
+            ) from e
+        await self.target.refresh_metadata([self.state_topic])
+        if self.state_topic not in self.target.topics:
+            res = await self.target.create_topics(
+                [(self.state_topic, 1, {"cleanup.policy": "delete", "retention.ms": "-1"})]
+            )
+            code, _ = res.get(self.state_topic, (0, None))
+            if code and code != ErrorCode.TOPIC_ALREADY_EXISTS:
+                res = await self.target.create_topics([(self.state_topic, 1, {})])
+                code, _ = res.get(self.state_topic, (0, None))
+                if code and code != ErrorCode.TOPIC_ALREADY_EXISTS:
+                    raise MirrorError(f"cannot create {self.state_topic} on the target: {error_name(code)}")
+            for _ in range(50):
+                await self.target.refresh_metadata([self.state_topic])
+                if self.state_topic in self.target.topics:
+                    break
+                await asyncio.sleep(0.1)
+        states = await self._read_state()
+        self.checkpoint.partitions = states
+        self.sink = TxnSink(self.target, self.producer)
 
-    def _flush(self) -> None:
-        if self._dirty:
-            self._dirty = False
-            self.checkpoint.save()
+    async def _read_state(self) -> dict[str, PartitionState]:
+        """The committed offset syncs of the state topic, folded in log order."""
+        assert self.target is not None
+        states: dict[str, PartitionState] = {}
+        end = -1
+        for _ in range(600):  # the previous producer's transaction is being aborted: wait for a stable end
+            end = (await self.target.list_offsets(self.state_topic, [0], -1, isolation_level=READ_COMMITTED))[
+                0
+            ]
+            high = (await self.target.list_offsets(self.state_topic, [0], -1))[0]
+            if end >= high:
+                break
+            await asyncio.sleep(0.1)
+        offset = 0
+        while offset < end:
+            got = await self.target.fetch(
+                self.state_topic, 0, offset, max_bytes=8 << 20, isolation_level=READ_COMMITTED
+            )
+            if got.error_code == ErrorCode.OFFSET_OUT_OF_RANGE:
+                raise MirrorError(f"{self.state_topic} lost its beginning: delete it to start over")
+            if got.error_code:
+                raise MirrorError(f"reading {self.state_topic}: {error_name(got.error_code)}")
+            recs, nxt, _ = committed_records(got.records, offset, got.aborted)
+            for r in recs:
+                if r.value:
+                    fold_sync(states, r.value)
+            if nxt <= offset:
+                break
+            offset = nxt
+        return states
+
+    # -------------------------------------------------------------- fetching
+
+    def _fetch_wait_ms(self) -> int:
+        return FOLLOW_WAIT_MS if self.opts.follow else 200
+
+    async def _fetch_loop(self) -> None:
+        inflight: dict[int, asyncio.Task[None]] = {}
+        limit = 2 * self.opts.fetch_bytes
+        try:
+            while not self.stop.is_set():
+                eligible = [
+                    f
+                    for f in self.feeds.values()
+                    if not f.fetching
+                    and f.paused_reason is None
+                    and f.queued_bytes < limit
+                    and not f.fetched_all
+                ]
+                by_leader: dict[int, list[Feed]] = {}
+                for f in eligible:
+                    leader = self.source.leader_of(f.topic, f.partition)
+                    if f.solo:
+                        leader = -1000 - len(by_leader)  # a request of its own
+                    by_leader.setdefault(leader, []).append(f)
+                for leader, feeds in by_leader.items():
+                    if leader in inflight:
+                        continue
+                    for f in feeds:
+                        f.fetching = True
+                    inflight[leader] = asyncio.create_task(self._fetch_once(leader, feeds))
+                if not inflight:
+                    self._space.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._space.wait(), 0.2)
+                    continue
+                done, _ = await asyncio.wait(
+                    set(inflight.values()), timeout=1.0, return_when=asyncio.FIRST_COMPLETED
+                )
+                for leader, task in list(inflight.items()):
+                    if task in done:
+                        del inflight[leader]
+                        exc = task.exception()
+                        if exc is not None:
+                            if not isinstance(
+                                exc, ConnectionError | KafkaClientError | OSError | MirrorError
+                            ):
+                                raise exc
+                            if isinstance(exc, MirrorError) and not self.opts.follow:
+                                raise exc
+                            self.telemetry.error("fetch")
+                            log.warning("fetch from the source failed: %s", exc)
+                            await asyncio.sleep(0.5)
+                            with contextlib.suppress(ConnectionError, KafkaClientError, OSError):
+                                await self.source.refresh_metadata(list(self.topics))
+        finally:
+            for task in inflight.values():
+                task.cancel()
+            for task in inflight.values():
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _fetch_once(self, leader: int, feeds: list[Feed]) -> None:
+        gen = self._generation
+        try:
+            offsets = {(f.topic, f.partition): f.fetch_pos for f in feeds}
+            solo = len(feeds) == 1 and feeds[0].solo
+            node = leader if leader >= 0 else None
+            if solo:
+                node = self.source.leader_of(feeds[0].topic, feeds[0].partition)
+                node = node if node >= 0 else None
+            answers = await self.source.fetch_many(
+                offsets,
+                node=node,
+                max_wait_ms=self._fetch_wait_ms(),
+                min_bytes=1,
+                max_bytes=max(self.opts.fetch_bytes, min(64 << 20, self.opts.fetch_bytes * len(feeds))),
+                partition_max_bytes=self.opts.fetch_bytes * (4 if solo else 1),
+                isolation_level=READ_COMMITTED,
+            )
+            if gen != self._generation:
+                return  # the transaction was aborted meanwhile: these positions are stale
+            refresh = False
+            for f in feeds:
+                got = answers.get((f.topic, f.partition))
+                if got is None:
+                    continue
+                if got.error_code:
+                    refresh |= await self._fetch_error(f, got.error_code)
+                    continue
+                if got.last_stable_offset >= 0:
+                    f.source_end = got.last_stable_offset
+                f.source_high = got.high_watermark
+                f.log_start = got.log_start_offset
+                batches, nxt = committed_batches(got.records, f.fetch_pos, got.aborted)
+                if nxt <= f.fetch_pos and not batches:
+                    stable = got.last_stable_offset if got.last_stable_offset >= 0 else got.high_watermark
+                    if stable > f.fetch_pos:
+                        f.solo = True  # a batch bigger than a shared answer gives: ask for it alone
+                    continue
+                f.solo = False
+                data = got.records
+                pieces = [Piece(bytes(data[pos : pos + h.size]), h, f.fetch_pos) for pos, h in batches]
+                f.push(pieces, nxt)
+            self._data.set()
+            if refresh:
+                await self.source.refresh_metadata(sorted({f.topic for f in feeds}))
+        finally:
+            for f in feeds:
+                f.fetching = False
+
+    async def _fetch_error(self, f: Feed, code: int) -> bool:
+        """Handle a partition's fetch error; True when metadata should be refreshed."""
+        if code == ErrorCode.OFFSET_OUT_OF_RANGE:
+            start = (await self.source.list_offsets(f.topic, [f.partition], -2))[f.partition]
+            if start <= f.fetch_pos:
+                end = (await self.source.list_offsets(f.topic, [f.partition], -1))[f.partition]
+                if f.fetch_pos > end:
+                    raise MirrorError(
+                        f"{f.key}: offset {f.fetch_pos} is past the source's end {end}: the source topic "
+                        "was recreated or truncated"
+                    )
+                return False
+            self.result.warn(
+                f"{f.key}: records {f.fetch_pos}..{start - 1} were deleted on the source before being copied"
+            )
+            f.push([], start)
+            self._data.set()
+            return False
+        if code in RETRIABLE or code in (ErrorCode.FENCED_LEADER_EPOCH, ErrorCode.UNKNOWN_LEADER_EPOCH):
+            return True
+        raise MirrorError(f"{f.key}: fetch failed: {error_name(code)}")
+
+    # -------------------------------------------------------------- writing
 
     def _report(self, topic: str) -> TopicReport:
         rep = self._reports.get(topic)
@@ -548,16 +825,319 @@ class Mirror:
                 self._pacers[topic] = Pacer(rate, None if seconds is None else self._started + seconds)
         return rep
 
-    async def _produce(
-        self, st: PartitionState, recs: list[records.Record], codec: int, rep: TopicReport
+    def _limit_pacer(self, key: str) -> Pacer | None:
+        """OCI's write limit per partition, when the plan's limits are honoured."""
+        if not self.honour_limits:
+            return None
+        p = self._limit_pacers.get(key)
+        if p is None:
+            rate = float(self._limits.get("write_bytes_per_sec_per_partition") or 0)
+            if rate <= 0:
+                return None
+            p = self._limit_pacers[key] = Pacer(rate)
+        return p
+
+    def _request_cap(self) -> int:
+        cap = self.opts.request_bytes
+        if self.honour_limits and self._limits.get("max_request_bytes"):
+            cap = min(cap, int(self._limits["max_request_bytes"]))
+        return cap
+
+    def _batch_cap(self) -> int:
+        cap = self.opts.batch_bytes
+        if self.honour_limits and self._limits.get("max_request_bytes"):
+            cap = min(cap, int(self._limits["max_request_bytes"]) * 9 // 10)
+        return cap
+
+    def _apply_advance(self, st: PartitionState, offset: int) -> None:
+        if self.exactly_once:
+            pend = self._pending.setdefault(
+                st.key, Pending(next_source=st.next_source, next_target=st.next_target)
+            )
+            if offset > pend.next_source:
+                pend.next_source = offset
+        elif offset > st.next_source:
+            st.next_source = offset
+            self._dirty = True
+
+    def _take_round(self) -> tuple[list[Outgoing], float]:
+        """At most one write per partition, up to the request cap; and when to look again if paced."""
+        assert self.sink is not None
+        outs: list[Outgoing] = []
+        total = 0
+        cap = self._request_cap()
+        batch_cap = self._batch_cap()
+        wake = 0.0
+        feeds = list(self.feeds.values())
+        if not feeds:
+            return outs, wake
+        start = self._round_robin % len(feeds)
+        self._round_robin += 1
+        for f in feeds[start:] + feeds[:start]:
+            if f.paused_reason is not None or not f.items:
+                continue
+            st = self.checkpoint.partitions[f.key]
+            self._report(f.topic)
+            pacers = [p for p in (self._pacers.get(f.topic), self._limit_pacer(f.key)) if p is not None]
+            head = f.items[0]
+            if pacers and isinstance(head, Piece):
+                need = min(head.size, batch_cap)
+                d = max(p.delay(need) for p in pacers)
+                if d > 0:
+                    wake = d if wake == 0 else min(wake, d)
+                    continue
+            while True:
+                o, adv = f.take(batch_cap, verbatim_ok=self.sink.verbatim_ok)
+                if adv is not None:
+                    self._apply_advance(st, adv)
+                    continue
+                break
+            if o is None:
+                continue
+            for p in pacers:
+                p.charge(o.size)
+            outs.append(o)
+            total += o.size
+            if total >= cap:
+                break
+        if outs:
+            self._space.set()
+        return outs, wake
+
+    async def _write_loop(self) -> None:
+        assert self.sink is not None
+        while True:
+            if self.stop.is_set():
+                break
+            if self._throttle_until > time.monotonic():
+                await asyncio.sleep(self._throttle_until - time.monotonic())
+            outs, wake = self._take_round()
+            if outs:
+                await self._write(outs)
+            elif self._finished():
+                break
+            if isinstance(self.sink, TxnSink):
+                await self._maybe_commit(force=not outs and self._finished())
+            if outs:
+                continue
+            self._data.clear()
+            timeout = 0.2 if wake == 0 else min(wake, 0.2)
+            if isinstance(self.sink, TxnSink) and self.producer is not None and self.producer.in_transaction:
+                due = self.sink.txn_started + self.opts.commit_interval - time.monotonic()
+                timeout = max(0.0, min(timeout, due))
+            if any(f.items for f in self.feeds.values()) and wake == 0:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._data.wait(), timeout)
+        if isinstance(self.sink, TxnSink):
+            await self._maybe_commit(force=True)
+
+    def _finished(self) -> bool:
+        """One pass: everything up to the goals fetched and written."""
+        if self.opts.follow:
+            return False
+        for f in self.feeds.values():
+            if f.paused_reason is not None:
+                continue
+            if not f.fetched_all or f.items:
+                return False
+        return True
+
+    async def _maybe_commit(self, *, force: bool) -> None:
+        sink = self.sink
+        assert isinstance(sink, TxnSink) and self.producer is not None
+        if not self._pending and not self.producer.in_transaction:
+            return
+        if not force and not self.stop.is_set() and self.producer.in_transaction:
+            age = time.monotonic() - sink.txn_started
+            if age < self.opts.commit_interval and sink.txn_bytes < 64 << 20:
+                return
+        syncs = []
+        for key, pend in self._pending.items():
+            st = self.checkpoint.partitions[key]
+            preview = PartitionState(**{**asdict(st), "runs": [], "spread": []})
+            for src, tgt, n in pend.runs:
+                preview.record_range(src, n, tgt)
+            preview.next_source = max(st.next_source, pend.next_source)
+            preview.next_target = pend.next_target if pend.runs else st.next_target
+            preview.skipped = st.skipped + pend.skipped
+            syncs.append(sync_record(preview, pend.runs))
+        try:
+            if not self.producer.in_transaction and syncs:
+                await self.producer.add_partitions([(self.state_topic, 0)])
+                sink.txn_started = time.monotonic()
+            await sink.commit(self.state_topic, syncs)
+        except TransactionFailed as e:
+            await self._abort(str(e))
+            return
+        self.transactions["committed"] += 1
+        self.telemetry.transaction("committed")
+        for key, pend in self._pending.items():
+            st = self.checkpoint.partitions[key]
+            for src, tgt, n in pend.runs:
+                st.record_range(src, n, tgt)
+                self._copied_now += n
+            st.next_source = max(st.next_source, pend.next_source)
+            if pend.runs:
+                st.next_target = pend.next_target
+            st.skipped += pend.skipped
+        self._pending.clear()
+
+    async def _abort(self, why: str) -> None:
+        """Abort the open transaction and go back to the last committed positions."""
+        assert self.producer is not None
+        self.result.warn(f"transaction aborted ({why}); writing again from the last committed position")
+        self.transactions["aborted"] += 1
+        self.telemetry.transaction("aborted")
+        self._generation += 1
+        with contextlib.suppress(KafkaClientError, ConnectionError, OSError):
+            await self.producer.abort()
+        for attempt in range(20):
+            try:
+                await self.producer.init()
+                break
+            except (KafkaClientError, ConnectionError, OSError) as e:
+                if attempt == 19:
+                    raise MirrorError(f"cannot restart the transactional producer: {e}") from e
+                await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
+        self._pending.clear()
+        for key, f in self.feeds.items():
+            f.clear(self.checkpoint.partitions[key].next_source)
+        self._space.set()
+
+    async def _write(self, outs: list[Outgoing]) -> None:
+        assert self.sink is not None
+        try:
+            answers = await self.sink.write(outs)
+        except Fenced as e:
+            raise MirrorError(
+                f"another mirror named {self.name} took over the target (its transactional id fenced this "
+                f"one: {e}); stop one of them"
+            ) from e
+        except TransactionFailed as e:
+            await self._abort(str(e))
+            return
+        throttle = 0
+        for o in outs:
+            w = answers.get(o.key)
+            if w is None:
+                continue
+            throttle = max(throttle, w.throttle_ms)
+            await self._written(o, w)
+        if throttle > 0:
+            self._throttle_until = time.monotonic() + throttle / 1000
+            self.telemetry.throttled(throttle / 1000)
+
+    async def _written(self, o: Outgoing, w: Written) -> None:
+        st = self.checkpoint.partitions[o.key]
+        rep = self._report(o.topic)
+        if self.sink is not None and self.sink.places_by_key:
+            await self._written_spread(st, o, w, rep)
+            return
+        if w.error:
+            rep.account(w, 0, 0)
+            if self.exactly_once:
+                raise MirrorError(f"{o.key}: {w.error} {w.error_message or ''}")
+            await self._produce_split(st, o.all_records(), o.codec, rep, first_error=w)
+            if st.next_source < o.end_source and not self.stop.is_set():
+                st.next_source = o.end_source
+            self._dirty = True
+            return
+        rep.account(w, o.size, o.count)
+        if self.exactly_once:
+            pend = self._pending.setdefault(
+                o.key, Pending(next_source=st.next_source, next_target=st.next_target)
+            )
+            runs = pend.runs
+            if o.verbatim is not None:
+                pieces = [(o.first_source, o.count)]
+            else:
+                pieces = _ranges([r.offset for r in o.recs])
+            tgt = w.base_offset
+            for src, n in pieces:
+                if runs and runs[-1][0] + runs[-1][2] == src and runs[-1][1] + runs[-1][2] == tgt:
+                    runs[-1][2] += n
+                else:
+                    runs.append([src, tgt, n])
+                tgt += n
+            pend.next_target = tgt
+            pend.next_source = max(pend.next_source, o.end_source)
+        else:
+            if w.base_offset != st.next_target:
+                why = (
+                    "a produce was retried after its answer was lost: the records may be there twice"
+                    if w.retried_after_network_error
+                    else "something else writes to this partition"
+                )
+                self.result.warn(
+                    f"{st.key}: the target placed records at {w.base_offset}, expected {st.next_target}: "
+                    + why
+                )
+            if o.verbatim is not None:
+                st.record_range(o.first_source, o.count, w.base_offset)
+            else:
+                st.record([r.offset for r in o.recs], w.base_offset)
+            if o.end_source > st.next_source:
+                st.next_source = o.end_source
+            self._copied_now += o.count
+            self._dirty = True
+        self._bytes_now += o.size
+        self._last_record[o.key] = (time.monotonic(), o.max_timestamp)
+        self.telemetry.copied(o.topic, o.count, o.size, o.max_timestamp)
+
+    async def _written_spread(self, st: PartitionState, o: Outgoing, w: Written, rep: TopicReport) -> None:
+        ok_offsets: list[int] = []
+        placed: list[tuple[int, int]] = []
+        ends = self.checkpoint.spread_ends.setdefault(o.topic, {})
+        for r, where in zip(o.recs, w.placed, strict=True):
+            if where is None:
+                continue
+            ok_offsets.append(r.offset)
+            placed.append(where)
+            q, off = where
+            ends[q] = max(ends.get(q, 0), off + 1)
+        rep.account(Written(throttle_ms=w.throttle_ms, requests=w.requests), o.size, len(ok_offsets))
+        if ok_offsets:
+            st.record_spread(ok_offsets, placed)
+        failed = len(o.recs) - len(ok_offsets)
+        if failed:
+            name = w.error or "REFUSED"
+            rep.rejections[name] = rep.rejections.get(name, 0) + failed
+            bad = [r for r, where in zip(o.recs, w.placed, strict=True) if where is None]
+            example = f"{st.key} offset {bad[0].offset}: {name} {w.error_message or ''}".strip()
+            rep.rejection_examples.append(example)
+            if not self.opts.skip_rejected:
+                raise MirrorError(f"the target refused {example}")
+            st.skipped += failed
+        if o.end_source > st.next_source:
+            st.next_source = o.end_source
+        self._copied_now += len(ok_offsets)
+        self._bytes_now += o.size
+        self._dirty = True
+        self._last_record[o.key] = (time.monotonic(), o.max_timestamp)
+        self.telemetry.copied(o.topic, len(ok_offsets), o.size, o.max_timestamp)
+
+    async def _produce_split(
+        self,
+        st: PartitionState,
+        recs: list[records.Record],
+        codec: int,
+        rep: TopicReport,
+        first_error: Written | None = None,
     ) -> None:
-        """Write ``recs`` to the target partition and account them once acknowledged."""
+        """Write records one partition at a time, halving a refused batch to find the record refused."""
+        assert self.target is not None
+        if first_error is not None and len(recs) == 1:
+            self._reject(st, recs[0], first_error.error or "ERROR", first_error.error_message, rep)
+            return
+        if first_error is not None:
+            half = len(recs) // 2
+            await self._produce_split(st, recs[:half], codec, rep)
+            await self._produce_split(st, recs[half:], codec, rep)
+            return
         batch = records.build_batch(
             [(r.key, r.value, r.headers, r.timestamp) for r in recs], compression=codec
         )
-        pacer = self._pacers.get(st.topic)
-        if pacer is not None:
-            await pacer.take(len(batch))
         for attempt in range(MAX_RETRIES):
             try:
                 resp = (await self.target.produce(st.topic, {st.partition: batch}))[st.partition]
@@ -565,22 +1145,18 @@ class Mirror:
                 if attempt + 1 == MAX_RETRIES:
                     raise MirrorError(f"{st.key}: produce failed: {e}") from e
                 await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
-                await self._reconnect_target(st)
+                with contextlib.suppress(ConnectionError, KafkaClientError, OSError):
+                    await self.target.refresh_metadata([st.topic])
                 continue
-            rep.requests += 1
-            if resp.throttle_time_ms > 0:
-                rep.throttled_requests += 1
-                rep.throttle_ms_total += resp.throttle_time_ms
-                rep.throttle_ms_max = max(rep.throttle_ms_max, resp.throttle_time_ms)
+            w = Written(base_offset=resp.base_offset, throttle_ms=resp.throttle_time_ms)
             if resp.error_code == 0:
+                rep.account(w, len(batch), len(recs))
                 if resp.base_offset != st.next_target:
-                    self.result.warnings.append(
+                    self.result.warn(
                         f"{st.key}: the target placed records at {resp.base_offset}, expected "
                         f"{st.next_target}: something else writes to this partition"
                     )
                 st.record([r.offset for r in recs], resp.base_offset)
-                rep.bytes += len(batch)
-                rep.records += len(recs)
                 self._dirty = True
                 self._copied_now += len(recs)
                 return
@@ -588,80 +1164,40 @@ class Mirror:
                 await asyncio.sleep(min(2.0, 0.1 * 2**attempt))
                 await self.target.refresh_metadata([st.topic])
                 continue
+            rep.account(Written(throttle_ms=resp.throttle_time_ms, error="x"), 0, 0)
             name = error_name(resp.error_code)
             if len(recs) > 1:  # find the record the target refuses
                 half = len(recs) // 2
-                await self._produce(st, recs[:half], codec, rep)
-                await self._produce(st, recs[half:], codec, rep)
+                await self._produce_split(st, recs[:half], codec, rep)
+                await self._produce_split(st, recs[half:], codec, rep)
                 return
-            rep.rejections[name] = rep.rejections.get(name, 0) + 1
-            example = f"{st.key} offset {recs[0].offset}: {name} {resp.error_message or ''}".strip()
-            rep.rejection_examples.append(example)
-            if not self.opts.skip_rejected:
-                raise MirrorError(f"the target refused {example}")
-            st.skipped += 1
-            st.next_source = max(st.next_source, recs[0].offset + 1)
-            self._dirty = True
+            self._reject(st, recs[0], name, resp.error_message, rep)
             return
         raise MirrorError(f"{st.key}: produce kept failing with retriable errors")
 
-    async def _reconnect_target(self, st: PartitionState) -> None:
-        try:
-            await self.target.refresh_metadata([st.topic])
-        except (ConnectionError, KafkaClientError, OSError):
-            pass
+    def _reject(
+        self, st: PartitionState, r: records.Record, name: str, message: str | None, rep: TopicReport
+    ) -> None:
+        rep.rejections[name] = rep.rejections.get(name, 0) + 1
+        example = f"{st.key} offset {r.offset}: {name} {message or ''}".strip()
+        rep.rejection_examples.append(example)
+        if not self.opts.skip_rejected:
+            raise MirrorError(f"the target refused {example}")
+        st.skipped += 1
+        st.next_source = max(st.next_source, r.offset + 1)
+        self._dirty = True
 
-    async def _copy_partition(self, st: PartitionState, goal: int) -> None:
-        rep = self._report(st.topic)
-        offset = st.next_source
-        pending: asyncio.Task[Any] | None = None
+    # -------------------------------------------------------------- checkpoints and progress
 
-        async def fetch(at: int) -> Any:
-            return await self.source.fetch(
-                st.topic, st.partition, at, max_bytes=self.opts.fetch_bytes, isolation_level=READ_COMMITTED
-            )
+    async def _checkpointer(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            self._flush()
 
-        try:
-            while offset < goal and not self.stop.is_set():
-                got = await pending if pending is not None else await fetch(offset)
-                pending = None
-                if got.error_code == ErrorCode.OFFSET_OUT_OF_RANGE:
-                    start = (await self.source.list_offsets(st.topic, [st.partition], -2))[st.partition]
-                    if start <= offset:
-                        raise MirrorError(f"{st.key}: offset {offset} is out of range on the source")
-                    self.result.warnings.append(
-                        f"{st.key}: records {offset}..{start - 1} were deleted on the source "
-                        "before being copied"
-                    )
-                    st.next_source = offset = start
-                    continue
-                if got.error_code:
-                    raise MirrorError(f"{st.key}: fetch failed: {error_name(got.error_code)}")
-                recs, nxt, codec = committed_records(got.records, offset, got.aborted)
-                if nxt <= offset:
-                    if got.high_watermark <= offset or got.last_stable_offset <= offset:
-                        # Nothing committed past here yet (an open transaction): wait for it.
-                        await asyncio.sleep(0.2)
-                        continue
-                    raise MirrorError(f"{st.key}: no progress reading from offset {offset}")
-                if nxt < goal and not self.stop.is_set():
-                    pending = asyncio.create_task(fetch(nxt))  # read ahead while writing
-                for part in chunk(recs, self.opts.batch_bytes):
-                    if self.stop.is_set():
-                        return
-                    await self._produce(st, part, codec, rep)
-                if st.next_source < nxt:  # control batches or aborted records at the end
-                    st.next_source = nxt
-                    self._dirty = True
-                offset = st.next_source
-        finally:
-            if pending is not None:
-                pending.cancel()
-                try:
-                    await pending
-                except (asyncio.CancelledError, Exception):
-                    pass
-            rep.finished = time.monotonic()
+    def _flush(self) -> None:
+        if self._dirty and not self.exactly_once:
+            self._dirty = False
+            self.checkpoint.save()
 
     async def _progress_loop(self, total: int) -> None:
         bar = self._progress
@@ -678,88 +1214,224 @@ class Mirror:
                 f"ETA {eta:.0f}s",
             )
 
+    # -------------------------------------------------------------- lag
+
+    def lag(self, key: str) -> int:
+        """Offsets the source holds (up to its last stable offset) that the target does not (yet)."""
+        f = self.feeds.get(key)
+        st = self.checkpoint.partitions.get(key)
+        if f is None or st is None or f.source_end < 0:
+            return 0
+        return max(0, f.source_end - st.next_source)
+
+    async def refresh_ends(self) -> None:
+        """Source end offsets of every mirrored partition (the fetches only see those they ask for)."""
+        for t, n in list(self.topics.items()):
+            try:
+                ends = await self.source.list_offsets(t, list(range(n)), -1, isolation_level=READ_COMMITTED)
+            except (KafkaClientError, ConnectionError, OSError) as e:
+                log.debug("list offsets of %s: %s", t, e)
+                continue
+            for p, end in ends.items():
+                f = self.feeds.get(f"{t}/{p}")
+                if f is not None and end >= 0:
+                    f.source_end = end
+
+    # -------------------------------------------------------------- one pass or follow
+
     async def copy(self, topics: dict[str, int]) -> bool:
-        """Copy every partition up to the source end offsets of now; False when stopped early."""
+        """Copy every partition up to the source end offsets of now (or, following, until stopped); False when
+        stopped early or failed."""
         goals: dict[str, int] = {}
-        for t, n in topics.items():
-            parts = list(range(n))
-            for p, end in (
-                await self.source.list_offsets(t, parts, -1, isolation_level=READ_COMMITTED)
-            ).items():
-                goals[f"{t}/{p}"] = end
-        states = [self.checkpoint.partitions[k] for k in goals]
+        if not self.opts.follow:
+            for t, n in topics.items():
+                parts = list(range(n))
+                for p, end in (
+                    await self.source.list_offsets(t, parts, -1, isolation_level=READ_COMMITTED)
+                ).items():
+                    goals[f"{t}/{p}"] = end
+            for key, f in self.feeds.items():
+                f.goal = goals.get(key, f.fetch_pos)
+                f.source_end = goals.get(key, -1)
+        states = [self.checkpoint.partitions[k] for k in self.feeds]
         self._started = time.monotonic()
-        total = sum(max(0, goals[s.key] - s.next_source) for s in states)
-        self._progress = Progress("mirror", total, enabled=self.opts.progress)
-        saver = asyncio.create_task(self._checkpointer())
-        shower = asyncio.create_task(self._progress_loop(total))
+        total = sum(max(0, goals.get(s.key, 0) - s.next_source) for s in states)
+        background: list[asyncio.Task[Any]] = [asyncio.create_task(self._checkpointer())]
+        if self.opts.follow:
+            from kafkite.migrate.telemetry import follow_display
+
+            background.append(asyncio.create_task(follow_display(self)))
+            background.append(asyncio.create_task(self._watch_loop()))
+            background.append(asyncio.create_task(self.telemetry.history_loop()))
+            if self.opts.translate_groups and self.opts.group_interval > 0:
+                background.append(asyncio.create_task(self.groupsync.loop()))
+        else:
+            self._progress = Progress("mirror", total, enabled=self.opts.progress)
+            background.append(asyncio.create_task(self._progress_loop(total)))
+        fetcher = asyncio.create_task(self._fetch_loop())
+        writer = asyncio.create_task(self._write_loop())
+        self.ready.set()
+        error: BaseException | None = None
         try:
-            results = await asyncio.gather(
-                *(self._copy_partition(s, goals[s.key]) for s in states), return_exceptions=True
-            )
+            done, _ = await asyncio.wait({fetcher, writer}, return_when=asyncio.FIRST_COMPLETED)
+            if fetcher in done and fetcher.exception() is not None:
+                error = fetcher.exception()
+                self.stop.set()
+            await writer
+        except BaseException as e:
+            error = error or e
         finally:
-            saver.cancel()
-            shower.cancel()
-            for task in (saver, shower):
-                try:
+            for task in (fetcher, *background):
+                task.cancel()
+            for task in (fetcher, *background):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-                except asyncio.CancelledError:
-                    pass
+            if not writer.done():
+                writer.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await writer
             self._flush()
-            self._progress.done = self._copied_now
-            self._progress.close(f"{human_count(self._copied_now)} records copied")
-        for r in results:
-            if isinstance(r, BaseException):
-                if isinstance(r, MirrorError | KafkaClientError | ConnectionError | OSError):
-                    self.result.errors.append(str(r))
-                else:
-                    raise r
+            if self._progress is not None:
+                self._progress.done = self._copied_now
+                self._progress.close(f"{human_count(self._copied_now)} records copied")
+        if error is not None:
+            if isinstance(error, MirrorError | KafkaClientError | ConnectionError | OSError):
+                self.result.errors.append(str(error))
+            else:
+                raise error
         self.result.copied = self._copied_now
         if self.result.errors:
             return False
-        return not self.stop.is_set() and all(s.next_source >= goals[s.key] for s in states)
+        if self.opts.follow:
+            return False
+        return not self.stop.is_set() and all(
+            s.next_source >= goals[s.key] for s in states if self.feeds[s.key].paused_reason is None
+        )
 
-    # -------------------------------------------------------------- groups
+    async def _watch_loop(self) -> None:
+        """Follow mode: new topics, partitions added, config changes; fresh source end offsets."""
+        while True:
+            await asyncio.sleep(self.opts.metadata_interval)
+            try:
+                await self.watch_once()
+            except (KafkaClientError, ConnectionError, OSError) as e:
+                self.telemetry.error("metadata")
+                log.warning("following the source's metadata failed: %s", e)
+            except MirrorError as e:
+                self.result.warn(str(e))
+
+    async def watch_once(self) -> None:
+        meta = await self.source.refresh_metadata()
+        names = [t["name"] for t in meta["topics"] if t["error_code"] == 0]
+        chosen = self._selected(names)
+        new_topics = {t: self.source.topics[t] for t in chosen if t not in self.topics}
+        if new_topics:
+            log.info("new topic(s) on the source: %s", ", ".join(sorted(new_topics)))
+            await self._ensure_target_topics(new_topics)
+            await self._init_states(new_topics)
+            self.result.follow.setdefault("topics_added", []).extend(sorted(new_topics))
+            self.result.topics = sorted(set(self.result.topics) | set(new_topics))
+            self._space.set()
+        for t in list(self.topics):
+            n = self.source.topics.get(t, 0)
+            if n > self.topics[t]:
+                await self._partitions_added(t, n)
+        await self._follow_configs()
+        await self.refresh_ends()
+
+    async def _partitions_added(self, topic: str, n: int) -> None:
+        old = self.topics[topic]
+        have = self.target_partitions.get(topic, 0)
+        note = f"{topic}: the source grew from {old} to {n} partitions"
+        if self.rest is None and have < n:
+            assert self.target is not None
+            planned = self._planned(topic)
+            if self.opts.plan and (self.opts.plan.get("limits") or {}).get("partitions_immutable", False):
+                # OCI streams keep their partitions: what the new partitions hold has nowhere to go.
+                self.result.warn(
+                    f"{note}; OCI streams cannot add partitions and the target has {have}: partitions "
+                    f"{have}..{n - 1} are not mirrored (recreate the stream with more partitions)"
+                )
+                for p in range(old, n):
+                    if p >= have:
+                        f = Feed(topic, p, 0)
+                        f.paused_reason = "no target partition"
+                        self.feeds.setdefault(f"{topic}/{p}", f)
+                self.topics[topic] = n
+                del planned
+                return
+            res = await self.target.create_partitions({topic: n})
+            code, msg = res.get(topic, (0, None))
+            if code and code != ErrorCode.INVALID_PARTITIONS:
+                self.result.warn(f"{note}; the target refused to follow: {error_name(code)} {msg or ''}")
+                return
+            for _ in range(50):
+                await self.target.refresh_metadata([topic])
+                if self.target.topics.get(topic, 0) >= n:
+                    break
+                await asyncio.sleep(0.1)
+            self.target_partitions[topic] = self.target.topics.get(topic, 0)
+        log.info("%s; mirroring the new ones from their beginning", note)
+        self.result.follow.setdefault("partitions_added", []).append({"topic": topic, "from": old, "to": n})
+        await self._init_topic(topic, list(range(n)))
+        self._space.set()
+
+    async def _follow_configs(self) -> None:
+        topics = list(self.topics)
+        if not topics:
+            return
+        configs = await self.source.describe_topic_configs(topics)
+        for t in topics:
+            now = {k: v for k, v in (configs.get(t) or {}).items() if k in CARRIED_CONFIGS}
+            before = self.topic_configs.get(t)
+            if before is None:
+                self.topic_configs[t] = now
+                continue
+            changed = {k: v for k, v in now.items() if before.get(k) != v}
+            if not changed:
+                continue
+            self.topic_configs[t] = now
+            mapped, notes = self.map_configs(t, changed)
+            entry: dict[str, Any] = {"topic": t, "source": changed, "target": mapped, "notes": notes}
+            if self.rest is not None:
+                entry["applied"] = False
+                entry["notes"].append("OCI streams keep their retention and limits: not applied")
+            elif mapped:
+                assert self.target is not None
+                code, msg = await self.target.alter_topic_configs(t, dict(mapped))
+                entry["applied"] = code == 0
+                if code:
+                    entry["notes"].append(f"the target refused: {error_name(code)} {msg or ''}".strip())
+            else:
+                entry["applied"] = False
+            self.result.follow.setdefault("config_changes", []).append(entry)
+            log.info("config change on %s: %s -> %s %s", t, changed, mapped, "; ".join(notes))
+
+    # -------------------------------------------------------------- groups (one pass)
+
+    def translate(self, topic: str, partition: int, offset: int) -> int | None:
+        st = self.checkpoint.partitions.get(f"{topic}/{partition}")
+        return st.translate(offset) if st is not None else None
+
+    def translate_group_topic(self, topic: str, committed: dict[int, int]) -> dict[int, tuple[int, bool]]:
+        """A group's committed offsets of one topic on the target: {target partition: (offset, exact)}."""
+        if self.rest is None:
+            out: dict[int, tuple[int, bool]] = {}
+            for p, off in committed.items():
+                got = self.translate(topic, p, off)
+                if got is not None:
+                    out[p] = (got, True)
+            return out
+        states = [s for s in self.checkpoint.partitions.values() if s.topic == topic]
+        if any(committed.get(s.partition, s.start_source) > s.next_source for s in states):
+            return {}
+        ends = dict(self.checkpoint.spread_ends.get(topic, {}))
+        return translate_spread(states, committed, ends)
 
     async def translate_groups(self, topics: dict[str, int]) -> None:
-        """Commit every source group's offsets on the target, translated through the offset map."""
-        for g in await self.source.list_groups():
-            gid = g["group_id"]
-            entry: dict[str, Any] = {"group": gid, "translated": {}, "skipped": [], "errors": {}}
-            try:
-                committed = await self.source.committed_offsets(gid)
-            except KafkaClientError as e:
-                entry["errors"]["*"] = str(e)
-                self.result.groups.append(entry)
-                continue
-            to_commit: dict[tuple[str, int], tuple[int, str | None]] = {}
-            for (t, p), (off, meta) in sorted(committed.items()):
-                if t not in topics:
-                    continue
-                st = self.checkpoint.partitions.get(f"{t}/{p}")
-                target_off = st.translate(off) if st is not None else None
-                if target_off is None:
-                    entry["skipped"].append(f"{t}/{p}@{off}")
-                    continue
-                to_commit[(t, p)] = (target_off, meta)
-                entry["translated"][f"{t}/{p}"] = [off, target_off]
-            if not to_commit:
-                if entry["skipped"]:
-                    self.result.groups.append(entry)
-                continue
-            try:
-                errs = await self.target.commit_offsets(gid, to_commit)
-            except (KafkaClientError, ConnectionError) as e:
-                entry["errors"]["*"] = str(e)
-                errs = {}
-            for (t, p), code in errs.items():
-                if code:
-                    entry["errors"][f"{t}/{p}"] = error_name(code)
-            if entry["errors"]:
-                self.result.warnings.append(
-                    f"group {gid}: the target refused some commits: {entry['errors']}"
-                )
-            self.result.groups.append(entry)
+        """Commit every source group's offsets on the target, translated through the offset syncs."""
+        report = await self.groupsync.sync_all(force=False)
+        self.result.groups = report
 
     # -------------------------------------------------------------- verification
 
@@ -788,28 +1460,109 @@ class Mirror:
             offset = nxt
         return count, h.hexdigest()
 
-    async def verify(self, topics: dict[str, int]) -> None:
-        async def one(st: PartitionState) -> dict[str, Any]:
-            src_n, src_h = await self._digest(
-                self.source, st.topic, st.partition, st.start_source, st.next_source, None
-            )
-            tgt_n, tgt_h = await self._digest(
-                self.target, st.topic, st.partition, st.first_target, st.next_target, None
-            )
-            return {
-                "partition": st.key,
-                "source_records": src_n,
-                "target_records": tgt_n,
-                "source_sha256": src_h,
-                "target_sha256": tgt_h,
-                "skipped": st.skipped,
-                "equal": src_n == tgt_n and src_h == tgt_h,
-            }
+    async def verify_partition(self, st: PartitionState, upto: int | None = None) -> dict[str, Any]:
+        """Counts and checksums of the source records [start, upto) and of their copies on the target."""
+        end_src = st.next_source if upto is None else min(upto, st.next_source)
+        if self.rest is not None:
+            return await self._verify_spread(st, end_src)
+        rng = st.target_range(end_src)
+        assert rng is not None and self.target is not None
+        src_n, src_h = await self._digest(self.source, st.topic, st.partition, st.start_source, end_src, None)
+        tgt_n, tgt_h = await self._digest(self.target, st.topic, st.partition, rng[0], rng[1], None)
+        return {
+            "partition": st.key,
+            "source_range": [st.start_source, end_src],
+            "target_range": list(rng),
+            "source_records": src_n,
+            "target_records": tgt_n,
+            "source_sha256": src_h,
+            "target_sha256": tgt_h,
+            "skipped": st.skipped,
+            "equal": src_n == tgt_n and src_h == tgt_h,
+        }
 
-        states = [self.checkpoint.partitions[f"{t}/{p}"] for t, n in topics.items() for p in range(n)]
+    async def _verify_spread(self, st: PartitionState, end_src: int) -> dict[str, Any]:
+        """REST targets: each source record against the message at the target partition and offset it was
+        placed at (keys and values: OCI Streaming keeps no headers and stamps its own times)."""
+        src_h = hashlib.sha256()
+        tgt_h = hashlib.sha256()
+        where: dict[int, tuple[int, int]] = {}
+        for src, q, tgt, n in st.spread:
+            for i in range(n):
+                if src + i < end_src:
+                    where[src + i] = (q, tgt + i)
+        src_n = 0
+        offset = st.start_source
+        wanted: dict[int, dict[int, int]] = {}
+        while offset < end_src:
+            got = await self.source.fetch(
+                st.topic,
+                st.partition,
+                offset,
+                max_bytes=self.opts.fetch_bytes,
+                isolation_level=READ_COMMITTED,
+            )
+            if got.error_code:
+                raise MirrorError(f"{st.key}: reading for verification: {error_name(got.error_code)}")
+            recs, nxt, _ = committed_records(got.records, offset, got.aborted)
+            for r in recs:
+                if r.offset >= end_src:
+                    break
+                if r.offset not in where:
+                    continue  # refused by the target (counted as skipped)
+                q, tgt = where[r.offset]
+                digest_record(src_h, r._replace(offset=0), with_headers=False, with_timestamp=False)
+                wanted.setdefault(q, {})[tgt] = src_n
+                src_n += 1
+            if nxt <= offset:
+                break
+            offset = nxt
+        # Read back the target messages in source order.
+        by_pos: dict[int, records.Record] = {}
+        for q, offs in wanted.items():
+            todo = sorted(offs)
+            i = 0
+            while i < len(todo):
+                msgs = await self.rest.read(st.topic, q, todo[i], limit=10_000)
+                if not msgs:
+                    break
+                for off, k, v in msgs:
+                    pos = offs.get(off)
+                    if pos is not None:
+                        by_pos[pos] = records.Record(0, 0, k, v, [])
+                last = msgs[-1][0]
+                while i < len(todo) and todo[i] <= last:
+                    i += 1
+        tgt_n = 0
+        for pos in range(src_n):
+            rec = by_pos.get(pos)
+            if rec is None:
+                continue
+            digest_record(tgt_h, rec, with_headers=False, with_timestamp=False)
+            tgt_n += 1
+        return {
+            "partition": st.key,
+            "source_range": [st.start_source, end_src],
+            "target_partitions": sorted(wanted),
+            "source_records": src_n,
+            "target_records": tgt_n,
+            "source_sha256": src_h.hexdigest(),
+            "target_sha256": tgt_h.hexdigest(),
+            "skipped": st.skipped,
+            "compared": "keys and values",
+            "equal": src_n == tgt_n and src_h.hexdigest() == tgt_h.hexdigest(),
+        }
+
+    async def verify(self, topics: dict[str, int]) -> None:
+        states = [
+            self.checkpoint.partitions[f"{t}/{p}"]
+            for t, n in topics.items()
+            for p in range(n)
+            if f"{t}/{p}" in self.checkpoint.partitions
+        ]
         bar = Progress("verify", len(states), enabled=self.opts.progress)
         out = []
-        for done, coro in enumerate(asyncio.as_completed([one(s) for s in states]), 1):
+        for done, coro in enumerate(asyncio.as_completed([self.verify_partition(s) for s in states]), 1):
             out.append(await coro)
             bar.update(done, f"{done}/{len(states)} partitions")
         bar.close()
@@ -818,17 +1571,82 @@ class Mirror:
 
     # -------------------------------------------------------------- all of it
 
-    async def run(self) -> MirrorResult:
+    def delivery(self) -> dict[str, Any]:
+        if self.exactly_once:
+            return {
+                "mode": "exactly-once",
+                "state": f"topic {self.state_topic} on the target (read_committed)",
+                "transactional_id": f"kafkite-mirror-{self.name}",
+                "commit_interval_ms": int(self.opts.commit_interval * 1000),
+                "note": "consumers of the target see the copies once their transaction commits: read them "
+                "with isolation.level=read_committed",
+            }
+        if self.rest is not None:
+            return {
+                "mode": "at-least-once",
+                "state": f"checkpoint {self.checkpoint.path}",
+                "window": f"after a crash, messages put in the last {CHECKPOINT_INTERVAL:.1f} s before it "
+                "(the checkpoint interval) and the PutMessages request in flight are put again: OCI "
+                "Streaming's REST API has no idempotence or transactions",
+            }
+        return {
+            "mode": "at-least-once",
+            "state": f"checkpoint {self.checkpoint.path}",
+            "window": f"the checkpoint is written every {CHECKPOINT_INTERVAL:.1f} s; after a crash each "
+            "partition is reconciled with the target's end offset, which is exact while nothing else writes "
+            "to the target partitions (otherwise up to the last "
+            f"{CHECKPOINT_INTERVAL:.1f} s are copied again); a produce retried after its answer was lost "
+            f"may be written twice (up to {human_bytes(self._batch_cap())} per partition, reported as a "
+            "warning). Use --exactly-once for transactional writes",
+        }
+
+    async def setup(self) -> dict[str, int]:
+        """Topics, target topics, sink and state: everything before copying."""
         topics = await self._topics()
         self.result.topics = sorted(topics)
-        if not topics:
-            self.result.errors.append("no topic to mirror")
-            return self.result
+        self.result.delivery = self.delivery()
+        if not topics and not self.opts.follow:
+            return topics
+        if self.rest is not None:
+            from kafkite.migrate.limits import REQUEST_BYTES
+
+            req = min(self.opts.request_bytes, REQUEST_BYTES)
+            pace: dict[str, Any] = {}
+            self.sink = RestSink(self.rest, request_bytes=req, pace=pace)
+        elif self.exactly_once:
+            await self._init_exactly_once()
+        else:
+            assert self.target is not None
+            self.sink = KafkaSink(self.target)
         await self._ensure_target_topics(topics)
         await self._init_states(topics)
+        if self.rest is not None and self.honour_limits:
+            assert isinstance(self.sink, RestSink)
+            rate = float(self._limits.get("write_bytes_per_sec_per_partition") or 0)
+            for t in topics:
+                if rate > 0:
+                    self.sink.pace[t] = Pacer(rate * max(1, self.target_partitions.get(t, 1)))
         self._flush()
-        done = await self.copy(topics)
+        return topics
+
+    async def run(self) -> MirrorResult:
+        topics = await self.setup()
+        if not topics and not self.opts.follow:
+            self.result.errors.append("no topic to mirror")
+            return self.result
+        await self.telemetry.start()
+        try:
+            done = await self.copy(topics)
+        finally:
+            await self.telemetry.stop()
         self.result.replay = [r.as_json() for r in self._reports.values()]
+        if self.opts.follow:
+            self.result.follow.update(self.telemetry.summary())
+            if self.opts.translate_groups and not self.result.errors:
+                with contextlib.suppress(KafkaClientError, ConnectionError, OSError):
+                    self.result.groups = await self.groupsync.sync_all(force=False)
+            self.result.interrupted = not self.result.errors
+            return self.result
         if not done:
             self.result.interrupted = self.stop.is_set()
             return self.result
@@ -838,6 +1656,17 @@ class Mirror:
             await self.verify(topics)
         self.result.completed = True
         return self.result
+
+
+def _ranges(offsets: list[int]) -> list[tuple[int, int]]:
+    """Consecutive runs of offsets: [(first, count)]."""
+    out: list[tuple[int, int]] = []
+    for off in offsets:
+        if out and out[-1][0] + out[-1][1] == off:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((off, 1))
+    return out
 
 
 def observed_rates(plan: dict[str, Any]) -> dict[str, float]:
@@ -856,12 +1685,33 @@ def parse_rate(text: str) -> float:
 
 def summarize(result: MirrorResult) -> str:
     lines = []
-    state = "complete" if result.completed else ("interrupted" if result.interrupted else "failed")
-    lines.append(
-        f"mirror {state}: {result.copied} record(s) copied this run over {len(result.topics)} topic(s)"
-    )
+    if result.follow:
+        state = "stopped" if not result.errors else "failed"
+        lines.append(
+            f"mirror {state}: {result.copied} record(s) copied this run over {len(result.topics)} topic(s)"
+        )
+    else:
+        state = "complete" if result.completed else ("interrupted" if result.interrupted else "failed")
+        lines.append(
+            f"mirror {state}: {result.copied} record(s) copied this run over {len(result.topics)} topic(s)"
+        )
+    d = result.delivery
+    if d:
+        lines.append(f"  delivery: {d.get('mode')}; state in {d.get('state')}")
+        if d.get("window"):
+            lines.append(f"  at-least-once window: {d['window']}")
     for t in result.created_topics:
         lines.append(f"  created {t} on the target")
+    for t in result.follow.get("topics_added", []):
+        lines.append(f"  followed new topic {t}")
+    for pa in result.follow.get("partitions_added", []):
+        lines.append(f"  followed {pa['topic']} from {pa['from']} to {pa['to']} partitions")
+    for c in result.follow.get("config_changes", []):
+        lines.append(
+            f"  config change {c['topic']}: {c['source']} -> {c['target']}"
+            + (" applied" if c.get("applied") else " not applied")
+            + (f" ({'; '.join(c['notes'])})" if c.get("notes") else "")
+        )
     for r in result.replay:
         if r["replay_bytes_per_sec"] or r["throttled_requests"] or r["rejections"]:
             lines.append(
@@ -871,7 +1721,7 @@ def summarize(result: MirrorResult) -> str:
                 f"(max {r['throttle_ms_max']} ms)"
                 + (f"; rejected {r['rejections']}" if r["rejections"] else "")
             )
-    translated = sum(len(g["translated"]) for g in result.groups)
+    translated = sum(len(g.get("translated", {})) for g in result.groups)
     if result.groups:
         lines.append(f"  {len(result.groups)} group(s), {translated} partition offset(s) translated")
     for v in result.verification:
