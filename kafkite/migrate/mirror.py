@@ -103,7 +103,7 @@ log = logging.getLogger("kafkite.migrate")
 
 READ_COMMITTED = 1
 DEFAULT_FETCH_BYTES = 4 * 1024 * 1024
-DEFAULT_BATCH_BYTES = 512 * 1024
+DEFAULT_BATCH_BYTES = 1_000_000  # under the 1 MiB a default broker takes in one batch
 DEFAULT_REQUEST_BYTES = 16 * 1024 * 1024
 CHECKPOINT_INTERVAL = 0.5
 FOLLOW_WAIT_MS = 500
@@ -184,9 +184,10 @@ class Pacer:
     """Hold producers to ``rate`` bytes per second (a token bucket with one second of burst), until the
     monotonic time ``until`` (None: for ever); past it, nobody waits."""
 
-    def __init__(self, rate: float, until: float | None = None) -> None:
+    def __init__(self, rate: float, until: float | None = None, burst: float = 1.0) -> None:
         self.rate = rate
         self.until = until
+        self.burst = burst  # seconds of burst
         self._t = time.monotonic()
         self._debt = 0.0
         self._lock = asyncio.Lock()
@@ -199,7 +200,8 @@ class Pacer:
         if self.until is not None and now >= self.until:
             return 0.0
         debt = max(0.0, self._debt - (now - self._t) * self.rate)
-        return max(0.0, (debt + n - self.rate) / self.rate)
+        # A write bigger than the burst goes once nothing is owed.
+        return max(0.0, (debt + n - max(self.burst * self.rate, n)) / self.rate)
 
     def charge(self, n: int) -> None:
         now = time.monotonic()
@@ -576,7 +578,7 @@ class Mirror:
     def _pending_sync(self, st: PartitionState) -> None:
         """Exactly once: a new partition's starting point goes into the next transaction."""
         if self.exactly_once:
-            self._pending.setdefault(st.key, Pending(next_source=st.next_source, next_target=st.next_target))
+            self._pend(st)
 
     async def _reconcile(self, st: PartitionState, target_end: int) -> None:
         """Account records the target acknowledged after the last checkpoint was written."""
@@ -834,7 +836,8 @@ class Mirror:
             rate = float(self._limits.get("write_bytes_per_sec_per_partition") or 0)
             if rate <= 0:
                 return None
-            p = self._limit_pacers[key] = Pacer(rate)
+            # A little under the limit, with half its burst: the target never sees it exceeded.
+            p = self._limit_pacers[key] = Pacer(0.9 * rate, burst=0.5)
         return p
 
     def _request_cap(self) -> int:
@@ -851,9 +854,7 @@ class Mirror:
 
     def _apply_advance(self, st: PartitionState, offset: int) -> None:
         if self.exactly_once:
-            pend = self._pending.setdefault(
-                st.key, Pending(next_source=st.next_source, next_target=st.next_target)
-            )
+            pend = self._pend(st)
             if offset > pend.next_source:
                 pend.next_source = offset
         elif offset > st.next_source:
@@ -1018,7 +1019,10 @@ class Mirror:
             await self._abort(str(e))
             return
         throttle = 0
+        gen = self._generation
         for o in outs:
+            if gen != self._generation:
+                return  # the transaction was aborted: what it wrote is gone
             w = answers.get(o.key)
             if w is None:
                 continue
@@ -1037,7 +1041,12 @@ class Mirror:
         if w.error:
             rep.account(w, 0, 0)
             if self.exactly_once:
-                raise MirrorError(f"{o.key}: {w.error} {w.error_message or ''}")
+                gen = self._generation
+                await self._txn_split(st, o.all_records(), o.codec, rep, w)
+                if gen == self._generation:  # not aborted meanwhile
+                    pend = self._pend(st)
+                    pend.next_source = max(pend.next_source, o.end_source)
+                return
             await self._produce_split(st, o.all_records(), o.codec, rep, first_error=w)
             if st.next_source < o.end_source and not self.stop.is_set():
                 st.next_source = o.end_source
@@ -1045,9 +1054,7 @@ class Mirror:
             return
         rep.account(w, o.size, o.count)
         if self.exactly_once:
-            pend = self._pending.setdefault(
-                o.key, Pending(next_source=st.next_source, next_target=st.next_target)
-            )
+            pend = self._pend(st)
             runs = pend.runs
             if o.verbatim is not None:
                 pieces = [(o.first_source, o.count)]
@@ -1084,6 +1091,50 @@ class Mirror:
         self._bytes_now += o.size
         self._last_record[o.key] = (time.monotonic(), o.max_timestamp)
         self.telemetry.copied(o.topic, o.count, o.size, o.max_timestamp)
+
+    def _pend(self, st: PartitionState) -> Pending:
+        pend = self._pending.get(st.key)
+        if pend is None:
+            pend = self._pending[st.key] = Pending(next_source=st.next_source, next_target=st.next_target)
+        return pend
+
+    async def _txn_split(
+        self, st: PartitionState, recs: list[records.Record], codec: int, rep: TopicReport, w: Written
+    ) -> None:
+        """Exactly once: a batch the target refused, written again in halves inside the same transaction
+        until the record refused is found (skipped in a rehearsal, fatal otherwise)."""
+        assert self.sink is not None
+        if len(recs) == 1:
+            r = recs[0]
+            name = w.error or "ERROR"
+            rep.rejections[name] = rep.rejections.get(name, 0) + 1
+            example = f"{st.key} offset {r.offset}: {name} {w.error_message or ''}".strip()
+            rep.rejection_examples.append(example)
+            if not self.opts.skip_rejected:
+                raise MirrorError(f"the target refused {example}")
+            pend = self._pend(st)
+            pend.skipped += 1
+            pend.next_source = max(pend.next_source, r.offset + 1)
+            return
+        half = len(recs) // 2
+        for part in (recs[:half], recs[half:]):
+            o = Outgoing(st.topic, st.partition, recs=part, codec=codec, end_source=part[-1].offset + 1)
+            o.size = sum(record_size(r) for r in part)
+            try:
+                answers = await self.sink.write([o])
+            except TransactionFailed as e:
+                await self._abort(str(e))
+                return
+            got = answers.get(o.key)
+            if got is None:
+                continue
+            if got.error:
+                gen = self._generation
+                await self._txn_split(st, part, codec, rep, got)
+                if gen != self._generation:
+                    return
+            else:
+                await self._written(o, got)
 
     async def _written_spread(self, st: PartitionState, o: Outgoing, w: Written, rep: TopicReport) -> None:
         ok_offsets: list[int] = []
@@ -1294,6 +1345,11 @@ class Mirror:
             if self._progress is not None:
                 self._progress.done = self._copied_now
                 self._progress.close(f"{human_count(self._copied_now)} records copied")
+        if error is not None and self.producer is not None and self.producer.in_transaction:
+            # Leave no transaction open: it would hold the target's last stable offset until it times out.
+            with contextlib.suppress(KafkaClientError, ConnectionError, OSError):
+                await self.producer.abort()
+            self._pending.clear()
         if error is not None:
             if isinstance(error, MirrorError | KafkaClientError | ConnectionError | OSError):
                 self.result.errors.append(str(error))
@@ -1625,7 +1681,8 @@ class Mirror:
             rate = float(self._limits.get("write_bytes_per_sec_per_partition") or 0)
             for t in topics:
                 if rate > 0:
-                    self.sink.pace[t] = Pacer(rate * max(1, self.target_partitions.get(t, 1)))
+                    parts = max(1, self.target_partitions.get(t, 1))
+                    self.sink.pace[t] = Pacer(0.9 * rate * parts, burst=0.5)
         self._flush()
         return topics
 

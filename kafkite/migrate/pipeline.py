@@ -214,9 +214,19 @@ class Feed:
                 item = items[0]
                 if isinstance(item, Advance):
                     break
-                recs = item.records()
                 if codec < 0:
                     codec = item.header.compression
+                if item.whole and item.decoded is None and size + item.size <= max_bytes:
+                    # A whole small batch: its records all go (its size on the wire is the estimate).
+                    out.recs.extend(item.records())
+                    size += item.size
+                    items.popleft()
+                    self.queued_bytes -= item.size
+                    out.end_source = item.header.last_offset + 1
+                    continue
+                if out.recs and item.whole:
+                    break  # the next batch does not fit: the next write takes it
+                recs = item.records()
                 taken = 0
                 for r in recs:
                     s = record_size(r)

@@ -39,6 +39,17 @@ RETRIABLE = frozenset(
     }
 )
 MAX_RETRIES = 20
+# What a broker refuses in a batch itself: the batch is split (or the record skipped) and written again.
+REFUSED = frozenset(
+    {
+        int(ErrorCode.MESSAGE_TOO_LARGE),
+        int(ErrorCode.RECORD_LIST_TOO_LARGE),
+        int(ErrorCode.INVALID_RECORD),
+        int(ErrorCode.CORRUPT_MESSAGE),
+        int(ErrorCode.INVALID_TIMESTAMP),
+        int(ErrorCode.POLICY_VIOLATION),
+    }
+)
 
 
 def error_name(code: int) -> str:
@@ -169,8 +180,10 @@ class TxnSink(Sink):
             if e.code in TXN_FENCED:
                 raise Fenced(str(e)) from e
             raise TransactionFailed(str(e)) from e
+        first_seq: dict[tuple[str, int], int] = {}
         for o in outs:
             tp = (o.topic, o.partition)
+            first_seq[tp] = prod.next_sequence(o.topic, o.partition)
             if o.verbatim is not None:
                 todo[tp] = prod.stamp(o.topic, o.partition, o.verbatim.data, o.count)
             else:
@@ -193,6 +206,10 @@ class TxnSink(Sink):
                     continue
                 if r.error_code in TXN_FENCED:
                     raise Fenced(f"{tp[0]}/{tp[1]}: {error_name(r.error_code)}")
+                if r.error_code in REFUSED:
+                    prod.rewind(tp[0], tp[1], first_seq[tp])
+                    out[keys[tp]] = Written(error=error_name(r.error_code), error_message=r.error_message)
+                    continue
                 if r.error_code:
                     raise TransactionFailed(
                         f"{tp[0]}/{tp[1]}: {error_name(r.error_code)} {r.error_message or ''}".strip()
