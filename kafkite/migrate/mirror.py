@@ -1429,7 +1429,7 @@ class Mirror:
             self.target_partitions[topic] = self.target.topics.get(topic, 0)
         log.info("%s; mirroring the new ones from their beginning", note)
         self.result.follow.setdefault("partitions_added", []).append({"topic": topic, "from": old, "to": n})
-        await self._init_topic(topic, list(range(n)))
+        await self._init_topic(topic, list(range(old, n)))  # the others are being copied: leave them be
         self._space.set()
 
     async def _follow_configs(self) -> None:

@@ -214,7 +214,22 @@ class OciStreamingTarget:
         self, topic: str, partition: int, offset: int, limit: int = 10_000
     ) -> list[tuple[int, bytes | None, bytes | None]]:
         """Up to ``limit`` messages of one partition from ``offset`` (a cursor AT_OFFSET, one GetMessages):
-        (offset, key, value) each; empty at the end of the partition."""
+        (offset, key, value) each; empty at the end of the partition. A 429 (OCI allows 5 GetMessages a
+        second per partition) is waited out."""
+        delay = 0.25
+        for _ in range(120):
+            try:
+                return await self._read(topic, partition, offset, limit)
+            except RestRefused as e:
+                if e.status != 429:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 1.5)
+        raise RestUnavailable(f"GetMessages on {topic}/{partition} kept being throttled")
+
+    async def _read(
+        self, topic: str, partition: int, offset: int, limit: int
+    ) -> list[tuple[int, bytes | None, bytes | None]]:
         info = self.streams.get(topic) or await self.stream(topic)
         if info is None:
             raise MirrorError(f"stream {topic} does not exist in pool {self.pool_id}")

@@ -152,7 +152,7 @@ class Telemetry:
             if p["last_record_timestamp_ms"]:
                 last_ts.add(p["last_record_timestamp_ms"] / 1000, **labels)
         total = Collected(
-            "kafkite_mirror_lag_records_sum", "Source offsets not yet on the target, all partitions"
+            "kafkite_mirror_lag_records_overall", "Source offsets not yet on the target, all partitions"
         )
         total.add(sum(p["lag"] for p in parts))
         rec_rate, byte_rate = self.rates()
