@@ -229,9 +229,9 @@ def lag_run(args: Any, mode: str, i: int) -> dict[str, Any]:
         ]  # fmt: skip
         if mode == "exactly-once":
             cmd.append("--exactly-once")
-        errlog = open(os.path.join(os.path.dirname(dst.log_path), "mirror.err"), "w")  # noqa: SIM115
+        errlog = open(os.path.join(os.path.dirname(dst.log_path), "mirror.err"), "w+")  # noqa: SIM115
         mirror = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=errlog, text=True)
-        print(f"mirror log: {errlog.name}", file=sys.stderr)
+        ok = False
         try:
             ctx = mp.get_context("spawn")
             ready = ctx.Event()
@@ -255,6 +255,7 @@ def lag_run(args: Any, mode: str, i: int) -> dict[str, Any]:
             elapsed = time.monotonic() - t0
             cpu1 = process_cpu_seconds(mirror.pid)
             consumer.join(30)
+            ok = True
         finally:
             mirror.send_signal(signal.SIGINT)
             try:
@@ -262,6 +263,10 @@ def lag_run(args: Any, mode: str, i: int) -> dict[str, Any]:
             except subprocess.TimeoutExpired:
                 mirror.kill()
                 mirror.wait()
+            if not ok:
+                errlog.seek(0)
+                print("the mirror's output:\n" + errlog.read()[-4000:], file=sys.stderr)
+            errlog.close()
     lat.sort()
     if n < expected:
         raise SystemExit(f"the target consumer saw {n} of {expected} records")

@@ -25,7 +25,7 @@ from test_migrate_support import (
 )
 
 from kafkite.client import KafkaClient
-from kafkite.migrate.mirror import Mirror, MirrorOptions
+from kafkite.migrate.mirror import Mirror, MirrorError, MirrorOptions
 
 pytestmark = pytest.mark.timeout(600)
 PARTITIONS = 6
@@ -359,3 +359,51 @@ def test_exactly_once_copy_finds_and_skips_a_refused_record(
         c.close()
     assert [seq_of(m.value()) for m in got] == [i for i in range(20) if i != 10]
     check_no_tracebacks(dst)
+
+
+def test_another_writer_on_the_target_is_not_taken_for_copies(
+    broker_factory: BrokerFactory, tmp_path: Path
+) -> None:
+    """A record written to the target by something else while the mirror was down is refused at restart,
+    instead of being counted as the copy of the next source record (which would lose that record)."""
+    from test_migrate_support import record
+
+    from kafkite.protocol.records import build_batch
+
+    per = 500
+    src, dst = broker_factory(), broker_factory()
+    topic = "shared"
+    run(seed_source(src.bootstrap, topic, per))
+    cp = tmp_path / "cp.json"
+
+    async def mirror(stop_after: int | None) -> dict[str, object]:
+        stop = asyncio.Event()
+        async with KafkaClient(src.bootstrap) as s, KafkaClient(dst.bootstrap) as t:
+            opts = MirrorOptions(topics=[topic], checkpoint=cp, batch_bytes=2048, progress=False)
+            m = Mirror(s, t, src.bootstrap, dst.bootstrap, opts, stop)
+            watcher = None
+            if stop_after is not None:
+
+                async def watch() -> None:
+                    while m._copied_now < stop_after:
+                        await asyncio.sleep(0.001)
+                    stop.set()
+
+                watcher = asyncio.create_task(watch())
+            result = await m.run()
+            if watcher is not None:
+                watcher.cancel()
+            return result.as_json()
+
+    first = run(mirror(300))
+    assert first["interrupted"]
+
+    async def intrude() -> None:
+        async with KafkaClient(dst.bootstrap) as c:
+            await c.refresh_metadata([topic])
+            got = await c.produce(topic, {0: build_batch([record(999_999)])})
+            assert got[0].error_code == 0
+
+    run(intrude())
+    with pytest.raises(MirrorError, match="is not a copy of source offset"):
+        run(mirror(None))

@@ -592,6 +592,22 @@ class Mirror:
         if extra == 0:
             return
         log.info("%s: %d record(s) acknowledged after the last checkpoint; accounting them", st.key, extra)
+        # The target's records past the checkpoint must be copies of the next source records: compared one by
+        # one (key, value, headers, timestamp), so another writer's records are never taken for copies.
+        assert self.target is not None
+        theirs: list[records.Record] = []
+        toff = st.next_target
+        while toff < target_end:
+            got = await self.target.fetch(st.topic, st.partition, toff, max_bytes=self.opts.fetch_bytes)
+            if got.error_code:
+                raise MirrorError(
+                    f"{st.key}: cannot read the target to reconcile: {error_name(got.error_code)}"
+                )
+            recs, nxt, _ = committed_records(got.records, toff, [])
+            theirs.extend(r for r in recs if r.offset < target_end)
+            if nxt <= toff:
+                break
+            toff = nxt
         offset = st.next_source
         while extra > 0:
             got = await self.source.fetch(
@@ -612,9 +628,21 @@ class Mirror:
                     "something else wrote to it"
                 )
             take = recs[:extra]
-            if take:
-                st.record([r.offset for r in take], st.next_target)
-                extra -= len(take)
+            for mine in take:
+                copy = theirs[len(theirs) - extra] if len(theirs) >= extra else None
+                if copy is None or (copy.key, copy.value, copy.headers, copy.timestamp) != (
+                    mine.key,
+                    mine.value,
+                    mine.headers,
+                    mine.timestamp,
+                ):
+                    raise MirrorError(
+                        f"{st.key}: the target's record at offset {st.next_target} is not a copy of source "
+                        f"offset {mine.offset}: something else writes to the target partition (stop it, or "
+                        "delete the checkpoint and the target topic to start over)"
+                    )
+                st.record([mine.offset], st.next_target)
+                extra -= 1
             if extra > 0:
                 st.next_source = max(st.next_source, nxt)
             offset = st.next_source
@@ -1648,12 +1676,12 @@ class Mirror:
         return {
             "mode": "at-least-once",
             "state": f"checkpoint {self.checkpoint.path}",
-            "window": f"the checkpoint is written every {CHECKPOINT_INTERVAL:.1f} s; after a crash each "
-            "partition is reconciled with the target's end offset, which is exact while nothing else writes "
-            "to the target partitions (otherwise up to the last "
-            f"{CHECKPOINT_INTERVAL:.1f} s are copied again); a produce retried after its answer was lost "
-            f"may be written twice (up to {human_bytes(self._batch_cap())} per partition, reported as a "
-            "warning). Use --exactly-once for transactional writes",
+            "window": f"the checkpoint is written every {CHECKPOINT_INTERVAL:.1f} s; after a crash the "
+            "records the target holds past it are compared with the next source records and counted as "
+            "copied (the mirror must be the target partitions' only writer: a record of another writer stops "
+            "it); a produce retried after its answer was lost may be written twice (up to "
+            f"{human_bytes(self._batch_cap())} per partition, reported as a warning). Use --exactly-once for "
+            "transactional writes",
         }
 
     async def setup(self) -> dict[str, int]:
