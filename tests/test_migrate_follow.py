@@ -66,11 +66,11 @@ def test_follow_picks_up_records_topics_partitions_and_configs(
         entry = ConfigEntry("retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET)
         res = ConfigResource(ConfigResource.Type.TOPIC, "live-a", incremental_configs=[entry])
         admin.incremental_alter_configs([res])[res].result(15)
-        mirror.wait(lambda s: "live-d" in s["topics"] and len(s["partitions"]) == 9, 30)
+        mirror.wait(lambda s: "live-d" in s["topics"] and len(s["partitions"]) == 9, 60)
         # A group that committed one partition only: the others stay uncommitted on the target too (its
         # consumers start there by auto.offset.reset, as on the source).
         run(_commit(src.bootstrap, "partial", {("live-a", 0): 17, ("other", 0): 3}))
-        mirror.wait(lambda s: any(g["group"] == "partial" and g["commits"] for g in s["groups"]), 30)
+        mirror.wait(lambda s: any(g["group"] == "partial" and g["commits"] for g in s["groups"]), 60)
         time.sleep(3)
         producer.stop()
         status = mirror.caught_up()

@@ -33,6 +33,9 @@ class SteadyProducer:
                 "linger.ms": 5,
                 "acks": "all",
                 "topic.metadata.refresh.interval.ms": 500,
+                # No duplicate on the source when a busy machine makes librdkafka retry: the source then holds
+                # exactly the acknowledged records.
+                "enable.idempotence": True,
                 **config,
             }
         )
