@@ -171,3 +171,37 @@ def test_sigkill_twice_neither_loses_nor_duplicates(
         assert run(_target_state(dst.bootstrap, "__kafkite_mirror.eos")) > 0
     check_no_tracebacks(src)
     check_no_tracebacks(dst)
+
+
+def test_follow_stops_on_sigterm_even_with_stderr_gone(broker_factory: BrokerFactory, tmp_path: Path) -> None:
+    """A mirror whose stderr reader went away (a closed pipe) still stops on SIGTERM."""
+    import signal
+    import subprocess
+
+    from helpers import free_port
+    from test_migrate_support import cli_command, cli_env
+
+    src, dst = broker_factory(), broker_factory()
+    create_topics(src.bootstrap, {"quiet": 1})
+    port = free_port()
+    proc = subprocess.Popen(
+        cli_command(
+            "mirror", "--source", src.bootstrap, "--target", dst.bootstrap, "--topics", "quiet", "--follow",
+            "--checkpoint", str(tmp_path / "cp.json"), "--metrics-listener", f"127.0.0.1:{port}",
+            "--display-interval", "0.2",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        proc.stderr.readline()  # it started
+        proc.stderr.close()
+        time.sleep(1.0)  # the display now writes into a closed pipe
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

@@ -183,8 +183,9 @@ def _signals(stop: asyncio.Event, what: str) -> None:
     def on_signal() -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        print(f"\nstopping: {what}", file=sys.stderr)
-        stop.set()
+        stop.set()  # first: a closed stderr must not keep the mirror from stopping
+        with contextlib.suppress(OSError, ValueError):
+            print(f"\nstopping: {what}", file=sys.stderr)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -264,8 +264,9 @@ class Telemetry:
         app.router.add_post("/cutover", cutover)
         self._runner, bound = await serve(app, host, port)
         self.url = f"http://{host}:{bound}"
-        print(f"mirror metrics at {self.url}/metrics, status at {self.url}/status", file=sys.stderr)
-        sys.stderr.flush()
+        with contextlib.suppress(OSError, ValueError):
+            print(f"mirror metrics at {self.url}/metrics, status at {self.url}/status", file=sys.stderr)
+            sys.stderr.flush()
 
     async def stop(self) -> None:
         if self._runner is not None:
