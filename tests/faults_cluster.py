@@ -98,7 +98,9 @@ class NsPgServer(PgServer):
         ip = self.net.ip(self.host)
         options = (
             f"-p {PG_PORT} -k {self.dir} -c listen_addresses={ip} -c max_connections=300"
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            # Commits are durable against a server crash (a restart in immediate mode), as kafkite assumes; no
+            # fsync: the machine itself does not lose power here.
+            " -c fsync=off -c synchronous_commit=on -c full_page_writes=off"
         )
         log = str(self.dir / "server.log")
         self._run(

@@ -94,6 +94,8 @@ def run_schedule(schedule: str, root: Path, cycles: int, seed: int) -> dict[str,
         + check_commits(h.of("commit", "committed"))
         + check_hangs(h.of("probe"), h.of("fault"))
         + [{"kind": "hang", "workload": name} for name in stuck]
+        + [{"kind": "hang", "final_read": EVENTS, "partition": p} for p in final.stuck]
+        + [{"kind": "hang", "final_read": TXNS, "partition": p} for p in txn_read.stuck]
     )
     ops = len(h.of("send")) + len(h.of("txn")) + len(h.of("commit")) + len(h.of("probe"))
     summary = {
