@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from kafkite.broker.core import Broker, RequestContext
+from kafkite.broker.epochs import current_leader, ensure_leaders, leader_error
 from kafkite.log.base import LogError, OffsetOutOfRange, ReadResult
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.messages import RecordsChunks
@@ -55,7 +56,9 @@ def _prefetch(
             idx = p["partition"]
             part = broker.partition(name, idx) if name is not None else None
             read_async = getattr(part, "read_async", None)
-            if part is None or read_async is None or (broker.cluster and not broker.cluster.leads(name, idx)):
+            if part is None or read_async is None or name is None:
+                continue
+            if leader_error(broker, name, idx, part, p.get("current_leader_epoch", -1)) is not None:
                 continue
             limit = min(p["partition_max_bytes"], budget)
             if limit <= 0:
@@ -111,12 +114,15 @@ async def _read_each(
                 errors = True
                 parts_out.append(entry)
                 continue
-            if broker.cluster is not None and not broker.cluster.leads(name, idx):
+            assert name is not None  # a partition was found by it
+            refused = leader_error(broker, name, idx, part, p.get("current_leader_epoch", -1))
+            if refused is not None:
                 entry.update(
-                    error_code=int(ErrorCode.NOT_LEADER_OR_FOLLOWER),
+                    error_code=int(refused),
                     high_watermark=-1,
                     last_stable_offset=-1,
                     log_start_offset=-1,
+                    current_leader=current_leader(broker, name, idx, part),
                 )
                 errors = True
                 parts_out.append(entry)
@@ -176,6 +182,10 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, req: dict[str, Any])
     if version >= 7 and req["session_id"] != 0:
         # kafkite does not create incremental fetch sessions (it answers session_id 0), so none can be found.
         return {"error_code": int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), "session_id": 0, "responses": []}
+    await ensure_leaders(
+        broker,
+        ((_resolve(broker, t, version)[0], p["partition"]) for t in req["topics"] for p in t["partitions"]),
+    )
     responses, total, errors = await _read_all(broker, req, version)
     if req["max_wait_ms"] <= 0 or broker.blackhole:
         return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}

@@ -83,7 +83,6 @@ def _topic_entry(broker: Broker, name: str, include_ops: bool) -> dict[str, Any]
         return {"error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), "name": name, "partitions": []}
     cluster = broker.cluster
     node = broker.node_id
-    epoch = 0 if cluster is None else cluster.epoch
     return {
         "error_code": 0,
         "name": name,
@@ -99,8 +98,11 @@ def _topic_entry(broker: Broker, name: str, include_ops: bool) -> dict[str, Any]
                 "isr_nodes": [leader],
                 "offline_replicas": [],
             }
-            for i, leader in (
-                (i, node if cluster is None else cluster.leader(name, i)) for i in range(meta.partitions)
+            for i, leader, epoch in (
+                (i, node, 0)
+                if cluster is None
+                else (i, cluster.leader(name, i), cluster.leader_epoch(name, i))
+                for i in range(meta.partitions)
             )
         ],
         "topic_authorized_operations": _bits(_TOPIC_OPS) if include_ops else OPS_NOT_REQUESTED,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from kafkite.broker.core import Broker, RequestContext
+from kafkite.broker.epochs import ensure_leaders, leader_error
 from kafkite.log.base import OffsetOutOfRange
 from kafkite.protocol.errors import ErrorCode
 
@@ -17,6 +18,9 @@ READ_COMMITTED = 1
 
 
 async def handle_list_offsets(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    await ensure_leaders(
+        broker, ((t["name"], p["partition_index"]) for t in req["topics"] for p in t["partitions"])
+    )
     topics_out = []
     for topic in req["topics"]:
         name = topic["name"]
@@ -25,11 +29,18 @@ async def handle_list_offsets(broker: Broker, ctx: RequestContext, req: dict[str
             idx = p["partition_index"]
             part = broker.partition(name, idx)
             entry: dict[str, Any] = {"partition_index": idx, "error_code": 0, "timestamp": -1, "offset": -1}
+            refused = (
+                None
+                if part is None
+                else leader_error(broker, name, idx, part, p.get("current_leader_epoch", -1))
+            )
             if part is None:
                 entry["error_code"] = int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION)
+            elif refused is not None:
+                entry["error_code"] = int(refused)
             else:
                 ts = p["timestamp"]
-                entry["leader_epoch"] = 0
+                entry["leader_epoch"] = part.leader_epoch
                 if ts == LATEST:
                     committed = req.get("isolation_level", 0) == READ_COMMITTED
                     entry["offset"] = part.last_stable_offset if committed else part.high_watermark

@@ -7,7 +7,8 @@ from collections.abc import Awaitable
 from typing import Any
 
 from kafkite.broker.core import Broker, CloseConnection, RequestContext, now_ms
-from kafkite.log.base import AppendInfo, LogError, Partition
+from kafkite.broker.epochs import ensure_leaders
+from kafkite.log.base import AppendInfo, LogError, NotLeader, Partition
 from kafkite.log.producer_state import (
     InvalidProducerEpoch,
     InvalidTxnState,
@@ -143,6 +144,10 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
     any_error = False
     now = now_ms()
     queued: list[tuple[list[dict[str, Any]], int, str, int, Partition, Awaitable[AppendInfo]]] = []
+    if broker.cluster is not None:
+        await ensure_leaders(
+            broker, ((t["name"], pd["index"]) for t in req["topic_data"] for pd in t["partition_data"])
+        )
     for topic in req["topic_data"]:
         name = topic["name"]
         meta = broker.topic(name)
@@ -221,6 +226,8 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
             info = await pending
         except ProducerStateError as e:
             out[i] = _error(idx, PRODUCER_STATE_ERRORS[type(e)], str(e))
+        except NotLeader as e:
+            out[i] = _error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER, str(e))
         except (LogError, OSError) as e:
             log.error("append to %s-%d failed: %s", name, idx, e)
             out[i] = _error(idx, ErrorCode.KAFKA_STORAGE_ERROR, str(e))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kafkite.broker import acls, admin, client_quotas, fetch, metadata, offsets, produce, sasl
+from kafkite.broker import acls, admin, client_quotas, epochs, fetch, metadata, offsets, produce, sasl
 from kafkite.broker.configs import (
     handle_alter_configs,
     handle_describe_configs,
@@ -20,6 +20,7 @@ CORE_HANDLERS: dict[int, Handler] = {
     ApiKey.PRODUCE: produce.handle_produce,
     ApiKey.FETCH: fetch.handle_fetch,
     ApiKey.LIST_OFFSETS: offsets.handle_list_offsets,
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: epochs.handle_offset_for_leader_epoch,
     ApiKey.DELETE_RECORDS: offsets.handle_delete_records,
     ApiKey.CREATE_TOPICS: admin.handle_create_topics,
     ApiKey.DELETE_TOPICS: admin.handle_delete_topics,

@@ -9,7 +9,10 @@ database: groups it keeps come back stable with their members and generations (t
 groups it gains arrive with every offset their previous coordinator committed, and a rebalance waiting on a
 coordinator that is going away is answered NOT_COORDINATOR, so its members find the new one.
 
-Requests for a group this broker does not coordinate are answered NOT_COORDINATOR, as Kafka does.
+Requests for a group this broker does not coordinate are answered NOT_COORDINATOR, as Kafka does; while the
+coordinator is being rebuilt for a new view, COORDINATOR_LOAD_IN_PROGRESS (clients retry the same broker).
+Every write is fenced by the membership epoch the coordinator was built for (``Cluster.fence_op``): a
+coordinator whose lease is over cannot write, and answers COORDINATOR_NOT_AVAILABLE.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.groups import logformat
 from kafkite.broker.groups.log import Entry
+from kafkite.log.base import Fenced
 from kafkite.log.pg import PgStorage
 from kafkite.protocol.errors import ErrorCode
 
@@ -32,6 +36,7 @@ log = logging.getLogger("kafkite.cluster")
 NOT_COORDINATOR = int(ErrorCode.NOT_COORDINATOR)
 # Keys of group configs start with their int16 key version.
 _CONFIG_KEY_PREFIX = logformat.GROUP_CONFIG_KEY_VERSION.to_bytes(2, "big")
+LOADING = int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
 
 
 def _group_of(key: bytes) -> str | None:
@@ -42,15 +47,17 @@ def _group_of(key: bytes) -> str | None:
 
 
 class OwnedGroupLog:
-    """A GroupLog over ``kafkite_group_entries`` that sees and writes only the groups this broker coordinates.
+    """A GroupLog over ``kafkite_group_entries`` that sees and writes only the groups this broker coordinates,
+    within the membership epoch it was made for.
 
-    Writes for a group coordinated elsewhere (a timer of a coordinator being replaced) are dropped: the
-    group's own coordinator is the only writer of its entries.
+    A write for a group coordinated elsewhere (a timer of a coordinator being replaced), or after the
+    membership changed, raises ``Fenced``: the group's own coordinator is the only writer of its entries.
     """
 
     def __init__(self, storage: PgStorage, cluster: Cluster) -> None:
         self._storage = storage
         self._cluster = cluster
+        self.epoch = cluster.epoch
 
     def append(self, entries: list[Entry]) -> None:
         rows: list[tuple[bytes, str, bytes | None]] = []
@@ -63,10 +70,9 @@ class OwnedGroupLog:
                 rows.append((key, group, value))
                 continue
             if not self._cluster.coordinates(group):
-                log.info("not writing an entry of group %s: it is coordinated by another broker", group)
-                continue
+                raise Fenced(f"group {group} is coordinated by another broker")
             rows.append((key, group, value))
-        self._storage.group_entries_apply(rows)
+        self._storage.group_entries_apply(rows, fence=self._cluster.fence(self.epoch))
 
     def replay(self) -> Iterator[Entry]:
         for key, group, value in self._storage.group_entries():
@@ -100,13 +106,15 @@ async def rebuild_coordinator(broker: Broker) -> None:
 # request routing -------------------------------------------------------------------------------------------
 
 
-def _partitions_error(topics: list[dict[str, Any]] | None, name_key: str = "name") -> list[dict[str, Any]]:
+def _partitions_error(
+    topics: list[dict[str, Any]] | None, name_key: str = "name", code: int = NOT_COORDINATOR
+) -> list[dict[str, Any]]:
     out = []
     for t in topics or []:
         parts = [
             {
                 "partition_index": p["partition_index"] if isinstance(p, dict) else p,
-                "error_code": NOT_COORDINATOR,
+                "error_code": code,
             }
             for p in (t.get("partitions") or t.get("partition_indexes") or [])
         ]
@@ -117,13 +125,13 @@ def _partitions_error(topics: list[dict[str, Any]] | None, name_key: str = "name
     return out
 
 
-def refusal(method: str, req: dict[str, Any], version: int) -> dict[str, Any]:
-    """The NOT_COORDINATOR answer to a request about one group coordinated elsewhere."""
-    base: dict[str, Any] = {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR}
+def refusal(method: str, req: dict[str, Any], version: int, code: int = NOT_COORDINATOR) -> dict[str, Any]:
+    """The NOT_COORDINATOR (or ``code``) answer to a request about one group coordinated elsewhere."""
+    base: dict[str, Any] = {"throttle_time_ms": 0, "error_code": code}
     if method in ("offset_commit", "txn_offset_commit"):
-        return {"throttle_time_ms": 0, "topics": _partitions_error(req.get("topics"))}
+        return {"throttle_time_ms": 0, "topics": _partitions_error(req.get("topics"), code=code)}
     if method == "offset_fetch":
-        return {**base, "topics": _partitions_error(req.get("topics"))}
+        return {**base, "topics": _partitions_error(req.get("topics"), code=code)}
     if method == "join_group":
         return {**base, "generation_id": -1, "member_id": req.get("member_id") or "", "members": []}
     if method == "consumer_group_heartbeat":
@@ -144,6 +152,8 @@ async def group_request(
 ) -> dict[str, Any]:
     """Serve a group API through the current coordinator, refusing the groups coordinated elsewhere."""
     version = ctx.api_version
+    if not cluster.ready and method != "list_groups":
+        return _loading(method, req, version)
     call = getattr(broker.groups, method)
     kw = {"client_id": ctx.client_id, "client_host": ctx.client_host}
     if method == "describe_groups":
@@ -203,6 +213,26 @@ async def group_request(
         return refusal(method, req, version)
     result = await call(req, version, **kw)
     return result
+
+
+def _loading(method: str, req: dict[str, Any], version: int) -> dict[str, Any]:
+    """COORDINATOR_LOAD_IN_PROGRESS for every group of the request (the coordinator is being rebuilt)."""
+    if method == "describe_groups":
+        groups = req.get("groups") or []
+        return {
+            "throttle_time_ms": 0,
+            "groups": [{"group_id": g, "error_code": LOADING, "group_state": ""} for g in groups],
+        }
+    if method == "delete_groups":
+        names = req.get("groups_names") or []
+        return {"throttle_time_ms": 0, "results": [{"group_id": g, "error_code": LOADING} for g in names]}
+    if method == "offset_fetch" and version >= 8:
+        groups = req.get("groups") or []
+        return {
+            "throttle_time_ms": 0,
+            "groups": [{"group_id": g["group_id"], "topics": [], "error_code": LOADING} for g in groups],
+        }
+    return refusal(method, req, version, LOADING)
 
 
 def find_coordinator(cluster: Cluster, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,26 @@ re-read the list at once.
 
 Placement is a pure function of the live list (sorted by node id), so every broker computes the same answer:
 partition ``i`` of topic ``t`` is led by ``live[(crc32(t) + i) % n]`` (consecutive partitions round-robin over
-the brokers) and group (or transactional id) ``g`` is coordinated by ``live[crc32(g) % n]``. The membership
-epoch is reported as the partitions' leader epoch, so clients notice when leadership may have moved. Brokers
-keep no partition state of their own: a broker taking a partition over reads it from the database.
+the brokers) and group (or transactional id) ``g`` is coordinated by ``live[crc32(g) % n]``. Brokers keep no
+partition state of their own: a broker taking a partition over reads it from the database.
+
+Fencing. Two live brokers may disagree about the live list for a moment (each learns of a change when it
+next reads the list), and a paused broker (SIGSTOP, a long stall) may wake with a list that is long gone.
+The membership epoch is the lease that closes that window:
+
+- Coordinators. Every write a group or transaction coordinator makes (group metadata, committed offsets,
+  transaction log entries, transaction markers, a transaction's offsets) runs in a database transaction that
+  first takes the membership lock shared and checks that the membership epoch is still the one the
+  coordinator was built for (``fence_op``); a membership change takes the same lock exclusively. A broker
+  whose view is stale therefore cannot write as coordinator: its write fails (``Fenced``) and its client is
+  told NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE, while the coordinator the new view names loads the state
+  after the change committed. Until a broker has rebuilt its coordinators for its current view
+  (``ready``), it answers their requests COORDINATOR_LOAD_IN_PROGRESS / NOT_COORDINATOR.
+- Partition leaders. A broker leads a partition only once it has claimed it in the database (under the same
+  lease): the claim raises the partition's leader epoch by one and records where the epoch starts. Appends
+  match the partition row only while it carries the epoch they were prepared for, so a broker whose
+  leadership was claimed by another can no longer append (NOT_LEADER_OR_FOLLOWER). The partitions' leader
+  epochs are those of Metadata, checked in Fetch, ListOffsets and OffsetForLeaderEpoch as Kafka checks them.
 """
 
 from __future__ import annotations
@@ -21,12 +38,12 @@ import contextlib
 import json
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from kafkite.log.base import LogError
-from kafkite.log.pg import PgStorage, schema
+from kafkite.log.base import Fenced, LogError
+from kafkite.log.pg import PgPartition, PgStorage, schema
 from kafkite.log.pg.db import Op
 
 if TYPE_CHECKING:
@@ -74,7 +91,14 @@ class Cluster:
         self.rack: str | None = cfg.raw.get("broker.rack") or None
         self.members: list[Member] = []
         self.epoch = 0
+        # The membership epoch the coordinators were last rebuilt for (see ``ready``).
+        self.built_epoch = -1
+        # True while another process holds this broker's registration (it must not serve as a member).
+        self.fenced = False
         self._task: asyncio.Task[None] | None = None
+        self._rebuild_task: asyncio.Task[None] | None = None
+        self._rebuild = asyncio.Event()
+        self._claiming = asyncio.Lock()
         self._wake = asyncio.Event()
         self._registered = False
         self._pid_next = 0
@@ -98,14 +122,26 @@ class Cluster:
         return ids[(_hash(topic) + partition) % len(ids)]
 
     def leads(self, topic: str, partition: int) -> bool:
-        return self.leader(topic, partition) == self.node_id
+        """Whether this broker leads the partition: placement names it and it holds the claim."""
+        if self.fenced or self.leader(topic, partition) != self.node_id:
+            return False
+        try:
+            return self.storage.partition(topic, partition).leading
+        except LogError:
+            return False
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        try:
+            return self.storage.partition(topic, partition).leader_epoch
+        except LogError:
+            return -1
 
     def coordinator(self, key: str) -> int:
         ids = self.live_ids
         return ids[_hash(key) % len(ids)]
 
     def coordinates(self, group_id: str) -> bool:
-        return self.coordinator(group_id) == self.node_id
+        return not self.fenced and self.coordinator(group_id) == self.node_id
 
     @property
     def controller_id(self) -> int:
@@ -138,6 +174,8 @@ class Cluster:
     # database ----------------------------------------------------------------------------------------------
 
     def _bump_epoch(self) -> Op[None]:
+        # Exclusive: no fenced write (which holds the lock shared) straddles a membership change.
+        yield ("SELECT pg_advisory_xact_lock(%s)", (schema.MEMBERSHIP_LOCK,))
         yield (
             "INSERT INTO kafkite_meta (key, value) VALUES ('epoch', '1') ON CONFLICT (key)"
             " DO UPDATE SET value = (kafkite_meta.value::bigint + 1)::text",
@@ -197,6 +235,70 @@ class Cluster:
         epoch_rows = yield ("SELECT value FROM kafkite_meta WHERE key = 'epoch'", None)
         return members, int(epoch_rows[0][0]) if epoch_rows else 0
 
+    def fence_op(self, epoch: int) -> Op[None]:
+        """Within a transaction: refuse (``Fenced``) unless the membership epoch is still ``epoch``; a
+        membership change waits for the transaction to end."""
+        yield ("SELECT pg_advisory_xact_lock_shared(%s)", (schema.MEMBERSHIP_LOCK,))
+        rows = yield ("SELECT value FROM kafkite_meta WHERE key = 'epoch'", None)
+        current = int(rows[0][0]) if rows else 0
+        if current != epoch:
+            self._wake.set()  # look at the new list at once
+            raise Fenced(f"membership epoch {epoch} is over (now {current}): this broker's view is stale")
+
+    def fence(self, epoch: int) -> Callable[[], Op[None]]:
+        return lambda: self.fence_op(epoch)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the coordinators serve the current view (rebuilt since the last membership change)."""
+        return self.built_epoch == self.epoch and not self.fenced
+
+    # leadership --------------------------------------------------------------------------------------------
+
+    def _unclaimed(self, keys: Iterable[tuple[str, int]] | None = None) -> list[PgPartition]:
+        """Partitions placement gives this broker that it has not claimed yet (of ``keys``, or all)."""
+        if self.fenced:
+            return []
+        out = []
+        if keys is None:
+            items = [(t, i, p) for t, i, p in self.storage.partitions()]
+        else:
+            items = []
+            for t, i in keys:
+                try:
+                    items.append((t, i, self.storage.partition(t, i)))
+                except LogError:
+                    continue
+        for t, i, part in items:
+            if self.leader(t, i) == self.node_id and not part.leading and not part.closed:
+                out.append(part)
+        return out
+
+    async def claim(self, parts: list[PgPartition]) -> list[PgPartition]:
+        """Claim ``parts`` under the current membership epoch (none when the view is stale)."""
+        if not parts:
+            return []
+        epoch = self.epoch
+
+        def op() -> Op[list[PgPartition]]:
+            yield from self.fence_op(epoch)
+            claimed: list[PgPartition] = yield from self.storage.claim_op(parts, self.node_id)
+            return claimed
+
+        try:
+            claimed = await self.storage.db.run_async(op(), transaction=True)
+        except LogError as e:
+            log.info("could not claim %d partitions: %s", len(parts), e)
+            return []
+        if claimed:
+            log.info("leading %d more partitions", len(claimed))
+        return claimed
+
+    async def ensure_leaders(self, keys: Iterable[tuple[str, int]]) -> None:
+        """Claim, before serving them, the partitions of ``keys`` that placement newly gives this broker."""
+        async with self._claiming:
+            await self.claim(self._unclaimed(keys))
+
     # lifecycle ---------------------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -223,16 +325,21 @@ class Cluster:
         await self.txn_offsets.start()
         members, epoch = await self.storage.db.run_async(self._view_op())
         self._apply_view(members, epoch, notify=False)
+        await self._rebuild_once()
         self._task = asyncio.create_task(self._heartbeats(), name="cluster-heartbeats")
+        self._rebuild_task = asyncio.create_task(self._rebuilds(), name="cluster-rebuilds")
         log.info("joined the cluster as node %d: live brokers %s", self.node_id, self.live_ids)
 
     async def stop(self) -> None:
         """Leave: stop heartbeats and delete this broker's row so its partitions move at once."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._rebuild_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._rebuild_task = None
+        for pending in list(self._callbacks):
+            pending.cancel()
         await self.txn_offsets.stop()
         if self._registered:
             self._registered = False
@@ -265,25 +372,64 @@ class Cluster:
                     log.warning("this broker's registration lapsed: registering again")
                     if await self.storage.db.run_async(self._register_op(), transaction=True):
                         members, epoch = await self.storage.db.run_async(self._view_op())
+                        self._set_fenced(False)
+                    else:
+                        self._set_fenced(True)
                 self._apply_view(members, epoch)
+                if self.ready and self._unclaimed():
+                    self._rebuild.set()  # partitions gained (a new topic, a failed claim): claim them
             except asyncio.CancelledError:
                 raise
             except Exception as e:
                 log.warning("cluster heartbeat failed: %s", e)
 
+    def _set_fenced(self, fenced: bool) -> None:
+        if fenced != self.fenced:
+            self.fenced = fenced
+            if fenced:
+                log.error(
+                    "node.id %d is registered by another process: this one serves no partition or group",
+                    self.node_id,
+                )
+            self._rebuild.set()
+
     def _apply_view(self, members: list[Member], epoch: int, *, notify: bool = True) -> None:
         before = self.live_ids
         self.members = [m for m in members]
+        changed = epoch > self.epoch
         self.epoch = max(self.epoch, epoch)
         if self.live_ids != before:
             log.info("live brokers now %s (epoch %d)", self.live_ids, self.epoch)
-            if notify:
-                for callback in list(self.on_change):
-                    result = callback()
-                    if asyncio.iscoroutine(result):
-                        task = asyncio.ensure_future(result)
-                        self._callbacks.add(task)
-                        task.add_done_callback(self._callbacks.discard)
+        if changed and notify:
+            # Every membership change ends the coordinators' lease: rebuild them for the new epoch.
+            self._rebuild.set()
+
+    async def _rebuilds(self) -> None:
+        """One rebuild at a time, always for the newest view: claim the partitions placement gives this
+        broker, then rebuild the coordinators (``on_change``)."""
+        while True:
+            await self._rebuild.wait()
+            self._rebuild.clear()
+            try:
+                await self._rebuild_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("rebuilding for membership epoch %d failed (retrying): %s", self.epoch, e)
+                await asyncio.sleep(self.heartbeat_s)
+                self._rebuild.set()
+
+    async def _rebuild_once(self) -> None:
+        epoch = self.epoch
+        async with self._claiming:
+            await self.claim(self._unclaimed())
+        if epoch != self.built_epoch:
+            for callback in list(self.on_change):
+                result = callback()
+                if asyncio.iscoroutine(result):
+                    await result
+            self.built_epoch = epoch
+            log.info("coordinators ready for membership epoch %d", epoch)
 
     # producer ids ------------------------------------------------------------------------------------------
 

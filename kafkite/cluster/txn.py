@@ -12,14 +12,19 @@ moving the log start offset past everything older) would drop the entries of ids
 brokers, so ``OwnedTxnLog`` offers no ``compact`` and the coordinator never compacts in cluster mode: the log
 grows by one small entry per transaction state change and is read from its start when coordination moves.
 
-When the live broker list changes, every broker replaces its transaction coordinator by one rebuilt from the
-log (``rebuild_txn_coordinator``, after the group coordinator is rebuilt). Transactions gained in
+When the membership changes, every broker replaces its transaction coordinator by one rebuilt from the log
+(``rebuild_txn_coordinator``, after the group coordinator is rebuilt). Transactions gained in
 PrepareCommit/PrepareAbort are completed at once (their markers written); Ongoing ones are aborted, with a
 bumped epoch, when their transaction timeout expires; producer ids and epochs carry over, so a producer of the
-previous coordinator's era is fenced. When an id moves between two live brokers (one joined or left), each
-acts on the move when it reads the new live list (one notification, normally milliseconds apart); the broker
-losing the id stops writing its entries then. Kafka closes that window with coordinator epochs; here it is as
-wide as the brokers' disagreement about the live list.
+previous coordinator's era is fenced.
+
+Coordinator epochs: a coordinator is built for one membership epoch, which is written into its markers as
+their coordinator epoch, and every write it makes (log entries, markers, a transaction's offsets) is fenced by
+it in the database (``Cluster.fence_op``). When an id moves between brokers, the one losing it can no longer
+write for it from the moment the membership changed, even if it has not heard of the change yet (a paused
+broker, a slow notification): its write fails and its client is told NOT_COORDINATOR. So no two brokers ever
+act on one transactional id, and a transaction the new coordinator completed or aborted is never touched by
+the old one (no marker of the old era lands in a transaction of the new).
 
 Markers are appended through this broker's storage: every broker can append to every partition through the
 database. The partition's leader keeps its producer state (and so the last stable offset) in memory, but it
@@ -47,14 +52,17 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.groups import logformat
 from kafkite.broker.groups.log import Entry, StorageGroupLog
-from kafkite.broker.txn.coordinator import TransactionCoordinator
+from kafkite.broker.txn.coordinator import TransactionCoordinator, TxnError
 from kafkite.broker.txn.state import TXN_KEY_PREFIX
+from kafkite.log.base import Fenced, LogError
 from kafkite.protocol.errors import ErrorCode
+from kafkite.protocol.records import build_batch
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
@@ -88,6 +96,7 @@ class OwnedTxnLog:
         self._opener = opener
         self._log = StorageGroupLog(opener)
         self._cluster = cluster
+        self.epoch = cluster.epoch
 
     def append(self, entries: list[Entry]) -> None:
         mine = []
@@ -96,11 +105,13 @@ class OwnedTxnLog:
             if tid is None:
                 continue
             if not self._cluster.coordinates(tid):
-                log.info("not writing an entry of transactional id %s: it is coordinated elsewhere", tid)
-                continue
+                raise Fenced(f"transactional id {tid} is coordinated by another broker")
             mine.append((key, value))
         if mine:
-            self._log.append(mine)
+            now = int(time.time() * 1000)
+            batch = bytearray(build_batch([(key, value, [], now) for key, value in mine]))
+            part: Any = self._opener()  # a PgPartition
+            part.append_fenced(batch, now_ms=now, fence=self._cluster.fence(self.epoch))
 
     def replay(self) -> Iterator[Entry]:
         refresh = getattr(self._opener(), "refresh", None)
@@ -113,7 +124,40 @@ class OwnedTxnLog:
 
 
 class ClusterTransactionCoordinator(TransactionCoordinator):
-    """A transaction coordinator of one broker of a cluster (see the module doc)."""
+    """A transaction coordinator of one broker of a cluster (see the module doc): its writes are fenced by
+    the membership epoch it was built for; a write refused by the fence answers NOT_COORDINATOR."""
+
+    def __init__(self, *, cluster: Cluster, epoch: int, **kw: Any) -> None:
+        partition_of = kw.pop("partition_of")
+        super().__init__(
+            partition_of=lambda t, p: _FencedMarkers.wrap(partition_of(t, p), cluster, epoch), **kw
+        )
+        self.coordinator_epoch = epoch
+        self._cluster = cluster
+
+    def _persist(self, meta: Any) -> None:
+        try:
+            super()._persist(meta)
+        except Fenced as e:
+            raise TxnError(ErrorCode.NOT_COORDINATOR, str(e)) from None
+
+    def load(self) -> None:
+        try:
+            super().load()
+        except (TxnError, LogError) as e:
+            log.warning("transaction coordinator of epoch %d did not load: %s", self.coordinator_epoch, e)
+
+    def end_txn(self, tid: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
+        try:
+            return super().end_txn(tid, producer_id, producer_epoch, commit)
+        except TxnError as e:
+            return e.code
+
+    def tick(self) -> None:
+        try:
+            super().tick()
+        except (TxnError, LogError) as e:
+            log.info("transaction coordinator of epoch %d: %s", self.coordinator_epoch, e)
 
     def check_produce(
         self, producer_id: int, producer_epoch: int, topic: str, partition: int
@@ -124,6 +168,34 @@ class ClusterTransactionCoordinator(TransactionCoordinator):
         return super().check_produce(producer_id, producer_epoch, topic, partition)
 
 
+class _FencedMarkers:
+    """A partition whose transaction markers are written under a coordinator's fence."""
+
+    def __init__(self, part: Any, cluster: Cluster, epoch: int) -> None:
+        self._part = part
+        self._fence = cluster.fence(epoch)
+
+    @classmethod
+    def wrap(cls, part: Any, cluster: Cluster, epoch: int) -> Any:
+        return None if part is None else cls(part, cluster, epoch)
+
+    def write_txn_marker(
+        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+    ) -> int:
+        offset: int = self._part.write_txn_marker(
+            producer_id,
+            producer_epoch,
+            commit=commit,
+            coordinator_epoch=coordinator_epoch,
+            now_ms=now_ms,
+            fence=self._fence,
+        )
+        return offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._part, name)
+
+
 class TxnOffsets:
     """What the transaction coordinator asks of "the group coordinator" when brokers share the database: the
     local group coordinator for the groups this broker coordinates, the database (and an announcement to the
@@ -132,6 +204,7 @@ class TxnOffsets:
     def __init__(self, broker: Broker, cluster: Cluster) -> None:
         self._broker = broker
         self._cluster = cluster
+        self.epoch = cluster.epoch
 
     def complete_txn_offsets(self, group_id: str, producer_id: int, commit: bool) -> None:
         groups = self._broker.groups
@@ -141,6 +214,7 @@ class TxnOffsets:
             return
 
         def op() -> Op[None]:
+            yield from self._cluster.fence_op(self.epoch)
             rows = yield (
                 "SELECT key, value FROM kafkite_group_entries WHERE group_id = %s FOR UPDATE",
                 (group_id,),
@@ -231,7 +305,7 @@ async def rebuild_txn_coordinator(broker: Broker) -> None:
         return
     new = coordinator_for(broker)
     if broker.cluster is not None:
-        new.new_producer_id = broker.cluster.new_producer_id
+        new.new_producer_id = broker.cluster.new_producer_id  # type: ignore[method-assign]
     broker.txn = new
     await old.stop()
     await new.start()

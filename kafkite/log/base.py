@@ -44,6 +44,16 @@ class LogClosed(LogError):
     """The partition log was closed or deleted."""
 
 
+class NotLeader(LogError):
+    """Another broker took the partition's leadership over (a newer leader epoch): this one may no longer
+    append to it (NOT_LEADER_OR_FOLLOWER)."""
+
+
+class Fenced(LogError):
+    """A write refused because the writer's lease lapsed: brokers sharing a database changed membership since
+    the writer last looked, so it may no longer act as the coordinator it was (NOT_COORDINATOR)."""
+
+
 class FileRange(NamedTuple):
     """``size`` bytes at ``position`` of an open segment file.
 
@@ -88,6 +98,7 @@ class AppendInfo(NamedTuple):
 
 
 _ATTRIBUTES = struct.Struct(">h")
+_LEADER_EPOCH = struct.Struct(">i")
 
 
 def assign_offset(
@@ -98,9 +109,11 @@ def assign_offset(
     *,
     append_time: int,
     max_message_bytes: int,
+    leader_epoch: int = 0,
 ) -> BatchHeader:
-    """Give the batch at ``pos`` its base offset in place (and, for LogAppendTime topics, the append time
-    with a new CRC); returns its header as stored. Raises for a batch no engine may store."""
+    """Give the batch at ``pos`` its base offset and the partition's leader epoch in place, as Kafka's leaders
+    do (neither is covered by the CRC), and, for LogAppendTime topics, the append time with a new CRC; returns
+    its header as stored. Raises for a batch no engine may store."""
     if h.size > max_message_bytes:
         raise RecordBatchTooLarge(
             f"record batch of {h.size} bytes exceeds max.message.bytes {max_message_bytes}"
@@ -108,6 +121,7 @@ def assign_offset(
     if h.last_offset_delta < 0:
         raise InvalidBatch(f"negative last offset delta {h.last_offset_delta}")
     set_base_offset(batches, pos, base_offset)
+    _LEADER_EPOCH.pack_into(batches, pos + 12, leader_epoch)
     if append_time >= 0:
         _ATTRIBUTES.pack_into(batches, pos + 21, h.attributes | ATTR_TIMESTAMP_TYPE)
         set_max_timestamp(batches, pos, append_time)
@@ -140,6 +154,19 @@ class Partition(ABC):
     def last_stable_offset(self) -> int:
         """The offset read_committed consumers read up to: the high watermark unless a transaction is open."""
         return self.high_watermark
+
+    @property
+    def leader_epoch(self) -> int:
+        """The partition's leader epoch: a single broker's logs stay at epoch 0 (the PostgreSQL engine's
+        partitions move between brokers, and their epoch with them)."""
+        return 0
+
+    def epoch_end_offset(self, epoch: int) -> tuple[int, int]:
+        """OffsetForLeaderEpoch: (the largest epoch <= ``epoch`` the log knows, the offset where the next
+        epoch starts, or the log end offset for the current epoch); (-1, -1) for an unknown epoch."""
+        if epoch == self.leader_epoch:
+            return epoch, self.log_end_offset
+        return -1, -1
 
     def aborted_transactions(self, start: int, end: int) -> Sequence[tuple[int, int, int]]:
         """(producer id, first offset, marker offset) of aborted transactions overlapping [start, end)."""

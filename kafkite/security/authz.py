@@ -200,16 +200,17 @@ def _topic_partitions_rule(
     entry: Callable[[Any], dict[str, Any]],
     resp_topics_key: str | None = None,
     extra: Callable[[], dict[str, Any]] | None = None,
+    name_key: str = "name",
 ) -> Rule:
     """A rule for topics[].partitions[] requests answered per partition (ListOffsets, DeleteRecords)."""
 
     async def rule(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
-        order = [t["name"] for t in req[topics_key]]
-        kept = [t for t in req[topics_key] if c.topic(op, t["name"])]
+        order = [t[name_key] for t in req[topics_key]]
+        kept = [t for t in req[topics_key] if c.topic(op, t[name_key])]
         if len(kept) == len(req[topics_key]):
             return await inner(req)
         denied = [
-            {"name": t["name"], "partitions": [entry(p) for p in t[partitions_key]]}
+            {name_key: t[name_key], "partitions": [entry(p) for p in t[partitions_key]]}
             for t in req[topics_key]
             if t not in kept
         ]
@@ -220,7 +221,7 @@ def _topic_partitions_rule(
             assert resp is not None
         else:
             resp = {"throttle_time_ms": 0, out_key: [], **(extra() if extra else {})}
-        resp[out_key] = _merge(order, resp.get(out_key) or [], denied)
+        resp[out_key] = _merge(order, resp.get(out_key) or [], denied, key=name_key)
         return resp
 
     return rule
@@ -236,6 +237,13 @@ _list_offsets = _topic_partitions_rule(
         "timestamp": -1,
         "offset": -1,
     },
+)
+_offset_for_leader_epoch = _topic_partitions_rule(
+    Op.DESCRIBE,
+    "topics",
+    "partitions",
+    lambda p: {"partition": p["partition"], "error_code": TOPIC_DENIED, "leader_epoch": -1, "end_offset": -1},
+    name_key="topic",
 )
 _delete_records = _topic_partitions_rule(
     Op.DELETE,
@@ -891,6 +899,7 @@ RULES: dict[int, Rule] = {
     ApiKey.PRODUCE: _produce,
     ApiKey.FETCH: _fetch,
     ApiKey.LIST_OFFSETS: _list_offsets,
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: _offset_for_leader_epoch,
     ApiKey.METADATA: _metadata,
     ApiKey.DESCRIBE_CLUSTER: _describe_cluster,
     ApiKey.OFFSET_COMMIT: _offset_commit,

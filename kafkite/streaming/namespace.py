@@ -78,6 +78,7 @@ NAME_FIELDS: dict[int, tuple[list[NameField], list[NameField]]] = {
         [_f("responses.*.topic")],
     ),
     ApiKey.LIST_OFFSETS: ([_f("topics.*.name")], [_f("topics.*.name")]),
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: ([_f("topics.*.topic")], [_f("topics.*.topic")]),
     ApiKey.METADATA: ([_f("topics.*.name")], [_f("topics.*.name")]),
     ApiKey.OFFSET_COMMIT: (
         [_f("group_id", GROUP), _f("topics.*.name")],

@@ -119,6 +119,8 @@ class TransactionCoordinator:
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._compact_after = compact_after_entries
         self.owns = owns
+        # Written into markers; brokers sharing a database use their membership epoch (kafkite.cluster.txn).
+        self.coordinator_epoch = COORDINATOR_EPOCH
         self.txns: dict[str, TxnMetadata] = {}
         self._by_pid: dict[int, TxnMetadata] = {}
         self._next_pid = 0
@@ -449,7 +451,7 @@ class TransactionCoordinator:
                     meta.producer_id,
                     meta.producer_epoch,
                     commit=commit,
-                    coordinator_epoch=COORDINATOR_EPOCH,
+                    coordinator_epoch=self.coordinator_epoch,
                     now_ms=now,
                 )
             except ProducerStateError as e:

@@ -45,9 +45,10 @@ def _coordinator(broker: Broker) -> TransactionCoordinator:
 
 
 def _elsewhere(broker: Broker, key: str | None) -> bool:
-    """Whether ``key`` (a transactional id or group) is coordinated by another broker of the cluster."""
+    """Whether ``key`` (a transactional id or group) is coordinated by another broker of the cluster, or the
+    coordinators are being rebuilt for a new membership (the client looks the coordinator up again)."""
     cluster = broker.cluster
-    return cluster is not None and bool(key) and not cluster.coordinates(key)
+    return cluster is not None and bool(key) and not (cluster.ready and cluster.coordinates(key))
 
 
 def _fenced(code: ErrorCode, version: int, first_fenced_version: int) -> int:
@@ -314,6 +315,8 @@ def coordinator_for(broker: Broker) -> TransactionCoordinator:
         from kafkite.cluster.txn import ClusterTransactionCoordinator, OwnedTxnLog, TxnOffsets
 
         return ClusterTransactionCoordinator(
+            cluster=cluster,
+            epoch=cluster.epoch,
             log=OwnedTxnLog(opener, cluster),
             config=TxnConfig.from_mapping(settings),
             partition_of=partition_of,

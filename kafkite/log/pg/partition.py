@@ -9,6 +9,12 @@ transaction with the insert, whichever broker appends.
 The cached bounds (next offset = high watermark, log start offset, size) are kept fresh by this broker's own
 operations and by the other brokers' notifications; a read beyond the cached end checks the database first.
 
+Leader epochs: the partition row carries its leader epoch and the process holding the leadership; a broker
+becomes leader by claiming the row (``PgStorage.claim_op``: the epoch goes up by one and its start offset is
+recorded in ``kafkite_leader_epochs``). Every append is prepared for the epoch it last saw, stamps it into
+the batches (as Kafka's leaders stamp theirs) and matches the row only while it still has that epoch, so an
+append by a broker whose leadership was claimed by another one fails (``NotLeader``) instead of landing.
+
 Producer state (idempotence, transactions) is a ``ProducerStateManager`` rebuilt from the newest snapshot in
 ``kafkite_producer_snapshots`` plus the batch headers after it, kept current by every append, and caught up
 from the database whenever the log moved on without it. Retention passes store a snapshot when it changed.
@@ -21,8 +27,9 @@ synchronously over the storage's synchronous connection.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -32,6 +39,7 @@ from kafkite.log.base import (
     FileRange,
     LogClosed,
     LogError,
+    NotLeader,
     OffsetOutOfRange,
     Partition,
     ReadResult,
@@ -52,6 +60,8 @@ from kafkite.protocol.records import (
 
 if TYPE_CHECKING:
     from kafkite.log.pg.storage import PgStorage
+
+log = logging.getLogger("kafkite.log.pg")
 
 # Rows looked at per read: bounds the work of one fetch of a partition of many small batches.
 READ_ROW_LIMIT = 4000
@@ -82,6 +92,8 @@ class PgPartition(Partition):
         next_offset: int = 0,
         log_start_offset: int = 0,
         size: int = 0,
+        leader_epoch: int = 0,
+        leader_instance: UUID | None = None,
     ) -> None:
         self.config = config
         self.topic = topic
@@ -92,6 +104,8 @@ class PgPartition(Partition):
         self._next = next_offset
         self._lso = log_start_offset
         self._size = size
+        self._epoch = leader_epoch
+        self._leader_instance = leader_instance
         self._producers = ProducerStateManager()
         self._state_end: int | None = (
             None  # the producer state reflects the log up to here (None: not loaded)
@@ -123,6 +137,27 @@ class PgPartition(Partition):
         return 0  # every append is a committed transaction
 
     @property
+    def leader_epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def leader_instance(self) -> UUID | None:
+        """The broker process holding the leadership (None: never claimed)."""
+        return self._leader_instance
+
+    @property
+    def leading(self) -> bool:
+        """Whether this broker's process holds the partition's leadership (as last seen)."""
+        return self._leader_instance == self._storage.instance
+
+    def set_leader(self, epoch: int, instance: UUID | None) -> None:
+        """A leader epoch seen in the database or announced (never moves backwards)."""
+        with self._lock:
+            if epoch > self._epoch or (epoch == self._epoch and instance is not None):
+                self._epoch = epoch
+                self._leader_instance = instance
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -139,13 +174,29 @@ class PgPartition(Partition):
             if size is not None:
                 self._size = size
 
-    def _bounds_op(self) -> Op[None]:
+    def _bounds_op(self, *, authoritative: bool = False) -> Op[None]:
+        """Reload the bounds and the leader. ``authoritative``: take the database's end even when it is below
+        the cached one (a database restored to an earlier point, or commits lost by its crash) and rebuild
+        the producer state from it, instead of retrying appends at an offset it will never reach."""
         rows = yield (schema.BOUNDS, (self.topic_id, self.index))
         if not rows:
             self._closed = True
             raise LogClosed(f"partition {self.topic}-{self.index} no longer exists")
-        nxt, lso, size = rows[0]
+        nxt, lso, size, epoch, instance = rows[0]
+        if authoritative and int(nxt) < self._next:
+            log.warning(
+                "%s-%d: the database ends at %d, before the %d this broker saw: following the database",
+                self.topic,
+                self.index,
+                int(nxt),
+                self._next,
+            )
+            with self._lock:
+                self._next, self._lso, self._size = int(nxt), int(lso), int(size)
+                self._state_end = None
+                self._producers = ProducerStateManager()
         self.set_bounds(int(nxt), int(lso), int(size))
+        self.set_leader(int(epoch), None if instance is None else UUID(str(instance)))
 
     def refresh(self) -> None:
         """Reload the bounds from the database."""
@@ -226,17 +277,29 @@ class PgPartition(Partition):
         return len(self._producers.expire(now_ms, max_age_ms))
 
     def write_txn_marker(
-        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+        self,
+        producer_id: int,
+        producer_epoch: int,
+        *,
+        commit: bool,
+        coordinator_epoch: int,
+        now_ms: int,
+        fence: Callable[[], Op[None]] | None = None,
     ) -> int:
-        """Append a COMMIT or ABORT marker for the producer's transaction; returns its offset."""
-        batch = build_control_batch(
-            commit=commit,
-            producer_id=producer_id,
-            producer_epoch=producer_epoch,
-            coordinator_epoch=coordinator_epoch,
-            timestamp_ms=now_ms,
+        """Append a COMMIT or ABORT marker for the producer's transaction; returns its offset. With ``fence``,
+        the marker is appended in one database transaction with it (a coordinator's lease check)."""
+        batch = bytearray(
+            build_control_batch(
+                commit=commit,
+                producer_id=producer_id,
+                producer_epoch=producer_epoch,
+                coordinator_epoch=coordinator_epoch,
+                timestamp_ms=now_ms,
+            )
         )
-        return self.append(bytearray(batch), now_ms=now_ms).first_offset
+        if fence is None:
+            return self.append(batch, now_ms=now_ms).first_offset
+        return self.append_fenced(batch, now_ms=now_ms, fence=fence).first_offset
 
     def snapshot_producers(self) -> bool:
         """Store the producer state when it changed since the last snapshot; True when one was stored."""
@@ -259,7 +322,7 @@ class PgPartition(Partition):
 
     # append ------------------------------------------------------------------------------------------------
 
-    def _prepare(self, batches: bytearray | memoryview, now_ms: int) -> _Prepared | AppendInfo:
+    def _prepare(self, batches: bytearray | memoryview, now_ms: int, epoch: int) -> _Prepared | AppendInfo:
         """Validate and rewrite ``batches`` for offsets from the cached next offset; a duplicate of a batch
         already appended is answered with its offsets (an AppendInfo) instead."""
         total = len(batches)
@@ -289,6 +352,7 @@ class PgPartition(Partition):
                 next_offset,
                 append_time=append_time,
                 max_message_bytes=config.max_message_bytes,
+                leader_epoch=epoch,
             )
             headers.append((pos, h))
             next_offset = h.last_offset + 1
@@ -304,6 +368,7 @@ class PgPartition(Partition):
             "idx": self.index,
             "start": start,
             "end": next_offset,
+            "epoch": epoch,
             "size": total,
             "note": f"{self._storage.instance}|{self.topic}|{self.index}|{next_offset}",
         }
@@ -332,12 +397,18 @@ class PgPartition(Partition):
                 self._lso = lso
                 self._producers.on_log_start_offset(lso)
 
-    def _append_op(self, batches: bytearray | memoryview, now_ms: int) -> Op[AppendInfo]:
+    def _append_op(
+        self, batches: bytearray | memoryview, now_ms: int, expect: int | None = None
+    ) -> Op[AppendInfo]:
+        """Append as the leader of epoch ``expect`` (refused with ``NotLeader`` once another broker claimed
+        the partition), or, with None, as a broker that does not lead it (a transaction coordinator writing
+        a marker, a gateway), at whatever epoch the partition is."""
         for _ in range(APPEND_ATTEMPTS):
             self._check_open()
             yield from self._current_state_op()
+            epoch = self._epoch if expect is None else expect
             try:
-                prep = self._prepare(batches, now_ms)
+                prep = self._prepare(batches, now_ms, epoch)
             except ProducerStateError:
                 # Refused by this broker's producer state: make sure it is not just behind the log.
                 known = self._next
@@ -352,31 +423,69 @@ class PgPartition(Partition):
                 lso = int(rows[0][0])
                 self._applied(prep, lso, batches, now_ms)
                 return AppendInfo(prep.start, prep.end - 1, prep.append_time, max(lso, self._lso), prep.size)
-            # Another broker appended first: reload the bounds and try again.
-            yield from self._bounds_op()
+            # Another broker appended first, or claimed the leadership: reload the bounds and see.
+            yield from self._bounds_op(authoritative=True)
+            if expect is not None and (self._epoch != expect or not self.leading):
+                raise NotLeader(
+                    f"{self.topic}-{self.index} is led by another broker since leader epoch {self._epoch}"
+                )
         raise LogError(f"append to {self.topic}-{self.index} kept losing to concurrent appends")
+
+    def _expected_epoch(self) -> int | None:
+        """The epoch a leader appends at (taken when the append is asked for, right after the broker checked
+        that it leads); None when this broker does not lead the partition."""
+        return self._epoch if self.leading else None
 
     def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo:
         """Assign offsets to ``batches`` (validated v2 batches, rewritten in place) and store them."""
         self._check_open()
-        return self._db.run(self._append_op(batches, now_ms))
+        return self._db.run(self._append_op(batches, now_ms, self._expected_epoch()))
+
+    def append_fenced(self, batches: bytearray, *, now_ms: int, fence: Callable[[], Op[None]]) -> AppendInfo:
+        """``append`` in one database transaction after ``fence`` (which raises to refuse the write)."""
+        self._check_open()
+
+        def op() -> Op[AppendInfo]:
+            yield from fence()
+            # A coordinator's write: whoever leads the partition, at its current epoch.
+            info: AppendInfo = yield from self._append_op(batches, now_ms, None)
+            return info
+
+        try:
+            return self._db.run(op(), transaction=True)
+        except LogError:
+            # The transaction may have been rolled back after this broker counted the append: start over
+            # from what the database holds.
+            self._resync()
+            raise
+
+    def _resync(self) -> None:
+        """Follow the database's bounds (a failed transaction may have left the cached ones ahead)."""
+        try:
+            self._db.run(self._bounds_op(authoritative=True))
+        except LogError:
+            pass
 
     def append_async(self, batches: bytearray | memoryview, *, now_ms: int) -> Awaitable[AppendInfo]:
         """Queue an append behind the appends queued before it on this partition (call order is append
         order) and return its result to await."""
         self._check_open()
         prev = self._tail
-        task = asyncio.ensure_future(self._append_after(prev, batches, now_ms))
+        task = asyncio.ensure_future(self._append_after(prev, batches, now_ms, self._expected_epoch()))
         self._tail = task
         return task
 
     async def _append_after(
-        self, prev: asyncio.Future[Any] | None, batches: bytearray | memoryview, now_ms: int
+        self,
+        prev: asyncio.Future[Any] | None,
+        batches: bytearray | memoryview,
+        now_ms: int,
+        expect: int | None,
     ) -> AppendInfo:
         if prev is not None and not prev.done():
             await asyncio.wait([prev])
         try:
-            return await self._db.run_async(self._append_op(batches, now_ms))
+            return await self._db.run_async(self._append_op(batches, now_ms, expect))
         finally:
             if self._tail is asyncio.current_task():
                 self._tail = None
@@ -415,6 +524,26 @@ class PgPartition(Partition):
         self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
     ) -> ReadResult:
         return await self._db.run_async(self._read_op(offset, max_bytes, max_offset, min_one))
+
+    # leader epochs -----------------------------------------------------------------------------------------
+
+    def _epoch_end_op(self, epoch: int) -> Op[tuple[int, int]]:
+        rows = yield (
+            "SELECT epoch, start_offset FROM kafkite_leader_epochs WHERE topic_id = %s AND idx = %s"
+            " ORDER BY epoch",
+            (self.topic_id, self.index),
+        )
+        yield from self._bounds_op()
+        entries = [(int(e), int(o)) for e, o in rows]
+        return end_offset_for_epoch(entries, self._epoch, self._next, epoch)
+
+    def epoch_end_offset(self, epoch: int) -> tuple[int, int]:
+        self._check_open()
+        return self._db.run(self._epoch_end_op(epoch))
+
+    async def epoch_end_offset_async(self, epoch: int) -> tuple[int, int]:
+        self._check_open()
+        return await self._db.run_async(self._epoch_end_op(epoch))
 
     # timestamps --------------------------------------------------------------------------------------------
 
@@ -620,6 +749,31 @@ class PgPartition(Partition):
 
     def sweep(self, now_ms: int) -> int:
         return 0
+
+
+def end_offset_for_epoch(
+    entries: list[tuple[int, int]], current: int, log_end_offset: int, requested: int
+) -> tuple[int, int]:
+    """OffsetForLeaderEpoch over a partition's epoch history (``entries``: (epoch, start offset) in epoch
+    order) as Kafka's leader epoch cache answers it: (the largest known epoch <= ``requested``, the start
+    offset of the epoch after it), the log end offset for the current epoch, (-1, -1) when unknown.
+
+    Every partition starts at epoch 0, offset 0. As in Kafka's cache, an epoch whose successor starts at the
+    same offset (a leader that appended nothing) is dropped: its range is empty."""
+    cache: list[tuple[int, int]] = []
+    for epoch, start in sorted({0: 0, **dict(entries)}.items()):
+        while cache and cache[-1][1] >= start:
+            cache.pop()
+        cache.append((epoch, start))
+    if requested < 0 or requested > current:
+        return -1, -1
+    if requested == current or cache[-1][0] == requested:
+        return requested, log_end_offset
+    higher = next(((e, o) for e, o in cache if e > requested), None)
+    if higher is None:
+        return -1, -1
+    floor = [(e, o) for e, o in cache if e <= requested]
+    return (floor[-1][0] if floor else requested), higher[1]
 
 
 def _producer_batches(

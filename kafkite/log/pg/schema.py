@@ -5,14 +5,19 @@ Every table is prefixed ``kafkite_`` and lives in the schema the connection's ``
 
 - ``kafkite_meta``: key/value pairs (the cluster id, the membership epoch).
 - ``kafkite_topics``: the topic catalogue: name, topic id, partition count, topic-level config overrides.
-- ``kafkite_partitions``: one row per partition: the next offset (the high watermark), the log start offset
-  and the bytes stored. Appends lock and advance this row in the statement that inserts their batches.
+- ``kafkite_partitions``: one row per partition: the next offset (the high watermark), the log start offset,
+  the bytes stored, and the leader: its epoch, node id and process (``leader_instance``; NULL until a broker
+  first claims the partition). Appends lock and advance this row in the statement that inserts their
+  batches, only while it still carries the leader epoch they were prepared for.
+- ``kafkite_leader_epochs``: where each leader epoch of a partition started (OffsetForLeaderEpoch).
 - ``kafkite_batches``: record batches exactly as produced (base offset rewritten), keyed by their last offset,
   with the header fields that lookups need.
 - ``kafkite_producer_snapshots``: the newest producer state snapshot of each partition (idempotence and
   transactions); the state is that snapshot plus the batches after it.
 - ``kafkite_group_entries``: consumer group metadata and committed offsets, one row per key.
 - ``kafkite_brokers``: the brokers sharing the database, with their heartbeats.
+
+Databases made before leader epochs get their columns added at start-up (``ALTER TABLE ... IF NOT EXISTS``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ from __future__ import annotations
 import functools
 
 SCHEMA_LOCK = 0x6B61666B  # advisory lock serialising schema creation between brokers starting together
+# Advisory lock held exclusively by a membership change and shared by every write that must happen within one
+# membership epoch (a coordinator's, a leadership claim): see kafkite.cluster.membership.
+MEMBERSHIP_LOCK = 0x6B61666C
 
 DDL = [
     """CREATE TABLE IF NOT EXISTS kafkite_meta (
@@ -80,20 +88,31 @@ DDL = [
     )""",
     # One value per block of producer ids (see kafkite.cluster): no two brokers hand out the same id.
     "CREATE SEQUENCE IF NOT EXISTS kafkite_producer_id_blocks START 1",
+    "ALTER TABLE kafkite_partitions ADD COLUMN IF NOT EXISTS leader_epoch integer NOT NULL DEFAULT 0",
+    "ALTER TABLE kafkite_partitions ADD COLUMN IF NOT EXISTS leader_id integer",
+    "ALTER TABLE kafkite_partitions ADD COLUMN IF NOT EXISTS leader_instance uuid",
+    """CREATE TABLE IF NOT EXISTS kafkite_leader_epochs (
+        topic_id uuid NOT NULL,
+        idx integer NOT NULL,
+        epoch integer NOT NULL,
+        start_offset bigint NOT NULL,
+        PRIMARY KEY (topic_id, idx, epoch)
+    )""",
 ]
 
 APPEND_CHANNEL = "kafkite_append"
 CATALOGUE_CHANNEL = "kafkite_catalogue"
 CLUSTER_CHANNEL = "kafkite_cluster"
+LEADERS_CHANNEL = "kafkite_leaders"
 
 # One statement, so one round trip and one transaction: advance the partition row if it still holds the
-# expected next offset (the row lock orders concurrent appends; a stale expectation matches no row and inserts
-# nothing), insert the batches, and tell the other brokers. One row of parameters per batch (a bytea[] array
-# parameter costs several times more than plain bytea values).
+# expected next offset and leader epoch (the row lock orders concurrent appends and leadership claims; a stale
+# expectation matches no row and inserts nothing), insert the batches, and tell the other brokers. One row of
+# parameters per batch (a bytea[] array parameter costs several times more than plain bytea values).
 _APPEND_HEAD = """
 WITH p AS (
     UPDATE kafkite_partitions SET next_offset = %(end)s, size_bytes = size_bytes + %(size)s
-    WHERE topic_id = %(tid)s AND idx = %(idx)s AND next_offset = %(start)s
+    WHERE topic_id = %(tid)s AND idx = %(idx)s AND next_offset = %(start)s AND leader_epoch = %(epoch)s
     RETURNING log_start_offset
 ), ins AS (
     INSERT INTO kafkite_batches
@@ -117,7 +136,7 @@ def append_statement(batches: int) -> str:
 
 
 BOUNDS = (
-    "SELECT next_offset, log_start_offset, size_bytes FROM kafkite_partitions"
+    "SELECT next_offset, log_start_offset, size_bytes, leader_epoch, leader_instance FROM kafkite_partitions"
     " WHERE topic_id = %s AND idx = %s"
 )
 

@@ -45,6 +45,14 @@ log = logging.getLogger("kafkite.log.pg")
 LISTEN_RETRY_S = 1.0
 
 
+def _uuid(value: Any) -> uuid.UUID | None:
+    return None if value is None else value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+
+
+def _key(topic_id: Any, index: Any) -> tuple[uuid.UUID, int]:
+    return topic_id if isinstance(topic_id, uuid.UUID) else uuid.UUID(str(topic_id)), int(index)
+
+
 def is_postgres_dsn(value: str) -> bool:
     return value.startswith(("postgresql://", "postgres://"))
 
@@ -97,6 +105,8 @@ class PgStorage(Storage):
         self.maintains: Callable[[str, int], bool] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._reload_task: asyncio.Task[None] | None = None
+        self._leaders_task: asyncio.Task[None] | None = None
+        self._leaders_dirty = False
 
     # schema and identity -----------------------------------------------------------------------------------
 
@@ -125,8 +135,8 @@ class PgStorage(Storage):
     def _catalogue_op() -> Op[tuple[Rows, Rows]]:
         topics = yield ("SELECT name, topic_id, partitions, configs FROM kafkite_topics", None)
         parts = yield (
-            "SELECT t.name, p.idx, p.next_offset, p.log_start_offset, p.size_bytes FROM kafkite_partitions p"
-            " JOIN kafkite_topics t ON t.topic_id = p.topic_id",
+            "SELECT t.name, p.idx, p.next_offset, p.log_start_offset, p.size_bytes, p.leader_epoch,"
+            " p.leader_instance FROM kafkite_partitions p JOIN kafkite_topics t ON t.topic_id = p.topic_id",
             None,
         )
         return topics, parts
@@ -144,6 +154,7 @@ class PgStorage(Storage):
         """Make the cache match the database rows (on the thread that owns the storage)."""
         topics = {m.name: m for m in map(self._meta, topic_rows)}
         bounds = {(str(r[0]), int(r[1])): (int(r[2]), int(r[3]), int(r[4])) for r in part_rows}
+        leaders = {(str(r[0]), int(r[1])): (int(r[5]), _uuid(r[6])) for r in part_rows}
         for (name, idx), part in list(self._parts.items()):
             meta = topics.get(name)
             if meta is None or meta.topic_id != part.topic_id or idx >= meta.partitions:
@@ -155,6 +166,7 @@ class PgStorage(Storage):
             for i in range(meta.partitions):
                 known = self._parts.get((name, i))
                 b = bounds.get((name, i), (0, 0, 0))
+                epoch, leader = leaders.get((name, i), (0, None))
                 if known is None:
                     self._parts[(name, i)] = PgPartition(
                         self,
@@ -165,9 +177,12 @@ class PgStorage(Storage):
                         next_offset=b[0],
                         log_start_offset=b[1],
                         size=b[2],
+                        leader_epoch=epoch,
+                        leader_instance=leader,
                     )
                 else:
                     known.set_bounds(*b)
+                    known.set_leader(epoch, leader)
                     if old is None or old.configs != meta.configs:
                         known.reconfigure(config)
         self._topics = topics
@@ -361,12 +376,67 @@ class PgStorage(Storage):
     def _save_catalogue(self) -> None:
         pass
 
+    # leadership --------------------------------------------------------------------------------------------
+
+    def claim_op(self, parts: list[PgPartition], node_id: int) -> Op[list[PgPartition]]:
+        """Within a transaction: become the leader of ``parts`` (those not held by this process already): each
+        one's leader epoch goes up by one and starts at its current end. Returns the partitions claimed."""
+        if not parts:
+            return []
+        rows = yield (
+            "UPDATE kafkite_partitions p SET leader_epoch = p.leader_epoch + 1, leader_id = %s,"
+            " leader_instance = %s FROM unnest(%s::uuid[], %s::integer[]) AS c(tid, idx)"
+            " WHERE p.topic_id = c.tid AND p.idx = c.idx AND p.leader_instance IS DISTINCT FROM %s"
+            " RETURNING p.topic_id, p.idx, p.leader_epoch, p.next_offset, p.log_start_offset, p.size_bytes",
+            (node_id, self.instance, [p.topic_id for p in parts], [p.index for p in parts], self.instance),
+        )
+        if not rows:
+            return []
+        yield (
+            "INSERT INTO kafkite_leader_epochs (topic_id, idx, epoch, start_offset)"
+            " SELECT * FROM unnest(%s::uuid[], %s::integer[], %s::integer[], %s::bigint[])"
+            " ON CONFLICT DO NOTHING",
+            ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
+        )
+        yield ("SELECT pg_notify(%s, %s)", (schema.LEADERS_CHANNEL, str(self.instance)))
+        by_key = {(p.topic_id, p.index): p for p in parts}
+        claimed = []
+        for tid, idx, epoch, nxt, lso, size in rows:
+            part = by_key.get(_key(tid, idx))
+            if part is not None:
+                part.set_bounds(int(nxt), int(lso), int(size))
+                part.set_leader(int(epoch), self.instance)
+                claimed.append(part)
+        return claimed
+
+    @staticmethod
+    def _leaders_op() -> Op[Rows]:
+        rows: Rows = yield (
+            "SELECT topic_id, idx, leader_epoch, leader_instance FROM kafkite_partitions",
+            None,
+        )
+        return rows
+
+    async def reload_leaders_async(self) -> None:
+        """Re-read every partition's leader epoch (after another broker claimed some)."""
+        rows = await self.db.run_async(self._leaders_op())
+        by_id = {(p.topic_id, p.index): p for p in self._parts.values()}
+        for tid, idx, epoch, instance in rows:
+            part = by_id.get(_key(tid, idx))
+            if part is not None:
+                part.set_leader(int(epoch), _uuid(instance))
+
     # group entries -----------------------------------------------------------------------------------------
 
-    def group_entries_apply(self, entries: list[tuple[bytes, str, bytes | None]]) -> None:
-        """Upsert (or, for a None value, delete) consumer group entries in one transaction."""
+    def group_entries_apply(
+        self, entries: list[tuple[bytes, str, bytes | None]], fence: Callable[[], Op[None]] | None = None
+    ) -> None:
+        """Upsert (or, for a None value, delete) consumer group entries in one transaction (after ``fence``,
+        which raises to refuse the write)."""
 
         def op() -> Op[None]:
+            if fence is not None:
+                yield from fence()
             for key, group_id, value in entries:
                 if value is None:
                     yield ("DELETE FROM kafkite_group_entries WHERE key = %s", (key,))
@@ -423,6 +493,7 @@ class PgStorage(Storage):
                     await conn.execute(f"LISTEN {schema.APPEND_CHANNEL}")
                     await conn.execute(f"LISTEN {schema.CATALOGUE_CHANNEL}")
                     await conn.execute(f"LISTEN {schema.CLUSTER_CHANNEL}")
+                    await conn.execute(f"LISTEN {schema.LEADERS_CHANNEL}")
                     if ready.done():
                         await self.reload_async()  # catch up on what was missed while not listening
                     else:
@@ -455,6 +526,18 @@ class PgStorage(Storage):
                 self._reload_task = asyncio.create_task(self._reload_soon(), name="pg-catalogue-reload")
         elif channel == schema.CLUSTER_CHANNEL and self.on_cluster is not None:
             self.on_cluster()
+        elif channel == schema.LEADERS_CHANNEL and payload != str(self.instance):
+            self._leaders_dirty = True
+            if self._leaders_task is None or self._leaders_task.done():
+                self._leaders_task = asyncio.create_task(self._reload_leaders(), name="pg-leaders-reload")
+
+    async def _reload_leaders(self) -> None:
+        while self._leaders_dirty:  # claims announced while reading are read again
+            self._leaders_dirty = False
+            try:
+                await self.reload_leaders_async()
+            except LogError as e:
+                log.warning("reloading the leader epochs failed: %s", e)
 
     async def _reload_soon(self) -> None:
         try:
@@ -463,12 +546,12 @@ class PgStorage(Storage):
             log.warning("reloading the catalogue failed: %s", e)
 
     async def stop_async(self) -> None:
-        for task in (self._listen_task, self._reload_task):
+        for task in (self._listen_task, self._reload_task, self._leaders_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._listen_task = self._reload_task = None
+        self._listen_task = self._reload_task = self._leaders_task = None
         await self.db.close_async()
 
     def close(self) -> None:
