@@ -102,6 +102,10 @@ class StorageGroupLog:
         if entries:
             self._append_batch(entries, self._now_ms())
 
+    def flush(self) -> None:
+        """Make every entry appended so far durable (fsync), whatever the flush policy."""
+        self._partition.flush()
+
     def _append_batch(self, entries: list[Entry], ts: int) -> int:
         batch = build_batch([(key, value, [], ts) for key, value in entries])
         return self._partition.append(bytearray(batch), now_ms=ts).first_offset

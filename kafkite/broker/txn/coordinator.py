@@ -229,6 +229,12 @@ class TransactionCoordinator:
         if self._next_pid >= self._block_end:
             end = self._next_pid + PRODUCER_ID_BLOCK_SIZE
             self._log.append([(PRODUCER_ID_BLOCK_KEY, producer_id_block_value(end))])
+            # Durable before any id of the block is handed out, whatever the flush policy: a block lost in a
+            # power cut would be handed out again, and a new producer taken for an old one by the partitions
+            # (its batches refused as out of order, or dropped as duplicates).
+            flush = getattr(self._log, "flush", None)
+            if flush is not None:
+                flush()
             self._appended += 1
             self._block_end = end
         pid = self._next_pid
