@@ -81,6 +81,14 @@ def run_schedule(schedule: str, root: Path, cycles: int, seed: int) -> dict[str,
         t_invoke = h.now()
         offsets = committed_offsets(cluster.client_ns, cluster.bootstrap, GROUP, EVENTS, EVENT_PARTITIONS)
         h.add("committed", group=GROUP, member="final", offsets=offsets, t_invoke=t_invoke)
+        (root / "final.json").write_text(
+            json.dumps(
+                {
+                    t: {p: [(o, v.decode()) for o, v in r] for p, r in read.items()}
+                    for t, read in ((EVENTS, final), (TXNS, txn_read))
+                }
+            )
+        )
     finally:
         cluster.stop(check=False)
         h.write(root / "history.jsonl")
