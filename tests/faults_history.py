@@ -11,7 +11,9 @@ written as JSON lines. Each checker returns a list of anomalies (dicts with a ``
 - ``partial``: a transaction seen only in part by a read_committed reader, or an aborted one seen at all;
 - ``double_ownership``: one partition assigned to two members in one generation of a group;
 - ``backwards``: a committed offset read back lower than one acknowledged before the read started;
-- ``hang``: a request neither answered nor failed within its deadline while its broker was reachable.
+- ``hang``: a request neither answered nor failed within its deadline while its broker was reachable;
+- ``crash``: a request handler or a broker task that failed with a traceback (its connection closed instead of
+  an error code).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 Event = dict[str, Any]
 Anomaly = dict[str, Any]
-KINDS = ("lost", "duplicated", "reordered", "partial", "double_ownership", "backwards", "hang")
+KINDS = ("lost", "duplicated", "reordered", "partial", "double_ownership", "backwards", "hang", "crash")
 
 
 class History:
@@ -206,6 +208,18 @@ def check_hangs(events: Iterable[Event], faults: list[Event]) -> list[Anomaly]:
         if any(a < e["t_end"] and e["t_start"] < b for a, b in blocked[e["host"]]):
             continue
         out.append({"kind": "hang", "host": e["host"], "api": e["api"], "t_start": e["t_start"]})
+    return out
+
+
+def check_tracebacks(logs: dict[str, str]) -> list[Anomaly]:
+    """Tracebacks in the brokers' logs (name -> text), each with the frames and error it ends with."""
+    out: list[Anomaly] = []
+    for name, text in logs.items():
+        for block in text.split("Traceback (most recent call last):")[1:]:
+            lines = block.splitlines()
+            frames = [line.strip() for line in lines if line.startswith('  File "') and "/kafkite/" in line]
+            error = next((line for line in lines if line and not line.startswith((" ", "\t"))), "")
+            out.append({"kind": "crash", "broker": name, "at": frames[-1:], "error": error[:200]})
     return out
 
 

@@ -394,7 +394,7 @@ class FinalRead(dict[int, list[tuple[int, bytes]]]):
     stuck: list[int]
 
 
-def read_all(ns: str, bootstrap: str, topic: str, *, committed: bool, timeout: float = 60.0) -> FinalRead:
+def read_all(ns: str, bootstrap: str, topic: str, *, committed: bool, timeout: float = 180.0) -> FinalRead:
     """Every record of ``topic`` from the start to its end (read_committed or not), by partition; raises on
     any error the consumer reports (a corrupt batch among them)."""
 
@@ -462,3 +462,69 @@ def create_topics(ns: str, bootstrap: str, topics: dict[str, int]) -> None:
             f.result(timeout=30)
 
     in_ns(ns, run, timeout=90)
+
+
+def read_headers(ns: str, bootstrap: str, topic: str, partitions: int) -> dict[int, list[list[int]]]:
+    """Every stored batch's header (base offset, last offset, producer id, epoch, base sequence), by
+    partition: the evidence behind a duplicate."""
+    from kafkite.protocol import records
+
+    def run() -> dict[int, list[list[int]]]:
+        out: dict[int, list[list[int]]] = {}
+        for p in range(partitions):
+            rows: list[list[int]] = []
+            offset = 0
+            for b in bootstrap.split(","):
+                try:
+                    with RawClient.to(b, timeout=30) as c:
+                        while True:
+                            resp = c.request(
+                                1,
+                                12,
+                                {
+                                    "max_wait_ms": 0,
+                                    "min_bytes": 0,
+                                    "max_bytes": 1 << 24,
+                                    "isolation_level": 0,
+                                    "session_id": 0,
+                                    "topics": [
+                                        {
+                                            "topic": topic,
+                                            "partitions": [
+                                                {
+                                                    "partition": p,
+                                                    "fetch_offset": offset,
+                                                    "partition_max_bytes": 1 << 24,
+                                                }
+                                            ],
+                                        }
+                                    ],
+                                    "forgotten_topics_data": [],
+                                    "rack_id": "",
+                                },
+                            )
+                            part = resp["responses"][0]["partitions"][0]
+                            if part["error_code"] != 0:
+                                break
+                            data = bytes(part["records"] or b"")
+                            if not data:
+                                break
+                            for _, h in records.iter_headers(data):
+                                rows.append(
+                                    [
+                                        h.base_offset,
+                                        h.last_offset,
+                                        h.producer_id,
+                                        h.producer_epoch,
+                                        h.base_sequence,
+                                    ]
+                                )
+                                offset = h.last_offset + 1
+                except (OSError, ConnectionError):
+                    continue
+                if rows:
+                    break
+            out[p] = rows
+        return out
+
+    return in_ns(ns, run, timeout=120)

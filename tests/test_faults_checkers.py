@@ -10,6 +10,7 @@ from faults_history import (
     check_no_strays,
     check_ownership,
     check_produce,
+    check_tracebacks,
     check_transactions,
     summarize,
 )
@@ -111,3 +112,15 @@ def test_librdkafkas_group_metadata_gives_the_generation_and_member() -> None:
     assert parse_group_metadata(data) == (7, "member-1")
     assert parse_group_metadata(b"CGMDv2:" + b"\xff" * 4 + b"g\x00\x00") == (-1, "")
     assert parse_group_metadata(b"nonsense") == (-1, "")
+
+
+def test_tracebacks_in_broker_logs_are_crashes() -> None:
+    log = (
+        "2026 INFO fine\nTraceback (most recent call last):\n"
+        '  File "/x/kafkite/broker/fetch.py", line 1, in handle_fetch\n    raise X\n'
+        "kafkite.log.pg.db.DatabaseError: database error: gone\n"
+    )
+    found = check_tracebacks({"b1": log, "b2": "all good\n"})
+    assert [(a["kind"], a["broker"], a["error"]) for a in found] == [
+        ("crash", "b1", "kafkite.log.pg.db.DatabaseError: database error: gone")
+    ]

@@ -25,11 +25,12 @@ from faults_history import (
     check_no_strays,
     check_ownership,
     check_produce,
+    check_tracebacks,
     check_transactions,
     summarize,
 )
 from faults_net import ensure_tools
-from faults_workload import Workloads, committed_offsets, create_topics, read_all
+from faults_workload import Workloads, committed_offsets, create_topics, read_all, read_headers
 from helpers import SLOW
 
 pytestmark = [pytest.mark.faults, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -81,6 +82,8 @@ def run_schedule(schedule: str, root: Path, cycles: int, seed: int) -> dict[str,
         t_invoke = h.now()
         offsets = committed_offsets(cluster.client_ns, cluster.bootstrap, GROUP, EVENTS, EVENT_PARTITIONS)
         h.add("committed", group=GROUP, member="final", offsets=offsets, t_invoke=t_invoke)
+        headers = read_headers(cluster.client_ns, cluster.bootstrap, EVENTS, EVENT_PARTITIONS)
+        (root / "headers.json").write_text(json.dumps(headers))
         (root / "final.json").write_text(
             json.dumps(
                 {
@@ -104,6 +107,7 @@ def run_schedule(schedule: str, root: Path, cycles: int, seed: int) -> dict[str,
         + [{"kind": "hang", "workload": name} for name in stuck]
         + [{"kind": "hang", "final_read": EVENTS, "partition": p} for p in final.stuck]
         + [{"kind": "hang", "final_read": TXNS, "partition": p} for p in txn_read.stuck]
+        + check_tracebacks({name: b.log_text() for name, b in cluster.brokers.items()})
     )
     ops = len(h.of("send")) + len(h.of("txn")) + len(h.of("commit")) + len(h.of("probe"))
     summary = {

@@ -63,8 +63,11 @@ def _prefetch(
             limit = min(p["partition_max_bytes"], budget)
             if limit <= 0:
                 return tasks
+            try:
+                max_offset = part.last_stable_offset if committed else part.high_watermark
+            except LogError:
+                continue  # the database cannot be reached: _read_each answers KAFKA_STORAGE_ERROR
             budget -= limit
-            max_offset = part.last_stable_offset if committed else part.high_watermark
             read = read_async(p["fetch_offset"], limit, max_offset=max_offset, min_one=True)
             tasks[(t, i)] = asyncio.ensure_future(read)
     return tasks
@@ -128,7 +131,18 @@ async def _read_each(
                 parts_out.append(entry)
                 continue
             hw = part.high_watermark
-            lso = part.last_stable_offset
+            try:
+                lso = part.last_stable_offset
+            except LogError:  # a database engine that cannot reach its database
+                entry.update(
+                    error_code=int(ErrorCode.KAFKA_STORAGE_ERROR),
+                    high_watermark=-1,
+                    last_stable_offset=-1,
+                    log_start_offset=-1,
+                )
+                errors = True
+                parts_out.append(entry)
+                continue
             entry.update(
                 error_code=0,
                 high_watermark=hw,
@@ -168,9 +182,17 @@ async def _read_each(
                 remaining -= res.size
                 if committed:
                     # Consumers drop the records of these transactions (up to their ABORT markers).
+                    try:
+                        aborted = part.aborted_transactions(p["fetch_offset"], lso)
+                    except LogError:
+                        entry.update(records=b"", error_code=int(ErrorCode.KAFKA_STORAGE_ERROR))
+                        total -= res.size
+                        remaining += res.size
+                        errors = True
+                        parts_out.append(entry)
+                        continue
                     entry["aborted_transactions"] = [
-                        {"producer_id": pid, "first_offset": first}
-                        for pid, first, _ in part.aborted_transactions(p["fetch_offset"], lso)
+                        {"producer_id": pid, "first_offset": first} for pid, first, _ in aborted
                     ]
             parts_out.append(entry)
         out.append({"topic": name or "", "topic_id": topic_id, "partitions": parts_out})

@@ -6,7 +6,7 @@ from typing import Any
 
 from kafkite.broker.core import Broker, RequestContext
 from kafkite.broker.epochs import ensure_leaders, leader_error
-from kafkite.log.base import OffsetOutOfRange
+from kafkite.log.base import LogError, OffsetOutOfRange, Partition
 from kafkite.protocol.errors import ErrorCode
 
 LATEST = -1
@@ -39,27 +39,34 @@ async def handle_list_offsets(broker: Broker, ctx: RequestContext, req: dict[str
             elif refused is not None:
                 entry["error_code"] = int(refused)
             else:
-                ts = p["timestamp"]
-                entry["leader_epoch"] = part.leader_epoch
-                if ts == LATEST:
-                    committed = req.get("isolation_level", 0) == READ_COMMITTED
-                    entry["offset"] = part.last_stable_offset if committed else part.high_watermark
-                elif ts in (EARLIEST, EARLIEST_LOCAL):
-                    entry["offset"] = part.log_start_offset
-                elif ts == MAX_TIMESTAMP:
-                    mts, moff = part.max_timestamp()
-                    entry.update(timestamp=mts, offset=moff)
-                elif ts == LATEST_TIERED:
-                    entry["offset"] = -1
-                elif ts < 0:
-                    entry["error_code"] = int(ErrorCode.INVALID_REQUEST)
-                else:
-                    found = part.offset_for_timestamp(ts)
-                    if found is not None:
-                        entry.update(offset=found[0], timestamp=found[1])
+                try:
+                    _list_offset(part, p["timestamp"], req.get("isolation_level", 0), entry)
+                except LogError:  # a database engine that cannot reach its database
+                    entry.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), timestamp=-1, offset=-1)
             parts_out.append(entry)
         topics_out.append({"name": name, "partitions": parts_out})
     return {"throttle_time_ms": 0, "topics": topics_out}
+
+
+def _list_offset(part: Partition, ts: int, isolation_level: int, entry: dict[str, Any]) -> None:
+    """Fill ``entry`` with the offset ``ts`` asks for (LATEST, EARLIEST, MAX_TIMESTAMP or a timestamp)."""
+    entry["leader_epoch"] = part.leader_epoch
+    if ts == LATEST:
+        committed = isolation_level == READ_COMMITTED
+        entry["offset"] = part.last_stable_offset if committed else part.high_watermark
+    elif ts in (EARLIEST, EARLIEST_LOCAL):
+        entry["offset"] = part.log_start_offset
+    elif ts == MAX_TIMESTAMP:
+        mts, moff = part.max_timestamp()
+        entry.update(timestamp=mts, offset=moff)
+    elif ts == LATEST_TIERED:
+        entry["offset"] = -1
+    elif ts < 0:
+        entry["error_code"] = int(ErrorCode.INVALID_REQUEST)
+    else:
+        found = part.offset_for_timestamp(ts)
+        if found is not None:
+            entry.update(offset=found[0], timestamp=found[1])
 
 
 async def handle_delete_records(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:

@@ -140,6 +140,8 @@ class ClusterTransactionCoordinator(TransactionCoordinator):
             super()._persist(meta)
         except Fenced as e:
             raise TxnError(ErrorCode.NOT_COORDINATOR, str(e)) from None
+        except LogError as e:  # the database cannot be reached: the client retries
+            raise TxnError(ErrorCode.COORDINATOR_NOT_AVAILABLE, str(e)) from None
 
     def load(self) -> None:
         try:
@@ -152,6 +154,11 @@ class ClusterTransactionCoordinator(TransactionCoordinator):
             return super().end_txn(tid, producer_id, producer_epoch, commit)
         except TxnError as e:
             return e.code
+        except Fenced:
+            return ErrorCode.NOT_COORDINATOR
+        except LogError:
+            # Prepared but not completed (a transaction's offsets could not be ended): completed on retry.
+            return ErrorCode.COORDINATOR_NOT_AVAILABLE
 
     def tick(self) -> None:
         try:

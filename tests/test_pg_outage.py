@@ -1,0 +1,139 @@
+"""While its database is down, a PostgreSQL-backed broker answers every request with an error code clients
+retry (KAFKA_STORAGE_ERROR, COORDINATOR_NOT_AVAILABLE), never by closing the connection with a traceback, and
+serves again once the database is back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import BrokerProcess, RawClient, create_topic, produce, stop_all
+from test_pg_support import PgServer
+
+from kafkite.protocol.records import build_batch
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+KAFKA_STORAGE_ERROR, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR = 56, 15, 16
+
+
+@pytest.fixture
+def outage(tmp_path: Path) -> Iterator[tuple[PgServer, BrokerProcess]]:
+    """A broker on a PostgreSQL server of its own (the test stops and starts it)."""
+    server = PgServer()
+    try:
+        server.start()
+    except (RuntimeError, OSError) as e:
+        pytest.skip(f"cannot start a PostgreSQL server: {e}")
+    broker = BrokerProcess(
+        tmp_path / "data",
+        tmp_path / "broker.log",
+        [f"storage.engine={server.new_database('outage')}", "transaction.max.timeout.ms=60000"],
+    )
+    try:
+        broker.start()
+        yield server, broker
+    finally:
+        stop_all([broker])
+        server.stop()
+
+
+def _pg_ctl(server: PgServer, *args: str) -> None:
+    assert server.bin is not None and server.dir is not None
+    log = str(server.dir / "server.log")
+    server._run([str(server.bin / "pg_ctl"), "-D", str(server.dir / "data"), "-l", log, *args])
+
+
+def test_requests_during_a_database_outage_get_error_codes(
+    outage: tuple[PgServer, BrokerProcess], topic_name: str
+) -> None:
+    server, broker = outage
+    create_topic(broker.bootstrap, topic_name, 1)
+    assert produce(broker.bootstrap, topic_name, [(None, b"before")]) == [0]
+    with RawClient.to(broker.bootstrap) as c:
+        init = c.request(
+            22,
+            4,
+            {
+                "transactional_id": "outage-tx",
+                "transaction_timeout_ms": 60000,
+                "producer_id": -1,
+                "producer_epoch": -1,
+            },
+        )
+    assert init["error_code"] == 0, init
+    _pg_ctl(server, "-m", "fast", "-w", "stop")  # (a clean stop: this server commits asynchronously)
+    try:
+        with RawClient.to(broker.bootstrap, timeout=60) as c:
+            fetch = c.request(
+                1,
+                12,
+                {
+                    "max_wait_ms": 0,
+                    "min_bytes": 0,
+                    "max_bytes": 1 << 20,
+                    "isolation_level": 1,  # read_committed: the last stable offset comes from the database
+                    "session_id": 0,
+                    "topics": [
+                        {
+                            "topic": topic_name,
+                            "partitions": [
+                                {"partition": 0, "fetch_offset": 0, "partition_max_bytes": 1 << 20}
+                            ],
+                        }
+                    ],
+                    "forgotten_topics_data": [],
+                    "rack_id": "",
+                },
+            )
+            produced = c.request(
+                0,
+                9,
+                {
+                    "transactional_id": None,
+                    "acks": -1,
+                    "timeout_ms": 5000,
+                    "topic_data": [
+                        {
+                            "name": topic_name,
+                            "partition_data": [{"index": 0, "records": build_batch([(None, b"x", [], 1)])}],
+                        }
+                    ],
+                },
+            )
+            listed = c.request(
+                2,
+                7,
+                {
+                    "replica_id": -1,
+                    "isolation_level": 1,
+                    "topics": [
+                        {
+                            "name": topic_name,
+                            "partitions": [
+                                {"partition_index": 0, "current_leader_epoch": -1, "timestamp": -3}
+                            ],
+                        }
+                    ],
+                },
+            )
+            added = c.request(
+                24,
+                3,
+                {
+                    "v3_and_below_transactional_id": "outage-tx",
+                    "v3_and_below_producer_id": init["producer_id"],
+                    "v3_and_below_producer_epoch": init["producer_epoch"],
+                    "v3_and_below_topics": [{"name": topic_name, "partitions": [0]}],
+                },
+            )
+        assert fetch["responses"][0]["partitions"][0]["error_code"] in (0, KAFKA_STORAGE_ERROR), fetch
+        assert produced["responses"][0]["partition_responses"][0]["error_code"] == KAFKA_STORAGE_ERROR
+        assert listed["topics"][0]["partitions"][0]["error_code"] == KAFKA_STORAGE_ERROR, listed
+        code = added["results_by_topic_v3_and_below"][0]["results_by_partition"][0]["partition_error_code"]
+        assert code in (COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR), added
+    finally:
+        options = f"-p {server.port} -k {server.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        _pg_ctl(server, "-o", options, "-w", "-t", "60", "start")
+    assert produce(broker.bootstrap, topic_name, [(None, b"after")], message_timeout_ms=60000) == [1]
