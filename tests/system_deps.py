@@ -1,8 +1,9 @@
 """What the test suite needs from the machine: ``make test`` runs this before the tests.
 
 Run as root where apt-get is available, it installs whatever is missing (kcat, chromium and its driver,
-PostgreSQL). Otherwise it says which suites will be skipped and why. Under ``CI=true`` a missing tool is an
-error (exit status 1): the suite turns skips into failures there, so say so before it starts.
+PostgreSQL, nftables and iproute2 for the fault tests, fuse3 for the power-loss tests). Otherwise it says
+which suites will be skipped and why. Under ``CI=true`` a missing tool is an error (exit status 1): the suite
+turns skips into failures there, so say so before it starts.
 
 ``--no-install`` only reports. Exit status: 0, or 1 under CI=true when something is missing.
 """
@@ -57,6 +58,11 @@ def _mounts() -> bool:
     return os.geteuid() == 0 and _which("mount")
 
 
+def _libfuse3() -> bool:
+    found = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    return "libfuse3.so" in found
+
+
 NEEDS = [
     Need("kcat", lambda: _which("kcat", "kafkacat"), "the kcat tests", ("kcat",)),
     Need(
@@ -73,6 +79,21 @@ NEEDS = [
         "the disk-full test (it mounts a small file system)",
         fix="run the tests as root",
     ),
+    Need(
+        "root, ip and tc",
+        lambda: os.geteuid() == 0 and _which("ip") and _which("tc"),
+        "the fault tests (network namespaces)",
+        ("iproute2",),
+        fix="run the tests as root",
+    ),
+    Need("nft", lambda: _which("nft"), "the fault tests (network partitions)", ("nftables",)),
+    Need(
+        "FUSE 3 (fusermount3, libfuse3, /dev/fuse)",
+        lambda: _which("fusermount3") and _libfuse3() and os.path.exists("/dev/fuse"),
+        "the power-loss tests",
+        ("fuse3",),
+    ),
+    Need("mfusepy", _module("mfusepy"), "the power-loss tests", fix="pip install 'kafkite[test]'"),
     Need("the oci CLI", _oci_cli, "the oci CLI tests", fix="pip install 'kafkite[test]'"),
     Need("matplotlib", _module("matplotlib"), "the --plot test", fix="pip install 'kafkite[test]'"),
     Need(
