@@ -361,3 +361,132 @@ def test_default_flush_policy_recovers_a_valid_log_after_power_loss(
     assert summary["unsynced_ops_dropped"] > 0, summary
     # Acknowledged records may be lost without fsyncs; what is left is valid, dense and has no duplicate.
     assert (summary["duplicated"], summary["moved"], summary["strays"]) == (0, 0, []), summary
+
+
+class TxnLoad:
+    """A transactional producer committing three-record transactions, and a client committing a group's
+    offsets, in a thread: what each was told succeeded."""
+
+    def __init__(self, bootstrap: str, topic: str, tag: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.tag = tag
+        self.committed: list[list[str]] = []
+        self.offsets: dict[int, int] = {}  # partition -> the last offset a commit of it was acknowledged for
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"txn-{tag}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "transactional.id": "power-tx",
+                "transaction.timeout.ms": 10000,
+                "message.timeout.ms": 8000,
+                "request.timeout.ms": 5000,
+            }
+        )
+        committer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": "power-offsets", "enable.auto.commit": False}
+        )
+        try:
+            producer.init_transactions(20)
+            n = 0
+            while not self.stopping.is_set():
+                values = [f"{self.tag}-t{n}-{j}" for j in range(PARTITIONS)]
+                producer.begin_transaction()
+                for j, v in enumerate(values):
+                    producer.produce(self.topic, v.encode(), partition=j)
+                producer.commit_transaction(10)
+                self.committed.append(values)
+                p = n % PARTITIONS
+                offset = self.offsets.get(p, 0) + 10
+                res = committer.commit(offsets=[TopicPartition(self.topic, p, offset)], asynchronous=False)
+                if res and res[0].error is None:
+                    self.offsets[p] = offset
+                n += 1
+        except KafkaException:
+            return  # the broker went down mid-transaction: what was acknowledged is recorded
+        finally:
+            with contextlib.suppress(Exception):
+                committer.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(60)
+
+
+@pytest.mark.parametrize("mode", ["drop", "torn"])
+def test_committed_transactions_and_offsets_survive_power_loss_with_flush_on_ack(
+    lazyfs: LazyMount, tmp_path: Path, mode: str
+) -> None:
+    """log.flush.on.ack=true covers what the coordinators answer too: a transaction whose commit was
+    acknowledged is read whole by read_committed consumers after a power cut, and a committed offset whose
+    commit was acknowledged is never read back lower."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    broker = BrokerProcess(lazyfs.mount / "data", tmp_path / "broker.log", ["log.flush.on.ack=true"])
+    broker.start()
+    topic = "power-txn"
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    committed: list[list[str]] = []
+    offsets: dict[int, int] = {}
+    try:
+        for cycle in range(max(2, CYCLES // 2)):
+            load = TxnLoad(broker.bootstrap, topic, f"c{cycle}")
+            deadline = time.monotonic() + 60
+            while len(load.committed) < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            broker.kill9()
+            lazyfs.crash(mode, seed=cycle)
+            load.stop()
+            assert load.committed, f"cycle {cycle}: no transaction was committed"
+            committed += load.committed
+            for p, o in load.offsets.items():
+                offsets[p] = max(offsets.get(p, 0), o)
+            broker.start()
+        consumer = Consumer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "group.id": "power-check",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+                "check.crcs": True,
+            }
+        )
+        seen: set[str] = set()
+        try:
+            consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+            pending = set(range(PARTITIONS))
+            deadline = time.monotonic() + 60
+            while pending:
+                assert time.monotonic() < deadline, f"partitions {pending} never reached their end"
+                for m in consumer.consume(1000, 0.5):
+                    if m.error() is not None:
+                        assert m.error().code() == -191, m.error()  # _PARTITION_EOF
+                        pending.discard(m.partition())
+                    else:
+                        seen.add(m.value().decode())
+        finally:
+            consumer.close()
+        reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "power-offsets"})
+        try:
+            got = reader.committed([TopicPartition(topic, p) for p in range(PARTITIONS)], timeout=20)
+        finally:
+            reader.close()
+    finally:
+        broker.stop()
+    partial = [values for values in committed if any(v not in seen for v in values)]
+    assert not partial, (
+        f"{len(partial)} of {len(committed)} acknowledged transactions are not whole: {partial[:3]}"
+    )
+    back = {tp.partition: tp.offset for tp in got}
+    lower = {p: (o, back.get(p)) for p, o in offsets.items() if back.get(p, -1) < o}
+    assert not lower, f"acknowledged offset commits read back lower: {lower}"
+    _record(
+        {"test": "transactions", "mode": mode, "committed": len(committed), "offsets": offsets, "lost": 0}
+    )

@@ -83,7 +83,8 @@ def coordinator_for(broker: Broker) -> GroupCoordinator:
         meta = broker.storage.topics().get(topic)
         return None if meta is None else meta.partitions
 
-    log: GroupLog = StorageGroupLog.open(broker.storage)
+    # log.flush.on.ack=true: offsets and group metadata are fsynced before they are answered, as records are.
+    log: GroupLog = StorageGroupLog.open(broker.storage, durable=bool(broker.config["log.flush.on.ack"]))
     cluster = getattr(broker, "cluster", None)
     if cluster is not None:
         from kafkite.cluster import OwnedGroupLog

@@ -72,13 +72,18 @@ class StorageGroupLog:
         *,
         now_ms: Callable[[], int] | None = None,
         read_chunk_bytes: int = 1 << 20,
+        durable: bool = False,
     ) -> None:
         self._partition_or_opener = partition
         self._now_ms = now_ms or (lambda: int(time.time() * 1000))
         self._read_chunk_bytes = read_chunk_bytes
+        # fsync each append before it returns (log.flush.on.ack=true: what is answered survives a power cut)
+        self.durable = durable
 
     @classmethod
-    def open(cls, storage: Storage, *, now_ms: Callable[[], int] | None = None) -> StorageGroupLog:
+    def open(
+        cls, storage: Storage, *, now_ms: Callable[[], int] | None = None, durable: bool = False
+    ) -> StorageGroupLog:
         """The group log on partition 0 of ``__consumer_offsets`` in ``storage`` (created if missing).
 
         The topic is looked up (or created) on first use, so this can be called before ``storage.load()``.
@@ -89,7 +94,7 @@ class StorageGroupLog:
                 storage.create_topic(GROUP_LOG_TOPIC, 1, GROUP_LOG_TOPIC_CONFIGS)
             return storage.partition(GROUP_LOG_TOPIC, 0)
 
-        return cls(opener, now_ms=now_ms)
+        return cls(opener, now_ms=now_ms, durable=durable)
 
     @property
     def _partition(self) -> Partition:
@@ -101,6 +106,8 @@ class StorageGroupLog:
     def append(self, entries: list[Entry]) -> None:
         if entries:
             self._append_batch(entries, self._now_ms())
+            if self.durable:
+                self._partition.flush()
 
     def flush(self) -> None:
         """Make every entry appended so far durable (fsync), whatever the flush policy."""

@@ -109,6 +109,7 @@ class TransactionCoordinator:
         now_ms: Callable[[], int] | None = None,
         compact_after_entries: int = 10_000,
         owns: Callable[[str], bool] = lambda tid: True,
+        flush_markers: bool = False,
     ) -> None:
         self._log: GroupLog = log if log is not None else MemoryGroupLog()
         self.config = config or TxnConfig()
@@ -119,6 +120,8 @@ class TransactionCoordinator:
         self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
         self._compact_after = compact_after_entries
         self.owns = owns
+        # log.flush.on.ack=true: markers are fsynced before the transaction is logged complete and answered.
+        self.flush_markers = flush_markers
         # Written into markers; brokers sharing a database use their membership epoch (kafkite.cluster.txn).
         self.coordinator_epoch = COORDINATOR_EPOCH
         self.txns: dict[str, TxnMetadata] = {}
@@ -469,6 +472,14 @@ class TransactionCoordinator:
                 failed = True
                 continue
             self._notify(topic, index)
+            if self.flush_markers:
+                flush = getattr(part, "flush", None)
+                if flush is not None:
+                    try:
+                        flush()
+                    except OSError as e:
+                        log.error("cannot fsync the transaction marker of %s-%d: %s", topic, index, e)
+                        failed = True
         if self.groups is not None:
             for group_id in sorted(meta.groups):
                 self.groups.complete_txn_offsets(group_id, meta.producer_id, commit)

@@ -325,8 +325,10 @@ def coordinator_for(broker: Broker) -> TransactionCoordinator:
             notify=broker.waiters.notify,
             owns=cluster.coordinates,
         )
+    durable = bool(broker.config["log.flush.on.ack"])
     return TransactionCoordinator(
-        log=StorageGroupLog(opener),
+        log=StorageGroupLog(opener, durable=durable),
+        flush_markers=durable,
         config=TxnConfig.from_mapping(settings),
         partition_of=partition_of,
         all_partitions=broker.all_partitions,
