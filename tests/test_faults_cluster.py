@@ -131,6 +131,7 @@ def run_schedule(schedule: str, root: Path, cycles: int, seed: int) -> dict[str,
     return summary
 
 
+@pytest.mark.timeout(600 + CYCLES * 30)
 @pytest.mark.parametrize("schedule", list(SCHEDULES))
 def test_fault_schedule(schedule: str, tmp_path: Path) -> None:
     seed = int(os.environ.get("KAFKITE_FAULT_SEED", "0")) or random.randrange(1 << 30)

@@ -338,6 +338,7 @@ def _record(summary: dict[str, Any]) -> None:
             f.write(json.dumps({"schedule": "power-loss", **summary}) + "\n")
 
 
+@pytest.mark.timeout(300 + CYCLES * 40)
 @pytest.mark.parametrize("mode", ["drop", "torn"])
 def test_acknowledged_records_survive_power_loss_with_flush_on_ack(
     lazyfs: LazyMount, tmp_path: Path, mode: str
@@ -351,6 +352,7 @@ def test_acknowledged_records_survive_power_loss_with_flush_on_ack(
     )
 
 
+@pytest.mark.timeout(300 + CYCLES * 40)
 @pytest.mark.parametrize("mode", ["drop", "torn"])
 def test_default_flush_policy_recovers_a_valid_log_after_power_loss(
     lazyfs: LazyMount, tmp_path: Path, mode: str
@@ -419,6 +421,7 @@ class TxnLoad:
         self.thread.join(60)
 
 
+@pytest.mark.timeout(300 + CYCLES * 40)
 @pytest.mark.parametrize("mode", ["drop", "torn"])
 def test_committed_transactions_and_offsets_survive_power_loss_with_flush_on_ack(
     lazyfs: LazyMount, tmp_path: Path, mode: str
@@ -435,7 +438,7 @@ def test_committed_transactions_and_offsets_survive_power_loss_with_flush_on_ack
     committed: list[list[str]] = []
     offsets: dict[int, int] = {}
     try:
-        for cycle in range(max(2, CYCLES // 2)):
+        for cycle in range(CYCLES if SLOW else 2):
             load = TxnLoad(broker.bootstrap, topic, f"c{cycle}")
             deadline = time.monotonic() + 60
             while len(load.committed) < 5 and time.monotonic() < deadline:
