@@ -137,3 +137,62 @@ def test_requests_during_a_database_outage_get_error_codes(
         options = f"-p {server.port} -k {server.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
         _pg_ctl(server, "-o", options, "-w", "-t", "60", "start")
     assert produce(broker.bootstrap, topic_name, [(None, b"after")], message_timeout_ms=60000) == [1]
+
+
+def test_an_append_whose_answer_is_lost_is_possibly_stored_and_its_retry_is_recognised(
+    tmp_path: Path, topic_name: str
+) -> None:
+    """The database commits an idempotent producer's batch but the connection breaks before the answer: the
+    append's outcome is unknown (REQUEST_TIMED_OUT for the client, which then retries the same sequence,
+    rather than KAFKA_STORAGE_ERROR, after which librdkafka resends it under a new epoch: a duplicate), and
+    the retry is answered with the stored offsets."""
+    import asyncio
+
+    from test_pg_support import _batch, pg_server
+
+    from kafkite.log.base import AppendOutcomeUnknown
+    from kafkite.log.pg import PgStorage
+    from kafkite.log.pg.db import Database, DatabaseError, Op, T
+
+    class LosesAnswers(Database):
+        lose = False
+
+        async def run_async(self, op: Op[T], *, transaction: bool = False) -> T:
+            if not self.lose:
+                return await super().run_async(op, transaction=transaction)
+
+            def forward() -> Op[T]:
+                # Each statement runs (and commits); the answer to the append never comes back.
+                sql, params = next(op)
+                while True:
+                    rows = yield (sql, params)
+                    if "INSERT INTO kafkite_batches" in sql:
+                        self.lose = False
+                        raise DatabaseError("database error: server closed the connection unexpectedly")
+                    sql, params = op.send(rows)
+
+            return await super().run_async(forward(), transaction=transaction)
+
+    storage = PgStorage(pg_server().new_database("lost"))
+    storage.db = LosesAnswers(storage.dsn)
+    storage.load()
+    try:
+        storage.create_topic(topic_name, 1)
+        part = storage.partition(topic_name, 0)
+
+        async def run() -> tuple[int, int]:
+            first = _batch([b"a"], producer_id=5, producer_epoch=0, base_sequence=0)
+            assert (await part.append_async(bytearray(first), now_ms=1)).first_offset == 0
+            storage.db.lose = True  # type: ignore[attr-defined]
+            second = _batch([b"b"], producer_id=5, producer_epoch=0, base_sequence=1)
+            with pytest.raises(AppendOutcomeUnknown):
+                await part.append_async(bytearray(second), now_ms=1)
+            retry = await part.append_async(bytearray(second), now_ms=1)
+            await storage.db.close_async()
+            return retry.first_offset, retry.bytes
+
+        assert asyncio.run(run()) == (1, 0)  # the stored offset, nothing appended again
+        part.refresh()
+        assert part.log_end_offset == 2
+    finally:
+        storage.close()

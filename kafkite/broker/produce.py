@@ -8,7 +8,7 @@ from typing import Any
 
 from kafkite.broker.core import Broker, CloseConnection, RequestContext, now_ms
 from kafkite.broker.epochs import ensure_leaders
-from kafkite.log.base import AppendInfo, LogError, NotLeader, Partition
+from kafkite.log.base import AppendInfo, AppendOutcomeUnknown, LogError, NotLeader, Partition
 from kafkite.log.producer_state import (
     InvalidProducerEpoch,
     InvalidTxnState,
@@ -228,6 +228,11 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
             out[i] = _error(idx, PRODUCER_STATE_ERRORS[type(e)], str(e))
         except NotLeader as e:
             out[i] = _error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER, str(e))
+        except AppendOutcomeUnknown as e:
+            # Possibly stored: the client retries the same batch, which is recognised if it was (not a new
+            # write, as after KAFKA_STORAGE_ERROR, which clients take for "not stored").
+            log.error("append to %s-%d: %s", name, idx, e)
+            out[i] = _error(idx, ErrorCode.REQUEST_TIMED_OUT, str(e))
         except (LogError, OSError) as e:
             log.error("append to %s-%d failed: %s", name, idx, e)
             out[i] = _error(idx, ErrorCode.KAFKA_STORAGE_ERROR, str(e))

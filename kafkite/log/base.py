@@ -49,6 +49,12 @@ class NotLeader(LogError):
     append to it (NOT_LEADER_OR_FOLLOWER)."""
 
 
+class AppendOutcomeUnknown(LogError):
+    """The append was sent but its answer was lost with the connection (a database that went away while it
+    committed): it may or may not be stored. A client must retry it as it is (REQUEST_TIMED_OUT: an
+    idempotent producer's retry of the same sequence is then recognised), never as a new write."""
+
+
 class Fenced(LogError):
     """A write refused because the writer's lease lapsed: brokers sharing a database changed membership since
     the writer last looked, so it may no longer act as the coordinator it was (NOT_COORDINATOR)."""

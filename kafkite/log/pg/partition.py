@@ -36,6 +36,7 @@ from uuid import UUID
 
 from kafkite.log.base import (
     AppendInfo,
+    AppendOutcomeUnknown,
     FileRange,
     LogClosed,
     LogError,
@@ -48,7 +49,7 @@ from kafkite.log.base import (
 from kafkite.log.config import LogConfig
 from kafkite.log.partition import _record_timestamps
 from kafkite.log.pg import schema
-from kafkite.log.pg.db import Op
+from kafkite.log.pg.db import DatabaseError, Op
 from kafkite.log.producer_state import AbortedTxn, ProducerStateError, ProducerStateManager, replay
 from kafkite.protocol.records import (
     BatchHeader,
@@ -398,7 +399,11 @@ class PgPartition(Partition):
                 self._producers.on_log_start_offset(lso)
 
     def _append_op(
-        self, batches: bytearray | memoryview, now_ms: int, expect: int | None = None
+        self,
+        batches: bytearray | memoryview,
+        now_ms: int,
+        expect: int | None = None,
+        sent: list[bool] | None = None,
     ) -> Op[AppendInfo]:
         """Append as the leader of epoch ``expect`` (refused with ``NotLeader`` once another broker claimed
         the partition), or, with None, as a broker that does not lead it (a transaction coordinator writing
@@ -418,7 +423,11 @@ class PgPartition(Partition):
                 continue
             if isinstance(prep, AppendInfo):
                 return prep
+            if sent is not None:
+                sent[0] = True  # from here on, a lost connection leaves the outcome unknown
             rows = yield (schema.append_statement(len(prep.headers)), prep.params)
+            if sent is not None:
+                sent[0] = False
             if rows:
                 lso = int(rows[0][0])
                 self._applied(prep, lso, batches, now_ms)
@@ -439,7 +448,11 @@ class PgPartition(Partition):
     def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo:
         """Assign offsets to ``batches`` (validated v2 batches, rewritten in place) and store them."""
         self._check_open()
-        return self._db.run(self._append_op(batches, now_ms, self._expected_epoch()))
+        sent = [False]
+        try:
+            return self._db.run(self._append_op(batches, now_ms, self._expected_epoch(), sent))
+        except DatabaseError as e:
+            raise _unknown(self, e) if sent[0] else e from None
 
     def append_fenced(self, batches: bytearray, *, now_ms: int, fence: Callable[[], Op[None]]) -> AppendInfo:
         """``append`` in one database transaction after ``fence`` (which raises to refuse the write)."""
@@ -484,8 +497,11 @@ class PgPartition(Partition):
     ) -> AppendInfo:
         if prev is not None and not prev.done():
             await asyncio.wait([prev])
+        sent = [False]
         try:
-            return await self._db.run_async(self._append_op(batches, now_ms, expect))
+            return await self._db.run_async(self._append_op(batches, now_ms, expect, sent))
+        except DatabaseError as e:
+            raise _unknown(self, e) if sent[0] else e from None
         finally:
             if self._tail is asyncio.current_task():
                 self._tail = None
@@ -749,6 +765,10 @@ class PgPartition(Partition):
 
     def sweep(self, now_ms: int) -> int:
         return 0
+
+
+def _unknown(part: PgPartition, e: Exception) -> AppendOutcomeUnknown:
+    return AppendOutcomeUnknown(f"append to {part.topic}-{part.index} may or may not be stored: {e}")
 
 
 def end_offset_for_epoch(
