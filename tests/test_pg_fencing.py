@@ -21,7 +21,7 @@ from test_pg_support import pg_server
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 OFFSET_COMMIT, OFFSET_FETCH = 8, 9
-NOT_LEADER_OR_FOLLOWER = 6
+NOT_LEADER_OR_FOLLOWER, NOT_COORDINATOR = 6, 16
 SESSION_TIMEOUT_MS = 4000
 
 
@@ -155,8 +155,11 @@ def test_a_paused_coordinator_cannot_commit_after_it_lost_the_group(
     # A commit of an old member reaches the paused broker, which reads it the moment it wakes.
     resp = send_while_paused(paused, stale, OFFSET_COMMIT, 8, commit_body(group, topic_name, 5))
     assert resp["topics"][0]["partitions"][0]["error_code"] != 0, "a fenced broker committed offsets"
-    time.sleep(1)  # it has read the membership by now: still not a coordinator
-    assert commit(paused, group, topic_name, 6) != 0
+    time.sleep(1)  # it has read the membership by now: still not a coordinator, and says where node 1 is
+    assert commit(paused, group, topic_name, 6) == NOT_COORDINATOR
+    with RawClient.to(paused.bootstrap) as c:
+        found = c.request(10, 3, {"key": group, "key_type": 0})
+    assert (found["error_code"], found["node_id"], found["port"]) == (0, 1, replacement.port), found
     assert committed(replacement, group, topic_name) == (0, 20)
     assert "is registered by another process" in paused.log_text()
 

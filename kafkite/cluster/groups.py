@@ -152,6 +152,9 @@ async def group_request(
 ) -> dict[str, Any]:
     """Serve a group API through the current coordinator, refusing the groups coordinated elsewhere."""
     version = ctx.api_version
+    if cluster.fenced and method != "list_groups":
+        # Another process holds this broker's node id: the group's coordinator is elsewhere.
+        return _loading(method, req, version, NOT_COORDINATOR)
     if not cluster.ready and method != "list_groups":
         return _loading(method, req, version)
     call = getattr(broker.groups, method)
@@ -215,24 +218,25 @@ async def group_request(
     return result
 
 
-def _loading(method: str, req: dict[str, Any], version: int) -> dict[str, Any]:
-    """COORDINATOR_LOAD_IN_PROGRESS for every group of the request (the coordinator is being rebuilt)."""
+def _loading(method: str, req: dict[str, Any], version: int, code: int = LOADING) -> dict[str, Any]:
+    """COORDINATOR_LOAD_IN_PROGRESS (or ``code``) for every group of the request (the coordinator is being
+    rebuilt)."""
     if method == "describe_groups":
         groups = req.get("groups") or []
         return {
             "throttle_time_ms": 0,
-            "groups": [{"group_id": g, "error_code": LOADING, "group_state": ""} for g in groups],
+            "groups": [{"group_id": g, "error_code": code, "group_state": ""} for g in groups],
         }
     if method == "delete_groups":
         names = req.get("groups_names") or []
-        return {"throttle_time_ms": 0, "results": [{"group_id": g, "error_code": LOADING} for g in names]}
+        return {"throttle_time_ms": 0, "results": [{"group_id": g, "error_code": code} for g in names]}
     if method == "offset_fetch" and version >= 8:
         groups = req.get("groups") or []
         return {
             "throttle_time_ms": 0,
-            "groups": [{"group_id": g["group_id"], "topics": [], "error_code": LOADING} for g in groups],
+            "groups": [{"group_id": g["group_id"], "topics": [], "error_code": code} for g in groups],
         }
-    return refusal(method, req, version, LOADING)
+    return refusal(method, req, version, code)
 
 
 def find_coordinator(cluster: Cluster, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:

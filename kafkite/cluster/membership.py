@@ -156,7 +156,7 @@ class Cluster:
             return [(self.node_id, host, port)]
         out = []
         for m in self.members:
-            if m.node_id == self.node_id:
+            if m.node_id == self.node_id and not self.fenced:  # (fenced: the row is another process's)
                 from kafkite.broker.metadata import advertised_for
 
                 host, port = advertised_for(self.broker, listener)
