@@ -196,3 +196,40 @@ def test_an_append_whose_answer_is_lost_is_possibly_stored_and_its_retry_is_reco
         assert part.log_end_offset == 2
     finally:
         storage.close()
+
+
+def test_a_broker_starting_beside_appending_ones_takes_no_table_lock(tmp_path: Path) -> None:
+    """Start-up on a database whose tables are complete runs no DDL: ALTER TABLE locks a table exclusively
+    even when it changes nothing, and a broker restarting while the others appended deadlocked with them."""
+    import threading
+
+    import psycopg
+    from test_pg_support import pg_server
+
+    from kafkite.log.pg import PgStorage
+
+    dsn = pg_server().new_database("startup")
+    first = PgStorage(dsn)
+    first.load()  # creates the tables
+    first.close()
+    with psycopg.connect(dsn) as busy:
+        # An append in flight holds these locks (its statement updates one table and inserts into the other).
+        busy.execute("LOCK TABLE kafkite_partitions, kafkite_batches IN ROW EXCLUSIVE MODE")
+        done = threading.Event()
+        errors: list[BaseException] = []
+
+        def start() -> None:
+            try:
+                again = PgStorage(dsn)
+                again.load()
+                again.close()
+            except BaseException as e:
+                errors.append(e)
+            done.set()
+
+        threading.Thread(target=start, daemon=True).start()
+        loaded = done.wait(10)
+        busy.rollback()
+    done.wait(30)
+    assert loaded, "start-up waited for the appending broker's table locks"
+    assert not errors, errors

@@ -100,6 +100,18 @@ DDL = [
     )""",
 ]
 
+# Whether every table, column and index of DDL exists already (then start-up runs no DDL at all: ALTER TABLE
+# locks a table exclusively even when it changes nothing, and two such locks taken while running brokers
+# append can deadlock with them).
+SCHEMA_READY = """
+SELECT to_regclass('kafkite_leader_epochs') IS NOT NULL
+   AND to_regclass('kafkite_batches_producers') IS NOT NULL
+   AND to_regclass('kafkite_producer_id_blocks') IS NOT NULL
+   AND (SELECT count(*) FROM information_schema.columns
+        WHERE table_schema = current_schema() AND table_name = 'kafkite_partitions'
+          AND column_name IN ('leader_epoch', 'leader_id', 'leader_instance')) = 3
+"""
+
 APPEND_CHANNEL = "kafkite_append"
 CATALOGUE_CHANNEL = "kafkite_catalogue"
 CLUSTER_CHANNEL = "kafkite_cluster"

@@ -115,10 +115,20 @@ class PgStorage(Storage):
 
         def op() -> Op[None]:
             yield ("SELECT pg_advisory_xact_lock(%s)", (schema.SCHEMA_LOCK,))
+            ready = yield (schema.SCHEMA_READY, None)
+            if ready and ready[0][0]:
+                return  # nothing to create or add: take no table lock while other brokers append
             for ddl in schema.DDL:
                 yield (ddl, None)
 
-        self.db.run(op(), transaction=True)
+        for attempt in range(3):
+            try:
+                self.db.run(op(), transaction=True)
+                break
+            except DatabaseError as e:
+                # Upgrading the tables while older brokers append may deadlock with them: try again.
+                if "deadlock" not in str(e) or attempt == 2:
+                    raise
         self._apply_catalogue(*self.db.run(self._catalogue_op()))
 
     def cluster_id(self, new_id: str) -> str:
