@@ -233,3 +233,18 @@ def test_a_broker_starting_beside_appending_ones_takes_no_table_lock(tmp_path: P
     done.wait(30)
     assert loaded, "start-up waited for the appending broker's table locks"
     assert not errors, errors
+
+
+def test_connections_carry_the_cluster_s_idle_transaction_timeout() -> None:
+    """Brokers sharing a database have the database end a transaction left idle for a session timeout: a
+    broker paused inside one would otherwise hold the membership lock and block the change that fences it."""
+    from test_pg_support import pg_server
+
+    from kafkite.log.pg.db import Database
+
+    db = Database(pg_server().new_database("idle"))
+    db.settings["idle_in_transaction_session_timeout"] = "1500"
+    try:
+        assert db.execute("SHOW idle_in_transaction_session_timeout") == [("1500ms",)]
+    finally:
+        db.close()

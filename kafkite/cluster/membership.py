@@ -35,21 +35,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from kafkite.log.base import Fenced, LogError
 from kafkite.log.pg import PgPartition, PgStorage, schema
-from kafkite.log.pg.db import Op
+from kafkite.log.pg.db import Database, Op
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
 
 log = logging.getLogger("kafkite.cluster")
+T = TypeVar("T")
 
 # Producer ids are handed out in blocks of this many, one database sequence value per block.
 PRODUCER_ID_BLOCK = 1000
@@ -99,6 +101,17 @@ class Cluster:
         self._rebuild_task: asyncio.Task[None] | None = None
         self._rebuild = asyncio.Event()
         self._claiming = asyncio.Lock()
+        # Membership changes and leadership claims hold locks (the membership lock exclusively, partition
+        # rows) until they commit. They run in a worker thread on a connection of their own, never as
+        # asynchronous transactions on the event loop: a coordinator's write, synchronous on the loop, may
+        # wait for those locks, and a transaction that needed the loop to reach its COMMIT would never end.
+        self.control = Database(storage.dsn, pool_size=1)
+        # A broker paused inside a transaction (SIGSTOP, a stalled machine) would hold its locks, the
+        # membership lock among them, and so stop the very membership change that fences it: the database
+        # ends such a transaction once it has been idle for a session timeout.
+        idle = {"idle_in_transaction_session_timeout": str(self.session_timeout_ms)}
+        for db in (storage.db, self.control):
+            db.settings.update(idle)
         self._wake = asyncio.Event()
         self._registered = False
         self._pid_next = 0
@@ -286,7 +299,7 @@ class Cluster:
             return claimed
 
         try:
-            claimed = await self.storage.db.run_async(op(), transaction=True)
+            claimed = await self._control(op())
         except LogError as e:
             log.info("could not claim %d partitions: %s", len(parts), e)
             return []
@@ -298,6 +311,11 @@ class Cluster:
         """Claim, before serving them, the partitions of ``keys`` that placement newly gives this broker."""
         async with self._claiming:
             await self.claim(self._unclaimed(keys))
+
+    async def _control(self, op: Op[T]) -> T:
+        """Run ``op`` as one transaction on the control connection, in a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.control.run, op, transaction=True))
 
     # lifecycle ---------------------------------------------------------------------------------------------
 
@@ -313,7 +331,7 @@ class Cluster:
         # A broker restarted at once after a crash finds its old row still fresh: wait for it to lapse.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.session_timeout_ms / 1000 + 2 * self.heartbeat_s
-        while not await self.storage.db.run_async(self._register_op(), transaction=True):
+        while not await self._control(self._register_op()):
             if loop.time() < deadline:
                 await asyncio.sleep(self.heartbeat_s)
                 continue
@@ -323,7 +341,7 @@ class Cluster:
             )
         self._registered = True
         await self.txn_offsets.start()
-        members, epoch = await self.storage.db.run_async(self._view_op())
+        members, epoch = await self._control(self._view_op())
         self._apply_view(members, epoch, notify=False)
         await self._rebuild_once()
         self._task = asyncio.create_task(self._heartbeats(), name="cluster-heartbeats")
@@ -353,10 +371,11 @@ class Cluster:
                     yield from self._bump_epoch()
 
             try:
-                await self.storage.db.run_async(op(), transaction=True)
+                await self._control(op())
             except LogError as e:
                 log.warning("could not leave the cluster cleanly: %s", e)
         await self.storage.stop_async()
+        await asyncio.get_running_loop().run_in_executor(None, self.control.close)
 
     async def _heartbeats(self) -> None:
         while True:
@@ -365,13 +384,11 @@ class Cluster:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                alive, members, epoch = await self.storage.db.run_async(
-                    self._heartbeat_op(), transaction=True
-                )
+                alive, members, epoch = await self._control(self._heartbeat_op())
                 if not alive:
                     log.warning("this broker's registration lapsed: registering again")
-                    if await self.storage.db.run_async(self._register_op(), transaction=True):
-                        members, epoch = await self.storage.db.run_async(self._view_op())
+                    if await self._control(self._register_op()):
+                        members, epoch = await self._control(self._view_op())
                         self._set_fenced(False)
                     else:
                         self._set_fenced(True)

@@ -49,6 +49,17 @@ class Database:
         self._open = 0
         self._available: asyncio.Condition | None = None
         self._closed = False
+        # PostgreSQL settings of every new connection (brokers sharing the database set
+        # idle_in_transaction_session_timeout: a paused broker's transaction must not hold locks for long).
+        self.settings: dict[str, str] = {}
+
+    def _conninfo(self) -> str:
+        if not self.settings:
+            return self.dsn
+        from psycopg.conninfo import make_conninfo
+
+        options = " ".join(f"-c {k}={v}" for k, v in sorted(self.settings.items()))
+        return make_conninfo(self.dsn, options=options)
 
     # synchronous -------------------------------------------------------------------------------------------
 
@@ -56,7 +67,9 @@ class Database:
         conn = self._sync
         if conn is None or conn.closed or conn.broken:
             try:
-                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout))
+                conn = psycopg.connect(
+                    self._conninfo(), autocommit=True, connect_timeout=int(self.connect_timeout)
+                )
             except psycopg.Error as e:
                 raise DatabaseError(f"cannot connect to the database: {e}") from None
             self._sync = conn
@@ -103,7 +116,7 @@ class Database:
         if conn is None:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self.dsn, autocommit=True, connect_timeout=int(self.connect_timeout)
+                    self._conninfo(), autocommit=True, connect_timeout=int(self.connect_timeout)
                 )
             except BaseException as e:
                 async with cond:
