@@ -102,7 +102,7 @@ class Workloads:
                     "enable.idempotence": True,
                     "acks": "all",
                     "linger.ms": 5,
-                    "message.timeout.ms": 60000,
+                    "message.timeout.ms": 300000,  # none times out in the queue (see faults.md)
                     "request.timeout.ms": 10000,
                     "error_cb": on_error,
                 }

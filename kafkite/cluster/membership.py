@@ -95,6 +95,7 @@ class Cluster:
         self.epoch = 0
         # The membership epoch the coordinators were last rebuilt for (see ``ready``).
         self.built_epoch = -1
+        self._built_view: tuple[int, tuple[int, ...]] = (-1, ())
         # True while another process holds this broker's registration (it must not serve as a member).
         self.fenced = False
         self._task: asyncio.Task[None] | None = None
@@ -237,16 +238,27 @@ class Cluster:
 
     @staticmethod
     def _view_op() -> Op[tuple[list[Member], int]]:
-        rows = yield ("SELECT node_id, listeners, rack FROM kafkite_brokers ORDER BY node_id", None)
+        """The live brokers and the membership epoch, read in one statement (one snapshot): read apart, a
+        change committed between the two reads would pair the old list with the new epoch, and placement
+        computed from that list would not be the epoch's."""
+        rows = yield (
+            "SELECT m.value, b.node_id, b.listeners, b.rack FROM"
+            " (SELECT coalesce((SELECT value FROM kafkite_meta WHERE key = 'epoch'), '0') AS value) m"
+            " LEFT JOIN kafkite_brokers b ON true ORDER BY b.node_id",
+            None,
+        )
         members = []
-        for node_id, listeners, rack in rows:
+        epoch = 0
+        for value, node_id, listeners, rack in rows:
+            epoch = int(value)
+            if node_id is None:
+                continue
             if isinstance(listeners, str | bytes):
                 listeners = json.loads(listeners)
             members.append(
                 Member(int(node_id), tuple((str(n), str(h), int(p)) for n, h, p in listeners), rack)
             )
-        epoch_rows = yield ("SELECT value FROM kafkite_meta WHERE key = 'epoch'", None)
-        return members, int(epoch_rows[0][0]) if epoch_rows else 0
+        return members, epoch
 
     def fence_op(self, epoch: int) -> Op[None]:
         """Within a transaction: refuse (``Fenced``) unless the membership epoch is still ``epoch``; a
@@ -411,10 +423,12 @@ class Cluster:
             self._rebuild.set()
 
     def _apply_view(self, members: list[Member], epoch: int, *, notify: bool = True) -> None:
+        if epoch < self.epoch:
+            return  # an older view than the one applied (a slow heartbeat)
         before = self.live_ids
         self.members = [m for m in members]
-        changed = epoch > self.epoch
-        self.epoch = max(self.epoch, epoch)
+        changed = epoch > self.epoch or self.live_ids != before
+        self.epoch = epoch
         if self.live_ids != before:
             log.info("live brokers now %s (epoch %d)", self.live_ids, self.epoch)
         if changed and notify:
@@ -437,16 +451,18 @@ class Cluster:
                 self._rebuild.set()
 
     async def _rebuild_once(self) -> None:
-        epoch = self.epoch
+        view = (self.epoch, tuple(self.live_ids))
         async with self._claiming:
             await self.claim(self._unclaimed())
-        if epoch != self.built_epoch:
+        if view != self._built_view:
             for callback in list(self.on_change):
                 result = callback()
                 if asyncio.iscoroutine(result):
                     await result
-            self.built_epoch = epoch
-            log.info("coordinators ready for membership epoch %d", epoch)
+            self._built_view = view
+            # Ready only if the view did not change meanwhile (then another rebuild is on its way).
+            self.built_epoch = view[0] if view == (self.epoch, tuple(self.live_ids)) else -1
+            log.info("coordinators ready for membership epoch %d", view[0])
 
     # producer ids ------------------------------------------------------------------------------------------
 
