@@ -39,6 +39,7 @@ class NsPgServer(PgServer):
         super().__init__()
         self.net = net
         self.host = host
+        self.options = ""
 
     def _run(self, cmd: list[str]) -> None:
         # Every PostgreSQL program runs inside the namespace (a restarted server stays there).
@@ -102,6 +103,7 @@ class NsPgServer(PgServer):
             # fsync: the machine itself does not lose power here.
             " -c fsync=off -c synchronous_commit=on -c full_page_writes=off"
         )
+        self.options = options
         log = str(self.dir / "server.log")
         self._run(
             [str(self.bin / "pg_ctl"), "-D", str(data), "-l", log, "-o", options, "-w", "-t", "60", "start"]
@@ -112,7 +114,19 @@ class NsPgServer(PgServer):
         assert self.bin is not None and self.dir is not None
         log = str(self.dir / "server.log")
         data = str(self.dir / "data")
-        self._run([str(self.bin / "pg_ctl"), "-D", data, "-l", log, "-m", mode, "-w", "-t", "60", "restart"])
+        ctl = [str(self.bin / "pg_ctl"), "-D", data, "-l", log]
+        try:
+            self._run([*ctl, "-m", mode, "-w", "-t", "60", "restart"])
+        except RuntimeError:
+            # On a loaded machine pg_ctl may give up waiting for the shutdown: once it is down, start it.
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    self._run([*ctl, "status"])
+                except RuntimeError:
+                    break  # not running
+                time.sleep(0.5)
+            self._run([*ctl, "-o", self.options, "-w", "-t", "60", "start"])
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@{self.net.ip(self.host)}:{PG_PORT}/{dbname}"
