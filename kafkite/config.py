@@ -657,6 +657,26 @@ _DEFS += [
     ),
 ]
 
+# Bounds on what one client can make the broker inflate, hold or create (kafkite's own keys where Kafka has
+# none; Kafka's names and meanings otherwise).
+_DEFS += [
+    ConfigDef(
+        "message.max.decompressed.bytes",
+        "67108864",
+        _int,
+        "kafkite: most bytes one compressed record batch may inflate to on produce (CORRUPT_MESSAGE beyond)",
+        True,
+    ),
+    ConfigDef(
+        "message.max.compression.ratio",
+        "200",
+        _int,
+        "kafkite: a compressed batch inflating past max.message.bytes may inflate at most this many times its"
+        " compressed size (CORRUPT_MESSAGE beyond: a decompression bomb)",
+        True,
+    ),
+]
+
 DEFINITIONS: dict[str, ConfigDef] = {d.name: d for d in _DEFS}
 
 # Broker keys that Kafka also accepts under another name.
@@ -860,7 +880,14 @@ class BrokerConfig:
             self._values["advertised.listeners"] = self._values["listeners"]
         else:
             self._values["advertised.listeners"] = self._parse_listeners("advertised.listeners")
-        for key in ("num.partitions", "message.max.bytes", "socket.request.max.bytes", "log.segment.bytes"):
+        for key in (
+            "num.partitions",
+            "message.max.bytes",
+            "socket.request.max.bytes",
+            "log.segment.bytes",
+            "message.max.decompressed.bytes",
+            "message.max.compression.ratio",
+        ):
             if self._values[key] <= 0:
                 raise ConfigError(f"{key}: must be positive, got {self.raw[key]}")
         inert = sorted(k for k in self.explicit if not DEFINITIONS[base_key(k) or k].acts and is_kafka_key(k))

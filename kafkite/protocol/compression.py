@@ -220,27 +220,98 @@ def _lz4_decompress(data: Buffer, max_size: int | None) -> bytes:
             return bytes(out)
 
 
-def _zstd_decompress(data: Buffer, max_size: int | None) -> bytes:
-    # Streaming decompression: frames written without a content size are fine, and with a limit the input
-    # goes in slices small enough that no slice can expand far past it (a zstd block of at most 128 KiB
-    # takes at least 4 input bytes, a ratio of 1:32768).
-    mv = memoryview(data).cast("B")
-    if not len(mv):
-        raise CompressionError("empty zstd payload")
-    step = len(mv) if max_size is None else max(64, min(1 << 20, max_size >> 15))
-    out = bytearray()
-    dctx = _zstd.ZstdDecompressor()
+_ZSTD_MAGIC = 0xFD2FB528
+_ZSTD_SKIPPABLE = 0x184D2A50  # .. 0x184D2A5F
+_ZSTD_MAX_BLOCK = 128 * 1024
+_U32LE = struct.Struct("<I")
+_FCS_SIZES = (0, 2, 4, 8)
+
+
+def _zstd_frames(mv: memoryview) -> list[tuple[int, list[int], int]]:
+    """Walk the frames and block headers of a zstd payload without decompressing anything.
+
+    Returns, per frame, its start, the positions where each of its blocks ends (the last one where the frame
+    ends), and an upper bound of its decompressed size: the frame content size when the header states it,
+    else the sum of its raw and RLE block sizes plus 128 KiB (the largest block) per compressed block.
+    Raises CompressionError for a payload that is not a sequence of whole frames.
+    """
+    frames: list[tuple[int, list[int], int]] = []
     pos = 0
     end = len(mv)
     while pos < end:
+        if end - pos < 4:
+            raise CompressionError("truncated zstd frame")
+        (magic,) = _U32LE.unpack_from(mv, pos)
+        if magic & 0xFFFFFFF0 == _ZSTD_SKIPPABLE:
+            if end - pos < 8:
+                raise CompressionError("truncated zstd skippable frame")
+            (n,) = _U32LE.unpack_from(mv, pos + 4)
+            pos += 8 + n
+            if pos > end:
+                raise CompressionError("truncated zstd skippable frame")
+            continue
+        if magic != _ZSTD_MAGIC:
+            raise CompressionError("not a zstd frame")
+        start = pos
+        if end - pos < 5:
+            raise CompressionError("truncated zstd frame header")
+        fhd = mv[pos + 4]
+        single = fhd & 0x20
+        fcs_size = _FCS_SIZES[fhd >> 6] or (1 if single else 0)
+        pos += 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3]
+        content: int | None = None
+        if fcs_size:
+            if pos + fcs_size > end:
+                raise CompressionError("truncated zstd frame header")
+            content = int.from_bytes(mv[pos : pos + fcs_size], "little") + (256 if fcs_size == 2 else 0)
+            pos += fcs_size
+        bound = 0
+        ends: list[int] = []
+        while True:
+            if end - pos < 3:
+                raise CompressionError("truncated zstd frame")
+            bh = mv[pos] | mv[pos + 1] << 8 | mv[pos + 2] << 16
+            kind = (bh >> 1) & 3
+            size = bh >> 3
+            if kind == 3 or size > _ZSTD_MAX_BLOCK:
+                raise CompressionError("corrupt zstd block header")
+            pos += 3 + (1 if kind == 1 else size)
+            if pos > end:
+                raise CompressionError("truncated zstd frame")
+            bound += _ZSTD_MAX_BLOCK if kind == 2 else size
+            if bh & 1:
+                break
+            ends.append(pos)
+        if fhd & 0x04:
+            pos += 4
+            if pos > end:
+                raise CompressionError("truncated zstd frame checksum")
+        ends.append(pos)
+        frames.append((start, ends, bound if content is None else content))
+    return frames
+
+
+def _zstd_decompress(data: Buffer, max_size: int | None) -> bytes:
+    # The frames are walked first (block headers only): a frame whose stated or largest possible size fits
+    # under the limit is decompressed in one call; otherwise its blocks go in one at a time, each adding at
+    # most 128 KiB, and decompression stops as soon as the output passes the limit.
+    mv = memoryview(data).cast("B")
+    if not len(mv):
+        raise CompressionError("empty zstd payload")
+    frames = _zstd_frames(mv)
+    dctx = _zstd.ZstdDecompressor()
+    out = bytearray()
+    for start, ends, bound in frames:
         d = dctx.decompressobj()
-        while pos < end and not d.eof:
-            chunk = mv[pos : pos + step]
-            pos += len(chunk)
-            out += d.decompress(chunk)
-            _check_size(len(out), max_size)
+        if max_size is None or len(out) + bound <= max_size:
+            out += d.decompress(mv[start : ends[-1]])
+        else:
+            pos = start
+            for stop in ends:
+                out += d.decompress(mv[pos:stop])
+                pos = stop
+                _check_size(len(out), max_size)
         if not d.eof:
             raise CompressionError("truncated zstd frame")
-        unused = d.unused_data
-        pos -= len(unused)
+        _check_size(len(out), max_size)
     return bytes(out)

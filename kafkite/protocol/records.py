@@ -35,6 +35,7 @@ The header view (``read_header``, ``check_crc``, ``set_base_offset``...) never t
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
@@ -444,6 +445,427 @@ def _parse_records_unchecked(data: bytes, h: BatchHeader) -> Iterator[Record]:
         )
     if pos != end:
         raise InvalidBatch(f"{end - pos} bytes of garbage after the last of {count} records")
+
+
+# -- the record walker (produce validation) -----------------------------------------------------------------
+#
+# ``scan_records`` checks every record of a records section as Kafka's DefaultRecord.readFrom and LogValidator
+# do, without building a single object per record: each varint is read inline (one and two bytes without a
+# call), lengths are checked against the record and the record against the section, and only three numbers
+# come back. Runs of records that share one layout (the same lengths, as a producer writes records of one
+# size) are checked a column at a time: the length bytes of all of them in one strided slice, and so on, so
+# that such a batch costs a few C calls per field instead of Python work per record. Both ways check exactly
+# the same things (the tests compare them on random and damaged batches).
+
+_INT32_Z = 1 << 32  # an unsigned (zigzag) varint32 must be below this
+_NON_ASCII = re.compile(rb"[\x80-\xff]")
+_INT64_Z = 1 << 64
+
+
+class ScanResult(NamedTuple):
+    null_keys: int  # records without a key
+    min_ts_delta: int  # smallest and largest timestamp delta (0, 0 for an empty section)
+    max_ts_delta: int
+
+
+def _uvarint_slow(d: bytes | bytearray | memoryview, pos: int, limit: int, what: str) -> tuple[int, int]:
+    """An unsigned varint of at most 5 (int32) or 10 (int64) bytes whose value is below ``limit``."""
+    max_bytes = 5 if limit == _INT32_Z else 10
+    result = 0
+    shift = 0
+    start = pos
+    while True:
+        b = d[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+        if pos - start >= max_bytes:
+            raise InvalidBatch(f"{what} varint is longer than {max_bytes} bytes")
+    if result >= limit:
+        raise InvalidBatch(f"{what} varint overflows its {32 if limit == _INT32_Z else 64} bits")
+    return result, pos
+
+
+def _scan_generic(
+    d: bytes | bytearray | memoryview, pos: int, end: int, first: int, stop: int
+) -> tuple[int, int, int, int]:
+    """Walk records ``first`` .. ``stop - 1`` from ``pos``: (next position, null keys, min ts, max ts)."""
+    nulls = 0
+    tmin = 1 << 63
+    tmax = -(1 << 63)
+    zi = first << 1  # the zigzag encoding of the expected offset delta
+    slow = _uvarint_slow
+    i32 = _INT32_Z
+    non_ascii = _NON_ASCII.search
+    for i in range(first, stop):
+        # length
+        z = d[pos]
+        if z < 0x80:
+            pos += 1
+        else:
+            y = d[pos + 1]
+            if y < 0x80:
+                z = (z & 0x7F) | (y << 7)
+                pos += 2
+            else:
+                z, pos = slow(d, pos, i32, "record length")
+        if z & 1 or z < 12:
+            raise InvalidBatch(f"record {i} has an invalid length {(z >> 1) ^ -(z & 1)}")
+        rec_end = pos + (z >> 1)
+        if rec_end > end:
+            raise InvalidBatch(f"record {i} of {z >> 1} bytes runs past the end of the batch")
+        # attributes (unused in v2), then the timestamp delta (a varlong)
+        p = pos + 1
+        z = d[p]
+        if z < 0x80:
+            p += 1
+        else:
+            y = d[p + 1]
+            if y < 0x80:
+                z = (z & 0x7F) | (y << 7)
+                p += 2
+            else:
+                z, p = slow(d, p, _INT64_Z, "timestamp delta")
+        t = (z >> 1) ^ -(z & 1)
+        if t < tmin:
+            tmin = t
+        if t > tmax:
+            tmax = t
+        # offset delta: must be the record's index
+        z = d[p]
+        if z < 0x80:
+            p += 1
+        else:
+            y = d[p + 1]
+            if y < 0x80:
+                z = (z & 0x7F) | (y << 7)
+                p += 2
+            else:
+                z, p = slow(d, p, i32, "offset delta")
+        if z != zi:
+            raise InvalidBatch(f"record {i} has offset delta {(z >> 1) ^ -(z & 1)}, expected {i}")
+        zi += 2
+        # key
+        z = d[p]
+        if z < 0x80:
+            p += 1
+        else:
+            y = d[p + 1]
+            if y < 0x80:
+                z = (z & 0x7F) | (y << 7)
+                p += 2
+            else:
+                z, p = slow(d, p, i32, "key length")
+        if z & 1:
+            if z != 1:
+                raise InvalidBatch(f"record {i} has an invalid key length {(z >> 1) ^ -(z & 1)}")
+            nulls += 1
+        else:
+            p += z >> 1
+        # value
+        z = d[p]
+        if z < 0x80:
+            p += 1
+        else:
+            y = d[p + 1]
+            if y < 0x80:
+                z = (z & 0x7F) | (y << 7)
+                p += 2
+            else:
+                z, p = slow(d, p, i32, "value length")
+        if z & 1:
+            if z != 1:
+                raise InvalidBatch(f"record {i} has an invalid value length {(z >> 1) ^ -(z & 1)}")
+        else:
+            p += z >> 1
+        # headers
+        z = d[p]
+        if z == 0:
+            p += 1
+        elif z < 0x80 and not z & 1 and z >> 1 <= (rec_end - p - 1) >> 1:
+            p += 1
+            for _ in range(z >> 1):
+                z = d[p]
+                if z < 0x80:
+                    p += 1
+                else:
+                    z, p = slow(d, p, i32, "header key length")
+                if z & 1:
+                    raise InvalidBatch(f"record {i} has an invalid header key length {(z >> 1) ^ -(z & 1)}")
+                q = p + (z >> 1)
+                if q > rec_end:
+                    raise InvalidBatch(f"record {i}: a header key runs past the record")
+                if non_ascii(d, p, q) is not None:
+                    _check_utf8(d, p, q, i)
+                z = d[q]
+                if z < 0x80:
+                    p = q + 1
+                else:
+                    z, p = slow(d, q, i32, "header value length")
+                if z & 1:
+                    if z != 1:
+                        raise InvalidBatch(
+                            f"record {i} has an invalid header value length {(z >> 1) ^ -(z & 1)}"
+                        )
+                else:
+                    p += z >> 1
+                    if p > rec_end:
+                        raise InvalidBatch(f"record {i}: a header value runs past the record")
+        else:
+            p = _scan_headers(d, p, rec_end, i)
+        if p != rec_end:
+            raise InvalidBatch(f"record {i}: its declared length {rec_end - pos} does not match its content")
+        pos = rec_end
+    if first == stop:
+        tmin = tmax = 0
+    return pos, nulls, tmin, tmax
+
+
+def _check_utf8(d: bytes | bytearray | memoryview, p: int, q: int, i: int) -> None:
+    try:
+        bytes(d[p:q]).decode()
+    except UnicodeDecodeError:
+        raise InvalidBatch(f"record {i} has a header key that is not UTF-8") from None
+
+
+def _scan_headers(d: bytes | bytearray | memoryview, p: int, rec_end: int, i: int) -> int:
+    z, p = _uvarint_slow(d, p, _INT32_Z, "header count")
+    if z & 1 or (z >> 1) > (rec_end - p) >> 1:
+        raise InvalidBatch(f"record {i} has an invalid header count {(z >> 1) ^ -(z & 1)}")
+    for _ in range(z >> 1):
+        z, p = _uvarint_slow(d, p, _INT32_Z, "header key length")
+        if z & 1:
+            raise InvalidBatch(f"record {i} has an invalid header key length {(z >> 1) ^ -(z & 1)}")
+        n = z >> 1
+        if p + n > rec_end:
+            raise InvalidBatch(f"record {i}: a header key runs past the record")
+        if _NON_ASCII.search(d, p, p + n) is not None:
+            _check_utf8(d, p, p + n, i)
+        p += n
+        z, p = _uvarint_slow(d, p, _INT32_Z, "header value length")
+        if z & 1:
+            if z != 1:
+                raise InvalidBatch(f"record {i} has an invalid header value length {(z >> 1) ^ -(z & 1)}")
+        else:
+            p += z >> 1
+            if p > rec_end:
+                raise InvalidBatch(f"record {i}: a header value runs past the record")
+    return p
+
+
+# Columns of the offset deltas a run of records must carry: for indices of one varint width, the k-th byte of
+# the zigzag encoding of each index, as one bytes object per byte position (extended on demand).
+_DELTA_WIDTH_END = (0, 1 << 6, 1 << 13, 1 << 20)  # indices below _DELTA_WIDTH_END[w] take at most w bytes
+_delta_columns: dict[int, tuple[bytes, ...]] = {}
+
+
+def _offset_delta_columns(width: int, lo: int, hi: int) -> tuple[bytes, ...]:
+    """The zigzag varints of ``lo .. hi-1`` (all ``width`` bytes long), one bytes object per byte position."""
+    first = _DELTA_WIDTH_END[width - 1]
+    cols = _delta_columns.get(width)
+    have = first + len(cols[0]) if cols else first
+    if cols is None or hi > have:
+        top = min(_DELTA_WIDTH_END[width], max(hi, 2 * have, first + 4096))
+        encoded = [_encode_varint_slow(k) for k in range(first, top)]
+        cols = tuple(bytes(e[b] for e in encoded) for b in range(width))
+        _delta_columns[width] = cols
+    return tuple(c[lo - first : hi - first] for c in cols)
+
+
+_EVEN_BYTES = bytes(range(0, 256, 2))
+_HIGH_BYTES = bytes(range(0x80, 0x100))
+_MIN_RUN = 4
+
+
+class _Layout(NamedTuple):
+    size: int  # bytes of the whole record, its length varint included
+    fixed: tuple[tuple[int, int], ...]  # (offset, byte) that every record of the run repeats
+    ts_at: int  # offset and width of the timestamp delta
+    ts_width: int
+    delta_at: int  # offset of the offset delta
+    ascii_at: tuple[tuple[int, int], ...]  # (offset, length) of header keys: ASCII in every record
+    null_key: bool
+
+
+def _varint_width(d: bytes | bytearray | memoryview, p: int) -> int:
+    w = 1
+    while d[p] >= 0x80:
+        p += 1
+        w += 1
+    return w
+
+
+def _layout_of(d: bytes | bytearray | memoryview, s: int) -> _Layout:
+    """The layout of the (already validated) record at ``s``."""
+    fixed: list[tuple[int, int]] = []
+
+    def take(p: int) -> tuple[int, int]:
+        w = _varint_width(d, p)
+        for k in range(w):
+            fixed.append((p - s + k, d[p + k]))
+        z, q = read_uvarint(d, p)
+        return (z >> 1) ^ -(z & 1), q
+
+    length, p = take(s)
+    size = p - s + length
+    ts_at = p + 1 - s
+    ts_width = _varint_width(d, p + 1)
+    p += 1 + ts_width
+    delta_at = p - s
+    p += _varint_width(d, p)
+    key_len, p = take(p)
+    p += max(key_len, 0)
+    value_len, p = take(p)
+    p += max(value_len, 0)
+    n_headers, p = take(p)
+    ascii_at: list[tuple[int, int]] = []
+    for _ in range(n_headers):
+        n, p = take(p)
+        if n:
+            ascii_at.append((p - s, n))
+        p += n
+        n, p = take(p)
+        p += max(n, 0)
+    return _Layout(size, tuple(fixed), ts_at, ts_width, delta_at, tuple(ascii_at), key_len < 0)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """Length of the common prefix of two byte strings of equal length (binary search over slices)."""
+    if a == b:
+        return len(a)
+    lo, hi = 0, len(a)  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _first(pattern: re.Pattern[bytes], col: bytes) -> int:
+    m = pattern.search(col)
+    return len(col) if m is None else m.start()
+
+
+_LOW_BYTE = re.compile(rb"[\x00-\x7f]")
+
+
+def _run_length(
+    d: bytes | bytearray | memoryview, s: int, m: int, lay: _Layout, first: int, width: int
+) -> tuple[int, int, int]:
+    """How many of the ``m`` records from ``s`` (indices ``first`` ..) have layout ``lay`` and offset deltas
+    of ``width`` bytes equal to their indices, checked column by column: (how many, min and max of their
+    timestamp deltas)."""
+    size = lay.size
+    view = isinstance(d, memoryview)
+
+    def column(at: int, n: int) -> bytes:
+        c = d[at : at + n * size : size]
+        return c.tobytes() if view else bytes(c)  # type: ignore[union-attr]
+
+    for off, byte in lay.fixed:
+        col = column(s + off, m)
+        m -= len(col.lstrip(bytes((byte,))))
+        if not m:
+            return 0, 0, 0
+    at = s + lay.delta_at
+    for k, expected in enumerate(_offset_delta_columns(width, first, first + m)):
+        m = _common_prefix(column(at + k, m), expected[:m])
+        if not m:
+            return 0, 0, 0
+    for off, n in lay.ascii_at:
+        for k in range(n):
+            m = _first(_NON_ASCII, column(s + off + k, m))
+            if not m:
+                return 0, 0, 0
+    at = s + lay.ts_at
+    if lay.ts_width == 1:
+        col = column(at, m)
+        m = _first(_NON_ASCII, col)
+        if not m:
+            return 0, 0, 0
+        col = col[:m]
+        if not col.translate(None, _EVEN_BYTES):
+            return m, min(col) >> 1, max(col) >> 1
+        zs: list[int] = list(col)
+    elif lay.ts_width == 2:
+        lo = column(at, m)
+        hi = column(at + 1, m)
+        m = min(_first(_LOW_BYTE, lo), _first(_NON_ASCII, hi))
+        if not m:
+            return 0, 0, 0
+        zs = [(a & 0x7F) | (b << 7) for a, b in zip(lo[:m], hi[:m], strict=True)]
+    else:
+        return 0, 0, 0
+    ts = [(z >> 1) ^ -(z & 1) for z in zs]
+    return m, min(ts), max(ts)
+
+
+def scan_records(d: bytes | bytearray | memoryview, pos: int, end: int, count: int) -> ScanResult:
+    """Check the ``count`` records that must fill ``d[pos:end]`` exactly, as Kafka's broker does on produce.
+
+    Every record's length (a varint of at most 5 bytes, at least the smallest record body, within the
+    section), its timestamp delta (a varlong of at most 10 bytes), its offset delta (the record's index), its
+    key and value lengths (-1 for null, else within the record), its header count, header key lengths (not
+    null, UTF-8) and header value lengths, and that the record's fields add up to its length. Raises
+    InvalidBatch with the first fault found; returns the null keys and the range of the timestamp deltas.
+    """
+    try:
+        return _scan(d, pos, end, count)
+    except IndexError:
+        raise InvalidBatch("record runs past the end of the batch") from None
+
+
+def _scan(d: bytes | bytearray | memoryview, pos: int, end: int, count: int) -> ScanResult:
+    if count < 2 * _MIN_RUN:
+        pos, nulls, tmin, tmax = _scan_generic(d, pos, end, 0, count)
+    else:
+        nulls = 0
+        tmin = 1 << 63
+        tmax = -(1 << 63)
+        i = 0
+        widths = len(_DELTA_WIDTH_END)
+        while i < count:
+            # Records of one offset-delta width: runs of one layout column by column, until a run is short
+            # (records of varied layouts), then the rest of them one by one.
+            width = 1
+            while width < widths and i >= _DELTA_WIDTH_END[width]:
+                width += 1
+            segment_end = count if width == widths else min(count, _DELTA_WIDTH_END[width])
+            while i < segment_end:
+                start = pos
+                pos, n, lo, hi = _scan_generic(d, pos, end, i, i + 1)
+                i += 1
+                m = min(segment_end - i, (end - pos) // max(1, pos - start))
+                if m >= _MIN_RUN and width < widths:
+                    lay = _layout_of(d, start)
+                    run, rlo, rhi = _run_length(d, pos, m, lay, i, width)
+                    if run:
+                        pos += run * lay.size
+                        i += run
+                        n += run if lay.null_key else 0
+                        lo = min(lo, rlo)
+                        hi = max(hi, rhi)
+                    if run >= _MIN_RUN:
+                        nulls += n
+                        tmin = min(tmin, lo)
+                        tmax = max(tmax, hi)
+                        continue
+                if i < segment_end:
+                    pos, n2, lo2, hi2 = _scan_generic(d, pos, end, i, segment_end)
+                    i = segment_end
+                    n += n2
+                    lo = min(lo, lo2)
+                    hi = max(hi, hi2)
+                nulls += n
+                tmin = min(tmin, lo)
+                tmax = max(tmax, hi)
+    if pos != end:
+        raise InvalidBatch(f"{end - pos} bytes after the last of {count} records")
+    return ScanResult(nulls, tmin, tmax)
 
 
 # -- validation ---------------------------------------------------------------------------------------------
