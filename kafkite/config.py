@@ -24,6 +24,20 @@ class ConfigError(ValueError):
     """A configuration key is unknown or its value invalid; the message names the key."""
 
 
+def default_max_connections() -> int:
+    """A quarter of the open-file limit (the rest is for partition files, the REST gateways and the
+    process itself), between 64 and 100,000."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 1000
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 100_000
+    return max(64, min(100_000, soft // 4))
+
+
 def _bool(v: str) -> bool:
     low = v.strip().lower()
     if low in ("true", "1", "yes"):
@@ -450,7 +464,14 @@ _DEFS += [
     ConfigDef(
         "allow.everyone.if.no.acl.found", "false", _bool, "Allow access to resources that have no ACLs", True
     ),
-    ConfigDef("max.connections", "2147483647", _int, "Most client connections the broker accepts", True),
+    ConfigDef(
+        "max.connections",
+        str(default_max_connections()),
+        _int,
+        "Most client connections the broker accepts (default: a quarter of the descriptor limit, ulimit -n,"
+        " at most 100000; Kafka's is unbounded)",
+        True,
+    ),
     ConfigDef("max.connections.per.ip", "2147483647", _int, "Most client connections from one address", True),
     ConfigDef(
         "quota.producer.default",
@@ -478,11 +499,24 @@ _DEFS += [
         "",
         _str,
         "Quotas of particular users and client ids: 'user=NAME,client-id=ID:producer_byte_rate=N,"
-        "consumer_byte_rate=N,request_rate=N;...' (either entity may be omitted)",
+        "consumer_byte_rate=N,request_rate=N,controller_mutation_rate=N;...' (either entity may be omitted)",
         True,
     ),
     ConfigDef("quota.window.num", "11", _int, "Samples kept to measure a client's rate"),
     ConfigDef("quota.window.size.seconds", "1", _int, "Length of one rate sample"),
+    ConfigDef(
+        "quota.controller.mutation.default",
+        "9223372036854775807",
+        _int,
+        "Partitions each user and client id may create or delete per second (controller_mutation_rate:"
+        " CreateTopics v6+, CreatePartitions v3+ and DeleteTopics v5+ answer THROTTLING_QUOTA_EXCEEDED"
+        " beyond it, older versions are throttled)",
+        True,
+    ),
+    ConfigDef(
+        "controller.quota.window.num", "11", _int, "Samples kept to measure a client's controller mutations"
+    ),
+    ConfigDef("controller.quota.window.size.seconds", "1", _int, "Length of one controller mutation sample"),
 ]
 
 
@@ -660,6 +694,31 @@ _DEFS += [
 # Bounds on what one client can make the broker inflate, hold or create (kafkite's own keys where Kafka has
 # none; Kafka's names and meanings otherwise).
 _DEFS += [
+    ConfigDef(
+        "queued.max.request.bytes",
+        "536870912",
+        _int,
+        "Bytes of large requests (over 32 KiB) held across all connections while they arrive and are handled;"
+        " a connection whose next request does not fit waits before reading it (Kafka's default -1 is"
+        " unbounded; kafkite's is 512 MiB; -1: unbounded)",
+    ),
+    ConfigDef(
+        "socket.request.timeout.ms",
+        "30000",
+        _int,
+        "kafkite: a request must arrive whole within this time of its first byte, else its connection is"
+        " closed (a client trickling bytes holds no buffer for long)",
+        True,
+    ),
+    ConfigDef(
+        "auto.create.topics.max.rate",
+        "50",
+        _int,
+        "kafkite: partitions per second that auto-creation (Metadata) may create for one user and client id,"
+        " with a burst of controller.quota.window.num - 1 seconds' worth; topics beyond it are answered"
+        " LEADER_NOT_AVAILABLE (clients retry) and created once the rate allows; 0: no bound",
+        True,
+    ),
     ConfigDef(
         "message.max.decompressed.bytes",
         "67108864",
@@ -880,7 +939,13 @@ class BrokerConfig:
             self._values["advertised.listeners"] = self._values["listeners"]
         else:
             self._values["advertised.listeners"] = self._parse_listeners("advertised.listeners")
+        queued = self._values["queued.max.request.bytes"]
+        if 0 < queued < self._values["socket.request.max.bytes"]:
+            raise ConfigError(
+                f"queued.max.request.bytes must be larger or equal to socket.request.max.bytes, got {queued}"
+            )
         for key in (
+            "socket.request.timeout.ms",
             "num.partitions",
             "message.max.bytes",
             "socket.request.max.bytes",

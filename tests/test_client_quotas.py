@@ -122,13 +122,14 @@ def test_entity_and_value_checks() -> None:
         with pytest.raises(QuotaError):
             make_entity(bad)
     check_value("request_rate", 0.5)
+    check_value("controller_mutation_rate", 0.5)  # enforced on topic creation and deletion
     for key, value in (
         ("producer_byte_rate", 0),
         ("producer_byte_rate", -5),
         ("producer_byte_rate", 1.5),
         ("consumer_byte_rate", float("nan")),
         ("request_percentage", 50),
-        ("controller_mutation_rate", 10),
+        ("controller_mutation_rate", 0),
         ("nope", 1),
     ):
         with pytest.raises(QuotaError):
@@ -218,7 +219,7 @@ def test_alter_describe_remove_over_the_wire(broker_factory: BrokerFactory, vers
             {"producer_byte_rate": 0.0},
             {"producer_byte_rate": 1.5},
             {"request_percentage": 50.0},
-            {"controller_mutation_rate": 5.0},
+            {"controller_mutation_rate": -5.0},
         ):
             r = alter(c, alice, ops, version=version)
             assert r["error_code"] == INVALID and r["error_message"], (ops, r)

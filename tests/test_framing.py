@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -24,6 +25,7 @@ def _read_buffered(reader: FrameReader, data: bytes, cuts: list[int]) -> list[by
         buf = reader.get_buffer(-1)
         n = min(len(buf), len(data) - pos, cuts[i % len(cuts)] if cuts else len(data))
         buf[:n] = data[pos : pos + n]
+        del buf
         reader.buffer_updated(n)
         pos += n
         i += 1
@@ -59,10 +61,15 @@ def test_large_frame_is_received_in_place() -> None:
     reader = FrameReader(10_000_000)
     size = 1_000_000
     reader.feed(struct.pack(">i", size) + b"a" * 1000)
-    buf = reader.get_buffer(-1)
-    assert len(buf) == size - 1000  # the remainder goes straight into the frame's own buffer
-    buf[:] = b"b" * len(buf)
-    reader.buffer_updated(len(buf))
+    sent = 1000
+    while sent < size:
+        buf = reader.get_buffer(-1)  # the remainder goes straight into the frame's own buffer
+        assert len(buf) <= size - sent and len(buf.obj) >= FrameReader.FIRST_CHUNK  # type: ignore[arg-type]
+        n = len(buf)
+        buf[:] = b"b" * n
+        del buf
+        reader.buffer_updated(n)
+        sent += n
     (frame,) = list(reader)
     assert len(frame) == size and frame[:1000] == b"a" * 1000 and frame[1000:2000] == b"b" * 1000
 
@@ -72,3 +79,89 @@ def test_bad_size_prefix_is_rejected(size: int) -> None:
     reader = FrameReader(1000)
     with pytest.raises(FrameTooLarge):
         reader.feed(struct.pack(">i", size))
+
+
+# -- memory follows the bytes received ----------------------------------------------------------------------
+
+
+def test_a_size_prefix_alone_allocates_little() -> None:
+    reader = FrameReader(200_000_000)
+    reader.feed(struct.pack(">i", 100_000_000) + b"x" * 100)
+    assert reader.receiving and reader.footprint <= FrameReader.FIRST_CHUNK + FrameReader.SCRATCH
+
+
+def test_large_frame_buffer_grows_as_bytes_arrive_and_each_growth_is_admitted() -> None:
+    asked: list[tuple[int, bool]] = []
+
+    def admit(n: int, growing: bool) -> bool:
+        asked.append((n, growing))
+        return True
+
+    reader = FrameReader(50_000_000, admit=admit)
+    size = 5_000_000
+    reader.feed(struct.pack(">i", size))
+    sizes = []
+    sent = bytearray()
+    while len(sent) < size:
+        buf = reader.get_buffer(-1)
+        sizes.append(len(sent) + len(buf))  # how big the frame's buffer is at this point
+        n = min(len(buf), 300_000, size - len(sent))
+        chunk = bytes([len(sent) % 251]) * n
+        buf[:n] = chunk
+        del buf
+        reader.buffer_updated(n)
+        sent += chunk
+    item = reader.pop()
+    assert item is not None
+    frame, reserved = item
+    assert frame == sent and reserved == size == sum(n for n, _ in asked)
+    assert asked[0] == (FrameReader.FIRST_CHUNK, False) and all(g for _, g in asked[1:])
+    assert sizes[0] == FrameReader.FIRST_CHUNK and max(sizes) == size
+    assert all(b <= 2 * a for a, b in itertools.pairwise(sizes))
+
+
+def test_admission_blocks_a_large_frame_until_retry() -> None:
+    allowed: set[tuple[int, bool]] = set()
+    asked: list[tuple[int, bool]] = []
+
+    def admit(n: int, growing: bool) -> bool:
+        asked.append((n, growing))
+        return (n, growing) in allowed
+
+    reader = FrameReader(10_000_000, admit=admit)
+    reader.feed(_stream([b"small", b"L" * 100_000, b"after"]))
+    assert [bytes(f) for f in reader] == [b"small"] and reader.blocked
+    reader.retry()
+    assert reader.blocked and not list(reader)
+    allowed.add((100_000, False))
+    reader.retry()
+    assert [(bytes(f), r) for f, r in iter(reader.pop, None)] == [(b"L" * 100_000, 100_000), (b"after", 0)]
+    assert not reader.blocked
+    assert asked == [(100_000, False)] * 3  # small frames never ask
+
+
+def test_a_growth_that_is_refused_blocks_until_retry() -> None:
+    grant = [True]
+    reader = FrameReader(10_000_000, admit=lambda n, growing: grant[0] or not growing)
+    size = FrameReader.FIRST_CHUNK * 3
+    reader.feed(struct.pack(">i", size) + b"a" * (FrameReader.FIRST_CHUNK - 4))
+    grant[0] = False
+    reader.feed(b"a" * 4)  # the first chunk is full: its growth is refused
+    assert reader.blocked and reader.reserved == FrameReader.FIRST_CHUNK
+    grant[0] = True
+    reader.retry()
+    assert not reader.blocked and reader.reserved == 2 * FrameReader.FIRST_CHUNK
+    reader.feed(b"b" * (size - FrameReader.FIRST_CHUNK))
+    item = reader.pop()
+    assert item is not None and len(item[0]) == size and item[1] == size
+
+
+def test_idle_reader_gives_its_scratch_back() -> None:
+    reader = FrameReader(1000)
+    reader.feed(_stream([b"abc"]))
+    assert list(reader) and reader.footprint == FrameReader.INITIAL
+    assert reader.trim() and reader.footprint == 0
+    reader.feed(_stream([b"def"]))
+    assert [bytes(f) for f in reader] == [b"def"]
+    reader.feed(b"\x00\x00")  # half a prefix: not idle
+    assert not reader.trim()

@@ -7,6 +7,7 @@ from typing import Any
 
 from kafkite.broker.configs import check_topic_configs, describe_topic
 from kafkite.broker.core import Broker, RequestContext, is_internal_topic, validate_topic_name
+from kafkite.broker.mutations import MutationQuota, pause
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 
 
@@ -28,6 +29,7 @@ def _check_partition_limit(broker: Broker, n: int) -> None:
 
 async def handle_create_topics(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
     counts = Counter(t["name"] for t in req["topics"])
+    quota = MutationQuota.for_request(broker, ctx, "CreateTopics")
     out = []
     for t in req["topics"]:
         name = t["name"]
@@ -78,10 +80,13 @@ async def handle_create_topics(broker: Broker, ctx: RequestContext, req: dict[st
                     )
                 configs[c["name"]] = c["value"]
             configs = check_topic_configs(broker, configs, ctx.api_key, ctx.api_version, name)
+            quota.check()
+            quota.record(n)
             entry.update(num_partitions=n, replication_factor=rf)
             if not req["validate_only"]:
                 meta = broker.create_topic(name, n, configs)
                 entry["topic_id"] = meta.topic_id
+                await pause()
             entry["configs"] = [
                 {
                     "name": c["name"],
@@ -95,7 +100,8 @@ async def handle_create_topics(broker: Broker, ctx: RequestContext, req: dict[st
         except KafkaProtocolError as e:
             entry["error_code"], entry["error_message"] = _err(e)
         out.append(entry)
-    return {"throttle_time_ms": 0, "topics": out}
+    ctx.extra["throttle_ms"] = quota.throttle_ms
+    return {"throttle_time_ms": quota.throttle_ms, "topics": out}
 
 
 async def handle_delete_topics(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
@@ -103,6 +109,7 @@ async def handle_delete_topics(broker: Broker, ctx: RequestContext, req: dict[st
         wanted = [(t["name"], t["topic_id"]) for t in req["topics"]]
     else:
         wanted = [(n, None) for n in req["topic_names"]]
+    quota = MutationQuota.for_request(broker, ctx, "DeleteTopics")
     out = []
     for name, topic_id in wanted:
         entry: dict[str, Any] = {"name": name, "error_code": 0}
@@ -124,19 +131,28 @@ async def handle_delete_topics(broker: Broker, ctx: RequestContext, req: dict[st
             entry.update(
                 error_code=int(ErrorCode.INVALID_REQUEST), error_message="internal topics cannot be deleted"
             )
+        elif not quota.allowed():
+            entry.update(
+                error_code=int(ErrorCode.THROTTLING_QUOTA_EXCEEDED),
+                error_message="The throttling quota has been exceeded.",
+            )
         else:
+            quota.record(meta.partitions)
             entry["topic_id"] = meta.topic_id
             broker.storage.delete_topic(meta.name)
             for i in range(meta.partitions):
                 broker.waiters.notify(meta.name, i)
+            await pause()
         out.append(entry)
-    return {"throttle_time_ms": 0, "responses": out}
+    ctx.extra["throttle_ms"] = quota.throttle_ms
+    return {"throttle_time_ms": quota.throttle_ms, "responses": out}
 
 
 async def handle_create_partitions(
     broker: Broker, ctx: RequestContext, req: dict[str, Any]
 ) -> dict[str, Any]:
     counts = Counter(t["name"] for t in req["topics"])
+    quota = MutationQuota.for_request(broker, ctx, "CreatePartitions")
     out = []
     for t in req["topics"]:
         name = t["name"]
@@ -165,9 +181,13 @@ async def handle_create_partitions(
                         raise KafkaProtocolError(
                             ErrorCode.INVALID_REPLICA_ASSIGNMENT, f"unknown broker in {a['broker_ids']}"
                         )
+            quota.check()
+            quota.record(t["count"] - meta.partitions)
             if not req["validate_only"]:
                 broker.storage.create_partitions(name, t["count"])
+                await pause()
         except KafkaProtocolError as e:
             entry["error_code"], entry["error_message"] = _err(e)
         out.append(entry)
-    return {"throttle_time_ms": 0, "results": out}
+    ctx.extra["throttle_ms"] = quota.throttle_ms
+    return {"throttle_time_ms": quota.throttle_ms, "results": out}

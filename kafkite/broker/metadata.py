@@ -12,6 +12,7 @@ from kafkite.broker.core import (
     validate_topic_name,
 )
 from kafkite.broker.features import features_of
+from kafkite.broker.mutations import MutationQuota, pause
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 from kafkite.protocol.messages import registry
 
@@ -114,6 +115,7 @@ async def handle_metadata(broker: Broker, ctx: RequestContext, req: dict[str, An
     requested = req["topics"]
     include_ops = bool(req.get("include_topic_authorized_operations"))
     topics: list[dict[str, Any]] = []
+    quota: MutationQuota | None = None
     if requested is None or (version == 0 and not requested):
         names = sorted(broker.topics())
         topics = [_topic_entry(broker, n, include_ops) for n in names]
@@ -141,11 +143,30 @@ async def handle_metadata(broker: Broker, ctx: RequestContext, req: dict[str, An
             except KafkaProtocolError as e:
                 topics.append({"error_code": int(e.code), "name": name, "partitions": []})
                 continue
-            if broker.topic(name) is None and allow_auto:
-                broker.auto_create(name)
+            if (
+                allow_auto
+                and broker.topic(name) is None
+                and broker.config["auto.create.topics.enable"]
+                and not is_internal_topic(name)
+            ):
+                # Auto-creation counts against the client's controller mutation quota (strictly) and
+                # auto.create.topics.max.rate; a topic it may not create yet is "not available" (retried).
+                if quota is None:
+                    quota = MutationQuota(broker, ctx, strict=True, auto_create=True)
+                if not quota.allowed():
+                    topics.append(
+                        {"error_code": int(ErrorCode.LEADER_NOT_AVAILABLE), "name": name, "partitions": []}
+                    )
+                    continue
+                created = broker.auto_create(name)
+                if created is not None:
+                    quota.record(created.partitions)
+                    await pause()
             topics.append(_topic_entry(broker, name, include_ops))
+    throttle = 0 if quota is None else quota.throttle_ms
+    ctx.extra["throttle_ms"] = throttle
     return {
-        "throttle_time_ms": 0,
+        "throttle_time_ms": throttle,
         "brokers": [
             {"node_id": n, "host": h, "port": p, "rack": None}
             for n, h, p in broker_nodes(broker, ctx.listener)

@@ -133,6 +133,8 @@ def _throttle(conn: KafkaConnection, ctx: RequestContext, resp: dict[str, Any] |
         throttle = max(throttle, mgr.record(quotas.PRODUCE, user, client, ctx.extra.get("request_size", 0)))
     elif ctx.api_key == ApiKey.FETCH and resp is not None:
         throttle = max(throttle, mgr.record(quotas.FETCH, user, client, _fetch_bytes(resp)))
+    # A handler's own quota (the controller mutation quota) asks for the same muting.
+    throttle = max(throttle, int(ctx.extra.get("throttle_ms", 0)))
     if throttle <= 0:
         return
     if resp is not None:
@@ -152,23 +154,11 @@ def mute(conn: KafkaConnection, throttle_ms: int) -> None:
             return
         old.cancel()
     conn.muted = True
-    if not conn.reading_paused:
-        conn.transport.pause_reading()
-        conn.reading_paused = True
+    conn.update_reading()
     conn.state[_UNMUTE] = loop.call_at(until, _unmute, conn)
 
 
 def _unmute(conn: KafkaConnection) -> None:
-    from kafkite.server.connection import MAX_IN_FLIGHT
-
     conn.state.pop(_UNMUTE, None)
     conn.muted = False
-    if (
-        conn.reading_paused
-        and not conn.closing
-        and not conn.draining
-        and conn.transport is not None
-        and len(conn.pending) < MAX_IN_FLIGHT // 2
-    ):
-        conn.transport.resume_reading()
-        conn.reading_paused = False
+    conn.update_reading()

@@ -19,11 +19,19 @@ Quotas come from three layers; the first that sets a key for a client wins:
 
 3. ``quota.producer.default``, ``quota.consumer.default`` and ``quota.request.default`` for every entity.
 
-Keys: ``producer_byte_rate`` and ``consumer_byte_rate`` (bytes per second, whole numbers) and kafkite's own
-``request_rate`` (requests per second). Kafka's ``request_percentage`` (a share of request-handler thread
-time) has no honest equivalent here, and kafkite does not throttle controller mutations or connection
-creation, so AlterClientQuotas answers ``request_percentage``, ``controller_mutation_rate`` and the ``ip``
-entity type with INVALID_REQUEST, as Kafka answers a key it does not know.
+Keys: ``producer_byte_rate`` and ``consumer_byte_rate`` (bytes per second, whole numbers), kafkite's own
+``request_rate`` (requests per second) and Kafka's ``controller_mutation_rate`` (partitions created or
+deleted per second, by CreateTopics, CreatePartitions, DeleteTopics and topic auto-creation; its default
+``quota.controller.mutation.default``, its burst ``controller.quota.window.num`` - 1 windows of
+``controller.quota.window.size.seconds``). Kafka's ``request_percentage`` (a share of request-handler thread
+time) has no honest equivalent here, and kafkite does not throttle connection creation, so AlterClientQuotas
+answers ``request_percentage`` and the ``ip`` entity type with INVALID_REQUEST, as Kafka answers a key it
+does not know.
+
+Controller mutations are counted as Kafka counts them: a request checks the quota before each topic and, in
+its strict versions (CreateTopics v6+, CreatePartitions v3+, DeleteTopics v5+), refuses a topic with
+THROTTLING_QUOTA_EXCEEDED while the client is already over its quota; a topic accepted is recorded whole
+even if that takes the client over (``mutation_debt_ms`` and ``record``).
 """
 
 from __future__ import annotations
@@ -44,7 +52,18 @@ UNLIMITED = (1 << 63) - 1
 PRODUCE = "producer_byte_rate"
 FETCH = "consumer_byte_rate"
 REQUEST = "request_rate"
-KINDS = (PRODUCE, FETCH, REQUEST)
+MUTATION = "controller_mutation_rate"
+# Not a client quota key: topic auto-creation's own bound (auto.create.topics.max.rate), kept per entity.
+AUTO_CREATE = "auto_create_rate"
+KINDS = (PRODUCE, FETCH, REQUEST, MUTATION)
+_DEFAULT_KEYS = {
+    PRODUCE: "quota.producer.default",
+    FETCH: "quota.consumer.default",
+    REQUEST: "quota.request.default",
+    MUTATION: "quota.controller.mutation.default",
+    AUTO_CREATE: "auto.create.topics.max.rate",
+}
+_CONTROLLER_KINDS = (MUTATION, AUTO_CREATE)
 MAX_THROTTLE_MS = 30_000
 CLIENT_QUOTAS_FILE = "client_quotas.json"
 USER = "user"
@@ -53,7 +72,6 @@ IP = "ip"
 WHOLE_NUMBER_KEYS = frozenset({PRODUCE, FETCH})
 _NOT_ENFORCED = {
     "request_percentage": "kafkite limits requests per second: use request_rate",
-    "controller_mutation_rate": "kafkite does not throttle controller mutations",
     "connection_creation_rate": "kafkite does not throttle connection creation",
 }
 # Describe filters (DescribeClientQuotas match_type).
@@ -133,6 +151,10 @@ class Rate:
         tat = now if self._tat is None or self._tat < now else self._tat
         self._tat = tat + amount / quota
         return max(0.0, self._tat - now - self.burst)
+
+    def debt(self, now: float) -> float:
+        """The seconds to wait before the client is back within its quota, counting nothing new."""
+        return 0.0 if self._tat is None else max(0.0, self._tat - now - self.burst)
 
 
 def make_entity(pairs: Iterable[tuple[str, str | None]]) -> Entity:
@@ -318,22 +340,30 @@ class QuotaManager:
                 best = (entity.specificity, values[kind])
         if best is not None:
             return best[1]
-        key = {
-            PRODUCE: "quota.producer.default",
-            FETCH: "quota.consumer.default",
-            REQUEST: "quota.request.default",
-        }
-        return float(self._settings(key[kind]))  # type: ignore[arg-type]
+        return float(self._settings(_DEFAULT_KEYS[kind]))  # type: ignore[arg-type]
+
+    def _rate(self, kind: str, user: str, client_id: str) -> Rate:
+        key = (kind, user, client_id)
+        rate = self._rates.get(key)
+        if rate is None:
+            prefix = "controller.quota" if kind in _CONTROLLER_KINDS else "quota"
+            samples = int(self._settings(f"{prefix}.window.num"))  # type: ignore[call-overload]
+            size = float(self._settings(f"{prefix}.window.size.seconds"))  # type: ignore[arg-type]
+            rate = self._rates[key] = Rate(max(1, samples - 1) * size)
+        return rate
 
     def record(self, kind: str, user: str, client_id: str, amount: float) -> int:
         """Count ``amount`` for the entity; the throttle time in ms it has earned (0 within its quota)."""
         quota = self.quota(kind, user, client_id)
-        if quota >= UNLIMITED:
+        if quota >= UNLIMITED or quota <= 0:
             return 0
-        key = (kind, user, client_id)
-        rate = self._rates.get(key)
-        if rate is None:
-            samples = int(self._settings("quota.window.num"))  # type: ignore[call-overload]
-            size = float(self._settings("quota.window.size.seconds"))  # type: ignore[arg-type]
-            rate = self._rates[key] = Rate(max(1, samples - 1) * size)
+        rate = self._rate(kind, user, client_id)
         return min(MAX_THROTTLE_MS, int(rate.record(amount, quota, self._clock()) * 1000))
+
+    def debt_ms(self, kind: str, user: str, client_id: str) -> int:
+        """How long the entity is still over its quota of ``kind`` (0 when within it), recording nothing:
+        a strict quota refuses work while this is positive."""
+        if self.quota(kind, user, client_id) >= UNLIMITED:
+            return 0
+        rate = self._rates.get((kind, user, client_id))
+        return 0 if rate is None else min(MAX_THROTTLE_MS, int(rate.debt(self._clock()) * 1000))

@@ -2,8 +2,14 @@
 
 Requests on a connection are started in arrival order (so appends keep their order) and may overlap while
 they wait (a long-poll fetch, an fsync); responses are written strictly in request order. Reading pauses when
-too many requests are in flight or when the transport's write buffer is full (back-pressure), and file ranges
-in Fetch responses go to the socket with sendfile.
+too many requests are in flight, when the transport's write buffer is full (back-pressure), while a quota
+mutes the connection, and while a large request waits for room under ``queued.max.request.bytes`` (the
+server's ``RequestMemory``); file ranges in Fetch responses go to the socket with sendfile.
+
+What one connection holds is bounded: its frame reader (a 64 KiB scratch buffer, released when idle, and one
+large frame growing as its bytes arrive), at most ``MAX_IN_FLIGHT`` requests, and the responses in order.
+A frame must arrive whole within ``socket.request.timeout.ms`` of its first byte (the server closes a
+connection that trickles one in).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kafkite.server")
 
 MAX_IN_FLIGHT = 64
+CONNECTION_OVERHEAD = 8 * 1024  # about what an idle connection's objects take (transport, tasks, state)
 # File ranges smaller than this are read and written with the rest of the response: one system call
 # instead of a sendfile round of its own.
 SENDFILE_MIN_BYTES = 64 * 1024
@@ -39,7 +46,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.broker = server.broker
         self.listener = listener
         self.reg: Registry = registry()
-        self.frames = framing.FrameReader(server.broker.config["socket.request.max.bytes"])
+        self.frames = framing.FrameReader(server.broker.config["socket.request.max.bytes"], admit=self._admit)
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.pending: deque[asyncio.Future[list[Part] | None]] = deque()
@@ -48,10 +55,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.writable.set()
         self.writer_task: asyncio.Task[None] | None = None
         self.reading_paused = False
+        self.memory_blocked = False  # a large frame waits for room in the server's RequestMemory
+        self.frame_started: float | None = None  # when the frame being received began to arrive
         self.closing = False
         self.draining = False  # a bad frame arrived: answer the requests before it, read nothing more, close
         self.state: dict[str, Any] = {}  # per-connection state for handlers (SASL, sessions)
-        self._discard = bytearray(4096)  # where bytes go once the connection stops reading requests
+        self._discard: bytearray | None = None  # where bytes go once the connection stops reading requests
         self.security_protocol: str = server.security_protocol(listener)
         self.tls = False  # sendfile cannot write into a TLS transport
         self.muted = False  # reading stopped for a quota's throttle time
@@ -61,18 +70,23 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the Transport interface without subclassing asyncio.Transport.
-        self.transport = cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
+        self.transport = t = cast(asyncio.Transport, transport)
+        peer = t.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else "?"
-        transport.set_write_buffer_limits(high=4 * 1024 * 1024)
+        t.set_write_buffer_limits(high=4 * 1024 * 1024)
         self.writer_task = asyncio.get_running_loop().create_task(self._writer())
         self.server.connections.add(self)
         hooks.connection_opened(self)
-        security.connection_made(self, transport)
+        security.connection_made(self, t)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.server.connections.discard(self)
+        memory = self.server.request_memory
+        memory.forget(self)
+        memory.release(self.frames.reserved)  # the frame arriving and those never started
+        self.server.freed_bytes += self.frames.footprint + CONNECTION_OVERHEAD
+        self.frames = framing.FrameReader(0)  # the partial frame's buffers go now, not with the object
         for fut in self.pending:
             fut.cancel()
         self.pending.clear()
@@ -88,31 +102,84 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.closing or self.draining:
+            if self._discard is None:
+                self._discard = bytearray(4096)
             return memoryview(self._discard)
         return self.frames.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.closing or self.draining:
             return
-        self.last_active = time.monotonic()
+        now = time.monotonic()
+        self.last_active = now
         try:
             self.frames.buffer_updated(nbytes)
-            for frame in self.frames:
-                self._dispatch(frame)
-                if self.closing or self.draining:
-                    return
+            self._take_frames()
         except framing.FrameTooLarge as e:
             self._reject(str(e))
             return
-        if len(self.pending) >= MAX_IN_FLIGHT and not self.reading_paused and self.transport:
-            self.transport.pause_reading()
+        if self.frame_started is None and self.frames.receiving:
+            self.frame_started = now
+        self.update_reading()
+
+    def _take_frames(self) -> None:
+        frames = self.frames
+        while (item := frames.pop()) is not None:
+            self._dispatch(*item)
+            if self.closing or self.draining:
+                return
+        if not frames.receiving:
+            self.frame_started = None
+        if not frames.in_large_frame:
+            self.server.request_memory.done_receiving(self)
+        self.memory_blocked = frames.blocked
+
+    def _admit(self, size: int, growing: bool) -> bool:
+        return self.server.request_memory.reserve(self, size, growing)
+
+    def memory_available(self) -> None:
+        """The server's RequestMemory has room again: try the frame this connection waits with."""
+        if self.closing or self.draining:
+            return
+        try:
+            self.frames.retry()
+            self._take_frames()
+        except framing.FrameTooLarge as e:  # pragma: no cover - the prefix was checked before it blocked
+            self._reject(str(e))
+            return
+        if self.frame_started is None and self.frames.receiving:
+            self.frame_started = time.monotonic()
+        self.update_reading()
+
+    def update_reading(self) -> None:
+        """Pause or resume reading from the socket according to everything that may hold it."""
+        transport = self.transport
+        if transport is None or self.closing:
+            return
+        hold = (
+            self.draining
+            or self.muted
+            or self.memory_blocked
+            or len(self.pending) >= (MAX_IN_FLIGHT // 2 if self.reading_paused else MAX_IN_FLIGHT)
+        )
+        if hold and not self.reading_paused:
+            transport.pause_reading()
             self.reading_paused = True
+        elif not hold and self.reading_paused:
+            transport.resume_reading()
+            self.reading_paused = False
 
     # ------------------------------------------------------------------ requests
 
-    def _dispatch(self, frame: bytearray) -> None:
+    def _dispatch(self, frame: bytearray, reserved: int) -> None:
         if security.raw_sasl_frame(self, frame):  # a SASL token after SaslHandshake v0, not a request
+            self.server.request_memory.release(reserved)
             return
+        if not self._start(frame, reserved) and reserved:
+            self.server.request_memory.release(reserved)
+
+    def _start(self, frame: bytearray, reserved: int) -> bool:
+        """Decode and start one request; False if it was not started (its memory is free again)."""
         buf = memoryview(frame)
         try:
             key, version = framing.peek_key_version(buf)
@@ -126,18 +193,18 @@ class KafkaConnection(asyncio.BufferedProtocol):
                 if key == ApiKey.API_VERSIONS:
                     # Kafka answers an ApiVersions it cannot parse with a v0 response listing its versions.
                     self._respond_now(header, 0, self.server.api_versions_error_body())
-                    return
+                    return False
                 raise DecodeError(f"{api.name} v{version} is not supported (supported: {api.versions})")
             # Bytes after the request body are ignored, as Kafka does: librdkafka's Metadata v9+ request for
             # all topics carries three stray bytes after its null topic array.
             body, _ = self.reg.request(key, version).decode(buf, header.header_size)
         except DecodeError as e:
             self._reject(f"malformed request: {e}")
-            return
+            return False
         refusal = security.refuse_before_auth(self, key)
         if refusal:
             self._reject(refusal)
-            return
+            return False
         ctx = RequestContext(
             api_key=key,
             api_version=version,
@@ -149,9 +216,10 @@ class KafkaConnection(asyncio.BufferedProtocol):
         )
         ctx.extra["connection"] = self
         ctx.extra["request_size"] = len(frame)
-        fut = asyncio.ensure_future(self._run(ctx, body))
+        fut = asyncio.ensure_future(self._run(ctx, body, reserved))
         self.pending.append(fut)
         self.wakeup.set()
+        return True
 
     def _respond_now(self, header: framing.RequestHeader, version: int, body: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
@@ -161,7 +229,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.pending.append(fut)
         self.wakeup.set()
 
-    async def _run(self, ctx: RequestContext, body: dict[str, Any]) -> list[Part] | None:
+    async def _run(self, ctx: RequestContext, body: dict[str, Any], reserved: int) -> list[Part] | None:
+        try:
+            return await self._handle(ctx, body)
+        finally:
+            if reserved:
+                self.server.request_memory.release(reserved)
+
+    async def _handle(self, ctx: RequestContext, body: dict[str, Any]) -> list[Part] | None:
         handler = self.broker.handlers[ctx.api_key]
         started = time.perf_counter()
         try:
@@ -204,15 +279,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     return
                 if self.pending and self.pending[0] is fut:
                     self.pending.popleft()
-                if (
-                    self.reading_paused
-                    and not self.draining
-                    and not self.muted
-                    and len(self.pending) < MAX_IN_FLIGHT // 2
-                    and self.transport
-                ):
-                    self.transport.resume_reading()
-                    self.reading_paused = False
+                if self.reading_paused:
+                    self.update_reading()
                 if parts is None or self.closing or self.transport is None:
                     continue
                 await self._write_parts(loop, parts)
@@ -252,9 +320,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         """Bad input: stop reading, still answer the requests received before it (in order), then close."""
         log.warning("closing %s: %s", self.peer, reason)
         self.draining = True
-        if self.transport is not None and not self.reading_paused:
-            self.transport.pause_reading()
-            self.reading_paused = True
+        self.update_reading()
         self.wakeup.set()
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 Each listener name has a security protocol (``listener.security.protocol.map``): PLAINTEXT, SSL (TLS, with
 the client certificate's subject as principal when one is presented), SASL_PLAINTEXT or SASL_SSL (SASL
 authentication required before any other request). The server also enforces ``max.connections``,
-``max.connections.per.ip`` and ``connections.max.idle.ms``.
+``max.connections.per.ip`` and ``connections.max.idle.ms``, bounds the bytes of large requests held across
+all connections (``queued.max.request.bytes``, ``RequestMemory``), closes connections that trickle a request
+in (``socket.request.timeout.ms``) and releases the read buffers of idle connections.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import asyncio
 import logging
 import socket
 import ssl
+import sys
 import time
-from collections import Counter
-from typing import Any
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any, cast
 
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
@@ -23,6 +27,97 @@ from kafkite.server.connection import KafkaConnection
 from kafkite.server.listen import DEFAULT_BACKLOG, bind_tcp, bound_port, close_all
 
 log = logging.getLogger("kafkite.server")
+
+IDLE_TRIM_SECONDS = 1.0  # a connection silent this long gives its read buffer back
+RETURN_TO_OS_BYTES = 16 << 20  # freed buffers past which the allocator is asked to give pages back
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim: freed heap pages go back to the system (buffers of closed connections would
+    otherwise stay in the process, fragmented between live objects)."""
+    if sys.platform != "linux":
+        return None
+    try:
+        import ctypes
+
+        fn = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return cast(Callable[[int], int], fn)
+
+
+class RequestMemory:
+    """Kafka's ``queued.max.request.bytes``: the bytes of large requests (those received into a buffer of
+    their own) held across all connections, from their first bytes until their handler has finished.
+
+    A large request's buffer is admitted piece by piece as its bytes arrive (the frame reader asks before
+    allocating: its first 256 KiB, then each doubling), so a connection that announces a large request and
+    sends nothing holds little. A piece is admitted when it fits under the limit; a new request also waits
+    its turn behind requests that asked earlier; the oldest request still arriving always gets its pieces
+    (so requests that have begun to arrive cannot all wait on one another: at most one request's worth
+    over the limit). Until its piece is admitted a connection does not read. Small requests are not counted
+    here: each connection holds at most ``MAX_IN_FLIGHT`` of them. A limit of 0 or less holds nothing back.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.waiting: deque[KafkaConnection] = deque()
+        self.receiving: dict[KafkaConnection, None] = {}  # connections in a large request, oldest first
+        self._waking = False
+
+    def reserve(self, conn: KafkaConnection, size: int, growing: bool) -> bool:
+        if self.limit > 0:
+            fits = self.used + size <= self.limit
+            if growing:
+                ok = fits or next(iter(self.receiving), None) is conn
+            else:
+                ok = (fits or self.used == 0) and not (self.waiting and self.waiting[0] is not conn)
+            if not ok:
+                if conn not in self.waiting:
+                    self.waiting.append(conn)
+                return False
+            if self.waiting and conn in self.waiting:
+                self.waiting.remove(conn)
+        self.used += size
+        if not growing:
+            self.receiving.setdefault(conn)
+        return True
+
+    def done_receiving(self, conn: KafkaConnection) -> None:
+        """``conn`` is no longer in the middle of a large request."""
+        if self.receiving.pop(conn, 0) is None and self.waiting:
+            self._wake_soon()
+
+    def release(self, size: int) -> None:
+        if size <= 0:
+            return
+        self.used -= size
+        if self.waiting:
+            self._wake_soon()
+
+    def forget(self, conn: KafkaConnection) -> None:
+        """``conn`` went away."""
+        self.done_receiving(conn)
+        if conn in self.waiting:
+            self.waiting.remove(conn)
+            if self.waiting:
+                self._wake_soon()
+
+    def _wake_soon(self) -> None:
+        if not self._waking:
+            self._waking = True
+            asyncio.get_running_loop().call_soon(self._wake)
+
+    def _wake(self) -> None:
+        self._waking = False
+        for conn in list(self.waiting):
+            if conn.closing or conn.draining:
+                self.waiting.remove(conn)
+                continue
+            conn.memory_available()
 
 
 class KafkaServer:
@@ -36,6 +131,9 @@ class KafkaServer:
         self._reaper: asyncio.Task[None] | None = None
         self._ssl: ssl.SSLContext | None = None
         self._unserved: list[tuple[str, str, list[socket.socket]]] = []  # bound, not yet accepting
+        self.request_memory = RequestMemory(int(broker.config["queued.max.request.bytes"]))
+        self.freed_bytes = 0  # read buffers given back since the allocator last returned pages
+        self._malloc_trim = _malloc_trim()
 
     def security_protocol(self, listener: str) -> str:
         return self.protocols.get(listener) or self.broker.config["listener.security.protocol.map"].get(
@@ -83,15 +181,33 @@ class KafkaServer:
         return Counter(c.peer.rsplit(":", 1)[0] for c in self.connections)
 
     async def _reap_idle(self) -> None:
-        """Close connections idle for longer than connections.max.idle.ms."""
+        """Close connections idle for longer than connections.max.idle.ms and those whose request has taken
+        longer than socket.request.timeout.ms to arrive; give idle connections' read buffers back."""
         while True:
             idle_ms = max(1, int(self.broker.config["connections.max.idle.ms"]))
-            await asyncio.sleep(min(idle_ms / 4000, 5.0))
+            frame_ms = max(1, int(self.broker.config["socket.request.timeout.ms"]))
+            await asyncio.sleep(min(idle_ms / 4000, frame_ms / 4000, IDLE_TRIM_SECONDS))
             now = time.monotonic()
             for conn in list(self.connections):
-                if not conn.pending and (now - conn.last_active) * 1000 > idle_ms:
+                started = conn.frame_started
+                if started is not None and (now - started) * 1000 > frame_ms:
+                    log.warning(
+                        "closing %s: a request of %d bytes so far took more than %d ms to arrive",
+                        conn.peer,
+                        conn.frames.buffered,
+                        frame_ms,
+                    )
+                    conn.close()
+                elif not conn.pending and (now - conn.last_active) * 1000 > idle_ms:
                     log.info("closing %s: idle for more than %d ms", conn.peer, idle_ms)
                     conn.close()
+                elif now - conn.last_active > IDLE_TRIM_SECONDS:
+                    held = conn.frames.footprint
+                    if conn.frames.trim():
+                        self.freed_bytes += held
+            if self.freed_bytes >= RETURN_TO_OS_BYTES and self._malloc_trim is not None:
+                self._malloc_trim(0)
+                self.freed_bytes = 0
 
     def bind(self) -> None:
         """Bind every listener without accepting connections yet (see :meth:`serve`).
