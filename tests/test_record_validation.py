@@ -2,9 +2,10 @@
 
 The reference below reads records the plain way, one field at a time, with the rules of Kafka's
 DefaultRecord.readFrom and LogValidator (plus kafkite's: UTF-8 header keys, offset delta == index, no
-length below -1). The walker must agree with it on every batch: well-formed ones of uniform and varied
-layouts (the walker's column-at-a-time path and its record-at-a-time path) and the same batches damaged at
-random, and must never report anything but InvalidBatch for bad bytes.
+length below -1, record attributes zero: kafka-python reads them as a varint). The walker must agree with it
+on every batch: well-formed ones of uniform and varied layouts (the walker's column-at-a-time path and its
+record-at-a-time path) and the same batches damaged at random, and must never report anything but
+InvalidBatch for bad bytes.
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def reference(d: bytes, count: int) -> ScanResult:
             raise RefError("bad length")
         body = d[p : p + length]
         p += length
-        q = 1  # attributes
+        if body[0]:
+            raise RefError("attributes")
+        q = 1
         ts, q = _ref_varint(body, q, 10)
         deltas.append(ts)
         od, q = _ref_varint(body, q, 5)
@@ -238,6 +241,7 @@ def _rec(body: bytes) -> bytes:
     ("name", "section", "count"),
     [
         ("negative record length", encode_varint(-1) + b"\x00" * 7, 1),
+        ("record attributes set", _rec(b"\x80\x00\x00\x01\x01\x00"), 1),
         ("five-byte varint overflowing 32 bits", b"\xff\xff\xff\xff\x7f" + b"\x00" * 8, 1),
         ("six-byte record length", b"\x8c\x80\x80\x80\x80\x00" + b"\x00" * 6, 1),
         ("eleven-byte timestamp delta", _rec(b"\x00" + b"\x80" * 10 + b"\x00\x00\x01\x01\x00"), 1),

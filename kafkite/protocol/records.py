@@ -516,7 +516,11 @@ def _scan_generic(
         rec_end = pos + (z >> 1)
         if rec_end > end:
             raise InvalidBatch(f"record {i} of {z >> 1} bytes runs past the end of the batch")
-        # attributes (unused in v2), then the timestamp delta (a varlong)
+        # attributes (unused in v2: zero, as every producer writes them), then the timestamp delta (a varlong)
+        if d[pos]:
+            raise InvalidBatch(
+                f"record {i} has attributes {d[pos]:#x}; record attributes are unused and zero"
+            )
         p = pos + 1
         z = d[p]
         if z < 0x80:
@@ -710,6 +714,7 @@ def _layout_of(d: bytes | bytearray | memoryview, s: int) -> _Layout:
 
     length, p = take(s)
     size = p - s + length
+    fixed.append((p - s, 0))  # the attributes
     ts_at = p + 1 - s
     ts_width = _varint_width(d, p + 1)
     p += 1 + ts_width
