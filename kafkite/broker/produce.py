@@ -128,9 +128,8 @@ def check_records(buf: memoryview, h: records.BatchHeader, tp: str, limits: Reco
     A record that cannot be read answers INVALID_RECORD, a compressed payload that cannot be inflated
     (corrupt, truncated, or inflating past its limit) CORRUPT_MESSAGE. Records that are well formed but
     refused one by one (no key on a compacted topic, a timestamp out of range) answer with ``record_errors``
-    naming them.
-    The batch stays as received except for a max timestamp that is not its records' largest, which is set
-    right (with its CRC) as Kafka's broker does.
+    naming them. The batch stays as received except for a max timestamp that is not its records' largest,
+    which is set right (with its CRC) as Kafka's broker does.
     """
     count = h.records_count
     try:
@@ -181,7 +180,7 @@ def _record_errors(
     bad_timestamp = False
     low = now - limits.ts_before_ms
     high = now + limits.ts_after_ms
-    for i, r in enumerate(records.iter_records(buf, 0, h, max_size=None)):
+    for i, r in enumerate(records.iter_records(buf, 0, h, max_size=limits.max_decompressed_bytes)):
         if limits.compacted and r.key is None:
             errors.append((i, f"Compacted topic cannot accept message without key in topic partition {tp}."))
         elif h.log_append_time and limits.log_append_time:

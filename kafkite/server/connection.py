@@ -8,8 +8,8 @@ server's ``RequestMemory``); file ranges in Fetch responses go to the socket wit
 
 What one connection holds is bounded: its frame reader (a 64 KiB scratch buffer, released when idle, and one
 large frame growing as its bytes arrive), at most ``MAX_IN_FLIGHT`` requests, and the responses in order.
-A frame must arrive whole within ``socket.request.timeout.ms`` of its first byte (the server closes a
-connection that trickles one in).
+A frame must arrive whole within ``socket.request.timeout.ms`` of its first byte, not counting time the
+connection was not read from (the server closes a connection that trickles one in).
 """
 
 from __future__ import annotations
@@ -168,6 +168,8 @@ class KafkaConnection(asyncio.BufferedProtocol):
         elif not hold and self.reading_paused:
             transport.resume_reading()
             self.reading_paused = False
+            if self.frames.receiving:  # time spent not reading is not the client's: its clock starts again
+                self.frame_started = time.monotonic()
 
     # ------------------------------------------------------------------ requests
 

@@ -190,7 +190,7 @@ class KafkaServer:
             now = time.monotonic()
             for conn in list(self.connections):
                 started = conn.frame_started
-                if started is not None and (now - started) * 1000 > frame_ms:
+                if started is not None and not conn.reading_paused and (now - started) * 1000 > frame_ms:
                     log.warning(
                         "closing %s: a request of %d bytes so far took more than %d ms to arrive",
                         conn.peer,
