@@ -134,6 +134,9 @@ def test_idle_connections_are_small_and_give_their_memory_back(broker_factory: B
         after_close.append(rss_mb(b) - before)
         assert per_connection_kb < 24, f"{per_connection_kb:.1f} KB per idle connection"
     assert after_close[0] < 20 and after_close[1] < after_close[0] + 5, after_close
+    b.restart()
+    with RawClient.to(b.bootstrap) as c:
+        assert c.api_versions()["error_code"] == 0
 
 
 def _produce_frame(topic: str, value_size: int, correlation_id: int) -> bytes:
@@ -240,6 +243,26 @@ def test_auto_creating_thousands_of_topics_does_not_starve_others(broker_factory
     produce(b.bootstrap, "auto-0-7", [(b"k", b"v")])
     assert [m.value() for m in consume(b.bootstrap, "auto-0-7")] == [b"v"]
     assert [m.value() for m in consume(b.bootstrap, keep)] == [b"before"]
+    assert kafka_python_values(b.bootstrap, "auto-0-7", 1) == [b"v"]
+    assert kafka_python_values(b.bootstrap, keep, 1) == [b"before"]
+
+
+def kafka_python_values(bootstrap: str, topic: str, n: int) -> list[bytes]:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=10000)
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        out: list[bytes] = []
+        for m in consumer:
+            out.append(m.value)
+            if len(out) >= n:
+                break
+        return out
+    finally:
+        consumer.close()
 
 
 def _create_topics(c: RawClient, version: int, names: list[str], partitions: int) -> dict[str, Any]:
