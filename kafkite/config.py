@@ -834,6 +834,16 @@ KAFKA_DEFAULT_DIFFERENCES: dict[str, tuple[str, bool]] = {
         "streams groups (KIP-1071) are not served; classic and consumer groups are",
         False,
     ),
+    "queued.max.request.bytes": (
+        "512 MiB, so that requests arriving on many connections at once cannot take the broker's memory;"
+        " Kafka's -1 holds nothing back",
+        True,
+    ),
+    "max.connections": (
+        "a quarter of the descriptor limit (ulimit -n), so that connections cannot take the descriptors the"
+        " partition files need; Kafka's is unbounded",
+        True,
+    ),
     "ssl.keystore.type": ("key stores are PEM files", False),
     "ssl.truststore.type": ("trust stores are PEM files", False),
 }
