@@ -11,6 +11,7 @@ from kafkite.protocol.messages import Part, Registry
 from kafkite.protocol.primitives import DecodeError
 
 _SIZE = struct.Struct(">i")
+_ZEROS = memoryview(bytes(1 << 20))
 _KEY_VERSION = struct.Struct(">hh")
 
 
@@ -107,7 +108,10 @@ class FrameReader:
         more = self._granted or self._next_growth(big)
         self._granted = 0
         try:
-            big.extend(bytes(more))  # a zeroed block the allocator maps lazily; realloc moves pages
+            while more:  # zeros copied from a shared block: no temporary buffer per growth
+                n = min(more, len(_ZEROS))
+                big += _ZEROS[:n]
+                more -= n
         except BufferError:  # a view of it is still alive somewhere: grow into a new buffer instead
             grown = bytearray(len(big) + more)
             grown[: len(big)] = big
