@@ -135,6 +135,19 @@ _DEFS: list[ConfigDef] = [
         "Most partitions one topic may have (CreateTopics/CreatePartitions beyond it: INVALID_PARTITIONS)",
         True,
     ),
+    ConfigDef(
+        "max.broker.partitions",
+        "1000000",
+        _int,
+        "Most partitions this broker holds (CreateTopics/CreatePartitions beyond it: INVALID_PARTITIONS)",
+    ),
+    ConfigDef(
+        "log.open.files.max",
+        "0",
+        _int,
+        "Segment files kept open at once, the least recently used closed first and reopened on demand"
+        " (0: half the descriptor limit, ulimit -n)",
+    ),
     ConfigDef("default.replication.factor", "1", _int, "Replication factor reported for new topics"),
     ConfigDef(
         "auto.create.topics.enable", "true", _bool, "Create unknown topics on Metadata and Produce", True

@@ -65,7 +65,7 @@ def open_file(tmp_path: Path, config: LogConfig = COMPACT, clock: Clock | None =
 
 
 def all_batches(log: SegmentedLog) -> list[tuple[BatchHeader, bytes]]:
-    data = log.read(log.log_start_offset, 1 << 30).to_bytes()
+    data = log.read_sync(log.log_start_offset, 1 << 30).to_bytes()
     out = []
     for pos, h in iter_headers(data):
         raw = data[pos : pos + h.size]
@@ -89,7 +89,7 @@ def fill(log: SegmentedLog, n: int, keys: int = 5, *, ts: int = NOW) -> dict[byt
     latest: dict[bytes, int] = {}
     for i in range(n):
         key = b"k%d" % (i % keys)
-        info = log.append(batch([(key, b"v%d-" % i + b"x" * 40)], ts=ts), now_ms=ts)
+        info = log.append_sync(batch([(key, b"v%d-" % i + b"x" * 40)], ts=ts), now_ms=ts)
         latest[key] = info.first_offset
     return latest
 
@@ -135,10 +135,10 @@ def test_partially_retained_batch_rewritten_in_its_codec(tmp_path: Path, codec: 
         producer_epoch=3,
         base_sequence=0,
     )
-    log.append(first, now_ms=NOW)
-    log.append(batch([(b"c", b"2"), (b"d", b"1")], compression=codec), now_ms=NOW)
+    log.append_sync(first, now_ms=NOW)
+    log.append_sync(batch([(b"c", b"2"), (b"d", b"1")], compression=codec), now_ms=NOW)
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)
     assert log.compact(NOW) is not None
     got = all_batches(log)
     h0, raw0 = got[0]
@@ -161,17 +161,17 @@ def test_partially_retained_batch_rewritten_in_its_codec(tmp_path: Path, codec: 
 def test_tombstone_kept_then_removed_after_delete_retention(open_log: Callable[..., SegmentedLog]) -> None:
     clock = Clock()
     log = open_log(clock=clock)
-    log.append(batch([(b"a", b"1"), (b"b", b"1")]), now_ms=NOW)
-    log.append(batch([(b"a", None)]), now_ms=NOW)  # tombstone for a at offset 2
+    log.append_sync(batch([(b"a", b"1"), (b"b", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"a", None)]), now_ms=NOW)  # tombstone for a at offset 2
     log.roll()
-    log.append(batch([(b"c", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"c", b"1")]), now_ms=NOW)
     assert log.compact(NOW + 1000) is not None
     assert records_of(log) == [(1, b"b", b"1"), (2, b"a", None), (3, b"c", b"1")]
     # past delete.retention.ms, with new dirty data to make a pass worthwhile
     later = NOW + COMPACT.delete_retention_ms + 1
-    log.append(batch([(b"b", b"2")], ts=later), now_ms=later)
+    log.append_sync(batch([(b"b", b"2")], ts=later), now_ms=later)
     log.roll()
-    log.append(batch([(b"d", b"1")], ts=later), now_ms=later)
+    log.append_sync(batch([(b"d", b"1")], ts=later), now_ms=later)
     assert log.compact(later) is not None
     assert records_of(log) == [(3, b"c", b"1"), (4, b"b", b"2"), (5, b"d", b"1")]
 
@@ -184,16 +184,16 @@ def test_transactions_aborted_dropped_committed_kept_open_untouched(
     open_log: Callable[..., SegmentedLog],
 ) -> None:
     log = open_log()
-    log.append(batch([(b"k", b"plain")]), now_ms=NOW)  # 0
-    log.append(txn_batch([(b"k", b"aborted"), (b"x", b"aborted")], 1, 0), now_ms=NOW)  # 1-2
-    log.write_txn_marker(1, 0, commit=False, coordinator_epoch=0, now_ms=NOW)  # 3
-    log.append(txn_batch([(b"y", b"committed")], 2, 0), now_ms=NOW)  # 4
-    log.write_txn_marker(2, 0, commit=True, coordinator_epoch=0, now_ms=NOW)  # 5
-    log.append(batch([(b"filler", b"f" * 300)]), now_ms=NOW)  # 6
+    log.append_sync(batch([(b"k", b"plain")]), now_ms=NOW)  # 0
+    log.append_sync(txn_batch([(b"k", b"aborted"), (b"x", b"aborted")], 1, 0), now_ms=NOW)  # 1-2
+    log.write_txn_marker_sync(1, 0, commit=False, coordinator_epoch=0, now_ms=NOW)  # 3
+    log.append_sync(txn_batch([(b"y", b"committed")], 2, 0), now_ms=NOW)  # 4
+    log.write_txn_marker_sync(2, 0, commit=True, coordinator_epoch=0, now_ms=NOW)  # 5
+    log.append_sync(batch([(b"filler", b"f" * 300)]), now_ms=NOW)  # 6
     log.roll()
-    log.append(txn_batch([(b"y", b"open")], 3, 0), now_ms=NOW)  # 7: open transaction
+    log.append_sync(txn_batch([(b"y", b"open")], 3, 0), now_ms=NOW)  # 7: open transaction
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)  # 8
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)  # 8
     assert log.last_stable_offset == 7
     assert log.compact(NOW) is not None
     assert log.cleaner_checkpoint == 7  # the segment holding the open transaction stays dirty
@@ -209,9 +209,9 @@ def test_transactions_aborted_dropped_committed_kept_open_untouched(
         (8, b"z", b"1"),
     ]
     # once committed, the newer y replaces the older one
-    log.write_txn_marker(3, 0, commit=True, coordinator_epoch=0, now_ms=NOW)  # 9
+    log.write_txn_marker_sync(3, 0, commit=True, coordinator_epoch=0, now_ms=NOW)  # 9
     log.roll()
-    log.append(batch([(b"z", b"2")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"2")]), now_ms=NOW)
     assert log.compact(NOW) is not None
     assert (4, b"y", b"committed") not in records_of(log)
     assert (7, b"y", b"open") in records_of(log)
@@ -219,15 +219,17 @@ def test_transactions_aborted_dropped_committed_kept_open_untouched(
 
 def test_empty_last_batch_keeps_producer_sequence_across_rebuild(tmp_path: Path) -> None:
     log = open_file(tmp_path)
-    log.append(
+    log.append_sync(
         batch([(b"a", b"1"), (b"b", b"1")], producer_id=5, producer_epoch=0, base_sequence=0), now_ms=NOW
     )
-    log.append(
+    log.append_sync(
         batch([(b"a", b"2")], producer_id=5, producer_epoch=0, base_sequence=2), now_ms=NOW
     )  # offset 2
-    log.append(batch([(b"b", b"2"), (b"a", b"3")]), now_ms=NOW)  # 3-4: supersedes every record of producer 5
+    log.append_sync(
+        batch([(b"b", b"2"), (b"a", b"3")]), now_ms=NOW
+    )  # 3-4: supersedes every record of producer 5
     log.roll()
-    log.append(batch([(b"c", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"c", b"1")]), now_ms=NOW)
     assert log.compact(NOW) is not None
     hs = [h for h, _ in all_batches(log)]
     assert [(h.base_offset, h.records_count, h.producer_id) for h in hs] == [
@@ -241,18 +243,22 @@ def test_empty_last_batch_keeps_producer_sequence_across_rebuild(tmp_path: Path)
         f.unlink()
     log = open_file(tmp_path)
     # the retry of the last batch is answered with its original offset, not appended again
-    info = log.append(batch([(b"a", b"2")], producer_id=5, producer_epoch=0, base_sequence=2), now_ms=NOW)
+    info = log.append_sync(
+        batch([(b"a", b"2")], producer_id=5, producer_epoch=0, base_sequence=2), now_ms=NOW
+    )
     assert info.first_offset == 2 and log.log_end_offset == 6
     with pytest.raises(OutOfOrderSequence):
-        log.append(batch([(b"a", b"9")], producer_id=5, producer_epoch=0, base_sequence=7), now_ms=NOW)
-    info = log.append(batch([(b"a", b"4")], producer_id=5, producer_epoch=0, base_sequence=3), now_ms=NOW)
+        log.append_sync(batch([(b"a", b"9")], producer_id=5, producer_epoch=0, base_sequence=7), now_ms=NOW)
+    info = log.append_sync(
+        batch([(b"a", b"4")], producer_id=5, producer_epoch=0, base_sequence=3), now_ms=NOW
+    )
     assert info.first_offset == 6
 
 
 def test_active_segment_never_touched(open_log: Callable[..., SegmentedLog]) -> None:
     log = open_log(LogConfig(cleanup_policy=("compact",), min_cleanable_dirty_ratio=0.0))
     for i in range(20):
-        log.append(batch([(b"k", b"v%d" % i)]), now_ms=NOW)
+        log.append_sync(batch([(b"k", b"v%d" % i)]), now_ms=NOW)
     assert len(log.segments) == 1
     assert log.compact(NOW) is None
     assert len(records_of(log)) == 20
@@ -268,13 +274,13 @@ def test_dirty_ratio_threshold_and_max_lag(open_log: Callable[..., SegmentedLog]
     log = open_log(cfg)
     fill(log, 40)
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)
     assert log.compact(NOW) is not None  # all dirty: ratio 1
     clean_size = sum(s.size for s in log.segments[:-1])
     # a little new dirty data: below the ratio, nothing happens
-    log.append(batch([(b"k1", b"new")]), now_ms=NOW)
+    log.append_sync(batch([(b"k1", b"new")]), now_ms=NOW)
     log.roll()
-    log.append(batch([(b"z", b"2")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"2")]), now_ms=NOW)
     dirty = log.segments[-2].size
     assert dirty / (dirty + clean_size) < 0.5
     assert log.compact(NOW) is None
@@ -289,7 +295,7 @@ def test_min_compaction_lag(open_log: Callable[..., SegmentedLog]) -> None:
     log = open_log(cfg)
     fill(log, 40)
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)
     assert log.compact(NOW + 1000) is None
     assert log.compact(NOW + 6000) is not None
 
@@ -304,7 +310,7 @@ def test_checkpoint_persisted_across_reopen(tmp_path: Path) -> None:
     log = open_file(tmp_path)
     fill(log, 40)
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)
     stats = log.compact(NOW)
     assert stats is not None
     before = records_of(log)
@@ -335,7 +341,7 @@ def test_crash_with_committed_swap_completes_it(tmp_path: Path) -> None:
     log = open_file(tmp_path)
     fill(log, 40)
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)
     d = tmp_path / "t-0"
     originals = {p.name: p.read_bytes() for p in d.glob("*.log")}
     assert log.compact(NOW) is not None
@@ -358,15 +364,15 @@ def test_reads_during_cleaning_return_valid_batches(tmp_path: Path) -> None:
     log = open_file(tmp_path, cfg)
     fill(log, 60)
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)
-    held = log.read(0, 1 << 30)  # file ranges of the segments about to be replaced
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)
+    held = log.read_sync(0, 1 << 30)  # file ranges of the segments about to be replaced
     before = held.to_bytes()
     assert log.compact(NOW) is not None
     assert held.to_bytes() == before  # the replaced files stay readable until file.delete.delay.ms
     for pos, h in iter_headers(before):
         assert check_crc(before, pos, h)
     for offset in range(log.log_end_offset):
-        res = log.read(offset, 200).to_bytes()
+        res = log.read_sync(offset, 200).to_bytes()
         assert res and all(check_crc(res, p, h) for p, h in iter_headers(res))
     log.sweep(NOW + 120_000)
 
@@ -379,7 +385,7 @@ def test_appends_between_plan_and_swap_survive(tmp_path: Path) -> None:
     original = log._clean_segment
 
     def slow(ctx, old, new, now_ms):  # type: ignore[no-untyped-def]
-        log.append(batch([(b"during", b"x")]), now_ms=NOW)
+        log.append_sync(batch([(b"during", b"x")]), now_ms=NOW)
         return original(ctx, old, new, now_ms)
 
     log._clean_segment = slow  # type: ignore[method-assign]
@@ -392,7 +398,7 @@ def test_retention_during_cleaning_abandons_the_pass(tmp_path: Path) -> None:
     log = open_file(tmp_path, LogConfig(**{**COMPACT.__dict__, "cleanup_policy": ("compact", "delete")}))
     fill(log, 40)
     log.roll()
-    log.append(batch([(b"z", b"1")]), now_ms=NOW)
+    log.append_sync(batch([(b"z", b"1")]), now_ms=NOW)
     original = log._clean_segment
 
     def racing(ctx, old, new, now_ms):  # type: ignore[no-untyped-def]
@@ -428,7 +434,7 @@ def test_a_full_offset_map_cleans_up_to_where_it_stopped(open_log: Callable[...,
     log = open_log()
     for i in range(80):  # distinct keys, each written twice in a row: every segment holds superseded records
         key = b"key-%03d" % (i // 2)
-        log.append(batch([(key, b"v%d-" % i + b"x" * 40)]), now_ms=NOW)
+        log.append_sync(batch([(key, b"v%d-" % i + b"x" * 40)]), now_ms=NOW)
     assert len(log.segments) >= 5
     first = log.compact(NOW, max_map_bytes=1)  # full after one segment
     assert first is not None

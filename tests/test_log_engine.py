@@ -59,7 +59,7 @@ def test_create_and_use_topics(make_storage) -> None:
         p = s.partition("orders", i)
         assert isinstance(p, Partition)
         assert p.config.retention_ms == 1000
-        assert p.append(batch(2), now_ms=1).first_offset == 0
+        assert p.append_sync(batch(2), now_ms=1).first_offset == 0
     with pytest.raises(UnknownPartition):
         s.partition("orders", 3)
     with pytest.raises(UnknownTopic):
@@ -115,7 +115,7 @@ def test_invalid_partitions_and_configs(make_storage) -> None:
 def test_create_partitions_and_set_configs(make_storage) -> None:
     s = make_storage()
     s.create_topic("t", 1, {"segment.bytes": "100000"})
-    s.partition("t", 0).append(batch(), now_ms=1)
+    s.partition("t", 0).append_sync(batch(), now_ms=1)
     meta = s.create_partitions("t", 4)
     assert meta.partitions == 4 and s.topics()["t"].partitions == 4
     assert s.partition("t", 3).log_end_offset == 0
@@ -126,7 +126,7 @@ def test_create_partitions_and_set_configs(make_storage) -> None:
     for i in range(4):
         cfg = s.partition("t", i).config
         assert cfg.log_append_time and cfg.segment_bytes == 1 << 30
-    assert s.partition("t", 2).append(batch(), now_ms=77).log_append_time == 77
+    assert s.partition("t", 2).append_sync(batch(), now_ms=77).log_append_time == 77
     s.close()
 
 
@@ -150,7 +150,7 @@ def test_bad_default_config_is_reported(make_storage) -> None:
 def test_delete_topic(make_storage) -> None:
     s = make_storage()
     s.create_topic("t", 2, {})
-    s.partition("t", 0).append(batch(3), now_ms=1)
+    s.partition("t", 0).append_sync(batch(3), now_ms=1)
     s.delete_topic("t")
     assert "t" not in s.topics()
     with pytest.raises(UnknownTopic):
@@ -170,7 +170,7 @@ def test_retention_and_flush_across_partitions(make_storage) -> None:
     for name, n in (("keep", 1), ("drop", 2)):
         for i in range(n):
             for _ in range(5):
-                s.partition(name, i).append(batch(1, ts=0), now_ms=1)
+                s.partition(name, i).append_sync(batch(1, ts=0), now_ms=1)
     s.flush_all()
     assert all(p.unflushed_messages == 0 for _, _, p in s.partitions())
     expected = sum(len(s.partition("drop", i).segments) for i in range(2))
@@ -192,10 +192,11 @@ def test_catalogue_and_data_survive_reopen(tmp_path: Path) -> None:
     s.create_topic("beta.x", 1, {})
     s.create_partitions("beta.x", 3)
     s.set_topic_configs("beta.x", {"cleanup.policy": "compact,delete"})
-    s.partition("alpha", 1).append(batch(4), now_ms=1)
-    s.partition("beta.x", 2).append(batch(2), now_ms=1)
+    s.partition("alpha", 1).append_sync(batch(4), now_ms=1)
+    s.partition("beta.x", 2).append_sync(batch(2), now_ms=1)
     s.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".clean-shutdown",  # one for the whole directory
         "alpha-0",
         "alpha-1",
         "beta.x-0",
@@ -211,7 +212,7 @@ def test_catalogue_and_data_survive_reopen(tmp_path: Path) -> None:
     assert t.partition("beta.x", 0).config.cleanup_policy == ("compact", "delete")
     assert t.partition("alpha", 1).log_end_offset == 4
     assert t.partition("alpha", 1).config.retention_ms == 123
-    data = t.partition("beta.x", 2).read(0, 1000).to_bytes()
+    data = t.partition("beta.x", 2).read_sync(0, 1000).to_bytes()
     assert [h.last_offset for _, h in iter_headers(data)] == [1]
     t.close()
 
@@ -220,8 +221,10 @@ def test_deleted_topic_directories_are_removed(tmp_path: Path) -> None:
     s = FileStorage(tmp_path, default_config={"file.delete.delay.ms": "0"})
     s.load()
     s.create_topic("gone", 2, {})
-    s.partition("gone", 0).append(batch(), now_ms=1)
+    s.partition("gone", 0).append_sync(batch(), now_ms=1)
     s.delete_topic("gone")
+    assert "gone" not in s.topics()  # at once; the files go on the writer
+    s.settle()
     assert not (tmp_path / "gone-0").exists()
     assert json.loads((tmp_path / "topics.json").read_text())["topics"] == []
     s.close()
@@ -231,7 +234,7 @@ def test_stale_partition_directories_are_wiped(tmp_path: Path) -> None:
     s = FileStorage(tmp_path)
     s.load()
     s.create_topic("t", 2, {})
-    s.partition("t", 0).append(batch(3), now_ms=1)
+    s.partition("t", 0).append_sync(batch(3), now_ms=1)
     s.close()
     # a crash after the catalogue dropped the topic but before its directories were removed
     (tmp_path / "topics.json").write_text(json.dumps({"version": 1, "topics": []}))
@@ -249,7 +252,7 @@ def test_recreated_topic_never_sees_old_data(tmp_path: Path) -> None:
     s = FileStorage(tmp_path)
     s.load()
     s.create_topic("t", 1, {})
-    s.partition("t", 0).append(batch(3), now_ms=1)
+    s.partition("t", 0).append_sync(batch(3), now_ms=1)
     s.close()
     catalogue = json.loads((tmp_path / "topics.json").read_text())
     catalogue["topics"][0]["topic_id"] = str(uuid.uuid4())  # a different topic by the same name

@@ -72,7 +72,7 @@ def offsets_in(data: bytes) -> list[tuple[int, int]]:
 
 def fill(log: SegmentedLog, batches: int, *, per_batch: int = 3, ts: int = 1000, now: int = 1) -> None:
     for i in range(batches):
-        log.append(batch(per_batch, ts + i * 10, value=b"v" * (20 + i % 5)), now_ms=now)
+        log.append_sync(batch(per_batch, ts + i * 10, value=b"v" * (20 + i % 5)), now_ms=now)
 
 
 # -- append --------------------------------------------------------------------------------------------------
@@ -80,14 +80,14 @@ def fill(log: SegmentedLog, batches: int, *, per_batch: int = 3, ts: int = 1000,
 
 def test_append_assigns_consecutive_offsets(engine: Engine) -> None:
     log = engine.open()
-    info = log.append(batch(3), now_ms=5)
+    info = log.append_sync(batch(3), now_ms=5)
     assert (info.first_offset, info.last_offset, info.log_append_time, info.log_start_offset) == (0, 2, -1, 0)
     two = batch(2) + batch(4)
-    info = log.append(two, now_ms=5)
+    info = log.append_sync(two, now_ms=5)
     assert (info.first_offset, info.last_offset, info.bytes) == (3, 8, len(two))
     assert offsets_in(two) == [(3, 4), (5, 8)], "base offsets are rewritten in the caller's buffer"
     assert log.log_end_offset == log.high_watermark == 9
-    data = log.read(0, 1 << 20).to_bytes()
+    data = log.read_sync(0, 1 << 20).to_bytes()
     assert offsets_in(data) == [(0, 2), (3, 4), (5, 8)]
     for pos, h in iter_headers(data):
         assert check_crc(data, pos, h)
@@ -97,11 +97,11 @@ def test_append_assigns_consecutive_offsets(engine: Engine) -> None:
 def test_append_rejects_bad_input(engine: Engine) -> None:
     log = engine.open(LogConfig(max_message_bytes=200))
     with pytest.raises(InvalidBatch):
-        log.append(bytearray(), now_ms=1)
+        log.append_sync(bytearray(), now_ms=1)
     with pytest.raises(InvalidBatch):
-        log.append(batch(1) + b"\x00\x00\x00", now_ms=1)
+        log.append_sync(batch(1) + b"\x00\x00\x00", now_ms=1)
     with pytest.raises(RecordBatchTooLarge):
-        log.append(batch(1, value=b"x" * 300), now_ms=1)
+        log.append_sync(batch(1, value=b"x" * 300), now_ms=1)
     assert log.log_end_offset == 0 and log.size_bytes == 0
     log.close()
 
@@ -109,9 +109,9 @@ def test_append_rejects_bad_input(engine: Engine) -> None:
 def test_log_append_time(engine: Engine) -> None:
     log = engine.open(LogConfig(message_timestamp_type="LogAppendTime"))
     buf = batch(3, ts=10, step=1)
-    info = log.append(buf, now_ms=123_456)
+    info = log.append_sync(buf, now_ms=123_456)
     assert info.log_append_time == 123_456
-    data = log.read(0, 1 << 20).to_bytes()
+    data = log.read_sync(0, 1 << 20).to_bytes()
     h = read_header(data)
     assert h.log_append_time and h.max_timestamp == 123_456 and check_crc(data, 0, h)
     assert [r.timestamp for r in iter_records(data)] == [123_456] * 3
@@ -126,7 +126,7 @@ def test_rolls_by_size_and_keeps_reads_contiguous(engine: Engine) -> None:
     assert len(segs) > 4
     assert all(s.size <= SMALL.segment_bytes for s in segs)
     assert [s.base_offset for s in segs[1:]] == [s.next_offset for s in segs[:-1]]
-    data = log.read(0, 1 << 30).to_bytes()
+    data = log.read_sync(0, 1 << 30).to_bytes()
     assert offsets_in(data) == [(3 * i, 3 * i + 2) for i in range(60)]
     assert log.size_bytes == len(data)
     log.close()
@@ -134,9 +134,9 @@ def test_rolls_by_size_and_keeps_reads_contiguous(engine: Engine) -> None:
 
 def test_oversized_batch_gets_its_own_segment(engine: Engine) -> None:
     log = engine.open(LogConfig(segment_bytes=300))
-    log.append(batch(1), now_ms=1)
-    log.append(batch(1, value=b"x" * 1000), now_ms=1)
-    log.append(batch(1), now_ms=1)
+    log.append_sync(batch(1), now_ms=1)
+    log.append_sync(batch(1, value=b"x" * 1000), now_ms=1)
+    log.append_sync(batch(1), now_ms=1)
     assert [s.base_offset for s in log.segments] == [0, 1, 2]
     log.close()
 
@@ -144,10 +144,10 @@ def test_oversized_batch_gets_its_own_segment(engine: Engine) -> None:
 def test_rolls_by_age(engine: Engine) -> None:
     clock = Clock(1000)
     log = engine.open(LogConfig(segment_ms=100), clock=clock)
-    log.append(batch(1, ts=1), now_ms=1000)
-    log.append(batch(1, ts=1), now_ms=1099)
+    log.append_sync(batch(1, ts=1), now_ms=1000)
+    log.append_sync(batch(1, ts=1), now_ms=1099)
     assert len(log.segments) == 1
-    log.append(batch(1, ts=1), now_ms=1100)
+    log.append_sync(batch(1, ts=1), now_ms=1100)
     assert [s.base_offset for s in log.segments] == [0, 2]
     log.close()
 
@@ -155,10 +155,10 @@ def test_rolls_by_age(engine: Engine) -> None:
 def test_rolls_when_the_index_is_full(engine: Engine) -> None:
     log = engine.open(LogConfig(index_interval_bytes=0, segment_index_bytes=8 * 4))
     for _ in range(12):
-        log.append(batch(1), now_ms=1)
+        log.append_sync(batch(1), now_ms=1)
     assert all(len(s.offset_index) <= 4 for s in log.segments)
     assert len(log.segments) >= 2
-    assert offsets_in(log.read(0, 1 << 20).to_bytes()) == [(i, i) for i in range(12)]
+    assert offsets_in(log.read_sync(0, 1 << 20).to_bytes()) == [(i, i) for i in range(12)]
     log.close()
 
 
@@ -168,40 +168,40 @@ def test_rolls_when_the_index_is_full(engine: Engine) -> None:
 def test_read_limits(engine: Engine) -> None:
     log = engine.open()
     fill(log, 40)
-    one = read_header(log.read(0, 1 << 20).to_bytes()).size
+    one = read_header(log.read_sync(0, 1 << 20).to_bytes()).size
     # starts with the batch holding the offset
-    r = log.read(7, 1 << 20)
+    r = log.read_sync(7, 1 << 20)
     assert offsets_in(r.to_bytes())[0] == (6, 8)
     assert (r.high_watermark, r.log_start_offset) == (120, 0)
     # max_bytes: whole batches only
-    r = log.read(0, 3 * one + one // 2)
+    r = log.read_sync(0, 3 * one + one // 2)
     assert r.size == sum(len(c) if isinstance(c, bytes) else c.size for c in r.chunks)
     assert offsets_in(r.to_bytes()) == [(0, 2), (3, 5), (6, 8)]
     # min_one returns one whole batch even if it is larger than max_bytes
-    assert offsets_in(log.read(3, 1).to_bytes()) == [(3, 5)]
-    assert log.read(3, 1, min_one=False).size == 0
+    assert offsets_in(log.read_sync(3, 1).to_bytes()) == [(3, 5)]
+    assert log.read_sync(3, 1, min_one=False).size == 0
     # max_offset: no batch holding an offset >= max_offset
-    assert offsets_in(log.read(0, 1 << 20, max_offset=9).to_bytes()) == [(0, 2), (3, 5), (6, 8)]
-    assert offsets_in(log.read(0, 1 << 20, max_offset=10).to_bytes()) == [(0, 2), (3, 5), (6, 8)]
-    assert log.read(9, 1 << 20, max_offset=9).size == 0
+    assert offsets_in(log.read_sync(0, 1 << 20, max_offset=9).to_bytes()) == [(0, 2), (3, 5), (6, 8)]
+    assert offsets_in(log.read_sync(0, 1 << 20, max_offset=10).to_bytes()) == [(0, 2), (3, 5), (6, 8)]
+    assert log.read_sync(9, 1 << 20, max_offset=9).size == 0
     # the end of the log
-    r = log.read(120, 100)
+    r = log.read_sync(120, 100)
     assert r.size == 0 and r.chunks == []
     with pytest.raises(OffsetOutOfRange):
-        log.read(121, 100)
+        log.read_sync(121, 100)
     with pytest.raises(OffsetOutOfRange):
-        log.read(-1, 100)
+        log.read_sync(-1, 100)
     log.close()
 
 
 def test_read_every_offset_and_size(engine: Engine) -> None:
     log = engine.open(LogConfig(segment_bytes=700, index_interval_bytes=64))
     fill(log, 30, per_batch=2)
-    everything = log.read(0, 1 << 20).to_bytes()
+    everything = log.read_sync(0, 1 << 20).to_bytes()
     sizes = [h.size for _, h in iter_headers(everything)]
     for offset in range(0, 60, 3):
         for max_bytes in (1, 100, 250, 1000, 5000):
-            data = log.read(offset, max_bytes).to_bytes()
+            data = log.read_sync(offset, max_bytes).to_bytes()
             got = offsets_in(data)
             first = offset // 2
             assert got[0] == (2 * first, 2 * first + 1)
@@ -215,7 +215,7 @@ def test_read_every_offset_and_size(engine: Engine) -> None:
 def test_file_reads_are_file_ranges(tmp_path: Path) -> None:
     log = PartitionLog(tmp_path / "t-0", SMALL)
     fill(log, 20)
-    r = log.read(0, 1 << 20)
+    r = log.read_sync(0, 1 << 20)
     assert all(isinstance(c, FileRange) for c in r.chunks)
     assert len(r.chunks) == len(log.segments)
     c = r.chunks[0]
@@ -231,7 +231,7 @@ def test_offset_for_timestamp_finds_the_exact_record(engine: Engine) -> None:
     log = engine.open()
     # 30 batches of 4 records, timestamps 1000, 1001, ... one per record
     for i in range(30):
-        log.append(batch(4, ts=1000 + 4 * i, step=1), now_ms=1)
+        log.append_sync(batch(4, ts=1000 + 4 * i, step=1), now_ms=1)
     assert log.offset_for_timestamp(0) == (0, 1000)
     assert log.offset_for_timestamp(1000) == (0, 1000)
     assert log.offset_for_timestamp(1006) == (6, 1006)
@@ -247,8 +247,8 @@ def test_offset_for_timestamp_finds_the_exact_record(engine: Engine) -> None:
 
 def test_timestamps_in_compressed_batches(engine: Engine) -> None:
     log = engine.open()
-    log.append(batch(5, ts=100, step=10, compression=COMPRESSION_LZ4), now_ms=1)
-    log.append(batch(5, ts=50, step=1), now_ms=1)
+    log.append_sync(batch(5, ts=100, step=10, compression=COMPRESSION_LZ4), now_ms=1)
+    log.append_sync(batch(5, ts=50, step=1), now_ms=1)
     assert log.offset_for_timestamp(125) == (3, 130)
     assert log.max_timestamp() == (140, 4)
     log.close()
@@ -257,7 +257,7 @@ def test_timestamps_in_compressed_batches(engine: Engine) -> None:
 def test_timestamps_out_of_order(engine: Engine) -> None:
     log = engine.open()
     for ts in (500, 100, 900, 300, 900, 950):
-        log.append(batch(1, ts=ts), now_ms=1)
+        log.append_sync(batch(1, ts=ts), now_ms=1)
     assert log.offset_for_timestamp(400) == (0, 500)
     assert log.offset_for_timestamp(600) == (2, 900)
     assert log.max_timestamp() == (950, 5)
@@ -280,16 +280,16 @@ def test_delete_records(engine: Engine) -> None:
     assert log.log_start_offset == target
     assert log.segments[0].base_offset == segs[2].base_offset
     with pytest.raises(OffsetOutOfRange):
-        log.read(target - 1, 100)
-    r = log.read(target, 100)
+        log.read_sync(target - 1, 100)
+    r = log.read_sync(target, 100)
     assert r.log_start_offset == target
     assert offsets_in(r.to_bytes())[0][0] <= target <= offsets_in(r.to_bytes())[0][1]
     assert log.delete_records_before(5) == target, "never moves backwards"
     with pytest.raises(OffsetOutOfRange):
         log.delete_records_before(121)
     assert log.delete_records_before(-1) == 120
-    assert log.read(120, 100).size == 0
-    info = log.append(batch(1), now_ms=1)
+    assert log.read_sync(120, 100).size == 0
+    info = log.append_sync(batch(1), now_ms=1)
     assert info.first_offset == 120 and info.log_start_offset == 120
     log.close()
 
@@ -308,7 +308,7 @@ def test_retention_by_time(engine: Engine) -> None:
     clock = Clock(10_000)
     log = engine.open(LogConfig(segment_bytes=1024, retention_ms=1000), clock=clock)
     for i in range(40):  # timestamps 0, 100, ..., 3900
-        log.append(batch(1, ts=i * 100, value=b"x" * 100), now_ms=10_000)
+        log.append_sync(batch(1, ts=i * 100, value=b"x" * 100), now_ms=10_000)
     segs = log.segments
     now = 3000
     expected = [s for s in segs if now - s.max_timestamp > 1000 and s is not segs[-1]]
@@ -322,7 +322,7 @@ def test_retention_by_time(engine: Engine) -> None:
     assert log.size_bytes == 0 and log.log_start_offset == log.log_end_offset == 40
     assert len(log.segments) == 1
     assert log.apply_retention(10**9) == 0, "an empty active segment is never deleted"
-    assert log.append(batch(1), now_ms=1).first_offset == 40
+    assert log.append_sync(batch(1), now_ms=1).first_offset == 40
     log.close()
 
 
@@ -359,12 +359,12 @@ def test_truncate_to(engine: Engine) -> None:
     assert log.log_end_offset == 120
     log.truncate_to(61)  # inside batch 60..62: the whole batch goes
     assert log.log_end_offset == 60
-    assert offsets_in(log.read(0, 1 << 20).to_bytes())[-1] == (57, 59)
-    assert log.append(batch(1), now_ms=1).first_offset == 60
+    assert offsets_in(log.read_sync(0, 1 << 20).to_bytes())[-1] == (57, 59)
+    assert log.append_sync(batch(1), now_ms=1).first_offset == 60
     log.delete_records_before(30)
     log.truncate_to(10)  # below the log start: start again at 10
     assert (log.log_start_offset, log.log_end_offset, log.size_bytes) == (10, 10, 0)
-    assert log.append(batch(2), now_ms=1).first_offset == 10
+    assert log.append_sync(batch(2), now_ms=1).first_offset == 10
     log.close()
 
 
@@ -380,7 +380,7 @@ def test_truncate_to_the_first_segment_base_then_reopen(tmp_path: Path, below_st
     log.close()
     again = PartitionLog(tmp_path / "t-0", SMALL)
     assert (again.log_start_offset, again.log_end_offset) == (0, 9)
-    assert offsets_in(again.read(0, 1 << 20).to_bytes()) == [(0, 2), (3, 5), (6, 8)]
+    assert offsets_in(again.read_sync(0, 1 << 20).to_bytes()) == [(0, 2), (3, 5), (6, 8)]
     again.close()
 
 
@@ -388,7 +388,7 @@ def test_deleted_segments_stay_readable_until_the_delay(tmp_path: Path) -> None:
     clock = Clock(0)
     log = PartitionLog(tmp_path / "t-0", LogConfig(segment_bytes=1024, file_delete_delay_ms=500), clock=clock)
     fill(log, 30)
-    r = log.read(0, 100)
+    r = log.read_sync(0, 100)
     first = log.segments[0]
     log.delete_records_before(log.segments[1].base_offset)
     assert not (tmp_path / "t-0" / "00000000000000000000.log").exists()
@@ -396,9 +396,16 @@ def test_deleted_segments_stay_readable_until_the_delay(tmp_path: Path) -> None:
     assert isinstance(chunk, FileRange)
     assert offsets_in(chunk.read()) == [(0, 2)], "the unlinked file is still readable"
     log.apply_retention(499)
-    assert not chunk.file.closed
+    assert not chunk.file.closed  # type: ignore[attr-defined]
+    assert not first.store.closed  # type: ignore[attr-defined]
     log.apply_retention(500)
-    assert chunk.file.closed and first.store.closed  # type: ignore[attr-defined]
+    assert first.store.closed  # type: ignore[attr-defined]
+    assert offsets_in(chunk.read()) == [(0, 2)], "a range still held keeps its file open"
+    fd = chunk.file.fileno()
+    held = os.readlink(f"/proc/self/fd/{fd}")
+    del r, chunk
+    gone = not os.path.exists(f"/proc/self/fd/{fd}") or os.readlink(f"/proc/self/fd/{fd}") != held
+    assert gone, "the descriptor goes with the last range"
     log.close()
 
 
@@ -408,14 +415,14 @@ def test_deleted_segments_stay_readable_until_the_delay(tmp_path: Path) -> None:
 def test_flush_messages_and_unflushed_count(engine: Engine) -> None:
     clock = Clock(0)
     log = engine.open(LogConfig(flush_messages=10, flush_ms=100), clock=clock)
-    log.append(batch(4), now_ms=0)
+    log.append_sync(batch(4), now_ms=0)
     assert log.unflushed_messages == 4
     assert not log.flush_due(99) and log.flush_due(100)
-    log.append(batch(5), now_ms=0)
+    log.append_sync(batch(5), now_ms=0)
     assert log.unflushed_messages == 9
-    log.append(batch(1), now_ms=0)
+    log.append_sync(batch(1), now_ms=0)
     assert log.unflushed_messages == 0, "reaching flush.messages flushes"
-    log.append(batch(3), now_ms=0)
+    log.append_sync(batch(3), now_ms=0)
     log.flush()
     assert log.unflushed_messages == 0
     log.close()
@@ -437,7 +444,7 @@ def test_flush_in_a_thread_while_appending(tmp_path: Path) -> None:
     t.start()
     try:
         for _ in range(400):
-            log.append(batch(2, value=b"y" * 50), now_ms=1)
+            log.append_sync(batch(2, value=b"y" * 50), now_ms=1)
     finally:
         stop.set()
         t.join()
@@ -451,9 +458,9 @@ def test_closed_log_refuses_work(engine: Engine) -> None:
     log = engine.open()
     log.close()
     with pytest.raises(LogClosed):
-        log.append(batch(1), now_ms=1)
+        log.append_sync(batch(1), now_ms=1)
     with pytest.raises(LogClosed):
-        log.read(0, 10)
+        log.read_sync(0, 10)
     log.close()
 
 
@@ -475,8 +482,8 @@ def test_clean_reopen_skips_recovery(tmp_path: Path) -> None:
     assert again.clean_shutdown and again.recovered_segments == 0
     assert not (tmp_path / "t-0" / PartitionLog.CLEAN_SHUTDOWN_FILE).exists()
     assert again.log_end_offset == 120 and again.unflushed_messages == 0
-    assert offsets_in(again.read(0, 1 << 20).to_bytes()) == [(3 * i, 3 * i + 2) for i in range(40)]
-    assert again.append(batch(1), now_ms=1).first_offset == 120
+    assert offsets_in(again.read_sync(0, 1 << 20).to_bytes()) == [(3 * i, 3 * i + 2) for i in range(40)]
+    assert again.append_sync(batch(1), now_ms=1).first_offset == 120
     again.close()
 
 
@@ -496,8 +503,8 @@ def test_recovery_truncates_a_torn_tail(tmp_path: Path, tail: bytes | str) -> No
     assert not again.clean_shutdown
     assert again.recovered_bytes > 0
     assert again.log_end_offset == 120
-    assert offsets_in(again.read(0, 1 << 20).to_bytes()) == [(3 * i, 3 * i + 2) for i in range(40)]
-    assert again.append(batch(1), now_ms=1).first_offset == 120
+    assert offsets_in(again.read_sync(0, 1 << 20).to_bytes()) == [(3 * i, 3 * i + 2) for i in range(40)]
+    assert again.append_sync(batch(1), now_ms=1).first_offset == 120
     again.close()
 
 
@@ -518,7 +525,7 @@ def test_recovery_of_a_corrupt_batch_drops_it_and_the_rest(tmp_path: Path) -> No
     assert again.log_end_offset == expected_end
     assert again.segments[-1].base_offset == victim.base_offset
     assert not (tmp_path / "t-0" / f"{segs[-1].base_offset:020d}.log").exists()
-    assert offsets_in(again.read(0, 1 << 20).to_bytes())[-1] == (expected_end - 3, expected_end - 1)
+    assert offsets_in(again.read_sync(0, 1 << 20).to_bytes())[-1] == (expected_end - 3, expected_end - 1)
     again.close()
 
 
@@ -549,7 +556,7 @@ def test_rebuilds_a_deleted_index(tmp_path: Path) -> None:
     seg = again.segments[0]
     assert (seg.offset_index.keys, seg.offset_index.values) == (keys, values)
     assert (tmp_path / "t-0" / "00000000000000000000.index").stat().st_size == 8 * len(keys)
-    assert offsets_in(again.read(30, 100).to_bytes())[0] == (30, 32)
+    assert offsets_in(again.read_sync(30, 100).to_bytes())[0] == (30, 32)
     again.close()
 
 
@@ -563,7 +570,7 @@ def test_log_start_beyond_a_recovered_end(tmp_path: Path) -> None:
     os.truncate(path, path.stat().st_size - 10)  # the last batch was never on disk
     again = PartitionLog(tmp_path / "t-0", SMALL)
     assert again.log_start_offset == again.log_end_offset == 30
-    assert again.append(batch(1), now_ms=1).first_offset == 30
+    assert again.append_sync(batch(1), now_ms=1).first_offset == 30
     again.close()
 
 
@@ -602,7 +609,7 @@ def test_append_read_model(kind: str, script: list[tuple[str, object, int]]) -> 
             if op == "append":
                 assert isinstance(a, list)
                 buf = bytearray().join(batch(n, ts=b, value=b"z" * (b % 50)) for n in a)
-                info = log.append(buf, now_ms=1)
+                info = log.append_sync(buf, now_ms=1)
                 assert info.first_offset == end
                 for _, h in iter_headers(buf):
                     model.append((h.base_offset, h.last_offset, bytes(buf[_ : _ + h.size])))
@@ -610,7 +617,7 @@ def test_append_read_model(kind: str, script: list[tuple[str, object, int]]) -> 
             elif op == "read":
                 assert isinstance(a, float)
                 offset = start + int(a * (end - start))
-                got = log.read(offset, b).to_bytes()
+                got = log.read_sync(offset, b).to_bytes()
                 live = [m for m in model if m[1] >= offset]
                 if offset == end:
                     assert got == b""

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 
 from kafkite.log.config import LogConfig
+from kafkite.log.files import FileCache
 from kafkite.log.segment import OffsetIndex, Segment, TimeIndex
 from kafkite.protocol.records import BatchHeader, build_batch, iter_headers, read_header, set_base_offset
 
 CONFIG = LogConfig(index_interval_bytes=200, segment_index_bytes=4096)
+FILES = FileCache(64)
 
 
 def make_batch(base_offset: int, n: int, ts: int, value: bytes = b"value") -> bytearray:
@@ -37,7 +39,7 @@ def fill(seg: Segment, batches: int, *, base: int = 100, ts_of=lambda i: 1000 + 
 def new_segment(request: pytest.FixtureRequest, tmp_path: Path):
     def make(base: int = 100, config: LogConfig = CONFIG) -> Segment:
         if request.param == "file":
-            return Segment.create(tmp_path, base, config, now_ms=5)
+            return Segment.create(tmp_path, base, config, FILES, now_ms=5)
         return Segment.in_memory(base, config, now_ms=5)
 
     return make
@@ -100,12 +102,12 @@ def test_time_index_and_find_timestamp(new_segment) -> None:
 
 
 def test_load_restores_state_from_files(tmp_path: Path) -> None:
-    seg = Segment.create(tmp_path, 100, CONFIG, now_ms=5)
+    seg = Segment.create(tmp_path, 100, CONFIG, FILES, now_ms=5)
     fill(seg, 50)
     state = (seg.next_offset, seg.max_timestamp, seg.offset_of_max_timestamp, seg.size)
     index = (list(seg.offset_index.keys), list(seg.offset_index.values))
     seg.close()
-    again, ok = Segment.open(tmp_path, 100, CONFIG, now_ms=5)
+    again, ok = Segment.open(tmp_path, 100, CONFIG, FILES, now_ms=5)
     assert ok and again.load()
     assert (again.next_offset, again.max_timestamp, again.offset_of_max_timestamp, again.size) == state
     assert (again.offset_index.keys, again.offset_index.values) == index
@@ -118,7 +120,7 @@ def test_load_restores_state_from_files(tmp_path: Path) -> None:
 
 
 def test_load_rejects_a_corrupt_index_and_recover_rebuilds_it(tmp_path: Path) -> None:
-    seg = Segment.create(tmp_path, 0, CONFIG, now_ms=5)
+    seg = Segment.create(tmp_path, 0, CONFIG, FILES, now_ms=5)
     fill(seg, 50, base=0)
     good = (list(seg.offset_index.keys), list(seg.offset_index.values))
     seg.close()
@@ -126,7 +128,7 @@ def test_load_rejects_a_corrupt_index_and_recover_rebuilds_it(tmp_path: Path) ->
     data = bytearray(path.read_bytes())
     data[-8:] = OffsetIndex.ENTRY.pack(7, 3)  # points into the middle of a batch
     path.write_bytes(bytes(data))
-    again, ok = Segment.open(tmp_path, 0, CONFIG, now_ms=5)
+    again, ok = Segment.open(tmp_path, 0, CONFIG, FILES, now_ms=5)
     assert ok and not again.load()
     assert again.recover() == 0
     assert (again.offset_index.keys, again.offset_index.values) == good
@@ -135,11 +137,11 @@ def test_load_rejects_a_corrupt_index_and_recover_rebuilds_it(tmp_path: Path) ->
 
 
 def test_open_reports_missing_index(tmp_path: Path) -> None:
-    seg = Segment.create(tmp_path, 0, CONFIG, now_ms=5)
+    seg = Segment.create(tmp_path, 0, CONFIG, FILES, now_ms=5)
     fill(seg, 20, base=0)
     seg.close()
     (tmp_path / "00000000000000000000.timeindex").unlink()
-    again, ok = Segment.open(tmp_path, 0, CONFIG, now_ms=5)
+    again, ok = Segment.open(tmp_path, 0, CONFIG, FILES, now_ms=5)
     assert not ok
     again.recover()
     assert again.time_index.keys and (tmp_path / "00000000000000000000.timeindex").stat().st_size > 0
@@ -151,7 +153,7 @@ def test_open_reports_missing_index(tmp_path: Path) -> None:
     ["partial_batch", "garbage", "bad_crc", "offset_goes_back"],
 )
 def test_recover_truncates_a_bad_tail(tmp_path: Path, damage: str) -> None:
-    seg = Segment.create(tmp_path, 0, CONFIG, now_ms=5)
+    seg = Segment.create(tmp_path, 0, CONFIG, FILES, now_ms=5)
     headers = fill(seg, 10, base=0)
     good_size = seg.size
     extra = make_batch(seg.next_offset, 2, 5000)

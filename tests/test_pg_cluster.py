@@ -226,7 +226,7 @@ def test_brokers_share_the_work_and_refuse_what_is_not_theirs(
     other_storage = PgStorage(dsn)
     other_storage.load()
     try:
-        other_storage.partition(topic_name, p).append(
+        other_storage.partition(topic_name, p).append_sync(
             bytearray(build_batch([(None, b"elsewhere", [], 1)])), now_ms=1
         )
         t.join(20)

@@ -182,12 +182,12 @@ def test_an_append_whose_answer_is_lost_is_possibly_stored_and_its_retry_is_reco
 
         async def run() -> tuple[int, int]:
             first = _batch([b"a"], producer_id=5, producer_epoch=0, base_sequence=0)
-            assert (await part.append_async(bytearray(first), now_ms=1)).first_offset == 0
+            assert (await part.append(bytearray(first), now_ms=1)).first_offset == 0
             storage.db.lose = True  # type: ignore[attr-defined]
             second = _batch([b"b"], producer_id=5, producer_epoch=0, base_sequence=1)
             with pytest.raises(AppendOutcomeUnknown):
-                await part.append_async(bytearray(second), now_ms=1)
-            retry = await part.append_async(bytearray(second), now_ms=1)
+                await part.append(bytearray(second), now_ms=1)
+            retry = await part.append(bytearray(second), now_ms=1)
             await storage.db.close_async()
             return retry.first_offset, retry.bytes
 

@@ -210,28 +210,28 @@ def test_append_assigns_offsets_and_reads_whole_batches(storage: object, topic_n
     assert isinstance(storage, PgStorage)
     storage.create_topic(topic_name, 2)
     p = storage.partition(topic_name, 1)
-    first = p.append(_batch([b"a", b"b", b"c"]), now_ms=5)
-    second = p.append(_batch([b"d"]), now_ms=5)
+    first = p.append_sync(_batch([b"a", b"b", b"c"]), now_ms=5)
+    second = p.append_sync(_batch([b"d"]), now_ms=5)
     assert (first.first_offset, first.last_offset, second.first_offset) == (0, 2, 3)
     assert p.high_watermark == p.log_end_offset == 4
-    data = p.read(0, 1 << 20).to_bytes()
+    data = p.read_sync(0, 1 << 20).to_bytes()
     assert [h.base_offset for _, h in iter_headers(data)] == [0, 3]  # base offsets rewritten as stored
     assert _values(data) == [b"a", b"b", b"c", b"d"]
     # An offset inside a batch returns the whole batch holding it; max_bytes keeps whole batches only.
-    assert [h.base_offset for _, h in iter_headers(p.read(1, 1 << 20).to_bytes())] == [0, 3]
-    assert [h.base_offset for _, h in iter_headers(p.read(0, 10).to_bytes())] == [0]
-    assert p.read(0, 10, min_one=False).size == 0
-    assert [h.base_offset for _, h in iter_headers(p.read(0, 1 << 20, max_offset=3).to_bytes())] == [0]
-    assert p.read(4, 100).size == 0
-    two = p.append(_batch([b"e"]) + _batch([b"f", b"g"]), now_ms=5)  # several batches in one append
+    assert [h.base_offset for _, h in iter_headers(p.read_sync(1, 1 << 20).to_bytes())] == [0, 3]
+    assert [h.base_offset for _, h in iter_headers(p.read_sync(0, 10).to_bytes())] == [0]
+    assert p.read_sync(0, 10, min_one=False).size == 0
+    assert [h.base_offset for _, h in iter_headers(p.read_sync(0, 1 << 20, max_offset=3).to_bytes())] == [0]
+    assert p.read_sync(4, 100).size == 0
+    two = p.append_sync(_batch([b"e"]) + _batch([b"f", b"g"]), now_ms=5)  # several batches in one append
     assert (two.first_offset, two.last_offset) == (4, 6)
-    data = p.read(4, 1 << 20).to_bytes()
+    data = p.read_sync(4, 1 << 20).to_bytes()
     assert [h.base_offset for _, h in iter_headers(data)] == [4, 5]
     assert _values(data) == [b"e", b"f", b"g"]
     from kafkite.log import OffsetOutOfRange
 
     with pytest.raises(OffsetOutOfRange):
-        p.read(8, 100)
+        p.read_sync(8, 100)
     assert storage.partition(topic_name, 0).log_end_offset == 0
 
 
@@ -248,12 +248,12 @@ def test_offsets_are_shared_by_storages_on_one_database(pg_dsn: str, topic_name:
         got = []
         for i in range(6):
             part = pa if i % 2 else pb
-            got.append(part.append(_batch([b"x%d" % i, b"y"]), now_ms=1).first_offset)
+            got.append(part.append_sync(_batch([b"x%d" % i, b"y"]), now_ms=1).first_offset)
         assert got == [0, 2, 4, 6, 8, 10]
 
         async def concurrently() -> list[int]:
             infos = await asyncio.gather(
-                *[(pa if i % 2 else pb).append_async(_batch([b"z%d" % i]), now_ms=1) for i in range(20)]
+                *[(pa if i % 2 else pb).append(_batch([b"z%d" % i]), now_ms=1) for i in range(20)]
             )
             await a.db.close_async()
             await b.db.close_async()
@@ -261,7 +261,7 @@ def test_offsets_are_shared_by_storages_on_one_database(pg_dsn: str, topic_name:
 
         assert asyncio.run(concurrently()) == list(range(12, 32))
         pa.refresh()  # (a broker learns of the other's appends from their notifications)
-        data = pa.read(0, 1 << 24).to_bytes()
+        data = pa.read_sync(0, 1 << 24).to_bytes()
         assert [h.base_offset for _, h in iter_headers(data)][-1] == 31
         assert len(_values(data)) == 32
     finally:
@@ -277,9 +277,9 @@ def test_async_appends_keep_call_order(storage: object, topic_name: str) -> None
     p = storage.partition(topic_name, 0)
 
     async def run() -> list[int]:
-        futs = [p.append_async(_batch([b"%d" % i]), now_ms=1) for i in range(30)]
+        futs = [p.append(_batch([b"%d" % i]), now_ms=1) for i in range(30)]
         infos = [await f for f in futs]
-        res = await p.read_async(0, 1 << 20)
+        res = await p.read(0, 1 << 20)
         await storage.db.close_async()
         assert _values(b"".join(c for c in res.chunks if isinstance(c, bytes))) == [
             b"%d" % i for i in range(30)
@@ -297,9 +297,9 @@ def test_timestamps_delete_records_and_retention(storage: object, topic_name: st
     storage.create_topic(topic_name, 1, {"retention.ms": "60000"})
     p = storage.partition(topic_name, 0)
     now = int(time.time() * 1000)
-    p.append(_batch([b"old1", b"old2"], ts=now - 120_000), now_ms=now)  # offsets 0-1, expired
-    p.append(_batch([b"mid"], ts=now - 100_000), now_ms=now)  # 2, expired
-    p.append(_batch([b"new1", b"new2"], ts=now - 1_000), now_ms=now)  # 3-4
+    p.append_sync(_batch([b"old1", b"old2"], ts=now - 120_000), now_ms=now)  # offsets 0-1, expired
+    p.append_sync(_batch([b"mid"], ts=now - 100_000), now_ms=now)  # 2, expired
+    p.append_sync(_batch([b"new1", b"new2"], ts=now - 1_000), now_ms=now)  # 3-4
     assert p.offset_for_timestamp(now - 110_000) == (2, now - 100_000)
     assert p.offset_for_timestamp(now - 1_000 + 1) == (4, now - 1_000 + 1)
     assert p.offset_for_timestamp(now + 5) is None
@@ -309,22 +309,22 @@ def test_timestamps_delete_records_and_retention(storage: object, topic_name: st
     assert p.log_start_offset == 1
     assert p.first_timestamp() == now - 120_000 + 1
     with pytest.raises(OffsetOutOfRange):
-        p.read(0, 100)
+        p.read_sync(0, 100)
     with pytest.raises(OffsetOutOfRange):
         p.delete_records_before(99)
     assert p.apply_retention(now) == 1
     assert p.log_start_offset == 3
-    assert _values(p.read(3, 1 << 20).to_bytes()) == [b"new1", b"new2"]
+    assert _values(p.read_sync(3, 1 << 20).to_bytes()) == [b"new1", b"new2"]
     before = p.size_bytes
-    assert before == len(p.read(3, 1 << 20).to_bytes())
+    assert before == len(p.read_sync(3, 1 << 20).to_bytes())
     # retention.bytes deletes the oldest batches while what is left still holds retention.bytes
     storage.set_topic_configs(topic_name, {"retention.ms": "-1", "retention.bytes": "1"})
-    p.append(_batch([b"last"], ts=now), now_ms=now)
+    p.append_sync(_batch([b"last"], ts=now), now_ms=now)
     assert p.apply_retention(now) == 1
     assert p.log_start_offset == 5
     assert p.apply_retention(now) == 0
     assert p.delete_records_before(-1) == 6
-    assert p.size_bytes == 0 and p.read(6, 100).size == 0
+    assert p.size_bytes == 0 and p.read_sync(6, 100).size == 0
     # a second storage reads the same bounds from the database
     from kafkite.log.pg import PgStorage as Again
 
@@ -347,12 +347,12 @@ def test_log_append_time_and_batch_limits(storage: object, topic_name: str) -> N
         topic_name, 1, {"message.timestamp.type": "LogAppendTime", "max.message.bytes": "200"}
     )
     p = storage.partition(topic_name, 0)
-    info = p.append(_batch([b"v"], ts=5), now_ms=777)
+    info = p.append_sync(_batch([b"v"], ts=5), now_ms=777)
     assert info.log_append_time == 777
-    h = read_header(p.read(0, 1000).to_bytes())
+    h = read_header(p.read_sync(0, 1000).to_bytes())
     assert h.max_timestamp == 777 and h.log_append_time
     with pytest.raises(RecordBatchTooLarge):
-        p.append(_batch([b"x" * 500]), now_ms=1)
+        p.append_sync(_batch([b"x" * 500]), now_ms=1)
 
 
 def test_catalogue_changes_are_seen_by_other_storages(pg_dsn: str, topic_name: str) -> None:
@@ -396,26 +396,30 @@ def test_producer_state_survives_in_the_database(pg_dsn: str, topic_name: str) -
     p = a.partition(topic_name, 0)
     b0 = _batch([b"a", b"b"], producer_id=7, producer_epoch=0, base_sequence=0)
     b1 = _batch([b"c"], producer_id=7, producer_epoch=0, base_sequence=2)
-    assert p.append(bytearray(b0), now_ms=1).first_offset == 0
-    assert p.append(bytearray(b1), now_ms=1).first_offset == 2
-    assert p.append(bytearray(b1), now_ms=1).first_offset == 2  # a retry: not appended again
+    assert p.append_sync(bytearray(b0), now_ms=1).first_offset == 0
+    assert p.append_sync(bytearray(b1), now_ms=1).first_offset == 2
+    assert p.append_sync(bytearray(b1), now_ms=1).first_offset == 2  # a retry: not appended again
     assert p.log_end_offset == 3
     b = PgStorage(pg_dsn)
     b.load()
     try:
         q = b.partition(topic_name, 0)
         assert [(d.producer_id, d.last_sequence) for d in q.producers.describe()] == [(7, 2)]
-        dup = q.append(bytearray(b1), now_ms=1)
+        dup = q.append_sync(bytearray(b1), now_ms=1)
         assert (dup.first_offset, dup.bytes) == (2, 0)
         with pytest.raises(OutOfOrderSequence):
-            q.append(_batch([b"gap"], producer_id=7, producer_epoch=0, base_sequence=9), now_ms=1)
+            q.append_sync(_batch([b"gap"], producer_id=7, producer_epoch=0, base_sequence=9), now_ms=1)
         assert (
-            q.append(_batch([b"d"], producer_id=7, producer_epoch=0, base_sequence=3), now_ms=1).first_offset
+            q.append_sync(
+                _batch([b"d"], producer_id=7, producer_epoch=0, base_sequence=3), now_ms=1
+            ).first_offset
             == 3
         )
         # the first storage catches up with the append it did not make
         assert (
-            p.append(_batch([b"e"], producer_id=7, producer_epoch=0, base_sequence=4), now_ms=1).first_offset
+            p.append_sync(
+                _batch([b"e"], producer_id=7, producer_epoch=0, base_sequence=4), now_ms=1
+            ).first_offset
             == 4
         )
         assert p.snapshot_producers()
@@ -427,7 +431,7 @@ def test_producer_state_survives_in_the_database(pg_dsn: str, topic_name: str) -
     try:
         r = c.partition(topic_name, 0)
         r.delete_records_before(5)  # the batches are gone: the snapshot still knows the producer
-        dup = r.append(_batch([b"e"], producer_id=7, producer_epoch=0, base_sequence=4), now_ms=1)
+        dup = r.append_sync(_batch([b"e"], producer_id=7, producer_epoch=0, base_sequence=4), now_ms=1)
         assert (dup.first_offset, dup.bytes) == (4, 0)
     finally:
         c.close()
@@ -439,11 +443,11 @@ def test_transaction_markers_and_last_stable_offset(storage: object, topic_name:
     assert isinstance(storage, PgStorage)
     storage.create_topic(topic_name, 1)
     p = storage.partition(topic_name, 0)
-    p.append(
+    p.append_sync(
         _batch([b"t1", b"t2"], producer_id=3, producer_epoch=0, base_sequence=0, transactional=True), now_ms=1
     )
     assert p.last_stable_offset == 0
-    marker = p.write_txn_marker(3, 0, commit=False, coordinator_epoch=0, now_ms=2)
+    marker = p.write_txn_marker_sync(3, 0, commit=False, coordinator_epoch=0, now_ms=2)
     assert marker == 2
     assert p.last_stable_offset == p.high_watermark == 3
     assert [(t.producer_id, t.first_offset) for t in p.aborted_transactions(0, 3)] == [(3, 0)]

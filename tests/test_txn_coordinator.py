@@ -65,7 +65,11 @@ class Env:
     ) -> int:
         recs = [(None, b"v", (), self.clock.now) for _ in range(n)]
         b = build_batch(recs, producer_id=pid, producer_epoch=epoch, base_sequence=seq, transactional=txn)
-        return self.storage.partition("t", partition).append(bytearray(b), now_ms=self.clock.now).first_offset
+        return (
+            self.storage.partition("t", partition)
+            .append_sync(bytearray(b), now_ms=self.clock.now)
+            .first_offset
+        )
 
 
 def begin(env: Env, tid: str = "tx", timeout_ms: int = 60_000) -> tuple[int, int]:

@@ -139,7 +139,7 @@ class Broker:
     def _make_storage(self) -> Storage:
         defaults = self.config.topic_defaults()
         if self.config["storage.engine"] == "memory":
-            return MemoryStorage(default_config=defaults)
+            return MemoryStorage(default_config=defaults, max_partitions=self.config["max.broker.partitions"])
         if _is_postgres(self.config["storage.engine"]):
             from kafkite.log.pg import PgStorage
 
@@ -148,7 +148,12 @@ class Broker:
                 default_config=defaults,
                 pool_size=self.config["storage.postgresql.pool.size"],
             )
-        return FileStorage(self.config.data_dir, default_config=defaults)
+        return FileStorage(
+            self.config.data_dir,
+            default_config=defaults,
+            max_partitions=self.config["max.broker.partitions"],
+            open_files=self.config["log.open.files.max"] or None,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -249,7 +254,7 @@ class Broker:
         while True:
             await asyncio.sleep(interval)
             try:
-                self.storage.apply_retention(now_ms())
+                await self.storage.apply_retention_async(now_ms())
             except Exception:
                 log.exception("retention pass failed")
 
@@ -275,8 +280,7 @@ class Broker:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
-            t = now_ms()
-            due = [p for p in self.all_partitions() if p.flush_due(t)]
+            due = self.storage.flush_due(now_ms())
             for p in due:
                 try:
                     await loop.run_in_executor(None, _flush_all, {p}, self.metrics)

@@ -44,10 +44,11 @@ async def _read_all(
 def _prefetch(
     broker: Broker, req: dict[str, Any], version: int, budget: int
 ) -> dict[tuple[int, int], asyncio.Task[ReadResult]]:
-    """A database engine's reads of the requested partitions, started together (their round trips overlap);
+    """The reads of the requested partitions, started together when the engine wants it (a database's round
+    trips then overlap);
     ``_read_each`` takes them in order and keeps what its byte budget allows. At most ``budget`` bytes."""
     tasks: dict[tuple[int, int], asyncio.Task[ReadResult]] = {}
-    if broker.blackhole or not getattr(broker.storage, "concurrent_reads", False):
+    if broker.blackhole or not broker.storage.concurrent_reads:
         return tasks
     committed = req["isolation_level"] == READ_COMMITTED
     for t, topic in enumerate(req["topics"]):
@@ -55,8 +56,7 @@ def _prefetch(
         for i, p in enumerate(topic["partitions"]):
             idx = p["partition"]
             part = broker.partition(name, idx) if name is not None else None
-            read_async = getattr(part, "read_async", None)
-            if part is None or read_async is None or name is None:
+            if part is None or name is None:
                 continue
             if leader_error(broker, name, idx, part, p.get("current_leader_epoch", -1)) is not None:
                 continue
@@ -68,7 +68,7 @@ def _prefetch(
             except LogError:
                 continue  # the database cannot be reached: _read_each answers KAFKA_STORAGE_ERROR
             budget -= limit
-            read = read_async(p["fetch_offset"], limit, max_offset=max_offset, min_one=True)
+            read = part.read(p["fetch_offset"], limit, max_offset=max_offset, min_one=True)
             tasks[(t, i)] = asyncio.ensure_future(read)
     return tasks
 
@@ -158,14 +158,11 @@ async def _read_each(
             try:
                 args = (p["fetch_offset"], max(limit, 0))
                 max_offset = lso if committed else hw
-                read_async = getattr(part, "read_async", None)  # a database engine: do not block the loop
                 early = prefetched.pop((t, i), None)
                 if early is not None:
                     res = _trimmed(await early, args[1], total == 0)
-                elif read_async is not None:
-                    res = await read_async(*args, max_offset=max_offset, min_one=total == 0)
                 else:
-                    res = part.read(*args, max_offset=max_offset, min_one=total == 0)
+                    res = await part.read(*args, max_offset=max_offset, min_one=total == 0)
             except OffsetOutOfRange:
                 entry["error_code"] = int(ErrorCode.OFFSET_OUT_OF_RANGE)
                 errors = True

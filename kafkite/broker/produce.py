@@ -339,13 +339,10 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
                 codec = TOPIC_CODECS.get(cfg.compression_type)
                 if codec is not None:
                     buf = recompress(buf, codec) or buf
-                append_async = getattr(part, "append_async", None)
-                if append_async is not None:
-                    # A database engine: queued now, in request order, and awaited below (concurrently).
-                    queued.append((out, len(out), name, idx, part, append_async(buf, now_ms=now)))
-                    out.append({"error_code": 0})
-                    continue
-                info = part.append(buf, now_ms=now)
+                # Queued now, in request order, and awaited below (all partitions' appends together).
+                queued.append((out, len(out), name, idx, part, part.append(buf, now_ms=now)))
+                out.append({"error_code": 0})
+                continue
             except ProduceError as e:
                 out.append(e.response(idx))
                 continue
@@ -360,17 +357,6 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
                 log.error("append to %s-%d failed: %s", name, idx, e)
                 out.append(_error(idx, ErrorCode.KAFKA_STORAGE_ERROR, str(e)))
                 continue
-            appended.add(part)
-            broker.waiters.notify(name, idx)
-            out.append(
-                {
-                    "index": idx,
-                    "error_code": 0,
-                    "base_offset": info.first_offset,
-                    "log_append_time_ms": info.log_append_time,
-                    "log_start_offset": info.log_start_offset,
-                }
-            )
         any_error = any_error or any(p["error_code"] for p in out)
         responses.append({"name": name, "partition_responses": out})
     for out, i, name, idx, part, pending in queued:

@@ -60,7 +60,8 @@ from kafkite.broker.groups import logformat
 from kafkite.broker.groups.log import Entry, StorageGroupLog
 from kafkite.broker.txn.coordinator import TransactionCoordinator, TxnError
 from kafkite.broker.txn.state import TXN_KEY_PREFIX
-from kafkite.log.base import Fenced, LogError
+from kafkite.log.base import AppendInfo, Fenced, LogError
+from kafkite.log.writer import Pending
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.records import build_batch
 
@@ -114,9 +115,7 @@ class OwnedTxnLog:
             part.append_fenced(batch, now_ms=now, fence=self._cluster.fence(self.epoch))
 
     def replay(self) -> Iterator[Entry]:
-        refresh = getattr(self._opener(), "refresh", None)
-        if refresh is not None:
-            refresh()  # the cached end may lag appends made by other brokers
+        self._opener().refresh()  # the cached end may lag appends made by other brokers
         for key, value in self._log.replay():
             tid = _txn_of(key)
             if tid is not None and self._cluster.coordinates(tid):
@@ -188,8 +187,8 @@ class _FencedMarkers:
 
     def write_txn_marker(
         self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
-    ) -> int:
-        offset: int = self._part.write_txn_marker(
+    ) -> Pending[AppendInfo]:
+        pending: Pending[AppendInfo] = self._part.write_txn_marker(
             producer_id,
             producer_epoch,
             commit=commit,
@@ -197,7 +196,7 @@ class _FencedMarkers:
             now_ms=now_ms,
             fence=self._fence,
         )
-        return offset
+        return pending
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._part, name)

@@ -1,4 +1,4 @@
-"""Types shared by every log engine: results, errors and the ``Partition`` interface."""
+"""Types every log engine shares: results, errors, the append preparation and the ``Partition`` interface."""
 
 from __future__ import annotations
 
@@ -6,18 +6,24 @@ import os
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from kafkite.log.config import LogConfig
 from kafkite.protocol.records import (
     ATTR_TIMESTAMP_TYPE,
     BatchHeader,
     InvalidBatch,
+    build_control_batch,
+    iter_headers,
     read_header,
     set_base_offset,
     set_max_timestamp,
     update_crc,
 )
+
+if TYPE_CHECKING:
+    from kafkite.log.producer_state import ProducerStateManager
+    from kafkite.log.writer import Pending
 
 
 class LogError(Exception):
@@ -60,14 +66,19 @@ class Fenced(LogError):
     the writer last looked, so it may no longer act as the coordinator it was (NOT_COORDINATOR)."""
 
 
+class OpenFile(Protocol):
+    def fileno(self) -> int: ...
+
+
 class FileRange(NamedTuple):
     """``size`` bytes at ``position`` of an open segment file.
 
     Use positional I/O only (``os.sendfile``/``os.pread`` on ``file.fileno()``, or ``read()`` below): the file
-    object is shared, so its seek position means nothing.
+    is shared, so its seek position means nothing. Holding the range keeps the file open (a
+    ``kafkite.log.files.FileHandle`` closes once nothing refers to it), even after its segment was deleted.
     """
 
-    file: BinaryIO
+    file: OpenFile
     position: int
     size: int
 
@@ -135,10 +146,93 @@ def assign_offset(
     return read_header(batches, pos)
 
 
-class Partition(ABC):
-    """One partition's log, whichever engine stores it. All methods are synchronous.
+class Prepared(NamedTuple):
+    """Batches given their offsets, ready to be stored."""
 
-    ``flush`` may run in another thread while the owning thread keeps calling the other methods.
+    first_offset: int
+    last_offset: int
+    headers: list[tuple[int, BatchHeader]]  # (position in the buffer, header as stored)
+    idempotent: bool  # some batch carries a producer id: the producer state must see it
+    append_time: int  # -1 unless the topic uses LogAppendTime
+
+
+def prepare_append(
+    batches: bytearray | memoryview,
+    producers: ProducerStateManager,
+    next_offset: int,
+    log_start_offset: int,
+    config: LogConfig,
+    now_ms: int,
+    *,
+    leader_epoch: int = 0,
+) -> Prepared | AppendInfo:
+    """The append preparation every engine shares: check each batch against the producer state, give it its
+    offsets from ``next_offset`` (rewriting ``batches`` in place). A retry of a batch already appended is
+    answered with its first offsets (an ``AppendInfo`` of 0 bytes) instead; raises for what no engine may
+    store (and ``ProducerStateError`` for what the producer state refuses)."""
+    total = len(batches)
+    if total == 0:
+        raise InvalidBatch("no record batch to append")
+    append_time = now_ms if config.log_append_time else -1
+    first_offset = next_offset
+    headers: list[tuple[int, BatchHeader]] = []
+    end = 0
+    idempotent = False
+    for pos, h in iter_headers(batches):
+        if h.producer_id >= 0:
+            idempotent = True
+            if h.is_control:
+                producers.check_marker(h.producer_id, h.producer_epoch)
+            else:
+                dup = producers.check(h)
+                if dup is not None:
+                    if h.size != total:
+                        raise InvalidBatch("a retried batch must be appended on its own")
+                    return AppendInfo(dup.first_offset, dup.last_offset, -1, log_start_offset, 0)
+        h = assign_offset(
+            batches,
+            pos,
+            h,
+            next_offset,
+            append_time=append_time,
+            max_message_bytes=config.max_message_bytes,
+            leader_epoch=leader_epoch,
+        )
+        headers.append((pos, h))
+        next_offset = h.last_offset + 1
+        end = pos + h.size
+    if end != total:
+        raise InvalidBatch(f"{total - end} trailing bytes after the last whole record batch")
+    return Prepared(first_offset, next_offset - 1, headers, idempotent, append_time)
+
+
+def txn_marker(
+    producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+) -> bytearray:
+    """A COMMIT or ABORT control batch for the producer's transaction."""
+    return bytearray(
+        build_control_batch(
+            commit=commit,
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            coordinator_epoch=coordinator_epoch,
+            timestamp_ms=now_ms,
+        )
+    )
+
+
+class Partition(ABC):
+    """One partition's log, whichever engine stores it.
+
+    ``append`` and ``read`` are what request handlers use, on the event loop: an append takes its place in
+    the partition's order when it is called and returns its result to await (the engine does the work where
+    it likes: the file engine on the writer thread of the partition's log directory, the PostgreSQL engine in
+    a database round trip, the memory engine at once); a read's result is awaited too. ``append_sync`` and
+    ``read_sync`` do the same while blocking the calling thread (start-up, tools, tests, and the broker's own
+    small state logs). A fetch never sees an append before it is done: the log end offset moves then.
+
+    The other methods are synchronous; their disk work is the engine's business (the file engine queues it on
+    the partition's writer, in order with the appends). ``flush`` may run in any thread.
     """
 
     config: LogConfig
@@ -180,6 +274,15 @@ class Partition(ABC):
 
     @property
     @abstractmethod
+    def producers(self) -> ProducerStateManager:
+        """The producer state (DescribeProducers)."""
+
+    @abstractmethod
+    def expire_producers(self, now_ms: int, max_age_ms: int) -> int:
+        """Forget producers idle for ``max_age_ms`` (producer.id.expiration.ms); returns how many."""
+
+    @property
+    @abstractmethod
     def size_bytes(self) -> int: ...
 
     @property
@@ -187,12 +290,46 @@ class Partition(ABC):
     def unflushed_messages(self) -> int: ...
 
     @abstractmethod
-    def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo: ...
+    def append(self, batches: bytearray | memoryview, *, now_ms: int) -> Pending[AppendInfo]:
+        """Assign offsets to ``batches`` (one or more validated v2 batches, rewritten in place) and store
+        them, after every append called before on this partition. Raises ``LogClosed`` at once when the log
+        is closed; the rest (``InvalidBatch``, ``RecordBatchTooLarge``, ``ProducerStateError``, ``OSError``)
+        comes with the result."""
 
     @abstractmethod
-    def read(
+    def append_sync(self, batches: bytearray | memoryview, *, now_ms: int) -> AppendInfo:
+        """``append``, waiting for it on the calling thread."""
+
+    @abstractmethod
+    async def read(
         self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
-    ) -> ReadResult: ...
+    ) -> ReadResult:
+        """Whole batches from the one holding ``offset``: at most ``max_bytes`` (but a whole first batch when
+        ``min_one``), none holding an offset >= ``max_offset``."""
+
+    @abstractmethod
+    def read_sync(
+        self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
+    ) -> ReadResult:
+        """``read``, on the calling thread."""
+
+    def write_txn_marker(
+        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+    ) -> Pending[AppendInfo]:
+        """Append a COMMIT or ABORT marker for the producer's transaction (an ``append``)."""
+        marker = txn_marker(
+            producer_id, producer_epoch, commit=commit, coordinator_epoch=coordinator_epoch, now_ms=now_ms
+        )
+        return self.append(marker, now_ms=now_ms)
+
+    def write_txn_marker_sync(
+        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
+    ) -> int:
+        """``write_txn_marker``, waiting for it; returns the marker's offset."""
+        marker = txn_marker(
+            producer_id, producer_epoch, commit=commit, coordinator_epoch=coordinator_epoch, now_ms=now_ms
+        )
+        return self.append_sync(marker, now_ms=now_ms).first_offset
 
     @abstractmethod
     def offset_for_timestamp(self, timestamp: int) -> tuple[int, int] | None: ...
@@ -204,7 +341,9 @@ class Partition(ABC):
     def first_timestamp(self) -> int: ...
 
     @abstractmethod
-    def delete_records_before(self, offset: int) -> int: ...
+    def delete_records_before(self, offset: int) -> int:
+        """DeleteRecords: move the log start offset up to ``offset`` (-1: the high watermark) at once and
+        return it; the records below go later, once everything appended before is durable."""
 
     @abstractmethod
     def truncate_to(self, offset: int) -> None: ...
@@ -220,6 +359,9 @@ class Partition(ABC):
 
     @abstractmethod
     def flush(self) -> None: ...
+
+    def refresh(self) -> None:  # noqa: B027 - optional: only a shared database has anything to catch up with
+        """Catch up with appends made elsewhere (a database shared by several brokers); a no-op otherwise."""
 
     @abstractmethod
     def close(self) -> None: ...

@@ -5,10 +5,16 @@ list of ``Segment``s; ``PartitionLog`` keeps the segments in files in a ``<topic
 and adds checkpoints and recovery. The memory engine's ``MemoryPartitionLog``
 reuses the same rules over bytearrays.
 
-Threading: everything runs on the caller's thread except ``flush``, which may run in a worker thread. A lock
-guards the segment list and the offsets; ``flush`` takes it only to snapshot which files to fsync (as
-duplicated descriptors, so a segment deleted meanwhile cannot hand its descriptor number to another file) and
-to record the new recovery point, never while it waits for the disk.
+Threading: every change to the log runs as a job on the log's ``Writer`` (see kafkite.log.writer), one at a
+time and in call order: for the file engine a thread per log directory, so a slow disk never holds up the
+event loop. Readers run on their own thread (the event loop: reads come from the page cache) and take a lock
+that guards what they see (the segment list, the visible size and index entries of each segment, the offsets,
+the producer state). A job takes that lock only to make its work visible, never while it waits for the disk:
+an append writes its bytes beyond the visible end first, then publishes them with their offsets and index
+entries under the lock. ``flush`` may run in any thread: it takes the lock only to snapshot which files to
+fsync (as duplicated descriptors, so a segment deleted meanwhile cannot hand its descriptor number to another
+file) and to record the new recovery point. fsyncs the log asks for itself (``flush.messages``, and before
+DeleteRecords gives old segments up) run on the log's flusher, not on its writer.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ from kafkite.log.base import (
     LogClosed,
     OffsetOutOfRange,
     Partition,
+    Prepared,
     ReadResult,
-    assign_offset,
+    prepare_append,
 )
 from kafkite.log.cleaner import CleanContext, CleanStats, build_offset_map, clean_batch, find_cleanable
 from kafkite.log.config import LogConfig
+from kafkite.log.files import FileCache, default_open_files
 from kafkite.log.fileutil import atomic_write, fsync_dir
 from kafkite.log.producer_state import (
     AbortedTxn,
@@ -51,11 +59,10 @@ from kafkite.log.segment import (
     TIME_INDEX_SUFFIX,
     Segment,
 )
+from kafkite.log.writer import INLINE, Pending, Writer
 from kafkite.protocol.records import (
     BatchHeader,
     InvalidBatch,
-    build_control_batch,
-    iter_headers,
     iter_records,
     read_header,
 )
@@ -99,20 +106,33 @@ def _record_timestamps(batch: bytes, header: BatchHeader) -> Iterator[tuple[int,
 class SegmentedLog(Partition):
     """The engine-independent part of a partition log."""
 
-    def __init__(self, config: LogConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: LogConfig,
+        *,
+        clock: Clock | None = None,
+        writer: Writer | None = None,
+        flusher: Writer | None = None,
+        dirty: set[SegmentedLog] | None = None,
+    ) -> None:
         self.config = config
+        self._dirty_logs = dirty  # the storage's set of logs with unflushed data
         self._clock: Clock = clock or wall_clock_ms
+        self._writer: Writer = writer or INLINE
+        self._flusher: Writer = flusher or INLINE
         self._segments: list[Segment] = []
         self._bases: list[int] = []
         self._log_start_offset = 0
         self._recovery_point = 0
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # what readers see
+        self._writing = threading.Lock()  # held by the job changing the log (one at a time)
         self._flush_lock = threading.Lock()
+        self._flush_requested = False
         self._graveyard: list[tuple[int, Segment]] = []
         self._last_flush_ms = self._clock()
         self._closed = False
         self._changed = False  # segments created, removed or truncated since the last flush
-        self.producers = ProducerStateManager()
+        self._producers = ProducerStateManager()
         self._snapshot_changes = 0  # ``producers.changes`` when the last snapshot was taken
         self._snapshot_offset = -1  # the offset of the last snapshot
         self._snapshot_ms = self._last_flush_ms
@@ -152,6 +172,9 @@ class SegmentedLog(Partition):
         new.close()
         new.unlink()
 
+    def _materialize(self) -> None:
+        """Create the files of a log made in memory only (file engine: see ``PartitionLog(create=True)``)."""
+
     def _segments_changed(self) -> None:
         """Segment files were created or removed."""
 
@@ -163,6 +186,15 @@ class SegmentedLog(Partition):
         return None
 
     # state -------------------------------------------------------------------------------------------------
+
+    @property
+    def producers(self) -> ProducerStateManager:
+        """The producer state (changed only by the log's jobs, under the lock)."""
+        return self._producers
+
+    @producers.setter
+    def producers(self, state: ProducerStateManager) -> None:
+        self._producers = state
 
     def _set_segments(self, segments: list[Segment]) -> None:
         self._segments = segments
@@ -205,6 +237,11 @@ class SegmentedLog(Partition):
         return max(0, self.log_end_offset - self._recovery_point)
 
     @property
+    def writer(self) -> Writer:
+        """Where the log's changes run."""
+        return self._writer
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -220,62 +257,65 @@ class SegmentedLog(Partition):
 
     # append ------------------------------------------------------------------------------------------------
 
-    def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo:
+    def append(self, batches: bytearray | memoryview, *, now_ms: int) -> Pending[AppendInfo]:
         """Assign offsets to ``batches`` (one or more validated v2 batches, rewritten in place) and append
-        them to the active segment in one write."""
+        them to the active segment in one write, on the log's writer after the appends called before."""
         self._check_open()
-        total = len(batches)
-        if total == 0:
-            raise InvalidBatch("no record batch to append")
-        config = self.config
-        append_time = now_ms if config.log_append_time else -1
-        with self._lock:
-            next_offset = self.log_end_offset
-            first_offset = next_offset
-            headers: list[tuple[int, BatchHeader]] = []
-            end = 0
-            idempotent = False
-            for pos, h in iter_headers(batches):
-                if h.producer_id >= 0:
-                    idempotent = True
-                    if h.is_control:
-                        self.producers.check_marker(h.producer_id, h.producer_epoch)
-                    else:
-                        dup = self.producers.check(h)
-                        if dup is not None:
-                            if h.size != total:
-                                raise InvalidBatch("a retried batch must be appended on its own")
-                            return AppendInfo(
-                                dup.first_offset, dup.last_offset, -1, self._log_start_offset, 0
-                            )
-                h = assign_offset(
-                    batches,
-                    pos,
-                    h,
-                    next_offset,
-                    append_time=append_time,
-                    max_message_bytes=config.max_message_bytes,
-                )
-                headers.append((pos, h))
-                next_offset = h.last_offset + 1
-                end = pos + h.size
-            if end != total:
-                raise InvalidBatch(f"{total - end} trailing bytes after the last whole record batch")
-            last_offset = next_offset - 1
+        return self._writer.submit(lambda: self._append(batches, now_ms), size=len(batches))
+
+    def append_sync(self, batches: bytearray | memoryview, *, now_ms: int) -> AppendInfo:
+        self._check_open()
+        return self._writer.run(lambda: self._append(batches, now_ms))
+
+    def _append(self, batches: bytearray | memoryview, now_ms: int) -> AppendInfo:
+        """The append job: prepare, write beyond the visible end, then publish (the lock held only then)."""
+        with self._writing:
+            self._check_open()
+            self._materialize()
+            config = self.config
+            # Only jobs change the producer state and the offsets, so the job reads them without the lock.
+            prep = prepare_append(
+                batches, self.producers, self.log_end_offset, self._log_start_offset, config, now_ms
+            )
+            if isinstance(prep, AppendInfo):
+                return prep
+            total = len(batches)
             seg = self._active
-            if self._should_roll(seg, total, last_offset, now_ms):
+            if self._should_roll(seg, total, prep.last_offset, now_ms):
                 seg = self._roll(now_ms)
-            seg.append(batches, headers, now_ms=now_ms)
-            info = AppendInfo(first_offset, last_offset, append_time, self._log_start_offset, total)
-            if idempotent:
-                replay(
-                    self.producers,
-                    ((h, bytes(batches[pos : pos + h.size]) if h.is_control else None) for pos, h in headers),
-                    now_ms,
+            seg.write(batches)
+            with self._lock:
+                seg.publish(total, prep.headers, now_ms=now_ms)
+                if prep.idempotent:
+                    self._replay(batches, prep, now_ms)
+                info = AppendInfo(
+                    prep.first_offset, prep.last_offset, prep.append_time, self._log_start_offset, total
                 )
+            seg.sync_index_files()
+        if self._dirty_logs is not None:
+            self._dirty_logs.add(self)
         if self.unflushed_messages >= config.flush_messages:
-            self.flush()
+            self._request_flush()
         return info
+
+    def _replay(self, batches: bytearray | memoryview, prep: Prepared, now_ms: int) -> None:
+        replay(
+            self.producers,
+            ((h, bytes(batches[pos : pos + h.size]) if h.is_control else None) for pos, h in prep.headers),
+            now_ms,
+        )
+
+    def _request_flush(self) -> None:
+        """flush.messages reached: an fsync on the flusher (not the writer: appends go on meanwhile)."""
+        if self._flush_requested:
+            return
+        self._flush_requested = True
+
+        def job() -> None:
+            self._flush_requested = False
+            self.flush()
+
+        self._flusher.post(job)
 
     def _should_roll(self, seg: Segment, nbytes: int, last_offset: int, now_ms: int) -> bool:
         if seg.is_empty:
@@ -289,35 +329,31 @@ class SegmentedLog(Partition):
         )
 
     def _roll(self, now_ms: int) -> Segment:
+        """Start a new active segment (in a job: the files are created before the lock is taken)."""
         active = self._active
-        active.seal()
-        self._snapshot_producers(active.next_offset, now_ms)
         seg = self._new_segment(active.next_offset, now_ms)
-        self._set_segments([*self._segments, seg])
-        self._changed = True
+        with self._lock:
+            active.seal()
+            self._set_segments([*self._segments, seg])
+            self._changed = True
+        active.sync_index_files()
         self._segments_changed()
+        self._snapshot_producers(active.next_offset, now_ms)
         return seg
 
     def roll(self, now_ms: int | None = None) -> None:
         """Start a new active segment (a no-op when the active one is empty)."""
-        with self._lock:
-            if not self._active.is_empty:
-                self._roll(self._clock() if now_ms is None else now_ms)
+
+        def job() -> None:
+            with self._writing:
+                self._check_open()
+                self._materialize()
+                if not self._active.is_empty:
+                    self._roll(self._clock() if now_ms is None else now_ms)
+
+        self._writer.run(job)
 
     # producer state ----------------------------------------------------------------------------------------
-
-    def write_txn_marker(
-        self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
-    ) -> int:
-        """Append a COMMIT or ABORT marker for the producer's transaction; returns its offset."""
-        batch = build_control_batch(
-            commit=commit,
-            producer_id=producer_id,
-            producer_epoch=producer_epoch,
-            coordinator_epoch=coordinator_epoch,
-            timestamp_ms=now_ms,
-        )
-        return self.append(bytearray(batch), now_ms=now_ms).first_offset
 
     @property
     def last_stable_offset(self) -> int:
@@ -337,13 +373,18 @@ class SegmentedLog(Partition):
             return len(self.producers.expire(now_ms, max_age_ms))
 
     def _snapshot_producers(self, offset: int, now_ms: int) -> None:
-        """Snapshot the producer state as of ``offset`` (the log end) unless the last snapshot holds it."""
-        if self.producers.changes == self._snapshot_changes and offset == self._snapshot_offset:
-            return
-        self._snapshot_changes = self.producers.changes
-        self._snapshot_offset = offset
-        self._snapshot_ms = now_ms
-        self._write_producer_snapshot(offset, self.producers.to_json(offset))
+        """Snapshot the producer state as of ``offset`` (the log end) unless the last snapshot holds it (or
+        the log is empty: there is nothing to replay)."""
+        with self._lock:
+            if self.producers.changes == self._snapshot_changes and (
+                offset == self._snapshot_offset or offset == self._log_start_offset
+            ):
+                return
+            self._snapshot_changes = self.producers.changes
+            self._snapshot_offset = offset
+            self._snapshot_ms = now_ms
+            data = self.producers.to_json(offset)
+        self._write_producer_snapshot(offset, data)
 
     def _rebuild_producers(self) -> None:
         """Producer state from the newest usable snapshot, then the batch headers after it."""
@@ -372,7 +413,13 @@ class SegmentedLog(Partition):
 
     # read --------------------------------------------------------------------------------------------------
 
-    def read(
+    async def read(
+        self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
+    ) -> ReadResult:
+        """Whole batches from the one holding ``offset`` (see ``read_sync``): from the page cache, at once."""
+        return self.read_sync(offset, max_bytes, max_offset=max_offset, min_one=min_one)
+
+    def read_sync(
         self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
     ) -> ReadResult:
         """Whole batches from the one holding ``offset``: at most ``max_bytes`` (but a whole first batch when
@@ -476,14 +523,17 @@ class SegmentedLog(Partition):
     # deletion ----------------------------------------------------------------------------------------------
 
     def _discard(self, segments: list[Segment], now_ms: int) -> None:
-        """Unlink segments now; close their files once file.delete.delay.ms has passed."""
-        deadline = now_ms + self.config.file_delete_delay_ms
+        """Unlink segments already taken out of the list; close their files once file.delete.delay.ms has
+        passed (a reader holding a range of one keeps its file open as long as it needs it)."""
+        if not segments:
+            return
         for seg in segments:
             seg.unlink()
-            self._graveyard.append((deadline, seg))
-        if segments:
+        deadline = now_ms + self.config.file_delete_delay_ms
+        with self._lock:
+            self._graveyard.extend((deadline, seg) for seg in segments)
             self._changed = True
-            self._segments_changed()
+        self._segments_changed()
 
     def sweep(self, now_ms: int) -> int:
         """Close deleted segments whose delay has passed; returns how many are still waiting."""
@@ -498,25 +548,30 @@ class SegmentedLog(Partition):
             return len(keep)
 
     def _delete_prefix(self, n: int, now_ms: int) -> int:
-        """Delete the ``n`` oldest segments (rolling first if that would be all of them)."""
+        """In a job: delete the ``n`` oldest segments (rolling first if that would be all of them)."""
         if n <= 0:
             return 0
         if n >= len(self._segments):
             n = len(self._segments)
             self._roll(now_ms)
-        doomed = self._segments[:n]
-        self._set_segments(self._segments[n:])
+        with self._lock:
+            doomed = self._segments[:n]
+            self._set_segments(self._segments[n:])
+            first_base = self._segments[0].base_offset
+            moved = first_base > self._log_start_offset
+            if moved:
+                self._log_start_offset = first_base
+                self.producers.on_log_start_offset(first_base)
         self._discard(doomed, now_ms)
-        first_base = self._segments[0].base_offset
-        if first_base > self._log_start_offset:
-            self._log_start_offset = first_base
-            self._persist_log_start_offset()
-            self.producers.on_log_start_offset(first_base)
+        if moved:
+            # Bookkeeping: without it the next start takes the first segment's base offset, the same.
+            self._flusher.post(self._persist_log_start_offset)
         return n
 
     def delete_records_before(self, offset: int) -> int:
-        """DeleteRecords: move the log start offset up to ``offset`` (-1: the high watermark), deleting the
-        segments wholly below it. Returns the new log start offset (the low watermark)."""
+        """DeleteRecords: move the log start offset up to ``offset`` (-1: the high watermark) and return the
+        new log start offset (the low watermark) at once; the segments wholly below it are deleted by a job,
+        after an fsync of what was appended before (the records that replace them are on disk first)."""
         self._check_open()
         with self._lock:
             leo = self.log_end_offset
@@ -524,55 +579,92 @@ class SegmentedLog(Partition):
                 offset = leo
             if offset < 0 or offset > leo:
                 raise OffsetOutOfRange(offset, self._log_start_offset, leo)
-            if offset > self._log_start_offset:
-                self._log_start_offset = offset
-                self._persist_log_start_offset()
-                self.producers.on_log_start_offset(offset)
-                n = 0
-                while n + 1 < len(self._segments) and self._segments[n + 1].base_offset <= offset:
-                    n += 1
-                self._delete_prefix(n, self._clock())
-            return self._log_start_offset
+            if offset <= self._log_start_offset:
+                return self._log_start_offset
+            self._log_start_offset = offset
+        self._writer.post(self._start_moved)
+        return offset
+
+    def _start_moved(self) -> None:
+        """Job after DeleteRecords: the producer state forgets what lies below the new log start offset; the
+        flusher syncs the log and records the new start; then a job deletes the segments below it."""
+        with self._writing:
+            if self._closed:
+                return
+            with self._lock:
+                self.producers.on_log_start_offset(self._log_start_offset)
+
+        def durable() -> None:
+            self.flush()
+            self._persist_log_start_offset()
+            if not self._closed:
+                self._writer.post(self._delete_below_start)
+
+        self._flusher.post(durable)
+
+    def _delete_below_start(self) -> None:
+        with self._writing:
+            if self._closed:
+                return
+            n = 0
+            while n + 1 < len(self._segments) and self._segments[n + 1].base_offset <= self._log_start_offset:
+                n += 1
+            self._delete_prefix(n, self._clock())
 
     def truncate_to(self, offset: int) -> None:
         """Remove every batch holding an offset >= ``offset`` (whole batches: the end offset becomes the base
         offset of the batch holding ``offset``). Below the log start offset, empties the log and restarts it
         at ``offset``."""
         self._check_open()
-        with self._lock:
+        self._writer.run(lambda: self._truncate_to(offset))
+
+    def _truncate_to(self, offset: int) -> None:
+        with self._writing:
+            self._check_open()
+            self._materialize()
             now = self._clock()
             if offset >= self.log_end_offset:
                 return
-            self._changed = True
-            # discard before creating: a new segment may reuse a doomed one's file name
-            if offset < self._log_start_offset:
-                self._discard(self._segments, now)
-                self._set_segments([self._new_segment(offset, now)])
-                self._log_start_offset = offset
-                self._persist_log_start_offset()
-            else:
-                keep = [s for s in self._segments if s.base_offset < offset]
-                self._discard([s for s in self._segments if s.base_offset >= offset], now)
-                if not keep:
-                    keep = [self._new_segment(offset, now)]
-                self._set_segments(keep)
-                self._active.truncate_to(offset)
-            if self._recovery_point > self.log_end_offset:
-                self._recovery_point = self.log_end_offset
-                self._persist_recovery_point()
-            if self._cleaner_checkpoint > self.log_end_offset:
-                self._cleaner_checkpoint = self._log_start_offset
-                self._persist_cleaner_checkpoint()
-            self._rebuild_producers()
+            # Readers hold the lock throughout: truncation is rare, and its segments change under them.
+            with self._lock:
+                self._changed = True
+                # discard before creating: a new segment may reuse a doomed one's file name
+                if offset < self._log_start_offset:
+                    doomed = self._segments
+                    self._set_segments([])
+                    self._discard(doomed, now)
+                    self._set_segments([self._new_segment(offset, now)])
+                    self._log_start_offset = offset
+                    self._persist_log_start_offset()
+                else:
+                    keep = [s for s in self._segments if s.base_offset < offset]
+                    self._discard([s for s in self._segments if s.base_offset >= offset], now)
+                    if not keep:
+                        keep = [self._new_segment(offset, now)]
+                    self._set_segments(keep)
+                    self._active.truncate_to(offset)
+                if self._recovery_point > self.log_end_offset:
+                    self._recovery_point = self.log_end_offset
+                    self._persist_recovery_point()
+                if self._cleaner_checkpoint > self.log_end_offset:
+                    self._cleaner_checkpoint = self._log_start_offset
+                    self._persist_cleaner_checkpoint()
+                self._rebuild_producers()
 
     def apply_retention(self, now_ms: int) -> int:
         """Delete segments past retention.ms (by their largest timestamp) or beyond retention.bytes, oldest
         first; the active segment too (after rolling) when it is wholly expired. Also closes the files of
-        segments deleted more than file.delete.delay.ms ago. Returns the number of segments deleted."""
+        segments deleted more than file.delete.delay.ms ago. Returns the number of segments deleted (a job:
+        waits for the appends queued before it)."""
         if self._closed:
             return 0
+        return self._writer.run(lambda: self._apply_retention(now_ms))
+
+    def _apply_retention(self, now_ms: int) -> int:
         deleted = 0
-        with self._lock:
+        with self._writing:
+            if self._closed:
+                return 0
             c = self.config
             if c.delete_enabled and c.retention_ms >= 0:
                 n = 0
@@ -679,7 +771,24 @@ class SegmentedLog(Partition):
             for _, new in cleaned:
                 self._abandon_cleaned(new)
             raise
-        with self._lock:
+        try:
+            return self._writer.run(lambda: self._install(cleaned, sizes, end_offset, removed, now_ms))
+        except BaseException:
+            for old, new in cleaned:
+                if new is not old:
+                    self._abandon_cleaned(new)
+            raise
+
+    def _install(
+        self,
+        cleaned: list[tuple[Segment, Segment]],
+        sizes: list[int],
+        end_offset: int,
+        removed: int,
+        now_ms: int,
+    ) -> CleanStats | None:
+        """The job that swaps the cleaned segments in, unless the log changed meanwhile."""
+        with self._writing:
             current = {id(s) for s in self._segments[:-1]}
             unchanged = all(
                 id(old) in current and old.size == size for (old, _), size in zip(cleaned, sizes, strict=True)
@@ -718,26 +827,26 @@ class SegmentedLog(Partition):
     def _install_cleaned(
         self, cleaned: list[tuple[Segment, Segment]], end_offset: int, removed: int, now_ms: int
     ) -> CleanStats:
-        """Swap the cleaned segments in, oldest first (called with the lock held)."""
+        """Swap the cleaned segments in, oldest first (in a job). Each old segment's file stays open for the
+        readers still using it while the new one takes its name; the lock is held only to change the list."""
         before = after = dropped = 0
         deadline = now_ms + self.config.file_delete_delay_ms
         try:
             for i, (old, new) in enumerate(cleaned):
                 before += old.size
-                segments = list(self._segments)
-                idx = next(j for j, s in enumerate(segments) if s is old)
-                if new.is_empty and idx > 0:
+                if new.is_empty and self._segments[0] is not old:
                     # nothing left: the segment goes (the first one stays, empty, to keep the log start)
                     self._abandon_cleaned(new)
-                    del segments[idx]
-                    self._set_segments(segments)
+                    with self._lock:
+                        self._set_segments([s for s in self._segments if s is not old])
                     self._discard([old], now_ms)
                     dropped += 1
                 else:
+                    old.pin()  # readers go on reading the old file after its name is the new one's
                     self._swap_cleaned(old, new)
-                    segments[idx] = new
-                    self._set_segments(segments)
-                    self._graveyard.append((deadline, old))  # its file name is the new segment's now
+                    with self._lock:
+                        self._set_segments([new if s is old else s for s in self._segments])
+                        self._graveyard.append((deadline, old))
                     after += new.size
                 cleaned[i] = (old, old)  # installed: nothing to abandon any more
         except BaseException:
@@ -746,7 +855,8 @@ class SegmentedLog(Partition):
                     self._abandon_cleaned(new)
             raise
         finally:
-            self._changed = True
+            with self._lock:
+                self._changed = True
             self._segments_changed()
         self._sync_directory()
         self._cleaner_checkpoint = end_offset
@@ -816,20 +926,38 @@ class SegmentedLog(Partition):
         self._graveyard = []
 
     def close(self) -> None:
-        with self._lock:
+        """Close the log once the jobs queued before are done (waits for them)."""
+        if self._closed:
+            return
+        self._writer.run(self._close)
+
+    def _close(self) -> None:
+        with self._writing:
             if self._closed:
                 return
-            self._closed = True
-            self._close_all()
+            self._before_close()
+            with self._lock:
+                self._closed = True
+                self._close_all()
+
+    def _before_close(self) -> None:
+        """Make the log durable before its files are closed (file engine)."""
 
     def delete(self) -> None:
+        """Close the log at once (appends and reads fail from now on) and delete its data in a job."""
         with self._lock:
             if self._closed:
                 return
-            now = self._clock()
-            doomed = self._segments
-            self._discard(doomed, now)
             self._closed = True
+        self._writer.post(self._delete)
+
+    def _delete(self) -> None:
+        with self._writing:
+            self._discard(list(self._segments), self._clock())
+            self._remove_files()
+
+    def _remove_files(self) -> None:
+        """Remove what is left of the log's files (file engine)."""
 
     def __repr__(self) -> str:
         return (
@@ -839,28 +967,80 @@ class SegmentedLog(Partition):
 
 
 class PartitionLog(SegmentedLog):
-    """A partition log kept in files in one directory (Kafka's layout and file names)."""
+    """A partition log kept in files in one directory (Kafka's layout and file names).
+
+    ``writer``, ``flusher`` and ``files`` come from the storage (its log directory's writer thread and
+    descriptor budget); alone, the log does its disk work on the calling thread within a budget of its own.
+    ``create``: a new log, made in memory at once and on disk by its first job (``materialize`` or the first
+    append), after ``prepare_dir(directory)``. ``clean_shutdown``: given by a storage that records clean
+    shutdowns for all its logs at once; when None the log keeps its own marker file.
+    """
 
     RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
     LOG_START_OFFSET_FILE = "log-start-offset-checkpoint"
     CLEANER_CHECKPOINT_FILE = "cleaner-offset-checkpoint"
     CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 
-    def __init__(self, directory: Path | str, config: LogConfig | None = None, *, clock: Clock | None = None):
-        super().__init__(config or LogConfig(), clock=clock)
+    def __init__(
+        self,
+        directory: Path | str,
+        config: LogConfig | None = None,
+        *,
+        clock: Clock | None = None,
+        writer: Writer | None = None,
+        flusher: Writer | None = None,
+        files: FileCache | None = None,
+        create: bool = False,
+        clean_shutdown: bool | None = None,
+        prepare_dir: Callable[[Path], None] | None = None,
+        dirty: set[SegmentedLog] | None = None,
+    ) -> None:
+        super().__init__(config or LogConfig(), clock=clock, writer=writer, flusher=flusher, dirty=dirty)
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._files = files if files is not None else FileCache(min(1024, default_open_files()))
         self._checkpoint_lock = threading.Lock()
         self._dir_dirty = True
+        self._listing: list[str] | None = None  # the directory's entries while it is loaded
+        self._own_marker = clean_shutdown is None
+        self._prepare_dir = prepare_dir
         self.recovered_bytes = 0  # bytes cut off torn or corrupt segment tails when the log was opened
         self.recovered_segments = 0  # segments whose indexes were rebuilt when the log was opened
         self.clean_shutdown = False
-        self._load()
+        if create:
+            self._materialized = False
+            self._set_segments([Segment.in_memory(0, self.config, now_ms=self._clock())])
+            return
+        self._materialized = True
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._load(clean_shutdown)
 
     # files -------------------------------------------------------------------------------------------------
 
+    @property
+    def materialized(self) -> bool:
+        """Whether the log's files exist (a log created in memory gets them from its first job)."""
+        return self._materialized
+
+    def materialize(self) -> None:
+        """Create the files of a new log now (in a job of its writer, on its thread)."""
+        with self._writing:
+            self._materialize()
+
+    def _materialize(self) -> None:
+        if self._materialized:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._prepare_dir is not None:
+            self._prepare_dir(self.directory)
+        seg = Segment.create(
+            self.directory, self._active.base_offset, self.config, self._files, now_ms=self._clock()
+        )
+        with self._lock:
+            self._set_segments([seg])
+        self._materialized = True
+
     def _new_segment(self, base_offset: int, now_ms: int) -> Segment:
-        return Segment.create(self.directory, base_offset, self.config, now_ms=now_ms)
+        return Segment.create(self.directory, base_offset, self.config, self._files, now_ms=now_ms)
 
     def _segments_changed(self) -> None:
         self._dir_dirty = True
@@ -870,10 +1050,13 @@ class PartitionLog(SegmentedLog):
             self._dir_dirty = False
             fsync_dir(self.directory)
 
-    def _read_checkpoint(self, name: str) -> int | None:
+    def _read_checkpoint(self, name: str, listed: set[str] | None = None) -> int | None:
+        if listed is not None and name not in listed:
+            return None
         try:
-            lines = (self.directory / name).read_text().split()
-            return int(lines[1]) if len(lines) >= 2 and lines[0] == "0" else None
+            with open(os.path.join(self.directory, name), "rb") as f:
+                lines = f.read(256).split()
+            return int(lines[1]) if len(lines) >= 2 and lines[0] == b"0" else None
         except (OSError, ValueError):
             return None
 
@@ -900,7 +1083,9 @@ class PartitionLog(SegmentedLog):
     # log cleaner files: <base>.log.cleaned while written, renamed .swap (committed), then <base>.log ------
 
     def _new_cleaned_segment(self, base_offset: int, now_ms: int) -> Segment:
-        return Segment.create(self.directory, base_offset, self.config, now_ms=now_ms, suffix=CLEANED_SUFFIX)
+        return Segment.create(
+            self.directory, base_offset, self.config, self._files, now_ms=now_ms, suffix=CLEANED_SUFFIX
+        )
 
     def _finish_cleaned(self, old: Segment, new: Segment) -> None:
         fds = new.sync_fds()
@@ -939,10 +1124,10 @@ class PartitionLog(SegmentedLog):
                 with contextlib.suppress(OSError):
                     (self.directory / entry).unlink()
 
-    def _snapshot_files(self) -> list[tuple[int, Path]]:
+    def _snapshot_files(self, names: list[str] | None = None) -> list[tuple[int, Path]]:
         out = []
         with contextlib.suppress(OSError):
-            for entry in os.listdir(self.directory):
+            for entry in os.listdir(self.directory) if names is None else names:
                 offset = snapshot_offset(entry)
                 if offset is not None:
                     out.append((offset, self.directory / entry))
@@ -966,7 +1151,7 @@ class PartitionLog(SegmentedLog):
                         p.unlink()
 
     def _load_producer_snapshot(self, max_offset: int) -> tuple[int, ProducerStateManager] | None:
-        for offset, path in reversed(self._snapshot_files()):
+        for offset, path in reversed(self._snapshot_files(self._listing)):
             if offset > max_offset:
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -981,38 +1166,50 @@ class PartitionLog(SegmentedLog):
 
     # recovery ----------------------------------------------------------------------------------------------
 
-    def _load(self) -> None:
+    def _load(self, clean_shutdown: bool | None) -> None:
         now = self._clock()
-        marker = self.directory / self.CLEAN_SHUTDOWN_FILE
-        clean = marker.exists()
+        names = os.listdir(self.directory)
+        own = self.CLEAN_SHUTDOWN_FILE in names
+        clean = own if clean_shutdown is None else clean_shutdown or own
         self.clean_shutdown = clean
-        self._finish_interrupted_cleaning()
+        changed = not clean
+        if any(n.endswith((CLEANED_SUFFIX, SWAP_SUFFIX)) for n in names):
+            changed = True
+            self._finish_interrupted_cleaning()
+            names = os.listdir(self.directory)
         groups: dict[int, set[str]] = {}
-        for entry in os.listdir(self.directory):
+        for entry in names:
             if entry.endswith(".tmp"):
+                changed = True
                 with contextlib.suppress(OSError):
                     (self.directory / entry).unlink()
                 continue
             m = _SEGMENT_FILE.match(entry)
             if m:
                 groups.setdefault(int(m.group(1)), set()).add(m.group(2))
+        self._listing = names
         bases = []
         for base, kinds in sorted(groups.items()):
             if "log" in kinds:
                 bases.append(base)
             else:  # an index without its log: left over from a deletion
+                changed = True
                 for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
                     with contextlib.suppress(OSError):
                         (self.directory / f"{base:020d}{suffix}").unlink()
-        log_start = self._read_checkpoint(self.LOG_START_OFFSET_FILE) or 0
-        recovery_point = self._read_checkpoint(self.RECOVERY_POINT_FILE) or 0
-        self._cleaner_checkpoint = self._read_checkpoint(self.CLEANER_CHECKPOINT_FILE) or 0
+        listed = set(names)
+        log_start = self._read_checkpoint(self.LOG_START_OFFSET_FILE, listed) or 0
+        recovery_point = self._read_checkpoint(self.RECOVERY_POINT_FILE, listed) or 0
+        self._cleaner_checkpoint = self._read_checkpoint(self.CLEANER_CHECKPOINT_FILE, listed) or 0
         segments: list[Segment] = []
         for i, base in enumerate(bases):
-            seg, indexes_ok = Segment.open(self.directory, base, self.config, now_ms=now)
+            seg, indexes_ok = Segment.open(
+                self.directory, base, self.config, self._files, now_ms=now, listed=listed
+            )
             last = i == len(bases) - 1
             needs_recovery = not clean and (last or bases[i + 1] > recovery_point)
             if needs_recovery or not indexes_ok or not seg.load():
+                changed = True
                 self.recovered_segments += 1
                 truncated = seg.recover()
                 self.recovered_bytes += truncated
@@ -1029,10 +1226,12 @@ class PartitionLog(SegmentedLog):
             else:
                 segments.append(seg)
         if not segments:
+            changed = True
             segments = [self._new_segment(log_start, now)]
         self._set_segments(segments)
         self._log_start_offset = max(log_start, segments[0].base_offset)
         if self._log_start_offset > self.log_end_offset:
+            changed = True
             for seg in self._segments:
                 seg.close()
                 seg.unlink()
@@ -1041,13 +1240,16 @@ class PartitionLog(SegmentedLog):
         if self._cleaner_checkpoint > self.log_end_offset:
             self._cleaner_checkpoint = self._log_start_offset
         self._rebuild_producers()
-        if clean:
-            marker.unlink()
+        self._listing = None
+        if own:  # (a storage recording clean shutdowns itself honours one left by a single log)
+            changed = True
+            (self.directory / self.CLEAN_SHUTDOWN_FILE).unlink()
         if self._log_start_offset != log_start:
             self._write_checkpoint(self.LOG_START_OFFSET_FILE, self._log_start_offset)
         if self._recovery_point != recovery_point:
             self._write_checkpoint(self.RECOVERY_POINT_FILE, self._recovery_point)
-        fsync_dir(self.directory)
+        if changed:
+            fsync_dir(self.directory)
         self._dir_dirty = False
 
     def _drop_files(self, bases: list[int]) -> None:
@@ -1059,28 +1261,22 @@ class PartitionLog(SegmentedLog):
 
     # lifecycle ---------------------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Flush, close every file and leave the clean-shutdown marker (the next open skips recovery)."""
-        if self._closed:
+    def _before_close(self) -> None:
+        """Flush and snapshot the producer state; alone, leave the clean-shutdown marker (the next open skips
+        recovery). A full disk must not stop the shutdown: without the snapshot (producer state is rebuilt
+        from the log) or the marker (the next open recovers the log) nothing is lost."""
+        if not self._materialized:
             return
         self.flush()
-        with self._lock:
-            if self._closed:
-                return
-            # A full disk must not stop the shutdown: without the snapshot (producer state is rebuilt from
-            # the log) or the marker (the next open recovers the log) nothing is lost.
-            snapshot_ok = True
-            try:
-                self._snapshot_producers(self.log_end_offset, self._clock())
-            except OSError:
-                snapshot_ok = False
-            self._closed = True
-            self._close_all()
-            if snapshot_ok:
-                with contextlib.suppress(OSError):
-                    atomic_write(self.directory / self.CLEAN_SHUTDOWN_FILE, b"")
+        snapshot_ok = True
+        try:
+            self._snapshot_producers(self.log_end_offset, self._clock())
+        except OSError:
+            snapshot_ok = False
+        if snapshot_ok and self._own_marker:
+            with contextlib.suppress(OSError):
+                atomic_write(self.directory / self.CLEAN_SHUTDOWN_FILE, b"")
 
-    def delete(self) -> None:
+    def _remove_files(self) -> None:
         """Remove the directory; open files stay readable until file.delete.delay.ms passes (``sweep``)."""
-        super().delete()
         shutil.rmtree(self.directory, ignore_errors=True)

@@ -12,7 +12,13 @@ one; the time index only when the segment's max timestamp has grown since its la
 in memory (two lists each, searched with bisect) and appended to their files with positional writes.
 
 The bytes live behind a ``SegmentStore``: a file for the file engine, a bytearray for the memory engine, so
-both engines share every lookup, roll and retention rule.
+both engines share every lookup, roll and retention rule. A store's ``size`` is what readers may see: the
+partition's writer puts new bytes beyond it (``write_at``), then makes them visible under the log's lock
+(``Segment.publish``), so a read never sees a batch before its write is done. Index entries are kept in memory
+at once and written to their files after (``Segment.sync_index_files``); recovery rebuilds what a crash lost.
+
+Log files are opened through the partition's ``FileCache`` (a descriptor budget shared by the storage): a
+store does not hold its descriptor, it asks the cache for it on each use.
 """
 
 from __future__ import annotations
@@ -23,12 +29,12 @@ import random
 import struct
 from abc import ABC, abstractmethod
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from kafkite.log.base import FileRange
 from kafkite.log.config import LogConfig
+from kafkite.log.files import FileCache, FileHandle
 from kafkite.protocol.records import (
     BATCH_HEADER_SIZE,
     BatchHeader,
@@ -56,12 +62,20 @@ def segment_name(base_offset: int) -> str:
 
 
 class SegmentStore(ABC):
-    """Where a segment's (or index's) bytes live. Writes only ever append or truncate."""
+    """Where a segment's (or index's) bytes live. Writes only ever append or truncate.
+
+    ``size`` is the visible size: ``write_at`` puts bytes at a position (the writer's, beyond ``size``)
+    without making them visible; the owner moves ``size`` when they may be read. ``append`` does both."""
 
     size: int
 
     @abstractmethod
-    def append(self, data: bytes | bytearray | memoryview) -> None: ...
+    def write_at(self, position: int, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` at ``position`` (cut back to ``position`` if the write fails half way)."""
+
+    def append(self, data: bytes | bytearray | memoryview) -> None:
+        self.write_at(self.size, data)
+        self.size += len(data)
 
     @abstractmethod
     def pread(self, position: int, n: int) -> bytes: ...
@@ -85,34 +99,51 @@ class SegmentStore(ABC):
     @abstractmethod
     def unlink(self) -> None: ...
 
+    def pin(self) -> None:  # noqa: B027 - only stores with a descriptor have something to keep
+        """Keep the store's file open until ``close`` (its name is about to be given to another file)."""
+
 
 class FileStore(SegmentStore):
-    def __init__(self, path: Path, *, create: bool = False) -> None:
-        self.path = path
-        self.file: BinaryIO = open(path, "w+b" if create else "r+b", buffering=0)  # noqa: SIM115
-        self.fd = self.file.fileno()
-        self.size = os.fstat(self.fd).st_size
-        self.closed = False
+    """A log file, opened through a ``FileCache`` on each use (it may have been closed since)."""
 
-    def append(self, data: bytes | bytearray | memoryview) -> None:
+    def __init__(self, path: Path, files: FileCache, *, create: bool = False) -> None:
+        self.path = path
+        self._files = files
+        self.closed = False
+        self._pinned: FileHandle | None = None
+        h = files.handle(self, create=create)
+        self.size = os.fstat(h.fileno()).st_size
+
+    @property
+    def file(self) -> FileHandle:
+        """The open handle (hold it while using its descriptor: the cache may let it go meanwhile)."""
+        if self.closed:
+            raise ValueError(f"{self.path.name} is closed")
+        return self._pinned or self._files.handle(self)
+
+    def pin(self) -> None:
+        self._pinned = self.file
+
+    def write_at(self, position: int, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
-        start = self.size
+        h = self.file
+        fd = h.fileno()
         done = 0
         try:
             while done < len(view):
-                done += os.pwrite(self.fd, view[done:], start + done)
+                done += os.pwrite(fd, view[done:], position + done)
         except BaseException:
-            if done:
-                with contextlib.suppress(OSError):
-                    os.ftruncate(self.fd, start)
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, position)
             raise
-        self.size = start + done
 
     def pread(self, position: int, n: int) -> bytes:
         n = max(0, min(n, self.size - position))
-        data = os.pread(self.fd, n, position)
+        h = self.file
+        fd = h.fileno()
+        data = os.pread(fd, n, position)
         while len(data) < n:
-            more = os.pread(self.fd, n - len(data), position + len(data))
+            more = os.pread(fd, n - len(data), position + len(data))
             if not more:
                 break
             data += more
@@ -120,22 +151,28 @@ class FileStore(SegmentStore):
 
     def truncate(self, size: int) -> None:
         if size < self.size:
-            os.ftruncate(self.fd, size)
+            h = self.file
+            os.ftruncate(h.fileno(), size)
             self.size = size
 
     def chunk(self, position: int, size: int) -> FileRange | bytes:
         return FileRange(self.file, position, size)
 
     def sync_fd(self) -> int | None:
-        return None if self.closed else os.dup(self.fd)
+        if self.closed:
+            return None
+        h = self.file
+        return os.dup(h.fileno())
 
     def mtime_ms(self) -> int | None:
-        return int(os.fstat(self.fd).st_mtime * 1000)
+        h = self.file
+        return int(os.fstat(h.fileno()).st_mtime * 1000)
 
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.file.close()
+            self._pinned = None
+            self._files.release(self)
 
     def unlink(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -157,20 +194,19 @@ class IndexFileStore(SegmentStore):
                 pass
         self.size = os.stat(path).st_size
 
-    def append(self, data: bytes | bytearray | memoryview) -> None:
-        fd = os.open(self.path, os.O_WRONLY)
+    def write_at(self, position: int, data: bytes | bytearray | memoryview) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         try:
             view = memoryview(data)
             done = 0
             while done < len(view):
-                done += os.pwrite(fd, view[done:], self.size + done)
+                done += os.pwrite(fd, view[done:], position + done)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.size)
+                os.ftruncate(fd, position)
             raise
         finally:
             os.close(fd)
-        self.size += len(view)
 
     def pread(self, position: int, n: int) -> bytes:
         with open(self.path, "rb") as f:
@@ -187,7 +223,7 @@ class IndexFileStore(SegmentStore):
 
     def sync_fd(self) -> int | None:
         try:
-            return os.open(self.path, os.O_RDONLY)
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
 
@@ -207,16 +243,15 @@ class MemoryStore(SegmentStore):
         self.buf = bytearray()
         self.size = 0
 
-    def append(self, data: bytes | bytearray | memoryview) -> None:
-        self.buf += data
-        self.size = len(self.buf)
+    def write_at(self, position: int, data: bytes | bytearray | memoryview) -> None:
+        self.buf[position:] = data
 
     def pread(self, position: int, n: int) -> bytes:
         return bytes(self.buf[position : position + n])
 
     def truncate(self, size: int) -> None:
         del self.buf[size:]
-        self.size = len(self.buf)
+        self.size = min(self.size, size)
 
     def chunk(self, position: int, size: int) -> FileRange | bytes:
         return bytes(self.buf[position : position + size])
@@ -239,7 +274,10 @@ class MemoryStore(SegmentStore):
 
 
 class SparseIndex:
-    """Two parallel sorted lists (key, value), mirrored to a store of fixed-size big-endian entries."""
+    """Two parallel sorted lists (key, value), mirrored to a store of fixed-size big-endian entries.
+
+    ``append`` updates the lists at once and keeps the entry's bytes until ``write_pending`` (the writer
+    writes them after it has made the entry visible, outside the log's lock)."""
 
     def __init__(
         self, entry: struct.Struct, store: SegmentStore, max_entries: int, *, key_first: bool
@@ -250,6 +288,7 @@ class SparseIndex:
         self._key_first = key_first
         self.keys: list[int] = []
         self.values: list[int] = []
+        self._pending = bytearray()
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -277,23 +316,36 @@ class SparseIndex:
                 keys.append(b)
                 values.append(a)
         self.keys, self.values = keys, values
+        self._pending = bytearray()
         return True
 
     def _pack(self, key: int, value: int) -> bytes:
         return self._entry.pack(key, value) if self._key_first else self._entry.pack(value, key)
 
     def append(self, key: int, value: int) -> None:
-        self.store.append(self._pack(key, value))
+        self._pending += self._pack(key, value)
         self.keys.append(key)
         self.values.append(value)
 
+    def write_pending(self) -> None:
+        """Write the entries appended since the last call to the store."""
+        if self._pending:
+            data, self._pending = self._pending, bytearray()
+            try:
+                self.store.append(data)
+            except BaseException:
+                self._pending = data + self._pending
+                raise
+
     def reset(self) -> None:
+        self._pending = bytearray()
         self.store.truncate(0)
         self.keys = []
         self.values = []
 
     def truncate_entries(self, n: int) -> None:
         if n < len(self.keys):
+            self.write_pending()
             self.store.truncate(n * self._entry.size)
             del self.keys[n:]
             del self.values[n:]
@@ -385,13 +437,20 @@ class Segment:
 
     @classmethod
     def create(
-        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int, suffix: str = ""
+        cls,
+        directory: Path,
+        base_offset: int,
+        config: LogConfig,
+        files: FileCache,
+        *,
+        now_ms: int,
+        suffix: str = "",
     ) -> Segment:
         """New empty files; ``suffix`` (e.g. ``.cleaned``) follows each usual file name."""
         name = segment_name(base_offset)
         return cls(
             base_offset,
-            FileStore(directory / (name + LOG_SUFFIX + suffix), create=True),
+            FileStore(directory / (name + LOG_SUFFIX + suffix), files, create=True),
             OffsetIndex(
                 IndexFileStore(directory / (name + INDEX_SUFFIX + suffix), create=True),
                 config.segment_index_bytes,
@@ -419,20 +478,28 @@ class Segment:
 
     @classmethod
     def open(
-        cls, directory: Path, base_offset: int, config: LogConfig, *, now_ms: int
+        cls,
+        directory: Path,
+        base_offset: int,
+        config: LogConfig,
+        files: FileCache,
+        *,
+        now_ms: int,
+        listed: Collection[str] | None = None,
     ) -> tuple[Segment, bool]:
-        """Open existing files; returns (segment, indexes_ok). Missing index files are created empty."""
+        """Open existing files; returns (segment, indexes_ok). Missing index files are created empty.
+        ``listed``: the directory's entries, when the caller has them."""
         name = segment_name(base_offset)
         ok = True
         stores: list[IndexFileStore] = []
         for suffix in (INDEX_SUFFIX, TIME_INDEX_SUFFIX):
             path = directory / (name + suffix)
-            exists = path.exists()
+            exists = path.exists() if listed is None else name + suffix in listed
             ok = ok and exists
             stores.append(IndexFileStore(path, create=not exists))
         seg = cls(
             base_offset,
-            FileStore(directory / (name + LOG_SUFFIX)),
+            FileStore(directory / (name + LOG_SUFFIX), files),
             OffsetIndex(stores[0], config.segment_index_bytes),
             TimeIndex(stores[1], config.segment_index_bytes),
             config,
@@ -469,12 +536,29 @@ class Segment:
     def append(
         self, data: bytes | bytearray | memoryview, headers: list[tuple[int, BatchHeader]], *, now_ms: int
     ) -> None:
-        """Write ``data`` (whose batches are ``headers``: position within data, header) in one write call."""
+        """Write ``data`` (whose batches are ``headers``: position within data, header) in one write call and
+        make it visible at once (for segments nobody else reads meanwhile)."""
+        self.write(data)
+        self.publish(len(data), headers, now_ms=now_ms)
+        self.sync_index_files()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Write ``data`` after the visible bytes without making it visible (the writer, without the log's
+        lock: readers never look past ``size``)."""
+        self.store.write_at(self.store.size, data)
+
+    def publish(self, nbytes: int, headers: list[tuple[int, BatchHeader]], *, now_ms: int) -> None:
+        """Make the ``nbytes`` written by ``write`` visible with their index entries (log lock held)."""
         start = self.store.size
-        self.store.append(data)
+        self.store.size = start + nbytes
         self.last_modified_ms = now_ms
         for rel_pos, h in headers:
             self._account(start + rel_pos, h)
+
+    def sync_index_files(self) -> None:
+        """Write the index entries made visible since the last call to their files."""
+        self.offset_index.write_pending()
+        self.time_index.write_pending()
 
     def _account(self, position: int, h: BatchHeader) -> None:
         if h.max_timestamp > self.max_timestamp:
@@ -605,6 +689,7 @@ class Segment:
         truncated = self.store.size - valid_end
         if truncated:
             self.store.truncate(valid_end)
+        self.sync_index_files()
         self._refresh_created()
         return truncated
 
@@ -673,6 +758,10 @@ class Segment:
     def sync_fds(self) -> list[int]:
         fds = [self.store.sync_fd(), self.offset_index.store.sync_fd(), self.time_index.store.sync_fd()]
         return [fd for fd in fds if fd is not None]
+
+    def pin(self) -> None:
+        """Keep the log file open until ``close``, whatever the descriptor budget (``SegmentStore.pin``)."""
+        self.store.pin()
 
     def close(self) -> None:
         self.store.close()

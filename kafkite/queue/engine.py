@@ -61,7 +61,7 @@ class RecordLog:
     def append(self, records: list[tuple[bytes | None, bytes | None, list[Header], int]]) -> int:
         """Append ``(key, value, headers, timestamp)`` records as one batch; the first record's offset."""
         batch = bytearray(build_batch(records))
-        info = self.partition.append(batch, now_ms=self.clock())
+        info = self.partition.append_sync(batch, now_ms=self.clock())
         return info.first_offset
 
     def append_events(self, events: list[tuple[bytes, dict[str, Any]]]) -> int:
@@ -72,7 +72,7 @@ class RecordLog:
         p = self.partition
         offset = p.log_start_offset
         while offset < p.log_end_offset:
-            data = p.read(offset, READ_CHUNK).to_bytes()
+            data = p.read_sync(offset, READ_CHUNK).to_bytes()
             if not data:
                 break
             for pos, h in iter_headers(data):

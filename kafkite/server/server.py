@@ -23,8 +23,9 @@ from typing import Any, cast
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
+from kafkite.server.accept import Listener
 from kafkite.server.connection import KafkaConnection
-from kafkite.server.listen import DEFAULT_BACKLOG, bind_tcp, bound_port, close_all
+from kafkite.server.listen import bind_tcp, bound_port, close_all
 
 log = logging.getLogger("kafkite.server")
 
@@ -123,7 +124,7 @@ class RequestMemory:
 class KafkaServer:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.servers: list[asyncio.base_events.Server] = []
+        self.servers: list[Listener] = []
         self.connections: set[KafkaConnection] = set()
         self.use_sendfile = True
         self.bound: list[tuple[str, str, int]] = []
@@ -238,16 +239,18 @@ class KafkaServer:
         while self._unserved:
             name, host, socks = self._unserved.pop(0)
             tls = self._ssl if self.protocols[name].endswith("SSL") else None
-            for sock in socks:
-                srv = await loop.create_server(
-                    lambda name=name: KafkaConnection(self, name),
-                    sock=sock,
-                    backlog=DEFAULT_BACKLOG,
-                    ssl=tls,
-                    ssl_handshake_timeout=10.0 if tls is not None else None,
-                )
-                self.servers.append(srv)
             port = bound_port(socks)
+            # An accept loop of our own: it pauses instead of spinning when descriptors run out.
+            srv = Listener(
+                loop,
+                lambda name=name: KafkaConnection(self, name),
+                socks,
+                ssl_context=tls,
+                ssl_handshake_timeout=10.0 if tls is not None else None,
+                name=f"{name}://{host or '0.0.0.0'}:{port}",
+            )
+            srv.start()
+            self.servers.append(srv)
             log.info("listening on %s://%s:%d (%s)", name, host or "0.0.0.0", port, self.protocols[name])
         if self._reaper is None:
             self._reaper = loop.create_task(self._reap_idle(), name="idle-connections")

@@ -63,7 +63,9 @@ class PutResult:
     error_message: str | None = None
 
 
-def put_messages(broker: Broker, topic: str, entries: list[tuple[bytes | None, bytes]]) -> list[PutResult]:
+async def put_messages(
+    broker: Broker, topic: str, entries: list[tuple[bytes | None, bytes]]
+) -> list[PutResult]:
     """Append ``entries`` (key, value) to ``topic``: one batch per partition, in request order within each."""
     meta = broker.topic(topic)
     if meta is None:
@@ -88,7 +90,7 @@ def put_messages(broker: Broker, topic: str, entries: list[tuple[bytes | None, b
                 cfg.message_timestamp_before_max_ms,
                 cfg.message_timestamp_after_max_ms,
             )
-            info = part.append(batch, now_ms=now)
+            info = await part.append(batch, now_ms=now)
         except ProduceError as e:
             code = "MessageTooLarge" if e.code == ErrorCode.MESSAGE_TOO_LARGE else "InvalidParameter"
             for i in positions:
@@ -107,7 +109,7 @@ def put_messages(broker: Broker, topic: str, entries: list[tuple[bytes | None, b
     return results
 
 
-def read_records(
+async def read_records(
     broker: Broker, topic: str, partition: int, offset: int, limit: int, max_bytes: int = GET_MAX_BYTES
 ) -> tuple[list[records.Record], int]:
     """Records of one partition from ``offset`` (at most ``limit``): (records, the offset to continue from).
@@ -123,7 +125,7 @@ def read_records(
     if offset >= hw or limit <= 0:
         return [], min(offset, hw)
     try:
-        res = part.read(offset, max_bytes, max_offset=hw, min_one=True)
+        res = await part.read(offset, max_bytes, max_offset=hw, min_one=True)
     except OffsetOutOfRange:
         return [], offset
     buf = res.to_bytes()

@@ -816,7 +816,7 @@ class StreamingApi:
             raise bad(f"a PutMessages request may carry at most {limits.MAX_REQUEST_BYTES} bytes of messages")
         if self.oci:
             self._throttle_put(view, entries)
-        results = put_messages(self.broker, view.topic, entries)
+        results = await put_messages(self.broker, view.topic, entries)
         out: list[Json] = []
         failures = 0
         for r in results:
@@ -912,7 +912,7 @@ class StreamingApi:
         if self.oci and not limits.limits_of(self.broker).gets.try_acquire((view.topic, c.partition, ""), 1):
             raise OciError(429, "TooManyRequests", "more than 5 GetMessages per second on this partition")
         try:
-            recs, nxt = read_records(self.broker, view.topic, c.partition, c.offset, limit)
+            recs, nxt = await read_records(self.broker, view.topic, c.partition, c.offset, limit)
         except LookupError:
             raise bad("the cursor's partition no longer exists") from None
         msgs = [self._message(view, c.partition, r) for r in recs]
@@ -1033,7 +1033,9 @@ class StreamingApi:
                 if len(msgs) >= limit:
                     break
                 try:
-                    recs, nxt = read_records(self.broker, view.topic, p, positions[p], limit - len(msgs))
+                    recs, nxt = await read_records(
+                        self.broker, view.topic, p, positions[p], limit - len(msgs)
+                    )
                 except LookupError:
                     continue
                 msgs.extend(self._message(view, p, r) for r in recs)

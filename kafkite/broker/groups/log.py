@@ -115,13 +115,13 @@ class StorageGroupLog:
 
     def _append_batch(self, entries: list[Entry], ts: int) -> int:
         batch = build_batch([(key, value, [], ts) for key, value in entries])
-        return self._partition.append(bytearray(batch), now_ms=ts).first_offset
+        return self._partition.append_sync(bytearray(batch), now_ms=ts).first_offset
 
     def replay(self) -> Iterator[Entry]:
         offset = self._partition.log_start_offset
         end = self._partition.log_end_offset
         while offset < end:
-            data = self._partition.read(offset, self._read_chunk_bytes).to_bytes()
+            data = self._partition.read_sync(offset, self._read_chunk_bytes).to_bytes()
             if not data:
                 break
             last = offset - 1
@@ -149,6 +149,5 @@ class StorageGroupLog:
         if chunk:
             offset = self._append_batch(chunk, ts)
             first = offset if first is None else first
-        # The new copy must be on disk before the old one is given up.
-        self._partition.flush()
+        # The old copy goes once the new one is on disk (the partition syncs before it deletes).
         self._partition.delete_records_before(self._partition.log_end_offset if first is None else first)

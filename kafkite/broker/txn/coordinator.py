@@ -2,11 +2,13 @@
 
 It follows Apache Kafka's transaction coordinator for a single broker. State lives in this object, changes
 only on the event loop thread, and each change is appended to the transaction log before it is answered.
-Because every partition is local, ending a transaction is synchronous: PrepareCommit/PrepareAbort is logged,
-the COMMIT/ABORT markers are appended to every partition of the transaction (and the group coordinator makes
-the transaction's offsets visible or drops them), then CompleteCommit/CompleteAbort is logged. A transaction
-left in a Prepare state by a crash is completed when the coordinator starts; one that outlives its timeout is
-aborted with a bumped epoch, which fences its producer.
+Because every partition is local, ending a transaction takes no requests to other brokers: PrepareCommit/
+PrepareAbort is logged, the COMMIT/ABORT markers are appended to every partition of the transaction (in order
+with the appends before them, where their engine does its work: the file engine's writer thread), and once
+they are written the group coordinator makes the transaction's offsets visible or drops them and
+CompleteCommit/CompleteAbort is logged. EndTxn is answered then (``end_txn_async``); meanwhile the
+transaction stays prepared. A transaction left in a Prepare state by a crash is completed when the
+coordinator starts; one that outlives its timeout is aborted with a bumped epoch, which fences its producer.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafkite.broker.groups.log import GroupLog, MemoryGroupLog
+from kafkite.log.base import AppendInfo
 from kafkite.log.producer_state import ProducerStateError
+from kafkite.log.writer import Pending
 from kafkite.protocol.errors import ErrorCode
 
 from .state import (
@@ -42,11 +46,13 @@ MAX_TICK_INTERVAL_S = 1.0
 
 
 class MarkerPartition(Protocol):
-    """What the coordinator needs of a partition (``kafkite.log.partition.SegmentedLog`` is one)."""
+    """What the coordinator needs of a partition (every ``kafkite.log.base.Partition`` is one)."""
 
     def write_txn_marker(
         self, producer_id: int, producer_epoch: int, *, commit: bool, coordinator_epoch: int, now_ms: int
-    ) -> int: ...
+    ) -> Pending[AppendInfo]: ...
+
+    def expire_producers(self, now_ms: int, max_age_ms: int) -> int: ...
 
 
 class GroupOffsets(Protocol):
@@ -103,7 +109,7 @@ class TransactionCoordinator:
         log: GroupLog | None = None,
         config: TxnConfig | None = None,
         partition_of: Callable[[str, int], MarkerPartition | None] = lambda t, p: None,
-        all_partitions: Callable[[], Iterable[Any]] = list,
+        all_partitions: Callable[[], Iterable[MarkerPartition]] = list,
         groups: GroupOffsets | None = None,
         notify: Callable[[str, int], None] = lambda t, p: None,
         now_ms: Callable[[], int] | None = None,
@@ -134,6 +140,7 @@ class TransactionCoordinator:
         self._next_abort_check = 0
         self._next_expiry_check = 0
         self._next_producer_expiry = 0
+        self._completing: dict[str, asyncio.Future[None]] = {}  # transactions whose markers are being written
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -200,9 +207,7 @@ class TransactionCoordinator:
         if now >= self._next_producer_expiry:
             self._next_producer_expiry = now + c.producer_id_expiration_check_interval_ms
             for p in self._all_partitions():
-                expire = getattr(p, "expire_producers", None)
-                if expire is not None:
-                    expire(now, c.producer_id_expiration_ms)
+                p.expire_producers(now, c.producer_id_expiration_ms)
         self._maybe_compact()
 
     # -- persistence -----------------------------------------------------------------------------------------
@@ -447,22 +452,61 @@ class TransactionCoordinator:
         self._complete(meta)
 
     def _complete(self, meta: TxnMetadata) -> None:
-        """Write the markers of a prepared transaction, then log it complete (left prepared on failure)."""
+        """Write the markers of a prepared transaction, then log it complete (left prepared on failure).
+
+        Markers a partition writes at once (the memory engine) complete the transaction before this returns;
+        otherwise it completes when they are written (``end_txn_async`` waits for that)."""
+        tid = meta.transactional_id
+        if tid in self._completing:
+            return  # its markers are being written
         commit = meta.state == TxnState.PREPARE_COMMIT
         now = self._now_ms()
         failed = False
+        writes: list[tuple[str, int, Pending[AppendInfo]]] = []
         for topic, index in sorted(meta.partitions):
             part = self._partition_of(topic, index)
             if part is None:
                 continue  # deleted meanwhile
             try:
-                part.write_txn_marker(
+                pending = part.write_txn_marker(
                     meta.producer_id,
                     meta.producer_epoch,
                     commit=commit,
                     coordinator_epoch=self.coordinator_epoch,
                     now_ms=now,
                 )
+            except Exception as e:
+                log.error("cannot write a transaction marker to %s-%d: %s", topic, index, e)
+                failed = True
+                continue
+            writes.append((topic, index, pending))
+        if all(w.done() for _, _, w in writes):
+            self._completed(meta, commit, writes, failed)
+            return
+
+        async def finish() -> None:
+            try:
+                await asyncio.wait([asyncio.ensure_future(w) for _, _, w in writes])
+                if self.txns.get(tid) is meta:
+                    self._completed(meta, commit, writes, failed)
+            except Exception:
+                log.exception("completing transaction %s failed", tid)
+            finally:
+                del self._completing[tid]
+
+        self._completing[tid] = asyncio.ensure_future(finish())
+
+    def _completed(
+        self,
+        meta: TxnMetadata,
+        commit: bool,
+        writes: list[tuple[str, int, Pending[AppendInfo]]],
+        failed: bool,
+    ) -> None:
+        """The markers are written (or failed): end the transaction's offsets, log it complete."""
+        for topic, index, pending in writes:
+            try:
+                pending.result()
             except ProducerStateError as e:
                 # The partition saw a newer epoch of this producer id: none of its transactions is open there.
                 log.warning("no transaction marker for %s-%d: %s", topic, index, e)
@@ -473,7 +517,7 @@ class TransactionCoordinator:
                 continue
             self._notify(topic, index)
             if self.flush_markers:
-                flush = getattr(part, "flush", None)
+                flush = getattr(self._partition_of(topic, index), "flush", None)
                 if flush is not None:
                     try:
                         flush()
@@ -490,6 +534,19 @@ class TransactionCoordinator:
         meta.groups.clear()
         meta.start_ms = -1
         self._persist(meta)
+
+    async def end_txn_async(self, tid: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
+        """``end_txn``, answered once the transaction's markers are written and its end is logged."""
+        code = self.end_txn(tid, producer_id, producer_epoch, commit)
+        completing = self._completing.get(tid)
+        if code != ErrorCode.CONCURRENT_TRANSACTIONS or completing is None:
+            return code
+        await asyncio.shield(completing)
+        meta = self.txns.get(tid)
+        wanted = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
+        if meta is not None and meta.state == wanted and meta.producer_id == producer_id:
+            return ErrorCode.NO_ERROR
+        return code
 
     # -- timers ----------------------------------------------------------------------------------------------
 

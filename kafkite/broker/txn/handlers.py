@@ -140,7 +140,7 @@ async def handle_end_txn(broker: Broker, ctx: RequestContext, req: Result) -> Re
     if _elsewhere(broker, req["transactional_id"]):
         return {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR, "producer_id": -1, "producer_epoch": -1}
     coordinator = _coordinator(broker)
-    code = coordinator.end_txn(
+    code = await coordinator.end_txn_async(
         req["transactional_id"], req["producer_id"], req["producer_epoch"], req["committed"]
     )
     meta = coordinator.describe(req["transactional_id"]) if code == ErrorCode.NO_ERROR else None
@@ -189,8 +189,7 @@ async def handle_describe_producers(broker: Broker, ctx: RequestContext, req: Re
         parts = []
         for index in t["partition_indexes"]:
             part = broker.partition(t["name"], index)
-            producers = getattr(part, "producers", None)
-            if part is None or producers is None:
+            if part is None:
                 parts.append(
                     {
                         "partition_index": index,
@@ -212,7 +211,7 @@ async def handle_describe_producers(broker: Broker, ctx: RequestContext, req: Re
                             "coordinator_epoch": p.coordinator_epoch,
                             "current_txn_start_offset": p.current_txn_start_offset,
                         }
-                        for p in producers.describe()
+                        for p in part.producers.describe()
                     ],
                 }
             )

@@ -19,9 +19,9 @@ Producer state (idempotence, transactions) is a ``ProducerStateManager`` rebuilt
 ``kafkite_producer_snapshots`` plus the batch headers after it, kept current by every append, and caught up
 from the database whenever the log moved on without it. Retention passes store a snapshot when it changed.
 
-Appends through ``append_async`` are queued per partition in call order (so requests on one connection keep
-their order) and run over the pooled asynchronous connections; ``append`` and every other method run
-synchronously over the storage's synchronous connection.
+``append`` queues the append per partition in call order (so requests on one connection keep their order)
+and runs it over the pooled asynchronous connections, as ``read`` does its query; ``append_sync``,
+``read_sync`` and every other method run synchronously over the storage's synchronous connection.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -44,20 +44,16 @@ from kafkite.log.base import (
     OffsetOutOfRange,
     Partition,
     ReadResult,
-    assign_offset,
+    prepare_append,
+    txn_marker,
 )
 from kafkite.log.config import LogConfig
 from kafkite.log.partition import _record_timestamps
 from kafkite.log.pg import schema
 from kafkite.log.pg.db import DatabaseError, Op
 from kafkite.log.producer_state import AbortedTxn, ProducerStateError, ProducerStateManager, replay
-from kafkite.protocol.records import (
-    BatchHeader,
-    InvalidBatch,
-    build_control_batch,
-    iter_headers,
-    read_header,
-)
+from kafkite.log.writer import Pending
+from kafkite.protocol.records import BatchHeader, read_header
 
 if TYPE_CHECKING:
     from kafkite.log.pg.storage import PgStorage
@@ -286,21 +282,15 @@ class PgPartition(Partition):
         coordinator_epoch: int,
         now_ms: int,
         fence: Callable[[], Op[None]] | None = None,
-    ) -> int:
-        """Append a COMMIT or ABORT marker for the producer's transaction; returns its offset. With ``fence``,
-        the marker is appended in one database transaction with it (a coordinator's lease check)."""
-        batch = bytearray(
-            build_control_batch(
-                commit=commit,
-                producer_id=producer_id,
-                producer_epoch=producer_epoch,
-                coordinator_epoch=coordinator_epoch,
-                timestamp_ms=now_ms,
-            )
+    ) -> Pending[AppendInfo]:
+        """Append a COMMIT or ABORT marker for the producer's transaction. With ``fence``, the marker is
+        appended in one database transaction with it (a coordinator's lease check)."""
+        marker = txn_marker(
+            producer_id, producer_epoch, commit=commit, coordinator_epoch=coordinator_epoch, now_ms=now_ms
         )
         if fence is None:
-            return self.append(batch, now_ms=now_ms).first_offset
-        return self.append_fenced(batch, now_ms=now_ms, fence=fence).first_offset
+            return self.append(marker, now_ms=now_ms)
+        return self.append_fenced_async(marker, now_ms=now_ms, fence=fence)
 
     def snapshot_producers(self) -> bool:
         """Store the producer state when it changed since the last snapshot; True when one was stored."""
@@ -326,40 +316,15 @@ class PgPartition(Partition):
     def _prepare(self, batches: bytearray | memoryview, now_ms: int, epoch: int) -> _Prepared | AppendInfo:
         """Validate and rewrite ``batches`` for offsets from the cached next offset; a duplicate of a batch
         already appended is answered with its offsets (an AppendInfo) instead."""
+        start = self._next
+        prep = prepare_append(
+            batches, self._producers, start, self._lso, self.config, now_ms, leader_epoch=epoch
+        )
+        if isinstance(prep, AppendInfo):
+            return prep
+        headers = prep.headers
         total = len(batches)
-        if total == 0:
-            raise InvalidBatch("no record batch to append")
-        config = self.config
-        append_time = now_ms if config.log_append_time else -1
-        start = next_offset = self._next
-        headers: list[tuple[int, BatchHeader]] = []
-        end = 0
-        idempotent = False
-        for pos, h in iter_headers(batches):
-            if h.producer_id >= 0:
-                idempotent = True
-                if h.is_control:
-                    self._producers.check_marker(h.producer_id, h.producer_epoch)
-                else:
-                    dup = self._producers.check(h)
-                    if dup is not None:
-                        if h.size != total:
-                            raise InvalidBatch("a retried batch must be appended on its own")
-                        return AppendInfo(dup.first_offset, dup.last_offset, -1, self._lso, 0)
-            h = assign_offset(
-                batches,
-                pos,
-                h,
-                next_offset,
-                append_time=append_time,
-                max_message_bytes=config.max_message_bytes,
-                leader_epoch=epoch,
-            )
-            headers.append((pos, h))
-            next_offset = h.last_offset + 1
-            end = pos + h.size
-        if end != total:
-            raise InvalidBatch(f"{total - end} trailing bytes after the last whole record batch")
+        next_offset = prep.last_offset + 1
         if len(headers) == 1:
             datas = [bytes(batches)]
         else:
@@ -376,7 +341,7 @@ class PgPartition(Partition):
         for i, ((_, h), data) in enumerate(zip(headers, datas, strict=True)):
             row = (h.last_offset, h.base_offset, h.max_timestamp, h.size, h.producer_id, h.is_control, data)
             params.update((f"{name}{i}", value) for name, value in zip(schema.BATCH_FIELDS, row, strict=True))
-        return _Prepared(start, next_offset, total, headers, params, idempotent, append_time)
+        return _Prepared(start, next_offset, total, headers, params, prep.idempotent, prep.append_time)
 
     def _applied(self, prep: _Prepared, lso: int, batches: bytearray | memoryview, now_ms: int) -> None:
         with self._lock:
@@ -445,7 +410,7 @@ class PgPartition(Partition):
         that it leads); None when this broker does not lead the partition."""
         return self._epoch if self.leading else None
 
-    def append(self, batches: bytearray, *, now_ms: int) -> AppendInfo:
+    def append_sync(self, batches: bytearray | memoryview, *, now_ms: int) -> AppendInfo:
         """Assign offsets to ``batches`` (validated v2 batches, rewritten in place) and store them."""
         self._check_open()
         sent = [False]
@@ -472,6 +437,43 @@ class PgPartition(Partition):
             self._resync()
             raise
 
+    def append_fenced_async(
+        self, batches: bytearray, *, now_ms: int, fence: Callable[[], Op[None]]
+    ) -> Pending[AppendInfo]:
+        """``append_fenced`` without blocking the event loop, queued behind this partition's appends."""
+        self._check_open()
+        prev = self._tail
+        task = asyncio.ensure_future(self._append_fenced_after(prev, batches, now_ms, fence))
+        self._tail = task
+        return task
+
+    async def _append_fenced_after(
+        self,
+        prev: asyncio.Future[Any] | None,
+        batches: bytearray,
+        now_ms: int,
+        fence: Callable[[], Op[None]],
+    ) -> AppendInfo:
+        if prev is not None and not prev.done():
+            await asyncio.wait([prev])
+
+        def op() -> Op[AppendInfo]:
+            yield from fence()
+            info: AppendInfo = yield from self._append_op(batches, now_ms, None)
+            return info
+
+        try:
+            return await self._db.run_async(op(), transaction=True)
+        except LogError:
+            try:
+                await self._db.run_async(self._bounds_op(authoritative=True))
+            except LogError:
+                pass
+            raise
+        finally:
+            if self._tail is asyncio.current_task():
+                self._tail = None
+
     def _resync(self) -> None:
         """Follow the database's bounds (a failed transaction may have left the cached ones ahead)."""
         try:
@@ -479,7 +481,7 @@ class PgPartition(Partition):
         except LogError:
             pass
 
-    def append_async(self, batches: bytearray | memoryview, *, now_ms: int) -> Awaitable[AppendInfo]:
+    def append(self, batches: bytearray | memoryview, *, now_ms: int) -> Pending[AppendInfo]:
         """Queue an append behind the appends queued before it on this partition (call order is append
         order) and return its result to await."""
         self._check_open()
@@ -529,14 +531,14 @@ class PgPartition(Partition):
             total += len(data)
         return ReadResult(chunks, total, hw, self._lso)
 
-    def read(
+    def read_sync(
         self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
     ) -> ReadResult:
         """Whole batches from the one holding ``offset``: at most ``max_bytes`` (but a whole first batch when
         ``min_one``), none holding an offset >= ``max_offset``."""
         return self._db.run(self._read_op(offset, max_bytes, max_offset, min_one))
 
-    async def read_async(
+    async def read(
         self, offset: int, max_bytes: int, *, max_offset: int | None = None, min_one: bool = True
     ) -> ReadResult:
         return await self._db.run_async(self._read_op(offset, max_bytes, max_offset, min_one))

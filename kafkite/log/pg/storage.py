@@ -6,9 +6,10 @@ it is called unknown, so a topic created through another broker is usable at onc
 end of their partition on ``kafkite_append``: the listener started by ``start_async`` moves the cached bounds
 and calls ``on_append(topic, partition)`` (the broker wakes its long-poll fetches there).
 
-Blocking: the synchronous interface (catalogue changes, ``Partition.append``/``read`` and the rest) runs its
-statements on the calling thread; the broker awaits ``PgPartition.append_async``/``read_async`` on its hot
-paths instead, which use pooled asynchronous connections and never block the event loop.
+Blocking: the synchronous interface (catalogue changes, ``Partition.append_sync``/``read_sync`` and the rest)
+runs its statements on the calling thread; ``PgPartition.append``/``read``, which handlers await, use pooled
+asynchronous connections and never block the event loop. Catalogue changes are checked by the logic every
+engine shares (``Storage._new_topic``, ``Storage._grown``) before they reach the database.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from kafkite.log.engine import (
     TopicMeta,
     UnknownPartition,
     UnknownTopic,
-    check_topic_name,
 )
 from kafkite.log.partition import Clock
 from kafkite.log.pg import schema
@@ -268,14 +268,8 @@ class PgStorage(Storage):
         configs: Mapping[str, str] | None = None,
         topic_id: uuid.UUID | None = None,
     ) -> TopicMeta:
-        self._check_open()
-        check_topic_name(name)
-        if partitions < 1:
-            raise InvalidPartitions(f"number of partitions must be at least 1, got {partitions}")
-        overrides = self._check_configs(configs or {})
-        if topic_id is None or topic_id.int == 0:
-            topic_id = uuid.uuid4()
-        meta = TopicMeta(name, topic_id, partitions, overrides)
+        meta = self._new_topic(name, partitions, configs, topic_id)
+        topic_id, overrides = meta.topic_id, meta.configs
 
         def op() -> Op[bool]:
             rows = yield (
@@ -319,6 +313,7 @@ class PgStorage(Storage):
     def create_partitions(self, name: str, total: int) -> TopicMeta:
         self._check_open()
         meta = self.topic(name)
+        new = self._grown(meta, total)
 
         def op() -> Op[int]:
             rows = yield (
@@ -342,7 +337,6 @@ class PgStorage(Storage):
             return current
 
         self.db.run(op(), transaction=True)
-        new = replace(meta, partitions=total)
         self._add(new)
         return new
 
@@ -364,7 +358,7 @@ class PgStorage(Storage):
         self._add(new)
         return new
 
-    def partition(self, name: str, index: int) -> PgPartition:  # type: ignore[override]
+    def partition(self, name: str, index: int) -> PgPartition:
         part = self._parts.get((name, index))
         if part is None:
             meta = self._catalogue.get(name)
@@ -378,13 +372,10 @@ class PgStorage(Storage):
     def partitions(self) -> list[tuple[str, int, PgPartition]]:  # type: ignore[override]
         return [(t, p, log) for (t, p), log in list(self._parts.items())]
 
-    # engine hooks of the base class (unused: the catalogue methods above are the engine's own) -------------
+    # engine hooks of the base class (unused: the catalogue changes above are the engine's own) --------------
 
-    def _open_partition(self, meta: TopicMeta, index: int, config: LogConfig) -> Any:
+    def _new_partition(self, meta: TopicMeta, index: int, config: LogConfig) -> Any:
         return PgPartition(self, meta.name, meta.topic_id, index, config)
-
-    def _save_catalogue(self) -> None:
-        pass
 
     # leadership --------------------------------------------------------------------------------------------
 

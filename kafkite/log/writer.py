@@ -1,0 +1,269 @@
+"""Where a partition's disk work runs: its writer.
+
+Every change to a partition log (appends, segment rolls, retention, DeleteRecords, truncation, the log
+cleaner's swaps, closing) runs as a job on the partition's writer, one job at a time and in the order the jobs
+were submitted, so appends keep the order in which they were called.
+
+- ``ThreadWriter`` runs the jobs on a thread of its own (the file engine gives each log directory one, and the
+  broker's internal logs another): a slow disk holds up that thread and the requests waiting for it, never
+  the event loop.
+- ``InlineWriter`` runs each job at once on the calling thread (the memory engine, and file logs opened on
+  their own by tools and tests).
+
+``submit`` returns a ``Pending`` result: an ``asyncio.Future`` resolved on the submitting event loop when the
+job is done (``ThreadWriter``), or a ``Completed`` one (``InlineWriter``). ``run`` blocks until its job is
+done and returns its result. ``post`` submits a job whose result nobody waits for (failures are logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Generator
+from typing import Any, Generic, Protocol, TypeVar
+
+log = logging.getLogger("kafkite.log")
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+# The writer hands finished results to the event loop at least this often while it works through a backlog.
+NOTIFY_INTERVAL_S = 0.0005
+
+
+class Pending(Protocol[T_co]):
+    """The awaitable result of a job (``asyncio.Future`` or ``Completed``)."""
+
+    def done(self) -> bool: ...
+
+    def result(self) -> T_co: ...
+
+    def __await__(self) -> Generator[Any, None, T_co]: ...
+
+
+class Completed(Generic[T]):
+    """A result known at once; awaiting it does not suspend, and no event loop is needed."""
+
+    __slots__ = ("_error", "_value")
+
+    def __init__(self, value: T | None = None, error: BaseException | None = None) -> None:
+        self._value = value
+        self._error = error
+
+    @classmethod
+    def of(cls, fn: Callable[[], T]) -> Completed[T]:
+        try:
+            return cls(fn())
+        except Exception as e:
+            return cls(None, e)
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> T:
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]
+
+    def exception(self) -> BaseException | None:
+        return self._error
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result()
+        yield  # pragma: no cover - makes this a generator
+
+
+class Writer(ABC):
+    """Runs the jobs of a group of partition logs in submission order."""
+
+    @abstractmethod
+    def submit(self, job: Callable[[], T], *, size: int = 0) -> Pending[T]:
+        """Queue ``job`` behind the jobs submitted before it; its result to await. ``size``: the bytes it
+        writes (for the backlog figures)."""
+
+    @abstractmethod
+    def run(self, job: Callable[[], T]) -> T:
+        """Run ``job`` in order and wait for its result (blocking the calling thread)."""
+
+    @abstractmethod
+    def post(self, job: Callable[[], object]) -> None:
+        """Queue ``job`` without waiting for it; a failure is logged."""
+
+    def close(self) -> None:  # noqa: B027 - only writers with a thread have something to stop
+        """Finish the queued jobs and stop."""
+
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes of queued appends not yet written."""
+        return 0
+
+
+class InlineWriter(Writer):
+    """Runs every job at once, on the calling thread."""
+
+    def submit(self, job: Callable[[], T], *, size: int = 0) -> Pending[T]:
+        return Completed.of(job)
+
+    def run(self, job: Callable[[], T]) -> T:
+        return job()
+
+    def post(self, job: Callable[[], object]) -> None:
+        try:
+            job()
+        except Exception:
+            log.exception("log job failed")
+
+
+INLINE = InlineWriter()
+
+
+class _Job:
+    __slots__ = ("done", "error", "fn", "future", "loop", "result", "size")
+
+    def __init__(
+        self,
+        fn: Callable[[], Any],
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any] | None,
+        size: int,
+    ) -> None:
+        self.fn = fn
+        self.loop = loop
+        self.future = future
+        self.size = size
+        self.done: threading.Event | None = None
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _resolve(items: list[_Job]) -> None:
+    """On the event loop: hand each finished job's result to its future."""
+    for job in items:
+        fut = job.future
+        if fut is None or fut.done():
+            continue
+        if job.error is not None:
+            fut.set_exception(job.error)
+        else:
+            fut.set_result(job.result)
+
+
+class ThreadWriter(Writer):
+    """One thread that runs the jobs, oldest first. Results go back to the submitting event loop in groups
+    (one wake-up of the loop for all the jobs finished meanwhile)."""
+
+    def __init__(self, name: str = "kafkite-log-writer") -> None:
+        self.name = name
+        self._jobs: deque[_Job] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._closing = False
+        self._backlog = 0
+        self._unfinished = 0
+        self.jobs_done = 0
+        self.bytes_written = 0
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._backlog
+
+    @property
+    def backlog_jobs(self) -> int:
+        """Jobs queued or running."""
+        return self._unfinished
+
+    def on_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def _queue(self, job: _Job) -> None:
+        with self._cond:
+            if self._closing:
+                raise RuntimeError(f"{self.name} is closed")
+            self._jobs.append(job)
+            self._backlog += job.size
+            self._unfinished += 1
+            if len(self._jobs) == 1:
+                self._cond.notify()
+
+    def submit(self, job: Callable[[], T], *, size: int = 0) -> Pending[T]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue(_Job(job, loop, fut, size))
+        return fut
+
+    def run(self, job: Callable[[], T]) -> T:
+        if self.on_thread():
+            return job()
+        j = _Job(job, None, None, 0)
+        j.done = threading.Event()
+        self._queue(j)
+        j.done.wait()
+        if j.error is not None:
+            raise j.error
+        result: T = j.result
+        return result
+
+    def post(self, job: Callable[[], object]) -> None:
+        self._queue(_Job(job, None, None, 0))
+
+    def _main(self) -> None:
+        while True:
+            with self._cond:
+                while not self._jobs and not self._closing:
+                    self._cond.wait()
+                if not self._jobs:
+                    return
+                batch = self._jobs
+                self._jobs = deque()
+            self._run_batch(batch)
+
+    def _run_batch(self, batch: deque[_Job]) -> None:
+        finished: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        last_notify = time.monotonic()
+        for job in batch:
+            try:
+                job.result = job.fn()
+            except BaseException as e:  # handed to whoever waits for the job
+                job.error = e
+            job.fn = _done
+            with self._cond:
+                self._backlog -= job.size
+                self._unfinished -= 1
+            self.jobs_done += 1
+            self.bytes_written += job.size
+            if job.done is not None:
+                job.done.set()
+            elif job.loop is not None:
+                finished.setdefault(job.loop, []).append(job)
+            elif job.error is not None:
+                log.error("log job failed: %s", job.error, exc_info=job.error)
+            now = time.monotonic()
+            if finished and now - last_notify >= NOTIFY_INTERVAL_S:
+                self._notify(finished)
+                finished = {}
+                last_notify = now
+        self._notify(finished)
+
+    @staticmethod
+    def _notify(finished: dict[asyncio.AbstractEventLoop, list[_Job]]) -> None:
+        for loop, items in finished.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, items)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if not self.on_thread():
+            self._thread.join()
+
+
+def _done() -> None:
+    return None
