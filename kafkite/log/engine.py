@@ -62,6 +62,7 @@ log = logging.getLogger("kafkite.log")
 CATALOGUE_FILE = "topics.json"
 PARTITION_METADATA_FILE = "partition.metadata"
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
+NEW_DIR_SUFFIX = ".new"  # a partition directory being made (renamed to its name once it has its metadata)
 INTERNAL_PREFIX = "__"  # the broker's own topics: appended on the internal writer
 CREATE_CHUNK = 256  # partitions whose files one job creates (appends to other partitions go on between)
 RETENTION_CHUNK = 256  # partitions one retention job goes through
@@ -518,6 +519,9 @@ class FileStorage(Storage):
         """Remove partition directories the catalogue does not name; the owners of the others."""
         owners: dict[Path, uuid.UUID | None] = {}
         for entry in os.listdir(self.root):
+            if entry.endswith(NEW_DIR_SUFFIX):  # a partition directory a crash left half made
+                shutil.rmtree(self.root / entry, ignore_errors=True)
+                continue
             m = _PARTITION_DIR.match(entry)
             if not m:
                 continue
@@ -580,16 +584,17 @@ class FileStorage(Storage):
     def _new_partition(self, meta: TopicMeta, index: int, config: LogConfig) -> SegmentedLog:
         topic_id = meta.topic_id
 
-        def prepare(d: Path) -> None:
-            owner = _read_partition_metadata(d)
-            if owner is not None and owner != topic_id:  # left by a deletion interrupted by a crash
-                for entry in os.listdir(d):
-                    p = d / entry
-                    if p.is_dir():
-                        shutil.rmtree(p)
-                    else:
-                        p.unlink()
-            _write_partition_metadata(d, topic_id, sync=False)
+        def make_dir(d: Path) -> None:
+            """The partition's directory with its metadata, or none (made aside, then renamed)."""
+            if d.exists():
+                if _read_partition_metadata(d) == topic_id:
+                    return
+                shutil.rmtree(d)  # left by a deletion interrupted by a crash
+            new = d.with_name(d.name + NEW_DIR_SUFFIX)
+            shutil.rmtree(new, ignore_errors=True)
+            new.mkdir(parents=True)
+            _write_partition_metadata(new, topic_id, sync=False)
+            os.rename(new, d)
 
         return PartitionLog(
             self.partition_dir(meta.name, index),
@@ -600,7 +605,7 @@ class FileStorage(Storage):
             files=self.files,
             create=True,
             clean_shutdown=False,
-            prepare_dir=prepare,
+            make_dir=make_dir,
             dirty=self._dirty,
         )
 

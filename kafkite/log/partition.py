@@ -972,8 +972,9 @@ class PartitionLog(SegmentedLog):
     ``writer``, ``flusher`` and ``files`` come from the storage (its log directory's writer thread and
     descriptor budget); alone, the log does its disk work on the calling thread within a budget of its own.
     ``create``: a new log, made in memory at once and on disk by its first job (``materialize`` or the first
-    append), after ``prepare_dir(directory)``. ``clean_shutdown``: given by a storage that records clean
-    shutdowns for all its logs at once; when None the log keeps its own marker file.
+    append), in a directory made by ``make_dir(directory)`` (the storage's: with its metadata, atomically).
+    ``clean_shutdown``: given by a storage that records clean shutdowns for all its logs at once; when None
+    the log keeps its own marker file.
     """
 
     RECOVERY_POINT_FILE = "recovery-point-offset-checkpoint"
@@ -992,7 +993,7 @@ class PartitionLog(SegmentedLog):
         files: FileCache | None = None,
         create: bool = False,
         clean_shutdown: bool | None = None,
-        prepare_dir: Callable[[Path], None] | None = None,
+        make_dir: Callable[[Path], None] | None = None,
         dirty: set[SegmentedLog] | None = None,
     ) -> None:
         super().__init__(config or LogConfig(), clock=clock, writer=writer, flusher=flusher, dirty=dirty)
@@ -1002,7 +1003,7 @@ class PartitionLog(SegmentedLog):
         self._dir_dirty = True
         self._listing: list[str] | None = None  # the directory's entries while it is loaded
         self._own_marker = clean_shutdown is None
-        self._prepare_dir = prepare_dir
+        self._make_dir = make_dir
         self.recovered_bytes = 0  # bytes cut off torn or corrupt segment tails when the log was opened
         self.recovered_segments = 0  # segments whose indexes were rebuilt when the log was opened
         self.clean_shutdown = False
@@ -1029,9 +1030,10 @@ class PartitionLog(SegmentedLog):
     def _materialize(self) -> None:
         if self._materialized:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        if self._prepare_dir is not None:
-            self._prepare_dir(self.directory)
+        if self._make_dir is not None:
+            self._make_dir(self.directory)
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
         seg = Segment.create(
             self.directory, self._active.base_offset, self.config, self._files, now_ms=self._clock()
         )
