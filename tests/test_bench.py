@@ -508,3 +508,59 @@ def test_repeats_alternate_with_the_ceiling_and_report_median_and_spread(
         pytest.approx(rates[0], rel=1e-3),
         pytest.approx(rates[2], rel=1e-3),
     )
+
+
+def test_sustained_run_reports_the_disk_the_rate_over_time_and_a_second_client(
+    bench_broker: ServedBroker, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A short sustained run: warm-up by bytes, the disk measured before and after, the rate over the run and
+    its slowest stretch, and what a second client saw meanwhile (these check the figures exist, not speed)."""
+    topic = f"bench-sustained-{uuid.uuid4().hex[:8]}"
+    data = _run(
+        capsys,
+        "produce",
+        "--bootstrap",
+        bench_broker.bootstrap,
+        "--topic",
+        topic,
+        "--sustained",
+        "--duration",
+        "3",
+        "--warmup-bytes",
+        "2000000",
+        "--disk-bytes",
+        str(8 << 20),
+        "--data-dir",
+        str(tmp_path),
+        "--size",
+        "1000",
+        "--probe-rate",
+        "100",
+    )
+    assert data["sustained"] and data["warmup_bytes"] == 2_000_000
+    assert [d["bytes"] for d in data["disk"]] == [8 << 20, 8 << 20] and all(
+        d["mb_per_s"] > 0 for d in data["disk"]
+    )
+    assert not list(tmp_path.iterdir()), "the disk measurement removes its file"
+    (run,) = data["runs"]
+    s = run["sustained"]
+    assert s["mb_per_s"] > 0 and s["first_minute_mb_per_s"] > 0 and s["slowest_10s_mb_per_s"] is not None
+    assert s["after_first_minute_mb_per_s"] is None  # a 3 s run has no second minute
+    assert 2.5 <= run["produce"]["elapsed_s"] <= 30
+    probe = run["probe"]
+    assert probe["counts"]["metadata"] > 10 and probe["counts"]["fetch"] == probe["counts"]["metadata"]
+    assert probe["metadata_ms"]["count"] > 10 and probe["fetch_from_cache_ms"]["p99"] > 0
+    assert probe["counts"]["side_produced"] > 0 and probe["side_lag_at_end"] == 0
+    assert probe["side_e2e_ms"]["count"] == probe["counts"]["side_consumed"]
+    vs = data["vs_disk"]
+    assert vs["disk_mb_per_s"] == min(d["mb_per_s"] for d in data["disk"]) and vs["produce"]["median"] > 0
+
+
+def test_sustained_is_a_produce_benchmark() -> None:
+    from kafkite.bench.runner import BenchError
+
+    with pytest.raises(BenchError, match="produce"):
+        BenchOptions(mode="consume", sustained=True).validate()
+    opts = BenchOptions(mode="produce", sustained=True)
+    opts.validate()
+    assert opts.duration == 120 and opts.count is None and opts.warmup_bytes and opts.warmup >= 300

@@ -21,6 +21,12 @@ mode measures latency from producer to consumer; in produce mode latency is deli
 --ceiling also runs the same producers against a broker started with --override blackhole=true
 (acknowledges without storing) and reports kafkite against that ceiling in the same run.
 
+--sustained (produce) runs for --duration (default 120 s) after a warm-up long enough to fill the page
+cache (1.5 x the kernel's dirty limit, or --warmup-bytes), measures the disk's own sequential write
+bandwidth before and after (a second ceiling beside the blackhole one), reports the rate over the first
+minute, after it and over the slowest 10 s, and runs a second client meanwhile: Metadata and Fetch from
+the page cache every 50 ms, and a consumer of another topic fed at --probe-rate messages/s.
+
 Every measured run starts with --warmup seconds of uncounted producing (connections, metadata, caches);
 --repeat N runs N times against each broker, alternating which goes first, and reports the median and the
 spread (and, with --ceiling, the median of the per-repetition ratios).
@@ -32,6 +38,7 @@ examples:
   kafkite bench consume --serve --count 2000000 --size 1024
   kafkite bench e2e --serve --rate 5000 --duration 20 --json
   kafkite bench produce --bootstrap broker:9092 --topic t --partitions 12 --producers 2 --plot out.png
+  kafkite bench produce --serve --ceiling --sustained --duration 120 --client confluent --plot sustained.png
 
 MB = 10^6 bytes of message values. Consume throughput with the kafkite client counts messages x --size.
 """
@@ -106,6 +113,34 @@ def add_parser(subparsers: Any) -> None:
         type=float,
         default=1.0,
         help="seconds of uncounted producing before each measured run, 0 for none (default: %(default)s)",
+    )
+    w.add_argument(
+        "--sustained",
+        action="store_true",
+        help="a long produce run past the page cache, beside the disk's own bandwidth, with a second client",
+    )
+    w.add_argument(
+        "--warmup-bytes",
+        type=int,
+        help="--sustained: bytes of uncounted producing first (default: 1.5 x the kernel's dirty limit)",
+    )
+    w.add_argument(
+        "--disk-bytes",
+        type=int,
+        default=2 << 30,
+        help="--sustained: bytes written to measure the disk, 0 to skip (default: 2 GiB)",
+    )
+    w.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="--sustained: no second client",
+    )
+    w.add_argument(
+        "--probe-rate",
+        type=float,
+        default=200.0,
+        help="--sustained: messages/s the second client produces to another topic and consumes back",
     )
     w.add_argument(
         "--repeat",
@@ -193,6 +228,11 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         warmup=args.warmup,
         repeat=args.repeat,
         ack_latency=args.ack_latency,
+        sustained=args.sustained,
+        warmup_bytes=args.warmup_bytes,
+        disk_bytes=args.disk_bytes,
+        probe=args.probe,
+        probe_rate=args.probe_rate,
     )
 
 

@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from kafkite.bench.runner import BenchReport, RoleResult, RunResult
+from kafkite.bench.runner import BenchReport, RoleResult, RunResult, sustained_summary
 
 
 class PlotUnavailable(RuntimeError):
@@ -64,10 +64,18 @@ def table(report: BenchReport) -> str:
     lines.append(
         "latency: produce = delivery report - send; e2e = receive - send time written in the payload"
     )
-    lines.append(
-        f"each run after {o.warmup:g}s of uncounted producing; client CPU = the worker processes, "
-        "in % of one core"
-    )
+    if o.warmup_bytes:
+        lines.append(
+            f"each run after {o.warmup_bytes / 2**30:.1f} GiB (at most {o.warmup:g}s) of uncounted "
+            "producing, past the kernel's dirty page cache limit; client CPU = the worker processes, in % "
+            "of one core"
+        )
+    else:
+        lines.append(
+            f"each run after {o.warmup:g}s of uncounted producing; client CPU = the worker processes, "
+            "in % of one core"
+        )
+    lines += _sustained_lines(report)
     cpus = os.cpu_count() or 1
     if report.load_start is not None:
         end = report.load_end or []
@@ -104,6 +112,57 @@ def table(report: BenchReport) -> str:
             if r.first_error:
                 lines.append(f"{run.label} {r.role}: first error: {r.first_error}")
     return "\n".join(lines)
+
+
+def _sustained_lines(report: BenchReport) -> list[str]:
+    """Sustained mode: the disk, how each run's rate held, and what the second client saw."""
+    if not report.options.sustained:
+        return []
+    lines = [""]
+    for d in report.disk:
+        lines.append(
+            f"disk: {d.mb_per_s:,.0f} MB/s sequential write ({d.bytes / 2**20:,.0f} MiB in {d.seconds:.1f}s, "
+            f"{d.directory}; {d.method})"
+        )
+    o = report.options
+    for run in report.runs:
+        if run.produce is None or run.produce.timeline is None:
+            continue
+        label = f"{run.label} #{run.repeat + 1}" if o.repeat > 1 else run.label
+        sm = sustained_summary(run.produce)
+        text = f"{label}: {sm['mb_per_s']:,.1f} MB/s over {run.produce.elapsed:.0f}s"
+        if sm["first_minute_mb_per_s"] is not None:
+            text += f"; first minute {sm['first_minute_mb_per_s']:,.1f}"
+        if sm["after_first_minute_mb_per_s"] is not None:
+            text += f", after it {sm['after_first_minute_mb_per_s']:,.1f}"
+        if sm["slowest_10s_mb_per_s"] is not None:
+            text += f", slowest 10 s {sm['slowest_10s_mb_per_s']:,.1f}"
+        disk = report.disk_mb_per_s
+        if disk and not run.blackhole:
+            text += f"; {run.produce.mb_per_s / disk * 100:.0f}% of the disk"
+        lines.append(text)
+        p = run.probe
+        if p is not None:
+            m, f, e = p["metadata_ms"], p["fetch_from_cache_ms"], p["side_e2e_ms"]
+            c = p["counts"]
+            lines.append(
+                f"  second client: Metadata p50 {_ms(m.get('p50'))} p99 {_ms(m.get('p99'))} max "
+                f"{_ms(m.get('max'))} ms ({c['metadata']:,}); Fetch from cache p50 {_ms(f.get('p50'))} "
+                f"p99 {_ms(f.get('p99'))} max {_ms(f.get('max'))} ms; other topic {c['side_produced']:,} "
+                f"produced, {c['side_consumed']:,} consumed (lag at end {p['side_lag_at_end']}), e2e p99 "
+                f"{_ms(e.get('p99'))} ms"
+            )
+    vs = report.vs_disk
+    if vs is not None:
+        pr = vs["produce"]
+        text = (
+            f"kafkite vs the disk's own bandwidth: {pr['median'] * 100:.0f}% of "
+            f"{vs['disk_mb_per_s']:,.0f} MB/s"
+        )
+        if "after_first_minute" in vs:
+            text += f" (after the first minute: {vs['after_first_minute']['median'] * 100:.0f}%)"
+        lines.append(text)
+    return lines
 
 
 def _phases(run: RunResult) -> list[tuple[str, RoleResult]]:
@@ -154,6 +213,15 @@ def plot(report: BenchReport, path: str) -> None:
             if rates:
                 name = f"{run.label} #{run.repeat + 1}" if o.repeat > 1 else run.label
                 ax_tp.plot([t for t, _, _ in rates], [b for _, _, b in rates], label=f"{name} {phase}")
+    disk = report.disk_mb_per_s
+    if disk:
+        ax_tp.axhline(disk, color="black", linestyle="--", linewidth=1, label=f"disk {disk:,.0f} MB/s")
+    ceilings = [r.produce.mb_per_s for r in report.runs if r.blackhole and r.produce is not None]
+    if ceilings:
+        top = sorted(ceilings)[len(ceilings) // 2]
+        ax_tp.axhline(
+            top, color="grey", linestyle=":", linewidth=1, label=f"blackhole ceiling {top:,.0f} MB/s"
+        )
     ax_tp.set_title("throughput over time")
     ax_tp.set_xlabel("seconds")
     ax_tp.set_ylabel("MB/s")

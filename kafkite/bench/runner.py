@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from kafkite.bench.disk import DEFAULT_PROBE_BYTES, DiskBandwidth, dirty_limit_bytes, write_bandwidth
 from kafkite.bench.serve import ServedBroker, process_cpu_seconds, process_memory
 from kafkite.bench.stats import Histogram, Timeline, merge_histograms
 from kafkite.bench.workers import TopicPartition, WorkerSpec, worker_main
@@ -28,6 +29,10 @@ MODES = ("produce", "consume", "e2e")
 CLIENTS = ("kafkite", "confluent")
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
 DEFAULT_COUNT = 1_000_000
+SUSTAINED_DURATION_S = 120.0
+SUSTAINED_WARMUP_CAP_S = 300.0
+FIRST_MINUTE_S = 60.0
+WINDOW_S = 10.0  # the shortest stretch whose rate a sustained run reports (its slowest)
 
 
 class BenchError(RuntimeError):
@@ -64,6 +69,13 @@ class BenchOptions:
     warmup: float = 1.0  # seconds each producer sends, uncounted, before every measured run
     repeat: int = 1  # runs against each broker; with --ceiling the order alternates from one to the next
     ack_latency: bool = True  # producers time every acknowledgement (confluent: a callback per message)
+    # Sustained mode: a long produce run after a warm-up that fills the page cache, beside the disk's own
+    # write bandwidth, with a second client timing Metadata and Fetch and consuming another topic.
+    sustained: bool = False
+    warmup_bytes: int | None = None  # sustained: bytes of warm-up (None: 1.5 x the kernel's dirty limit)
+    disk_bytes: int = DEFAULT_PROBE_BYTES  # sustained: bytes written to measure the disk (0: do not)
+    probe: bool = True  # sustained: run the second client
+    probe_rate: float = 200.0  # messages/s of the probe's own producer (the topic its consumer follows)
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -97,6 +109,15 @@ class BenchOptions:
                 raise BenchError(
                     "--client confluent needs confluent-kafka: pip install confluent-kafka"
                 ) from None
+        if self.sustained:
+            if self.mode != "produce":
+                raise BenchError("--sustained is a produce benchmark")
+            if self.count is None and self.duration is None:
+                self.duration = SUSTAINED_DURATION_S
+            if self.warmup_bytes is None:
+                limit = dirty_limit_bytes()
+                self.warmup_bytes = int(1.5 * limit) if limit else 4 << 30
+            self.warmup = max(self.warmup, SUSTAINED_WARMUP_CAP_S)
         if self.count is None and self.duration is None:
             self.count = DEFAULT_COUNT
 
@@ -185,6 +206,7 @@ class RunResult:
     repeat: int = 0  # which repetition (from 0)
     load_before: list[float] | None = None  # os.getloadavg() as the run started and as it ended
     load_after: list[float] | None = None
+    probe: dict[str, Any] | None = None  # sustained mode: the second client's figures
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -200,6 +222,10 @@ class RunResult:
             r = getattr(self, name)
             if r is not None:
                 out[name] = r.to_json()
+        if self.produce is not None and self.produce.timeline is not None:
+            out["sustained"] = sustained_summary(self.produce)
+        if self.probe is not None:
+            out["probe"] = self.probe
         if self.broker:
             out["broker"] = self.broker
         return out
@@ -212,6 +238,30 @@ class RunResult:
         """``produce``, ``consume`` (also the e2e consumers) or ``preload``."""
         r: RoleResult | None = getattr(self, name)
         return r
+
+
+def sustained_summary(r: RoleResult) -> dict[str, Any]:
+    """How a long run's rate held: MB/s over its first minute, after it, and over its slowest 10 s."""
+    assert r.timeline is not None
+    rates = r.timeline.rates(r.elapsed)
+    interval = r.timeline.interval
+    first = [b for end, _, b in rates if end <= FIRST_MINUTE_S]
+    rest = [b for end, _, b in rates if end > FIRST_MINUTE_S]
+    per_window = max(1, round(WINDOW_S / interval))
+    windows = [
+        statistics.fmean(b for _, _, b in rates[i : i + per_window])
+        for i in range(0, max(len(rates) - per_window + 1, 1), per_window)
+        if rates[i : i + per_window]
+    ]
+    out: dict[str, Any] = {
+        "mb_per_s": round(r.mb_per_s, 1),
+        "first_minute_mb_per_s": round(statistics.fmean(first), 1) if first else None,
+        "after_first_minute_mb_per_s": round(statistics.fmean(rest), 1) if rest else None,
+        "slowest_10s_mb_per_s": round(min(windows), 1) if windows else None,
+    }
+    if first and rest:
+        out["after_vs_first_minute"] = round(statistics.fmean(rest) / max(statistics.fmean(first), 1e-9), 3)
+    return out
 
 
 def spread(values: list[float]) -> dict[str, Any]:
@@ -234,6 +284,30 @@ class BenchReport:
     load_at_start: float | None = field(default_factory=lambda: _load_average())
     load_start: list[float] | None = field(default_factory=lambda: _load_averages())
     load_end: list[float] | None = None
+    disk: list[DiskBandwidth] = field(default_factory=list)  # sustained: measured before and after the runs
+
+    @property
+    def disk_mb_per_s(self) -> float | None:
+        """The disk's sequential write bandwidth: the lower measurement (the machine may be shared)."""
+        return min(d.mb_per_s for d in self.disk) if self.disk else None
+
+    @property
+    def vs_disk(self) -> dict[str, Any] | None:
+        """kafkite's sustained produce MB/s over the disk's own bandwidth, per repetition."""
+        disk = self.disk_mb_per_s
+        runs = [r for r in self.runs if not r.blackhole and r.produce is not None]
+        if not disk or not runs:
+            return None
+        overall = [r.produce.mb_per_s / disk for r in runs if r.produce is not None]
+        after = [
+            s["after_first_minute_mb_per_s"] / disk
+            for s in (sustained_summary(r.produce) for r in runs if r.produce is not None)
+            if s["after_first_minute_mb_per_s"] is not None
+        ]
+        out: dict[str, Any] = {"disk_mb_per_s": round(disk, 1), "produce": spread(overall)}
+        if after:
+            out["after_first_minute"] = spread(after)
+        return out
 
     def pairs(self) -> list[tuple[RoleResult, RoleResult]]:
         """(kafkite, ceiling) producing phases of each repetition that ran against both."""
@@ -317,9 +391,13 @@ class BenchReport:
             "load_average": {"start": self.load_start, "end": self.load_end},
             "repeat": o.repeat,
             "warmup_s": o.warmup,
+            "warmup_bytes": o.warmup_bytes,
+            "sustained": o.sustained,
+            "disk": [d.to_json() for d in self.disk],
             "runs": [r.to_json() for r in self.runs],
             "summary": self.summary(),
             "vs_ceiling": self.vs_ceiling,
+            "vs_disk": self.vs_disk,
         }
 
 
@@ -495,6 +573,7 @@ class _Phase:
     consumers: list[WorkerSpec]
     consume_target: int | None = None  # stop consumers once they have this many messages in total
     e2e: bool = False
+    probe: WorkerSpec | None = None  # sustained mode: the second client
 
 
 class Runner:
@@ -509,6 +588,7 @@ class Runner:
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["kafkite.bench.workers"])
         self.log: Callable[[str], None] = lambda msg: None if options.quiet else print(msg, file=sys.stderr)
+        self._probe_result: dict[str, Any] | None = None
 
     # -- entry
 
@@ -521,14 +601,18 @@ class Runner:
         o = self.o
         report = BenchReport(o)
         with contextlib.ExitStack() as stack:
+            disk_dir: str | None = o.data_dir
             if o.serve:
                 b = stack.enter_context(ServedBroker(o.broker_overrides, data_root=o.data_dir))
                 self.log(
                     f"started a kafkite broker on {b.bootstrap} (pid {b.pid}, data on disk in a temp dir)"
                 )
                 main: tuple[str, int | None] = (b.bootstrap, b.pid)
+                disk_dir = str(b.log_path.parent)
             else:
                 main = (o.bootstrap, o.broker_pid)
+            if o.sustained and o.disk_bytes > 0:
+                report.disk.append(self._measure_disk(disk_dir))
             ceiling: tuple[str, int | None] | None = None
             if o.ceiling:
                 overrides = [*o.broker_overrides, "blackhole=true"]
@@ -543,8 +627,21 @@ class Runner:
                     bootstrap, pid = ceiling if blackhole and ceiling is not None else main
                     label = "ceiling (blackhole)" if blackhole else "kafkite"
                     report.runs.append(self.run_on(bootstrap, label, pid=pid, blackhole=blackhole, repeat=i))
+            if o.sustained and o.disk_bytes > 0:
+                report.disk.append(self._measure_disk(disk_dir))
         report.load_end = _load_averages()
         return report
+
+    def _measure_disk(self, directory: str | None) -> DiskBandwidth:
+        import tempfile
+
+        where = directory or tempfile.gettempdir()
+        self.log(f"measuring the disk: {self.o.disk_bytes / 2**30:.1f} GiB written to {where} and synced")
+        d = write_bandwidth(where, self.o.disk_bytes)
+        self.log(
+            f"disk: {d.mb_per_s:,.0f} MB/s sequential write ({d.bytes / 2**20:,.0f} MiB in {d.seconds:.1f}s)"
+        )
+        return d
 
     def run_on(
         self,
@@ -568,12 +665,20 @@ class Runner:
             label = f"{label} #{repeat + 1}"
         counts = prepare_topics(bootstrap, o.topics, o.partitions)
         targets = [(t, p) for t in o.topics for p in range(counts[t])]
+        probe = None
+        if o.sustained and o.probe and not blackhole:
+            side = f"{o.topics[0]}-probe"
+            prepare_topics(bootstrap, [side], 1)
+            probe = self._spec("probe", o.producers + o.consumers, bootstrap, [(side, 0), targets[0]])
+            probe.rate = o.probe_rate
+            probe.interval = 0.05
         cpu0 = process_cpu_seconds(pid) if pid else None
         t0 = time.time()
         if o.mode == "produce" or blackhole:
-            res.produce = self._run_phase(_Phase(label, self._producers(bootstrap, targets, o.count), []))[
-                "producer"
-            ]
+            phase = _Phase(label, self._producers(bootstrap, targets, o.count), [], probe=probe)
+            out = self._run_phase(phase)
+            res.produce = out["producer"]
+            res.probe = self._probe_result
         elif o.mode == "consume":
             earliest = offsets(bootstrap, targets, latest=False)
             latest = offsets(bootstrap, targets, latest=True)
@@ -646,6 +751,7 @@ class Runner:
             spec.count = shares[i]
             spec.rate = o.rate / n
             spec.warmup = 0.0 if preload else o.warmup
+            spec.warmup_bytes = 0 if preload or not o.warmup_bytes else o.warmup_bytes // n
             spec.latency = o.ack_latency and not preload
             spec.stamp = o.mode == "e2e"
             out.append(spec)
@@ -679,7 +785,8 @@ class Runner:
 
     def _run_phase(self, phase: _Phase) -> dict[str, RoleResult]:
         ctx = self.ctx
-        specs = phase.producers + phase.consumers
+        specs = phase.producers + phase.consumers + ([phase.probe] if phase.probe is not None else [])
+        self._probe_result = None
         # Counter slots are addressed by spec.index: producers 0..P-1, consumers from self.o.producers.
         slots = max(s.index for s in specs) + 1
         counters = ctx.Array("q", 2 * slots, lock=False)
@@ -761,6 +868,8 @@ class Runner:
         for role, group in (("producer", phase.producers), ("consumer", phase.consumers)):
             if group:
                 out[role] = self._aggregate(role, [collected[(s.role, s.index)] for s in group])
+        if phase.probe is not None:
+            self._probe_result = collected[(phase.probe.role, phase.probe.index)]
         return out
 
     def _monitor(
@@ -802,6 +911,8 @@ class Runner:
             producers_done = all((s.role, s.index) in collected for s in phase.producers)
             if phase.consume_target is not None and consumed >= phase.consume_target:
                 stop.set()
+            if phase.probe is not None and not phase.consumers and producers_done:
+                stop.set()  # the probe runs as long as the producers do
             if phase.e2e and producers_done:
                 acked = sum(collected[(s.role, s.index)].get("messages", 0) for s in phase.producers)
                 if consumed >= acked:

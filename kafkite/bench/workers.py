@@ -37,7 +37,7 @@ _RECORD_OVERHEAD = 8
 
 @dataclass
 class WorkerSpec:
-    role: str  # "producer" | "consumer"
+    role: str  # "producer" | "consumer" | "probe"
     index: int  # index into the shared counters (producers first, then consumers)
     client: str  # "kafkite" | "confluent"
     bootstrap: str
@@ -54,6 +54,7 @@ class WorkerSpec:
     latency: bool = False  # consumers: decode the send-time stamps (e2e); producers: time every ack
     stamp: bool = True  # producers: write the send time into every message (needed by e2e consumers)
     warmup: float = 0.0  # producers: seconds of uncounted traffic before reporting ready
+    warmup_bytes: int = 0  # producers: warm up until this many bytes are acknowledged (``warmup``: at most)
     start_offsets: dict[TopicPartition, int] = field(default_factory=dict)
     end_offsets: dict[TopicPartition, int] | None = None  # consumers stop once every partition reaches these
     interval: float = 0.5
@@ -127,6 +128,11 @@ def _result(
 
 def _per_batch(spec: WorkerSpec, batch_bytes: int) -> int:
     return max(1, batch_bytes // (spec.size + _RECORD_OVERHEAD))
+
+
+def _warmup_count(spec: WorkerSpec) -> int | None:
+    """Messages of a warm-up given in bytes (None: the warm-up lasts ``spec.warmup`` seconds)."""
+    return max(1, spec.warmup_bytes // spec.size) if spec.warmup_bytes > 0 else None
 
 
 def _acks_value(acks: int) -> str:
@@ -277,7 +283,9 @@ async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
 
         if spec.warmup > 0:
             t0 = time.time()
-            await send(_Limiter(spec.rate, None, spec.warmup, t0), _Measure(t0, spec.interval), False)
+            await send(
+                _Limiter(spec.rate, _warmup_count(spec), spec.warmup, t0), _Measure(t0, spec.interval), False
+            )
         start = sh.wait_start()
         cpu0 = time.process_time()
         m = _Measure(start, spec.interval)
@@ -572,7 +580,7 @@ def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         return sent
 
     if spec.warmup > 0:
-        send(_Limiter(spec.rate, None, spec.warmup, now_s()), False)
+        send(_Limiter(spec.rate, _warmup_count(spec), spec.warmup, now_s()), False)
     start = sh.wait_start()
     cpu0 = time.process_time()
     m = _Measure(start, spec.interval)
@@ -733,10 +741,117 @@ def _confluent_e2e_loop(
             return msgs, nbytes, last
 
 
+# ------------------------------------------------------------------------------------------ probe
+
+
+async def _probe(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    """A second client while the producers run: every ``interval`` seconds a Metadata request and a Fetch
+    from the start of the side topic (data in the page cache), each on a connection of its own, and a
+    consumer of the side topic that a small producer feeds at ``rate`` messages/s (does it keep up?).
+
+    ``targets``: [(side topic, 0), (measured topic, 0)]."""
+    from kafkite.client import KafkaClient
+
+    side, _ = spec.targets[0]
+    main, _ = spec.targets[1]
+    maker = BatchMaker(spec.size, seed=spec.seed)
+    clients = [KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-probe-{i}") for i in range(3)]
+    for c in clients:
+        await c.connect()
+        await c.refresh_metadata([side, main])
+    metadata, fetcher, feeder = clients
+    try:
+        # Something to read from the page cache, and where the consumer of the side topic starts.
+        await feeder.produce(side, {0: bytes(maker.build(100))}, acks=-1)
+        end = (await feeder.list_offsets(side, [0], -1))[0]
+        meta_hist, fetch_hist, e2e_hist, produce_hist = Histogram(), Histogram(), Histogram(), Histogram()
+        counts = {"metadata": 0, "fetch": 0, "side_produced": 0, "side_consumed": 0, "errors": 0}
+        errors: list[str] = []
+        start = sh.wait_start()
+        deadline = start + spec.duration if spec.duration else None
+
+        def done() -> bool:
+            return sh.stop.is_set() or (deadline is not None and time.time() >= deadline)
+
+        async def probe_loop() -> None:
+            conn = await metadata.any_connection()
+            body = {"topics": [{"name": main}], "allow_auto_topic_creation": False}
+            while not done():
+                t0 = time.perf_counter()
+                await conn.request(ApiKey.METADATA, body)
+                t1 = time.perf_counter()
+                got = await fetcher.fetch(side, 0, 0, max_bytes=256 * 1024)
+                t2 = time.perf_counter()
+                meta_hist.record(int((t1 - t0) * 1e6))
+                counts["metadata"] += 1
+                if got.error_code:
+                    counts["errors"] += 1
+                    errors.append(f"fetch error {got.error_code}")
+                else:
+                    fetch_hist.record(int((t2 - t1) * 1e6))
+                    counts["fetch"] += 1
+                await asyncio.sleep(spec.interval)
+
+        async def feed_loop() -> None:
+            sent = 0
+            t0 = time.time()
+            while not done():
+                due = t0 + sent / spec.rate if spec.rate > 0 else time.time()
+                await asyncio.sleep(max(0.0, due - time.time()))
+                send_ns = time.time_ns()
+                res = await feeder.produce(side, {0: bytes(maker.build(1, send_ns))}, acks=1)
+                if res[0].error_code:
+                    counts["errors"] += 1
+                    errors.append(f"produce error {res[0].error_code}")
+                else:
+                    produce_hist.record((time.time_ns() - send_ns) // 1000)
+                    counts["side_produced"] += 1
+                sent += 1
+
+        async def consume_loop() -> None:
+            consumer = KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-probe-consumer-{spec.index}")
+            await consumer.connect()
+            try:
+                position = end
+                while not done() or counts["side_consumed"] < counts["side_produced"]:
+                    if done() and time.time() > (deadline or time.time()) + 30:
+                        return
+                    got = await consumer.fetch(side, 0, position, max_wait_ms=200, max_bytes=1 << 20)
+                    now_ns = time.time_ns()
+                    for pos, h in records.iter_headers(got.records):
+                        for r in records.iter_records(got.records, pos, h):
+                            if r.offset < position or r.value is None:
+                                continue
+                            e2e_hist.record((now_ns - STAMP.unpack_from(r.value, 0)[0]) // 1000)
+                            counts["side_consumed"] += 1
+                        position = max(position, h.base_offset + h.last_offset_delta + 1)
+            finally:
+                await consumer.close()
+
+        await asyncio.gather(probe_loop(), feed_loop(), consume_loop())
+        return {
+            "probe": True,
+            "start": start,
+            "end": time.time(),
+            "counts": counts,
+            "first_error": errors[0] if errors else None,
+            "metadata_ms": meta_hist.summary_ms(),
+            "fetch_from_cache_ms": fetch_hist.summary_ms(),
+            "side_produce_ms": produce_hist.summary_ms(),
+            "side_e2e_ms": e2e_hist.summary_ms(),
+            "side_lag_at_end": counts["side_produced"] - counts["side_consumed"],
+        }
+    finally:
+        for c in clients:
+            await c.close()
+
+
 # ------------------------------------------------------------------------------------------ process entry
 
 
 def run_worker(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+    if spec.role == "probe":
+        return asyncio.run(_probe(spec, sh))
     if spec.client == "confluent":
         fn = _confluent_produce if spec.role == "producer" else _confluent_consume
         return fn(spec, sh)

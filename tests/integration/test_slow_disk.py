@@ -1,6 +1,7 @@
-"""A slow disk delays only the produce requests that wait for it: with every large write taking a second (the
-broker's ``os.pwrite`` made to sleep, in a real broker process), Metadata and Fetch from the page cache on other
-connections are answered at once, the producer's messages keep their order, and nothing acknowledged is lost.
+"""A slow disk delays only the produce requests that wait for it: with every large write taking a second
+(the broker's ``os.pwrite`` made to sleep, in a real broker process), Metadata and Fetch from the page cache
+on other connections are answered at once, the producer's messages keep their order, and nothing
+acknowledged is lost.
 
 Before the log had writer threads, the event loop made those writes itself and every other connection waited
 a second per write.
