@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Generator
@@ -30,9 +29,6 @@ log = logging.getLogger("kafkite.log")
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
-
-# The writer hands finished results to the event loop at least this often while it works through a backlog.
-NOTIFY_INTERVAL_S = 0.0005
 
 
 class Pending(Protocol[T_co]):
@@ -140,21 +136,9 @@ class _Job:
         self.error: BaseException | None = None
 
 
-def _resolve(items: list[_Job]) -> None:
-    """On the event loop: hand each finished job's result to its future."""
-    for job in items:
-        fut = job.future
-        if fut is None or fut.done():
-            continue
-        if job.error is not None:
-            fut.set_exception(job.error)
-        else:
-            fut.set_result(job.result)
-
-
 class ThreadWriter(Writer):
-    """One thread that runs the jobs, oldest first. Results go back to the submitting event loop in groups
-    (one wake-up of the loop for all the jobs finished meanwhile)."""
+    """One thread that runs the jobs, oldest first. Each result goes back to its event loop as soon as its job
+    is done; the loop is woken once for all the results that finish before it gets to them."""
 
     def __init__(self, name: str = "kafkite-log-writer") -> None:
         self.name = name
@@ -165,6 +149,8 @@ class ThreadWriter(Writer):
         self._unfinished = 0
         self.jobs_done = 0
         self.bytes_written = 0
+        self._ready: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # finished, not yet handed to the loop
+        self._ready_lock = threading.Lock()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._thread.start()
 
@@ -223,8 +209,6 @@ class ThreadWriter(Writer):
             self._run_batch(batch)
 
     def _run_batch(self, batch: deque[_Job]) -> None:
-        finished: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        last_notify = time.monotonic()
         for job in batch:
             try:
                 job.result = job.fn()
@@ -239,23 +223,34 @@ class ThreadWriter(Writer):
             if job.done is not None:
                 job.done.set()
             elif job.loop is not None:
-                finished.setdefault(job.loop, []).append(job)
+                self._hand_back(job.loop, job)
             elif job.error is not None:
                 log.error("log job failed: %s", job.error, exc_info=job.error)
-            now = time.monotonic()
-            if finished and now - last_notify >= NOTIFY_INTERVAL_S:
-                self._notify(finished)
-                finished = {}
-                last_notify = now
-        self._notify(finished)
 
-    @staticmethod
-    def _notify(finished: dict[asyncio.AbstractEventLoop, list[_Job]]) -> None:
-        for loop, items in finished.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, items)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
+    def _hand_back(self, loop: asyncio.AbstractEventLoop, job: _Job) -> None:
+        with self._ready_lock:
+            waiting = self._ready.setdefault(loop, [])
+            waiting.append(job)
+            if len(waiting) > 1:
+                return  # the loop has yet to take the ones before: it takes this one with them
+        try:
+            loop.call_soon_threadsafe(self._deliver, loop)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            with self._ready_lock:
+                self._ready.pop(loop, None)
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the event loop: hand each finished job's result to its future."""
+        with self._ready_lock:
+            items = self._ready.pop(loop, [])
+        for job in items:
+            fut = job.future
+            if fut is None or fut.done():
+                continue
+            if job.error is not None:
+                fut.set_exception(job.error)
+            else:
+                fut.set_result(job.result)
 
     def close(self) -> None:
         with self._cond:
