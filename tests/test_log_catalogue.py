@@ -1,10 +1,11 @@
 """Topic creation in the file engine: capacity checked before anything is made, creation atomic (the catalogue
-file never names a partition whose directory does not exist, also after a crash half way through)."""
+file's partition count never names a partition whose directory does not exist; a creation is recorded as an
+intent before any append to it is acknowledged, and one that a crash or a shutdown cut short is resumed when
+the storage loads)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,11 @@ def batch() -> bytearray:
 
 def catalogue(root: Path) -> dict[str, int]:
     return {t["name"]: t["partitions"] for t in json.loads((root / "topics.json").read_text())["topics"]}
+
+
+def intents(root: Path) -> dict[str, int]:
+    topics = json.loads((root / "topics.json").read_text())["topics"]
+    return {t["name"]: t["creating"] for t in topics if "creating" in t}
 
 
 def partition_dirs(root: Path, topic: str) -> list[str]:
@@ -96,6 +102,7 @@ def _crash_script(root: Path, code: str) -> str:
         import os, time
         from pathlib import Path
         from kafkite.log import FileStorage
+        from kafkite.protocol.records import build_batch
         root = Path({str(root)!r})
         s = FileStorage(root)
         s.load()
@@ -104,9 +111,7 @@ def _crash_script(root: Path, code: str) -> str:
 
 
 @pytest.mark.parametrize("grow", [False, True])
-def test_a_crash_half_way_through_a_creation_leaves_no_partition_named_that_does_not_exist(
-    tmp_path: Path, grow: bool
-) -> None:
+def test_a_crash_half_way_through_a_creation_is_resumed_at_the_next_start(tmp_path: Path, grow: bool) -> None:
     """The process dies (os._exit, no clean-up) while the writer is making a topic's directories."""
     setup = _crash_script(
         tmp_path,
@@ -114,6 +119,7 @@ def test_a_crash_half_way_through_a_creation_leaves_no_partition_named_that_does
         s.create_topic("keep", 1)
         s.create_topic("big", 3)
         s.settle()
+        s.partition("big", 2).append_sync(bytearray(build_batch([(b"k", b"kept", [], 1)])), now_ms=1)
         s.close()
         """,
     )
@@ -122,13 +128,15 @@ def test_a_crash_half_way_through_a_creation_leaves_no_partition_named_that_does
         tmp_path,
         f"""
         if {grow!r}:
-            s.create_partitions("big", 3000)
+            s.create_partitions("big", 1200)
         else:
             s.delete_topic("big")
             s.settle()
-            s.create_topic("big", 3000)
+            s.create_topic("big", 1200)
+        # an append to one of the new partitions, acknowledged before the crash
+        s.partition("big", 1199).append_sync(bytearray(build_batch([(b"k", b"acked", [], 1)])), now_ms=1)
         deadline = time.monotonic() + 60
-        while len([p for p in root.iterdir() if p.name.startswith("big-")]) < 1000:
+        while len([p for p in root.iterdir() if p.name.startswith("big-")]) < 400:
             assert time.monotonic() < deadline
             time.sleep(0.001)
         os._exit(1)
@@ -136,16 +144,32 @@ def test_a_crash_half_way_through_a_creation_leaves_no_partition_named_that_does
     )
     assert subprocess.run([sys.executable, "-c", crash], cwd=REPO).returncode == 1
     made = len(partition_dirs(tmp_path, "big"))
-    assert 1000 <= made < 3000, f"the crash came {made} directories into the creation"
-    assert catalogue(tmp_path) == {"keep": 1, "big": 3} if grow else {"keep": 1}
+    assert 400 <= made < 1200, f"the crash came {made} directories into the creation"
+    # The count names only what exists; the creation was recorded before the append was acknowledged.
+    assert catalogue(tmp_path) == {"keep": 1, "big": 3 if grow else 0}
+    assert intents(tmp_path) == {"big": 1200}
     s = FileStorage(tmp_path)
     s.load()
-    expected = 3 if grow else 0
-    assert (s.topics()["big"].partitions if "big" in s.topics() else 0) == expected
-    assert len(partition_dirs(tmp_path, "big")) == expected, "directories the catalogue does not name go"
-    if grow:
-        s.create_partitions("big", 3000)  # and the creation can be made again
-        s.settle()
-        assert catalogue(tmp_path)["big"] == 3000
+    assert s.topics()["big"].partitions == 1200  # served at once, the rest made in the background
+    assert s.partition("big", 1199).read_sync(0, 1 << 20).to_bytes().endswith(b"acked\x00")
+    kept = s.partition("big", 2).read_sync(0, 1 << 20).to_bytes()
+    assert kept.endswith(b"kept\x00") if grow else kept == b""
+    s.settle()
+    assert catalogue(tmp_path) == {"keep": 1, "big": 1200} and intents(tmp_path) == {}
+    assert len(partition_dirs(tmp_path, "big")) == 1200
     s.close()
-    assert os.listdir(tmp_path)
+
+
+def test_a_shutdown_during_a_creation_leaves_it_to_the_next_start(tmp_path: Path) -> None:
+    s = FileStorage(tmp_path)
+    s.load()
+    s.create_topic("big", 4000)
+    s.close()  # at once: the writer stops making directories
+    assert intents(tmp_path) == {"big": 4000}
+    assert catalogue(tmp_path)["big"] <= len(partition_dirs(tmp_path, "big")) < 4000
+    t = FileStorage(tmp_path)
+    t.load()
+    assert t.topics()["big"].partitions == 4000
+    t.settle()
+    assert catalogue(tmp_path) == {"big": 4000} and len(partition_dirs(tmp_path, "big")) == 4000
+    t.close()

@@ -190,6 +190,13 @@ def test_produce_moves_bytes_and_messages_in_by_the_batch(
     # Scrape-time gauges of the partition.
     assert value(after, "kafkite_partition_log_end_offset", topic=topic_name, partition=0) == 2 * n
     assert value(after, "kafkite_partition_size_bytes", topic=topic_name, partition=0) == 2 * len(batch)
+    # The log writer threads: the two appends (and more) ran as jobs, nothing is left queued.
+    assert (
+        value(after, "kafkite_log_writer_jobs_total", writer="writer")
+        >= value(before, "kafkite_log_writer_jobs_total", writer="writer") + 2
+    )
+    assert value(after, "kafkite_log_writer_backlog_bytes", writer="writer") == 0
+    assert value(after, "kafkite_log_open_files") >= 1
 
 
 def test_fetch_moves_bytes_and_messages_out(metered: tuple[BrokerProcess, str], topic_name: str) -> None:

@@ -9,13 +9,17 @@ root, plus a catalogue file ``topics.json`` (names, topic ids, partition counts,
 written atomically. Its disk work runs on writer threads (see kafkite.log.writer): one for the log directory,
 one for the broker's internal topics (``__...``: group offsets, transaction and queue state, appended by the
 coordinators while they wait), so a busy disk delays only the requests waiting for it. Catalogue changes take
-effect in memory at once; their files follow on the writer, the catalogue file last, so it never names a
-partition whose directory does not exist, even after a crash half way through a creation. Segment files are
-opened through one ``FileCache`` (``log.open.files.max``): the number of partitions is bounded by the disk,
-not by the descriptor limit. A clean shutdown is recorded once for the whole directory (``.clean-shutdown``).
-The catalogue is authoritative: a partition directory whose ``partition.metadata`` names another topic id
-(left behind by a deletion interrupted by a crash) is wiped when the topic is opened or created, and on
-``load`` every such directory not in the catalogue is removed.
+effect in memory at once; their files follow on the writer. A creation is first recorded in the catalogue
+file as an intent (``"creating": N`` beside the ``"partitions"`` that exist) before any append to the new
+partitions can be acknowledged; the directories are made in chunks, each aside with its metadata and renamed
+into place; then the count moves up. The count never names a partition whose directory does not exist, and a
+creation a crash (or a shutdown) interrupted is resumed when the storage loads (its partitions served at once,
+made as they are first used or reached).
+Segment files are opened through one ``FileCache`` (``log.open.files.max``): the number of partitions is
+bounded by the disk, not by the descriptor limit. A clean shutdown is recorded once for the whole directory
+(``.clean-shutdown``). The catalogue is authoritative: a partition directory whose ``partition.metadata``
+names another topic id (left behind by a deletion interrupted by a crash) is wiped when the topic is opened or
+created, and on ``load`` every such directory not in the catalogue is removed.
 
 ``MemoryStorage()`` keeps everything in memory, with the same partition rules (tests, ephemeral brokers).
 
@@ -343,6 +347,10 @@ class Storage(ABC):
     def partitions(self) -> list[tuple[str, int, Partition]]:
         return [(t, p, log) for (t, p), log in list(self._logs.items())]
 
+    def io_stats(self) -> dict[str, dict[str, int]]:
+        """Figures of the engine's disk machinery by part (writer threads, open files): for metrics."""
+        return {}
+
     def settle(self) -> None:  # noqa: B027 - engines with disk work to wait for override it
         """Wait until the disk work of the catalogue changes made so far is done."""
 
@@ -459,8 +467,10 @@ class FileStorage(Storage):
         self._writers: dict[str, ThreadWriter] = {}
         self._threads = threading.Lock()
         self._durable: dict[str, TopicMeta] = {}  # the catalogue as far as its files exist
+        self._intents: dict[str, int] = {}  # partition counts being created, recorded in the catalogue file
         self._catalogue_lock = threading.Lock()
         self._clean_start = False
+        self._stopping = False  # closing: creations left unfinished are completed by the next load
 
     # writers -----------------------------------------------------------------------------------------------
 
@@ -482,34 +492,54 @@ class FileStorage(Storage):
         """Where the logs' own fsyncs run (flush.messages, before DeleteRecords gives segments up)."""
         return self._thread("flusher")
 
-    @property
-    def writers(self) -> dict[str, ThreadWriter]:
-        """The running threads by role (``writer``, ``internal``, ``flusher``): for metrics."""
-        return dict(self._writers)
+    def io_stats(self) -> dict[str, dict[str, int]]:
+        out = {
+            name: {
+                "backlog_bytes": w.backlog_bytes,
+                "backlog_jobs": w.backlog_jobs,
+                "jobs": w.jobs_done,
+                "bytes": w.bytes_written,
+            }
+            for name, w in list(self._writers.items())
+        }
+        out["files"] = {"open": len(self.files), "max": self.files.max_open, "opened": self.files.opened}
+        return out
 
     # loading -----------------------------------------------------------------------------------------------
 
     def load(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / CATALOGUE_FILE
-        topics: dict[str, TopicMeta] = {}
+        recorded: dict[str, TopicMeta] = {}
+        intents: dict[str, int] = {}
         if path.exists():
             try:
                 data = json.loads(path.read_text())
                 for obj in data["topics"]:
                     meta = TopicMeta.from_json(obj)
-                    topics[meta.name] = meta
+                    recorded[meta.name] = meta
+                    creating = int(obj.get("creating", 0))
+                    if creating > meta.partitions:  # a creation a crash or a shutdown interrupted
+                        intents[meta.name] = creating
             except (ValueError, KeyError, TypeError) as e:
                 raise LogError(f"topic catalogue {path} is unreadable: {e}") from None
         marker = self.root / CLEAN_SHUTDOWN_FILE
         self._clean_start = marker.exists()
-        self._topics = topics
-        self._durable = dict(topics)
+        self._topics = {n: replace(m, partitions=intents.get(n, m.partitions)) for n, m in recorded.items()}
+        self._durable = dict(recorded)
+        self._intents = dict(intents)
         owners = self._remove_strays()
-        for meta in topics.values():
+        for meta in self._topics.values():
             config = self.log_config(meta.configs)
+            made = recorded[meta.name].partitions
             for i in range(meta.partitions):
-                self._logs[(meta.name, i)] = self._open_partition(meta, i, config, owners)
+                # A partition of an interrupted creation is opened if its directory was made (it may hold
+                # acknowledged records); the others are made when first used, or by the resumed creation.
+                if i < made or self.partition_dir(meta.name, i) in owners:
+                    self._logs[(meta.name, i)] = self._open_partition(meta, i, config, owners)
+        for name in sorted(intents):
+            log.info("resuming the creation of %s: %d partitions", name, intents[name])
+            self._created(self._topics[name], recorded[name].partitions)
         if self._clean_start:
             # From now on a crash must be recovered from: the marker goes before anything is appended.
             marker.unlink()
@@ -610,12 +640,31 @@ class FileStorage(Storage):
         )
 
     def _created(self, meta: TopicMeta, first: int) -> None:
-        """Make the new partitions' files on the topic's writer, a chunk per job (appends to other
-        partitions go on between), then sync the directory once and name them in the catalogue file."""
+        """Record the creation in the catalogue file, make the new partitions' files on the topic's writer, a
+        chunk per job (appends to other partitions go on between), then sync the directory once and name
+        them in the catalogue file. Appends to the new partitions come after the first job: none is
+        acknowledged before the creation is recorded."""
         writer = self.writer_for(meta.name)
         end = meta.partitions
 
+        def intent() -> None:
+            with self._catalogue_lock:
+                current = self._topics.get(meta.name)
+                if current is None or current.topic_id != meta.topic_id:
+                    return
+                if meta.name not in self._durable:
+                    self._durable[meta.name] = replace(meta, partitions=0)
+                self._intents[meta.name] = max(self._intents.get(meta.name, 0), end)
+                try:
+                    self._save_catalogue()
+                except OSError as e:
+                    self._creation_failed(meta, first, e)
+                    return
+            writer.post(lambda: job(first))
+
         def job(start: int) -> None:
+            if self._stopping:
+                return  # the next load completes the creation
             stop = min(start + CREATE_CHUNK, end)
             try:
                 for i in range(start, stop):
@@ -634,11 +683,11 @@ class FileStorage(Storage):
                 # The new directories before the catalogue names them (a directory whose own entries a crash
                 # lost opens as an empty partition: nothing was acknowledged in it without an fsync of them).
                 fsync_dir(self.root)
-                self._commit(meta.name, meta.topic_id, end)
+                self._commit(meta.name, meta.topic_id)
             except OSError as e:
                 self._creation_failed(meta, first, e)
 
-        writer.post(lambda: job(first))
+        writer.post(intent)
 
     def _creation_failed(self, meta: TopicMeta, first: int, error: OSError) -> None:
         """A creation's files could not all be made: the partitions go again (they were never in the
@@ -665,13 +714,36 @@ class FileStorage(Storage):
         for plog in gone:
             plog.delete()
 
-    def _commit(self, name: str, topic_id: uuid.UUID, partitions: int) -> None:
-        """Record in the catalogue file that ``partitions`` partitions of the topic exist on disk."""
+        def forget() -> None:  # after the deletions above: the catalogue file no longer records the creation
+            with self._catalogue_lock:
+                self._intents.pop(meta.name, None)
+                durable = self._durable.get(meta.name)
+                if durable is not None and durable.topic_id == meta.topic_id:
+                    if first == 0:
+                        del self._durable[meta.name]
+                    else:
+                        self._durable[meta.name] = replace(durable, partitions=first)
+                with contextlib.suppress(OSError):
+                    self._save_catalogue()
+
+        self.writer_for(meta.name).post(forget)
+
+    def _commit(self, name: str, topic_id: uuid.UUID) -> None:
+        """Name in the catalogue file the topic's partitions whose directories exist (the first ones: another
+        creation of the same topic may still be under way), and drop the intent once they all do."""
         with self._catalogue_lock:
             current = self._topics.get(name)
             if current is None or current.topic_id != topic_id:
                 return  # deleted (or replaced) meanwhile
-            self._durable[name] = replace(current, partitions=min(current.partitions, partitions))
+            made = 0
+            while made < current.partitions:
+                plog = self._logs.get((name, made))
+                if not isinstance(plog, PartitionLog) or not plog.materialized:
+                    break
+                made += 1
+            self._durable[name] = replace(current, partitions=made)
+            if made >= self._intents.get(name, 0):
+                self._intents.pop(name, None)
             self._save_catalogue()
 
     def _deleting(self, meta: TopicMeta) -> None:
@@ -680,6 +752,7 @@ class FileStorage(Storage):
                 durable = self._durable.get(meta.name)
                 if durable is not None and durable.topic_id == meta.topic_id:
                     del self._durable[meta.name]
+                    self._intents.pop(meta.name, None)
                     self._save_catalogue()
 
         # before the partitions' own deletion jobs: the catalogue stops naming them first
@@ -699,7 +772,13 @@ class FileStorage(Storage):
 
     def _save_catalogue(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        data = {"version": 1, "topics": [m.to_json() for m in self._durable.values()]}
+        topics = []
+        for m in self._durable.values():
+            entry = m.to_json()
+            if self._intents.get(m.name, 0) > m.partitions:
+                entry["creating"] = self._intents[m.name]
+            topics.append(entry)
+        data = {"version": 1, "topics": topics}
         atomic_write(self.root / CATALOGUE_FILE, json.dumps(data, indent=1, sort_keys=True).encode())
 
     def settle(self) -> None:
@@ -732,6 +811,7 @@ class FileStorage(Storage):
         """Close every partition (each after the jobs queued before), then record the clean shutdown."""
         if self._closed:
             return
+        self._stopping = True  # creations left unfinished are completed by the next load
         self.settle()
         self._closed = True
         failed: list[BaseException] = []

@@ -69,6 +69,21 @@ def collect_broker(broker: Any, metrics: Any) -> Iterator[Collected]:
                 continue
     yield from (topics, size, start, end, hw, unflushed)
 
+    io = broker.storage.io_stats()
+    files = io.pop("files", None)
+    backlog = Collected("kafkite_log_writer_backlog_bytes", "Bytes of appends queued for a log writer thread")
+    jobs = Collected("kafkite_log_writer_jobs_total", "Jobs (appends, rolls, retention...) a log writer ran")
+    for name, w in sorted(io.items()):
+        backlog.add(w["backlog_bytes"], writer=name)
+        jobs.add(w["jobs"], writer=name)
+    yield from (backlog, jobs)
+    if files is not None:
+        open_files = Collected(
+            "kafkite_log_open_files", "Segment files held open (log.open.files.max at most)"
+        )
+        open_files.add(files["open"])
+        yield open_files
+
     members = Collected("kafkite_group_members", "Members of a consumer group")
     state = Collected("kafkite_group_state", "1 for the state a consumer group is in")
     epoch = Collected(
