@@ -770,6 +770,8 @@ async def _probe(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         start = sh.wait_start()
         deadline = start + spec.duration if spec.duration else None
 
+        fed = asyncio.Event()  # the probe's producer has sent its last message
+
         def done() -> bool:
             return sh.stop.is_set() or (deadline is not None and time.time() >= deadline)
 
@@ -793,6 +795,12 @@ async def _probe(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
                 await asyncio.sleep(spec.interval)
 
         async def feed_loop() -> None:
+            try:
+                await feed()
+            finally:
+                fed.set()
+
+        async def feed() -> None:
             sent = 0
             t0 = time.time()
             while not done():
@@ -813,9 +821,12 @@ async def _probe(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
             await consumer.connect()
             try:
                 position = end
-                while not done() or counts["side_consumed"] < counts["side_produced"]:
-                    if done() and time.time() > (deadline or time.time()) + 30:
-                        return
+                give_up: float | None = None
+                while not fed.is_set() or counts["side_consumed"] < counts["side_produced"]:
+                    if fed.is_set():
+                        give_up = give_up or time.time() + 30
+                        if time.time() > give_up:
+                            return
                     got = await consumer.fetch(side, 0, position, max_wait_ms=200, max_bytes=1 << 20)
                     now_ns = time.time_ns()
                     for pos, h in records.iter_headers(got.records):
