@@ -351,11 +351,7 @@ class Broker:
         else:
             self.config.set(name, effective)
         if name in TOPIC_FROM_BROKER.values():
-            self.storage.default_config = self.config.topic_defaults()
-            for topic in list(self.storage.topics()):
-                cfg = self.storage.topic_config(topic)
-                for i in range(self.storage.topics()[topic].partitions):
-                    self.storage.partition(topic, i).reconfigure(cfg)
+            self.storage.set_default_config(self.config.topic_defaults())
         if name == "blackhole":
             self.blackhole = self.config["blackhole"]
         if persist and self.config["storage.engine"] == "file":

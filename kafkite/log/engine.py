@@ -200,6 +200,22 @@ class Storage(ABC):
     def topic_config(self, name: str) -> LogConfig:
         return self.log_config(self.topic(name).configs)
 
+    def set_default_config(self, defaults: Mapping[str, str]) -> None:
+        """New broker-level defaults, applied to every partition (a partition not used yet gets them when it
+        is)."""
+        try:
+            LogConfig.from_props(dict(defaults))
+        except ValueError as e:
+            raise InvalidConfig(f"broker default topic config: {e}") from None
+        self.default_config = dict(defaults)
+        configs: dict[str, LogConfig] = {}
+        for (name, _), plog in list(self._logs.items()):
+            meta = self._topics.get(name)
+            if meta is not None:
+                if name not in configs:
+                    configs[name] = self.log_config(meta.configs)
+                plog.reconfigure(configs[name])
+
     # catalogue: checks every engine shares -----------------------------------------------------------------
 
     def topics(self) -> Mapping[str, TopicMeta]:
