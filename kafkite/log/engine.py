@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
 import re
 import shutil
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -68,8 +70,15 @@ PARTITION_METADATA_FILE = "partition.metadata"
 CLEAN_SHUTDOWN_FILE = ".clean-shutdown"
 NEW_DIR_SUFFIX = ".new"  # a partition directory being made (renamed to its name once it has its metadata)
 INTERNAL_PREFIX = "__"  # the broker's own topics: appended on the internal writer
-CREATE_CHUNK = 256  # partitions whose files one job creates (appends to other partitions go on between)
+CREATE_CHUNK = 64  # partitions whose files one job creates (appends to other partitions go on between)
+# After each chunk the writer leaves the interpreter to the event loop for this long: a creation of many
+# partitions is Python work too, and the loop must not get only half of it meanwhile.
+CREATE_PAUSE_S = 0.005
 RETENTION_CHUNK = 256  # partitions one retention job goes through
+# From this many partitions on, their logs (tens of objects each, for the life of the broker) are moved out of
+# the cyclic garbage collector's sight once loaded or created: otherwise every full collection walks them all,
+# and a request that allocates a lot (Metadata of a large topic) pays seconds for it.
+FREEZE_PARTITIONS = 10_000
 # What an empty partition takes on disk (its directory and files) when checking room for new ones.
 PARTITION_INODES = 6
 PARTITION_DISK_BYTES = 64 * 1024
@@ -556,6 +565,9 @@ class FileStorage(Storage):
         for name in sorted(intents):
             log.info("resuming the creation of %s: %d partitions", name, intents[name])
             self._created(self._topics[name], recorded[name].partitions)
+        if len(self._logs) >= FREEZE_PARTITIONS:
+            gc.collect()
+            gc.freeze()
         if self._clean_start:
             # From now on a crash must be recovered from: the marker goes before anything is appended.
             marker.unlink()
@@ -692,7 +704,11 @@ class FileStorage(Storage):
             except OSError as e:
                 self._creation_failed(meta, first, e)
                 return
+            if end - first >= FREEZE_PARTITIONS:
+                gc.collect(1)  # the young garbage first (cheap): what is frozen is never collected
+                gc.freeze()
             if stop < end:
+                time.sleep(CREATE_PAUSE_S)
                 writer.post(lambda: job(stop))
                 return
             try:
