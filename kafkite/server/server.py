@@ -11,6 +11,7 @@ in (``socket.request.timeout.ms``) and releases the read buffers of idle connect
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import ssl
@@ -243,7 +244,7 @@ class KafkaServer:
             # An accept loop of our own: it pauses instead of spinning when descriptors run out.
             srv = Listener(
                 loop,
-                lambda name=name: KafkaConnection(self, name),
+                functools.partial(KafkaConnection, self, name),
                 socks,
                 ssl_context=tls,
                 ssl_handshake_timeout=10.0 if tls is not None else None,
