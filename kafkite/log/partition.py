@@ -291,7 +291,7 @@ class SegmentedLog(Partition):
                 info = AppendInfo(
                     prep.first_offset, prep.last_offset, prep.append_time, self._log_start_offset, total
                 )
-            seg.sync_index_files()
+            seg.sync_index_files(all_of_them=False)
         if self._dirty_logs is not None:
             self._dirty_logs.add(self)
         if self.unflushed_messages >= config.flush_messages:
@@ -935,6 +935,8 @@ class SegmentedLog(Partition):
         with self._writing:
             if self._closed:
                 return
+            with contextlib.suppress(OSError):  # recovery rebuilds index entries that did not make it
+                self._active.sync_index_files()
             self._before_close()
             with self._lock:
                 self._closed = True

@@ -15,7 +15,9 @@ The bytes live behind a ``SegmentStore``: a file for the file engine, a bytearra
 both engines share every lookup, roll and retention rule. A store's ``size`` is what readers may see: the
 partition's writer puts new bytes beyond it (``write_at``), then makes them visible under the log's lock
 (``Segment.publish``), so a read never sees a batch before its write is done. Index entries are kept in memory
-at once and written to their files after (``Segment.sync_index_files``); recovery rebuilds what a crash lost.
+at once and written to their files after (``Segment.sync_index_files``), by the writer a few kilobytes at a
+time and whenever the segment stops being the active one or is closed: an index file may lag its log (a sparse
+index only less dense), and recovery rebuilds what a crash lost.
 
 Log files are opened through the partition's ``FileCache`` (a descriptor budget shared by the storage): a
 store does not hold its descriptor, it asks the cache for it on each use.
@@ -44,6 +46,7 @@ from kafkite.protocol.records import (
 )
 
 INT32_MAX = (1 << 31) - 1
+INDEX_WRITE_BYTES = 4096  # index entries an append leaves in memory before they are written to their files
 READ_CHUNK = 1 << 20  # most bytes read at a time when scanning batch headers
 FIRST_READ_CHUNK = 4096
 
@@ -327,6 +330,10 @@ class SparseIndex:
         self.keys.append(key)
         self.values.append(value)
 
+    @property
+    def pending_bytes(self) -> int:
+        return len(self._pending)
+
     def write_pending(self) -> None:
         """Write the entries appended since the last call to the store."""
         if self._pending:
@@ -555,10 +562,12 @@ class Segment:
         for rel_pos, h in headers:
             self._account(start + rel_pos, h)
 
-    def sync_index_files(self) -> None:
-        """Write the index entries made visible since the last call to their files."""
-        self.offset_index.write_pending()
-        self.time_index.write_pending()
+    def sync_index_files(self, *, all_of_them: bool = True) -> None:
+        """Write the index entries made visible since the last call to their files (with ``all_of_them``
+        False: only once a few kilobytes of them wait, saving two opens and writes per append)."""
+        for index in (self.offset_index, self.time_index):
+            if all_of_them or index.pending_bytes >= INDEX_WRITE_BYTES:
+                index.write_pending()
 
     def _account(self, position: int, h: BatchHeader) -> None:
         if h.max_timestamp > self.max_timestamp:
