@@ -227,6 +227,14 @@ class AuditLog:
         await asyncio.sleep(TOPIC_FLUSH_S)
         self._append_to_topic()
 
+    def _appended(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        if fut.exception() is not None:
+            log.error("cannot append to the audit topic %s: %s", self.topic, fut.exception())
+        elif self._broker is not None:
+            self._broker.waiters.notify(self.topic, 0)  # fetches waiting on the topic see the records now
+
     def _append_to_topic(self) -> None:
         broker = self._broker
         records, self._topic_buffer = self._topic_buffer, []
@@ -251,10 +259,14 @@ class AuditLog:
                     for r in records
                 ]
             )
-            result: Any = part.append(bytearray(batch), now_ms=now)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                self._pending_append = asyncio.ensure_future(result)
-            broker.waiters.notify(self.topic, 0)
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # closing, with no event loop left
+                part.append_sync(bytearray(batch), now_ms=now)
+                broker.waiters.notify(self.topic, 0)
+            else:
+                self._pending_append = asyncio.ensure_future(part.append(bytearray(batch), now_ms=now))
+                self._pending_append.add_done_callback(self._appended)
         except Exception as e:  # the audit topic must never fail the request that was audited
             log.error("cannot append to the audit topic %s: %s", self.topic, e)
 
