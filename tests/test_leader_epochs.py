@@ -169,17 +169,17 @@ def test_a_claim_raises_the_epoch_and_fences_the_previous_leader(pg_dsn: str, to
         assert a.db.run(a.claim_op([pa], 1), transaction=True) == [pa]
         assert (pa.leader_epoch, pa.leading) == (1, True)
         assert a.db.run(a.claim_op([pa], 1), transaction=True) == []  # held already: no new epoch
-        pa.append(_batch([b"a", b"b"]), now_ms=1)
+        pa.append_sync(_batch([b"a", b"b"]), now_ms=1)
         assert b.db.run(b.claim_op([pb], 2), transaction=True) == [pb]
         assert (pb.leader_epoch, pb.leading) == (2, True)
         with pytest.raises(NotLeader):
-            pa.append(_batch([b"late"]), now_ms=1)  # the old leader can no longer append
+            pa.append_sync(_batch([b"late"]), now_ms=1)  # the old leader can no longer append
         assert (pa.leader_epoch, pa.leading) == (2, False)
-        pb.append(_batch([b"c"]), now_ms=1)
-        data = pb.read(0, 1 << 20).to_bytes()
+        pb.append_sync(_batch([b"c"]), now_ms=1)
+        data = pb.read_sync(0, 1 << 20).to_bytes()
         assert [(h.base_offset, h.partition_leader_epoch) for _, h in iter_headers(data)] == [(0, 1), (2, 2)]
         # A marker written by a non-leader (a transaction coordinator elsewhere) lands at the current epoch.
-        pa.write_txn_marker(9, 0, commit=False, coordinator_epoch=0, now_ms=1)
+        pa.write_txn_marker_sync(9, 0, commit=False, coordinator_epoch=0, now_ms=1)
         assert pb.epoch_end_offset(1) == (1, 2)
         assert pb.epoch_end_offset(2) == (2, 4)
         assert pb.epoch_end_offset(0) == (0, 0)  # epoch 0 held nothing
