@@ -34,6 +34,7 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff check kafkite tests benchmarks
 	$(BIN)/ruff format --check kafkite tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -rs $(PYTEST_ARGS)
 
 lint: $(TEST_STAMP)

@@ -11,21 +11,13 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from kafkite.config import BrokerConfig, ConfigError, help_text, parse_overrides, read_properties
+from kafkite.config import BrokerConfig, ConfigError, help_text, load_config
 
 log = logging.getLogger("kafkite")
 
 
 def _serve_epilog() -> str:
     return help_text()
-
-
-def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConfig:
-    values: dict[str, str] = {}
-    if config_path:
-        values.update(read_properties(config_path))
-    values.update(parse_overrides(overrides))
-    return BrokerConfig(values)
 
 
 # Subcommands besides ``serve``: "module:function" where ``function(subparsers)`` adds a parser whose
@@ -36,8 +28,8 @@ COMMANDS: list[str] = [
     "kafkite.tools.topic:add_parser",
     "kafkite.tools.produce:add_parser",
     "kafkite.tools.consume:add_parser",
-    "kafkite.security.cli:add_parser",
-    "kafkite.security.audit_cli:add_parser",
+    "kafkite.tools.security:add_parser",
+    "kafkite.tools.audit:add_parser",
     "kafkite.migrate.cli:add_parser",
 ]
 

@@ -6,7 +6,7 @@ This is the one place broker-level keys and their defaults live. Topic-level key
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -1123,3 +1123,12 @@ def parse_overrides(items: Iterable[str]) -> dict[str, str]:
             raise ConfigError(f"--override expects key=value, got {item!r}")
         out[key.strip()] = value.strip()
     return out
+
+
+def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConfig:
+    """A broker configuration from a properties file (optional) and ``key=value`` overrides."""
+    values: dict[str, str] = {}
+    if config_path:
+        values.update(read_properties(config_path))
+    values.update(parse_overrides(overrides))
+    return BrokerConfig(values)

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from kafkite import compose
 from kafkite.config import BrokerConfig
 
 log = logging.getLogger("kafkite")
@@ -29,7 +30,7 @@ log = logging.getLogger("kafkite")
 SERVICES: list[tuple[str, str]] = [
     ("rest.listeners", "kafkite.rest.server:bind_rest"),
     ("stomp.listeners", "kafkite.queue.stomp:bind_stomp"),
-    ("metrics.listener", "kafkite.metrics.http:bind_metrics"),
+    ("metrics.listener", "kafkite.server.metrics_http:bind_metrics"),
     ("console.listener", "kafkite.console.server:bind_console"),
 ]
 
@@ -166,10 +167,9 @@ class RunningBroker:
 async def start_broker(config: BrokerConfig) -> RunningBroker:
     """Check, bind, start and serve (see the module's docstring); raises before serving anything."""
     check_optional_dependencies(config)
-    from kafkite.broker.wiring import build_broker
     from kafkite.server.server import KafkaServer
 
-    broker = build_broker(config)
+    broker = compose.build_broker(config)
     check_protocol_specs(sorted(broker.handlers))
     check_console_files(config)
     server = KafkaServer(broker)

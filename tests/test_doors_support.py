@@ -12,9 +12,8 @@ import pytest
 from test_streaming_support import COMPARTMENT, TENANCY, InProcessBroker, make_api_key
 
 from kafkite.config import BrokerConfig, ConfigError
-from kafkite.security import audit
-from kafkite.security.audit_cli import matches, parse_when
-from kafkite.security.doors import PrincipalMap, door_secured, kafka_secured, oci_principal, validate
+from kafkite.doors import PrincipalMap, audit, door_secured, kafka_secured, oci_principal, validate
+from kafkite.tools.audit import matches, parse_when
 
 
 def cfg(**kw: str) -> BrokerConfig:

@@ -80,7 +80,7 @@ def test_update_rules_follow_kafkas_controller(tmp_path: Path) -> None:
 def test_update_features_through_kafka_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A component that declares a feature (here a test feature, as Kafka's test.feature.version) gets it
     advertised, and kafka-python's admin client reads and updates its finalized level."""
-    import kafkite.broker.wiring as wiring
+    import kafkite.compose as wiring
     from kafkite.broker.features import features_of
 
     build = wiring.build_broker

@@ -10,7 +10,7 @@ from test_groups_support import run, subscription
 from kafkite.broker.core import Broker, RequestContext
 from kafkite.broker.groups import GROUP_LOG_TOPIC, GroupCoordinator
 from kafkite.broker.groups.handlers import attach
-from kafkite.broker.wiring import build_broker
+from kafkite.compose import build_broker
 from kafkite.config import BrokerConfig
 from kafkite.protocol.api_keys import ApiKey
 

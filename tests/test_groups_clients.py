@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from kafkite.broker.groups.handlers import attach
-from kafkite.broker.wiring import build_broker
+from kafkite.compose import build_broker
 from kafkite.config import BrokerConfig
 from kafkite.server.server import KafkaServer
 

@@ -33,7 +33,7 @@ from oci.queue.models import (
     UpdateQueueDetails,
 )
 
-from kafkite.broker.wiring import build_broker
+from kafkite.compose import build_broker
 from kafkite.config import BrokerConfig
 from kafkite.queue.rest import register
 from kafkite.queue.service import QueueService

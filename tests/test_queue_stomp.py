@@ -314,7 +314,7 @@ def test_ack_after_visibility_lapsed_is_an_error(raw: Raw, clients: Clients) -> 
 
 
 def test_busy_port_stops_start_up(tmp_path: Path) -> None:
-    from kafkite.broker.wiring import build_broker
+    from kafkite.compose import build_broker
     from kafkite.config import BrokerConfig
     from kafkite.queue.stomp import start_stomp
 

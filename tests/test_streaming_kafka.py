@@ -63,7 +63,7 @@ def sasl(
 
 
 def groups_wired() -> bool:
-    from kafkite.broker.wiring import build_broker
+    from kafkite.compose import build_broker
     from kafkite.config import BrokerConfig
     from kafkite.protocol.api_keys import ApiKey
 

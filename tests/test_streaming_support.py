@@ -19,11 +19,12 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from kafkite.broker.names import NameField, rewrite
 from kafkite.streaming import cursors
 from kafkite.streaming.auth import AuthError, Verifier, fingerprint, load_public_key
 from kafkite.streaming.limits import RateLimiter
 from kafkite.streaming.messages import murmur2, partition_for_key
-from kafkite.streaming.namespace import NameField, from_internal, pool_id_of_username, rewrite, to_internal
+from kafkite.streaming.namespace import from_internal, pool_id_of_username, to_internal
 from kafkite.streaming.pools import StreamPool, internal_topic_name, split_internal_name
 
 TENANCY = "ocid1.tenancy.oc1..kafkitetests"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
 import json
@@ -12,8 +13,9 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypeVar
 
+from kafkite.clock import now_ms
 from kafkite.config import TOPIC_FROM_BROKER, BrokerConfig
 from kafkite.log.base import Partition
 from kafkite.log.engine import (
@@ -25,8 +27,17 @@ from kafkite.log.engine import (
     check_topic_name,
 )
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
+from kafkite.security import Security
+from kafkite.security.oauthbearer import JwksValidator, UnsecuredValidator
+
+if TYPE_CHECKING:
+    from kafkite.broker.cluster_mode import ClusterMode
+    from kafkite.broker.groups.coordinator import GroupCoordinator
+    from kafkite.broker.txn.coordinator import TransactionCoordinator
+    from kafkite.metrics import BrokerMetrics
 
 log = logging.getLogger("kafkite.broker")
+T = TypeVar("T")
 
 DYNAMIC_CONFIG_FILE = "dynamic-broker-configs.json"
 DYNAMIC_DEFAULT_CONFIG_FILE = "dynamic-default-broker-configs.json"  # the cluster-wide level (resource "")
@@ -40,17 +51,25 @@ def is_internal_topic(name: str) -> bool:
     return name in INTERNAL_TOPICS or name.startswith(INTERNAL_PREFIXES)
 
 
-def now_ms() -> int:
-    """The broker's clock: wall time in milliseconds (record timestamps and retention use it)."""
-    return time.time_ns() // 1_000_000
-
-
 def validate_topic_name(name: str | None) -> None:
     """Raise INVALID_TOPIC_EXCEPTION unless ``name`` is a legal Kafka topic name."""
     try:
         check_topic_name(name or "")
     except InvalidTopicName as e:
         raise KafkaProtocolError(ErrorCode.INVALID_TOPIC_EXCEPTION, str(e)) from None
+
+
+class PoolNames(Protocol):
+    """How a connection names topics (stream pools give each pool a namespace of its own); set by the
+    stream-pool gateway, None when names are used as they are."""
+
+    def internal_topic(self, ctx: RequestContext, name: str) -> str:
+        """The internal name of the topic ``ctx``'s connection calls ``name``."""
+        ...
+
+    def local_name(self, internal: str) -> str:
+        """The name clients of its pool use for the internal topic ``internal``."""
+        ...
 
 
 class CloseConnection(Exception):
@@ -121,26 +140,30 @@ class Broker:
         self.dynamic_default_configs: dict[str, str] = {}
         self._lock: BinaryIO | None = None  # the data directory's lock file, held while running
         self.rest_urls: list[str] = []
-        self.groups: Any = None  # the group coordinator, wired by kafkite.broker.wiring
-        self.txn: Any = None  # the transaction coordinator, wired by kafkite.broker.wiring
-        self.metrics: Any = None  # kafkite.metrics.BrokerMetrics once metrics are enabled (metrics_of)
+        self.groups: GroupCoordinator | None = None  # the group coordinator, wired by kafkite.compose
+        self.txn: TransactionCoordinator | None = (
+            None  # the transaction coordinator, wired by kafkite.compose
+        )
+        self.metrics: BrokerMetrics | None = None  # when metrics.listener or console.listener is set
+        self._security: Security | None = None
+        self._components: dict[type, object] = {}
+        self.oauth_validators: dict[
+            str, UnsecuredValidator | JwksValidator
+        ] = {}  # OAUTHBEARER validators by listener (broker.sasl)
+        self.pool_names: PoolNames | None = None  # stream pools' names (kafkite.streaming), when installed
         self.advertised: tuple[str, int] = (
             config["advertised.listeners"][0][1],
             config["advertised.listeners"][0][2],
         )
-        # kafkite.cluster.Cluster when brokers share a PostgreSQL database: placement of partition leaders and
-        # group coordinators over the live brokers.
-        self.cluster: Any = None
-        if _is_postgres(config["storage.engine"]):
-            from kafkite.cluster import attach
-
-            attach(self)
+        # Brokers sharing a PostgreSQL database: placement of partition leaders and group coordinators over
+        # the live brokers (kafkite.cluster.Cluster, handed in by kafkite.compose before the coordinators).
+        self.cluster: ClusterMode | None = None
 
     def _make_storage(self) -> Storage:
         defaults = self.config.topic_defaults()
         if self.config["storage.engine"] == "memory":
             return MemoryStorage(default_config=defaults, max_partitions=self.config["max.broker.partitions"])
-        if _is_postgres(self.config["storage.engine"]):
+        if is_postgres(self.config["storage.engine"]):
             from kafkite.log.pg import PgStorage
 
             return PgStorage(
@@ -154,6 +177,22 @@ class Broker:
             max_partitions=self.config["max.broker.partitions"],
             open_files=self.config["log.open.files.max"] or None,
         )
+
+    @property
+    def security(self) -> Security:
+        """Users, the ACL authorizer and client quotas, made on first use."""
+        if self._security is None:
+            self._security = Security(self.config)
+        return self._security
+
+    def component(self, kind: type[T], make: Callable[[], T]) -> T:
+        """The broker's one ``kind`` (the feature registry, a gateway's state: the stream catalogue, the
+        queue service, the audit trail), made by ``make`` on first use."""
+        found = self._components.get(kind)
+        if found is None:
+            found = self._components[kind] = make()
+        assert isinstance(found, kind)
+        return found
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -386,7 +425,7 @@ class Broker:
             done.set_result(None)
 
 
-def _flush_all(parts: set[Partition], metrics: Any = None) -> None:
+def _flush_all(parts: set[Partition], metrics: BrokerMetrics | None = None) -> None:
     for p in parts:
         started = time.perf_counter()
         p.flush()
@@ -394,11 +433,9 @@ def _flush_all(parts: set[Partition], metrics: Any = None) -> None:
             metrics.observe_fsync(time.perf_counter() - started)
 
 
-def _is_postgres(engine: str) -> bool:
+def is_postgres(engine: str) -> bool:
     return engine.startswith(("postgresql://", "postgres://"))
 
 
 def _new_cluster_id() -> str:
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()

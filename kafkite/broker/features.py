@@ -204,13 +204,12 @@ class Features:
 
 def features_of(broker: Broker) -> Features:
     """The broker's feature registry (created on first use and kept on the broker)."""
-    reg = broker.__dict__.get("features")
-    if reg is None:
+
+    def make() -> Features:
         path = broker.config.data_dir / FEATURES_FILE if broker.config["storage.engine"] == "file" else None
-        reg = Features(broker.node_id, path)
-        broker.__dict__["features"] = reg
-    assert isinstance(reg, Features)
-    return reg
+        return Features(broker.node_id, path)
+
+    return broker.component(Features, make)
 
 
 async def handle_update_features(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:

@@ -12,8 +12,9 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, NamedTuple
 
-from kafkite.broker.core import Broker, CloseConnection, RequestContext, now_ms
+from kafkite.broker.core import Broker, CloseConnection, RequestContext
 from kafkite.broker.epochs import ensure_leaders
+from kafkite.clock import now_ms
 from kafkite.log.base import AppendInfo, AppendOutcomeUnknown, LogError, NotLeader, Partition
 from kafkite.log.producer_state import (
     InvalidProducerEpoch,

@@ -15,10 +15,9 @@ import shutil
 from typing import Any
 from urllib.parse import urlsplit
 
-from kafkite.broker.core import Broker, Handler, RequestContext, is_internal_topic
+from kafkite.broker.core import Broker, RequestContext, is_internal_topic, validate_topic_name
 from kafkite.broker.metadata import _TOPIC_OPS, OPS_NOT_REQUESTED, _bits
-from kafkite.protocol.api_keys import ApiKey
-from kafkite.protocol.errors import ErrorCode
+from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 from kafkite.protocol.primitives import ZERO_UUID
 
 PREFERRED, UNCLEAN = 0, 1
@@ -111,9 +110,6 @@ async def handle_describe_topic_partitions(
 
 
 def _topic_error(name: str) -> dict[str, Any]:
-    from kafkite.broker.core import validate_topic_name
-    from kafkite.protocol.errors import KafkaProtocolError
-
     try:
         validate_topic_name(name)
         code = ErrorCode.UNKNOWN_TOPIC_OR_PARTITION
@@ -363,12 +359,3 @@ async def handle_alter_partition_reassignments(
         "error_message": None,
         "responses": responses,
     }
-
-
-REPLICA_HANDLERS: dict[int, Handler] = {
-    ApiKey.DESCRIBE_TOPIC_PARTITIONS: handle_describe_topic_partitions,
-    ApiKey.DESCRIBE_LOG_DIRS: handle_describe_log_dirs,
-    ApiKey.ELECT_LEADERS: handle_elect_leaders,
-    ApiKey.LIST_PARTITION_REASSIGNMENTS: handle_list_partition_reassignments,
-    ApiKey.ALTER_PARTITION_REASSIGNMENTS: handle_alter_partition_reassignments,
-}

@@ -22,7 +22,7 @@ size and the token, answered the same way; a failure closes the connection), as 
 Re-authentication (KIP-368): a successful SaslAuthenticate tells the client its session lifetime, the shorter
 of ``connections.max.reauth.ms`` (per listener and mechanism) and the credential's own (an OAuth token's
 expiry).
-A request after the session ended closes the connection (``kafkite.security.connection``); before that the
+A request after the session ended closes the connection (``kafkite.server.security``); before that the
 client may authenticate again on the same connection, with the same mechanism and as the same principal.
 """
 
@@ -37,10 +37,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from kafkite.broker.core import Broker, RequestContext
+from kafkite.clock import now_ms
 from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
 from kafkite.security import oauthbearer as oauth
 from kafkite.security import security_of
+from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from kafkite.security.scram import (
     MECHANISM_CODES,
     MECHANISM_NAMES,
@@ -183,7 +185,7 @@ Validator = oauth.UnsecuredValidator | oauth.JwksValidator
 
 def oauth_validator(broker: Broker, listener: str) -> Validator:
     """The OAUTHBEARER validator of ``listener`` (built once; raises ConfigError when it cannot be)."""
-    cache: dict[str, Validator] = broker.__dict__.setdefault("oauth_validators", {})
+    cache = broker.oauth_validators
     if listener in cache:
         return cache[listener]
     cfg = broker.config
@@ -252,7 +254,7 @@ class OAuthBearerMechanism(Mechanism):
             first = oauth.parse_initial_response(data)
             if isinstance(validator, oauth.JwksValidator) and validator.needs_refresh(first.token):
                 await asyncio.get_running_loop().run_in_executor(None, validator.refresh)
-            token = validator.validate(first.token, oauth.now_ms())
+            token = validator.validate(first.token, now_ms())
         except oauth.TokenError as e:
             log.info("OAUTHBEARER token refused: %s", e)
             challenge = e.challenge()
@@ -329,7 +331,7 @@ def session_lifetime_ms(broker: Broker, listener: str, mechanism: str, expires_m
     max_reauth = int(broker.config.for_listener(listener, "connections.max.reauth.ms", mechanism) or 0)
     if expires_ms is None and max_reauth <= 0:
         return None
-    remaining = None if expires_ms is None else max(0, expires_ms - oauth.now_ms())
+    remaining = None if expires_ms is None else max(0, expires_ms - now_ms())
     if remaining is None:
         return max_reauth
     return remaining if max_reauth <= 0 else min(remaining, max_reauth)
@@ -431,8 +433,6 @@ def log_startup(broker: Broker) -> None:
 
 
 def _authorized(broker: Broker, ctx: RequestContext, operation: int) -> bool:
-    from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
-
     authorizer = security_of(broker).authorizer
     return authorizer is None or authorizer.authorize(
         ctx.principal, ctx.client_host, AclOperation(operation), ResourceType.CLUSTER, CLUSTER_NAME
@@ -442,8 +442,6 @@ def _authorized(broker: Broker, ctx: RequestContext, operation: int) -> bool:
 async def handle_describe_user_scram_credentials(
     broker: Broker, ctx: RequestContext, req: dict[str, Any]
 ) -> dict[str, Any]:
-    from kafkite.security.acl import AclOperation
-
     if not _authorized(broker, ctx, AclOperation.DESCRIBE):
         return {
             "error_code": int(ErrorCode.CLUSTER_AUTHORIZATION_FAILED),
@@ -477,8 +475,6 @@ async def handle_describe_user_scram_credentials(
 async def handle_alter_user_scram_credentials(
     broker: Broker, ctx: RequestContext, req: dict[str, Any]
 ) -> dict[str, Any]:
-    from kafkite.security.acl import AclOperation
-
     store = security_of(broker).users
     errors: dict[str, tuple[ErrorCode, str]] = {}
     order: list[str] = []

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.groups import logformat
+from kafkite.broker.groups.handlers import coordinator_for
 from kafkite.broker.groups.log import Entry
 from kafkite.log.base import Fenced
 from kafkite.log.pg import PgStorage
@@ -90,8 +91,6 @@ class OwnedGroupLog:
 
 async def rebuild_coordinator(broker: Broker) -> None:
     """Replace the broker's group coordinator by one loaded from the database (after a membership change)."""
-    from kafkite.broker.groups.handlers import coordinator_for
-
     old = broker.groups
     new = coordinator_for(broker)
     if old is not None:

@@ -43,12 +43,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from kafkite.broker.metadata import advertised_for
+from kafkite.cluster import groups as cluster_groups
+from kafkite.cluster import txn as cluster_txn
+from kafkite.cluster.txn import TxnOffsetsRelay
 from kafkite.log.base import Fenced, LogError
 from kafkite.log.pg import PgPartition, PgStorage, schema
 from kafkite.log.pg.db import Database, Op
 
 if TYPE_CHECKING:
-    from kafkite.broker.core import Broker
+    from kafkite.broker.core import Broker, RequestContext
+    from kafkite.broker.groups.log import GroupLog
+    from kafkite.broker.txn.coordinator import TransactionCoordinator, TxnConfig
+    from kafkite.log.base import Partition
 
 log = logging.getLogger("kafkite.cluster")
 T = TypeVar("T")
@@ -120,7 +127,6 @@ class Cluster:
         # Called (on the event loop) after the live list changed: the group coordinator is rebuilt there.
         self.on_change: list[Callable[[], Any]] = []
         self._callbacks: set[asyncio.Future[Any]] = set()
-        from kafkite.cluster.txn import TxnOffsetsRelay
 
         # Transactions ended by another broker's coordinator end their offsets in this broker's groups.
         self.txn_offsets = TxnOffsetsRelay(broker, self)
@@ -164,15 +170,11 @@ class Cluster:
     def nodes(self, listener: str | None) -> list[tuple[int, str, int]]:
         """(node id, host, port) of every live broker, as clients of ``listener`` reach them."""
         if not self.members:
-            from kafkite.broker.metadata import advertised_for
-
             host, port = advertised_for(self.broker, listener)
             return [(self.node_id, host, port)]
         out = []
         for m in self.members:
             if m.node_id == self.node_id and not self.fenced:  # (fenced: the row is another process's)
-                from kafkite.broker.metadata import advertised_for
-
                 host, port = advertised_for(self.broker, listener)
             else:
                 host, port = m.address(listener)
@@ -278,6 +280,43 @@ class Cluster:
         """Whether the coordinators serve the current view (rebuilt since the last membership change)."""
         return self.built_epoch == self.epoch and not self.fenced
 
+    # coordinators (kafkite.broker.cluster_mode.ClusterMode) -----------------------------------------------
+
+    def group_log(self) -> GroupLog:
+        """The log of the groups this broker coordinates, in the database."""
+        return cluster_groups.OwnedGroupLog(self.storage, self)
+
+    async def group_request(
+        self, broker: Broker, method: str, ctx: RequestContext, req: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await cluster_groups.group_request(broker, self, method, ctx, req)
+
+    def find_coordinator(self, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+        return cluster_groups.find_coordinator(self, ctx, req)
+
+    def txn_coordinator(
+        self,
+        broker: Broker,
+        opener: Callable[[], Partition],
+        config: TxnConfig,
+        partition_of: Callable[[str, int], Any],
+    ) -> TransactionCoordinator:
+        """Only the transactional ids this broker coordinates, their entries in the shared log."""
+        coordinator = cluster_txn.ClusterTransactionCoordinator(
+            cluster=self,
+            epoch=self.epoch,
+            log=cluster_txn.OwnedTxnLog(opener, self),
+            config=config,
+            partition_of=partition_of,
+            all_partitions=broker.all_partitions,
+            groups=cluster_txn.TxnOffsets(broker, self),
+            notify=broker.waiters.notify,
+            owns=self.coordinates,
+        )
+        # Producer ids must be unique across the brokers: allocate their blocks from the database.
+        coordinator.new_producer_id = self.new_producer_id  # type: ignore[method-assign]
+        return coordinator
+
     # leadership --------------------------------------------------------------------------------------------
 
     def _unclaimed(self, keys: Iterable[tuple[str, int]] | None = None) -> list[PgPartition]:
@@ -337,9 +376,6 @@ class Cluster:
         self.storage.on_append = self.broker.waiters.notify
         self.storage.on_cluster = self._wake.set
         self.storage.maintains = self.leads
-        if getattr(self.broker, "txn", None) is not None:
-            # Producer ids must be unique across the brokers: allocate their blocks from the database.
-            self.broker.txn.new_producer_id = self.new_producer_id
         # A broker restarted at once after a crash finds its old row still fresh: wait for it to lapse.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.session_timeout_ms / 1000 + 2 * self.heartbeat_s

@@ -52,14 +52,15 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.groups import logformat
 from kafkite.broker.groups.log import Entry, StorageGroupLog
 from kafkite.broker.txn.coordinator import TransactionCoordinator, TxnError
+from kafkite.broker.txn.handlers import coordinator_for
 from kafkite.broker.txn.state import TXN_KEY_PREFIX
+from kafkite.clock import now_ms
 from kafkite.log.base import AppendInfo, Fenced, LogError
 from kafkite.log.writer import Pending
 from kafkite.protocol.errors import ErrorCode
@@ -109,7 +110,7 @@ class OwnedTxnLog:
                 raise Fenced(f"transactional id {tid} is coordinated by another broker")
             mine.append((key, value))
         if mine:
-            now = int(time.time() * 1000)
+            now = now_ms()
             batch = bytearray(build_batch([(key, value, [], now) for key, value in mine]))
             part: Any = self._opener()  # a PgPartition
             part.append_fenced(batch, now_ms=now, fence=self._cluster.fence(self.epoch))
@@ -304,14 +305,10 @@ class TxnOffsetsRelay:
 
 async def rebuild_txn_coordinator(broker: Broker) -> None:
     """Replace the broker's transaction coordinator by one loaded from the log (after a membership change)."""
-    from kafkite.broker.txn.handlers import coordinator_for
-
     old = broker.txn
     if old is None:
         return
     new = coordinator_for(broker)
-    if broker.cluster is not None:
-        new.new_producer_id = broker.cluster.new_producer_id  # type: ignore[method-assign]
     broker.txn = new
     await old.stop()
     await new.start()

@@ -25,9 +25,9 @@ from aiohttp import web
 
 from kafkite.console.auth import CALLER
 from kafkite.console.kafka import EARLIEST, LATEST, KafkaDoor, KafkaError, Scoped
+from kafkite.doors import audit_change
+from kafkite.doors.audit import OK
 from kafkite.protocol.errors import ErrorCode
-from kafkite.security.audit import OK
-from kafkite.security.doors import audit_change
 
 MAX_LIMIT = 500
 MAX_SHOWN_BYTES = 4096  # of a key, value or header in the message browser

@@ -1,6 +1,6 @@
 """Logins, sessions and CSRF protection of the web console.
 
-When the broker's Kafka listeners are secured (``kafkite.security.doors``) the console asks for a login: a
+When the broker's Kafka listeners are secured (``kafkite.doors``) the console asks for a login: a
 SASL user of the broker (``sasl.plain.users`` or the SCRAM credentials of the user store) and its password,
 checked as the Kafka listeners check them. A login opens a session: a random 256-bit token in the
 ``kafkite_session`` cookie (``HttpOnly``, ``SameSite=Strict``, ``Secure`` on ``https://`` listeners), kept in
@@ -29,8 +29,8 @@ from typing import Any
 
 from aiohttp import web
 
-from kafkite.security.audit import OK
-from kafkite.security.doors import Caller, audit_change, audit_unauthenticated, login_checker
+from kafkite.doors import Caller, audit_change, audit_unauthenticated, login_checker
+from kafkite.doors.audit import OK
 
 COOKIE = "kafkite_session"
 IDLE_S = 30 * 60

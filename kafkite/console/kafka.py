@@ -19,12 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from kafkite.broker.core import Broker, CloseConnection, RequestContext, now_ms
+from kafkite.broker.core import Broker, CloseConnection, RequestContext
+from kafkite.clock import now_ms
+from kafkite.doors import Caller
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.messages import registry
-from kafkite.security.doors import Caller
 
 CLIENT_ID = "kafkite-console"
 LISTENER = "CONSOLE"

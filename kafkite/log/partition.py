@@ -24,12 +24,12 @@ import os
 import re
 import shutil
 import threading
-import time
 from abc import abstractmethod
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from kafkite.clock import now_ms
 from kafkite.log.base import (
     AppendInfo,
     FileRange,
@@ -87,8 +87,7 @@ _SEGMENT_FILE = re.compile(r"^(\d{20})\.(log|index|timeindex)$")
 Clock = Callable[[], int]
 
 
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+wall_clock_ms = now_ms  # the clock (kafkite.clock)
 
 
 def _record_timestamps(batch: bytes, header: BatchHeader) -> Iterator[tuple[int, int]]:

@@ -2,7 +2,7 @@
 
 ``metrics_of(broker)`` gives the broker's ``BrokerMetrics`` when ``metrics.listener`` or ``console.listener``
 is set (None otherwise: nothing is counted). Counters and histograms are updated by the connection hooks
-(``kafkite.metrics.hooks``) and the flush paths; gauges describing state (partition sizes and offsets, group
+(``kafkite.server.hooks``) and the flush paths; gauges describing state (partition sizes and offsets, group
 lag, connections by listener) are computed from the broker when scraped (``kafkite.metrics.collect``).
 """
 
@@ -91,16 +91,7 @@ def enabled(config: Any) -> bool:
 
 
 def metrics_of(broker: Any) -> BrokerMetrics | None:
-    """The broker's metrics (created on first use when metrics or the console are enabled), else None."""
+    """The broker's metrics: made by the composition root when ``metrics.listener`` or ``console.listener``
+    is set, None otherwise (nothing is counted)."""
     m = getattr(broker, "metrics", None)
-    if isinstance(m, BrokerMetrics):
-        return m
-    if broker.__dict__.get("_metrics_off") or not enabled(broker.config):
-        broker.__dict__["_metrics_off"] = True  # the listener keys are static: decided once
-        return None
-    from kafkite.metrics.collect import register_collectors
-
-    m = BrokerMetrics()
-    register_collectors(m, broker)
-    broker.metrics = m
-    return m
+    return m if isinstance(m, BrokerMetrics) else None

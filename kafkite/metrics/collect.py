@@ -114,28 +114,6 @@ def collect_broker(broker: Any, metrics: Any) -> Iterator[Collected]:
                 lag.add(row["lag"], **labels)
     yield from (members, state, epoch, assignment_epoch, member_epoch, committed, lag)
 
-    yield from _queues(broker)
-
-
-def _queues(broker: Any) -> Iterator[Collected]:
-    try:
-        from kafkite.queue.service import _SERVICES
-    except ImportError:
-        return
-    svc = _SERVICES.get(broker)
-    if svc is None or not svc.states:
-        return
-    msgs = Collected("kafkite_queue_messages", "Messages of a queue by kind (visible, in flight) and part")
-    size = Collected("kafkite_queue_size_bytes", "Content bytes held by a queue and its dead-letter queue")
-    for qid, st in sorted(svc.states.items()):
-        meta = svc.queues.get(qid)
-        name = meta.display_name if meta is not None else qid
-        for part, s in st.stats().items():
-            msgs.add(s["visibleMessages"], queue=name, part=part, kind="visible")
-            msgs.add(s["inFlightMessages"], queue=name, part=part, kind="in_flight")
-            size.add(s["sizeInBytes"], queue=name, part=part)
-    yield from (msgs, size)
-
 
 def register_collectors(metrics: Any, broker: Any) -> None:
     metrics.registry.add_collector(lambda: collect_broker(broker, metrics))

@@ -1,6 +1,6 @@
 """Log output: text lines (the default) or one JSON object per line (``log.format=json``).
 
-Structured records carry their fields in ``extra={"fields": {...}}`` (see ``kafkite.metrics.hooks.fields``):
+Structured records carry their fields in ``extra={"fields": {...}}`` (see ``kafkite.server.hooks.fields``):
 the JSON formatter puts them at the top level beside ``ts``, ``level``, ``logger`` and ``msg``; the text
 formatter shows the message, which already names what matters.
 

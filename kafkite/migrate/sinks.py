@@ -22,6 +22,7 @@ from kafkite.client import (
     KafkaClientError,
     TransactionalProducer,
 )
+from kafkite.clock import now_ms
 from kafkite.migrate.pipeline import Outgoing
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
@@ -230,7 +231,7 @@ class TxnSink(Sink):
         prod = self.producer
         try:
             if syncs:
-                now = int(time.time() * 1000)
+                now = now_ms()
                 batch = prod.batch(state_topic, 0, [(k, v, [], now) for k, v in syncs])
                 answers = await prod.produce({(state_topic, 0): batch})
                 r = answers.get((state_topic, 0))

@@ -19,10 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from kafkite.clock import now_ms
 
 CHECKPOINT_KIND = "kafkite-mirror-checkpoint"
 STATE_TOPIC_PREFIX = "__kafkite_mirror."
@@ -196,7 +197,7 @@ class Checkpoint:
             "version": 1,
             "source": self.source,
             "target": self.target,
-            "saved_at_ms": int(time.time() * 1000),
+            "saved_at_ms": now_ms(),
             "partitions": [asdict(s) for s in self.partitions.values()],
         }
         if self.spread_ends:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kafkite.client import KafkaClient, KafkaClientError
+from kafkite.clock import now_ms
 from kafkite.migrate.progress import Progress, human_bytes
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
@@ -346,7 +347,7 @@ async def inspect_cluster(
     inv = Inventory(
         source=source,
         cluster_id=meta.get("cluster_id"),
-        taken_at_ms=int(time.time() * 1000),
+        taken_at_ms=now_ms(),
         window_seconds=round(elapsed, 3),
         topics=topic_infos,
         groups=group_infos,

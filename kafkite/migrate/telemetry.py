@@ -223,7 +223,7 @@ class Telemetry:
             return
         from aiohttp import web
 
-        from kafkite.metrics.http import serve
+        from kafkite.server.metrics_http import serve
 
         host, port = parse_listener(spec)
 

@@ -40,9 +40,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from kafkite.clock import now_ms
 from kafkite.log.base import Partition
 from kafkite.protocol.records import Header, Record, build_batch, iter_headers, iter_records
-from kafkite.queue.model import QUEUE_STORAGE_BYTES, QueueError, QueueMeta, invalid, now_ms
+from kafkite.queue.model import QUEUE_STORAGE_BYTES, QueueError, QueueMeta, invalid
 
 log = logging.getLogger("kafkite.queue")
 

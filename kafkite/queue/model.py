@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
-import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -52,10 +51,6 @@ def not_found(what: str) -> QueueError:
 
 def conflict(message: str) -> QueueError:
     return QueueError(409, "IncorrectState", message)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def rfc3339(ms: int) -> str:

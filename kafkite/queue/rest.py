@@ -29,6 +29,16 @@ from aiohttp import web
 
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
+from kafkite.doors import (
+    Caller,
+    PrincipalMap,
+    audit_change,
+    audit_unauthenticated,
+    authorize,
+    oci_principal,
+    principal_mapper,
+)
+from kafkite.doors.audit import FAILED, OK
 from kafkite.queue.engine import Delivery, QueueState
 from kafkite.queue.model import (
     GET_LIMIT_DEFAULT,
@@ -50,16 +60,6 @@ from kafkite.queue.model import (
 from kafkite.queue.service import QueueService
 from kafkite.rest.guard import CALLER_KEY, BadJson, parse_json, read_body
 from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
-from kafkite.security.audit import FAILED, OK
-from kafkite.security.doors import (
-    Caller,
-    PrincipalMap,
-    audit_change,
-    audit_unauthenticated,
-    authorize,
-    oci_principal,
-    principal_mapper,
-)
 from kafkite.streaming.auth import AuthError, Verifier, load_keys
 
 log = logging.getLogger("kafkite.queue.rest")

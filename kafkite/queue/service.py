@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from kafkite.broker.core import Broker
+from kafkite.clock import now_ms
 from kafkite.log.base import Partition
+from kafkite.metrics.registry import Collected
 from kafkite.queue.engine import QueueState, RecordLog
 from kafkite.queue.model import (
     LIFECYCLE_STATES,
@@ -30,7 +32,6 @@ from kafkite.queue.model import (
     invalid,
     new_ocid,
     not_found,
-    now_ms,
     queue_from_create,
 )
 
@@ -48,8 +49,6 @@ INTERNAL_TOPIC_CONFIGS = {
     "max.message.bytes": str(64 * 1024 * 1024),
     "segment.bytes": str(64 * 1024 * 1024),
 }
-
-_SERVICES: weakref.WeakKeyDictionary[Broker, QueueService] = weakref.WeakKeyDictionary()
 
 
 def messages_topic(meta: QueueMeta) -> str:
@@ -73,10 +72,32 @@ class QueueService:
 
     @classmethod
     def of(cls, broker: Broker) -> QueueService:
-        svc = _SERVICES.get(broker)
-        if svc is None:
-            svc = _SERVICES[broker] = cls(broker)
-        return svc
+        def make() -> QueueService:
+            svc = cls(broker)
+            if broker.metrics is not None:
+                broker.metrics.registry.add_collector(svc.collect)
+            return svc
+
+        return broker.component(QueueService, make)
+
+    def collect(self) -> Iterator[Collected]:
+        """The queues' gauges, fed to the broker's metrics registry."""
+        if not self.states:
+            return
+        msgs = Collected(
+            "kafkite_queue_messages", "Messages of a queue by kind (visible, in flight) and part"
+        )
+        size = Collected(
+            "kafkite_queue_size_bytes", "Content bytes held by a queue and its dead-letter queue"
+        )
+        for qid, st in sorted(self.states.items()):
+            meta = self.queues.get(qid)
+            name = meta.display_name if meta is not None else qid
+            for part, s in st.stats().items():
+                msgs.add(s["visibleMessages"], queue=name, part=part, kind="visible")
+                msgs.add(s["inFlightMessages"], queue=name, part=part, kind="in_flight")
+                size.add(s["sizeInBytes"], queue=name, part=part)
+        yield from (msgs, size)
 
     # ------------------------------------------------------------------ lifecycle
 

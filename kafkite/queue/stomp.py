@@ -1,7 +1,7 @@
 """A STOMP 1.0-1.2 listener over the queues (``stomp.listeners``, default ``stomp://localhost:61613``).
 
 * ``CONNECT``/``STOMP``: the highest common version is chosen; ``login``/``passcode`` are checked once per
-  connection. When the broker's Kafka listeners are secured (``kafkite.security.doors``) they must be a SASL
+  connection. When the broker's Kafka listeners are secured (``kafkite.doors``) they must be a SASL
   user's (``sasl.plain.users``, the SCRAM user store) or one of ``stomp.users``, and the login is the
   principal ``User:<login>`` whose ACLs decide: SEND needs WRITE and SUBSCRIBE READ on the queue (the topic
   named by the queue's OCID), refused with an ERROR frame. Otherwise they are checked against
@@ -35,13 +35,13 @@ from typing import Any
 
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
+from kafkite.doors import Caller, audit_unauthenticated, authorize, door_secured, login_checker
 from kafkite.queue.engine import Delivery, Message, QueueState
 from kafkite.queue.model import VISIBILITY_MAX, QueueError, check_channel
 from kafkite.queue.service import QueueService
 from kafkite.queue.stomp_frames import Frame, FrameParser, Heartbeat, StompParseError, encode
 from kafkite.rest.guard import listener_scheme, tls_context
 from kafkite.security.acl import AclOperation, ResourceType
-from kafkite.security.doors import Caller, audit_unauthenticated, authorize, door_secured, login_checker
 from kafkite.server.listen import bind_tcp, bound_port
 
 log = logging.getLogger("kafkite.queue.stomp")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from kafkite.config import BrokerConfig, ConfigError
-from kafkite.security.doors import Caller
+from kafkite.doors import Caller
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 64

@@ -1,6 +1,6 @@
 """Security: TLS contexts, the SCRAM user store, the ACL authorizer and client quotas.
 
-``security_of(broker)`` gives the broker's :class:`Security` (created on first use and kept on the broker):
+``security_of(broker)`` gives the broker's :class:`Security` (``Broker.security``, made on first use):
 users in ``users.json``, ACLs in ``acls.json`` and client quotas in ``client_quotas.json`` of the data
 directory (in memory with the memory engine), an authorizer only when ``authorizer.class.name`` is set, and
 the quota manager.
@@ -9,21 +9,20 @@ the quota manager.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kafkite.security.acl import ACLS_FILE, AclAuthorizer, parse_super_users
 from kafkite.security.quotas import CLIENT_QUOTAS_FILE, ClientQuotaStore, QuotaManager
 from kafkite.security.users import USERS_FILE, UserStore
 
 if TYPE_CHECKING:
-    from kafkite.broker.core import Broker
+    from kafkite.config import BrokerConfig
 
 __all__ = ["Security", "security_of"]
 
 
 class Security:
-    def __init__(self, broker: Broker) -> None:
-        cfg = broker.config
+    def __init__(self, cfg: BrokerConfig) -> None:
         data_dir: Path | None = cfg.data_dir if cfg["storage.engine"] == "file" else None
         self.config = cfg
         self.users = UserStore(data_dir / USERS_FILE if data_dir is not None else None)
@@ -38,10 +37,12 @@ class Security:
         self.quotas = QuotaManager(lambda key: cfg[key], store=store)
 
 
-def security_of(broker: Broker) -> Security:
-    sec = broker.__dict__.get("security")
-    if sec is None:
-        sec = Security(broker)
-        broker.__dict__["security"] = sec
+class _HasSecurity(Protocol):
+    @property
+    def security(self) -> Security: ...
+
+
+def security_of(broker: _HasSecurity | Any) -> Security:
+    sec = broker.security
     assert isinstance(sec, Security)
     return sec

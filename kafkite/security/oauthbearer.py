@@ -396,7 +396,3 @@ def parse_jaas_options(text: str) -> dict[str, str]:
         options[m.group(1)] = re.sub(r"\\(.)", r"\1", value)
         pos = m.end()
     return options
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -21,12 +21,11 @@ from collections import deque
 from typing import TYPE_CHECKING, Any, cast
 
 from kafkite.broker.core import CloseConnection, RequestContext
-from kafkite.metrics import hooks
 from kafkite.protocol import framing
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.messages import Part, Registry, registry
 from kafkite.protocol.primitives import DecodeError
-from kafkite.security import connection as security
+from kafkite.server import hooks, security
 
 if TYPE_CHECKING:
     from kafkite.server.server import KafkaServer
@@ -116,7 +115,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.frames.buffer_updated(nbytes)
             self._take_frames()
         except framing.FrameTooLarge as e:
-            self._reject(str(e))
+            self.reject(str(e))
             return
         if self.frame_started is None and self.frames.receiving:
             self.frame_started = now
@@ -145,7 +144,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
             self.frames.retry()
             self._take_frames()
         except framing.FrameTooLarge as e:  # pragma: no cover - the prefix was checked before it blocked
-            self._reject(str(e))
+            self.reject(str(e))
             return
         if self.frame_started is None and self.frames.receiving:
             self.frame_started = time.monotonic()
@@ -201,11 +200,11 @@ class KafkaConnection(asyncio.BufferedProtocol):
             # all topics carries three stray bytes after its null topic array.
             body, _ = self.reg.request(key, version).decode(buf, header.header_size)
         except DecodeError as e:
-            self._reject(f"malformed request: {e}")
+            self.reject(f"malformed request: {e}")
             return False
         refusal = security.refuse_before_auth(self, key)
         if refusal:
-            self._reject(refusal)
+            self.reject(refusal)
             return False
         ctx = RequestContext(
             api_key=key,
@@ -318,7 +317,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
         if not self.writable.is_set():
             await self.writable.wait()
 
-    def _reject(self, reason: str) -> None:
+    def reject(self, reason: str) -> None:
         """Bad input: stop reading, still answer the requests received before it (in order), then close."""
         log.warning("closing %s: %s", self.peer, reason)
         self.draining = True

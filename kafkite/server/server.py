@@ -22,8 +22,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from kafkite.broker.core import Broker
+from kafkite.broker.metadata import supported_api_versions
 from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
+from kafkite.security.tls import server_context
 from kafkite.server.accept import Listener
 from kafkite.server.connection import KafkaConnection
 from kafkite.server.listen import bind_tcp, bound_port, close_all
@@ -161,8 +163,6 @@ class KafkaServer:
                     f"advertised.listeners: {name} is not one of the listeners ({', '.join(names)})"
                 )
         if any(p.endswith("SSL") for p in self.protocols.values()):
-            from kafkite.security.tls import server_context
-
             return server_context(self.broker.config)
         return None
 
@@ -280,8 +280,6 @@ class KafkaServer:
         self.servers.clear()
 
     def api_versions_error_body(self) -> dict[str, Any]:
-        from kafkite.broker.metadata import supported_api_versions
-
         return {
             "error_code": int(ErrorCode.UNSUPPORTED_VERSION),
             "api_keys": supported_api_versions(self.broker),

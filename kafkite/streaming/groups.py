@@ -16,7 +16,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafkite.broker.core import Broker, now_ms
+from kafkite.broker.core import Broker
+from kafkite.clock import now_ms
 
 log = logging.getLogger("kafkite.streaming")
 

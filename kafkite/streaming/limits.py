@@ -76,12 +76,7 @@ class Limits:
 
 
 def limits_of(broker: Broker) -> Limits:
-    lim = broker.__dict__.get("streaming_limits")
-    if lim is None:
-        lim = Limits()
-        broker.__dict__["streaming_limits"] = lim
-    assert isinstance(lim, Limits)
-    return lim
+    return broker.component(Limits, Limits)
 
 
 def check_retention_hours(hours: int) -> str | None:

@@ -8,8 +8,9 @@ import logging
 import random
 from dataclasses import dataclass
 
-from kafkite.broker.core import Broker, now_ms
+from kafkite.broker.core import Broker
 from kafkite.broker.produce import ProduceError, validate_produce_batch
+from kafkite.clock import now_ms
 from kafkite.log.base import LogError, OffsetOutOfRange
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode

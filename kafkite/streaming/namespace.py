@@ -4,8 +4,8 @@ A connection picks its pool through its SASL/PLAIN user name (``tenancy/user/poo
 ``tenancy/domain/user/poolId``); a connection without one uses the default pool. The wrapper rewrites the
 topic names and group ids of the decoded request to internal names (``pools.internal_topic_name``), and
 those of the response back, dropping whatever lies outside the connection's pool (so Metadata for all
-topics, ListGroups and the like list only the pool's streams and groups). ``NAME_FIELDS`` says which fields
-carry names, per API.
+topics, ListGroups and the like list only the pool's streams and groups). ``kafkite.broker.apis`` says which
+fields carry names, per API.
 
 The wrapper is also where the Kafka side of the OCI profile lives (throttled produce, fixed partitions and
 retention, no compaction, no transactions) and where a ``SASL_*`` listener refuses requests before
@@ -18,10 +18,15 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from kafkite.broker import apis
 from kafkite.broker.core import Broker, CloseConnection, Handler, RequestContext
+from kafkite.broker.names import (
+    RESOURCE_TOPIC,
+    TOPIC,
+    rewrite,
+)
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.streaming import limits
@@ -35,209 +40,10 @@ from kafkite.streaming.pools import (
 
 log = logging.getLogger("kafkite.streaming")
 
-TOPIC = "topic"
-GROUP = "group"
-TXN = "transactional_id"
-RESOURCE_TOPIC = 2  # DescribeConfigs/AlterConfigs resource type
-RESOURCE_GROUP = 32
-KEY_TYPE_GROUP = 0  # FindCoordinator key type
 POOL_STATE_KEY = "stream_pool"  # on the connection state: the pool's key ("" for the default pool)
 
 
-def _is_topic_resource(parent: dict[str, Any]) -> bool:
-    return bool(parent.get("resource_type") == RESOURCE_TOPIC)
-
-
-def _is_group_resource(parent: dict[str, Any]) -> bool:
-    return bool(parent.get("resource_type") == RESOURCE_GROUP)
-
-
-def _is_group_key(parent: dict[str, Any]) -> bool:
-    return bool(parent.get("key_type", KEY_TYPE_GROUP) == KEY_TYPE_GROUP)
-
-
-@dataclass(frozen=True)
-class NameField:
-    """A field holding a topic name or a group id: its path from the message root ("*": each list element);
-    a path ending in "*" is a list of strings. ``when`` tests the dict holding the field."""
-
-    path: tuple[str, ...]
-    kind: str
-    when: Callable[[dict[str, Any]], bool] | None = None
-
-
-def _f(path: str, kind: str = TOPIC, when: Callable[[dict[str, Any]], bool] | None = None) -> NameField:
-    return NameField(tuple(path.split(".")), kind, when)
-
-
-# api key -> (request fields, response fields)
-NAME_FIELDS: dict[int, tuple[list[NameField], list[NameField]]] = {
-    ApiKey.PRODUCE: ([_f("topic_data.*.name")], [_f("responses.*.name")]),
-    ApiKey.FETCH: (
-        [_f("topics.*.topic"), _f("forgotten_topics_data.*.topic")],
-        [_f("responses.*.topic")],
-    ),
-    ApiKey.LIST_OFFSETS: ([_f("topics.*.name")], [_f("topics.*.name")]),
-    ApiKey.OFFSET_FOR_LEADER_EPOCH: ([_f("topics.*.topic")], [_f("topics.*.topic")]),
-    ApiKey.METADATA: ([_f("topics.*.name")], [_f("topics.*.name")]),
-    ApiKey.OFFSET_COMMIT: (
-        [_f("group_id", GROUP), _f("topics.*.name")],
-        [_f("topics.*.name")],
-    ),
-    ApiKey.OFFSET_FETCH: (
-        [
-            _f("group_id", GROUP),
-            _f("topics.*.name"),
-            _f("groups.*.group_id", GROUP),
-            _f("groups.*.topics.*.name"),
-        ],
-        [_f("topics.*.name"), _f("groups.*.group_id", GROUP), _f("groups.*.topics.*.name")],
-    ),
-    ApiKey.FIND_COORDINATOR: (
-        [_f("key", GROUP, _is_group_key), _f("coordinator_keys.*", GROUP)],
-        [_f("coordinators.*.key", GROUP)],
-    ),
-    ApiKey.JOIN_GROUP: ([_f("group_id", GROUP)], []),
-    ApiKey.HEARTBEAT: ([_f("group_id", GROUP)], []),
-    ApiKey.LEAVE_GROUP: ([_f("group_id", GROUP)], []),
-    ApiKey.SYNC_GROUP: ([_f("group_id", GROUP)], []),
-    ApiKey.DESCRIBE_GROUPS: ([_f("groups.*", GROUP)], [_f("groups.*.group_id", GROUP)]),
-    ApiKey.CONSUMER_GROUP_HEARTBEAT: (
-        [_f("group_id", GROUP), _f("subscribed_topic_names.*")],
-        [],
-    ),
-    ApiKey.CONSUMER_GROUP_DESCRIBE: (
-        [_f("group_ids.*", GROUP)],
-        [
-            _f("groups.*.group_id", GROUP),
-            _f("groups.*.members.*.subscribed_topic_names.*"),
-            _f("groups.*.members.*.assignment.topic_partitions.*.topic_name"),
-            _f("groups.*.members.*.target_assignment.topic_partitions.*.topic_name"),
-        ],
-    ),
-    ApiKey.LIST_GROUPS: ([], [_f("groups.*.group_id", GROUP)]),
-    ApiKey.DELETE_GROUPS: ([_f("groups_names.*", GROUP)], [_f("results.*.group_id", GROUP)]),
-    ApiKey.OFFSET_DELETE: ([_f("group_id", GROUP), _f("topics.*.name")], [_f("topics.*.name")]),
-    ApiKey.CREATE_TOPICS: ([_f("topics.*.name")], [_f("topics.*.name")]),
-    ApiKey.DELETE_TOPICS: (
-        [_f("topic_names.*"), _f("topics.*.name")],
-        [_f("responses.*.name")],
-    ),
-    ApiKey.DELETE_RECORDS: ([_f("topics.*.name")], [_f("topics.*.name")]),
-    ApiKey.CREATE_PARTITIONS: ([_f("topics.*.name")], [_f("results.*.name")]),
-    ApiKey.DESCRIBE_CONFIGS: (
-        [
-            _f("resources.*.resource_name", TOPIC, _is_topic_resource),
-            _f("resources.*.resource_name", GROUP, _is_group_resource),
-        ],
-        [
-            _f("results.*.resource_name", TOPIC, _is_topic_resource),
-            _f("results.*.resource_name", GROUP, _is_group_resource),
-        ],
-    ),
-    ApiKey.ALTER_CONFIGS: (
-        [_f("resources.*.resource_name", TOPIC, _is_topic_resource)],
-        [_f("responses.*.resource_name", TOPIC, _is_topic_resource)],
-    ),
-    ApiKey.INCREMENTAL_ALTER_CONFIGS: (
-        [
-            _f("resources.*.resource_name", TOPIC, _is_topic_resource),
-            _f("resources.*.resource_name", GROUP, _is_group_resource),
-        ],
-        [
-            _f("responses.*.resource_name", TOPIC, _is_topic_resource),
-            _f("responses.*.resource_name", GROUP, _is_group_resource),
-        ],
-    ),
-    ApiKey.DESCRIBE_LOG_DIRS: ([_f("topics.*.topic")], [_f("results.*.topics.*.name")]),
-    ApiKey.DESCRIBE_PRODUCERS: ([_f("topics.*.name")], [_f("topics.*.name")]),
-    ApiKey.INIT_PRODUCER_ID: ([_f("transactional_id", TXN)], []),
-    ApiKey.ADD_PARTITIONS_TO_TXN: (
-        [
-            _f("v3_and_below_transactional_id", TXN),
-            _f("v3_and_below_topics.*.name"),
-            _f("transactions.*.transactional_id", TXN),
-            _f("transactions.*.topics.*.name"),
-        ],
-        [
-            _f("results_by_topic_v3_and_below.*.name"),
-            _f("results_by_transaction.*.transactional_id", TXN),
-            _f("results_by_transaction.*.topic_results.*.name"),
-        ],
-    ),
-    ApiKey.ADD_OFFSETS_TO_TXN: ([_f("transactional_id", TXN), _f("group_id", GROUP)], []),
-    ApiKey.END_TXN: ([_f("transactional_id", TXN)], []),
-    ApiKey.TXN_OFFSET_COMMIT: (
-        [_f("transactional_id", TXN), _f("group_id", GROUP), _f("topics.*.name")],
-        [_f("topics.*.name")],
-    ),
-    ApiKey.DESCRIBE_TRANSACTIONS: (
-        [_f("transactional_ids.*", TXN)],
-        [_f("transaction_states.*.transactional_id", TXN), _f("transaction_states.*.topics.*.topic")],
-    ),
-    ApiKey.LIST_TRANSACTIONS: ([], [_f("transaction_states.*.transactional_id", TXN)]),
-}
-
-NO_AUTH_NEEDED = frozenset(
-    {int(ApiKey.API_VERSIONS), int(ApiKey.SASL_HANDSHAKE), int(ApiKey.SASL_AUTHENTICATE)}
-)
-
-
 # ---------------------------------------------------------------------------------------------- rewriting
-
-
-NAME_FIELDS.update(
-    {
-        ApiKey.DESCRIBE_TOPIC_PARTITIONS: (
-            [_f("topics.*.name"), _f("cursor.topic_name")],
-            [_f("topics.*.name"), _f("next_cursor.topic_name")],
-        ),
-        ApiKey.ELECT_LEADERS: ([_f("topic_partitions.*.topic")], [_f("replica_election_results.*.topic")]),
-        ApiKey.ALTER_PARTITION_REASSIGNMENTS: ([_f("topics.*.name")], [_f("responses.*.name")]),
-        ApiKey.LIST_PARTITION_REASSIGNMENTS: ([_f("topics.*.name")], [_f("topics.*.name")]),
-    }
-)
-
-
-def _walk(node: Any, path: tuple[str, ...], i: int, fn: Callable[[str], str | None], f: NameField) -> bool:
-    """Rewrite the names at ``path[i:]`` under ``node``; False when ``node`` should be dropped."""
-    key = path[i]
-    last = i == len(path) - 1
-    if key == "*":
-        if not isinstance(node, list):
-            return True
-        if last:
-            node[:] = [m for m in (fn(x) if isinstance(x, str) else x for x in node) if m is not None]
-        else:
-            node[:] = [el for el in node if _walk(el, path, i + 1, fn, f)]
-        return True
-    if not isinstance(node, dict):
-        return True
-    if last:
-        if f.when is not None and not f.when(node):
-            return True
-        value = node.get(key)
-        if not isinstance(value, str):
-            return True
-        mapped = fn(value)
-        if mapped is None:
-            return False
-        node[key] = mapped
-        return True
-    child = node.get(key)
-    if child is None:
-        return True
-    return _walk(child, path, i + 1, fn, f)
-
-
-def rewrite(msg: dict[str, Any], fields: list[NameField], fn: Callable[[str, str], str | None]) -> None:
-    """Apply ``fn(kind, name)`` to every name field of ``msg``; a None result drops the enclosing element."""
-    for f in fields:
-
-        def one(name: str, kind: str = f.kind) -> str | None:
-            return fn(kind, name)
-
-        _walk(msg, f.path, 0, one, f)
 
 
 # A default-pool client naming another pool's internal topic gets this prefix put in front: an illegal topic
@@ -311,6 +117,19 @@ def connection_pool(broker: Broker, state: dict[str, Any]) -> StreamPool:
     if pool.lifecycle_state != "ACTIVE":
         raise CloseConnection()  # the pool was deleted under the connection
     return pool
+
+
+class PoolNameMap:
+    """Topic names as a connection's stream pool gives them (``Broker.pool_names``)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    def internal_topic(self, ctx: RequestContext, name: str) -> str:
+        return to_internal(connection_pool(self.broker, connection_state(ctx)), TOPIC, name)
+
+    def local_name(self, internal: str) -> str:
+        return split_internal_name(internal)[1]
 
 
 # ---------------------------------------------------------------------------------------------- wrapper
@@ -405,12 +224,12 @@ def _add_refusals(api_key: int, resp: dict[str, Any], refused: dict[str, str], r
 
 
 def wrap(broker: Broker, api_key: int, inner: Handler) -> Handler:
-    fields = NAME_FIELDS.get(api_key, ([], []))
+    fields = apis.BY_KEY[api_key].names
 
     async def handler(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any] | None:
         state = connection_state(ctx)
         if (
-            api_key not in NO_AUTH_NEEDED
+            api_key not in apis.PRE_AUTH
             and ctx.listener.startswith("SASL")
             and not state.get("sasl.authenticated")
         ):
@@ -588,8 +407,5 @@ async def _authenticate(
 
 def wrap_handlers(broker: Broker) -> None:
     """Wrap every handler of ``broker`` (call once, after all handlers are registered)."""
-    if broker.__dict__.get("streaming_wrapped"):
-        return
-    broker.__dict__["streaming_wrapped"] = True
     for key, inner in list(broker.handlers.items()):
         broker.handlers[key] = wrap(broker, key, inner)

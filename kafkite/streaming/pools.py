@@ -20,7 +20,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from kafkite.broker.core import Broker, now_ms
+from kafkite.broker.core import Broker
+from kafkite.clock import now_ms
 
 log = logging.getLogger("kafkite.streaming")
 
@@ -541,9 +542,4 @@ class StreamCatalog:
 
 def catalog_of(broker: Broker) -> StreamCatalog:
     """The broker's stream catalogue (created on first use, kept on the broker)."""
-    cat = broker.__dict__.get("streaming")
-    if cat is None:
-        cat = StreamCatalog(broker)
-        broker.__dict__["streaming"] = cat
-    assert isinstance(cat, StreamCatalog)
-    return cat
+    return broker.component(StreamCatalog, lambda: StreamCatalog(broker))

@@ -21,10 +21,7 @@ from aiohttp import web
 
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
-from kafkite.rest.guard import CALLER_KEY, BadJson, parse_json, read_body
-from kafkite.security.acl import AclOperation, ResourceType
-from kafkite.security.audit import FAILED, OK
-from kafkite.security.doors import (
+from kafkite.doors import (
     Caller,
     PrincipalMap,
     audit_change,
@@ -33,6 +30,9 @@ from kafkite.security.doors import (
     oci_principal,
     principal_mapper,
 )
+from kafkite.doors.audit import FAILED, OK
+from kafkite.rest.guard import CALLER_KEY, BadJson, parse_json, read_body
+from kafkite.security.acl import AclOperation, ResourceType
 from kafkite.streaming import cursors, limits
 from kafkite.streaming.auth import AuthError, Verifier, load_keys
 from kafkite.streaming.groups import DEFAULT_TIMEOUT_MS, GroupError, GroupManager
@@ -1135,11 +1135,7 @@ CallerOf = Callable[[web.Request], Caller]
 
 def streaming_api(broker: Broker) -> StreamingApi:
     """The broker's one StreamingApi (its REST group cursors are shared by every door serving the API)."""
-    api = broker.__dict__.get("streaming_api")
-    if api is None:
-        api = broker.__dict__["streaming_api"] = StreamingApi(broker)
-    assert isinstance(api, StreamingApi)
-    return api
+    return broker.component(StreamingApi, lambda: StreamingApi(broker))
 
 
 def _middleware(api: StreamingApi, prefix: str = "", caller_of: CallerOf | None = None) -> Any:

@@ -17,13 +17,13 @@ import asyncio
 import base64
 import json
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from kafkite import client as client_module
 from kafkite.client import KafkaClient, KafkaClientError
+from kafkite.clock import now_ms
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
@@ -277,7 +277,7 @@ class Producer:
 
     async def add(self, m: Message) -> None:
         p = self.partition_for(m)
-        ts = m.timestamp if m.timestamp is not None else time.time_ns() // 1_000_000
+        ts = m.timestamp if m.timestamp is not None else now_ms()
         self.pending.setdefault(p, []).append((m.key, m.value, m.headers, ts))
         size = (
             len(m.key or b"") + len(m.value or b"") + sum(len(k) + len(v or b"") for k, v in m.headers) + 16

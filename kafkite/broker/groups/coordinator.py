@@ -17,10 +17,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from kafkite import clock
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 
 from . import logformat
@@ -78,7 +78,7 @@ class GroupCoordinator:
         else:
             config.validate()
         self.config: GroupConfig = config
-        self._clock = now_ms or (lambda: int(time.time() * 1000))
+        self._clock = now_ms or clock.now_ms
         self._report_leader_epoch = report_leader_epoch
         # Every group by id, whatever its type (a group id names one group of one type at a time).
         self.groups: dict[str, Group] = {}

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.core import is_internal_topic
 from kafkite.broker.features import GROUP_VERSION, features_of
+from kafkite.broker.metadata import advertised_for
 from kafkite.config import ConfigError
-from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 
 from .config import GroupConfig
@@ -20,22 +20,6 @@ if TYPE_CHECKING:
 
 Handler = Callable[["Broker", "RequestContext", dict[str, Any]], Awaitable[dict[str, Any] | None]]
 Method = Callable[..., Awaitable[dict[str, Any]]]
-
-_APIS: dict[int, str] = {
-    ApiKey.OFFSET_COMMIT: "offset_commit",
-    ApiKey.OFFSET_FETCH: "offset_fetch",
-    ApiKey.JOIN_GROUP: "join_group",
-    ApiKey.HEARTBEAT: "heartbeat",
-    ApiKey.LEAVE_GROUP: "leave_group",
-    ApiKey.SYNC_GROUP: "sync_group",
-    ApiKey.DESCRIBE_GROUPS: "describe_groups",
-    ApiKey.LIST_GROUPS: "list_groups",
-    ApiKey.DELETE_GROUPS: "delete_groups",
-    ApiKey.OFFSET_DELETE: "offset_delete",
-    ApiKey.CONSUMER_GROUP_HEARTBEAT: "consumer_group_heartbeat",
-    ApiKey.CONSUMER_GROUP_DESCRIBE: "consumer_group_describe",
-}
-
 
 _CONSUMER_APIS = ("consumer_group_heartbeat", "consumer_group_describe")
 
@@ -85,11 +69,8 @@ def coordinator_for(broker: Broker) -> GroupCoordinator:
 
     # log.flush.on.ack=true: offsets and group metadata are fsynced before they are answered, as records are.
     log: GroupLog = StorageGroupLog.open(broker.storage, durable=bool(broker.config["log.flush.on.ack"]))
-    cluster = getattr(broker, "cluster", None)
-    if cluster is not None:
-        from kafkite.cluster import OwnedGroupLog
-
-        log = OwnedGroupLog(cluster.storage, cluster)  # the groups this broker coordinates, in the database
+    if broker.cluster is not None:
+        log = broker.cluster.group_log()  # the groups this broker coordinates, in the database
     return GroupCoordinator(
         partitions_of,
         log=log,
@@ -99,51 +80,55 @@ def coordinator_for(broker: Broker) -> GroupCoordinator:
     )
 
 
-def group_handlers(coordinator: GroupCoordinator) -> dict[int, Handler]:
-    """Handlers for FindCoordinator and every group and offset API, served by ``coordinator``."""
+def _group_api(name: str) -> Handler:
+    """The handler of one group or offset API: the broker's group coordinator (or the cluster's routing to
+    the coordinating broker) serves it."""
+    consumer_api = name in _CONSUMER_APIS
 
-    def adapt(name: str) -> Handler:
-        method: Method = getattr(coordinator, name)
+    async def handle(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+        if consumer_api and features_of(broker).level(GROUP_VERSION) < 1:
+            return _consumer_protocol_off(name, req)
+        if broker.cluster is not None:
+            return await broker.cluster.group_request(broker, name, ctx, req)
+        method: Method = getattr(broker.groups, name)
+        return await method(req, ctx.api_version, client_id=ctx.client_id, client_host=ctx.client_host)
 
-        async def handle(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-            if name in _CONSUMER_APIS and features_of(broker).level(GROUP_VERSION) < 1:
-                return _consumer_protocol_off(name, req)
-            cluster = getattr(broker, "cluster", None)
-            if cluster is not None:
-                from kafkite.cluster import group_request
+    handle.__name__ = f"handle_{name}"
+    return handle
 
-                return await group_request(broker, cluster, name, ctx, req)
-            return await method(req, ctx.api_version, client_id=ctx.client_id, client_host=ctx.client_host)
 
-        return handle
+handle_offset_commit = _group_api("offset_commit")
+handle_offset_fetch = _group_api("offset_fetch")
+handle_join_group = _group_api("join_group")
+handle_heartbeat = _group_api("heartbeat")
+handle_leave_group = _group_api("leave_group")
+handle_sync_group = _group_api("sync_group")
+handle_describe_groups = _group_api("describe_groups")
+handle_list_groups = _group_api("list_groups")
+handle_delete_groups = _group_api("delete_groups")
+handle_offset_delete = _group_api("offset_delete")
+handle_consumer_group_heartbeat = _group_api("consumer_group_heartbeat")
+handle_consumer_group_describe = _group_api("consumer_group_describe")
 
-    async def find_coordinator(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
-        from kafkite.broker.metadata import advertised_for
 
-        cluster = getattr(broker, "cluster", None)
-        if cluster is not None:
-            from kafkite.cluster import find_coordinator as cluster_find_coordinator
+async def handle_find_coordinator(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    if broker.cluster is not None:
+        return broker.cluster.find_coordinator(ctx, req)
+    assert broker.groups is not None
+    host, port = advertised_for(broker, ctx.listener)
+    return await broker.groups.find_coordinator(req, ctx.api_version, (broker.node_id, host, port))
 
-            return cluster_find_coordinator(cluster, ctx, req)
 
-        host, port = advertised_for(broker, ctx.listener)
-        return await coordinator.find_coordinator(req, ctx.api_version, (broker.node_id, host, port))
-
-    handlers: dict[int, Handler] = {int(key): adapt(name) for key, name in _APIS.items()}
-    if not coordinator.config.consumer_protocol_enabled:
-        # group.coordinator.rebalance.protocols without consumer: the consumer group APIs are not served.
-        for key in (ApiKey.CONSUMER_GROUP_HEARTBEAT, ApiKey.CONSUMER_GROUP_DESCRIBE):
-            handlers.pop(int(key), None)
-    handlers[int(ApiKey.FIND_COORDINATOR)] = find_coordinator
-    return handlers
+def consumer_protocol_served(broker: Broker) -> bool:
+    """group.coordinator.rebalance.protocols without consumer: the consumer group APIs are not served."""
+    return broker.groups is not None and broker.groups.config.consumer_protocol_enabled
 
 
 def attach(broker: Broker) -> GroupCoordinator:
     """Give ``broker`` a group coordinator (``broker.groups``, started and stopped by the broker) and route
-    the group APIs to it."""
+    the group APIs to it (their handlers are declared in ``kafkite.broker.apis``)."""
     coordinator = coordinator_for(broker)
     broker.groups = coordinator
-    broker.handlers.update(group_handlers(coordinator))
     # group.version 1 is the consumer group protocol (KIP-848); 0 when group.coordinator.rebalance.protocols
     # leaves it out.
     features_of(broker).declare(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
+from kafkite import clock
 from kafkite.protocol.records import build_batch, iter_headers, iter_records
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class StorageGroupLog:
         durable: bool = False,
     ) -> None:
         self._partition_or_opener = partition
-        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self._now_ms = now_ms or clock.now_ms
         self._read_chunk_bytes = read_chunk_bytes
         # fsync each append before it returns (log.flush.on.ack=true: what is answered survives a power cut)
         self.durable = durable

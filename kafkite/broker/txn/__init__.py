@@ -1,11 +1,10 @@
 """Producer ids, idempotence and transactions: the transaction coordinator and its handlers."""
 
 from .coordinator import TransactionCoordinator, TxnConfig, TxnError
-from .handlers import TXN_HANDLERS, attach, coordinator_for
+from .handlers import attach, coordinator_for
 from .state import TxnMetadata, TxnState
 
 __all__ = [
-    "TXN_HANDLERS",
     "TransactionCoordinator",
     "TxnConfig",
     "TxnError",

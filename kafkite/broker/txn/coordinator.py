@@ -16,11 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from kafkite import clock
 from kafkite.broker.groups.log import GroupLog, MemoryGroupLog
 from kafkite.log.base import AppendInfo
 from kafkite.log.producer_state import ProducerStateError
@@ -123,7 +123,7 @@ class TransactionCoordinator:
         self._all_partitions = all_partitions
         self.groups = groups
         self._notify = notify
-        self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
+        self._now_ms = now_ms or clock.now_ms
         self._compact_after = compact_after_entries
         self.owns = owns
         # log.flush.on.ack=true: markers are fsynced before the transaction is logged complete and answered.

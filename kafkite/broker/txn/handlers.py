@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING, Any
 from kafkite.broker.features import TRANSACTION_VERSION, features_of
 from kafkite.broker.groups.log import StorageGroupLog
 from kafkite.log.base import Partition
-from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 
 from .coordinator import TransactionCoordinator, TxnConfig
 from .state import TxnState
 
 if TYPE_CHECKING:
-    from kafkite.broker.core import Broker, Handler, RequestContext
+    from kafkite.broker.core import Broker, RequestContext
 
 log = logging.getLogger("kafkite.txn")
 
@@ -32,7 +31,7 @@ TXN_LOG_TOPIC_CONFIGS = {
     "retention.bytes": "-1",
     "max.message.bytes": str(64 * 1024 * 1024),
 }
-TRANSACTIONAL_ID_NOT_FOUND = 105  # Kafka's error code (DescribeTransactions)
+TRANSACTIONAL_ID_NOT_FOUND = int(ErrorCode.TRANSACTIONAL_ID_NOT_FOUND)
 TXN_STATE_NAMES = frozenset(s.value for s in TxnState)
 
 Result = dict[str, Any]
@@ -40,7 +39,8 @@ NOT_COORDINATOR = int(ErrorCode.NOT_COORDINATOR)
 
 
 def _coordinator(broker: Broker) -> TransactionCoordinator:
-    coordinator: TransactionCoordinator = broker.txn
+    coordinator = broker.txn
+    assert coordinator is not None, "the transaction coordinator is attached when the broker is built"
     return coordinator
 
 
@@ -48,7 +48,7 @@ def _elsewhere(broker: Broker, key: str | None) -> bool:
     """Whether ``key`` (a transactional id or group) is coordinated by another broker of the cluster, or the
     coordinators are being rebuilt for a new membership (the client looks the coordinator up again)."""
     cluster = broker.cluster
-    return cluster is not None and bool(key) and not (cluster.ready and cluster.coordinates(key))
+    return cluster is not None and bool(key) and not (cluster.ready and cluster.coordinates(key or ""))
 
 
 def _fenced(code: ErrorCode, version: int, first_fenced_version: int) -> int:
@@ -283,18 +283,6 @@ async def handle_describe_transactions(broker: Broker, ctx: RequestContext, req:
     return {"throttle_time_ms": 0, "transaction_states": out}
 
 
-TXN_HANDLERS: dict[int, Handler] = {
-    ApiKey.INIT_PRODUCER_ID: handle_init_producer_id,
-    ApiKey.ADD_PARTITIONS_TO_TXN: handle_add_partitions_to_txn,
-    ApiKey.ADD_OFFSETS_TO_TXN: handle_add_offsets_to_txn,
-    ApiKey.END_TXN: handle_end_txn,
-    ApiKey.TXN_OFFSET_COMMIT: handle_txn_offset_commit,
-    ApiKey.DESCRIBE_PRODUCERS: handle_describe_producers,
-    ApiKey.LIST_TRANSACTIONS: handle_list_transactions,
-    ApiKey.DESCRIBE_TRANSACTIONS: handle_describe_transactions,
-}
-
-
 def coordinator_for(broker: Broker) -> TransactionCoordinator:
     """A coordinator logging to ``__transaction_state`` in the broker's storage, set up from its settings."""
     storage = broker.storage
@@ -308,22 +296,9 @@ def coordinator_for(broker: Broker) -> TransactionCoordinator:
         return broker.partition(topic, index)
 
     settings = {key: broker.config[key] for key in TxnConfig.KEYS if key in broker.config.raw}
-    cluster = broker.cluster
-    if cluster is not None:
+    if broker.cluster is not None:
         # Brokers sharing a database: only the transactional ids this broker coordinates.
-        from kafkite.cluster.txn import ClusterTransactionCoordinator, OwnedTxnLog, TxnOffsets
-
-        return ClusterTransactionCoordinator(
-            cluster=cluster,
-            epoch=cluster.epoch,
-            log=OwnedTxnLog(opener, cluster),
-            config=TxnConfig.from_mapping(settings),
-            partition_of=partition_of,
-            all_partitions=broker.all_partitions,
-            groups=TxnOffsets(broker, cluster),
-            notify=broker.waiters.notify,
-            owns=cluster.coordinates,
-        )
+        return broker.cluster.txn_coordinator(broker, opener, TxnConfig.from_mapping(settings), partition_of)
     durable = bool(broker.config["log.flush.on.ack"])
     return TransactionCoordinator(
         log=StorageGroupLog(opener, durable=durable),
@@ -341,7 +316,6 @@ def attach(broker: Broker) -> TransactionCoordinator:
     the producer and transaction APIs to it. Attach after the group coordinator."""
     coordinator = coordinator_for(broker)
     broker.txn = coordinator
-    broker.handlers.update({int(k): v for k, v in TXN_HANDLERS.items()})
     # The coordinator keeps the producer epoch across transactions and expects AddPartitionsToTxn for every
     # partition (the protocol before KIP-890's second part): transaction.version level 0, not advertised.
     features_of(broker).declare(TRANSACTION_VERSION, max_level=0)

@@ -14,9 +14,11 @@ import struct
 import time
 from typing import Any
 
+from kafkite.broker import apis
 from kafkite.metrics import BrokerMetrics, metrics_of
 from kafkite.protocol.api_keys import ApiKey
-from kafkite.protocol.messages import RecordsChunks, registry
+from kafkite.protocol.errors import ErrorCode
+from kafkite.protocol.messages import RecordsChunks
 
 log_conn = logging.getLogger("kafkite.connections")
 log_admin = logging.getLogger("kafkite.admin")
@@ -36,22 +38,9 @@ def fields(**kw: Any) -> dict[str, Any]:
     return {"fields": kw}
 
 
-_API_NAMES: dict[int, str] = {}
-
-
 def api_name(key: int) -> str:
-    name = _API_NAMES.get(key)
-    if name is None:
-        spec = registry().api(key)
-        if spec is not None:
-            name = spec.name
-        else:
-            try:
-                name = ApiKey(key).name.title().replace("_", "")
-            except ValueError:
-                name = f"Api{key}"
-        _API_NAMES[key] = name
-    return name
+    """The ``api`` label of a request, as ``kafkite.broker.apis`` declares it."""
+    return apis.LABELS.get(key) or f"Api{key}"
 
 
 # ------------------------------------------------------------------------------------------ connections
@@ -296,8 +285,6 @@ def _admin(
 
 
 def _error_name(code: int) -> str:
-    from kafkite.protocol.errors import ErrorCode
-
     try:
         return ErrorCode(code).name
     except ValueError:

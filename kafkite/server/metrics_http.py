@@ -2,7 +2,7 @@
 aiohttp application on a listener URL (shared with the console).
 
 ``https://`` listeners take the Kafka listeners' ``ssl.*`` settings. When the broker's Kafka listeners are
-secured (``kafkite.security.doors``), a scrape must log in with HTTP Basic authentication as one of the
+secured (``kafkite.doors``), a scrape must log in with HTTP Basic authentication as one of the
 broker's SASL users (Prometheus' ``basic_auth``), who needs DESCRIBE on the cluster when an authorizer is
 configured; refusals are 401/403 and go to the audit trail.
 """
@@ -19,7 +19,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from kafkite.config import ConfigError
+from kafkite.doors import Caller, audit_unauthenticated, authorize_cluster, door_secured, login_checker
 from kafkite.metrics import CONTENT_TYPE, metrics_of
+from kafkite.rest.guard import tls_context
+from kafkite.security.acl import AclOperation
 from kafkite.server.listen import bind_tcp, bound_port, close_all
 
 log = logging.getLogger("kafkite.metrics")
@@ -57,8 +61,6 @@ def parse_listener(key: str, spec: str, default_port: int) -> tuple[str, int, st
 
 def parse_listener_url(key: str, spec: str, default_port: int) -> tuple[str, int, str, str]:
     """(host, port, path, scheme) of an ``http://`` or ``https://host:port/path`` listener setting."""
-    from kafkite.config import ConfigError
-
     try:
         parts = urlsplit(spec.strip() if "://" in spec else "http://" + spec.strip())
         port = parts.port
@@ -74,7 +76,6 @@ def listener_tls(broker: Any, key: str, scheme: str) -> ssl.SSLContext | None:
     """The TLS context of an ``https://`` listener (the Kafka listeners' ``ssl.*`` settings)."""
     if scheme != "https":
         return None
-    from kafkite.rest.guard import tls_context
 
     return tls_context(broker.config, key)
 
@@ -130,15 +131,6 @@ async def bind_metrics(broker: Any) -> HttpService | None:
     tls = listener_tls(broker, "metrics.listener", scheme)
     metrics = metrics_of(broker)
     assert metrics is not None
-    from kafkite.security.acl import AclOperation
-    from kafkite.security.doors import (
-        Caller,
-        audit_unauthenticated,
-        authorize_cluster,
-        door_secured,
-        login_checker,
-    )
-
     secured = door_secured(broker.config, "metrics")
 
     async def scrape(request: web.Request) -> web.Response:

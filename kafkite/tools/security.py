@@ -20,7 +20,7 @@ from kafkite.security.users import UserStore
 def _data_dir(args: argparse.Namespace) -> str:
     if args.log_dirs:
         return str(args.log_dirs)
-    from kafkite.cli import load_config
+    from kafkite.config import load_config
 
     return str(load_config(args.config, args.override or []).data_dir)
 

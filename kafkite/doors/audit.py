@@ -34,6 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kafkite.clock import now_ms
+from kafkite.protocol.records import build_batch
+
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
 
@@ -71,7 +74,7 @@ def make_record(
     after: Any = None,
     ts_ms: int | None = None,
 ) -> dict[str, Any]:
-    ts = ts_ms if ts_ms is not None else time.time_ns() // 1_000_000
+    ts = ts_ms if ts_ms is not None else now_ms()
     return {
         "time": iso_time(ts),
         "ts": ts,
@@ -240,14 +243,13 @@ class AuditLog:
         records, self._topic_buffer = self._topic_buffer, []
         if broker is None or not records:
             return
-        from kafkite.protocol.records import build_batch
 
         try:
             if broker.topic(self.topic) is None:
                 broker.create_topic(self.topic, 1, {"cleanup.policy": "delete"})
             part = broker.partition(self.topic, 0)
             assert part is not None
-            now = time.time_ns() // 1_000_000
+            now = now_ms()
             batch = build_batch(
                 [
                     (
@@ -285,13 +287,12 @@ def audit_path(config: Any) -> Path | None:
 
 
 def audit_of(broker: Broker) -> AuditLog:
-    a = broker.__dict__.get("audit")
-    if a is None:
+    def make() -> AuditLog:
         a = AuditLog(audit_path(broker.config), broker.config["audit.log.topic"])
         a.attach_topic(broker)
-        broker.__dict__["audit"] = a
-    assert isinstance(a, AuditLog)
-    return a
+        return a
+
+    return broker.component(AuditLog, make)
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from kafkite.broker.core import Broker, Handler, RequestContext
+from kafkite.broker.features import features_of
+from kafkite.doors.audit import DENIED, FAILED, OK, UNAUTHENTICATED, audit_of
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.security import security_of
 from kafkite.security.acl import AclOperation, PatternType, PermissionType, ResourceType
-from kafkite.security.audit import DENIED, FAILED, OK, UNAUTHENTICATED, audit_of
+from kafkite.security.quotas import entity_text
+from kafkite.security.scram import MECHANISM_NAMES
+from kafkite.streaming.namespace import connection_pool, connection_state, from_internal, to_internal
 
 log = logging.getLogger("kafkite.audit")
 
@@ -59,8 +63,6 @@ def _result(code: int | None, message: str | None = None) -> tuple[str, str | No
 def _internal_topic(broker: Broker, ctx: RequestContext, name: str) -> str:
     """The topic a client-side name stands for on this connection (stream pools map names)."""
     try:
-        from kafkite.streaming.namespace import connection_pool, connection_state, to_internal
-
         return to_internal(connection_pool(broker, connection_state(ctx)), "topic", name)
     except Exception:
         return name
@@ -353,8 +355,6 @@ def _rt_name(v: Any) -> str:
 
 
 def _scram_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> Any:
-    from kafkite.security.scram import MECHANISM_NAMES
-
     ops: dict[str, list[dict[str, Any]]] = {}
     for d in req["deletions"]:
         ops.setdefault(d["name"], []).append(
@@ -398,8 +398,6 @@ def _quotas_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> Any:
     store = security_of(b).quotas.store
     current: dict[str, dict[str, float]] = {}
     try:
-        from kafkite.security.quotas import entity_text
-
         current = {entity_text(e): dict(v) for e, v in store.entries().items()}
     except Exception:
         current = {}
@@ -504,8 +502,6 @@ def _topic_named(b: Broker, ctx: RequestContext, t: dict[str, Any]) -> str:
     if meta is None:
         return str(t.get("topic_id"))
     try:
-        from kafkite.streaming.namespace import connection_pool, connection_state, from_internal
-
         return from_internal(connection_pool(b, connection_state(ctx)), "topic", meta.name) or meta.name
     except Exception:
         return meta.name
@@ -555,8 +551,6 @@ CHANGES: dict[int, Change] = {
 
 
 def _update_features_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> Any:
-    from kafkite.broker.features import features_of
-
     reg = features_of(b)
     return {
         u["feature"]: (reg.level(u["feature"]), u["max_version_level"]) for u in req["feature_updates"]
@@ -728,9 +722,8 @@ def wrap(broker: Broker, api_key: int, handler: Handler, refusals: bool) -> Hand
 def install_kafka_audit(broker: Broker) -> None:
     """Wrap the handlers (call once, after the ACL wrappers): control-plane APIs always, the others only when
     an authorizer can refuse them."""
-    if broker.__dict__.get("audit_wrapped") or not broker.config["audit.log.enable"]:
+    if not broker.config["audit.log.enable"]:
         return
-    broker.__dict__["audit_wrapped"] = True
     refusals = security_of(broker).authorizer is not None
     for key, handler in list(broker.handlers.items()):
         if key in CHANGES or key == ApiKey.SASL_AUTHENTICATE or refusals:

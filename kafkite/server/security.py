@@ -2,6 +2,7 @@
 gating before authentication, closing after a failed authentication, and quota throttling with muted reads.
 
 Called by ``kafkite.server.connection``; kept here so the connection code stays about framing and ordering.
+The arithmetic (quotas, principals, SCRAM) is ``kafkite.security``'s; this module holds the connection state.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import struct
 import time
 from typing import TYPE_CHECKING, Any
 
+from kafkite.broker import apis
+from kafkite.broker.sasl import raw_token
+from kafkite.doors.audit import UNAUTHENTICATED, audit_of
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.security import quotas, security_of
 from kafkite.security.tls import subject_principal
@@ -22,12 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kafkite.security")
 
-PRE_AUTH_APIS = frozenset(
-    {int(ApiKey.API_VERSIONS), int(ApiKey.SASL_HANDSHAKE), int(ApiKey.SASL_AUTHENTICATE)}
-)
 SASL_APIS = frozenset({int(ApiKey.SASL_HANDSHAKE), int(ApiKey.SASL_AUTHENTICATE)})
 # Requests that do not count against request-rate quotas (a throttled client must still be able to connect).
-UNMETERED_APIS = PRE_AUTH_APIS
+UNMETERED_APIS = apis.PRE_AUTH
 _UNMUTE = "quota.unmute"
 
 
@@ -53,7 +54,7 @@ def connection_made(conn: KafkaConnection, transport: asyncio.Transport) -> None
 def refuse_before_auth(conn: KafkaConnection, api_key: int) -> str | None:
     """On SASL listeners only ApiVersions and the SASL exchange are served before authentication; once the
     session's lifetime is over (KIP-368) any request closes the connection, as Kafka closes it."""
-    if is_sasl(conn) and api_key not in PRE_AUTH_APIS and not conn.state.get("sasl.authenticated"):
+    if is_sasl(conn) and api_key not in apis.PRE_AUTH and not conn.state.get("sasl.authenticated"):
         return f"API {api_key} before SASL authentication"
     deadline = conn.state.get("sasl.session.deadline")
     if deadline is not None and time.monotonic() > deadline:
@@ -73,14 +74,10 @@ def raw_sasl_frame(conn: KafkaConnection, frame: bytearray) -> bool:
 
 
 async def _raw_sasl_token(conn: KafkaConnection, data: bytes) -> list[Any] | None:
-    from kafkite.broker.sasl import raw_token
-
     host = conn.peer.rsplit(":", 1)[0]
     token = await raw_token(conn.broker, conn.state, conn.listener, host, data)
     if token is None:
         if conn.broker.config["audit.log.enable"]:
-            from kafkite.security.audit import UNAUTHENTICATED, audit_of
-
             audit_of(conn.broker).record(
                 surface="kafka",
                 principal="User:ANONYMOUS",
@@ -91,7 +88,7 @@ async def _raw_sasl_token(conn: KafkaConnection, data: bytes) -> list[Any] | Non
                 result=UNAUTHENTICATED,
                 error="authentication failed (raw tokens after SaslHandshake v0)",
             )
-        conn._reject("SASL authentication failed (raw tokens after SaslHandshake v0)")
+        conn.reject("SASL authentication failed (raw tokens after SaslHandshake v0)")
         return None
     return [struct.pack(">i", len(token)) + token]
 
@@ -100,7 +97,7 @@ def after_request(conn: KafkaConnection, ctx: RequestContext, resp: dict[str, An
     if ctx.api_key in SASL_APIS:
         if resp is not None and resp.get("error_code") and is_sasl(conn):
             # Kafka answers a failed authentication, then closes the connection.
-            conn._reject(f"SASL authentication failed: {resp.get('error_message') or resp['error_code']}")
+            conn.reject(f"SASL authentication failed: {resp.get('error_message') or resp['error_code']}")
         return
     if ctx.api_key not in UNMETERED_APIS:
         _throttle(conn, ctx, resp)

@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kafkite.broker.core import Broker, CloseConnection, Handler, RequestContext
-from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.security import security_of
 from kafkite.security.acl import CLUSTER_NAME, AclAuthorizer, AclOperation, ResourceType
@@ -74,26 +73,16 @@ class Check:
 
     def topic_exists(self, name: str) -> bool:
         """Does the topic exist, as this connection names it (stream pools map names)?"""
-        try:
-            from kafkite.streaming.namespace import connection_pool, connection_state, to_internal
-
-            internal = to_internal(connection_pool(self.broker, connection_state(self.ctx)), "topic", name)
-        except CloseConnection:
-            raise
-        except Exception:
-            internal = name
+        names = self.broker.pool_names
+        internal = name if names is None else names.internal_topic(self.ctx, name)
         return self.broker.topic(internal) is not None
 
     def topic_name_by_id(self, topic_id: uuid.UUID) -> str | None:
         meta = self.broker.topic_by_id(topic_id)
         if meta is None:
             return None
-        try:
-            from kafkite.streaming.pools import split_internal_name
-
-            return split_internal_name(meta.name)[1]
-        except Exception:
-            return meta.name
+        names = self.broker.pool_names
+        return meta.name if names is None else names.local_name(meta.name)
 
 
 def _merge(order: list[str], *groups: list[dict[str, Any]], key: str = "name") -> list[dict[str, Any]]:
@@ -115,7 +104,7 @@ def _merge(order: list[str], *groups: list[dict[str, Any]], key: str = "name") -
 # ------------------------------------------------------------------------------------------ produce, fetch
 
 
-async def _produce(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def produce(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     txn_id = req.get("transactional_id")
     order = [t["name"] for t in req["topic_data"]]
     denied: list[dict[str, Any]] = []
@@ -148,7 +137,7 @@ async def _produce(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any
     return resp
 
 
-async def _fetch(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def fetch(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     by_id = c.version >= 13
     denied: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
@@ -227,7 +216,7 @@ def _topic_partitions_rule(
     return rule
 
 
-_list_offsets = _topic_partitions_rule(
+list_offsets = _topic_partitions_rule(
     Op.DESCRIBE,
     "topics",
     "partitions",
@@ -238,20 +227,20 @@ _list_offsets = _topic_partitions_rule(
         "offset": -1,
     },
 )
-_offset_for_leader_epoch = _topic_partitions_rule(
+offset_for_leader_epoch = _topic_partitions_rule(
     Op.DESCRIBE,
     "topics",
     "partitions",
     lambda p: {"partition": p["partition"], "error_code": TOPIC_DENIED, "leader_epoch": -1, "end_offset": -1},
     name_key="topic",
 )
-_delete_records = _topic_partitions_rule(
+delete_records = _topic_partitions_rule(
     Op.DELETE,
     "topics",
     "partitions",
     lambda p: {"partition_index": p["partition_index"], "low_watermark": -1, "error_code": TOPIC_DENIED},
 )
-_describe_producers = _topic_partitions_rule(
+describe_producers = _topic_partitions_rule(
     Op.READ,
     "topics",
     "partition_indexes",
@@ -267,7 +256,7 @@ _describe_producers = _topic_partitions_rule(
 # ------------------------------------------------------------------------------------------ metadata
 
 
-async def _metadata(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def metadata(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     requested = req["topics"]
     all_topics = requested is None or (c.version == 0 and not requested)
     denied: list[dict[str, Any]] = []
@@ -317,7 +306,7 @@ async def _metadata(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, An
     return resp
 
 
-async def _describe_cluster(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def describe_cluster(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     resp = await inner(req)
     if resp is not None and req.get("include_cluster_authorized_operations"):
         resp["cluster_authorized_operations"] = c.ops_bits(RT.CLUSTER, CLUSTER_NAME)
@@ -362,7 +351,7 @@ def _set(key: str) -> Callable[[Check, dict[str, Any], list[dict[str, Any]]], No
     return set_items
 
 
-_create_topics = _per_name_rule(
+create_topics = _per_name_rule(
     lambda c, name: c.cluster(Op.CREATE) or c.topic(Op.CREATE, name),
     lambda c, req: list(req["topics"]),
     _set("topics"),
@@ -399,7 +388,7 @@ def _set_delete_topics(c: Check, req: dict[str, Any], kept: list[dict[str, Any]]
         req["topic_names"] = [t["name"] for t in kept]
 
 
-_delete_topics = _per_name_rule(
+delete_topics = _per_name_rule(
     lambda c, name: c.topic(Op.DELETE, name),
     _delete_topic_items,
     _set_delete_topics,
@@ -413,7 +402,7 @@ _delete_topics = _per_name_rule(
     "responses",
 )
 
-_create_partitions = _per_name_rule(
+create_partitions = _per_name_rule(
     lambda c, name: c.topic(Op.ALTER, name),
     lambda c, req: list(req["topics"]),
     _set("topics"),
@@ -436,7 +425,7 @@ def _config_resource_allowed(op: AclOperation) -> Callable[[Check, dict[str, Any
     return allowed
 
 
-def _configs_rule(op: AclOperation, resp_key: str) -> Rule:
+def configs_rule(op: AclOperation, resp_key: str) -> Rule:
     allowed = _config_resource_allowed(op)
 
     async def rule(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
@@ -479,7 +468,7 @@ def _configs_rule(op: AclOperation, resp_key: str) -> Rule:
     return rule
 
 
-async def _describe_log_dirs(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def describe_log_dirs(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     if not c.cluster(Op.DESCRIBE):
         return {"throttle_time_ms": 0, "error_code": CLUSTER_DENIED, "results": []}
     return await inner(req)
@@ -488,7 +477,7 @@ async def _describe_log_dirs(c: Check, req: dict[str, Any], inner: Inner) -> dic
 # ------------------------------------------------------------------------------------------ groups
 
 
-def _group_error_rule(op: AclOperation, code_field: str = "error_code") -> Rule:
+def group_error_rule(op: AclOperation, code_field: str = "error_code") -> Rule:
     """JoinGroup, SyncGroup, Heartbeat, LeaveGroup: the whole request needs ``op`` on the group."""
 
     async def rule(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
@@ -517,7 +506,7 @@ def _partition_errors(topics: list[dict[str, Any]], code: int) -> list[dict[str,
     ]
 
 
-async def _offset_commit(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def offset_commit(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     if not c.group(Op.READ, req["group_id"]):
         return {"throttle_time_ms": 0, "topics": _partition_errors(req["topics"], GROUP_DENIED)}
     return await _topics_read(c, req, inner)
@@ -540,7 +529,7 @@ async def _topics_read(c: Check, req: dict[str, Any], inner: Inner) -> dict[str,
     return resp
 
 
-async def _offset_delete(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def offset_delete(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     if not c.group(Op.DELETE, req["group_id"]):
         return {"throttle_time_ms": 0, "error_code": GROUP_DENIED, "topics": []}
     return await _topics_read(c, req, inner)
@@ -577,7 +566,7 @@ def _finish_offset_topics(
     return _merge(order, got, denied)
 
 
-async def _offset_fetch(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def offset_fetch(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     if c.version >= 8:
         order_groups = [g["group_id"] for g in req["groups"]]
         denied_groups = [
@@ -619,7 +608,7 @@ async def _offset_fetch(c: Check, req: dict[str, Any], inner: Inner) -> dict[str
     return resp
 
 
-async def _find_coordinator(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def find_coordinator(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     key_type = req.get("key_type", 0)
 
     def ok(key: str) -> bool:
@@ -665,7 +654,7 @@ async def _find_coordinator(c: Check, req: dict[str, Any], inner: Inner) -> dict
     return resp
 
 
-async def _describe_groups(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def describe_groups(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     groups = list(req["groups"])
     kept = [g for g in groups if c.group(Op.DESCRIBE, g)]
     if len(kept) == len(groups):
@@ -709,7 +698,7 @@ def _heartbeat_refusal(code: int, message: str) -> dict[str, Any]:
     }
 
 
-async def _consumer_group_heartbeat(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def consumer_group_heartbeat(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     """READ on the group; DESCRIBE on every topic subscribed by name, as Kafka checks them."""
     if not c.group(Op.READ, req["group_id"]):
         return _heartbeat_refusal(GROUP_DENIED, "Group authorization failed.")
@@ -724,7 +713,7 @@ async def _consumer_group_heartbeat(c: Check, req: dict[str, Any], inner: Inner)
     return await inner(req)
 
 
-async def _consumer_group_describe(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def consumer_group_describe(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     groups = list(req["group_ids"])
     kept = [g for g in groups if c.group(Op.DESCRIBE, g)]
     denied = [
@@ -755,14 +744,14 @@ async def _consumer_group_describe(c: Check, req: dict[str, Any], inner: Inner) 
     return resp
 
 
-async def _list_groups(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def list_groups(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     resp = await inner(req)
     if resp is not None and not c.cluster(Op.DESCRIBE):
         resp["groups"] = [g for g in resp.get("groups") or [] if c.group(Op.DESCRIBE, g["group_id"])]
     return resp
 
 
-_delete_groups = _per_name_rule(
+delete_groups = _per_name_rule(
     lambda c, name: c.group(Op.DELETE, name),
     lambda c, req: [{"group_id": g} for g in req["groups_names"]],
     lambda c, req, kept: req.__setitem__("groups_names", [g["group_id"] for g in kept]),
@@ -776,7 +765,7 @@ _delete_groups = _per_name_rule(
 # ------------------------------------------------------------------------------------------ transactions
 
 
-async def _init_producer_id(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def init_producer_id(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     txn_id = req.get("transactional_id")
     if txn_id is not None:
         if c.txn(txn_id):
@@ -790,7 +779,7 @@ async def _init_producer_id(c: Check, req: dict[str, Any], inner: Inner) -> dict
     return {"throttle_time_ms": 0, "error_code": code, "producer_id": -1, "producer_epoch": -1}
 
 
-async def _add_partitions_to_txn(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def add_partitions_to_txn(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     if c.version >= 4:
         txns = req["transactions"]
         if all(c.txn(t["transactional_id"]) for t in txns) and all(
@@ -838,7 +827,7 @@ def _txn_partition_errors(c: Check, txn_id: str, topics: list[dict[str, Any]]) -
     return out
 
 
-async def _txn_id_only(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def txn_id_only(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     """EndTxn, AddOffsetsToTxn: WRITE on the transactional id (and READ on the group for AddOffsetsToTxn)."""
     if not c.txn(req["transactional_id"]):
         return {"throttle_time_ms": 0, "error_code": TXN_DENIED}
@@ -847,7 +836,7 @@ async def _txn_id_only(c: Check, req: dict[str, Any], inner: Inner) -> dict[str,
     return await inner(req)
 
 
-async def _txn_offset_commit(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def txn_offset_commit(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     if not c.txn(req["transactional_id"]):
         return {"throttle_time_ms": 0, "topics": _partition_errors(req["topics"], TXN_DENIED)}
     if not c.group(Op.READ, req["group_id"]):
@@ -855,7 +844,7 @@ async def _txn_offset_commit(c: Check, req: dict[str, Any], inner: Inner) -> dic
     return await _topics_read(c, req, inner)
 
 
-async def _describe_transactions(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def describe_transactions(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     ids = list(req["transactional_ids"])
     kept = [t for t in ids if c.allowed(Op.DESCRIBE, RT.TRANSACTIONAL_ID, t)]
     if len(kept) == len(ids):
@@ -873,7 +862,7 @@ async def _describe_transactions(c: Check, req: dict[str, Any], inner: Inner) ->
     return resp
 
 
-async def _list_transactions(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def list_transactions(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     resp = await inner(req)
     if resp is not None:
         resp["transaction_states"] = [
@@ -884,71 +873,21 @@ async def _list_transactions(c: Check, req: dict[str, Any], inner: Inner) -> dic
     return resp
 
 
-async def _cluster_action(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def cluster_action(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     """APIs without a rule of their own are for the cluster's operators."""
     if c.cluster(Op.CLUSTER_ACTION):
         return await inner(req)
     return {"throttle_time_ms": 0, "error_code": CLUSTER_DENIED}
 
 
-async def _open(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def unchecked(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     return await inner(req)
-
-
-RULES: dict[int, Rule] = {
-    ApiKey.PRODUCE: _produce,
-    ApiKey.FETCH: _fetch,
-    ApiKey.LIST_OFFSETS: _list_offsets,
-    ApiKey.OFFSET_FOR_LEADER_EPOCH: _offset_for_leader_epoch,
-    ApiKey.METADATA: _metadata,
-    ApiKey.DESCRIBE_CLUSTER: _describe_cluster,
-    ApiKey.OFFSET_COMMIT: _offset_commit,
-    ApiKey.OFFSET_FETCH: _offset_fetch,
-    ApiKey.FIND_COORDINATOR: _find_coordinator,
-    ApiKey.JOIN_GROUP: _group_error_rule(Op.READ),
-    ApiKey.HEARTBEAT: _group_error_rule(Op.READ),
-    ApiKey.LEAVE_GROUP: _group_error_rule(Op.READ),
-    ApiKey.SYNC_GROUP: _group_error_rule(Op.READ),
-    ApiKey.DESCRIBE_GROUPS: _describe_groups,
-    ApiKey.CONSUMER_GROUP_HEARTBEAT: _consumer_group_heartbeat,
-    ApiKey.CONSUMER_GROUP_DESCRIBE: _consumer_group_describe,
-    ApiKey.LIST_GROUPS: _list_groups,
-    ApiKey.DELETE_GROUPS: _delete_groups,
-    ApiKey.OFFSET_DELETE: _offset_delete,
-    ApiKey.CREATE_TOPICS: _create_topics,
-    ApiKey.DELETE_TOPICS: _delete_topics,
-    ApiKey.CREATE_PARTITIONS: _create_partitions,
-    ApiKey.DELETE_RECORDS: _delete_records,
-    ApiKey.DESCRIBE_CONFIGS: _configs_rule(Op.DESCRIBE_CONFIGS, "results"),
-    ApiKey.ALTER_CONFIGS: _configs_rule(Op.ALTER_CONFIGS, "responses"),
-    ApiKey.INCREMENTAL_ALTER_CONFIGS: _configs_rule(Op.ALTER_CONFIGS, "responses"),
-    ApiKey.DESCRIBE_LOG_DIRS: _describe_log_dirs,
-    ApiKey.DESCRIBE_PRODUCERS: _describe_producers,
-    ApiKey.INIT_PRODUCER_ID: _init_producer_id,
-    ApiKey.ADD_PARTITIONS_TO_TXN: _add_partitions_to_txn,
-    ApiKey.ADD_OFFSETS_TO_TXN: _txn_id_only,
-    ApiKey.END_TXN: _txn_id_only,
-    ApiKey.TXN_OFFSET_COMMIT: _txn_offset_commit,
-    ApiKey.DESCRIBE_TRANSACTIONS: _describe_transactions,
-    ApiKey.LIST_TRANSACTIONS: _list_transactions,
-    # Served before authentication, or checking ACLs themselves.
-    ApiKey.API_VERSIONS: _open,
-    ApiKey.SASL_HANDSHAKE: _open,
-    ApiKey.SASL_AUTHENTICATE: _open,
-    ApiKey.CREATE_ACLS: _open,
-    ApiKey.DESCRIBE_ACLS: _open,
-    ApiKey.DELETE_ACLS: _open,
-    ApiKey.DESCRIBE_USER_SCRAM_CREDENTIALS: _open,
-    ApiKey.ALTER_USER_SCRAM_CREDENTIALS: _open,
-    ApiKey.DESCRIBE_CLIENT_QUOTAS: _open,
-    ApiKey.ALTER_CLIENT_QUOTAS: _open,
-}
 
 
 # ------------------------------------------------------------------------------------ replicas, features
 
 
-async def _describe_topic_partitions(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+async def describe_topic_partitions(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
     """Topics named but not describable answer TOPIC_AUTHORIZATION_FAILED after the others; all topics lists
     only the describable ones (Kafka's DescribeTopicPartitions handler)."""
     fetch_all = not req["topics"]
@@ -982,7 +921,7 @@ async def _describe_topic_partitions(c: Check, req: dict[str, Any], inner: Inner
     return resp
 
 
-def _cluster_op_rule(op: AclOperation, deny: Callable[[dict[str, Any]], dict[str, Any]]) -> Rule:
+def cluster_op_rule(op: AclOperation, deny: Callable[[dict[str, Any]], dict[str, Any]]) -> Rule:
     """The whole request needs ``op`` on the cluster; ``deny`` builds Kafka's answer when it is refused."""
 
     async def rule(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
@@ -993,7 +932,7 @@ def _cluster_op_rule(op: AclOperation, deny: Callable[[dict[str, Any]], dict[str
     return rule
 
 
-def _elect_leaders_denied(req: dict[str, Any]) -> dict[str, Any]:
+def elect_leaders_denied(req: dict[str, Any]) -> dict[str, Any]:
     return {
         "throttle_time_ms": 0,
         "error_code": CLUSTER_DENIED,
@@ -1010,7 +949,7 @@ def _elect_leaders_denied(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _alter_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
+def alter_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
     return {
         "throttle_time_ms": 0,
         "allow_replication_factor_change": req.get("allow_replication_factor_change", True),
@@ -1033,7 +972,7 @@ def _alter_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _list_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
+def list_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
     return {
         "throttle_time_ms": 0,
         "error_code": CLUSTER_DENIED,
@@ -1045,24 +984,13 @@ def _list_reassignments_denied(req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _update_features_denied(req: dict[str, Any]) -> dict[str, Any]:
+def update_features_denied(req: dict[str, Any]) -> dict[str, Any]:
     return {"throttle_time_ms": 0, "error_code": CLUSTER_DENIED, "error_message": None, "results": []}
 
 
-RULES.update(
-    {
-        ApiKey.DESCRIBE_TOPIC_PARTITIONS: _describe_topic_partitions,
-        ApiKey.ELECT_LEADERS: _cluster_op_rule(Op.ALTER, _elect_leaders_denied),
-        ApiKey.ALTER_PARTITION_REASSIGNMENTS: _cluster_op_rule(Op.ALTER, _alter_reassignments_denied),
-        ApiKey.LIST_PARTITION_REASSIGNMENTS: _cluster_op_rule(Op.DESCRIBE, _list_reassignments_denied),
-        ApiKey.UPDATE_FEATURES: _cluster_op_rule(Op.ALTER, _update_features_denied),
-    }
-)
-
-
-def wrap(broker: Broker, authorizer: AclAuthorizer, api_key: int, handler: Handler) -> Handler:
-    rule = RULES.get(api_key, _cluster_action)
-    if rule is _open:
+def wrap(authorizer: AclAuthorizer, rule: Rule, handler: Handler) -> Handler:
+    """``handler`` behind ``rule``'s ACL checks (``unchecked``: the handler itself)."""
+    if rule is unchecked:
         return handler
 
     async def authorized(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any] | None:
@@ -1078,15 +1006,15 @@ def wrap(broker: Broker, authorizer: AclAuthorizer, api_key: int, handler: Handl
     return authorized
 
 
-def install_authorizer(broker: Broker) -> None:
-    """Wrap every handler with its ACL checks when an authorizer is configured; otherwise change nothing.
-    Call after every handler is registered."""
+def install_authorizer(broker: Broker, rules: dict[int, Rule]) -> None:
+    """Wrap every handler with its ACL checks (``rules``: each API's rule, as ``kafkite.broker.apis``
+    declares it) when an authorizer is configured; otherwise change nothing. Call after every handler is
+    registered."""
     authorizer = security_of(broker).authorizer
-    if authorizer is None or broker.__dict__.get("authz_wrapped"):
+    if authorizer is None:
         return
-    broker.__dict__["authz_wrapped"] = True
     for key, handler in list(broker.handlers.items()):
-        broker.handlers[key] = wrap(broker, authorizer, key, handler)
+        broker.handlers[key] = wrap(authorizer, rules[key], handler)
     log.info(
         "ACL authorizer on: %d ACLs, super users %s, allow.everyone.if.no.acl.found=%s",
         len(authorizer.acls()),

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from kafkite.security.audit import AUDIT_FILE, RESULTS, SURFACES, audit_files, read_records
+from kafkite.doors.audit import AUDIT_FILE, RESULTS, SURFACES, audit_files, read_records
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -35,7 +35,7 @@ def _path(args: argparse.Namespace) -> Path:
     if args.file:
         return Path(args.file)
     if args.config:
-        from kafkite.cli import load_config
+        from kafkite.config import load_config
 
         cfg = load_config(args.config, [])
         explicit: str = cfg["audit.log.file"]

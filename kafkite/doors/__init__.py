@@ -38,8 +38,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kafkite.config import BrokerConfig, ConfigError
+from kafkite.doors.audit import DENIED, OK, UNAUTHENTICATED, audit_of
+from kafkite.doors.audit_kafka import install_kafka_audit
+from kafkite.security import security_of
 from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
-from kafkite.security.audit import DENIED, OK, UNAUTHENTICATED, audit_of
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
@@ -171,8 +173,6 @@ def _stomp_users(config: BrokerConfig) -> dict[str, str]:
 
 def check_password(broker: Broker, username: str, password: str, surface: str) -> bool:
     """Is ``password`` the SASL password of ``username``? (Blocking: SCRAM derives keys.)"""
-    from kafkite.security import security_of
-
     if not username:
         return False
     cfg = broker.config
@@ -207,11 +207,7 @@ class LoginChecker:
 
 
 def login_checker(broker: Broker) -> LoginChecker:
-    lc = broker.__dict__.get("login_checker")
-    if lc is None:
-        lc = broker.__dict__["login_checker"] = LoginChecker(broker)
-    assert isinstance(lc, LoginChecker)
-    return lc
+    return broker.component(LoginChecker, lambda: LoginChecker(broker))
 
 
 # ---------------------------------------------------------------------------------------------- OCI keys
@@ -304,8 +300,6 @@ def authorize(
     A refusal is recorded in the audit trail (``operation`` names what was attempted) unless
     ``audit_denial`` is false (listings filter silently, as Kafka's do).
     """
-    from kafkite.security import security_of
-
     authorizer = security_of(broker).authorizer
     if authorizer is None:
         return True
@@ -375,6 +369,5 @@ def install(broker: Broker) -> None:
     every handler is wrapped)."""
     validate(broker.config)
     log_startup(broker.config)
-    from kafkite.security.audit_kafka import install_kafka_audit
 
     install_kafka_audit(broker)
