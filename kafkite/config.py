@@ -248,7 +248,14 @@ _DEFS: list[ConfigDef] = [
         "Compression of stored batches; 'producer' keeps what the producer sent",
         True,
     ),
-    ConfigDef("min.insync.replicas", "1", _int, "Reported minimum in-sync replicas", True),
+    ConfigDef(
+        "min.insync.replicas",
+        "1",
+        _int,
+        "Minimum in-sync replicas: described, not enforced (one copy per partition is the whole ISR)",
+        True,
+        acts=False,
+    ),
     ConfigDef(
         "offsets.retention.minutes", "10080", _int, "How long committed offsets of an empty group are kept"
     ),

@@ -192,15 +192,19 @@ _KEYS: tuple[ConfigKey, ...] = (
         "min_insync_replicas",
         "INT",
         "1",
-        "Minimum replicas that must acknowledge a write with acks=all.",
+        "Minimum replicas that must acknowledge a write with acks=all; not enforced by kafkite (its one copy"
+        " of a partition is the whole ISR, and topics copied from a replicated cluster keep producing).",
         minimum=1,
+        acts=False,
     ),
     ConfigKey(
         "preallocate",
         "preallocate",
         "BOOLEAN",
         "false",
-        "Preallocate segment files on disk when a segment is created.",
+        "Preallocate segment files on disk when a segment is created; not applied by kafkite (segments"
+        " grow as they are written).",
+        acts=False,
     ),
     ConfigKey(
         "retention.bytes",
@@ -255,7 +259,8 @@ _KEYS: tuple[ConfigKey, ...] = (
         "unclean_leader_election_enable",
         "BOOLEAN",
         "false",
-        "Whether an out-of-sync replica may become leader (always one replica here).",
+        "Whether an out-of-sync replica may become leader; nothing to elect with one replica.",
+        acts=False,
     ),
 )
 
