@@ -1139,3 +1139,17 @@ def load_config(config_path: str | None, overrides: Sequence[str]) -> BrokerConf
         values.update(read_properties(config_path))
     values.update(parse_overrides(overrides))
     return BrokerConfig(values)
+
+
+def default_int(key: str) -> int:
+    """The default of broker key ``key`` as a number: components that keep their settings in a dataclass
+    take their defaults from here, so that each default is written once (in the table above)."""
+    return int(DEFINITIONS[key].default)
+
+
+def default_str(key: str) -> str:
+    return DEFINITIONS[key].default
+
+
+def default_list(key: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in DEFINITIONS[key].default.split(",") if x.strip())

@@ -569,6 +569,11 @@ def _check_defaults() -> None:
     attrs = {k.attr for k in _KEYS}
     if names != attrs:  # pragma: no cover - guards the table against drift at import time
         raise RuntimeError(f"LogConfig fields and TOPIC_CONFIGS differ: {sorted(names ^ attrs)}")
+    # One source of defaults: the dataclass's must be the table's.
+    defaults = {f.name: f.default for f in fields(LogConfig)}
+    differ = [k.name for k in _KEYS if parse_config_value(k.name, k.default) != defaults[k.attr]]
+    if differ:  # pragma: no cover
+        raise RuntimeError(f"LogConfig defaults differ from TOPIC_CONFIGS for {differ}")
 
 
 _check_defaults()

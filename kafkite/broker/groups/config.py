@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .consumer.assignors import UNIFORM, assignor_names
+from kafkite.config import default_int, default_list, default_str
+
+from .consumer.assignors import assignor_names
 
 MIGRATION_POLICIES = ("bidirectional", "upgrade", "downgrade", "disabled")
 REBALANCE_PROTOCOLS = ("classic", "consumer")
@@ -23,24 +25,25 @@ class GroupConfig:
     consumer gets its assignment at once in tests and development loops.
     """
 
-    min_session_timeout_ms: int = 6000
-    max_session_timeout_ms: int = 1_800_000
-    initial_rebalance_delay_ms: int = 0
-    max_size: int = 2**31 - 1
-    offsets_retention_ms: int = 7 * 24 * 60 * 60 * 1000
-    offsets_retention_check_interval_ms: int = 600_000
-    offset_metadata_max_bytes: int = 4096
+    # Defaults: the broker keys' (kafkite.config), read once here.
+    min_session_timeout_ms: int = default_int("group.min.session.timeout.ms")
+    max_session_timeout_ms: int = default_int("group.max.session.timeout.ms")
+    initial_rebalance_delay_ms: int = default_int("group.initial.rebalance.delay.ms")
+    max_size: int = default_int("group.max.size")
+    offsets_retention_ms: int = default_int("offsets.retention.minutes") * 60_000
+    offsets_retention_check_interval_ms: int = default_int("offsets.retention.check.interval.ms")
+    offset_metadata_max_bytes: int = default_int("offset.metadata.max.bytes")
     # The consumer group protocol (KIP-848).
-    consumer_session_timeout_ms: int = 45_000
-    consumer_min_session_timeout_ms: int = 45_000
-    consumer_max_session_timeout_ms: int = 60_000
-    consumer_heartbeat_interval_ms: int = 5_000
-    consumer_min_heartbeat_interval_ms: int = 5_000
-    consumer_max_heartbeat_interval_ms: int = 15_000
-    consumer_max_size: int = 2**31 - 1
-    consumer_assignors: tuple[str, ...] = (UNIFORM, "range")
-    consumer_migration_policy: str = "bidirectional"
-    rebalance_protocols: tuple[str, ...] = REBALANCE_PROTOCOLS
+    consumer_session_timeout_ms: int = default_int("group.consumer.session.timeout.ms")
+    consumer_min_session_timeout_ms: int = default_int("group.consumer.min.session.timeout.ms")
+    consumer_max_session_timeout_ms: int = default_int("group.consumer.max.session.timeout.ms")
+    consumer_heartbeat_interval_ms: int = default_int("group.consumer.heartbeat.interval.ms")
+    consumer_min_heartbeat_interval_ms: int = default_int("group.consumer.min.heartbeat.interval.ms")
+    consumer_max_heartbeat_interval_ms: int = default_int("group.consumer.max.heartbeat.interval.ms")
+    consumer_max_size: int = default_int("group.consumer.max.size")
+    consumer_assignors: tuple[str, ...] = default_list("group.consumer.assignors")
+    consumer_migration_policy: str = default_str("group.consumer.migration.policy")
+    rebalance_protocols: tuple[str, ...] = default_list("group.coordinator.rebalance.protocols")
 
     KEYS = {
         "group.min.session.timeout.ms": "min_session_timeout_ms",

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from kafkite import clock
 from kafkite.broker.groups.log import GroupLog, MemoryGroupLog
+from kafkite.config import default_int
 from kafkite.log.base import AppendInfo
 from kafkite.log.producer_state import ProducerStateError
 from kafkite.log.writer import Pending
@@ -63,12 +64,17 @@ class GroupOffsets(Protocol):
 
 @dataclass(frozen=True)
 class TxnConfig:
-    max_timeout_ms: int = 900_000
-    transactional_id_expiration_ms: int = 604_800_000
-    producer_id_expiration_ms: int = 86_400_000
-    producer_id_expiration_check_interval_ms: int = 600_000
-    abort_timed_out_interval_ms: int = 10_000
-    remove_expired_interval_ms: int = 3_600_000
+    # Defaults: the broker keys' (kafkite.config), read once here.
+    max_timeout_ms: int = default_int("transaction.max.timeout.ms")
+    transactional_id_expiration_ms: int = default_int("transactional.id.expiration.ms")
+    producer_id_expiration_ms: int = default_int("producer.id.expiration.ms")
+    producer_id_expiration_check_interval_ms: int = default_int("producer.id.expiration.check.interval.ms")
+    abort_timed_out_interval_ms: int = default_int(
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms"
+    )
+    remove_expired_interval_ms: int = default_int(
+        "transaction.remove.expired.transaction.cleanup.interval.ms"
+    )
 
     KEYS = {
         "transaction.max.timeout.ms": "max_timeout_ms",
