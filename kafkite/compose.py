@@ -12,10 +12,10 @@ from kafkite import cluster
 from kafkite.broker import apis, authz, txn
 from kafkite.broker.core import Broker, is_postgres
 from kafkite.broker.groups import handlers as groups
+from kafkite.broker.metrics import register_collectors
 from kafkite.config import BrokerConfig
 from kafkite.doors import install as install_doors
 from kafkite.metrics import BrokerMetrics, enabled
-from kafkite.metrics.collect import register_collectors
 from kafkite.streaming import install as install_streaming
 
 

@@ -40,12 +40,12 @@ from typing import Any
 
 from aiohttp import web
 
+from kafkite.broker.metrics import group_lag_rows
 from kafkite.console import actions
 from kafkite.console.auth import CALLER, ConsoleAuth, session_json
 from kafkite.doors import Caller, audit_change, authorize, door_secured
 from kafkite.doors.audit import FAILED, OK
 from kafkite.metrics import BrokerMetrics, metrics_of
-from kafkite.metrics.collect import group_lag_rows
 from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from kafkite.server.metrics_http import HttpService, bind, listener_tls, parse_listener_url
 

@@ -3,7 +3,7 @@
 ``metrics_of(broker)`` gives the broker's ``BrokerMetrics`` when ``metrics.listener`` or ``console.listener``
 is set (None otherwise: nothing is counted). Counters and histograms are updated by the connection hooks
 (``kafkite.server.hooks``) and the flush paths; gauges describing state (partition sizes and offsets, group
-lag, connections by listener) are computed from the broker when scraped (``kafkite.metrics.collect``).
+lag, connections by listener) are computed from the broker when scraped (``kafkite.broker.metrics``).
 """
 
 from __future__ import annotations

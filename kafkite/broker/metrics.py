@@ -1,4 +1,4 @@
-"""Gauges computed from the broker's state at scrape time: partitions, consumer groups, queues.
+"""The broker's collector: gauges computed from its state at scrape time (partitions, consumer groups).
 
 Nothing here is maintained per append: a scrape walks the catalogue, asks each partition for its offsets
 and size, and compares each group's committed offsets with the partitions' end offsets.
