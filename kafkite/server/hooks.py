@@ -119,7 +119,7 @@ def request_done(
             _observe(m, broker, ctx, name, req, resp, elapsed, failed)
         if not failed and resp is not None and ctx.api_key in ADMIN_LOGGERS:
             ADMIN_LOGGERS[ctx.api_key](ctx, req, resp)
-        if broker.config.raw.get("log.requests", "false").strip().lower() == "true":
+        if broker.config["log.requests"]:
             log_req.info(
                 "%s v%d correlation %d from %s (%s) took %.3f ms%s",
                 name,
