@@ -8,7 +8,6 @@ Each wrapper is composed once here; a request costs one dict lookup in ``Broker.
 
 from __future__ import annotations
 
-from kafkite import cluster
 from kafkite.broker import apis, authz, txn
 from kafkite.broker.core import Broker, is_postgres
 from kafkite.broker.groups import handlers as groups
@@ -25,6 +24,9 @@ def build_broker(config: BrokerConfig) -> Broker:
         broker.metrics = BrokerMetrics()
         register_collectors(broker.metrics, broker)
     if is_postgres(config["storage.engine"]):
+        # Imported here only because it needs the optional PostgreSQL driver (psycopg), as the engine does.
+        from kafkite import cluster
+
         cluster.attach(broker)
     groups.attach(broker)
     txn.attach(broker)
