@@ -18,6 +18,7 @@ from kafkite.config_catalogue import (
     ConfigValueError,
     split_listener_key,
 )
+from kafkite.log.config import TOPIC_CONFIGS
 
 
 class ConfigError(ValueError):
@@ -794,8 +795,6 @@ TOPIC_FROM_BROKER: dict[str, str] = {
 
 
 def _topic_keys_acted_on() -> set[str]:
-    from kafkite.log.config import TOPIC_CONFIGS
-
     return {name for name, key in TOPIC_CONFIGS.items() if key.acts}
 
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from kafkite.cluster.groups import OwnedGroupLog, find_coordinator, group_request, rebuild_coordinator
 from kafkite.cluster.membership import Cluster, ClusterError, Member
 from kafkite.cluster.txn import OwnedTxnLog, rebuild_txn_coordinator
+from kafkite.log.pg import PgStorage
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
@@ -46,8 +47,6 @@ __all__ = [
 
 def attach(broker: Broker) -> Cluster | None:
     """Give ``broker`` a cluster view when its storage is the PostgreSQL engine (None otherwise)."""
-    from kafkite.log.pg import PgStorage
-
     if not isinstance(broker.storage, PgStorage):
         return None
     cluster = Cluster(broker, broker.storage)
