@@ -6,12 +6,21 @@ interface, called from the event loop or a worker thread); ``Database.run_async`
 asynchronous connection (for the produce and fetch hot paths, so the event loop never waits on the network).
 Both can wrap the op in a transaction. A connection that failed is dropped and replaced on next use; the
 failure reaches the caller as ``LogError`` (KAFKA_STORAGE_ERROR for clients, who retry).
+
+A database that stops answering must cost a bounded wait, never the broker: every connection is made with TCP
+keepalives and a TCP user timeout (``tcp_params``: a connection whose data goes unacknowledged, or whose peer
+stops answering keepalive probes, fails within seconds instead of waiting out TCP's retransmission backoff
+for many minutes), a lock timeout (a row lock held by a stalled broker's transaction fails the statement
+instead of holding its caller), and a bounded wait for a pooled connection. After a connection fails, the
+synchronous connection refuses at once for a short while when called on an event loop (``_down_until``):
+calls made there would otherwise hold every other client of the broker while a new connection times out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -30,6 +39,44 @@ Op = Generator[Query, Rows, T]
 class DatabaseError(LogError, OSError):
     """The database refused a statement or could not be reached (an OSError too: a broker that cannot reach
     its database at start-up says so and exits)."""
+
+
+# libpq connection parameters every connection gets unless its DSN sets them: keepalive probes after 5 s idle,
+# every 2 s, 3 unanswered ones ending the connection; data unacknowledged for 10 s ending it too.
+TCP_PARAMS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+# Session settings of every connection (the DSN's own ``options`` come first; ``Database.settings`` after).
+SESSION_SETTINGS: dict[str, str] = {"lock_timeout": "15s"}
+# How long a synchronous call made on an event loop is refused after the database failed (seconds).
+DOWN_S = 2.0
+# Longest wait of a synchronous call on an event loop for the connection another thread is using (seconds).
+LOCK_WAIT_S = 0.5
+# Longest wait for a pooled connection when every one is in use (seconds).
+POOL_WAIT_S = 20.0
+
+
+def tcp_params(dsn: str) -> dict[str, Any]:
+    """The keepalive and TCP user timeout parameters ``dsn`` does not set itself (for ``connect``)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(dsn)
+    except psycopg.Error:
+        given = {}
+    return {k: v for k, v in TCP_PARAMS.items() if k not in given}
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> Rows:
@@ -52,14 +99,24 @@ class Database:
         # PostgreSQL settings of every new connection (brokers sharing the database set
         # idle_in_transaction_session_timeout: a paused broker's transaction must not hold locks for long).
         self.settings: dict[str, str] = {}
+        self.pool_wait = POOL_WAIT_S
+        # Until when (monotonic) synchronous calls on an event loop are refused: the database just failed.
+        self._down_until = 0.0
 
     def _conninfo(self) -> str:
-        if not self.settings:
-            return self.dsn
-        from psycopg.conninfo import make_conninfo
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-        options = " ".join(f"-c {k}={v}" for k, v in sorted(self.settings.items()))
-        return make_conninfo(self.dsn, options=options)
+        settings = {**SESSION_SETTINGS, **self.settings}
+        try:
+            given = str(conninfo_to_dict(self.dsn).get("options") or "")
+        except psycopg.Error:
+            given = ""
+        ours = [f"-c {k}={v}" for k, v in sorted(settings.items())]
+        options = " ".join([given, *ours] if given else ours)
+        return make_conninfo(self.dsn, options=options, **tcp_params(self.dsn))
+
+    def _failed(self) -> None:
+        self._down_until = time.monotonic() + DOWN_S
 
     # synchronous -------------------------------------------------------------------------------------------
 
@@ -71,15 +128,22 @@ class Database:
                     self._conninfo(), autocommit=True, connect_timeout=int(self.connect_timeout)
                 )
             except psycopg.Error as e:
+                self._failed()
                 raise DatabaseError(f"cannot connect to the database: {e}") from None
             self._sync = conn
         return conn
 
     def run(self, op: Op[T], *, transaction: bool = False) -> T:
-        """Drive ``op`` over the synchronous connection (blocking)."""
+        """Drive ``op`` over the synchronous connection (blocking). On an event loop, refused at once while
+        the database is known to be failing or another thread waits on the connection for long."""
         if self._closed:
             raise DatabaseError("the database connections are closed")
-        with self._sync_lock:
+        on_loop = _on_event_loop()
+        if on_loop and time.monotonic() < self._down_until:
+            raise DatabaseError("the database is not answering (a connection to it failed just now)")
+        if not self._sync_lock.acquire(timeout=LOCK_WAIT_S if on_loop else -1):
+            raise DatabaseError("the database is not answering (its connection is busy)")
+        try:
             conn = self._connection()
             try:
                 if transaction:
@@ -89,7 +153,10 @@ class Database:
             except psycopg.Error as e:
                 if conn.broken:
                     self._sync = None
+                    self._failed()
                 raise DatabaseError(f"database error: {e}") from e
+        finally:
+            self._sync_lock.release()
 
     def execute(self, sql: str, params: Params = None) -> Rows:
         def op() -> Op[Rows]:
@@ -108,8 +175,13 @@ class Database:
             self._available = asyncio.Condition()
         cond = self._available
         async with cond:
-            while not self._idle and self._open >= self.pool_size:
-                await cond.wait()
+            try:
+                async with asyncio.timeout(self.pool_wait):
+                    while not self._idle and self._open >= self.pool_size:
+                        await cond.wait()
+            except TimeoutError:
+                busy = "the database is not answering (every pooled connection is busy)"
+                raise DatabaseError(busy) from None
             conn = self._idle.pop() if self._idle else None
             if conn is None:
                 self._open += 1
@@ -123,6 +195,7 @@ class Database:
                     self._open -= 1
                     cond.notify()
                 if isinstance(e, psycopg.Error):
+                    self._failed()
                     raise DatabaseError(f"cannot connect to the database: {e}") from None
                 raise
         try:
@@ -130,6 +203,8 @@ class Database:
         finally:
             async with cond:
                 if conn.closed or conn.broken or self._closed:
+                    if conn.broken:
+                        self._failed()
                     self._open -= 1
                     await conn.close()
                 else:
