@@ -29,8 +29,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -50,7 +51,7 @@ from kafkite.log.base import (
 from kafkite.log.config import LogConfig
 from kafkite.log.partition import _record_timestamps
 from kafkite.log.pg import schema
-from kafkite.log.pg.db import DatabaseError, Op
+from kafkite.log.pg.db import DatabaseError, Op, Query
 from kafkite.log.producer_state import AbortedTxn, ProducerStateError, ProducerStateManager, replay
 from kafkite.log.writer import Pending
 from kafkite.protocol.records import BatchHeader, read_header
@@ -64,6 +65,31 @@ log = logging.getLogger("kafkite.log.pg")
 READ_ROW_LIMIT = 4000
 # How often an append retries after losing the partition row to another broker's append.
 APPEND_ATTEMPTS = 20
+# Appends queued behind the one being written are written together, up to this many bytes and appends.
+GROUP_BYTES = 16 << 20
+GROUP_APPENDS = 64
+
+
+@dataclass
+class _Queued:
+    """An asynchronous append waiting for its turn."""
+
+    batches: bytearray | memoryview
+    now_ms: int
+    expect: int | None
+    fence: Callable[[], Op[None]] | None
+    future: asyncio.Future[AppendInfo] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+def _settle(item: _Queued, outcome: AppendInfo | BaseException) -> None:
+    if item.future.done():
+        return
+    if isinstance(outcome, BaseException):
+        item.future.set_exception(outcome)
+    else:
+        item.future.set_result(outcome)
 
 
 @dataclass
@@ -72,7 +98,7 @@ class _Prepared:
     end: int
     size: int
     headers: list[tuple[int, BatchHeader]]
-    params: dict[str, Any]
+    rows: list[tuple[Any, ...]]
     idempotent: bool
     append_time: int
 
@@ -108,7 +134,11 @@ class PgPartition(Partition):
             None  # the producer state reflects the log up to here (None: not loaded)
         )
         self._snapshot_changes = 0
-        self._tail: asyncio.Future[Any] | None = None  # the last queued asynchronous append
+        # Asynchronous appends waiting to be written, and the task writing them (see ``_drain``).
+        self._queue: deque[_Queued] = deque()
+        self._drainer: asyncio.Future[None] | None = None
+        # True while the producer state holds appends of a group whose statement has not committed yet.
+        self._speculating = False
         self._closed = False
         self._lock = threading.RLock()
 
@@ -294,7 +324,7 @@ class PgPartition(Partition):
 
     def snapshot_producers(self) -> bool:
         """Store the producer state when it changed since the last snapshot; True when one was stored."""
-        if self._state_end is None or self._producers.changes == self._snapshot_changes:
+        if self._state_end is None or self._producers.changes == self._snapshot_changes or self._speculating:
             return False
         if self._state_end != self._next:
             return False  # behind the log: the next append or read catches up first
@@ -313,10 +343,13 @@ class PgPartition(Partition):
 
     # append ------------------------------------------------------------------------------------------------
 
-    def _prepare(self, batches: bytearray | memoryview, now_ms: int, epoch: int) -> _Prepared | AppendInfo:
-        """Validate and rewrite ``batches`` for offsets from the cached next offset; a duplicate of a batch
-        already appended is answered with its offsets (an AppendInfo) instead."""
-        start = self._next
+    def _prepare(
+        self, batches: bytearray | memoryview, now_ms: int, epoch: int, start: int | None = None
+    ) -> _Prepared | AppendInfo:
+        """Validate and rewrite ``batches`` for offsets from ``start`` (the cached next offset by default); a
+        duplicate of a batch already appended is answered with its offsets (an AppendInfo) instead."""
+        if start is None:
+            start = self._next
         prep = prepare_append(
             batches, self._producers, start, self._lso, self.config, now_ms, leader_epoch=epoch
         )
@@ -325,23 +358,36 @@ class PgPartition(Partition):
         headers = prep.headers
         total = len(batches)
         next_offset = prep.last_offset + 1
-        if len(headers) == 1:
-            datas = [bytes(batches)]
-        else:
-            datas = [bytes(batches[pos : pos + h.size]) for pos, h in headers]
+        # Handed to the driver as they are (no copy): the request buffer lives until the append is answered.
+        view = memoryview(batches)
+        rows = [
+            (
+                h.last_offset,
+                h.base_offset,
+                h.max_timestamp,
+                h.size,
+                h.producer_id,
+                h.is_control,
+                view[pos : pos + h.size],
+            )
+            for pos, h in headers
+        ]
+        return _Prepared(start, next_offset, total, headers, rows, prep.idempotent, prep.append_time)
+
+    def _statement(self, start: int, end: int, epoch: int, size: int, rows: list[tuple[Any, ...]]) -> Query:
+        """The append statement and its parameters for ``rows`` (see ``schema.append_statement``)."""
         params: dict[str, Any] = {
             "tid": self.topic_id,
             "idx": self.index,
             "start": start,
-            "end": next_offset,
+            "end": end,
             "epoch": epoch,
-            "size": total,
-            "note": f"{self._storage.instance}|{self.topic}|{self.index}|{next_offset}",
+            "size": size,
+            "note": f"{self._storage.instance}|{self.topic}|{self.index}|{end}",
         }
-        for i, ((_, h), data) in enumerate(zip(headers, datas, strict=True)):
-            row = (h.last_offset, h.base_offset, h.max_timestamp, h.size, h.producer_id, h.is_control, data)
+        for i, row in enumerate(rows):
             params.update((f"{name}{i}", value) for name, value in zip(schema.BATCH_FIELDS, row, strict=True))
-        return _Prepared(start, next_offset, total, headers, params, prep.idempotent, prep.append_time)
+        return schema.append_statement(len(rows)), params
 
     def _applied(self, prep: _Prepared, lso: int, batches: bytearray | memoryview, now_ms: int) -> None:
         with self._lock:
@@ -390,7 +436,7 @@ class PgPartition(Partition):
                 return prep
             if sent is not None:
                 sent[0] = True  # from here on, a lost connection leaves the outcome unknown
-            rows = yield (schema.append_statement(len(prep.headers)), prep.params)
+            rows = yield self._statement(prep.start, prep.end, epoch, prep.size, prep.rows)
             if sent is not None:
                 sent[0] = False
             if rows:
@@ -437,29 +483,87 @@ class PgPartition(Partition):
             self._resync()
             raise
 
+    def _resync(self) -> None:
+        """Follow the database's bounds (a failed transaction may have left the cached ones ahead)."""
+        try:
+            self._db.run(self._bounds_op(authoritative=True))
+        except LogError:
+            pass
+
+    # queued appends ----------------------------------------------------------------------------------------
+
+    def append(self, batches: bytearray | memoryview, *, now_ms: int) -> Pending[AppendInfo]:
+        """Queue an append behind the appends queued before it on this partition (call order is append
+        order) and return its result to await. Appends queued while one is being written are written
+        together: one statement and one commit for all of them (see ``_write_group``)."""
+        self._check_open()
+        return self._enqueue(_Queued(batches, now_ms, self._expected_epoch(), None))
+
     def append_fenced_async(
         self, batches: bytearray, *, now_ms: int, fence: Callable[[], Op[None]]
     ) -> Pending[AppendInfo]:
         """``append_fenced`` without blocking the event loop, queued behind this partition's appends."""
         self._check_open()
-        prev = self._tail
-        task = asyncio.ensure_future(self._append_fenced_after(prev, batches, now_ms, fence))
-        self._tail = task
-        return task
+        return self._enqueue(_Queued(batches, now_ms, None, fence))
 
-    async def _append_fenced_after(
-        self,
-        prev: asyncio.Future[Any] | None,
-        batches: bytearray,
-        now_ms: int,
-        fence: Callable[[], Op[None]],
-    ) -> AppendInfo:
-        if prev is not None and not prev.done():
-            await asyncio.wait([prev])
+    def _enqueue(self, item: _Queued) -> asyncio.Future[AppendInfo]:
+        self._queue.append(item)
+        if self._drainer is None:
+            self._drainer = asyncio.ensure_future(self._drain())
+        return item.future
+
+    async def _drain(self) -> None:
+        """Write the queued appends in order: a fenced one alone, the others in groups of the same expected
+        leader epoch (at most GROUP_BYTES, GROUP_APPENDS)."""
+        queue = self._queue
+        try:
+            while queue:
+                head = queue.popleft()
+                group = [head]
+                if head.fence is None:
+                    size = len(head.batches)
+                    while (
+                        queue
+                        and queue[0].fence is None
+                        and queue[0].expect == head.expect
+                        and len(group) < GROUP_APPENDS
+                        and size + len(queue[0].batches) <= GROUP_BYTES
+                    ):
+                        item = queue.popleft()
+                        group.append(item)
+                        size += len(item.batches)
+                live = [item for item in group if not item.future.done()]  # a cancelled caller: skip
+                if not live:
+                    continue
+                try:
+                    if live[0].fence is not None:
+                        _settle(live[0], await self._write_fenced(live[0]))
+                    elif len(live) > 1:
+                        await self._write_group(live)
+                    else:
+                        _settle(live[0], await self._write_one(live[0]))
+                except Exception as e:
+                    for item in live:
+                        _settle(item, e)
+        finally:
+            self._drainer = None
+            if queue:  # queued by a caller while this task was ending
+                self._drainer = asyncio.ensure_future(self._drain())
+
+    async def _write_one(self, item: _Queued) -> AppendInfo:
+        sent = [False]
+        try:
+            return await self._db.run_async(self._append_op(item.batches, item.now_ms, item.expect, sent))
+        except DatabaseError as e:
+            raise _unknown(self, e) if sent[0] else e from None
+
+    async def _write_fenced(self, item: _Queued) -> AppendInfo:
+        fence = item.fence
+        assert fence is not None
 
         def op() -> Op[AppendInfo]:
             yield from fence()
-            info: AppendInfo = yield from self._append_op(batches, now_ms, None)
+            info: AppendInfo = yield from self._append_op(item.batches, item.now_ms, None)
             return info
 
         try:
@@ -470,43 +574,101 @@ class PgPartition(Partition):
             except LogError:
                 pass
             raise
-        finally:
-            if self._tail is asyncio.current_task():
-                self._tail = None
 
-    def _resync(self) -> None:
-        """Follow the database's bounds (a failed transaction may have left the cached ones ahead)."""
-        try:
-            self._db.run(self._bounds_op(authoritative=True))
-        except LogError:
-            pass
-
-    def append(self, batches: bytearray | memoryview, *, now_ms: int) -> Pending[AppendInfo]:
-        """Queue an append behind the appends queued before it on this partition (call order is append
-        order) and return its result to await."""
-        self._check_open()
-        prev = self._tail
-        task = asyncio.ensure_future(self._append_after(prev, batches, now_ms, self._expected_epoch()))
-        self._tail = task
-        return task
-
-    async def _append_after(
-        self,
-        prev: asyncio.Future[Any] | None,
-        batches: bytearray | memoryview,
-        now_ms: int,
-        expect: int | None,
-    ) -> AppendInfo:
-        if prev is not None and not prev.done():
-            await asyncio.wait([prev])
+    async def _write_group(self, group: list[_Queued]) -> None:
+        """Write several queued appends in one statement (one round trip, one commit); when any of them is
+        refused or the partition moved on meanwhile, write them one by one instead (each then gets its own
+        answer, as if it had been queued alone)."""
         sent = [False]
         try:
-            return await self._db.run_async(self._append_op(batches, now_ms, expect, sent))
+            infos = await self._db.run_async(self._group_op(group, sent))
         except DatabaseError as e:
-            raise _unknown(self, e) if sent[0] else e from None
-        finally:
-            if self._tail is asyncio.current_task():
-                self._tail = None
+            self._forget_speculation()
+            err = _unknown(self, e) if sent[0] else e
+            for item in group:
+                _settle(item, err)
+            return
+        except BaseException:
+            self._forget_speculation()
+            raise
+        if infos is None:
+            for item in group:
+                if not item.future.done():
+                    try:
+                        _settle(item, await self._write_one(item))
+                    except Exception as e:
+                        _settle(item, e)
+            return
+        for item, info in zip(group, infos, strict=True):
+            _settle(item, info)
+
+    def _forget_speculation(self) -> None:
+        """Drop a producer state that took in appends their statement did not store (rebuilt on next use)."""
+        if self._speculating:
+            with self._lock:
+                self._speculating = False
+                self._state_end = None
+                self._producers = ProducerStateManager()
+
+    def _group_op(self, group: list[_Queued], sent: list[bool]) -> Op[list[AppendInfo] | None]:
+        """One statement for every append of ``group``; None when they must be written one by one."""
+        self._check_open()
+        yield from self._current_state_op()
+        expect = group[0].expect
+        epoch = self._epoch if expect is None else expect
+        start = offset = self._next
+        size = 0
+        rows: list[tuple[Any, ...]] = []
+        answers: list[AppendInfo | _Prepared] = []
+        for item in group:
+            try:
+                prep = self._prepare(item.batches, item.now_ms, epoch, offset)
+            except Exception:
+                self._forget_speculation()
+                return None
+            answers.append(prep)
+            if isinstance(prep, AppendInfo):
+                continue  # a retry of a batch already stored (or earlier in this group)
+            if prep.idempotent:
+                # The next append of this group is checked against this one's sequences.
+                self._speculating = True
+                replay(
+                    self._producers,
+                    (
+                        (h, bytes(item.batches[pos : pos + h.size]) if h.is_control else None)
+                        for pos, h in prep.headers
+                    ),
+                    item.now_ms,
+                )
+            rows.extend(prep.rows)
+            size += prep.size
+            offset = prep.end
+        if not rows:
+            return [a for a in answers if isinstance(a, AppendInfo)]
+        sent[0] = True
+        found = yield self._statement(start, offset, epoch, size, rows)
+        sent[0] = False
+        if not found:
+            # Another broker appended first, or claimed the leadership: start again one by one.
+            self._forget_speculation()
+            yield from self._bounds_op(authoritative=True)
+            return None
+        lso = int(found[0][0])
+        with self._lock:
+            self._speculating = False
+            if self._state_end == start:
+                self._state_end = offset
+            if offset > self._next:
+                self._next = offset
+                self._size += size
+            if lso > self._lso:
+                self._lso = lso
+                self._producers.on_log_start_offset(lso)
+        lso = max(lso, self._lso)
+        return [
+            a if isinstance(a, AppendInfo) else AppendInfo(a.start, a.end - 1, a.append_time, lso, a.size)
+            for a in answers
+        ]
 
     # read --------------------------------------------------------------------------------------------------
 
