@@ -130,8 +130,9 @@ async def _read_each(
                 errors = True
                 parts_out.append(entry)
                 continue
-            hw = part.high_watermark
             try:
+                if part.behind:
+                    await part.catch_up()  # the last stable offset, without holding the loop
                 lso = part.last_stable_offset
             except LogError:  # a database engine that cannot reach its database
                 entry.update(
@@ -143,6 +144,7 @@ async def _read_each(
                 errors = True
                 parts_out.append(entry)
                 continue
+            hw = part.high_watermark
             entry.update(
                 error_code=0,
                 high_watermark=hw,

@@ -40,6 +40,8 @@ async def handle_list_offsets(broker: Broker, ctx: RequestContext, req: dict[str
                 entry["error_code"] = int(refused)
             else:
                 try:
+                    if part.behind:
+                        await part.catch_up()  # the last stable offset, without holding the loop
                     _list_offset(part, p["timestamp"], req.get("isolation_level", 0), entry)
                 except LogError:  # a database engine that cannot reach its database
                     entry.update(error_code=int(ErrorCode.KAFKA_STORAGE_ERROR), timestamp=-1, offset=-1)

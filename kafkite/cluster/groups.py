@@ -38,6 +38,7 @@ NOT_COORDINATOR = int(ErrorCode.NOT_COORDINATOR)
 # Keys of group configs start with their int16 key version.
 _CONFIG_KEY_PREFIX = logformat.GROUP_CONFIG_KEY_VERSION.to_bytes(2, "big")
 LOADING = int(ErrorCode.COORDINATOR_LOAD_IN_PROGRESS)
+_GROUP_CONFIGS = "SELECT group_id, value FROM kafkite_group_entries WHERE substring(key from 1 for 2) = %s"
 
 
 def _group_of(key: bytes) -> str | None:
@@ -61,6 +62,14 @@ class OwnedGroupLog:
         self.epoch = cluster.epoch
 
     def append(self, entries: list[Entry]) -> None:
+        self._storage.group_entries_apply(self._rows(entries), fence=self._cluster.fence(self.epoch))
+
+    async def append_async(self, entries: list[Entry]) -> None:
+        """``append`` over a pooled connection: a database that stops answering holds only this write."""
+        rows = self._rows(entries)
+        await self._storage.group_entries_apply_async(rows, fence=self._cluster.fence(self.epoch))
+
+    def _rows(self, entries: list[Entry]) -> list[tuple[bytes, str, bytes | None]]:
         rows: list[tuple[bytes, str, bytes | None]] = []
         for key, value in entries:
             group = _group_of(key)
@@ -73,7 +82,7 @@ class OwnedGroupLog:
             if not self._cluster.coordinates(group):
                 raise Fenced(f"group {group} is coordinated by another broker")
             rows.append((key, group, value))
-        self._storage.group_entries_apply(rows, fence=self._cluster.fence(self.epoch))
+        return rows
 
     def replay(self) -> Iterator[Entry]:
         for key, group, value in self._storage.group_entries():
@@ -82,10 +91,12 @@ class OwnedGroupLog:
 
     def read_group_configs(self) -> dict[str, bytes]:
         """The configs of every group, as set through any broker (refreshed by the coordinator)."""
-        rows = self._storage.db.execute(
-            "SELECT group_id, value FROM kafkite_group_entries WHERE substring(key from 1 for 2) = %s",
-            (_CONFIG_KEY_PREFIX,),
-        )
+        rows = self._storage.db.execute(_GROUP_CONFIGS, (_CONFIG_KEY_PREFIX,))
+        return {str(g): bytes(v) for g, v in rows}
+
+    async def read_group_configs_async(self) -> dict[str, bytes]:
+        """``read_group_configs`` over a pooled connection."""
+        rows = await self._storage.db.execute_async(_GROUP_CONFIGS, (_CONFIG_KEY_PREFIX,))
         return {str(g): bytes(v) for g, v in rows}
 
 

@@ -271,11 +271,14 @@ class TxnOffsetsRelay:
     async def _listen(self, ready: asyncio.Future[None]) -> None:
         import psycopg
 
+        from kafkite.log.pg.db import tcp_params
+
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._cluster.storage.dsn, autocommit=True
-                ) as conn:
+                dsn = self._cluster.storage.dsn
+                # Keepalives: a connection that silently died (a network cut) ends instead of waiting forever.
+                connect = psycopg.AsyncConnection.connect(dsn, autocommit=True, **tcp_params(dsn))
+                async with await connect as conn:
                     await conn.execute(f"LISTEN {TXN_OFFSETS_CHANNEL}")
                     if not ready.done():
                         ready.set_result(None)

@@ -256,6 +256,17 @@ class Partition(ABC):
         return self.high_watermark
 
     @property
+    def behind(self) -> bool:
+        """Whether ``catch_up`` has work to do before ``last_stable_offset`` and ``aborted_transactions``
+        answer for the whole log (an engine whose log other brokers append to; never for local logs)."""
+        return False
+
+    async def catch_up(self) -> None:
+        """Bring what ``last_stable_offset`` and ``aborted_transactions`` are answered from up to the log's
+        end, without holding the event loop (raises LogError when the storage cannot be reached)."""
+        return None
+
+    @property
     def leader_epoch(self) -> int:
         """The partition's leader epoch: a single broker's logs stay at epoch 0 (the PostgreSQL engine's
         partitions move between brokers, and their epoch with them)."""

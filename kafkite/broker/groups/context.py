@@ -40,6 +40,10 @@ class GroupContext(Protocol):
         """Append entries to the group log; raise if they are not durable."""
         ...
 
+    async def append_async(self, entries: list[Entry]) -> None:
+        """``append``, awaited: the event loop serves others while the log writes."""
+        ...
+
     def schedule(self, deadline_ms: int) -> None:
         """Make sure the timers run again no later than ``deadline_ms``."""
         ...

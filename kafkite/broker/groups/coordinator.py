@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kafkite import clock
@@ -90,6 +90,7 @@ class GroupCoordinator:
         # Dynamic configs of groups (IncrementalAlterConfigs on GROUP resources), by group id.
         self._group_configs: dict[str, dict[str, int]] = {}
         self._configs_refreshed_ms = 0
+        self._configs_task: asyncio.Future[None] | None = None
         self._loaded = False
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -109,6 +110,17 @@ class GroupCoordinator:
         if not entries:
             return
         self._log.append(entries)
+        self._appended_since_compaction += len(entries)
+
+    async def append_async(self, entries: list[Entry]) -> None:
+        """``append`` without holding the event loop when the log can write asynchronously (a database)."""
+        if not entries:
+            return
+        write = getattr(self._log, "append_async", None)
+        if write is None:
+            self._log.append(entries)
+        else:
+            await write(entries)
         self._appended_since_compaction += len(entries)
 
     def schedule(self, deadline_ms: int) -> None:
@@ -245,16 +257,36 @@ class GroupCoordinator:
         self._refresh_group_configs(now)
 
     def _refresh_group_configs(self, now: int) -> None:
-        """Pick up group configs set through other brokers, when the log is shared (at most once a second)."""
+        """Pick up group configs set through other brokers, when the log is shared (at most once a second;
+        in the background when the log reads asynchronously: a database that stops answering holds only
+        that read)."""
         read = getattr(self._log, "read_group_configs", None)
-        if read is None or now < self._configs_refreshed_ms + 1000:
+        read_async = getattr(self._log, "read_group_configs_async", None)
+        if (read is None and read_async is None) or now < self._configs_refreshed_ms + 1000:
             return
         self._configs_refreshed_ms = now
+        if read_async is not None:
+            if self._configs_task is None or self._configs_task.done():
+                self._configs_task = asyncio.ensure_future(self._read_group_configs(read_async))
+            return
+        if read is None:
+            return
         try:
             rows = read()
         except Exception as exc:
             log.warning("cannot read group configs: %s", exc)
             return
+        self._apply_group_configs(rows)
+
+    async def _read_group_configs(self, read: Callable[[], Awaitable[dict[str, bytes]]]) -> None:
+        try:
+            rows = await read()
+        except Exception as exc:
+            log.warning("cannot read group configs: %s", exc)
+            return
+        self._apply_group_configs(rows)
+
+    def _apply_group_configs(self, rows: dict[str, bytes]) -> None:
         configs: dict[str, dict[str, int]] = {}
         for group_id, value in rows.items():
             try:

@@ -9,6 +9,7 @@ keeps what was committed, makes it durable through the group log, and answers wh
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,7 @@ class OffsetStore:
         self._committed: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
         # Offsets committed in transactions that have not ended: group -> producer id -> partition -> offset.
         self._pending: dict[str, dict[int, dict[TopicPartition, OffsetAndMetadata]]] = {}
+        self._commit_lock = asyncio.Lock()
 
     # -- loading ---------------------------------------------------------------------------------------------
 
@@ -107,6 +109,18 @@ class OffsetStore:
         if not offsets:
             return
         self._ctx.append(
+            [
+                (logformat.offset_key(group_id, t, p), logformat.offset_value(om))
+                for (t, p), om in offsets.items()
+            ]
+        )
+        self._committed.setdefault(group_id, {}).update(offsets)
+
+    async def commit_async(self, group_id: str, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
+        """``commit``, the log written without holding the event loop."""
+        if not offsets:
+            return
+        await self._ctx.append_async(
             [
                 (logformat.offset_key(group_id, t, p), logformat.offset_value(om))
                 for (t, p), om in offsets.items()
@@ -252,7 +266,9 @@ class OffsetStore:
                 to_store.append(((ti, pi), name, index, om))
 
         if to_store:
-            error = self._commit(group_id, generation, member_id, instance_id, to_store, version)
+            # One commit at a time: committed offsets are stored and applied in the order they were checked.
+            async with self._commit_lock:
+                error = await self._commit(group_id, generation, member_id, instance_id, to_store, version)
             for pos, _, _, _ in to_store:
                 errors[pos] = error
 
@@ -282,7 +298,7 @@ class OffsetStore:
         }
         return [by_id.get(t.get("topic_id")) for t in topics]
 
-    def _commit(
+    async def _commit(
         self,
         group_id: str | None,
         generation: int,
@@ -309,7 +325,9 @@ class OffsetStore:
             return error
         self._ctx.on_offset_commit(group, member_id)
         try:
-            self.commit(group_id, {(topic, partition): om for _, topic, partition, om in to_store})
+            await self.commit_async(
+                group_id, {(topic, partition): om for _, topic, partition, om in to_store}
+            )
         except Exception as exc:
             log.warning("cannot persist offsets of group %s: %s", group_id, exc)
             return ErrorCode.COORDINATOR_NOT_AVAILABLE

@@ -12,13 +12,16 @@ keepalives and a TCP user timeout (``tcp_params``: a connection whose data goes 
 stops answering keepalive probes, fails within seconds instead of waiting out TCP's retransmission backoff
 for many minutes), a lock timeout (a row lock held by a stalled broker's transaction fails the statement
 instead of holding its caller), and a bounded wait for a pooled connection. After a connection fails, the
-synchronous connection refuses at once for a short while when called on an event loop (``_down_until``):
-calls made there would otherwise hold every other client of the broker while a new connection times out.
+synchronous connection refuses at once when called on an event loop (``_down``) until an asynchronous probe
+reaches the database again: calls made there would otherwise hold every other client of the broker while a
+new connection times out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
@@ -28,6 +31,8 @@ from typing import Any, TypeVar
 import psycopg
 
 from kafkite.log.base import LogError
+
+log = logging.getLogger("kafkite.log.pg")
 
 T = TypeVar("T")
 Params = Sequence[Any] | Mapping[str, Any] | None
@@ -42,18 +47,20 @@ class DatabaseError(LogError, OSError):
 
 
 # libpq connection parameters every connection gets unless its DSN sets them: keepalive probes after 5 s idle,
-# every 2 s, 3 unanswered ones ending the connection; data unacknowledged for 10 s ending it too.
+# every 2 s, 3 unanswered ones ending the connection; data unacknowledged for 5 s ending it too.
 TCP_PARAMS: dict[str, int] = {
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
     "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
+    "tcp_user_timeout": 5_000,
 }
 # Session settings of every connection (the DSN's own ``options`` come first; ``Database.settings`` after).
 SESSION_SETTINGS: dict[str, str] = {"lock_timeout": "15s"}
-# How long a synchronous call made on an event loop is refused after the database failed (seconds).
-DOWN_S = 2.0
+# A synchronous call on an event loop that takes longer than this is logged (seconds).
+SLOW_ON_LOOP_S = 1.0
+# How often the database is probed while it is not answering (seconds).
+PROBE_S = 1.0
 # Longest wait of a synchronous call on an event loop for the connection another thread is using (seconds).
 LOCK_WAIT_S = 0.5
 # Longest wait for a pooled connection when every one is in use (seconds).
@@ -71,7 +78,7 @@ def tcp_params(dsn: str) -> dict[str, Any]:
     return {k: v for k, v in TCP_PARAMS.items() if k not in given}
 
 
-def _on_event_loop() -> bool:
+def on_event_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -100,8 +107,10 @@ class Database:
         # idle_in_transaction_session_timeout: a paused broker's transaction must not hold locks for long).
         self.settings: dict[str, str] = {}
         self.pool_wait = POOL_WAIT_S
-        # Until when (monotonic) synchronous calls on an event loop are refused: the database just failed.
-        self._down_until = 0.0
+        # Whether a connection failed since the database last answered: synchronous calls on an event loop are
+        # refused meanwhile, and a probe (``_probe``) runs until it answers again.
+        self._down = False
+        self._probe_task: asyncio.Task[None] | None = None
 
     def _conninfo(self) -> str:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -116,7 +125,26 @@ class Database:
         return make_conninfo(self.dsn, options=options, **tcp_params(self.dsn))
 
     def _failed(self) -> None:
-        self._down_until = time.monotonic() + DOWN_S
+        self._down = True
+
+    @property
+    def down(self) -> bool:
+        """Whether the database failed and has not answered since."""
+        return self._down
+
+    def _start_probe(self) -> None:
+        task = self._probe_task
+        if task is None or task.done():
+            self._probe_task = asyncio.get_running_loop().create_task(self._probe(), name="pg-probe")
+
+    async def _probe(self) -> None:
+        while self._down and not self._closed:
+            try:
+                await self.execute_async("SELECT 1")
+            except DatabaseError:
+                await asyncio.sleep(PROBE_S)
+            else:
+                self._down = False
 
     # synchronous -------------------------------------------------------------------------------------------
 
@@ -138,25 +166,34 @@ class Database:
         the database is known to be failing or another thread waits on the connection for long."""
         if self._closed:
             raise DatabaseError("the database connections are closed")
-        on_loop = _on_event_loop()
-        if on_loop and time.monotonic() < self._down_until:
-            raise DatabaseError("the database is not answering (a connection to it failed just now)")
+        on_loop = on_event_loop()
+        if on_loop and self._down:
+            self._start_probe()
+            raise DatabaseError("the database is not answering (a connection to it failed)")
         if not self._sync_lock.acquire(timeout=LOCK_WAIT_S if on_loop else -1):
             raise DatabaseError("the database is not answering (its connection is busy)")
+        started = time.monotonic()
         try:
             conn = self._connection()
             try:
                 if transaction:
                     with conn.transaction():
-                        return _drive(conn, op)
-                return _drive(conn, op)
+                        result = _drive(conn, op)
+                else:
+                    result = _drive(conn, op)
             except psycopg.Error as e:
                 if conn.broken:
                     self._sync = None
                     self._failed()
                 raise DatabaseError(f"database error: {e}") from e
+            self._down = False
+            return result
         finally:
             self._sync_lock.release()
+            held = time.monotonic() - started
+            if on_loop and held > SLOW_ON_LOOP_S:
+                name = getattr(op, "__qualname__", repr(op))
+                log.warning("a database call (%s) held the event loop for %.1f s", name, held)
 
     def execute(self, sql: str, params: Params = None) -> Rows:
         def op() -> Op[Rows]:
@@ -217,10 +254,13 @@ class Database:
             try:
                 if transaction:
                     async with conn.transaction():
-                        return await _drive_async(conn, op)
-                return await _drive_async(conn, op)
+                        result = await _drive_async(conn, op)
+                else:
+                    result = await _drive_async(conn, op)
             except psycopg.Error as e:
                 raise DatabaseError(f"database error: {e}") from e
+            self._down = False
+            return result
 
     async def execute_async(self, sql: str, params: Params = None) -> Rows:
         def op() -> Op[Rows]:
@@ -239,6 +279,10 @@ class Database:
 
     def close(self) -> None:
         self._closed = True
+        task, self._probe_task = self._probe_task, None
+        if task is not None and not task.done():
+            with contextlib.suppress(RuntimeError):  # its event loop is closed already
+                task.cancel()
         with self._sync_lock:
             if self._sync is not None:
                 self._sync.close()

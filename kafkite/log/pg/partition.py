@@ -51,7 +51,7 @@ from kafkite.log.base import (
 from kafkite.log.config import LogConfig
 from kafkite.log.partition import _record_timestamps
 from kafkite.log.pg import schema
-from kafkite.log.pg.db import DatabaseError, Op, Query
+from kafkite.log.pg.db import DatabaseError, Op, Query, on_event_loop
 from kafkite.log.producer_state import AbortedTxn, ProducerStateError, ProducerStateManager, replay
 from kafkite.log.writer import Pending
 from kafkite.protocol.records import BatchHeader, read_header
@@ -139,6 +139,7 @@ class PgPartition(Partition):
         self._drainer: asyncio.Future[None] | None = None
         # True while the producer state holds appends of a group whose statement has not committed yet.
         self._speculating = False
+        self._catching: asyncio.Future[None] | None = None  # a background catch-up of the producer state
         self._closed = False
         self._lock = threading.RLock()
 
@@ -270,7 +271,7 @@ class PgPartition(Partition):
         if start >= target:
             return
         found = yield (schema.PRODUCER_BATCHES, (self.topic_id, self.index, start))
-        if self._state_end == start:
+        if self._state_end == start and not self._speculating:
             replay(self._producers, _producer_batches(found, start, target))
             self._state_end = target
 
@@ -282,6 +283,32 @@ class PgPartition(Partition):
         if self._state_end is None or self._state_end < self._next:
             self._db.run(self._catch_up_op())
 
+    def _state_for_reads(self) -> bool:
+        """Whether the producer state is caught up with the log, catching it up first when it is not: at once
+        off the event loop; on it, in the background (a read there never waits on the database for it)."""
+        if self._state_end is not None and self._state_end >= self._next:
+            return True
+        if not on_event_loop():
+            self._db.run(self._catch_up_op())
+            return True
+        if self._catching is None or self._catching.done():
+            self._catching = asyncio.ensure_future(self._catch_up_async())
+        return False
+
+    @property
+    def behind(self) -> bool:
+        return self._state_end is None or self._state_end < self._next
+
+    async def catch_up(self) -> None:
+        if self.behind:
+            await self._db.run_async(self._catch_up_op())
+
+    async def _catch_up_async(self) -> None:
+        try:
+            await self._db.run_async(self._catch_up_op())
+        except LogError as e:
+            log.debug("%s-%d: catching the producer state up failed: %s", self.topic, self.index, e)
+
     @property
     def producers(self) -> ProducerStateManager:
         """The producer state, caught up with the log (DescribeProducers)."""
@@ -290,14 +317,21 @@ class PgPartition(Partition):
 
     @property
     def last_stable_offset(self) -> int:
-        """The high watermark, or the first offset of the oldest ongoing transaction when that is lower."""
-        self._ensure_state()
+        """The high watermark, or the first offset of the oldest ongoing transaction when that is lower.
+
+        While the producer state is being caught up (on the event loop: another broker appended), the offset
+        the state is current to bounds it as well: a transaction begun after it is not known yet, so the last
+        stable offset given is never above the true one. Request handlers await ``catch_up`` first when
+        ``behind``, and so answer with the exact one."""
+        current = self._state_for_reads()
         hw = self._next
+        if not current:
+            hw = min(hw, self._lso if self._state_end is None else self._state_end)
         first = self._producers.first_unstable_offset()
         return hw if first is None or first > hw else first
 
     def aborted_transactions(self, start: int, end: int) -> list[AbortedTxn]:
-        self._ensure_state()
+        self._state_for_reads()  # below a last stable offset given while catching up, the state is complete
         return self._producers.aborted_transactions(start, end)
 
     def expire_producers(self, now_ms: int, max_age_ms: int) -> int:

@@ -37,7 +37,7 @@ from kafkite.log.engine import (
 )
 from kafkite.log.partition import Clock
 from kafkite.log.pg import schema
-from kafkite.log.pg.db import Database, DatabaseError, Op, Rows
+from kafkite.log.pg.db import Database, DatabaseError, Op, Rows, tcp_params
 from kafkite.log.pg.partition import PgPartition
 
 log = logging.getLogger("kafkite.log.pg")
@@ -429,27 +429,35 @@ class PgStorage(Storage):
 
     # group entries -----------------------------------------------------------------------------------------
 
+    def _group_entries_op(
+        self, entries: list[tuple[bytes, str, bytes | None]], fence: Callable[[], Op[None]] | None
+    ) -> Op[None]:
+        if fence is not None:
+            yield from fence()
+        for key, group_id, value in entries:
+            if value is None:
+                yield ("DELETE FROM kafkite_group_entries WHERE key = %s", (key,))
+            else:
+                yield (
+                    "INSERT INTO kafkite_group_entries (key, group_id, value) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, group_id, value),
+                )
+
     def group_entries_apply(
         self, entries: list[tuple[bytes, str, bytes | None]], fence: Callable[[], Op[None]] | None = None
     ) -> None:
         """Upsert (or, for a None value, delete) consumer group entries in one transaction (after ``fence``,
         which raises to refuse the write)."""
-
-        def op() -> Op[None]:
-            if fence is not None:
-                yield from fence()
-            for key, group_id, value in entries:
-                if value is None:
-                    yield ("DELETE FROM kafkite_group_entries WHERE key = %s", (key,))
-                else:
-                    yield (
-                        "INSERT INTO kafkite_group_entries (key, group_id, value) VALUES (%s, %s, %s)"
-                        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                        (key, group_id, value),
-                    )
-
         if entries:
-            self.db.run(op(), transaction=True)
+            self.db.run(self._group_entries_op(entries, fence), transaction=True)
+
+    async def group_entries_apply_async(
+        self, entries: list[tuple[bytes, str, bytes | None]], fence: Callable[[], Op[None]] | None = None
+    ) -> None:
+        """``group_entries_apply`` over a pooled connection (the event loop never waits on the database)."""
+        if entries:
+            await self.db.run_async(self._group_entries_op(entries, fence), transaction=True)
 
     def group_entries(self) -> list[tuple[bytes, str, bytes]]:
         return [
@@ -490,7 +498,9 @@ class PgStorage(Storage):
     async def _listen(self, ready: asyncio.Future[None]) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
+                # Keepalives: a connection that silently died (a network cut) ends instead of waiting forever.
+                connect = psycopg.AsyncConnection.connect(self.dsn, autocommit=True, **tcp_params(self.dsn))
+                async with await connect as conn:
                     await conn.execute(f"LISTEN {schema.APPEND_CHANNEL}")
                     await conn.execute(f"LISTEN {schema.CATALOGUE_CHANNEL}")
                     await conn.execute(f"LISTEN {schema.CLUSTER_CHANNEL}")
