@@ -165,3 +165,45 @@ def test_idle_reader_gives_its_scratch_back() -> None:
     assert [bytes(f) for f in reader] == [b"def"]
     reader.feed(b"\x00\x00")  # half a prefix: not idle
     assert not reader.trim()
+
+
+def test_large_record_chunks_are_written_as_they_are() -> None:
+    """A fetch response whose records are large byte chunks (a database engine's batches) is encoded with the
+    chunks as parts of their own, not copied into the frame; the frame decodes to the same records."""
+    from kafkite.protocol import framing
+    from kafkite.protocol.messages import OWN_PART_BYTES, RecordsChunks, registry
+    from kafkite.protocol.records import build_batch
+
+    reg = registry()
+    big = build_batch([(None, bytes(range(256)) * 200, [], 1)])
+    small = build_batch([(None, b"x", [], 2)])
+    assert len(big) >= OWN_PART_BYTES > len(small)
+    body = {
+        "throttle_time_ms": 0,
+        "error_code": 0,
+        "session_id": 0,
+        "responses": [
+            {
+                "topic": "t",
+                "partitions": [
+                    {
+                        "partition_index": 0,
+                        "error_code": 0,
+                        "high_watermark": 2,
+                        "last_stable_offset": 2,
+                        "log_start_offset": 0,
+                        "aborted_transactions": None,
+                        "preferred_read_replica": -1,
+                        "records": RecordsChunks([big, small]),
+                    }
+                ],
+            }
+        ],
+    }
+    parts, size = framing.encode_response(reg, 1, 12, 7, body)
+    assert any(p is big for p in parts)  # not copied
+    frame = b"".join(bytes(p) for p in parts)
+    assert len(frame) == size
+    cid, decoded = framing.decode_response(reg, 1, 12, frame[4:])
+    assert cid == 7
+    assert bytes(decoded["responses"][0]["partitions"][0]["records"]) == big + small

@@ -37,6 +37,11 @@ Part = Any  # bytes | bytearray | memoryview | a sized file range
 Decoder = Callable[[Buf, int], tuple[dict[str, Any], int]]
 
 
+# Record chunks of at least this many bytes (a database engine's batches) become parts of their own instead of
+# being copied into the encoder's buffer: the response is written from them as they are.
+OWN_PART_BYTES = 32 * 1024
+
+
 class Encoder:
     """Accumulates encoded bytes; records chunks that are not bytes split the output into parts."""
 
@@ -48,7 +53,7 @@ class Encoder:
 
     def add_chunks(self, chunks: RecordsChunks) -> None:
         for c in chunks:
-            if isinstance(c, bytes | bytearray | memoryview):
+            if isinstance(c, bytes | bytearray | memoryview) and len(c) < OWN_PART_BYTES:
                 self.out += c
             else:
                 if self.out:

@@ -37,6 +37,8 @@ CONNECTION_OVERHEAD = 8 * 1024  # about what an idle connection's objects take (
 # File ranges smaller than this are read and written with the rest of the response: one system call
 # instead of a sendfile round of its own.
 SENDFILE_MIN_BYTES = 64 * 1024
+# Parts of a response written with one write when together smaller than this (joined by a copy).
+JOIN_MAX_BYTES = 256 * 1024
 
 
 class KafkaConnection(asyncio.BufferedProtocol):
@@ -312,8 +314,14 @@ class KafkaConnection(asyncio.BufferedProtocol):
             except (asyncio.SendfileNotAvailableError, NotImplementedError):
                 self.server.use_sendfile = False
                 transport.write(part.read())
-        if pending:
-            transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        if len(pending) == 1:
+            transport.write(pending[0])
+        elif pending:
+            if sum(len(p) for p in pending) < JOIN_MAX_BYTES:
+                transport.write(b"".join(pending))
+            else:  # large parts (a database engine's batches) written as they are, not joined by a copy
+                for p in pending:
+                    transport.write(p)
         if not self.writable.is_set():
             await self.writable.wait()
 
