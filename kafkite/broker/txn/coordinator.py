@@ -495,6 +495,8 @@ class TransactionCoordinator:
                 await asyncio.wait([asyncio.ensure_future(w) for _, _, w in writes])
                 if self.txns.get(tid) is meta:
                     self._completed(meta, commit, writes, failed)
+            except TxnError as e:  # the log could not be written (a database out of reach): retried by tick()
+                log.warning("completing transaction %s failed: %s", tid, e)
             except Exception:
                 log.exception("completing transaction %s failed", tid)
             finally:

@@ -55,6 +55,8 @@ TCP_PARAMS: dict[str, int] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 5_000,
 }
+# The synchronous connection's TCP user timeout (milliseconds): the event loop may be the one waiting on it.
+SYNC_TCP_USER_TIMEOUT_MS = 2_000
 # Session settings of every connection (the DSN's own ``options`` come first; ``Database.settings`` after).
 SESSION_SETTINGS: dict[str, str] = {"lock_timeout": "15s"}
 # A synchronous call on an event loop that takes longer than this is logged (seconds).
@@ -67,7 +69,7 @@ LOCK_WAIT_S = 0.5
 POOL_WAIT_S = 20.0
 
 
-def tcp_params(dsn: str) -> dict[str, Any]:
+def tcp_params(dsn: str, **override: int) -> dict[str, Any]:
     """The keepalive and TCP user timeout parameters ``dsn`` does not set itself (for ``connect``)."""
     from psycopg.conninfo import conninfo_to_dict
 
@@ -75,7 +77,7 @@ def tcp_params(dsn: str) -> dict[str, Any]:
         given = conninfo_to_dict(dsn)
     except psycopg.Error:
         given = {}
-    return {k: v for k, v in TCP_PARAMS.items() if k not in given}
+    return {k: v for k, v in {**TCP_PARAMS, **override}.items() if k not in given}
 
 
 def on_event_loop() -> bool:
@@ -112,7 +114,7 @@ class Database:
         self._down = False
         self._probe_task: asyncio.Task[None] | None = None
 
-    def _conninfo(self) -> str:
+    def _conninfo(self, *, sync: bool = False) -> str:
         from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
         settings = {**SESSION_SETTINGS, **self.settings}
@@ -122,7 +124,10 @@ class Database:
             given = ""
         ours = [f"-c {k}={v}" for k, v in sorted(settings.items())]
         options = " ".join([given, *ours] if given else ours)
-        return make_conninfo(self.dsn, options=options, **tcp_params(self.dsn))
+        tcp = (
+            tcp_params(self.dsn, tcp_user_timeout=SYNC_TCP_USER_TIMEOUT_MS) if sync else tcp_params(self.dsn)
+        )
+        return make_conninfo(self.dsn, options=options, **tcp)
 
     def _failed(self) -> None:
         self._down = True
@@ -153,7 +158,7 @@ class Database:
         if conn is None or conn.closed or conn.broken:
             try:
                 conn = psycopg.connect(
-                    self._conninfo(), autocommit=True, connect_timeout=int(self.connect_timeout)
+                    self._conninfo(sync=True), autocommit=True, connect_timeout=int(self.connect_timeout)
                 )
             except psycopg.Error as e:
                 self._failed()
