@@ -367,7 +367,9 @@ def test_one_create_topics_naming_many_topics_takes_turns(broker_factory: Broker
     with Witness(b.bootstrap) as w, RawClient.to(b.bootstrap, timeout=120) as c:
         r = _create_topics(c, 7, [f"many-{i}" for i in range(300)], 4)
     assert all(t["error_code"] == 0 for t in r["topics"])
-    assert w.worst < 1.0, f"a second client waited {w.worst:.2f} s"
+    # One handler holding the loop for the whole request took tens of seconds; turns between topics keep a
+    # second client's wait to the longest single turn (seconds at most on a loaded machine).
+    assert w.worst < 3.0, f"a second client waited {w.worst:.2f} s"
 
 
 # -- logs ----------------------------------------------------------------------------------------------------

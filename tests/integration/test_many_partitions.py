@@ -110,7 +110,7 @@ def _produce_sample(bootstrap: str, topic: str, parts: list[int], tag: bytes) ->
 def test_partitions_beyond_the_descriptor_limit_start_serve_and_restart(
     tmp_path: Path, limited: list[LimitedBroker]
 ) -> None:
-    n = 100_000 if SLOW else 20_000
+    n = 100_000 if SLOW else 10_000  # more than twice the descriptor limit either way
     nofile = 4096
     broker = LimitedBroker(tmp_path / "data", tmp_path / "broker.log", nofile)
     limited.append(broker)
