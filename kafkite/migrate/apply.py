@@ -171,7 +171,7 @@ class SdkAdmin(Admin):
     """The ``oci`` SDK's StreamAdminClient (signed requests, from an OCI config file), run in threads."""
 
     def __init__(self, url: str, config_file: str, profile: str = "DEFAULT") -> None:
-        import oci  # type: ignore[import-untyped]
+        import oci
 
         self.oci = oci
         config = oci.config.from_file(config_file, profile)

@@ -46,7 +46,7 @@ class PlotUnavailable(Exception):
 
 def check_plot_available() -> None:
     try:
-        import matplotlib  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        import matplotlib  # noqa: F401
     except ImportError:
         raise PlotUnavailable(
             "the cutover report's lag plot needs matplotlib: pip install 'kafkite[plot]' (or pass --no-plot)"
@@ -302,10 +302,10 @@ def render_markdown(res: dict[str, Any], plot_name: str | None) -> str:
 
 def plot(res: dict[str, Any], path: Path) -> None:
     check_plot_available()
-    import matplotlib  # type: ignore[import-not-found, unused-ignore]
+    import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    import matplotlib.pyplot as plt
 
     hist = res.get("lag_history") or []
     fig, ax = plt.subplots(figsize=(10, 4.5))

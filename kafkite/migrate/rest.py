@@ -60,7 +60,7 @@ class OciStreamingTarget:
 
     async def open(self) -> None:
         if self.oci_config:
-            import oci  # type: ignore[import-untyped]
+            import oci
 
             config = oci.config.from_file(self.oci_config, self.oci_profile)
             none = oci.retry.NoneRetryStrategy()
