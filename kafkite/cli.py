@@ -8,12 +8,15 @@ import importlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from kafkite.config import BrokerConfig, ConfigError, help_text, load_config
 
 log = logging.getLogger("kafkite")
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 
 def _serve_epilog() -> str:
@@ -34,9 +37,10 @@ COMMANDS: list[str] = [
 ]
 
 
-def _load(ref: str) -> Any:
+def _load(ref: str) -> Callable[[Subcommands], None]:
     module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    add_parser: Callable[[Subcommands], None] = getattr(importlib.import_module(module), name)
+    return add_parser
 
 
 async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:

@@ -29,9 +29,12 @@ import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kafkite.config import BrokerConfig
+
+if TYPE_CHECKING:  # loaded when the broker starts: importing kafkite.embedded stays cheap
+    from kafkite.startup import RunningBroker
 
 __all__ = ["AsyncEmbeddedBroker", "EmbeddedBroker", "EmbeddedBrokerError"]
 
@@ -128,13 +131,13 @@ class _Settings:
 class _Handle:
     """What both flavours expose once started."""
 
-    _running: Any = None
+    _running: RunningBroker | None = None
 
     @property
     def running(self) -> bool:
         return self._running is not None and not self._running.stopped
 
-    def _require(self) -> Any:
+    def _require(self) -> RunningBroker:
         if self._running is None:
             raise EmbeddedBrokerError("the embedded broker is not running")
         return self._running
@@ -142,15 +145,15 @@ class _Handle:
     @property
     def bootstrap_servers(self) -> str:
         """``host:port`` for a client's ``bootstrap.servers``."""
-        return str(self._require().bootstrap)
+        return self._require().bootstrap
 
     @property
     def host(self) -> str:
-        return str(self._require().broker.advertised[0])
+        return self._require().broker.advertised[0]
 
     @property
     def port(self) -> int:
-        return int(self._require().broker.advertised[1])
+        return self._require().broker.advertised[1]
 
     @property
     def rest_urls(self) -> list[str]:
@@ -159,8 +162,7 @@ class _Handle:
 
     @property
     def config(self) -> BrokerConfig:
-        config: BrokerConfig = self._require().broker.config
-        return config
+        return self._require().broker.config
 
     @property
     def data_dir(self) -> Path:
@@ -227,12 +229,12 @@ class EmbeddedBroker(_Handle):
 
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
-        self._running = await start_broker(config)
+        self._running = running = await start_broker(config)
         self._started.set()
         try:
             await self._stop_event.wait()
         finally:
-            await self._running.stop()
+            await running.stop()
 
     def stop(self) -> None:
         """Stop the broker, join its thread and remove its temporary data directory (idempotent)."""

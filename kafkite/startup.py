@@ -14,11 +14,16 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from kafkite import compose
 from kafkite.config import BrokerConfig
+
+if TYPE_CHECKING:  # imported when a broker is started: ``kafkite --help`` does not load the broker
+    from kafkite.broker.core import Broker
+    from kafkite.server.server import KafkaServer
 
 log = logging.getLogger("kafkite")
 
@@ -33,6 +38,17 @@ SERVICES: list[tuple[str, str]] = [
     ("metrics.listener", "kafkite.server.metrics_http:bind_metrics"),
     ("console.listener", "kafkite.console.server:bind_console"),
 ]
+
+
+class Service(Protocol):
+    """A side service once bound: it starts accepting connections with ``serve`` and closes with ``stop``."""
+
+    async def serve(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+ServiceBinder = Callable[["Broker"], Awaitable[Service | None]]
 
 
 class StartupError(RuntimeError):
@@ -129,18 +145,20 @@ def check_console_files(config: BrokerConfig) -> None:
         )
 
 
-def _load(ref: str) -> Any:
+def _binder(ref: str) -> ServiceBinder:
+    """The binding function named by "module:function" (see SERVICES)."""
     module, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module), name)
+    binder: ServiceBinder = getattr(importlib.import_module(module), name)
+    return binder
 
 
 @dataclass
 class RunningBroker:
     """A started broker: its state, its Kafka listeners and its side services."""
 
-    broker: Any  # kafkite.broker.core.Broker
-    server: Any  # kafkite.server.server.KafkaServer
-    services: list[Any] = field(default_factory=list)
+    broker: Broker
+    server: KafkaServer
+    services: list[Service] = field(default_factory=list)
     stopped: bool = False
 
     @property
@@ -182,14 +200,12 @@ async def start_broker(config: BrokerConfig) -> RunningBroker:
         for key, ref in SERVICES:
             if not str(config[key]).strip():
                 continue
-            svc = await _load(ref)(broker)
+            svc = await _binder(ref)(broker)
             if svc is not None:
                 running.services.append(svc)
         await server.serve()
         for svc in running.services:
-            serve = getattr(svc, "serve", None)
-            if serve is not None:
-                await serve()
+            await svc.serve()
     except BaseException:
         for svc in reversed(running.services):
             try:

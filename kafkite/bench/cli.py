@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from kafkite.bench.runner import CLIENTS, COMPRESSIONS, DEFAULT_COUNT, BenchError, BenchOptions, Runner
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 _DESCRIPTION = """\
 Measure a Kafka broker (kafkite or any other) in the spirit of kafka-producer-perf-test and
@@ -63,7 +66,7 @@ def _key_value(v: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Subcommands) -> None:
     p = subparsers.add_parser(
         "bench",
         help="benchmark produce, consume and end-to-end latency",

@@ -11,10 +11,14 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafkite.client import ClientSecurity, KafkaClient, KafkaClientError
 from kafkite.config import ConfigError, read_properties
+
+if TYPE_CHECKING:
+    from kafkite.migrate.mirror import Mirror, MirrorOptions
+    from kafkite.tools import Subcommands
 
 EXIT_INTERRUPTED = 130
 
@@ -99,7 +103,7 @@ async def run_apply(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- mirror
 
 
-def _mirror_options(args: argparse.Namespace, plan: dict[str, Any] | None) -> Any:
+def _mirror_options(args: argparse.Namespace, plan: dict[str, Any] | None) -> MirrorOptions:
     from kafkite.migrate.mirror import MirrorOptions, observed_rates, parse_rate
 
     rates: dict[str, float] | None = None
@@ -143,7 +147,9 @@ def _mirror_options(args: argparse.Namespace, plan: dict[str, Any] | None) -> An
 
 
 @contextlib.asynccontextmanager
-async def open_mirror(args: argparse.Namespace, opts: Any, stop: asyncio.Event) -> AsyncIterator[Any]:
+async def open_mirror(
+    args: argparse.Namespace, opts: MirrorOptions, stop: asyncio.Event
+) -> AsyncIterator[Mirror]:
     """The source and target connections and the Mirror over them."""
     from kafkite.migrate.apply import is_rest_target
     from kafkite.migrate.mirror import Mirror
@@ -361,7 +367,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         raise
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "migrate",
         help="plan, apply and rehearse a move from a Kafka cluster to OCI-style streams",
@@ -473,7 +479,7 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=cmd_migrate)
 
 
-def _connection_args(m: Any, *, required: bool = True) -> None:
+def _connection_args(m: argparse.ArgumentParser, *, required: bool = True) -> None:
     m.add_argument("--source", "-s", required=required, help="source bootstrap servers")
     m.add_argument(
         "--target",

@@ -9,9 +9,12 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafkite.doors.audit import AUDIT_FILE, RESULTS, SURFACES, audit_files, read_records
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "audit",
         help="show and filter the audit trail",

@@ -23,13 +23,16 @@ import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kafkite.client import KafkaClient, KafkaClientError
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.tools.produce import ToolError, add_connection_args, make_client, run_tool, topic_partitions
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 LATEST, EARLIEST = -1, -2
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
@@ -418,7 +421,7 @@ def _partitions(spec: str) -> list[int]:
         raise ToolError(f"bad partition list {spec!r}") from None
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "consume",
         help="consume messages to stdout or a file (like kcat -C; any Kafka-compatible broker)",

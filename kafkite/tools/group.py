@@ -10,9 +10,12 @@ import asyncio
 import json
 import struct
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafkite.client import KafkaClient, KafkaClientError
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 
 def decode_assignment(data: bytes | memoryview | None) -> list[tuple[str, list[int]]]:
@@ -214,7 +217,7 @@ def cmd_group(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser("group", help="list and describe consumer groups (any Kafka-compatible broker)")
     p.add_argument(
         "--bootstrap", "-b", default="localhost:9092", help="bootstrap servers (default localhost:9092)"

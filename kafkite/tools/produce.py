@@ -17,9 +17,9 @@ import asyncio
 import base64
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kafkite import client as client_module
 from kafkite.client import KafkaClient, KafkaClientError
@@ -27,6 +27,9 @@ from kafkite.clock import now_ms
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 CODECS = {
     "none": records.COMPRESSION_NONE,
@@ -105,10 +108,9 @@ def make_client(args: argparse.Namespace, client_id: str) -> KafkaClient:
     return KafkaClient(bootstrap, client_id)
 
 
-def run_tool(name: str, coro: Any) -> int:
+def run_tool(name: str, coro: Coroutine[Any, Any, int]) -> int:
     try:
-        rc: int = asyncio.run(coro)
-        return rc
+        return asyncio.run(coro)
     except (ToolError, KafkaClientError, ConnectionError, OSError, ValueError) as e:
         print(f"kafkite {name}: {e}", file=sys.stderr)
         return 1
@@ -375,7 +377,7 @@ def _acks(v: str) -> int:
     return n
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "produce",
         help="produce messages from stdin or files (like kcat -P; any Kafka-compatible broker)",

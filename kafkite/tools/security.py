@@ -11,10 +11,13 @@ import getpass
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafkite.security.scram import DEFAULT_ITERATIONS, HASHES, MECHANISM_CODES
 from kafkite.security.users import UserStore
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 
 def _data_dir(args: argparse.Namespace) -> str:
@@ -94,7 +97,7 @@ def _where(p: argparse.ArgumentParser, default: Any) -> None:
     p.add_argument("--log-dirs", metavar="DIR", default=default, help="the broker's data directory")
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser("user", help="add, list and delete SASL/SCRAM users in a broker's data directory")
     _where(p, None)
     # The same options after the subcommand (``kafkite user add alice --log-dirs ./data``).

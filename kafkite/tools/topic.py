@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafkite.client import KafkaClient, KafkaClientError
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.tools.produce import ToolError, add_connection_args, make_client, run_tool
+
+if TYPE_CHECKING:
+    from kafkite.tools import Subcommands
 
 RESOURCE_TOPIC = 2
 CONFIG_SOURCE_DEFAULT = 5
@@ -292,7 +295,7 @@ async def topic_main(args: argparse.Namespace) -> int:
     raise ToolError(f"unknown command {cmd}")
 
 
-def add_parser(sub: Any) -> None:
+def add_parser(sub: Subcommands) -> None:
     p = sub.add_parser(
         "topic", help="create, list, describe, alter and delete topics (any Kafka-compatible broker)"
     )
