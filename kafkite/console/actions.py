@@ -19,7 +19,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -28,6 +28,9 @@ from kafkite.console.kafka import EARLIEST, LATEST, KafkaDoor, KafkaError, Scope
 from kafkite.doors import audit_change
 from kafkite.doors.audit import OK
 from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkite.broker.core import Broker
 
 MAX_LIMIT = 500
 MAX_SHOWN_BYTES = 4096  # of a key, value or header in the message browser
@@ -307,7 +310,7 @@ def _message(partition: int, m: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ the routes
 
 
-def add_routes(routes: web.RouteTableDef, broker: Any) -> None:
+def add_routes(routes: web.RouteTableDef, broker: Broker) -> None:
     """The action endpoints (and the message browser) on the console's route table."""
 
     def door(request: web.Request) -> KafkaDoor:

@@ -25,12 +25,16 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from kafkite.doors import Caller, audit_change, audit_unauthenticated, login_checker
 from kafkite.doors.audit import OK
+
+if TYPE_CHECKING:
+    from kafkite.broker.core import Broker
 
 COOKIE = "kafkite_session"
 IDLE_S = 30 * 60
@@ -61,7 +65,7 @@ class Session:
 class ConsoleAuth:
     """The console's sessions; ``secured`` False lets every request in as the anonymous principal."""
 
-    def __init__(self, broker: Any, secured: bool, tls: bool) -> None:
+    def __init__(self, broker: Broker, secured: bool, tls: bool) -> None:
         self.broker = broker
         self.secured = secured
         self.tls = tls
@@ -101,7 +105,7 @@ class ConsoleAuth:
 
     # ------------------------------------------------------------------ the middleware
 
-    def middleware(self) -> Any:
+    def middleware(self) -> Middleware:
         @web.middleware
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             address = request.remote or ""

@@ -8,32 +8,39 @@ PLAIN mechanism and that user name template. The default pool is also reached wi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from kafkite.broker.core import Broker
+from kafkite.streaming.pools import StreamPool
 
 USER_PLACEHOLDER = "<tenancy>/<user>"
 PASSWORD_PLACEHOLDER = "<password>"
 
 
-def _listeners(broker: Broker) -> list[dict[str, Any]]:
+class Listener(TypedDict):
+    name: str
+    bootstrap_servers: str
+    security_protocol: str
+
+
+def _listeners(broker: Broker) -> list[Listener]:
     """Every advertised Kafka listener with its security protocol."""
     protocols: dict[str, str] = broker.config["listener.security.protocol.map"]
-    out = []
+    out: list[Listener] = []
     for name, host, port in broker.config["advertised.listeners"]:
         proto = protocols.get(name.upper(), name.upper())
-        out.append({"name": name, "bootstrap_servers": f"{host}:{port}", "security_protocol": proto})
+        out.append(Listener(name=name, bootstrap_servers=f"{host}:{port}", security_protocol=proto))
     return out
 
 
-def connection_settings(broker: Broker, pool: Any) -> dict[str, Any]:
-    """What a Kafka client needs to produce to and consume from ``pool`` (a ``StreamPool``)."""
+def connection_settings(broker: Broker, pool: StreamPool) -> dict[str, Any]:
+    """What a Kafka client needs to produce to and consume from ``pool``."""
     listeners = _listeners(broker)
     sasl = [x for x in listeners if x["security_protocol"] in ("SASL_SSL", "SASL_PLAINTEXT")]
     sasl.sort(key=lambda x: x["security_protocol"] != "SASL_SSL")  # TLS first, as OCI offers it
     mechanisms = [str(m).upper() for m in broker.config["sasl.enabled.mechanisms"]]
     notes: list[str] = []
-    chosen: dict[str, Any] | None = sasl[0] if sasl else None
+    chosen: Listener | None = sasl[0] if sasl else None
     if chosen is None:
         if pool.is_default and listeners:
             chosen = listeners[0]

@@ -36,9 +36,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from kafkite.broker.metrics import group_lag_rows
 from kafkite.console import actions
@@ -48,6 +49,10 @@ from kafkite.doors.audit import FAILED, OK
 from kafkite.metrics import BrokerMetrics, metrics_of
 from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from kafkite.server.metrics_http import HttpService, bind, listener_tls, parse_listener_url
+
+if TYPE_CHECKING:
+    from kafkite.broker.core import Broker
+    from kafkite.log import TopicMeta
 
 log = logging.getLogger("kafkite.console")
 
@@ -71,7 +76,7 @@ _STARTED = time.time()
 # ------------------------------------------------------------------------------------------ state views
 
 
-def _topic_row(broker: Any, name: str, meta: Any) -> dict[str, Any]:
+def _topic_row(broker: Broker, name: str, meta: TopicMeta) -> dict[str, Any]:
     size = messages = 0
     for i in range(meta.partitions):
         p = broker.partition(name, i)
@@ -112,11 +117,11 @@ def acl_name(name: str) -> str:
     return split_internal_name(name)[1]
 
 
-def topics_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
+def topics_view(broker: Broker, visible: Visible = _everything) -> list[dict[str, Any]]:
     return [_topic_row(broker, n, m) for n, m in sorted(broker.topics().items()) if visible(n)]
 
 
-def topic_view(broker: Any, name: str, group_visible: Visible = _everything) -> dict[str, Any] | None:
+def topic_view(broker: Broker, name: str, group_visible: Visible = _everything) -> dict[str, Any] | None:
     meta = broker.topic(name)
     if meta is None:
         return None
@@ -179,7 +184,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def groups_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
+def groups_view(broker: Broker, visible: Visible = _everything) -> list[dict[str, Any]]:
     coord = getattr(broker, "groups", None)
     if coord is None:
         return []
@@ -221,7 +226,7 @@ def _member_assignment(m: dict[str, Any], protocol_type: str, group: str) -> lis
     return []
 
 
-def group_view(broker: Any, group: str, topic_visible: Visible = _everything) -> dict[str, Any] | None:
+def group_view(broker: Broker, group: str, topic_visible: Visible = _everything) -> dict[str, Any] | None:
     """A group of any type: what all groups have, its protocol's own fields (listed in ``details`` and also
     at the top level under the names its type gives them), members likewise with their assignments, and its
     committed offsets with their lag."""
@@ -270,7 +275,9 @@ def group_view(broker: Any, group: str, topic_visible: Visible = _everything) ->
     }
 
 
-def pools_view(broker: Any, visible: Visible = _everything, all_pools: bool = True) -> list[dict[str, Any]]:
+def pools_view(
+    broker: Broker, visible: Visible = _everything, all_pools: bool = True
+) -> list[dict[str, Any]]:
     try:
         from kafkite.streaming import catalog_of
     except ImportError:
@@ -312,7 +319,7 @@ def pools_view(broker: Any, visible: Visible = _everything, all_pools: bool = Tr
     return out
 
 
-def stream_of(broker: Any, topic: str) -> dict[str, Any] | None:
+def stream_of(broker: Broker, topic: str) -> dict[str, Any] | None:
     """The stream a topic is (every topic of a live pool but the internal ones): its OCID, pool, endpoint."""
     from kafkite.streaming.pools import split_internal_name, stream_ocid
 
@@ -335,7 +342,7 @@ def stream_of(broker: Any, topic: str) -> dict[str, Any] | None:
     }
 
 
-def queues_view(broker: Any, visible: Visible = _everything) -> list[dict[str, Any]]:
+def queues_view(broker: Broker, visible: Visible = _everything) -> list[dict[str, Any]]:
     try:
         from kafkite.queue.service import QueueService
     except ImportError:
@@ -417,7 +424,7 @@ class Sampler:
 
 
 def build_app(
-    broker: Any, metrics: BrokerMetrics, sampler: Sampler, auth: ConsoleAuth | None = None
+    broker: Broker, metrics: BrokerMetrics, sampler: Sampler, auth: ConsoleAuth | None = None
 ) -> web.Application:
     routes = web.RouteTableDef()
     auth = auth or ConsoleAuth(broker, secured=False, tls=False)
@@ -567,7 +574,7 @@ DATA_WRITES = frozenset(
 )
 
 
-def _audit_data_writes(broker: Any) -> Any:
+def _audit_data_writes(broker: Broker) -> Middleware:
     from kafkite.queue import rest as queue_rest
     from kafkite.streaming import rest as streaming_rest
 
@@ -602,7 +609,7 @@ def _audit_data_writes(broker: Any) -> Any:
     return audited
 
 
-def profile_limits(broker: Any) -> dict[str, Any]:
+def profile_limits(broker: Broker) -> dict[str, Any]:
     """What the active profile allows, for the forms to say (the broker enforces it either way)."""
     if broker.config["profile"] != "oci":
         return {"profile": broker.config["profile"], "max_partitions": broker.config["topic.max.partitions"]}
@@ -654,7 +661,7 @@ class ConsoleService(HttpService):
         await super().stop()
 
 
-async def bind_console(broker: Any) -> ConsoleService | None:
+async def bind_console(broker: Broker) -> ConsoleService | None:
     """Bind ``console.listener`` (ListenerError names it when it cannot be bound); not serving yet."""
     spec: str = broker.config["console.listener"]
     if not spec.strip():
@@ -673,7 +680,7 @@ async def bind_console(broker: Any) -> ConsoleService | None:
     return service
 
 
-async def start_console(broker: Any) -> ConsoleService | None:
+async def start_console(broker: Broker) -> ConsoleService | None:
     """Bind and serve the console."""
     service = await bind_console(broker)
     if service is not None:

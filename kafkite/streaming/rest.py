@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from kafkite.broker.core import Broker
 from kafkite.config import ConfigError
@@ -1138,7 +1139,7 @@ def streaming_api(broker: Broker) -> StreamingApi:
     return broker.component(StreamingApi, lambda: StreamingApi(broker))
 
 
-def _middleware(api: StreamingApi, prefix: str = "", caller_of: CallerOf | None = None) -> Any:
+def _middleware(api: StreamingApi, prefix: str = "", caller_of: CallerOf | None = None) -> Middleware:
     """OCI errors, opc-request-id and signature checks for this API's paths (an aiohttp middleware); with
     ``caller_of`` the door has authenticated the caller itself and no signature is asked for."""
     root = prefix + API + "/"
