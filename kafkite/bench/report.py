@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
 
 from kafkite.bench.runner import BenchReport, RoleResult, RunResult, sustained_summary
 
@@ -13,7 +12,7 @@ class PlotUnavailable(RuntimeError):
     pass
 
 
-def _ms(v: Any) -> str:
+def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 

@@ -14,16 +14,31 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kafkite.bench.disk import DEFAULT_PROBE_BYTES, DiskBandwidth, dirty_limit_bytes, write_bandwidth
 from kafkite.bench.serve import ServedBroker, process_cpu_seconds, process_memory
 from kafkite.bench.stats import Histogram, Timeline, merge_histograms
-from kafkite.bench.workers import TopicPartition, WorkerSpec, worker_main
+from kafkite.bench.workers import (
+    Counters,
+    Measured,
+    Probed,
+    SharedFloat,
+    TopicPartition,
+    WorkerResult,
+    WorkerSpec,
+    worker_main,
+)
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from multiprocessing.synchronize import Event
+
+    from kafkite.bench.workers import Results
 
 MODES = ("produce", "consume", "e2e")
 CLIENTS = ("kafkite", "confluent")
@@ -206,7 +221,7 @@ class RunResult:
     repeat: int = 0  # which repetition (from 0)
     load_before: list[float] | None = None  # os.getloadavg() as the run started and as it ended
     load_after: list[float] | None = None
-    probe: dict[str, Any] | None = None  # sustained mode: the second client's figures
+    probe: Probed | None = None  # sustained mode: the second client's figures
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -588,7 +603,7 @@ class Runner:
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["kafkite.bench.workers"])
         self.log: Callable[[str], None] = lambda msg: None if options.quiet else print(msg, file=sys.stderr)
-        self._probe_result: dict[str, Any] | None = None
+        self._probe_result: Probed | None = None
 
     # -- entry
 
@@ -789,12 +804,12 @@ class Runner:
         self._probe_result = None
         # Counter slots are addressed by spec.index: producers 0..P-1, consumers from self.o.producers.
         slots = max(s.index for s in specs) + 1
-        counters = ctx.Array("q", 2 * slots, lock=False)
+        counters: Counters = ctx.Array("q", 2 * slots, lock=False)
         ready = ctx.Barrier(len(specs) + 1)
         go = ctx.Event()
-        start_value = ctx.Value("d", 0.0, lock=False)
+        start_value: SharedFloat = ctx.Value("d", 0.0, lock=False)
         stop = ctx.Event()
-        results: Any = ctx.Queue()
+        results: Results = ctx.Queue()
         procs = [
             ctx.Process(
                 target=worker_main,
@@ -806,7 +821,7 @@ class Runner:
         ]
         for p in procs:
             p.start()
-        collected: dict[tuple[str, int], dict[str, Any]] = {}
+        collected: dict[tuple[str, int], WorkerResult] = {}
         errors: list[str] = []
         started = False
 
@@ -817,7 +832,7 @@ class Runner:
                 return
             collected[(role, index)] = r
             if "error" in r:
-                errors.append(f"{role} {index}: {r['error']}\n{r.get('traceback', '')}")
+                errors.append(f"{role} {index}: {r['error']}\n{r['traceback']}")
                 stop.set()
 
         try:
@@ -867,21 +882,29 @@ class Runner:
         out: dict[str, RoleResult] = {}
         for role, group in (("producer", phase.producers), ("consumer", phase.consumers)):
             if group:
-                out[role] = self._aggregate(role, [collected[(s.role, s.index)] for s in group])
+                parts = [collected[(s.role, s.index)] for s in group]
+                measured = [p for p in parts if "messages" in p]
+                if len(measured) < len(parts):
+                    raise BenchError(
+                        f"{len(parts) - len(measured)} {role} process(es) stopped before the run"
+                    )
+                out[role] = self._aggregate(role, measured)
         if phase.probe is not None:
-            self._probe_result = collected[(phase.probe.role, phase.probe.index)]
+            probed = collected[(phase.probe.role, phase.probe.index)]
+            if "probe" in probed:
+                self._probe_result = probed
         return out
 
     def _monitor(
         self,
         phase: _Phase,
         specs: list[WorkerSpec],
-        counters: Any,
-        collected: dict[tuple[str, int], dict[str, Any]],
+        counters: Counters,
+        collected: dict[tuple[str, int], WorkerResult],
         take: Callable[[float], None],
-        stop: Any,
+        stop: Event,
         start: float,
-        procs: list[Any],
+        procs: Sequence[BaseProcess],
     ) -> None:
         o = self.o
         produce_target: int | None = sum(s.count for s in phase.producers if s.count is not None) or None
@@ -914,7 +937,7 @@ class Runner:
             if phase.probe is not None and not phase.consumers and producers_done:
                 stop.set()  # the probe runs as long as the producers do
             if phase.e2e and producers_done:
-                acked = sum(collected[(s.role, s.index)].get("messages", 0) for s in phase.producers)
+                acked = sum(_messages(collected[(s.role, s.index)]) for s in phase.producers)
                 if consumed >= acked:
                     stop.set()
             if phase.consumers and (producers_done or not phase.e2e):
@@ -935,7 +958,7 @@ class Runner:
         if note_idle:
             self.log(f"consumers received nothing for {o.idle_timeout:.0f}s: stopped them")
 
-    def _aggregate(self, role: str, parts: list[dict[str, Any]]) -> RoleResult:
+    def _aggregate(self, role: str, parts: list[Measured]) -> RoleResult:
         r = RoleResult(role, len(parts))
         start = min(p["start"] for p in parts)
         end = max(p["end"] for p in parts)
@@ -952,3 +975,10 @@ class Runner:
             tl.merge(Timeline.from_dict(p["timeline"]))
         r.timeline = tl
         return r
+
+
+def _messages(r: WorkerResult) -> int:
+    """The messages a worker counted (none when it failed or was stopped before the run)."""
+    if "messages" in r:
+        return r["messages"]
+    return 0

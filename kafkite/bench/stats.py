@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TypedDict
 
 PERCENTILES: tuple[float, ...] = (50.0, 95.0, 99.0, 99.9)
 
@@ -46,6 +46,23 @@ def bucket_bounds(index: int) -> tuple[int, int]:
     shift = max(index // _SUB - 1, 0)
     mantissa = index - shift * _SUB
     return mantissa << shift, ((mantissa + 1) << shift) - 1
+
+
+class HistogramDict(TypedDict):
+    """A Histogram as it travels from a worker process to the runner."""
+
+    counts: list[tuple[int, int]]
+    count: int
+    total: int
+    min: int
+    max: int
+
+
+class TimelineDict(TypedDict):
+    start: float
+    interval: float
+    msgs: list[int]
+    bytes: list[int]
 
 
 @dataclass
@@ -120,7 +137,7 @@ class Histogram:
             out.append((lo / 1000, (hi + 1) / 1000, self.counts[b]))
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> HistogramDict:
         return {
             "counts": sorted(self.counts.items()),
             "count": self.count,
@@ -130,7 +147,7 @@ class Histogram:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Histogram:
+    def from_dict(cls, d: HistogramDict) -> Histogram:
         return cls({int(b): int(n) for b, n in d["counts"]}, d["count"], d["total"], d["min"], d["max"])
 
 
@@ -176,11 +193,11 @@ class Timeline:
             out.append((end, m / length, b / length / 1e6))
         return out
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> TimelineDict:
         return {"start": self.start, "interval": self.interval, "msgs": self.msgs, "bytes": self.bytes}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Timeline:
+    def from_dict(cls, d: TimelineDict) -> Timeline:
         return cls(d["start"], d["interval"], list(d["msgs"]), list(d["bytes"]))
 
 

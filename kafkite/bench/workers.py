@@ -20,14 +20,20 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, final
 
 from kafkite.bench.payload import STAMP, STAMP_SIZE, BatchMaker, filler
-from kafkite.bench.stats import Histogram, Timeline
+from kafkite.bench.stats import Histogram, HistogramDict, Timeline, TimelineDict
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.compression import codec_by_name
 from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Barrier, Event
+
+    from confluent_kafka import Consumer, KafkaError, Message
 
 TopicPartition = tuple[str, int]
 
@@ -66,10 +72,74 @@ class Cancelled(Exception):
     """The runner stopped the run before it started."""
 
 
+@final
+class Measured(TypedDict):
+    """What a worker measured, sent to the runner through the results queue."""
+
+    messages: int
+    bytes: int
+    errors: int
+    first_error: str | None
+    start: float
+    end: float
+    cpu_s: float
+    hist: HistogramDict
+    timeline: TimelineDict
+
+
+@final
+class Probed(TypedDict):
+    """What the second client of a sustained run measured (latencies as Histogram.summary_ms gives them)."""
+
+    probe: bool
+    start: float
+    end: float
+    counts: dict[str, int]
+    first_error: str | None
+    metadata_ms: dict[str, float | int]
+    fetch_from_cache_ms: dict[str, float | int]
+    side_produce_ms: dict[str, float | int]
+    side_e2e_ms: dict[str, float | int]
+    side_lag_at_end: int
+
+
+@final
+class Failed(TypedDict):
+    error: str
+    traceback: str
+
+
+@final
+class Stopped(TypedDict):
+    cancelled: bool
+
+
+# Final: a result holds exactly its keys, so that a key's presence tells which one it is.
+WorkerResult: TypeAlias = Measured | Probed | Failed | Stopped
+if TYPE_CHECKING:  # the queue class is generic in the stubs only
+    Results: TypeAlias = Queue[tuple[str, int, WorkerResult]]  # (role, index, result)
+
+
+class Counters(Protocol):
+    """Shared integers, two per worker (messages, bytes) by the worker's index: a ctypes array."""
+
+    def __getitem__(self, i: int, /) -> int: ...
+
+    def __setitem__(self, i: int, value: int, /) -> None: ...
+
+
+class SharedFloat(Protocol):
+    """A shared ctypes double (the common start time)."""
+
+    value: float
+
+
 class Shared:
     """The synchronisation objects a worker process receives from the runner."""
 
-    def __init__(self, counters: Any, ready: Any, go: Any, start: Any, stop: Any) -> None:
+    def __init__(
+        self, counters: Counters, ready: Barrier, go: Event, start: SharedFloat, stop: Event
+    ) -> None:
         self.counters = counters
         self.ready_barrier = ready
         self.go = go
@@ -112,7 +182,7 @@ def _result(
     hist: Histogram,
     timeline: Timeline,
     cpu_s: float,
-) -> dict[str, Any]:
+) -> Measured:
     return {
         "messages": tally.msgs,
         "bytes": tally.bytes,
@@ -181,7 +251,7 @@ class _Measure:
         self.first_error: list[str] = []
 
 
-async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> Measured:
     from kafkite.client import KafkaClient, KafkaClientError
 
     client = KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-producer-{spec.index}")
@@ -303,7 +373,7 @@ async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
         await client.close()
 
 
-async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> Measured:
     from kafkite.client import BrokerConnection, KafkaClient, KafkaClientError
 
     client = KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-consumer-{spec.index}")
@@ -445,7 +515,7 @@ async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ confluent-kafka
 
 
-def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+def _confluent_produce(spec: WorkerSpec, sh: Shared) -> Measured:
     from confluent_kafka import KafkaException, Producer
 
     conf: dict[str, Any] = {
@@ -468,7 +538,9 @@ def _confluent_produce(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
     m = _Measure(time.time(), spec.interval)
     now_s = time.time
 
-    def on_delivery(err: Any, msg: Any) -> None:  # one callback for all messages: cheaper than one each
+    def on_delivery(
+        err: KafkaError | None, msg: Message
+    ) -> None:  # one callback for all messages: cheaper than one each
         if err is not None:
             m.tally.errors += 1
             if not m.first_error:
@@ -625,7 +697,7 @@ def confluent_consumer_config(spec: WorkerSpec) -> dict[str, Any]:
     return conf
 
 
-def _confluent_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+def _confluent_consume(spec: WorkerSpec, sh: Shared) -> Measured:
     from confluent_kafka import Consumer, KafkaException, Message
     from confluent_kafka import TopicPartition as CTopicPartition
 
@@ -688,7 +760,7 @@ def _confluent_consume(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
 
 
 def _confluent_e2e_loop(
-    consumer: Any,
+    consumer: Consumer,
     spec: WorkerSpec,
     sh: Shared,
     start: float,
@@ -744,7 +816,7 @@ def _confluent_e2e_loop(
 # ------------------------------------------------------------------------------------------ probe
 
 
-async def _probe(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+async def _probe(spec: WorkerSpec, sh: Shared) -> Probed:
     """A second client while the producers run: every ``interval`` seconds a Metadata request and a Fetch
     from the start of the side topic (data in the page cache), each on a connection of its own, and a
     consumer of the side topic that a small producer feeds at ``rate`` messages/s (does it keep up?).
@@ -860,7 +932,7 @@ async def _probe(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ process entry
 
 
-def run_worker(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
+def run_worker(spec: WorkerSpec, sh: Shared) -> Measured | Probed:
     if spec.role == "probe":
         return asyncio.run(_probe(spec, sh))
     if spec.client == "confluent":
@@ -871,13 +943,20 @@ def run_worker(spec: WorkerSpec, sh: Shared) -> dict[str, Any]:
 
 
 def worker_main(
-    spec: WorkerSpec, counters: Any, ready: Any, go: Any, start: Any, stop: Any, results: Any
+    spec: WorkerSpec,
+    counters: Counters,
+    ready: Barrier,
+    go: Event,
+    start: SharedFloat,
+    stop: Event,
+    results: Results,
 ) -> None:
     """Entry point of a worker process: runs the worker and puts (role, index, result) on ``results``."""
     # Ctrl-C reaches the whole process group: the runner answers it by setting ``stop``, so that every worker
     # finishes cleanly and reports what it measured so far.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sh = Shared(counters, ready, go, start, stop)
+    res: WorkerResult
     try:
         res = run_worker(spec, sh)
     except Cancelled:
