@@ -215,3 +215,29 @@ def test_no_route_answers_5xx(case: Any, gateway: Gateway) -> None:
         if resp.status_code >= 400 and resp.headers.get("Content-Type", "").startswith("application/json"):
             body = resp.json()
             assert isinstance(body, dict) and "code" in body and "message" in body, body
+
+
+def test_tags_of_the_wrong_shape_are_400(gateway: Gateway) -> None:
+    """freeformTags is an object of strings and definedTags an object of objects, as the document says."""
+    url = gateway.url
+    sid = gateway.ids["streamId"]
+    bad_bodies = [
+        {"freeformTags": {"team": 7}},
+        {"freeformTags": ["team"]},
+        {"definedTags": {"ns": "value"}},
+        {"definedTags": "ns"},
+    ]
+    for tags in bad_bodies:
+        create = {"name": "tagged", "partitions": 1, "compartmentId": COMPARTMENT, **tags}
+        status, body = call(f"{url}/20180418/streams", "POST", create)
+        assert status == 400 and body["code"] == "InvalidParameter", (tags, status, body)
+        status, body = call(f"{url}/20180418/streams/{sid}", "PUT", tags)
+        assert status == 400 and body["code"] == "InvalidParameter", (tags, status, body)
+    tags = {"freeformTags": {"team": "data"}, "definedTags": {"ns": {"cost": 3}}}
+    status, body = call(f"{url}/20180418/streams/{sid}", "PUT", tags)
+    assert status == 200, body
+    status, stream = call(f"{url}/20180418/streams/{sid}")
+    assert status == 200
+    assert stream["freeformTags"] == {"team": "data"} and stream["definedTags"] == {"ns": {"cost": 3}}
+    status, listed = call(f"{url}/20180418/streams?compartmentId={COMPARTMENT}&name=tagged")
+    assert status == 200 and listed == []  # none of the refused creations made a stream

@@ -13,8 +13,9 @@ import logging
 import math
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from kafkite.broker.core import Broker
 from kafkite.clock import now_ms
@@ -24,6 +25,25 @@ log = logging.getLogger("kafkite.streaming")
 OFFSETS_FILE = "stream-group-offsets.json"
 DEFAULT_TIMEOUT_MS = 30_000
 CLIENT_ID = "oci-streaming-rest"
+
+
+class Committed(Protocol):
+    @property
+    def offset(self) -> int: ...
+
+
+class GroupOffsets(Protocol):
+    """What the REST groups use of the broker's group coordinator: its groups and their committed offsets.
+
+    Requests and responses are the decoded Kafka messages (OffsetCommit's), dictionaries as on the wire."""
+
+    def groups_overview(self) -> list[dict[str, Any]]: ...
+
+    def committed_offsets(self, group_id: str) -> Mapping[tuple[str, int], Committed]: ...
+
+    async def offset_commit(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> dict[str, Any]: ...
 
 
 class GroupError(Exception):
@@ -41,8 +61,9 @@ class OffsetStore:
         self.broker = broker
         self._file: dict[str, dict[str, dict[str, int]]] | None = None
 
-    def _coordinator(self) -> Any:
-        return self.broker.groups
+    def _coordinator(self) -> GroupOffsets | None:
+        coordinator: GroupOffsets | None = self.broker.groups
+        return coordinator
 
     def _load_file(self) -> dict[str, dict[str, dict[str, int]]]:
         if self._file is None:
@@ -50,9 +71,14 @@ class OffsetStore:
             path = self.broker.config.data_dir / OFFSETS_FILE
             if self.broker.config["storage.engine"] == "file" and path.exists():
                 try:
-                    self._file = json.loads(path.read_text())
+                    data = json.loads(path.read_text())
                 except (OSError, ValueError) as e:
                     log.warning("ignoring %s: %s", path, e)
+                else:
+                    if isinstance(data, dict):
+                        self._file = data
+                    else:
+                        log.warning("ignoring %s: not a JSON object", path)
         return self._file
 
     def _save_file(self) -> None:

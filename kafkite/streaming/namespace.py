@@ -100,7 +100,10 @@ def connection_state(ctx: RequestContext) -> dict[str, Any]:
     state = getattr(conn, "state", None)
     if isinstance(state, dict):
         return state
-    return ctx.extra.setdefault("state", {})  # type: ignore[no-any-return]
+    own = ctx.extra.get("state")  # a context without a connection (an internal request) keeps its own
+    if not isinstance(own, dict):
+        own = ctx.extra["state"] = {}
+    return own
 
 
 def connection_pool(broker: Broker, state: dict[str, Any]) -> StreamPool:

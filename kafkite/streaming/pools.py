@@ -18,7 +18,8 @@ import os
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypedDict
 
 from kafkite.broker.core import Broker
 from kafkite.clock import now_ms
@@ -86,6 +87,29 @@ class StreamPool:
     is_default: bool = False
 
 
+class StreamExtra(TypedDict, total=False):
+    """What a stream has beyond its topic, kept in the registry file by topic id."""
+
+    compartment_id: str
+    time_created_ms: int
+    freeform_tags: dict[str, str]
+    defined_tags: dict[str, Any]  # namespace -> key -> value, as the client sent them
+
+
+class DeletedStream(TypedDict):
+    """A deleted stream's last view (GetStream answers it as DELETED for a while)."""
+
+    id: str
+    name: str
+    pool_id: str
+    partitions: int
+    retention_hours: int
+    compartment_id: str
+    time_created_ms: int
+    freeform_tags: dict[str, str]
+    defined_tags: dict[str, Any]
+
+
 def internal_topic_name(pool: StreamPool, stream: str) -> str:
     """THE mapping from a pool's stream name to the Kafka topic that stores it."""
     if pool.is_default:
@@ -145,14 +169,14 @@ class StreamCatalog:
         self._loaded = False
         self._pools: dict[str, StreamPool] = {}  # by key
         self._default: StreamPool | None = None
-        self._stream_meta: dict[str, dict[str, Any]] = {}  # topic id hex -> compartment, tags, time created
-        self._deleted_streams: dict[str, dict[str, Any]] = {}  # stream id -> its last view as JSON-able dict
+        self._stream_meta: dict[str, StreamExtra] = {}  # by topic id (hex)
+        self._deleted_streams: dict[str, DeletedStream] = {}  # by stream id
         self._work_requests: dict[str, WorkRequest] = {}
 
     # ------------------------------------------------------------------ persistence
 
     @property
-    def _path(self) -> Any:
+    def _path(self) -> Path:
         return self.broker.config.data_dir / REGISTRY_FILE
 
     def _durable(self) -> bool:
@@ -165,6 +189,8 @@ class StreamCatalog:
         if self._durable() and self._path.exists():
             try:
                 data = json.loads(self._path.read_text())
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
                 for p in data.get("pools", []):
                     pool = StreamPool(**p)
                     self._pools[pool.key] = pool
@@ -396,11 +422,11 @@ class StreamCatalog:
         meta = self.broker.topic_by_id(tid)
         return self._view(meta.name) if meta is not None else None
 
-    def deleted_stream(self, stream_id: str) -> dict[str, Any] | None:
+    def deleted_stream(self, stream_id: str) -> DeletedStream | None:
         self.ensure_loaded()
         return self._deleted_streams.get(stream_id)
 
-    def deleted_streams(self) -> list[dict[str, Any]]:
+    def deleted_streams(self) -> list[DeletedStream]:
         self.ensure_loaded()
         return list(self._deleted_streams.values())
 
@@ -473,13 +499,17 @@ class StreamCatalog:
         *,
         freeform_tags: dict[str, str] | None = None,
         defined_tags: dict[str, Any] | None = None,
+        compartment_id: str | None = None,
     ) -> StreamView:
+        """Change a stream's tags or compartment (the view given is changed too, except its compartment)."""
         meta = self.broker.topic(view.topic)
         assert meta is not None
         extra = self._stream_meta.setdefault(
             meta.topic_id.hex,
             {"compartment_id": view.compartment_id, "time_created_ms": view.time_created_ms},
         )
+        if compartment_id is not None:
+            extra["compartment_id"] = compartment_id
         if freeform_tags is not None:
             extra["freeform_tags"] = dict(freeform_tags)
             view.freeform_tags = dict(freeform_tags)

@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -32,6 +32,7 @@ from kafkite.doors import (
     principal_mapper,
 )
 from kafkite.doors.audit import FAILED, OK
+from kafkite.protocol import records
 from kafkite.rest.guard import CALLER_KEY, BadJson, parse_json, read_body
 from kafkite.security.acl import AclOperation, ResourceType
 from kafkite.streaming import cursors, limits
@@ -40,6 +41,7 @@ from kafkite.streaming.groups import DEFAULT_TIMEOUT_MS, GroupError, GroupManage
 from kafkite.streaming.messages import put_messages, read_records
 from kafkite.streaming.pools import (
     CatalogError,
+    DeletedStream,
     StreamCatalog,
     StreamPool,
     StreamView,
@@ -57,6 +59,7 @@ MAX_PAGE_SIZE = 50
 MAX_GET_LIMIT = 10_000
 
 Json = dict[str, Any]
+T = TypeVar("T")
 Op = AclOperation
 RT = ResourceType
 CLUSTER = "kafka-cluster"
@@ -131,7 +134,7 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 
 
-def parse_time(value: Any) -> int:
+def parse_time(value: object) -> int:
     if not isinstance(value, str) or not value:
         raise bad("time must be an RFC 3339 timestamp")
     try:
@@ -143,7 +146,7 @@ def parse_time(value: Any) -> int:
     return int(dt.timestamp() * 1000)
 
 
-def b64decode(value: Any, what: str) -> bytes:
+def b64decode(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise bad(f"{what} must be a base64 string")
     try:
@@ -192,7 +195,7 @@ def _int_param(request: web.Request, name: str, default: int | None = None) -> i
         raise bad(f"{name} must be an integer") from None
 
 
-def paginate(request: web.Request, items: list[Any]) -> tuple[list[Any], dict[str, str]]:
+def paginate(request: web.Request, items: list[T]) -> tuple[list[T], dict[str, str]]:
     limit = _int_param(request, "limit", DEFAULT_PAGE_SIZE)
     assert limit is not None
     if not 1 <= limit <= MAX_PAGE_SIZE:
@@ -212,7 +215,7 @@ def paginate(request: web.Request, items: list[Any]) -> tuple[list[Any], dict[st
 
 
 def sort_items(
-    request: web.Request, items: list[Any], name: Callable[[Any], str], created: Callable[[Any], int]
+    request: web.Request, items: list[T], name: Callable[[T], str], created: Callable[[T], int]
 ) -> None:
     by = request.query.get("sortBy", "TIMECREATED")
     if by not in ("NAME", "TIMECREATED"):
@@ -283,7 +286,7 @@ def stream_json(
     return out
 
 
-def deleted_stream_json(messages_endpoint: str, d: Json, summary: bool = False) -> Json:
+def deleted_stream_json(messages_endpoint: str, d: DeletedStream, summary: bool = False) -> Json:
     out: Json = {
         "name": d["name"],
         "id": d["id"],
@@ -323,10 +326,23 @@ def work_request_json(wr: WorkRequest) -> Json:
     }
 
 
-def _tags(body: Json, name: str) -> Any:
-    value = body.get(name)
-    if value is not None and not isinstance(value, dict):
-        raise bad(f"{name} must be an object")
+def _freeform_tags(body: Json) -> dict[str, str] | None:
+    """``freeformTags``: an object of strings, or absent."""
+    value = body.get("freeformTags")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise bad("freeformTags must be an object of strings")
+    return value
+
+
+def _defined_tags(body: Json) -> dict[str, Any] | None:
+    """``definedTags``: an object of namespaces, each an object of tags (whose values may be any JSON)."""
+    value = body.get("definedTags")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+        raise bad("definedTags must be an object of objects")
     return value
 
 
@@ -463,8 +479,8 @@ class StreamingApi:
             auto_create_topics_enable=_opt_bool(ks, "autoCreateTopicsEnable"),
             num_partitions=partitions,
             log_retention_hours=retention,
-            freeform_tags=_tags(body, "freeformTags"),
-            defined_tags=_tags(body, "definedTags"),
+            freeform_tags=_freeform_tags(body),
+            defined_tags=_defined_tags(body),
         )
         self.audit(request, "stream-pool", pool.id, after={"name": pool.name, "compartmentId": compartment})
         wr = self._wr(request, "CREATE_STREAM_POOL", compartment, "streampool", "CREATED", pool.id)
@@ -530,8 +546,8 @@ class StreamingApi:
             auto_create_topics_enable=_opt_bool(ks, "autoCreateTopicsEnable"),
             num_partitions=_opt_int(ks, "numPartitions"),
             log_retention_hours=retention,
-            freeform_tags=_tags(body, "freeformTags"),
-            defined_tags=_tags(body, "definedTags"),
+            freeform_tags=_freeform_tags(body),
+            defined_tags=_defined_tags(body),
         )
         wr = self._wr(request, "UPDATE_STREAM_POOL", pool.compartment_id, "streampool", "UPDATED", pool.id)
         after = pool_json(self.broker, pool)
@@ -611,8 +627,8 @@ class StreamingApi:
                 partitions,
                 retention if retention is not None else 24,
                 compartment if isinstance(compartment, str) and compartment else None,
-                freeform_tags=_tags(body, "freeformTags"),
-                defined_tags=_tags(body, "definedTags"),
+                freeform_tags=_freeform_tags(body),
+                defined_tags=_defined_tags(body),
             )
         except CatalogError as e:
             raise OciError(e.status, e.code, e.message) from None
@@ -691,9 +707,7 @@ class StreamingApi:
         for forbidden in ("partitions", "retentionInHours"):
             if forbidden in body:
                 raise bad(f"{forbidden} is fixed when a stream is created")
-        self.catalog.update_stream(
-            view, freeform_tags=_tags(body, "freeformTags"), defined_tags=_tags(body, "definedTags")
-        )
+        self.catalog.update_stream(view, freeform_tags=_freeform_tags(body), defined_tags=_defined_tags(body))
         wr = self._wr(request, "UPDATE_STREAM", view.compartment_id, "stream", "UPDATED", view.id)
         after = stream_json("", view)
         self.audit(request, "stream", view.name, _changed(before, after), _changed(after, before))
@@ -728,8 +742,7 @@ class StreamingApi:
         )
         meta = self.broker.topic(view.topic)
         assert meta is not None
-        self.catalog._stream_meta.setdefault(meta.topic_id.hex, {})["compartment_id"] = compartment
-        self.catalog.update_stream(view)
+        self.catalog.update_stream(view, compartment_id=compartment)
         wr = self._wr(request, "UPDATE_STREAM", compartment, "stream", "UPDATED", view.id)
         return web.Response(status=200, headers={"opc-work-request-id": wr})
 
@@ -739,7 +752,7 @@ class StreamingApi:
         if wr.entity_type == "stream":
             view = self.catalog.stream(wr.identifier)
             deleted = self.catalog.deleted_stream(wr.identifier) if view is None else None
-            name = view.name if view is not None else str(deleted["name"]) if deleted is not None else None
+            name = view.name if view is not None else deleted["name"] if deleted is not None else None
             if name is not None:
                 return self.may(request, Op.DESCRIBE, RT.TOPIC, name)
         else:
@@ -921,7 +934,7 @@ class StreamingApi:
         return json_response(msgs, headers={"opc-next-cursor": cursors.encode(c)})
 
     @staticmethod
-    def _message(view: StreamView, partition: int, r: Any) -> Json:
+    def _message(view: StreamView, partition: int, r: records.Record) -> Json:
         return {
             "stream": view.name,
             "partition": str(partition),
