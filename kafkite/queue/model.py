@@ -81,7 +81,7 @@ def check_int(body: dict[str, Any], key: str, lo: int, hi: int, default: int | N
     return value
 
 
-def check_channel(channel: Any) -> str:
+def check_channel(channel: object) -> str:
     if not isinstance(channel, str) or not channel:
         raise invalid("metadata.channelId must be a non-empty string")
     if len(channel) > MAX_CHANNEL_ID_LENGTH or "/" in channel:
@@ -89,7 +89,7 @@ def check_channel(channel: Any) -> str:
     return channel
 
 
-def check_properties(props: Any) -> dict[str, str] | None:
+def check_properties(props: object) -> dict[str, str] | None:
     if props is None:
         return None
     if not isinstance(props, dict) or not all(
@@ -99,7 +99,7 @@ def check_properties(props: Any) -> dict[str, str] | None:
     return dict(props) if props else None
 
 
-def check_capabilities(caps: Any) -> list[dict[str, Any]]:
+def check_capabilities(caps: object) -> list[dict[str, Any]]:
     if caps is None:
         return []
     if not isinstance(caps, list):
@@ -202,7 +202,7 @@ class QueueMeta:
         }
 
 
-def queue_from_create(body: Any, now: int) -> QueueMeta:
+def queue_from_create(body: object, now: int) -> QueueMeta:
     """Validate a CreateQueueDetails body."""
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object")

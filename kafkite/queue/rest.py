@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -49,7 +49,6 @@ from kafkite.queue.model import (
     TIMEOUT_MAX,
     VISIBILITY_MAX,
     QueueError,
-    QueueMeta,
     WorkRequest,
     check_channel,
     check_properties,
@@ -61,6 +60,8 @@ from kafkite.queue.service import QueueService
 from kafkite.rest.guard import CALLER_KEY, BadJson, parse_json, read_body
 from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from kafkite.streaming.auth import AuthError, Verifier, load_keys
+
+T = TypeVar("T")
 
 log = logging.getLogger("kafkite.queue.rest")
 
@@ -305,7 +306,7 @@ def _endpoint(request: web.Request) -> str:
     return f"{request.scheme}://{request.host}"
 
 
-async def _body(request: web.Request) -> Any:
+async def _body(request: web.Request) -> object:
     raw = await _raw(request)
     if not raw:
         raise missing("the request body")
@@ -328,9 +329,7 @@ def _int_param(request: web.Request, name: str, lo: int, hi: int, default: int) 
     return value
 
 
-def _page(
-    request: web.Request, items: list[Any], default_limit: int = 100
-) -> tuple[list[Any], dict[str, str]]:
+def _page(request: web.Request, items: list[T], default_limit: int = 100) -> tuple[list[T], dict[str, str]]:
     start = _int_param(request, "page", 0, 1 << 31, 0)
     limit = _int_param(request, "limit", 1, 1000, default_limit)
     chunk = items[start : start + limit]
@@ -390,10 +389,10 @@ async def list_queues(request: web.Request) -> web.Response:
     if order not in ("ASC", "DESC"):
         raise invalid("sortOrder must be ASC or DESC")
 
-    def key(m: QueueMeta) -> Any:
-        return m.time_created if sort_by == "timeCreated" else m.display_name
-
-    queues.sort(key=key, reverse=order == "DESC")
+    if sort_by == "timeCreated":
+        queues.sort(key=lambda m: m.time_created, reverse=order == "DESC")
+    else:
+        queues.sort(key=lambda m: m.display_name, reverse=order == "DESC")
     chunk, headers = _page(request, queues)
     endpoint = _endpoint(request)
     return web.json_response({"items": [m.to_summary(endpoint) for m in chunk]}, headers=headers)
@@ -620,7 +619,7 @@ async def update_message(request: web.Request) -> web.Response:
     return web.json_response({"id": m.id, "visibleAfter": rfc3339(m.visible_after_ms)})
 
 
-def _visibility(entry: Any) -> int:
+def _visibility(entry: object) -> int:
     if not isinstance(entry, dict) or "visibilityInSeconds" not in entry:
         raise missing("visibilityInSeconds")
     vis = entry["visibilityInSeconds"]

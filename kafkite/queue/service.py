@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Iterator
-from typing import Any
 
 from kafkite.broker.core import Broker
 from kafkite.clock import now_ms
@@ -254,7 +253,7 @@ class QueueService:
     def _catalogue_partitions(self) -> set[Partition]:
         return {self._catalogue_log().partition}
 
-    async def create_queue(self, body: Any) -> WorkRequest:
+    async def create_queue(self, body: object) -> WorkRequest:
         meta = queue_from_create(body, now_ms())
         state = self._open_state(meta)
         self.queues[meta.id] = meta
@@ -275,7 +274,7 @@ class QueueService:
             raise not_found(f"queue {queue_id}")
         return meta
 
-    async def update_queue(self, queue_id: str, body: Any, if_match: str | None = None) -> WorkRequest:
+    async def update_queue(self, queue_id: str, body: object, if_match: str | None = None) -> WorkRequest:
         meta = self._live(queue_id)
         self._check_etag(meta, if_match)
         if not isinstance(body, dict):
@@ -288,7 +287,9 @@ class QueueService:
         await self.durable(self._catalogue_partitions())
         return wr
 
-    async def change_compartment(self, queue_id: str, body: Any, if_match: str | None = None) -> WorkRequest:
+    async def change_compartment(
+        self, queue_id: str, body: object, if_match: str | None = None
+    ) -> WorkRequest:
         meta = self._live(queue_id)
         self._check_etag(meta, if_match)
         compartment = body.get("compartmentId") if isinstance(body, dict) else None
@@ -320,7 +321,7 @@ class QueueService:
         log.info("deleted queue %s (%s)", meta.id, meta.display_name)
         return wr
 
-    async def purge_queue(self, queue_id: str, body: Any, if_match: str | None = None) -> WorkRequest:
+    async def purge_queue(self, queue_id: str, body: object, if_match: str | None = None) -> WorkRequest:
         meta = self._live(queue_id)
         self._check_etag(meta, if_match)
         if not isinstance(body, dict):
