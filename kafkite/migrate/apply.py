@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafkite.client import KafkaClient
 from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    import aiohttp
 
 API = "/20180418"
 DEFAULT_COMPARTMENT = "ocid1.compartment.oc1..kafkite"
@@ -110,10 +114,10 @@ class Admin(ABC):
     async def get_stream(self, stream_id: str) -> dict[str, Any]: ...
 
 
-async def wait_active(get: Any, ident: str) -> dict[str, Any]:
+async def wait_active(get: Callable[[str], Awaitable[dict[str, Any]]], ident: str) -> dict[str, Any]:
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
-        data: dict[str, Any] = await get(ident)
+        data = await get(ident)
         state = data.get("lifecycleState")
         if state == "ACTIVE":
             return data
@@ -127,7 +131,7 @@ async def wait_active(get: Any, ident: str) -> dict[str, Any]:
 class RestAdmin(Admin):
     """Plain JSON requests (no request signing: for endpoints that do not verify signatures)."""
 
-    def __init__(self, base_url: str, session: Any) -> None:
+    def __init__(self, base_url: str, session: aiohttp.ClientSession) -> None:
         self.base = base_url.rstrip("/") + API
         self.session = session
 
@@ -188,7 +192,7 @@ class SdkAdmin(Admin):
             "partitions": getattr(obj, "partitions", None),
         }
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return (await asyncio.to_thread(fn, *args, **kwargs)).data
         except self.oci.exceptions.ServiceError as e:

@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kafkite.client import KafkaClient, KafkaClientError, TransactionalProducer
 from kafkite.migrate.pipeline import (
@@ -81,6 +81,9 @@ from kafkite.migrate.state import (
 from kafkite.migrate.survey import select_topics
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkite.migrate.rest import OciStreamingTarget
 
 __all__ = [
     "CHECKPOINT_KIND",
@@ -155,8 +158,14 @@ _I32 = struct.Struct(">i")
 _TS = struct.Struct(">qi")
 
 
+class Digest(Protocol):
+    """A hashlib hash, as digest_record feeds it."""
+
+    def update(self, data: bytes, /) -> None: ...
+
+
 def digest_record(
-    h: Any, r: records.Record, *, with_headers: bool = True, with_timestamp: bool = True
+    h: Digest, r: records.Record, *, with_headers: bool = True, with_timestamp: bool = True
 ) -> None:
     """Feed one record (timestamp, key, value, headers; not its offset) to a hash, unambiguously."""
     parts = [_TS.pack(r.timestamp if with_timestamp else 0, -1 if r.key is None else len(r.key))]
@@ -350,7 +359,7 @@ class Mirror:
         options: MirrorOptions,
         stop: asyncio.Event | None = None,
         *,
-        rest: Any = None,
+        rest: OciStreamingTarget | None = None,
         group_target: KafkaClient | None = None,
     ) -> None:
         self.source = source
@@ -479,7 +488,7 @@ class Mirror:
 
     async def _ensure_target_topics(self, topics: dict[str, int]) -> None:
         if self.rest is not None:
-            await self._ensure_streams(topics)
+            await self._ensure_streams(self.rest, topics)
             return
         assert self.target is not None
         await self.target.refresh_metadata(list(topics))
@@ -525,10 +534,9 @@ class Mirror:
                     "record in the same partition, so the target needs at least as many"
                 )
 
-    async def _ensure_streams(self, topics: dict[str, int]) -> None:
+    async def _ensure_streams(self, rest: OciStreamingTarget, topics: dict[str, int]) -> None:
         from kafkite.migrate.plan import map_retention
 
-        rest = self.rest
         configs = await self.source.describe_topic_configs(list(topics))
         for t, n in topics.items():
             planned = self._planned(t)
@@ -544,9 +552,10 @@ class Mirror:
                 if created:
                     self.result.created_topics.append(t)
             else:
-                info = await rest.stream(t)
-                if info is None:
+                found = await rest.stream(t)
+                if found is None:
                     raise MirrorError(f"stream {t} is missing in the pool (drop --no-create-topics)")
+                info = found
             self.target_partitions[t] = int(info["partitions"])
 
     async def _init_states(self, topics: dict[str, int]) -> None:
@@ -1548,7 +1557,7 @@ class Mirror:
         """Counts and checksums of the source records [start, upto) and of their copies on the target."""
         end_src = st.next_source if upto is None else min(upto, st.next_source)
         if self.rest is not None:
-            return await self._verify_spread(st, end_src)
+            return await self._verify_spread(self.rest, st, end_src)
         rng = st.target_range(end_src)
         assert rng is not None and self.target is not None
         src_n, src_h = await self._digest(self.source, st.topic, st.partition, st.start_source, end_src, None)
@@ -1565,7 +1574,9 @@ class Mirror:
             "equal": src_n == tgt_n and src_h == tgt_h,
         }
 
-    async def _verify_spread(self, st: PartitionState, end_src: int) -> dict[str, Any]:
+    async def _verify_spread(
+        self, rest: OciStreamingTarget, st: PartitionState, end_src: int
+    ) -> dict[str, Any]:
         """REST targets: each source record against the message at the target partition and offset it was
         placed at (keys and values: OCI Streaming keeps no headers and stamps its own times)."""
         src_h = hashlib.sha256()
@@ -1607,7 +1618,7 @@ class Mirror:
             todo = sorted(offs)
             i = 0
             while i < len(todo):
-                msgs = await self.rest.read(st.topic, q, todo[i], limit=10_000)
+                msgs = await rest.read(st.topic, q, todo[i], limit=10_000)
                 if not msgs:
                     break
                 for off, k, v in msgs:
@@ -1695,7 +1706,7 @@ class Mirror:
             from kafkite.migrate.limits import REQUEST_BYTES
 
             req = min(self.opts.request_bytes, REQUEST_BYTES)
-            pace: dict[str, Any] = {}
+            pace: dict[str, Pacer] = {}
             self.sink = RestSink(self.rest, request_bytes=req, pace=pace)
         elif self.exactly_once:
             await self._init_exactly_once()

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from kafkite.migrate.apply import API, RestAdmin, SdkAdmin, wait_active
+from kafkite.migrate.apply import API, Admin, RestAdmin, SdkAdmin, wait_active
 from kafkite.migrate.sinks import RestThrottled, RestUnavailable
 from kafkite.migrate.state import MirrorError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 POOL_PREFIX = "ocid1.streampool."
 
@@ -52,9 +56,9 @@ class OciStreamingTarget:
         self.pool_id = ""
         self.pool: dict[str, Any] = {}
         self.streams: dict[str, dict[str, Any]] = {}  # name -> {"id", "partitions", "messagesEndpoint"}
-        self._session: Any = None
-        self._sdk: Any = None
-        self._admin: Any = None
+        self._session: aiohttp.ClientSession | None = None
+        self._sdk: Any = None  # an oci.streaming.StreamClient (the oci SDK has no type information)
+        self._admin: Admin | None = None
 
     # -------------------------------------------------------------- lifecycle
 
@@ -86,15 +90,21 @@ class OciStreamingTarget:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    @property
+    def admin(self) -> Admin:
+        if self._admin is None:
+            raise MirrorError(f"the OCI Streaming target {self.url} is not open")
+        return self._admin
+
     async def _resolve_pool(self) -> None:
         ref = self.pool_ref
         try:
             if ref.startswith(POOL_PREFIX):
-                pool = await self._admin.get_pool(ref)
+                pool = await self.admin.get_pool(ref)
             else:
                 found = [
                     p
-                    for p in await self._admin.pools_named(self.compartment, ref)
+                    for p in await self.admin.pools_named(self.compartment, ref)
                     if p.get("lifecycleState") not in ("DELETED", "DELETING")
                 ]
                 if not found:
@@ -111,16 +121,17 @@ class OciStreamingTarget:
         self.pool = await self._pool_details(self.pool_id)
 
     async def _pool_details(self, pool_id: str) -> dict[str, Any]:
-        if self._sdk is not None:
-            admin = self._admin.client
-            data = (await asyncio.to_thread(admin.get_stream_pool, pool_id)).data
+        admin = self.admin
+        if isinstance(admin, SdkAdmin):
+            data = (await asyncio.to_thread(admin.client.get_stream_pool, pool_id)).data
             ks = data.kafka_settings
             return {
                 "id": data.id,
                 "name": data.name,
                 "kafkaSettings": {"bootstrapServers": getattr(ks, "bootstrap_servers", None)} if ks else {},
             }
-        return dict(await self._admin.call("GET", f"/streampools/{pool_id}"))
+        assert isinstance(admin, RestAdmin)
+        return dict(await admin.call("GET", f"/streampools/{pool_id}"))
 
     @property
     def kafka_bootstrap(self) -> str | None:
@@ -135,14 +146,14 @@ class OciStreamingTarget:
             return self.streams[name]
         found = [
             s
-            for s in await self._admin.streams_named(self.pool_id, name)
+            for s in await self.admin.streams_named(self.pool_id, name)
             if s.get("lifecycleState") not in ("DELETED", "DELETING")
         ]
         if not found:
             return None
         s = found[0]
         if s.get("lifecycleState") != "ACTIVE":
-            s = await wait_active(self._admin.get_stream, s["id"])
+            s = await wait_active(self.admin.get_stream, s["id"])
         info = {"id": s["id"], "partitions": int(s.get("partitions") or 0), "name": name}
         self.streams[name] = info
         return info
@@ -152,8 +163,8 @@ class OciStreamingTarget:
         have = await self.stream(name)
         if have is not None:
             return have, False
-        created = await self._admin.create_stream(self.pool_id, name, partitions, hours)
-        await wait_active(self._admin.get_stream, created["id"])
+        created = await self.admin.create_stream(self.pool_id, name, partitions, hours)
+        await wait_active(self.admin.get_stream, created["id"])
         self.streams.pop(name, None)
         got = await self.stream(name)
         if got is None:
@@ -249,7 +260,7 @@ class OciStreamingTarget:
 
     # -------------------------------------------------------------- transport
 
-    async def _sdk_call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _sdk_call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return (await asyncio.to_thread(fn, *args, **kwargs)).data
         except self._oci.exceptions.ServiceError as e:
@@ -262,8 +273,11 @@ class OciStreamingTarget:
     ) -> Any:
         import aiohttp
 
+        session = self._session
+        if session is None:
+            raise MirrorError(f"the OCI Streaming target {self.url} is not open")
         try:
-            async with self._session.request(method, self.url + API + path, json=body, params=params) as resp:
+            async with session.request(method, self.url + API + path, json=body, params=params) as resp:
                 data = await resp.json(content_type=None) if resp.content_length != 0 else None
                 if resp.status >= 400:
                     code = data.get("code", "") if isinstance(data, dict) else ""

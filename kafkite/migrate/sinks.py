@@ -14,7 +14,7 @@ import struct
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafkite.client import (
     TXN_FENCED,
@@ -26,6 +26,10 @@ from kafkite.clock import now_ms
 from kafkite.migrate.pipeline import Outgoing
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
+
+if TYPE_CHECKING:
+    from kafkite.migrate.mirror import Pacer
+    from kafkite.migrate.rest import OciStreamingTarget
 
 RETRIABLE = frozenset(
     {
@@ -261,7 +265,9 @@ class RestSink(Sink):
     verbatim_ok = False
     places_by_key = True
 
-    def __init__(self, rest: Any, *, request_bytes: int, pace: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, rest: OciStreamingTarget, *, request_bytes: int, pace: dict[str, Pacer] | None = None
+    ) -> None:
         self.rest = rest
         self.request_bytes = request_bytes
         self.pace = pace or {}  # stream name -> Pacer (bytes/s for the whole stream)

@@ -23,6 +23,8 @@ from kafkite.metrics.registry import CONTENT_TYPE, Collected, Registry
 from kafkite.migrate.progress import human_bytes, human_count
 
 if TYPE_CHECKING:
+    from aiohttp import web
+
     from kafkite.migrate.mirror import Mirror
 
 log = logging.getLogger("kafkite.migrate")
@@ -66,7 +68,7 @@ class Telemetry:
         )
         self._rates: collections.deque[tuple[float, int, int]] = collections.deque(maxlen=600)
         self.max_lag = 0
-        self._runner: Any = None
+        self._runner: web.AppRunner | None = None
         self.url: str | None = None
         self._cutover_lock = asyncio.Lock()
 
