@@ -6,16 +6,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 __all__ = ["AsyncEmbeddedBroker", "EmbeddedBroker", "__version__"]
 
+if TYPE_CHECKING:  # what type checkers see; at run time these are imported on first use
+    from kafkite.embedded import AsyncEmbeddedBroker, EmbeddedBroker
 
-def __getattr__(name: str) -> Any:  # imported on first use: ``import kafkite`` stays cheap
+    __version__: str
+
+
+def __getattr__(name: str) -> object:  # imported on first use: ``import kafkite`` stays cheap
     if name in ("EmbeddedBroker", "AsyncEmbeddedBroker"):
         import importlib
 
-        # Not a static import: type checkers of any kafkite module would otherwise follow it into the broker.
         return getattr(importlib.import_module("kafkite.embedded"), name)
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version

@@ -13,14 +13,18 @@ import itertools
 import re
 import ssl
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kafkite.protocol import framing
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.messages import registry
 from kafkite.security.scram import ScramClient, ScramError
+
+if TYPE_CHECKING:
+    from kafkite.protocol.records import RecordInput
 
 
 class KafkaClientError(Exception):
@@ -1008,7 +1012,9 @@ class TransactionalProducer:
                 continue
             raise KafkaClientError(codes[0], f"TxnOffsetCommit {group}")
 
-    def batch(self, topic: str, partition: int, recs: Any, *, compression: int = 0) -> bytes:
+    def batch(
+        self, topic: str, partition: int, recs: Sequence[RecordInput], *, compression: int = 0
+    ) -> bytes:
         """A transactional batch of (key, value, headers, timestamp) records, with the partition's next
         sequence number (taken now: produce batches in the order they are built)."""
         from kafkite.protocol.records import build_batch

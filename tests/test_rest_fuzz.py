@@ -221,7 +221,7 @@ def test_tags_of_the_wrong_shape_are_400(gateway: Gateway) -> None:
     """freeformTags is an object of strings and definedTags an object of objects, as the document says."""
     url = gateway.url
     sid = gateway.ids["streamId"]
-    bad_bodies = [
+    bad_bodies: list[dict[str, Any]] = [
         {"freeformTags": {"team": 7}},
         {"freeformTags": ["team"]},
         {"definedTags": {"ns": "value"}},

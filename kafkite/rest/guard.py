@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,13 +26,14 @@ class BadJson(ValueError):
     """The body is not acceptable JSON; the message says why (for a 400 InvalidParameter)."""
 
 
-def json_depth_ok(obj: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+def json_depth_ok(obj: object, limit: int = MAX_JSON_DEPTH) -> bool:
     """Is ``obj`` nested at most ``limit`` arrays/objects deep? (Iterative: no recursion to exhaust.)"""
-    stack: list[tuple[Any, int]] = [(obj, 1)]
+    stack: list[tuple[object, int]] = [(obj, 1)]
     while stack:
         node, depth = stack.pop()
+        children: Iterable[object]
         if isinstance(node, dict):
-            children: Any = node.values()
+            children = node.values()
         elif isinstance(node, list):
             children = node
         else:
