@@ -271,6 +271,8 @@ class BrokerConnection:
             err = ConnectionError(f"connection to {self.host}:{self.port} lost: {e}")
         except asyncio.CancelledError:
             err = ConnectionError("connection closed")
+        except Exception as e:  # a frame no Kafka broker sends (a negative size): the connection is unusable
+            err = ConnectionError(f"connection to {self.host}:{self.port} unusable: {e}")
         for _, _, fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(err)

@@ -10,7 +10,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from helpers import BrokerProcess
 from test_migrate_support import create_topic, run
 
-from kafkite.client import KafkaClient, KafkaClientError, TransactionalProducer
+from kafkite.client import BrokerConnection, KafkaClient, KafkaClientError, TransactionalProducer
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
 
@@ -129,3 +129,30 @@ def test_lost_connection_is_replaced(broker: BrokerProcess, topic_name: str) -> 
             assert got[(topic_name, 0)].error_code == 0
 
     run(main())
+
+
+def test_a_frame_of_negative_size_fails_the_waiting_requests() -> None:
+    """A peer that answers with a negative frame size: the request waiting for its response fails with a
+    ConnectionError at once instead of waiting forever."""
+
+    async def main() -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readexactly(4)  # the ApiVersions request's size: answered before its body is read
+            writer.write(b"\xff\xff\xff\xfe")
+            await writer.drain()
+            await reader.read()  # until the client closes
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = BrokerConnection("127.0.0.1", port)
+        try:
+            with pytest.raises(ConnectionError, match="unusable"):
+                await asyncio.wait_for(conn.connect(), 10)
+            assert conn.closed
+        finally:
+            await conn.close()
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())
