@@ -140,8 +140,8 @@ def topic_view(broker: Broker, name: str, group_visible: Visible = _everything) 
                 "high_watermark": p.high_watermark,
                 "messages": p.log_end_offset - p.log_start_offset,
                 "size_bytes": p.size_bytes,
-                "first_timestamp": first_ts if first_ts is not None and first_ts >= 0 else None,
-                "last_timestamp": max_ts[0] if max_ts and max_ts[0] >= 0 else None,
+                "first_timestamp": first_ts if first_ts >= 0 else None,
+                "last_timestamp": max_ts[0] if max_ts[0] >= 0 else None,
             }
         )
     configs = dict(sorted(meta.configs.items()))  # the topic's own overrides
