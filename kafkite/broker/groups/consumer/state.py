@@ -128,7 +128,7 @@ def _freeze(p: Partitions) -> frozenset[tuple[TopicId, frozenset[int]]]:
 
 
 def partitions_of(p: Mapping[TopicId, Iterable[int]]) -> dict[TopicId, frozenset[int]]:
-    return {t: frozenset(ps) for t, ps in p.items() if ps}
+    return {t: f for t, ps in p.items() if (f := frozenset(ps))}
 
 
 def count(p: Partitions) -> int:
