@@ -855,6 +855,97 @@ class KafkaClient:
             out[g] = resp["groups"][0]
         return out
 
+    # ------------------------------------------------------------------ share groups (KIP-932)
+
+    async def _share_coordinator(self, group: str, api: int) -> BrokerConnection:
+        conn = await self.connection(await self.coordinator(group))
+        conn.version_for(api)  # KafkaClientError(UNSUPPORTED_VERSION) when the broker does not serve it
+        return conn
+
+    async def describe_share_group(self, group: str) -> dict[str, Any] | None:
+        """ShareGroupDescribe; None when the group is not a share group (or the broker has none)."""
+        coord = await self.coordinator(group)
+        conn = await self.connection(coord)
+        try:
+            conn.version_for(ApiKey.SHARE_GROUP_DESCRIBE)
+        except KafkaClientError:
+            return None
+        resp = await conn.request(
+            ApiKey.SHARE_GROUP_DESCRIBE, {"group_ids": [group], "include_authorized_operations": False}
+        )
+        g: dict[str, Any] = resp["groups"][0]
+        if g["error_code"] == ErrorCode.GROUP_ID_NOT_FOUND:
+            return None
+        if g["error_code"]:
+            raise KafkaClientError(g["error_code"], f"ShareGroupDescribe {group}: {g.get('error_message')}")
+        return g
+
+    async def share_group_offsets(
+        self, group: str, topics: dict[str, list[int]] | None = None
+    ) -> dict[tuple[str, int], tuple[int, int]]:
+        """DescribeShareGroupOffsets: (start offset, lag) of each share-partition of the group (-1: not
+        initialized, or unknown); ``topics`` None: every share-partition the group has."""
+        conn = await self._share_coordinator(group, ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS)
+        body = {
+            "groups": [
+                {
+                    "group_id": group,
+                    "topics": None
+                    if topics is None
+                    else [{"topic_name": t, "partitions": ps} for t, ps in topics.items()],
+                }
+            ]
+        }
+        resp = await conn.request(ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS, body)
+        g = resp["groups"][0]
+        if g["error_code"]:
+            raise KafkaClientError(
+                g["error_code"], f"DescribeShareGroupOffsets {group}: {g['error_message']}"
+            )
+        out: dict[tuple[str, int], tuple[int, int]] = {}
+        for t in g["topics"]:
+            for p in t["partitions"]:
+                if p["error_code"]:
+                    raise KafkaClientError(p["error_code"], f"{t['topic_name']}-{p['partition_index']}")
+                out[(t["topic_name"], p["partition_index"])] = (p["start_offset"], p.get("lag", -1))
+        return out
+
+    async def alter_share_group_offsets(
+        self, group: str, offsets: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        """AlterShareGroupOffsets: set the start offset of share-partitions of an empty share group; the
+        error per partition (KafkaClientError for the group's own error, NON_EMPTY_GROUP for one)."""
+        conn = await self._share_coordinator(group, ApiKey.ALTER_SHARE_GROUP_OFFSETS)
+        by_topic: dict[str, list[dict[str, Any]]] = {}
+        for (topic, p), off in sorted(offsets.items()):
+            by_topic.setdefault(topic, []).append({"partition_index": p, "start_offset": off})
+        body = {
+            "group_id": group,
+            "topics": [{"topic_name": t, "partitions": ps} for t, ps in by_topic.items()],
+        }
+        resp = await conn.request(ApiKey.ALTER_SHARE_GROUP_OFFSETS, body)
+        if resp["error_code"]:
+            raise KafkaClientError(
+                resp["error_code"], f"AlterShareGroupOffsets {group}: {resp['error_message']}"
+            )
+        return {
+            (t["topic_name"], p["partition_index"]): p["error_code"]
+            for t in resp["responses"]
+            for p in t["partitions"]
+        }
+
+    async def delete_share_group_offsets(self, group: str, topics: list[str]) -> dict[str, int]:
+        """DeleteShareGroupOffsets: forget the share-partition state of ``topics`` in an empty share group;
+        the error per topic."""
+        conn = await self._share_coordinator(group, ApiKey.DELETE_SHARE_GROUP_OFFSETS)
+        body = {"group_id": group, "topics": [{"topic_name": t} for t in topics]}
+        resp = await conn.request(ApiKey.DELETE_SHARE_GROUP_OFFSETS, body)
+        if resp["error_code"]:
+            raise KafkaClientError(
+                resp["error_code"], f"DeleteShareGroupOffsets {group}: {resp['error_message']}"
+            )
+        return {t["topic_name"]: t["error_code"] for t in resp["responses"]}
+
     async def close(self) -> None:
         seen = set()
         for conn in self._conns.values():

@@ -278,7 +278,8 @@ _DEFS: list[ConfigDef] = [
         "classic,consumer",
         _str,
         "Group protocols served: classic (JoinGroup/SyncGroup) and consumer (ConsumerGroupHeartbeat,"
-        " KIP-848); share and streams are accepted and not served",
+        " KIP-848); share is accepted (share groups are served while the share.version feature is 1), streams"
+        " is accepted and not served",
     ),
     ConfigDef(
         "group.consumer.session.timeout.ms",
@@ -318,6 +319,63 @@ _DEFS: list[ConfigDef] = [
         "bidirectional",
         _choice("bidirectional", "upgrade", "downgrade", "disabled"),
         "Whether a non-empty classic group may become a consumer group (upgrade) and back (downgrade)",
+    ),
+    ConfigDef("group.share.session.timeout.ms", "45000", _int, "Session timeout of share group members"),
+    ConfigDef("group.share.min.session.timeout.ms", "45000", _int, "Smallest share group session timeout"),
+    ConfigDef("group.share.max.session.timeout.ms", "60000", _int, "Largest share group session timeout"),
+    ConfigDef("group.share.heartbeat.interval.ms", "5000", _int, "Heartbeat interval of share group members"),
+    ConfigDef(
+        "group.share.min.heartbeat.interval.ms", "5000", _int, "Smallest share group heartbeat interval"
+    ),
+    ConfigDef(
+        "group.share.max.heartbeat.interval.ms", "15000", _int, "Largest share group heartbeat interval"
+    ),
+    ConfigDef("group.share.max.size", "200", _int, "Most members in one share group"),
+    ConfigDef("group.share.assignors", "simple", _str, "Server-side assignor of share groups (simple)"),
+    ConfigDef(
+        "group.share.delivery.count.limit",
+        "5",
+        _int,
+        "Deliveries of a record to a share group before it is archived (a group may set"
+        " share.delivery.count.limit)",
+    ),
+    ConfigDef(
+        "group.share.record.lock.duration.ms",
+        "30000",
+        _int,
+        "How long a share consumer holds the records it acquired (a group may set"
+        " share.record.lock.duration.ms)",
+    ),
+    ConfigDef(
+        "group.share.min.record.lock.duration.ms",
+        "15000",
+        _int,
+        "Smallest record lock duration of share groups",
+    ),
+    ConfigDef(
+        "group.share.max.record.lock.duration.ms",
+        "60000",
+        _int,
+        "Largest record lock duration of share groups",
+    ),
+    ConfigDef(
+        "group.share.partition.max.record.locks",
+        "2000",
+        _int,
+        "Records in flight at once per share-partition (a group may set share.partition.max.record.locks)",
+    ),
+    ConfigDef("group.share.max.share.sessions", "2000", _int, "Most share fetch sessions this broker keeps"),
+    ConfigDef(
+        "errors.deadletterqueue.topic.name.prefix",
+        "dlq.",
+        _str,
+        "Prefix every share group's dead-letter topic must have (KIP-1191; empty: any name)",
+    ),
+    ConfigDef(
+        "errors.deadletterqueue.auto.create.topics.enable",
+        "false",
+        _bool,
+        "Create a share group's dead-letter topic when it does not exist (KIP-1191)",
     ),
     ConfigDef("fetch.max.bytes", "57671680", _int, "Most bytes one Fetch response carries"),
     ConfigDef(

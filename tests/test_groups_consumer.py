@@ -338,10 +338,13 @@ async def test_group_configs_override_the_broker() -> None:
     resp = await join(h, "m1", ["orders"])
     assert resp["heartbeat_interval_ms"] == 500
     described = {c["name"]: (c["value"], c["config_source"]) for c in h.coord.describe_group_configs(G, None)}
-    assert described == {
+    assert {k: v for k, v in described.items() if k.startswith("consumer.")} == {
         "consumer.session.timeout.ms": ("2000", 8),
         "consumer.heartbeat.interval.ms": ("500", 8),
     }
+    # Share group configs are described too, from the broker's settings (4) or their built-in default (5).
+    assert described["share.record.lock.duration.ms"] == ("30000", 4)
+    assert described["share.auto.offset.reset"] == ("latest", 5)
     # The session timeout of the group applies.
     h.advance(2_500)
     assert h.coord.describe(G)["members"] == []  # type: ignore[index]
@@ -353,7 +356,9 @@ async def test_group_configs_override_the_broker() -> None:
         consumer_min_heartbeat_interval_ms=100,
         consumer_min_session_timeout_ms=1000,
     )
-    assert {c["name"]: c["value"] for c in h2.coord.describe_group_configs(G, None)} == {
+    assert {
+        c["name"]: c["value"] for c in h2.coord.describe_group_configs(G, None) if c["config_source"] == 8
+    } == {
         "consumer.session.timeout.ms": "2000",
         "consumer.heartbeat.interval.ms": "500",
     }

@@ -17,6 +17,7 @@ from test_security_support import Pki, SecureBroker, TlsRawClient, client_ssl_co
 
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
+from kafkite.protocol.errors import ErrorCode
 from kafkite.security.acl import (
     AclAuthorizer,
     AclBinding,
@@ -622,3 +623,92 @@ def test_replica_and_feature_apis_need_cluster_or_topic_acls(ab: SecureBroker) -
         assert t not in {x["name"] for x in everything["topics"]}
         log_dirs = c.request(ApiKey.DESCRIBE_LOG_DIRS, 4, {"topics": None})
         assert log_dirs["error_code"] == 31
+
+
+def test_share_group_acls_as_kafka_applies_them(ab: SecureBroker) -> None:
+    """ShareGroupHeartbeat and ShareFetch need READ on the group and the topic (DESCRIBE on the topic for the
+    heartbeat); DeleteShareGroupOffsets needs DELETE on the group; ShareGroupDescribe DESCRIBE on it."""
+    from confluent_kafka import ShareConsumer
+
+    t = f"share-acl-{uuid.uuid4().hex[:6]}"
+    group = f"bob-share-{uuid.uuid4().hex[:6]}"
+    assert produce_one(ab, "admin", t) is None
+    with sasl_client(ab, "admin") as c:
+        tid = next(x["topic_id"] for x in c.request(ApiKey.METADATA, 12, {"topics": [{"name": t}]})["topics"])
+        resp = c.request(
+            ApiKey.INCREMENTAL_ALTER_CONFIGS,
+            1,
+            {
+                "resources": [
+                    {
+                        "resource_type": 32,
+                        "resource_name": group,
+                        "configs": [
+                            {"name": "share.auto.offset.reset", "config_operation": 0, "value": "earliest"}
+                        ],
+                    }
+                ],
+                "validate_only": False,
+            },
+        )
+        assert resp["responses"][0]["error_code"] == 0
+
+    def heartbeat(c: RawClient) -> dict[str, Any]:
+        body = {"group_id": group, "member_id": "bob-1", "member_epoch": 0, "subscribed_topic_names": [t]}
+        return c.request(ApiKey.SHARE_GROUP_HEARTBEAT, 1, body)
+
+    def share_fetch(c: RawClient) -> dict[str, Any]:
+        body = {
+            "group_id": group,
+            "member_id": "bob-1",
+            "share_session_epoch": 0,
+            "max_wait_ms": 0,
+            "min_bytes": 1,
+            "max_bytes": 1 << 20,
+            "max_records": 10,
+            "batch_size": 10,
+            "topics": [
+                {"topic_id": tid, "partitions": [{"partition_index": 0, "acknowledgement_batches": []}]}
+            ],
+            "forgotten_topics_data": [],
+        }
+        return c.request(ApiKey.SHARE_FETCH, 1, body)
+
+    with sasl_client(ab, "bob") as c:
+        assert heartbeat(c)["error_code"] == int(ErrorCode.GROUP_AUTHORIZATION_FAILED)
+        assert share_fetch(c)["error_code"] == int(ErrorCode.GROUP_AUTHORIZATION_FAILED)
+    create_acls_raw(ab, [(RT.GROUP, group, "User:bob", Op.READ)])
+    with sasl_client(ab, "bob") as c:
+        assert heartbeat(c)["error_code"] == int(ErrorCode.TOPIC_AUTHORIZATION_FAILED)
+        fetched = share_fetch(c)
+        assert fetched["error_code"] == 0
+        assert fetched["responses"][0]["partitions"][0]["error_code"] == int(
+            ErrorCode.TOPIC_AUTHORIZATION_FAILED
+        )
+        described = c.request(
+            ApiKey.SHARE_GROUP_DESCRIBE, 1, {"group_ids": [group], "include_authorized_operations": False}
+        )
+        # READ on the group implies DESCRIBE: the group is described (it does not exist yet).
+        assert described["groups"][0]["error_code"] == int(ErrorCode.GROUP_ID_NOT_FOUND)
+    create_acls_raw(ab, [(RT.TOPIC, t, "User:bob", Op.READ)])
+    consumer = ShareConsumer(conf(ab, "bob", **{"group.id": group}))
+    consumer.subscribe([t])
+    values: list[bytes] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not values:
+        values += [m.value() for m in consumer.poll(0.5) if m.error() is None]
+    consumer.close()
+    assert values == [b"hello"]
+    delete = {"group_id": group, "topics": [{"topic_name": t}]}
+    with sasl_client(ab, "bob") as c:
+        resp = c.request(ApiKey.DELETE_SHARE_GROUP_OFFSETS, 0, delete)
+        assert resp["error_code"] == int(ErrorCode.GROUP_AUTHORIZATION_FAILED)
+    create_acls_raw(ab, [(RT.GROUP, group, "User:bob", Op.DELETE)])
+    with sasl_client(ab, "bob") as c:
+        deadline = time.monotonic() + 20
+        while True:  # the consumer's membership ends with its leaving heartbeat
+            resp = c.request(ApiKey.DELETE_SHARE_GROUP_OFFSETS, 0, delete)
+            if resp["error_code"] != int(ErrorCode.NON_EMPTY_GROUP) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert resp["error_code"] == 0 and resp["responses"][0]["error_code"] == 0

@@ -480,6 +480,69 @@ APIS: tuple[Api, ...] = (
         served=groups.consumer_protocol_served,
     ),
     Api(
+        ApiKey.SHARE_GROUP_HEARTBEAT,
+        groups.handle_share_group_heartbeat,
+        authz=authz.share_group_heartbeat,
+        names=fields([field("group_id", GROUP), field("subscribed_topic_names.*")], []),
+        label="ShareGroupHeartbeat",
+    ),
+    Api(
+        ApiKey.SHARE_GROUP_DESCRIBE,
+        groups.handle_share_group_describe,
+        authz=authz.share_group_describe,
+        names=fields(
+            [field("group_ids.*", GROUP)],
+            [
+                field("groups.*.group_id", GROUP),
+                field("groups.*.members.*.subscribed_topic_names.*"),
+                field("groups.*.members.*.assignment.topic_partitions.*.topic_name"),
+            ],
+        ),
+        label="ShareGroupDescribe",
+    ),
+    Api(
+        ApiKey.SHARE_FETCH,
+        groups.handle_share_fetch,
+        authz=authz.share_fetch,
+        names=fields([field("group_id", GROUP)], []),
+        label="ShareFetch",
+    ),
+    Api(
+        ApiKey.SHARE_ACKNOWLEDGE,
+        groups.handle_share_acknowledge,
+        authz=authz.share_acknowledge,
+        names=fields([field("group_id", GROUP)], []),
+        label="ShareAcknowledge",
+    ),
+    Api(
+        ApiKey.DESCRIBE_SHARE_GROUP_OFFSETS,
+        groups.handle_describe_share_group_offsets,
+        authz=authz.describe_share_group_offsets,
+        names=fields(
+            [field("groups.*.group_id", GROUP), field("groups.*.topics.*.topic_name")],
+            [field("groups.*.group_id", GROUP), field("groups.*.topics.*.topic_name")],
+        ),
+        label="DescribeShareGroupOffsets",
+    ),
+    Api(
+        ApiKey.ALTER_SHARE_GROUP_OFFSETS,
+        groups.handle_alter_share_group_offsets,
+        authz=authz.alter_share_group_offsets,
+        names=fields(
+            [field("group_id", GROUP), field("topics.*.topic_name")], [field("responses.*.topic_name")]
+        ),
+        label="AlterShareGroupOffsets",
+    ),
+    Api(
+        ApiKey.DELETE_SHARE_GROUP_OFFSETS,
+        groups.handle_delete_share_group_offsets,
+        authz=authz.delete_share_group_offsets,
+        names=fields(
+            [field("group_id", GROUP), field("topics.*.topic_name")], [field("responses.*.topic_name")]
+        ),
+        label="DeleteShareGroupOffsets",
+    ),
+    Api(
         ApiKey.DESCRIBE_TOPIC_PARTITIONS,
         replicas.handle_describe_topic_partitions,
         authz=authz.describe_topic_partitions,

@@ -988,6 +988,200 @@ def update_features_denied(req: dict[str, Any]) -> dict[str, Any]:
     return {"throttle_time_ms": 0, "error_code": CLUSTER_DENIED, "error_message": None, "results": []}
 
 
+# ------------------------------------------------------------------------------------- share groups (KIP-932)
+
+
+async def _share_group_heartbeat(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+    """READ on the group; DESCRIBE on every subscribed topic (TOPIC_AUTHORIZATION_FAILED), as Kafka."""
+    if not c.group(Op.READ, req["group_id"]):
+        return _heartbeat_refusal(GROUP_DENIED, "Group authorization failed.")
+    names = req.get("subscribed_topic_names")
+    if names:
+        denied = sorted(n for n in set(names) if not c.topic(Op.DESCRIBE, n))
+        if denied:
+            return _heartbeat_refusal(
+                TOPIC_DENIED,
+                "The group has subscribed to topics the member is not authorized to: " + ", ".join(denied),
+            )
+    return await inner(req)
+
+
+async def _share_group_describe(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+    """DESCRIBE on each group."""
+    return await consumer_group_describe(c, req, inner)
+
+
+def _share_denied_partition(index: int, acked: bool, fetch: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "partition_index": index,
+        "error_code": TOPIC_DENIED,
+        "error_message": "Topic authorization failed.",
+        "current_leader": {"leader_id": -1, "leader_epoch": -1},
+    }
+    if fetch:
+        entry.update(
+            acknowledge_error_code=TOPIC_DENIED if acked else 0,
+            acknowledge_error_message=None,
+            records=b"",
+            acquired_records=[],
+        )
+    return entry
+
+
+def _share_partitions_rule(fetch: bool) -> Rule:
+    """ShareFetch, ShareAcknowledge: READ on the group for the whole request, READ on each topic for its
+    partitions (TOPIC_AUTHORIZATION_FAILED, their acknowledgements not applied)."""
+
+    async def rule(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+        if not c.group(Op.READ, req.get("group_id") or ""):
+            resp: dict[str, Any] = {
+                "throttle_time_ms": 0,
+                "error_code": GROUP_DENIED,
+                "error_message": "Group authorization failed.",
+                "acquisition_lock_timeout_ms": 0,
+                "responses": [],
+                "node_endpoints": [],
+            }
+            return resp
+        kept_topics = []
+        denied: dict[Any, list[dict[str, Any]]] = {}
+        for t in req.get("topics") or []:
+            name = c.topic_name_by_id(t["topic_id"])
+            if name is None or c.topic(Op.READ, name):
+                kept_topics.append(t)
+            else:
+                denied[t["topic_id"]] = [
+                    _share_denied_partition(
+                        p["partition_index"], bool(p.get("acknowledgement_batches")), fetch
+                    )
+                    for p in t.get("partitions") or []
+                ]
+        if not denied:
+            return await inner(req)
+        req["topics"] = kept_topics
+        resp_inner = await inner(req)
+        if resp_inner is None:
+            return None
+        if resp_inner.get("error_code"):
+            return resp_inner
+        responses = resp_inner.setdefault("responses", [])
+        for topic_id, parts in denied.items():
+            responses.append({"topic_id": topic_id, "partitions": parts})
+        return resp_inner
+
+    return rule
+
+
+def _share_offsets_rule(group_op: AclOperation, topic_op: AclOperation) -> Rule:
+    """AlterShareGroupOffsets (READ, READ) and DeleteShareGroupOffsets (DELETE, READ): ``group_op`` on the
+    group for the whole request, ``topic_op`` on each topic (TOPIC_AUTHORIZATION_FAILED)."""
+
+    async def rule(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+        if not c.group(group_op, req.get("group_id") or ""):
+            return {
+                "throttle_time_ms": 0,
+                "error_code": GROUP_DENIED,
+                "error_message": "Group authorization failed.",
+                "responses": [],
+            }
+        topics = list(req.get("topics") or [])
+        kept = [t for t in topics if c.topic(topic_op, t["topic_name"])]
+        if len(kept) == len(topics):
+            return await inner(req)
+        denied = []
+        for t in topics:
+            if t in kept:
+                continue
+            entry: dict[str, Any] = {
+                "topic_name": t["topic_name"],
+                "topic_id": uuid.UUID(int=0),
+                "error_code": TOPIC_DENIED,
+                "error_message": "Topic authorization failed.",
+            }
+            if "partitions" in t:  # AlterShareGroupOffsets answers per partition
+                entry = {
+                    "topic_name": t["topic_name"],
+                    "topic_id": uuid.UUID(int=0),
+                    "partitions": [
+                        {
+                            "partition_index": p["partition_index"],
+                            "error_code": TOPIC_DENIED,
+                            "error_message": "Topic authorization failed.",
+                        }
+                        for p in t["partitions"]
+                    ],
+                }
+            denied.append(entry)
+        req["topics"] = kept
+        resp = await inner(req)
+        if resp is None or resp.get("error_code"):
+            return resp
+        resp["responses"] = _merge(
+            [t["topic_name"] for t in topics], resp.get("responses") or [], denied, key="topic_name"
+        )
+        return resp
+
+    return rule
+
+
+async def _describe_share_group_offsets(c: Check, req: dict[str, Any], inner: Inner) -> dict[str, Any] | None:
+    """DESCRIBE on each group (GROUP_AUTHORIZATION_FAILED) and on each topic (TOPIC_AUTHORIZATION_FAILED per
+    partition; a request for all topics lists only those the principal may describe)."""
+    groups = list(req.get("groups") or [])
+    kept = [g for g in groups if c.group(Op.DESCRIBE, g["group_id"])]
+    denied_topics: dict[str, list[dict[str, Any]]] = {}
+    for g in kept:
+        if g.get("topics") is None:
+            continue
+        ok = [t for t in g["topics"] if c.topic(Op.DESCRIBE, t["topic_name"])]
+        denied_topics[g["group_id"]] = [
+            {
+                "topic_name": t["topic_name"],
+                "topic_id": uuid.UUID(int=0),
+                "partitions": [
+                    {
+                        "partition_index": p,
+                        "start_offset": -1,
+                        "leader_epoch": -1,
+                        "lag": -1,
+                        "error_code": TOPIC_DENIED,
+                        "error_message": "Topic authorization failed.",
+                    }
+                    for p in t["partitions"]
+                ],
+            }
+            for t in g["topics"]
+            if t not in ok
+        ]
+        g["topics"] = ok
+    if kept:
+        req["groups"] = kept
+        resp = await inner(req)
+        if resp is None:
+            return None
+    else:
+        resp = {"throttle_time_ms": 0, "groups": []}
+    for g in resp["groups"]:
+        topics = [t for t in g.get("topics") or [] if c.topic(Op.DESCRIBE, t["topic_name"])]
+        g["topics"] = topics + denied_topics.get(g["group_id"], [])
+    denied_groups = [
+        {"group_id": g["group_id"], "topics": [], "error_code": GROUP_DENIED, "error_message": None}
+        for g in groups
+        if g not in kept
+    ]
+    resp["groups"] = _merge([g["group_id"] for g in groups], resp["groups"], denied_groups, key="group_id")
+    return resp
+
+
+share_group_heartbeat: Rule = _share_group_heartbeat
+share_group_describe: Rule = _share_group_describe
+share_fetch: Rule = _share_partitions_rule(fetch=True)
+share_acknowledge: Rule = _share_partitions_rule(fetch=False)
+describe_share_group_offsets: Rule = _describe_share_group_offsets
+alter_share_group_offsets: Rule = _share_offsets_rule(Op.READ, Op.READ)
+delete_share_group_offsets: Rule = _share_offsets_rule(Op.DELETE, Op.READ)
+
+
 def wrap(authorizer: AclAuthorizer, rule: Rule, handler: Handler) -> Handler:
     """``handler`` behind ``rule``'s ACL checks (``unchecked``: the handler itself)."""
     if rule is unchecked:

@@ -42,7 +42,7 @@ T = TypeVar("T")
 DYNAMIC_CONFIG_FILE = "dynamic-broker-configs.json"
 DYNAMIC_DEFAULT_CONFIG_FILE = "dynamic-default-broker-configs.json"  # the cluster-wide level (resource "")
 LOCK_FILE = ".lock"
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state", "__share_group_state"})
 INTERNAL_PREFIXES = ("__queue",)  # the queue mode's message and state logs
 
 

@@ -114,6 +114,60 @@ def collect_broker(broker: Any, metrics: Any) -> Iterator[Collected]:
                 lag.add(row["lag"], **labels)
     yield from (members, state, epoch, assignment_epoch, member_epoch, committed, lag)
 
+    yield from _share_partitions(broker)
+
+
+SHARE_COUNTERS = {
+    "acquired": "Records a share group acquired for its consumers (each delivery counts)",
+    "accepted": "Records a share group's consumers accepted",
+    "released": "Records a share group's consumers released for redelivery",
+    "rejected": "Records a share group's consumers rejected",
+    "archived": "Records archived: rejected, delivered the limit number of times, or of aborted transactions",
+    "dead_lettered": "Records written to a share group's dead-letter topic",
+    "lock_expiries": "Acquired records whose acquisition lock lapsed before they were acknowledged",
+}
+
+
+def _share_partitions(broker: Any) -> Iterator[Collected]:
+    """Share groups' share-partitions: what happened to their records, and their windows now."""
+    store = getattr(getattr(broker, "groups", None), "share_store", None)
+    if store is None:
+        return
+    counters = {
+        k: Collected(f"kafkite_share_records_{k}_total", doc, kind="counter")
+        for k, doc in SHARE_COUNTERS.items()
+    }
+    records = Collected(
+        "kafkite_share_partition_records",
+        "Records of a share-partition's window by state (in_flight, available, archiving)",
+    )
+    start = Collected("kafkite_share_partition_start_offset", "The share-partition start offset (SPSO)")
+    lag = Collected("kafkite_share_partition_lag", "Records of a share-partition not yet delivered complete")
+    by_count = Collected(
+        "kafkite_share_partition_delivery_count_records",
+        "Records of a share-partition's window by delivery count",
+    )
+    failures = Collected(
+        "kafkite_share_dead_letter_failures_total",
+        "Dead records archived without a dead letter (the dead-letter topic could not be used)",
+        kind="counter",
+    )
+    failures.add(store.dlq_failures)
+    for gid in sorted({k[0] for k in store.partitions}):
+        for row in store.describe_group(gid):
+            labels = {"group": gid, "topic": row["topic"], "partition": row["partition"]}
+            for k, fam in counters.items():
+                fam.add(row[k], **labels)
+            for kind in ("in_flight", "available", "archiving"):
+                records.add(row[kind], state=kind, **labels)
+            start.add(row["start_offset"], **labels)
+            if row["lag"] is not None:
+                lag.add(row["lag"], **labels)
+            for count, n in row["delivery_counts"].items():
+                by_count.add(n, delivery_count=count, **labels)
+    yield from counters.values()
+    yield from (records, start, lag, by_count, failures)
+
 
 def register_collectors(metrics: Any, broker: Any) -> None:
     metrics.registry.add_collector(lambda: collect_broker(broker, metrics))

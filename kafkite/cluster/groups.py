@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.groups import logformat
-from kafkite.broker.groups.handlers import coordinator_for
+from kafkite.broker.groups.handlers import attach_share_store, coordinator_for
 from kafkite.broker.groups.log import Entry
 from kafkite.log.base import Fenced
 from kafkite.log.pg import PgStorage
@@ -106,6 +106,10 @@ async def rebuild_coordinator(broker: Broker) -> None:
     new = coordinator_for(broker)
     if old is not None:
         new.topic_view = old.topic_view
+        # The share-partitions and their sessions stay with the broker: the new coordinator takes them over.
+        store, old.share_store = old.share_store, None
+        if store is not None:
+            attach_share_store(new, store)
     # The transaction coordinator reaches the group coordinator through it (cluster.txn.TxnOffsets).
     broker.groups = new
     if old is not None:

@@ -41,7 +41,7 @@ RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
 RESOURCE_GROUP = 32
 CONFIG_OPS = {0: "SET", 1: "DELETE", 2: "APPEND", 3: "SUBTRACT"}
-NAME_KEYS = ("name", "topic", "group_id", "resource_name", "key", "transactional_id", "user")
+NAME_KEYS = ("name", "topic", "topic_name", "group_id", "resource_name", "key", "transactional_id", "user")
 
 Entry = dict[str, Any]  # fields of one audit record: operation, resource_type, resource_name, result, ...
 
@@ -533,6 +533,88 @@ def _offset_commit_post(b: Broker, ctx: RequestContext, pre: Any, resp: dict[str
     ]
 
 
+def _share_start_offsets(b: Broker, ctx: RequestContext, group: str, topics: list[str]) -> dict[str, Any]:
+    """The start offsets of the group's share-partitions of ``topics``, by topic and partition."""
+    store = getattr(getattr(b, "groups", None), "share_store", None)
+    out: dict[str, Any] = {}
+    if store is None:
+        return out
+    internal_group = group
+    try:
+        from kafkite.streaming.namespace import connection_pool, connection_state, to_internal
+
+        internal_group = to_internal(connection_pool(b, connection_state(ctx)), "group", group)
+    except Exception:
+        pass
+    for name in topics:
+        meta = b.topic(_internal_topic(b, ctx, name))
+        if meta is None:
+            continue
+        offsets = {
+            str(sp.index): sp.start for sp in store.of_group(internal_group) if sp.topic_id == meta.topic_id
+        }
+        if offsets:
+            out[name] = offsets
+    return out
+
+
+def _alter_share_offsets_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> Any:
+    after = {
+        t["topic_name"]: {str(p["partition_index"]): p["start_offset"] for p in t["partitions"]}
+        for t in req["topics"]
+    }
+    return req["group_id"], _share_start_offsets(b, ctx, req["group_id"], list(after)), after
+
+
+def _alter_share_offsets_post(b: Broker, ctx: RequestContext, pre: Any, resp: dict[str, Any]) -> list[Entry]:
+    group, before, after = pre
+    code = resp.get("error_code") or next(
+        (
+            p["error_code"]
+            for t in resp.get("responses") or []
+            for p in t.get("partitions") or []
+            if p["error_code"]
+        ),
+        0,
+    )
+    result, error = _result(code, resp.get("error_message"))
+    return [
+        dict(
+            operation="AlterShareGroupOffsets",
+            resource_type="group",
+            resource_name=group,
+            result=result,
+            error=error,
+            before={"start_offsets": before},
+            after={"start_offsets": after},
+        )
+    ]
+
+
+def _delete_share_offsets_pre(b: Broker, ctx: RequestContext, req: dict[str, Any]) -> Any:
+    topics = [t["topic_name"] for t in req["topics"]]
+    return req["group_id"], _share_start_offsets(b, ctx, req["group_id"], topics), topics
+
+
+def _delete_share_offsets_post(b: Broker, ctx: RequestContext, pre: Any, resp: dict[str, Any]) -> list[Entry]:
+    group, before, topics = pre
+    code = resp.get("error_code") or next(
+        (t["error_code"] for t in resp.get("responses") or [] if t["error_code"]), 0
+    )
+    result, error = _result(code, resp.get("error_message"))
+    return [
+        dict(
+            operation="DeleteShareGroupOffsets",
+            resource_type="group",
+            resource_name=group,
+            result=result,
+            error=error,
+            before={"start_offsets": before, "topics": topics},
+            after=None,
+        )
+    ]
+
+
 CHANGES: dict[int, Change] = {
     ApiKey.CREATE_TOPICS: Change(_create_topics_pre, _create_topics_post),
     ApiKey.DELETE_TOPICS: Change(_delete_topics_pre, _delete_topics_post),
@@ -547,6 +629,8 @@ CHANGES: dict[int, Change] = {
     ApiKey.DELETE_GROUPS: Change(_delete_groups_pre, _delete_groups_post),
     ApiKey.OFFSET_DELETE: Change(_offset_delete_pre, _offset_delete_post),
     ApiKey.OFFSET_COMMIT: Change(_offset_commit_pre, _offset_commit_post),
+    ApiKey.ALTER_SHARE_GROUP_OFFSETS: Change(_alter_share_offsets_pre, _alter_share_offsets_post),
+    ApiKey.DELETE_SHARE_GROUP_OFFSETS: Change(_delete_share_offsets_pre, _delete_share_offsets_post),
 }
 
 

@@ -262,6 +262,14 @@ _KEYS: tuple[ConfigKey, ...] = (
         "Whether an out-of-sync replica may become leader; nothing to elect with one replica.",
         acts=False,
     ),
+    ConfigKey(
+        "errors.deadletterqueue.group.enable",
+        "errors_deadletterqueue_group_enable",
+        "BOOLEAN",
+        "false",
+        "Enable this topic to be used as a dead-letter queue for share groups (KIP-1191); otherwise share "
+        "groups naming it as their dead-letter topic are refused.",
+    ),
 )
 
 # Kafka's topic configs that kafkite accepts (validated as Kafka validates them), stores and describes, and
@@ -508,6 +516,7 @@ class LogConfig:
     segment_jitter_ms: int = 0
     segment_ms: int = 604_800_000
     unclean_leader_election_enable: bool = False
+    errors_deadletterqueue_group_enable: bool = False
     # Stored and described; kafkite does not act on them.
     compression_gzip_level: int = -1
     compression_lz4_level: int = 9

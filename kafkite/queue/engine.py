@@ -2,23 +2,18 @@
 
 ``__queue.<key>.messages`` holds every put, one record per message: the record's offset is the message id,
 its timestamp the creation time, its value the content, its headers the channel (``c``), custom properties
-(``p``, JSON) and expiry time (``x``). ``__queue.<key>.state`` holds what happened to them since, one record
-per event keyed by its type, with a small JSON value:
+(``p``, JSON) and expiry time (``x``). ``__queue.<key>.state`` is the journal of the queue's delivery ledger
+(``kafkite.broker.delivery.ledger``, in queue mode: one event per message delivered, its visibility changed,
+deleted, moved to or back from the dead letter queue, and snapshots), plus the queue's own purge event:
 
 =====  ================================================  ============================================
 key    value                                             meaning
 =====  ================================================  ============================================
-``d``  ``{"i": id, "n": count, "v": until, "r": nonce}``  delivered (count-th time), invisible until ``v``
-``u``  ``{"i": id, "v": until, "r": nonce}``              visibility of delivery ``r`` changed
-``x``  ``{"i": id}``                                     deleted
-``l``  ``{"i": id}``                                     moved to the dead letter queue
-``b``  ``{"i": [id, ...]}``                              moved back from the dead letter queue
 ``p``  ``{"t": type, "c": channels, "m": max id}``       purged (NORMAL, DLQ or BOTH; null: all channels)
-``S``  ``{"next": id, "m": [[id, n, v, r, dlq]], ...}``  snapshot chunk (``"last": true`` ends it)
 =====  ================================================  ============================================
 
 Every event is appended before the change it records is acknowledged. On start-up the messages log and
-then the state log are replayed; the in-memory indexes (visible heaps per channel, the in-flight heap
+then the state log are replayed; the in-memory indexes (visible heaps per channel, the ledger's in-flight heap
 ordered by visibility deadline) are rebuilt from them. ``compact`` writes a snapshot of the live state,
 syncs it, and moves both logs' start offsets past what it no longer needs.
 
@@ -33,54 +28,24 @@ import base64
 import heapq
 import json
 import logging
-import os
 import struct
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
+from kafkite.broker.delivery.journal import RecordLog, decode_event
+from kafkite.broker.delivery.ledger import Ledger
 from kafkite.clock import now_ms
 from kafkite.log.base import Partition
-from kafkite.protocol.records import Header, Record, build_batch, iter_headers, iter_records
+from kafkite.protocol.records import Header
 from kafkite.queue.model import QUEUE_STORAGE_BYTES, QueueError, QueueMeta, invalid
 
 log = logging.getLogger("kafkite.queue")
 
-READ_CHUNK = 4 * 1024 * 1024
-SNAPSHOT_ROWS = 5000
+__all__ = ["Delivery", "Message", "QueueState", "RecordLog", "channel_matches"]
+
 _RECEIPT = struct.Struct(">IQQIB")  # queue hash, message id, delivery nonce, delivery count, flags
-
-
-class RecordLog:
-    """Records appended to and replayed from partition 0 of an internal topic."""
-
-    def __init__(self, partition: Partition, clock: Callable[[], int] = now_ms) -> None:
-        self.partition = partition
-        self.clock = clock
-
-    def append(self, records: list[tuple[bytes | None, bytes | None, list[Header], int]]) -> int:
-        """Append ``(key, value, headers, timestamp)`` records as one batch; the first record's offset."""
-        batch = bytearray(build_batch(records))
-        info = self.partition.append_sync(batch, now_ms=self.clock())
-        return info.first_offset
-
-    def append_events(self, events: list[tuple[bytes, dict[str, Any]]]) -> int:
-        t = self.clock()
-        return self.append([(k, json.dumps(v, separators=(",", ":")).encode(), [], t) for k, v in events])
-
-    def replay(self) -> Iterator[Record]:
-        p = self.partition
-        offset = p.log_start_offset
-        while offset < p.log_end_offset:
-            data = p.read_sync(offset, READ_CHUNK).to_bytes()
-            if not data:
-                break
-            for pos, h in iter_headers(data):
-                for rec in iter_records(data, pos, h):
-                    if rec.offset >= offset:
-                        yield rec
-                offset = max(offset, h.last_offset + 1)
 
 
 @dataclass(slots=True)
@@ -113,10 +78,6 @@ def channel_matches(channel: str, pattern: str | None) -> bool:
     return channel == pattern
 
 
-def _new_nonce() -> int:
-    return int.from_bytes(os.urandom(8), "big") | 1
-
-
 class QueueState:
     """The live state of one queue. Synchronous methods run on the event loop thread."""
 
@@ -129,17 +90,19 @@ class QueueState:
     ) -> None:
         self.meta = meta
         self.messages_log = messages
-        self.state_log = state
         self.clock = clock
         self.msgs: dict[int, Message] = {}
+        # The delivery state of the messages (counts, visibility, dead letters) and its journal.
+        self.ledger: Ledger[Message] = Ledger(state, self.msgs, clock=clock, on_lapse=self._on_lapse)
         self._ready: dict[tuple[bool, str], list[int]] = {}
-        self._inflight: list[tuple[int, int, int]] = []  # (visible after, id, nonce)
         self._waiters: set[asyncio.Future[None]] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0
         self._hash = zlib.crc32(meta.key.encode())
         self._channel_bytes: dict[str, int] = {}
         self.closed = False
+
+    @property
+    def state_log(self) -> RecordLog:
+        return self.ledger.log
 
     @property
     def partitions(self) -> set[Partition]:
@@ -162,36 +125,30 @@ class QueueState:
                 elif hk == "x":
                     expire = int(hv)
             msgs[rec.offset] = Message(rec.offset, rec.value or b"", channel, props, rec.timestamp, expire)
-        snapshot: list[list[int]] = []
+        self.msgs = msgs
+        self.ledger.entries = msgs
         for rec in self.state_log.replay():
-            kind = rec.key or b""
-            ev = json.loads(rec.value or b"{}")
-            if kind == b"S":
-                snapshot.extend(ev["m"])
-                if ev.get("last"):
-                    _apply_snapshot(msgs, ev["next"], snapshot)
-                    snapshot = []
-                continue
-            snapshot = []
-            _apply_event(msgs, kind, ev)
+            kind, ev = decode_event(rec)
+            if not self.ledger.apply(kind, ev) and kind == b"p":
+                upto, ptype, channels = ev["m"], ev["t"], ev.get("c")
+                for mid in [i for i, m in msgs.items() if _purged(m, ptype, channels, upto)]:
+                    del msgs[mid]
         now = self.clock()
         self.msgs = {i: m for i, m in msgs.items() if m.expire_ms > now}
+        self.ledger.entries = self.msgs
         self._rebuild()
         self._settle(now)
 
     def _rebuild(self) -> None:
         self._ready.clear()
-        self._inflight.clear()
         self._channel_bytes.clear()
         for m in self.msgs.values():
             self._channel_bytes[m.channel] = self._channel_bytes.get(m.channel, 0) + len(m.content)
-            if m.nonce and m.visible_after_ms:
-                self._inflight.append((m.visible_after_ms, m.id, m.nonce))
-            else:
+            if not (m.nonce and m.visible_after_ms):
                 self._ready.setdefault((m.dlq, m.channel), []).append(m.id)
         for h in self._ready.values():
             heapq.heapify(h)
-        heapq.heapify(self._inflight)
+        self.ledger.rebuild()
 
     # ------------------------------------------------------------------ puts
 
@@ -269,27 +226,13 @@ class QueueState:
         if not chosen:
             return []
         until = now + visibility_s * 1000
-        nonces = [_new_nonce() for _ in chosen]
         try:
-            self.state_log.append_events(
-                [
-                    (b"d", {"i": m.id, "n": m.delivery_count + 1, "v": until, "r": r})
-                    for m, r in zip(chosen, nonces, strict=True)
-                ]
-            )
+            self.ledger.deliver(chosen, until)
         except Exception:
             for m in chosen:  # not delivered after all: back where they were
                 heapq.heappush(self._ready.setdefault((m.dlq, m.channel), []), m.id)
             raise
-        out = []
-        for m, r in zip(chosen, nonces, strict=True):
-            m.delivery_count += 1
-            m.nonce = r
-            m.visible_after_ms = until
-            heapq.heappush(self._inflight, (until, m.id, r))
-            out.append(Delivery(m, self._receipt(m), m.delivery_count, until))
-        self._schedule()
-        return out
+        return [Delivery(m, self._receipt(m), m.delivery_count, until) for m in chosen]
 
     async def receive(
         self,
@@ -348,53 +291,19 @@ class QueueState:
 
     def _settle(self, now: int) -> None:
         """Deliveries whose visibility lapsed: back to their queue, or to the DLQ after too many."""
-        h = self._inflight
-        lapsed: list[Message] = []
-        while h and h[0][0] <= now:
-            until, mid, nonce = heapq.heappop(h)
-            m = self.msgs.get(mid)
-            if m is None or m.nonce != nonce or m.visible_after_ms != until:
-                continue
-            lapsed.append(m)
-        if not lapsed:
+        back, dead = self.ledger.settle(now, self.meta.dead_letter_queue_delivery_count)
+        if not back and not dead:
             return
-        limit = self.meta.dead_letter_queue_delivery_count
-        dead = [m for m in lapsed if not m.dlq and limit > 0 and m.delivery_count >= limit]
-        if dead:
-            try:
-                self.state_log.append_events([(b"l", {"i": m.id}) for m in dead])
-            except Exception:
-                log.exception("queue %s: cannot record dead letters (replay will redo it)", self.meta.id)
-            for m in dead:
-                m.dlq = True
-        for m in lapsed:
+        for m in back + dead:
             heapq.heappush(self._ready.setdefault((m.dlq, m.channel), []), m.id)
         self._wake()
 
     def _schedule(self) -> None:
-        if not self._inflight or self.closed:
-            return
-        at = self._inflight[0][0]
-        if self._timer is not None:
-            if self._timer_at <= at:
-                return
-            self._timer.cancel()
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        delay = max(0.0, (at - self.clock()) / 1000) + 0.001
-        self._timer_at = at
-        self._timer = loop.call_later(delay, self._on_timer)
+        self.ledger.schedule()
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self.closed:
-            return
-        try:
+    def _on_lapse(self) -> None:
+        if not self.closed:
             self._settle(self.clock())
-        finally:
-            self._schedule()
 
     # ------------------------------------------------------------------ receipts
 
@@ -434,7 +343,6 @@ class QueueState:
         """Change the visibility of deliveries: from now, for ``visibility_s`` seconds each."""
         now = self.clock()
         results: list[Message | QueueError] = []
-        events: list[tuple[bytes, dict[str, Any]]] = []
         changes: list[tuple[Message, int]] = []
         for receipt, vis in entries:
             try:
@@ -444,18 +352,11 @@ class QueueState:
                     raise
                 results.append(e)
                 continue
-            until = now + vis * 1000
-            events.append((b"u", {"i": m.id, "v": until, "r": m.nonce}))
-            changes.append((m, until))
+            changes.append((m, now + vis * 1000))
             results.append(m)
-        if events:
-            self.state_log.append_events(events)
-        for m, until in changes:
-            m.visible_after_ms = until
-            heapq.heappush(self._inflight, (until, m.id, m.nonce))
         if changes:
+            self.ledger.relock(changes)
             self._settle(now)
-            self._schedule()
         return results
 
     def release(self, receipts: Iterable[str]) -> int:
@@ -483,25 +384,28 @@ class QueueState:
             doomed.append(m)
             results.append(None)
         if doomed:
-            self.state_log.append_events([(b"x", {"i": m.id}) for m in doomed])
+            self.ledger.settled(doomed)
             for m in doomed:
-                self._drop(m)
+                self._forget_bytes(m)
         return results
 
     def _drop(self, m: Message) -> None:
         if self.msgs.pop(m.id, None) is not None:
-            left = self._channel_bytes.get(m.channel, 0) - len(m.content)
-            if left > 0:
-                self._channel_bytes[m.channel] = left
-            else:
-                self._channel_bytes.pop(m.channel, None)
+            self._forget_bytes(m)
+
+    def _forget_bytes(self, m: Message) -> None:
+        left = self._channel_bytes.get(m.channel, 0) - len(m.content)
+        if left > 0:
+            self._channel_bytes[m.channel] = left
+        else:
+            self._channel_bytes.pop(m.channel, None)
 
     # ------------------------------------------------------------------ admin
 
     def purge(self, purge_type: str, channels: list[str] | None) -> int:
         self._check_open()
         upto = self.messages_log.partition.log_end_offset - 1
-        self.state_log.append_events([(b"p", {"t": purge_type, "c": channels, "m": upto})])
+        self.ledger.journal([(b"p", {"t": purge_type, "c": channels, "m": upto})])
         doomed = [m for m in self.msgs.values() if _purged(m, purge_type, channels, upto)]
         for m in doomed:
             self._drop(m)
@@ -518,9 +422,8 @@ class QueueState:
         ]
         if not chosen:
             return 0
-        self.state_log.append_events([(b"b", {"i": [m.id for m in chosen]})])
+        self.ledger.revive(chosen)
         for m in chosen:
-            _reset(m)
             heapq.heappush(self._ready.setdefault((False, m.channel), []), m.id)
         self._wake()
         return len(chosen)
@@ -566,11 +469,7 @@ class QueueState:
     def write_snapshot(self) -> int:
         """Append a snapshot of every live message's state; its first offset (sync it before trimming)."""
         self.expire()
-        rows = [[m.id, m.delivery_count, m.visible_after_ms, m.nonce, int(m.dlq)] for m in self.msgs.values()]
-        nxt = self.messages_log.partition.log_end_offset
-        chunks = [rows[i : i + SNAPSHOT_ROWS] for i in range(0, len(rows), SNAPSHOT_ROWS)] or [[]]
-        events = [(b"S", {"next": nxt, "m": c, "last": i == len(chunks) - 1}) for i, c in enumerate(chunks)]
-        return self.state_log.append_events(events)
+        return self.ledger.journal(self.ledger.snapshot_events(self.messages_log.partition.log_end_offset))
 
     def trim(self, snapshot_offset: int) -> None:
         """After the snapshot at ``snapshot_offset`` is synced: drop what precedes it and dead messages."""
@@ -582,9 +481,7 @@ class QueueState:
 
     def close(self) -> None:
         self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.ledger.close()
         self._wake()
 
     def _check_open(self) -> None:
@@ -592,49 +489,7 @@ class QueueState:
             raise QueueError(404, "NotAuthorizedOrNotFound", f"queue {self.meta.id} not found")
 
 
-def _reset(m: Message) -> None:
-    m.dlq = False
-    m.delivery_count = 0
-    m.visible_after_ms = 0
-    m.nonce = 0
-
-
 def _purged(m: Message, purge_type: str, channels: list[str] | None, upto: int) -> bool:
     if m.id > upto or (channels is not None and m.channel not in channels):
         return False
     return purge_type == "BOTH" or (purge_type == "DLQ") == m.dlq
-
-
-def _apply_event(msgs: dict[int, Message], kind: bytes, ev: dict[str, Any]) -> None:
-    if kind == b"p":
-        upto, ptype, channels = ev["m"], ev["t"], ev.get("c")
-        for mid in [i for i, m in msgs.items() if _purged(m, ptype, channels, upto)]:
-            del msgs[mid]
-        return
-    if kind == b"b":
-        for mid in ev["i"]:
-            if mid in msgs:
-                _reset(msgs[mid])
-        return
-    m = msgs.get(ev["i"])
-    if m is None:
-        return
-    if kind == b"d":
-        m.delivery_count, m.visible_after_ms, m.nonce = ev["n"], ev["v"], ev["r"]
-    elif kind == b"u":
-        if m.nonce == ev["r"]:
-            m.visible_after_ms = ev["v"]
-    elif kind == b"x":
-        del msgs[m.id]
-    elif kind == b"l":
-        m.dlq = True
-
-
-def _apply_snapshot(msgs: dict[int, Message], nxt: int, rows: list[list[int]]) -> None:
-    state = {r[0]: r for r in rows}
-    for mid in [i for i in msgs if i < nxt and i not in state]:
-        del msgs[mid]
-    for mid, (_, n, v, r, dlq) in state.items():
-        m = msgs.get(mid)
-        if m is not None:
-            m.delivery_count, m.visible_after_ms, m.nonce, m.dlq = n, v, r, bool(dlq)

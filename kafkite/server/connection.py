@@ -93,6 +93,12 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.pending.clear()
         self.wakeup.set()
         self.writable.set()
+        # Handlers that keep state tied to this connection (share sessions) registered what to do now.
+        for callback in self.state.pop("on_close", ()):
+            try:
+                callback()
+            except Exception:
+                log.exception("a connection close callback failed")
         hooks.connection_closed(self, exc)
 
     def pause_writing(self) -> None:

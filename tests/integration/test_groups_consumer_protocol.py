@@ -728,7 +728,8 @@ def test_without_the_consumer_protocol_its_apis_are_not_offered(broker_factory: 
     with RawClient.to(b.bootstrap) as c:
         resp = c.api_versions(version=3)
     assert not {68, 69} & {a["api_key"] for a in resp["api_keys"]}
-    assert resp["finalized_features"] == []
+    # group.version is not offered; share groups follow share.version alone (Kafka 4.2).
+    assert [f["name"] for f in resp["finalized_features"]] == ["share.version"]
     # A consumer configured for the consumer protocol is told so (and a classic one works as ever).
     create_topic(b.bootstrap, "only-classic", 1)
     produce(b.bootstrap, "only-classic", [(b"k", b"v")])

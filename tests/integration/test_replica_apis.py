@@ -147,19 +147,21 @@ def test_partition_reassignments(shared_broker: BrokerProcess, kp_admin: Any, to
 def test_features_and_update_features(shared_broker: BrokerProcess, kp_admin: Any) -> None:
     from kafka.errors import InvalidUpdateVersionError
 
-    # transaction.version and share.version are at level 0 (not served): Kafka leaves such features out of
-    # ApiVersions (group.version is 1, the consumer group protocol).
+    # transaction.version is at level 0 (not served): Kafka leaves such features out of ApiVersions
+    # (group.version is 1, the consumer group protocol; share.version is 1, share groups).
     features = kp_admin.describe_features()
-    assert "transaction.version" not in features and "share.version" not in features
+    assert "transaction.version" not in features
+    assert features["share.version"]["finalized"] == (1, 1)
+    assert features["group.version"]["finalized"] == (1, 1)
 
     with pytest.raises(InvalidUpdateVersionError) as ei:
         kp_admin.update_features({"transaction.version": 2})
     assert "does not support this feature" in str(ei.value)
     with pytest.raises(InvalidUpdateVersionError):
         kp_admin.update_features({"no.such.feature": 1}, validate_only=True)
-    # Level 0 is where every one of them is: nothing to change, accepted.
-    assert kp_admin.update_features({"share.version": 0}) == {"share.version": "OK"}
-    assert audited(shared_broker, "UpdateFeatures", "share.version", 1)[-1]["after"] == {"level": 0}
+    # Level 0 is where transaction.version is: nothing to change, accepted.
+    assert kp_admin.update_features({"transaction.version": 0}) == {"transaction.version": "OK"}
+    assert audited(shared_broker, "UpdateFeatures", "transaction.version", 1)[-1]["after"] == {"level": 0}
 
     with RawClient.to(shared_broker.bootstrap) as c:
         resp = c.api_versions(version=3)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from . import logformat
-from .config import GroupConfig
+from .config import GroupConfig, GroupConfigValue
 from .group import Group, GroupType
 from .log import Entry
 from .offsets import OffsetStore
@@ -59,7 +59,7 @@ class GroupContext(Protocol):
         against), or None when the topic is not for it (internal topics, another namespace's)."""
         ...
 
-    def group_configs(self, group_id: str) -> Mapping[str, int]:
+    def group_configs(self, group_id: str) -> Mapping[str, GroupConfigValue]:
         """The dynamic configs set on the group (IncrementalAlterConfigs on GROUP resources)."""
         ...
 

@@ -26,7 +26,7 @@ from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
 from . import logformat
 from .classic.protocol import ClassicProtocol
 from .classic.state import ClassicGroup
-from .config import GROUP_CONFIG_DEFAULTS, GROUP_CONFIG_DOCS, GroupConfig, validate_group_configs
+from .config import GROUP_CONFIGS, GroupConfig, GroupConfigValue, validate_group_configs
 from .consumer import embedded
 from .consumer.protocol import ConsumerProtocol
 from .consumer.state import ConsumerGroup
@@ -34,6 +34,8 @@ from .context import GroupProtocol, TopicInfo
 from .group import Group
 from .log import Entry, GroupLog, MemoryGroupLog
 from .offsets import OffsetAndMetadata, OffsetStore
+from .share.protocol import ShareProtocol
+from .share.state import ShareGroup
 
 log = logging.getLogger("kafkite.groups")
 
@@ -85,10 +87,14 @@ class GroupCoordinator:
         self.offsets = OffsetStore(self)
         self.classic = ClassicProtocol(self)
         self.consumer = ConsumerProtocol(self, self.classic)
-        # The group protocols, one per group type (a protocol for share groups would join them here).
-        self.protocols: list[GroupProtocol] = [self.classic, self.consumer]
+        self.share = ShareProtocol(self)
+        # The group protocols, one per group type.
+        self.protocols: list[GroupProtocol] = [self.classic, self.consumer, self.share]
+        # The share-partitions of share groups (kafkite.broker.groups.share.store), set when wired into a
+        # broker; the share group offset APIs answer from it.
+        self.share_store: Any = None
         # Dynamic configs of groups (IncrementalAlterConfigs on GROUP resources), by group id.
-        self._group_configs: dict[str, dict[str, int]] = {}
+        self._group_configs: dict[str, dict[str, GroupConfigValue]] = {}
         self._configs_refreshed_ms = 0
         self._configs_task: asyncio.Future[None] | None = None
         self._loaded = False
@@ -135,7 +141,7 @@ class GroupCoordinator:
     def topics(self) -> Mapping[str, TopicInfo]:
         return self._topics()
 
-    def group_configs(self, group_id: str) -> Mapping[str, int]:
+    def group_configs(self, group_id: str) -> Mapping[str, GroupConfigValue]:
         return self._group_configs.get(group_id, {})
 
     def visible_topic(self, group_id: str, topic: str) -> str | None:
@@ -178,7 +184,7 @@ class GroupCoordinator:
                         self._group_configs.pop(k.group_id, None)
                     else:
                         configs = logformat.decode_group_config_value(value)
-                        self._group_configs[k.group_id] = {n: int(v) for n, v in configs.items()}
+                        self._group_configs[k.group_id] = _typed_configs(configs)
                 else:
                     protocol = next((p for p in self.protocols if p.replay(k, value)), None)
                     if protocol is not None and value is not None:
@@ -199,8 +205,10 @@ class GroupCoordinator:
         log.info("loaded %d groups from %d entries of the group log", len(self.groups), replayed)
 
     async def start(self) -> None:
-        """Load state from the log and start the task that runs the timers."""
+        """Load state from the log and start the task that runs the timers (and the share-partitions')."""
         self.load()
+        if self.share_store is not None:
+            await self.share_store.start()
         if self._task is None:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="group-coordinator-timers")
@@ -217,6 +225,9 @@ class GroupCoordinator:
             await asyncio.gather(task, return_exceptions=True)
         for protocol in self.protocols:
             protocol.stop()
+        store, self.share_store = self.share_store, None
+        if store is not None:
+            await store.stop()
 
     async def _run(self) -> None:
         while True:
@@ -256,6 +267,12 @@ class GroupCoordinator:
         self.maybe_compact_log()
         self._refresh_group_configs(now)
 
+    def refresh_group_configs(self) -> None:
+        """Read the group configs set through other brokers now (a shared log), before a decision that
+        depends on them once (where a share-partition starts)."""
+        self._configs_refreshed_ms = 0
+        self._refresh_group_configs(self.now_ms())
+
     def _refresh_group_configs(self, now: int) -> None:
         """Pick up group configs set through other brokers, when the log is shared (at most once a second;
         in the background when the log reads asynchronously: a database that stops answering holds only
@@ -287,10 +304,10 @@ class GroupCoordinator:
         self._apply_group_configs(rows)
 
     def _apply_group_configs(self, rows: dict[str, bytes]) -> None:
-        configs: dict[str, dict[str, int]] = {}
+        configs: dict[str, dict[str, GroupConfigValue]] = {}
         for group_id, value in rows.items():
             try:
-                configs[group_id] = {n: int(v) for n, v in logformat.decode_group_config_value(value).items()}
+                configs[group_id] = _typed_configs(logformat.decode_group_config_value(value))
             except (logformat.LogFormatError, ValueError):
                 continue
         self._group_configs = configs
@@ -400,6 +417,44 @@ class GroupCoordinator:
             "throttle_time_ms": 0,
             "groups": self.consumer.describe(list(req.get("group_ids") or []), version),
         }
+
+    # -- the share protocol ----------------------------------------------------------------------------------
+
+    async def share_group_heartbeat(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> Result:
+        self.load()
+        return await self.share.heartbeat(req, version, client_id=client_id, client_host=client_host)
+
+    async def share_group_describe(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> Result:
+        self.load()
+        return {"throttle_time_ms": 0, "groups": self.share.describe(list(req.get("group_ids") or []))}
+
+    async def describe_share_group_offsets(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> Result:
+        from .share import apis
+
+        self.load()
+        return apis.describe_offsets(self, self.share_store, req, version)
+
+    async def alter_share_group_offsets(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> Result:
+        from .share import apis
+
+        self.load()
+        return apis.alter_offsets(self, self.share_store, req, version)
+
+    async def delete_share_group_offsets(
+        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+    ) -> Result:
+        from .share import apis
+
+        self.load()
+        return apis.delete_offsets(self, self.share_store, req, version)
 
     # -- offsets -------------------------------------------------------------------------------------------
 
@@ -559,6 +614,8 @@ class GroupCoordinator:
         group.mark_dead(self.now_ms())
         del self.groups[group_id]
         self.offsets.forget(group_id)
+        if isinstance(group, ShareGroup) and self.share.partitions is not None:
+            self.share.partitions.group_deleted(group_id)
         log.info("group %s deleted with %d offsets", group_id, count)
         return ErrorCode.NO_ERROR
 
@@ -594,7 +651,9 @@ class GroupCoordinator:
                 "protocol_type": g.protocol_type_name,
                 "state": g.state_name,
                 "generation_id": g.epoch,
-                "assignment_epoch": g.assignment_epoch if isinstance(g, ConsumerGroup) else g.epoch,
+                "assignment_epoch": g.assignment_epoch
+                if isinstance(g, ConsumerGroup | ShareGroup)
+                else g.epoch,
                 "members": g.member_count,
                 "offsets": len(self.offsets.committed(g.group_id)),
             }
@@ -611,6 +670,13 @@ class GroupCoordinator:
         if group is None:
             return None
         described = group.describe()
+        if isinstance(group, ShareGroup):
+            by_id = {m.topic_id: name for name, m in self.topics().items()}
+            for m in described["members"]:
+                m["assigned"] = {by_id[t]: ps for t, ps in m["assigned"].items() if t in by_id}
+            store = self.share_store
+            if store is not None:
+                described["share_partitions"] = store.describe_group(group_id)
         if isinstance(group, ConsumerGroup):
             by_id = {m.topic_id: name for name, m in self.topics().items()}
 
@@ -635,22 +701,22 @@ class GroupCoordinator:
         self.load()
         own = self._group_configs.get(group_id, {})
         out = []
-        for name, broker_key in GROUP_CONFIG_DEFAULTS.items():
+        for name, spec in GROUP_CONFIGS.items():
             if names is not None and name not in names:
                 continue
-            attr = GroupConfig.KEYS[broker_key]
-            value = own.get(name, getattr(self.config, attr))
+            value = own.get(name)
             out.append(
                 {
                     "name": name,
-                    "value": str(value),
+                    "value": str(value) if value is not None else spec.broker_value(self.config),
                     "read_only": False,
-                    # DYNAMIC_GROUP_CONFIG (8) when set on the group, else the broker's static value (4).
-                    "config_source": 8 if name in own else 4,
+                    # DYNAMIC_GROUP_CONFIG (8) when set on the group, else the broker's static value (4)
+                    # or the built-in default (5).
+                    "config_source": 8 if name in own else (4 if spec.broker_attr else 5),
                     "is_sensitive": False,
                     "synonyms": [],
-                    "config_type": 3,  # INT
-                    "documentation": GROUP_CONFIG_DOCS[name],
+                    "config_type": spec.config_type,
+                    "documentation": spec.doc,
                 }
             )
         return out
@@ -663,7 +729,7 @@ class GroupCoordinator:
         self.load()
         new = {n: str(v) for n, v in self._group_configs.get(group_id, {}).items()}
         for name, op, value in ops:
-            if name not in GROUP_CONFIG_DEFAULTS:
+            if name not in GROUP_CONFIGS:
                 raise KafkaProtocolError(ErrorCode.INVALID_CONFIG, f"Unknown group config name: {name}")
             if op == 0:
                 if value is None:
@@ -693,6 +759,15 @@ class GroupCoordinator:
             self._group_configs[group_id] = values
         else:
             self._group_configs.pop(group_id, None)
+
+
+def _typed_configs(configs: Mapping[str, str]) -> dict[str, GroupConfigValue]:
+    """Configs as the group log keeps them (strings), with the numeric ones as numbers."""
+    out: dict[str, GroupConfigValue] = {}
+    for name, value in configs.items():
+        spec = GROUP_CONFIGS.get(name)
+        out[name] = int(value) if spec is None or spec.kind == "int" else value
+    return out
 
 
 def _join_error(member_id: str, code: ErrorCode) -> Result:

@@ -1,16 +1,17 @@
 """What every kind of group offers the coordinator and the offsets store, whatever its rebalance protocol.
 
 A group id names one group of one type at a time (Kafka's ``Group`` interface): a classic group (JoinGroup /
-SyncGroup) or a consumer group (ConsumerGroupHeartbeat), each living beside the others in the coordinator's
-registry. The coordinator and the offsets store only go through this interface: they validate offset commits
-and fetches, deletions and offset expiry with it, list and count groups with it, and write its live entries
-back when the group log is compacted.
+SyncGroup), a consumer group (ConsumerGroupHeartbeat) or a share group (ShareGroupHeartbeat), each living
+beside the others in the coordinator's registry. The coordinator and the offsets store only go through this
+interface: they validate offset commits and fetches, deletions and offset expiry with it, list and count
+groups with it, and write its live entries back when the group log is compacted.
 
-Another kind of group (share groups, KIP-932) plugs in the same way: a ``GroupType`` member, a ``Group``
-subclass for its state, its records as new key versions of ``logformat``, and a protocol module implementing
-``context.GroupProtocol`` (loading from the log, timers) over the ``GroupContext`` the coordinator offers,
-added to ``GroupCoordinator.protocols`` with its APIs routed by the coordinator. The offsets store, the group
-log, ListGroups, DeleteGroups and offset expiry then serve it unchanged.
+Each kind of group plugs in the same way: a ``GroupType`` member, a ``Group`` subclass for its state, its
+records as key versions of ``logformat``, and a protocol module implementing ``context.GroupProtocol``
+(loading from the log, timers) over the ``GroupContext`` the coordinator offers, added to
+``GroupCoordinator.protocols`` with its APIs routed by the coordinator (share groups, ``share/``, are the
+third). The offsets store, the group log, ListGroups, DeleteGroups and offset expiry then serve it
+unchanged.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class GroupType(Enum):
 
     CLASSIC = "classic"
     CONSUMER = "consumer"
+    SHARE = "share"
 
     @classmethod
     def parse(cls, name: str) -> GroupType | None:

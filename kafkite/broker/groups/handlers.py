@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from kafkite.broker.core import is_internal_topic
-from kafkite.broker.features import GROUP_VERSION, features_of
+from kafkite.broker.features import GROUP_VERSION, SHARE_VERSION, features_of
 from kafkite.broker.metadata import advertised_for
 from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
@@ -14,6 +14,7 @@ from kafkite.protocol.errors import ErrorCode
 from .config import GroupConfig
 from .coordinator import GroupCoordinator
 from .log import GroupLog, StorageGroupLog
+from .share.apis import ShareApis
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker, RequestContext
@@ -22,6 +23,57 @@ Handler = Callable[["Broker", "RequestContext", dict[str, Any]], Awaitable[dict[
 Method = Callable[..., Awaitable[dict[str, Any]]]
 
 _CONSUMER_APIS = ("consumer_group_heartbeat", "consumer_group_describe")
+
+
+_SHARE_APIS = (
+    "share_group_heartbeat",
+    "share_group_describe",
+    "describe_share_group_offsets",
+    "alter_share_group_offsets",
+    "delete_share_group_offsets",
+)
+
+
+def _share_groups_off(name: str, req: dict[str, Any]) -> dict[str, Any]:
+    """Kafka's answer while share.version is finalized below 1 (UpdateFeatures): UNSUPPORTED_VERSION."""
+    code = int(ErrorCode.UNSUPPORTED_VERSION)
+    message = "Share groups are not enabled (share.version is 0)."
+    if name == "share_group_describe":
+        return {
+            "throttle_time_ms": 0,
+            "groups": [
+                {
+                    "error_code": code,
+                    "error_message": message,
+                    "group_id": g,
+                    "group_state": "",
+                    "group_epoch": 0,
+                    "assignment_epoch": 0,
+                    "assignor_name": "",
+                    "members": [],
+                }
+                for g in req["group_ids"]
+            ],
+        }
+    if name == "describe_share_group_offsets":
+        return {
+            "throttle_time_ms": 0,
+            "groups": [
+                {"group_id": g["group_id"], "topics": [], "error_code": code, "error_message": message}
+                for g in req["groups"]
+            ],
+        }
+    if name == "share_group_heartbeat":
+        return {
+            "throttle_time_ms": 0,
+            "error_code": code,
+            "error_message": message,
+            "member_id": None,
+            "member_epoch": 0,
+            "heartbeat_interval_ms": 0,
+            "assignment": None,
+        }
+    return {"throttle_time_ms": 0, "error_code": code, "error_message": message, "responses": []}
 
 
 def _consumer_protocol_off(name: str, req: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +136,13 @@ def _group_api(name: str) -> Handler:
     """The handler of one group or offset API: the broker's group coordinator (or the cluster's routing to
     the coordinating broker) serves it."""
     consumer_api = name in _CONSUMER_APIS
+    share_api = name in _SHARE_APIS
 
     async def handle(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
         if consumer_api and features_of(broker).level(GROUP_VERSION) < 1:
             return _consumer_protocol_off(name, req)
+        if share_api and features_of(broker).level(SHARE_VERSION) < 1:
+            return _share_groups_off(name, req)
         if broker.cluster is not None:
             return await broker.cluster.group_request(broker, name, ctx, req)
         method: Method = getattr(broker.groups, name)
@@ -109,6 +164,29 @@ handle_delete_groups = _group_api("delete_groups")
 handle_offset_delete = _group_api("offset_delete")
 handle_consumer_group_heartbeat = _group_api("consumer_group_heartbeat")
 handle_consumer_group_describe = _group_api("consumer_group_describe")
+handle_share_group_heartbeat = _group_api("share_group_heartbeat")
+handle_share_group_describe = _group_api("share_group_describe")
+handle_describe_share_group_offsets = _group_api("describe_share_group_offsets")
+handle_alter_share_group_offsets = _group_api("alter_share_group_offsets")
+handle_delete_share_group_offsets = _group_api("delete_share_group_offsets")
+
+
+def _share_apis(broker: Broker) -> ShareApis:
+    def missing() -> ShareApis:
+        raise RuntimeError("the broker has no group coordinator")
+
+    return broker.component(ShareApis, missing)
+
+
+async def handle_share_fetch(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
+    """ShareFetch, served by the partitions' leader (this broker's share-partition store)."""
+    return await _share_apis(broker).share_fetch(broker, ctx, req)
+
+
+async def handle_share_acknowledge(
+    broker: Broker, ctx: RequestContext, req: dict[str, Any]
+) -> dict[str, Any]:
+    return await _share_apis(broker).share_acknowledge(broker, ctx, req)
 
 
 async def handle_find_coordinator(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
@@ -126,12 +204,27 @@ def consumer_protocol_served(broker: Broker) -> bool:
 
 def attach(broker: Broker) -> GroupCoordinator:
     """Give ``broker`` a group coordinator (``broker.groups``, started and stopped by the broker) and route
-    the group APIs to it (their handlers are declared in ``kafkite.broker.apis``)."""
+    the group APIs to it (their handlers are declared in ``kafkite.broker.apis``); share groups get their
+    share-partition store, which ShareFetch and ShareAcknowledge use."""
+    from .share.store import SharePartitionStore
+
     coordinator = coordinator_for(broker)
     broker.groups = coordinator
+    store = SharePartitionStore(broker, coordinator)
+    attach_share_store(coordinator, store)
+    broker.component(ShareApis, lambda: ShareApis(broker, store))
+    # share.version 1 is share groups (KIP-932), on unless UpdateFeatures takes it down to 0.
+    features_of(broker).declare(SHARE_VERSION, max_level=1)
     # group.version 1 is the consumer group protocol (KIP-848); 0 when group.coordinator.rebalance.protocols
     # leaves it out.
     features_of(broker).declare(
         GROUP_VERSION, max_level=1 if coordinator.config.consumer_protocol_enabled else 0
     )
     return coordinator
+
+
+def attach_share_store(coordinator: GroupCoordinator, store: Any) -> None:
+    """Make ``store`` the share-partition store of ``coordinator`` (and the coordinator its store's)."""
+    coordinator.share_store = store
+    coordinator.share.partitions = store
+    store.coordinator = coordinator

@@ -25,6 +25,11 @@ it changed. Every key is int16 version, string group id, then for member keys st
   8 member current assignment: int32 member epoch, int32 previous epoch, int8 state, partitions assigned,
                               partitions pending revocation
   9 group configs:            int32 count + (string name, string value)
+Share groups (KIP-932), the same way:
+ 10 share group metadata:     int32 group epoch, int64 metadata hash, int32 assignment epoch
+ 11 share member metadata:    nullable string rack id, string client id, string client host,
+                              int32 topic count + strings (subscribed topic names)
+ 12 share member assignment:  int32 member epoch, int32 previous epoch, partitions assigned
 Partitions: int32 topic count, then per topic 16 bytes of topic id, int32 count + int32 partitions.
 Values of these keys start with int16 version 0.
 Strings are int32-length-prefixed UTF-8 (-1: null); bytes are int32-length-prefixed.
@@ -47,6 +52,9 @@ TARGET_ASSIGNMENT_METADATA_KEY_VERSION = 6
 TARGET_ASSIGNMENT_MEMBER_KEY_VERSION = 7
 CURRENT_ASSIGNMENT_KEY_VERSION = 8
 GROUP_CONFIG_KEY_VERSION = 9
+SHARE_GROUP_KEY_VERSION = 10
+SHARE_MEMBER_KEY_VERSION = 11
+SHARE_ASSIGNMENT_KEY_VERSION = 12
 OFFSET_VALUE_VERSION = 0
 GROUP_VALUE_VERSION = 0
 RECORD_VALUE_VERSION = 0
@@ -132,6 +140,29 @@ class GroupConfigKey:
     group_id: str
 
 
+@dataclass(frozen=True)
+class ShareGroupKey:
+    """The epochs of a share group (key version 10)."""
+
+    group_id: str
+
+
+@dataclass(frozen=True)
+class ShareMemberKey:
+    """A share group member's metadata (key version 11)."""
+
+    group_id: str
+    member_id: str
+
+
+@dataclass(frozen=True)
+class ShareAssignmentKey:
+    """A share group member's epoch and assignment (key version 12)."""
+
+    group_id: str
+    member_id: str
+
+
 Key = (
     OffsetKey
     | GroupKey
@@ -142,6 +173,9 @@ Key = (
     | TargetAssignmentMemberKey
     | CurrentAssignmentKey
     | GroupConfigKey
+    | ShareGroupKey
+    | ShareMemberKey
+    | ShareAssignmentKey
 )
 
 
@@ -312,6 +346,12 @@ def decode_key(data: bytes) -> Key:
         return CurrentAssignmentKey(r.required_string(), r.required_string())
     if version == GROUP_CONFIG_KEY_VERSION:
         return GroupConfigKey(r.required_string())
+    if version == SHARE_GROUP_KEY_VERSION:
+        return ShareGroupKey(r.required_string())
+    if version == SHARE_MEMBER_KEY_VERSION:
+        return ShareMemberKey(r.required_string(), r.required_string())
+    if version == SHARE_ASSIGNMENT_KEY_VERSION:
+        return ShareAssignmentKey(r.required_string(), r.required_string())
     raise LogFormatError(f"unknown group log key version {version}")
 
 
@@ -345,6 +385,18 @@ def current_assignment_key(group_id: str, member_id: str) -> bytes:
 
 def group_config_key(group_id: str) -> bytes:
     return _key(GROUP_CONFIG_KEY_VERSION, group_id)
+
+
+def share_group_key(group_id: str) -> bytes:
+    return _key(SHARE_GROUP_KEY_VERSION, group_id)
+
+
+def share_member_key(group_id: str, member_id: str) -> bytes:
+    return _key(SHARE_MEMBER_KEY_VERSION, group_id, member_id)
+
+
+def share_assignment_key(group_id: str, member_id: str) -> bytes:
+    return _key(SHARE_ASSIGNMENT_KEY_VERSION, group_id, member_id)
 
 
 def _record_writer() -> _Writer:
@@ -593,3 +645,69 @@ def decode_group_value(data: bytes) -> GroupRecord:
     return GroupRecord(
         protocol_type, generation, protocol_name, leader, None if ts < 0 else ts, tuple(members)
     )
+
+
+@dataclass(frozen=True)
+class ShareMemberRecord:
+    rack_id: str | None
+    client_id: str
+    client_host: str
+    subscribed_topic_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ShareAssignmentRecord:
+    member_epoch: int
+    previous_member_epoch: int
+    assigned: Mapping[uuid.UUID, frozenset[int]]
+
+
+def share_group_value(epoch: int, metadata_hash: int, assignment_epoch: int) -> bytes:
+    w = _record_writer()
+    w.int32(epoch)
+    w.int64(metadata_hash)
+    w.int32(assignment_epoch)
+    return bytes(w.buf)
+
+
+def decode_share_group_value(data: bytes) -> tuple[int, int, int]:
+    r = _record_reader(data, "share group")
+    epoch, metadata_hash, assignment_epoch = r.int32(), r.int64(), r.int32()
+    _done(r, "share group")
+    return epoch, metadata_hash, assignment_epoch
+
+
+def share_member_value(rec: ShareMemberRecord) -> bytes:
+    w = _record_writer()
+    w.string(rec.rack_id)
+    w.string(rec.client_id)
+    w.string(rec.client_host)
+    w.int32(len(rec.subscribed_topic_names))
+    for t in rec.subscribed_topic_names:
+        w.string(t)
+    return bytes(w.buf)
+
+
+def decode_share_member_value(data: bytes) -> ShareMemberRecord:
+    r = _record_reader(data, "share member")
+    rack = r.string()
+    client_id, client_host = r.required_string(), r.required_string()
+    topics = tuple(r.required_string() for _ in range(r.count()))
+    _done(r, "share member")
+    return ShareMemberRecord(rack, client_id, client_host, topics)
+
+
+def share_assignment_value(rec: ShareAssignmentRecord) -> bytes:
+    w = _record_writer()
+    w.int32(rec.member_epoch)
+    w.int32(rec.previous_member_epoch)
+    _write_partitions(w, rec.assigned)
+    return bytes(w.buf)
+
+
+def decode_share_assignment_value(data: bytes) -> ShareAssignmentRecord:
+    r = _record_reader(data, "share assignment")
+    epoch, previous = r.int32(), r.int32()
+    assigned = _read_partitions(r)
+    _done(r, "share assignment")
+    return ShareAssignmentRecord(epoch, previous, assigned)

@@ -6,15 +6,23 @@ async function groupsPage() {
   const rows = gs.map(g => `<tr data-group="${esc(g.group)}">${td(groupLink(g.group))}${td(tag(g.type || "classic"))}${td(tag(g.state))}
     ${td(esc(g.protocol_type || "-"))}${td(num(g.members), "num")}${td(num(g.offsets), "num")}
     <td class="num lag${g.lag > 0 ? " lag-high" : ""}" data-lag="${g.lag}">${num(g.lag)}</td></tr>`);
-  view.innerHTML = `<h1>Consumer groups</h1>${table(["Group", "Type", "State", "Protocol type", "#Members", "#Committed partitions", "#Lag"], rows, 'id="groups"')}`;
+  view.innerHTML = `<h1>Groups</h1>${table(["Group", "Type", "State", "Protocol type", "#Members", "#Committed partitions", "#Lag"], rows, 'id="groups"')}`;
 }
 
 // A protocol's own fields (a consumer group's epochs, a member's subscription, ...), whatever they are.
 function detailsHtml(details) {
   const entries = Object.entries(details || {});
   if (!entries.length) return "";
+  const cell = x => x === null || x === undefined ? "-" : typeof x === "object"
+    ? Object.entries(x).map(([k, y]) => `${k}: ${y}`).join(", ") || "-" : String(x);
   const fmt = v => {
     if (v === null || v === undefined) return '<span class="muted">-</span>';
+    // A list of records (a share group's share-partitions): a table with a column per field.
+    if (Array.isArray(v) && v.length && v.every(x => x && typeof x === "object" && !Array.isArray(x))) {
+      const keys = [...new Set(v.flatMap(x => Object.keys(x)))];
+      return `<table class="details-table"><tr>${keys.map(k => `<th>${esc(k.replace(/_/g, " "))}</th>`).join("")}</tr>` +
+        v.map(x => `<tr>${keys.map(k => `<td data-field="${esc(k)}">${esc(cell(x[k]))}</td>`).join("")}</tr>`).join("") + "</table>";
+    }
     if (typeof v === "object") {
       const kv = Array.isArray(v) ? v.map(x => esc(typeof x === "object" ? JSON.stringify(x) : x)).join(", ")
         : Object.entries(v).map(([k, x]) => `${esc(k)}: ${esc(Array.isArray(x) ? x.join(", ") : JSON.stringify(x))}`).join("<br>");
@@ -49,7 +57,7 @@ async function groupPage(id) {
       <div class="actions"><button type="button" id="delete-group" class="danger">Delete group</button></div></div>
     <p>${tag(g.type || "classic")} ${tag(g.state)} <span class="muted">protocol type ${esc(g.protocol_type || "-")} · protocol ${esc(g.protocol || "-")} · generation ${esc(g.generation)} · total lag</span> <b id="group-lag">${num(g.lag)}</b></p>
     ${detailsHtml(g.details)}
-    ${panel("reset-panel", "Reset committed offsets", resetForm)}
+    ${g.type === "share" ? "" : panel("reset-panel", "Reset committed offsets", resetForm)}
     <h2>Members</h2>${table(["Member", "Client id", "Host", "Assignment", "Protocol fields"], members, 'id="members"')}
     <h2>Offsets and lag</h2>${table(["Topic", "#Partition", "#Committed", "#End offset", "#Lag", "Member"], offsets, 'id="group-offsets"')}`;
 
@@ -73,16 +81,18 @@ async function groupPage(id) {
     document.getElementById("reset-plan").innerHTML = `<p class="muted">${r.executed ? "Committed" : "Would commit"} for ${esc(r.topic)}:</p>` +
       table(["#Partition", "#Now", "#New", "#Log range"], rows, 'id="reset-plan-table"');
   }
-  document.getElementById("reset-preview").addEventListener("click", () => act("Previewing the reset", async () => {
-    showPlan(await send("POST", `/api/groups/${enc}/reset`, resetBody(false)));
-  }));
-  onSubmit("reset-form", "Resetting offsets", async () => {
-    const body = resetBody(true);
-    if (!await confirmAction("Reset offsets", `Commit new offsets for group ${id} on ${body.topic}? Its consumers will start from there.`, null, "Reset offsets")) return null;
-    const r = await send("POST", `/api/groups/${enc}/reset`, body);
-    showPlan(r);
-    return `Reset the offsets of ${id} on ${r.topic}`;
-  }, true);
+  if (document.getElementById("reset-form")) {  // a share group has no committed offsets to reset
+    document.getElementById("reset-preview").addEventListener("click", () => act("Previewing the reset", async () => {
+      showPlan(await send("POST", `/api/groups/${enc}/reset`, resetBody(false)));
+    }));
+    onSubmit("reset-form", "Resetting offsets", async () => {
+      const body = resetBody(true);
+      if (!await confirmAction("Reset offsets", `Commit new offsets for group ${id} on ${body.topic}? Its consumers will start from there.`, null, "Reset offsets")) return null;
+      const r = await send("POST", `/api/groups/${enc}/reset`, body);
+      showPlan(r);
+      return `Reset the offsets of ${id} on ${r.topic}`;
+    }, true);
+  }
   document.getElementById("delete-group").addEventListener("click", async () => {
     if (!await confirmAction("Delete group", `Delete group ${id} and its committed offsets?`, id)) return;
     if (await act("Deleting the group", async () => { await send("DELETE", `/api/groups/${enc}`); return `Deleted group ${id}`; })) {

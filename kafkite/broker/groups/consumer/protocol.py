@@ -181,11 +181,11 @@ class ConsumerProtocol:
 
     def session_timeout_ms(self, group_id: str) -> int:
         value = self._ctx.group_configs(group_id).get("consumer.session.timeout.ms")
-        return value if value is not None else int(self.config.consumer_session_timeout_ms)
+        return int(value) if value is not None else int(self.config.consumer_session_timeout_ms)
 
     def heartbeat_interval_ms(self, group_id: str) -> int:
         value = self._ctx.group_configs(group_id).get("consumer.heartbeat.interval.ms")
-        return value if value is not None else int(self.config.consumer_heartbeat_interval_ms)
+        return int(value) if value is not None else int(self.config.consumer_heartbeat_interval_ms)
 
     # -- timers ----------------------------------------------------------------------------------------------
 
