@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from kafkite.broker.wiring import build_broker
-
 from kafkite.broker.core import Broker, RequestContext
 from kafkite.broker.delivery.journal import wall_clock_ms
 from kafkite.broker.groups.share.store import STATE_TOPIC, DeadLetterError, SharePartitionStore
+from kafkite.compose import build_broker
 from kafkite.config import BrokerConfig
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.records import build_batch
