@@ -10,10 +10,10 @@ an event that belongs to one of several ledgers sharing the log carries the ledg
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from kafkite.clock import now_ms
 from kafkite.log.base import Partition
 from kafkite.protocol.records import Header, Record, build_batch, iter_headers, iter_records
 
@@ -25,7 +25,8 @@ Event = tuple[bytes, dict[str, Any]]
 
 
 def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+    """The broker's one wall clock (``kafkite.clock``), in milliseconds."""
+    return now_ms()
 
 
 class RecordLog:
