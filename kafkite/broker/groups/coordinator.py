@@ -269,9 +269,17 @@ class GroupCoordinator:
 
     def refresh_group_configs(self) -> None:
         """Read the group configs set through other brokers now (a shared log), before a decision that
-        depends on them once (where a share-partition starts)."""
-        self._configs_refreshed_ms = 0
-        self._refresh_group_configs(self.now_ms())
+        depends on them once (where a share-partition starts), synchronously: it must be done first."""
+        read = getattr(self._log, "read_group_configs", None)
+        if read is None:
+            return
+        self._configs_refreshed_ms = self.now_ms()
+        try:
+            rows = read()
+        except Exception as exc:
+            log.warning("cannot read group configs: %s", exc)
+            return
+        self._apply_group_configs(rows)
 
     def _refresh_group_configs(self, now: int) -> None:
         """Pick up group configs set through other brokers, when the log is shared (at most once a second;
