@@ -147,6 +147,7 @@ class ThreadWriter(Writer):
         self._closing = False
         self._backlog = 0
         self._unfinished = 0
+        self._wake_loop: asyncio.AbstractEventLoop | None = None  # a wake-up is due on this loop
         self.jobs_done = 0
         self.bytes_written = 0
         self._ready: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # finished, not yet handed to the loop
@@ -166,21 +167,32 @@ class ThreadWriter(Writer):
     def on_thread(self) -> bool:
         return threading.current_thread() is self._thread
 
-    def _queue(self, job: _Job) -> None:
+    def _queue(self, job: _Job, wake: bool = True) -> None:
         with self._cond:
             if self._closing:
                 raise RuntimeError(f"{self.name} is closed")
             self._jobs.append(job)
             self._backlog += job.size
             self._unfinished += 1
-            if len(self._jobs) == 1:
+            if wake:
                 self._cond.notify()
 
     def submit(self, job: Callable[[], T], *, size: int = 0) -> Pending[T]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue(_Job(job, loop, fut, size))
+        # The thread is woken once for all the jobs submitted during this turn of the event loop (the
+        # requests that arrived together): one wake-up and one hand-over of the interpreter lock, rather
+        # than one per append while the loop is still busy with the others.
+        self._queue(_Job(job, loop, fut, size), wake=False)
+        if self._wake_loop is not loop:  # (a loop closed with the call pending: the next one schedules it)
+            self._wake_loop = loop
+            loop.call_soon(self._wake)
         return fut
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._wake_loop = None
+            self._cond.notify()
 
     def run(self, job: Callable[[], T]) -> T:
         if self.on_thread():

@@ -272,6 +272,7 @@ class KafkaConnection(asyncio.BufferedProtocol):
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
+        out: list[bytes | bytearray | memoryview] = []
         try:
             while not self.closing:
                 if not self.pending:
@@ -288,10 +289,22 @@ class KafkaConnection(asyncio.BufferedProtocol):
                     return
                 if self.pending and self.pending[0] is fut:
                     self.pending.popleft()
+                if self.closing or self.transport is None:
+                    continue
+                if parts is None or self._gather(parts, out):
+                    # The responses already answered after this one go out in the same write: one system
+                    # call for all the requests a pipelining client has in flight.
+                    self._gather_ready(out)
+                    if self.reading_paused:
+                        self.update_reading()
+                    if out:
+                        self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+                        out.clear()
+                    if not self.writable.is_set():
+                        await self.writable.wait()
+                    continue
                 if self.reading_paused:
                     self.update_reading()
-                if parts is None or self.closing or self.transport is None:
-                    continue
                 await self._write_parts(loop, parts)
         except (ConnectionError, OSError) as e:
             log.debug("write to %s failed: %s", self.peer, e)
@@ -299,6 +312,34 @@ class KafkaConnection(asyncio.BufferedProtocol):
         except Exception:
             log.exception("writer for %s failed", self.peer)
             self.close()
+
+    def _gather(self, parts: list[Part], out: list[bytes | bytearray | memoryview]) -> bool:
+        """Add a response's bytes to ``out`` unless it has a file range for sendfile (then False, nothing
+        added)."""
+        sendfile = self.server.use_sendfile and not self.tls
+        for part in parts:
+            if (
+                not isinstance(part, bytes | bytearray | memoryview)
+                and sendfile
+                and part.size >= SENDFILE_MIN_BYTES
+            ):
+                return False
+        for part in parts:
+            out.append(part if isinstance(part, bytes | bytearray | memoryview) else part.read())
+        return True
+
+    def _gather_ready(self, out: list[bytes | bytearray | memoryview]) -> None:
+        """Take the responses that are ready at the head of the queue, in order, while they need no
+        sendfile."""
+        pending = self.pending
+        while pending:
+            fut = pending[0]
+            if not fut.done() or fut.cancelled() or fut.exception() is not None:
+                return
+            parts = fut.result()
+            if parts is not None and not self._gather(parts, out):
+                return
+            pending.popleft()
 
     async def _write_parts(self, loop: asyncio.AbstractEventLoop, parts: list[Part]) -> None:
         """Write a response: bytes and small file ranges gathered into one write, large ranges by sendfile."""
