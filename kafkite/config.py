@@ -774,6 +774,13 @@ _DEFS += [
 # none; Kafka's names and meanings otherwise).
 _DEFS += [
     ConfigDef(
+        "max.incremental.fetch.session.cache.slots",
+        "1000",
+        _int,
+        "Most incremental fetch sessions (KIP-227) kept; when full, a new one replaces one idle for two"
+        " minutes or one with fewer partitions (0: no sessions, every fetch is a full one)",
+    ),
+    ConfigDef(
         "queued.max.request.bytes",
         "536870912",
         _int,

@@ -6,6 +6,7 @@ import asyncio
 import uuid
 from typing import Any
 
+from kafkite.broker import fetch_sessions as sessions
 from kafkite.broker.core import Broker, RequestContext
 from kafkite.broker.epochs import current_leader, ensure_leaders, leader_error
 from kafkite.log.base import LogError, OffsetOutOfRange, ReadResult
@@ -200,19 +201,114 @@ async def _read_each(
 
 async def handle_fetch(broker: Broker, ctx: RequestContext, req: dict[str, Any]) -> dict[str, Any]:
     version = ctx.api_version
-    if version >= 7 and req["session_id"] != 0:
-        # kafkite does not create incremental fetch sessions (it answers session_id 0), so none can be found.
-        return {"error_code": int(ErrorCode.FETCH_SESSION_ID_NOT_FOUND), "session_id": 0, "responses": []}
-    await ensure_leaders(
-        broker,
-        ((_resolve(broker, t, version)[0], p["partition"]) for t in req["topics"] for p in t["partitions"]),
-    )
-    responses, total, errors = await _read_all(broker, req, version)
+    if version < 7:
+        return await _fetch(broker, req, version, None)
+    sid, epoch = req["session_id"], req["session_epoch"]
+    cache = sessions.cache_of(broker)
+    by_id = version >= 13
+    if epoch in (sessions.INITIAL_EPOCH, sessions.FINAL_EPOCH):
+        if sid:
+            cache.remove(sid)  # a full fetch closes the session it names
+        resp = await _fetch(broker, req, version, None)
+        if epoch == sessions.INITIAL_EPOCH and cache.slots > 0:
+            new = cache.create(by_id, sessions.cached_partitions(req, by_id))
+            if new:
+                sessions.remember(cache.sessions[new], resp["responses"], only_changed=False)
+                resp["session_id"] = new
+        return resp
+    session = cache.get(sid)
+    if session is None:
+        return _session_error(ErrorCode.FETCH_SESSION_ID_NOT_FOUND)
+    if session.epoch != epoch or session.by_id != by_id:
+        return _session_error(ErrorCode.INVALID_FETCH_SESSION_EPOCH)
+    sessions.apply_request(session, req)
+    session.epoch = sessions.next_epoch(epoch)
+    resp = await _fetch(broker, req, version, session)
+    resp["responses"] = sessions.remember(session, resp["responses"], only_changed=True)
+    resp["session_id"] = sid
+    return resp
+
+
+def _session_error(code: ErrorCode) -> dict[str, Any]:
+    return {"throttle_time_ms": 0, "error_code": int(code), "session_id": 0, "responses": []}
+
+
+def _session_names(broker: Broker, session: sessions.FetchSession) -> dict[sessions.TopicKey, str | None]:
+    names: dict[sessions.TopicKey, str | None] = {}
+    for key, _ in session.partitions:
+        if key not in names:
+            if session.by_id:
+                assert isinstance(key, uuid.UUID)
+                meta = broker.topic_by_id(key)
+                names[key] = meta.name if meta else None
+            else:
+                assert isinstance(key, str)
+                names[key] = key
+    return names
+
+
+def _session_changes(
+    broker: Broker,
+    session: sessions.FetchSession,
+    names: dict[sessions.TopicKey, str | None],
+    committed: bool,
+) -> list[tuple[sessions.TopicKey, int]]:
+    """The session's partitions that may have something new for the client: the others are not read."""
+    keys: list[tuple[sessions.TopicKey, int]] = []
+    for k, c in session.partitions.items():
+        name = names[k[0]]
+        part = broker.partition(name, k[1]) if name is not None else None
+        if part is None or name is None:
+            keys.append(k)
+            continue
+        try:
+            hw = part.high_watermark
+            lso = part.last_stable_offset
+        except LogError:
+            keys.append(k)
+            continue
+        if (
+            c.fetch_offset != (lso if committed else hw)
+            or hw != c.high_watermark
+            or lso != c.last_stable_offset
+            or part.log_start_offset != c.log_start_offset
+            or leader_error(broker, name, k[1], part, c.current_leader_epoch) is not None
+        ):
+            keys.append(k)
+    return keys
+
+
+async def _fetch(
+    broker: Broker, req: dict[str, Any], version: int, session: sessions.FetchSession | None
+) -> dict[str, Any]:
+    """Read the requested partitions (those of ``session`` that may have changed, with one), waiting up to
+    max_wait_ms for min_bytes."""
+    if session is None:
+        names = None
+        wanted = req
+        await ensure_leaders(
+            broker,
+            (
+                (_resolve(broker, t, version)[0], p["partition"])
+                for t in req["topics"]
+                for p in t["partitions"]
+            ),
+        )
+    else:
+        names = _session_names(broker, session)
+        await ensure_leaders(broker, ((names[k], i) for k, i in session.partitions))
+        committed = req["isolation_level"] == READ_COMMITTED
+        wanted = sessions.as_request(req, session, _session_changes(broker, session, names, committed))
+    responses, total, errors = await _read_all(broker, wanted, version)
     if req["max_wait_ms"] <= 0 or broker.blackhole:
         return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + req["max_wait_ms"] / 1000
-    keys = [(t["topic"], p["partition_index"]) for t in responses for p in t["partitions"] if t["topic"]]
+    if session is None:
+        keys = [(t["topic"], p["partition_index"]) for t in responses for p in t["partitions"] if t["topic"]]
+    else:
+        assert names is not None
+        keys = [(n, i) for k, i in session.partitions if (n := names[k]) is not None]
     while total < req["min_bytes"] and not errors and keys:
         timeout = deadline - loop.time()
         if timeout <= 0:
@@ -224,5 +320,8 @@ async def handle_fetch(broker: Broker, ctx: RequestContext, req: dict[str, Any])
             break
         finally:
             fut.cancel()
-        responses, total, errors = await _read_all(broker, req, version)
+        if session is not None:
+            assert names is not None
+            wanted = sessions.as_request(req, session, _session_changes(broker, session, names, committed))
+        responses, total, errors = await _read_all(broker, wanted, version)
     return {"throttle_time_ms": 0, "error_code": 0, "session_id": 0, "responses": responses}
