@@ -195,7 +195,8 @@ def _group_struct(group: tuple[FieldSpec, ...]) -> struct.Struct:
 
 
 def _struct_reader(fields: Sequence[FieldSpec], version: int, flexible: bool) -> Decoder:
-    plan: list[tuple[str, p.Reader] | tuple[tuple[str, ...], struct.Struct]] = []
+    """A decoder for one struct of one version, compiled to Python source: the fields in wire order as
+    straight-line code (runs of fixed-width fields unpacked at once), the dict built in one expression."""
     defaults: dict[str, Any] = {}
     tagged: dict[int, tuple[str, p.Reader]] = {}
     for f in fields:
@@ -203,42 +204,63 @@ def _struct_reader(fields: Sequence[FieldSpec], version: int, flexible: bool) ->
             defaults[f.name] = _default_of(f, version)
             if f.tag is not None and flexible and version in f.versions:
                 tagged[f.tag] = (f.name, _value_reader(f, version, flexible))
-    for item in _plan_fields(fields, version, flexible):
+    ns: dict[str, Any] = {"DecodeError": DecodeError, "read_uvarint": p.read_uvarint}
+    body: list[str] = []
+    values: dict[str, str] = {name: f"D{i}" for i, name in enumerate(defaults)}
+    for i, name in enumerate(defaults):
+        ns[f"D{i}"] = defaults[name]
+    for n, item in enumerate(_plan_fields(fields, version, flexible), 1):
         if isinstance(item, tuple):
-            plan.append((tuple(g.name for g in item), _group_struct(item)))
+            ns[f"S{n}"] = st = _group_struct(item)
+            names = [f"v{n}_{j}" for j in range(len(item))]
+            body += [
+                f"    end = pos + {st.size}",
+                "    if end > size:",
+                "        raise DecodeError('truncated input')",
+                f"    {', '.join(names)}{',' if len(names) == 1 else ''} = S{n}.unpack_from(buf, pos)",
+                "    pos = end",
+            ]
+            for g, v in zip(item, names, strict=True):
+                values[g.name] = v
         else:
-            plan.append((item.name, _value_reader(item, version, flexible)))
+            ns[f"R{n}"] = _value_reader(item, version, flexible)
+            body.append(f"    v{n}, pos = R{n}(buf, pos)")
+            values[item.name] = f"v{n}"
+    order = list(defaults) + [k for k in values if k not in defaults]
+    body.append("    out = {" + ", ".join(f"{k!r}: {values[k]}" for k in order) + "}")
+    if flexible:
+        ns["read_tags"] = _tag_reader(tagged)
+        body.append("    pos = read_tags(buf, pos, out)")
+    body.append("    return out, pos")
+    src = "def read(buf, pos):\n    size = len(buf)\n" + "\n".join(body) + "\n"
+    exec(compile(src, f"<kafkite decoder v{version}>", "exec"), ns)
+    read: Decoder = ns["read"]
+    return read
+
+
+def _tag_reader(tagged: dict[int, tuple[str, p.Reader]]) -> Callable[[Buf, int, dict[str, Any]], int]:
     read_uvarint = p.read_uvarint
 
-    def read(buf: Buf, pos: int) -> tuple[dict[str, Any], int]:
-        out = dict(defaults)
-        for name, reader in plan:
-            if isinstance(reader, struct.Struct):
-                end = pos + reader.size
-                if end > len(buf):
-                    raise DecodeError("truncated input")
-                out.update(zip(name, reader.unpack_from(buf, pos), strict=True))
-                pos = end
-            else:
-                out[name], pos = reader(buf, pos)  # type: ignore[index]
-        if flexible:
-            count, pos = read_uvarint(buf, pos)
-            for _ in range(count):
-                tag, pos = read_uvarint(buf, pos)
-                size, pos = read_uvarint(buf, pos)
-                end = pos + size
-                if end > len(buf):
-                    raise DecodeError("tagged field runs past the end of the message")
-                known = tagged.get(tag)
-                if known is not None:
-                    value, used = known[1](buf[:end], pos)
-                    if used != end:
-                        raise DecodeError(f"tagged field {known[0]} has {end - used} trailing bytes")
-                    out[known[0]] = value
-                pos = end
-        return out, pos
+    def read_tags(buf: Buf, pos: int, out: dict[str, Any]) -> int:
+        if pos < len(buf) and buf[pos] == 0:  # no tagged fields: the common case
+            return pos + 1
+        count, pos = read_uvarint(buf, pos)
+        for _ in range(count):
+            tag, pos = read_uvarint(buf, pos)
+            size, pos = read_uvarint(buf, pos)
+            end = pos + size
+            if end > len(buf):
+                raise DecodeError("tagged field runs past the end of the message")
+            known = tagged.get(tag)
+            if known is not None:
+                value, used = known[1](buf[:end], pos)
+                if used != end:
+                    raise DecodeError(f"tagged field {known[0]} has {end - used} trailing bytes")
+                out[known[0]] = value
+            pos = end
+        return pos
 
-    return read
+    return read_tags
 
 
 # --------------------------------------------------------------------------------------------- encoding
@@ -313,46 +335,87 @@ def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
 
 
 def _struct_writer(fields: Sequence[FieldSpec], version: int, flexible: bool) -> StructWriter:
-    plan: list[tuple[Any, Any, Any]] = []
+    """An encoder for one struct of one version, compiled to Python source: the fields in wire order as
+    straight-line code, runs of fixed-width fields packed at once, leaf types written straight into the
+    output buffer."""
     tagged: list[tuple[int, FieldSpec, ValueWriter]] = []
     for f in fields:
         if f.tag is not None and flexible and version in f.versions:
             tagged.append((f.tag, f, _value_writer(f, version, flexible)))
-    for item in _plan_fields(fields, version, flexible):
-        if isinstance(item, tuple):
-            pairs = tuple((g.name, _default_of(g, version)) for g in item)
-            plan.append((pairs, None, _group_struct(item)))
-        else:
-            plan.append((item.name, _default_of(item, version), _value_writer(item, version, flexible)))
     tagged.sort(key=lambda t: t[0])
-
-    def write(enc: Encoder, obj: dict[str, Any]) -> None:
-        get = obj.get
-        for name, default, writer in plan:
-            try:
-                if default is None and isinstance(writer, struct.Struct):
-                    enc.out += writer.pack(*[get(n, d) for n, d in name])
-                else:
-                    writer(enc, get(name, default))
-            except (ValueError, TypeError, AttributeError, struct.error) as e:
-                label = name if isinstance(name, str) else "/".join(n for n, _ in name)
-                raise ValueError(f"field {label}: {e}") from None
-        if flexible:
-            present = [
-                (tag, f, w)
-                for tag, f, w in tagged
-                if f.name in obj and not _is_default(f, version, obj[f.name])
+    ns: dict[str, Any] = {"struct": struct}
+    body: list[str] = []
+    for n, item in enumerate(_plan_fields(fields, version, flexible), 1):
+        if isinstance(item, tuple):
+            ns[f"S{n}"] = _group_struct(item)
+            args = []
+            for j, g in enumerate(item):
+                ns[f"D{n}_{j}"] = _default_of(g, version)
+                args.append(f"get({g.name!r}, D{n}_{j})")
+            body += [
+                f"        label = {'/'.join(g.name for g in item)!r}",
+                f"        out += S{n}.pack({', '.join(args)})",
             ]
-            p.write_uvarint(enc.out, len(present))
-            for tag, f, w in present:
-                sub = Encoder()
-                w(sub, obj[f.name])
-                body = b"".join(bytes(x) for x in sub.finish())
-                p.write_uvarint(enc.out, tag)
-                p.write_uvarint(enc.out, len(body))
-                enc.out += body
-
+            continue
+        ns[f"D{n}"] = _default_of(item, version)
+        body.append(f"        label = {item.name!r}")
+        leaf = _leaf_writer(item, version, flexible)
+        if leaf is not None:
+            ns[f"W{n}"] = leaf
+            body.append(f"        W{n}(out, get({item.name!r}, D{n}))")
+        else:
+            ns[f"W{n}"] = _value_writer(item, version, flexible)
+            body += [f"        W{n}(enc, get({item.name!r}, D{n}))", "        out = enc.out"]
+    if flexible:
+        if tagged:
+            ns["write_tags"] = _tag_writer(tagged, version)
+            body += ["        write_tags(enc, obj)"]
+        else:
+            body.append("        out.append(0)")
+    if not body:
+        body.append("        pass")
+    src = (
+        "def write(enc, obj):\n"
+        "    out = enc.out\n"
+        "    get = obj.get\n"
+        "    label = ''\n"
+        "    try:\n" + "\n".join(body) + "\n"
+        "    except (ValueError, TypeError, AttributeError, struct.error) as e:\n"
+        "        raise ValueError(f'field {label}: {e}') from None\n"
+    )
+    exec(compile(src, f"<kafkite encoder v{version}>", "exec"), ns)
+    write: StructWriter = ns["write"]
     return write
+
+
+def _leaf_writer(f: FieldSpec, version: int, flexible: bool) -> Callable[[bytearray, Any], None] | None:
+    """The writer of a field that never splits the output (fixed-width, string, bytes), else None."""
+    compact = flexible and not f.noflex
+    nullable = version in f.nullable
+    if f.type in p.FIXED:
+        return p.FIXED[f.type][1]
+    if f.type == "string":
+        return p.string_writer(compact, nullable)
+    if f.type == "bytes":
+        return p.bytes_writer(compact, nullable)
+    return None
+
+
+def _tag_writer(tagged: list[tuple[int, FieldSpec, ValueWriter]], version: int) -> StructWriter:
+    def write_tags(enc: Encoder, obj: dict[str, Any]) -> None:
+        present = [
+            (tag, f, w) for tag, f, w in tagged if f.name in obj and not _is_default(f, version, obj[f.name])
+        ]
+        p.write_uvarint(enc.out, len(present))
+        for tag, f, w in present:
+            sub = Encoder()
+            w(sub, obj[f.name])
+            body = b"".join(bytes(x) for x in sub.finish())
+            p.write_uvarint(enc.out, tag)
+            p.write_uvarint(enc.out, len(body))
+            enc.out += body
+
+    return write_tags
 
 
 # --------------------------------------------------------------------------------------------- registry
