@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from typing import Any
 
 from kafkite.broker.core import (
@@ -13,8 +15,9 @@ from kafkite.broker.core import (
 )
 from kafkite.broker.features import features_of
 from kafkite.broker.mutations import MutationQuota, pause
+from kafkite.log.engine import TopicMeta
 from kafkite.protocol.errors import ErrorCode, KafkaProtocolError
-from kafkite.protocol.messages import registry
+from kafkite.protocol.messages import EncodedArray, registry
 
 # AclOperation codes (Kafka): what an unrestricted principal may do, as authorized-operations bit sets.
 _TOPIC_OPS = (
@@ -78,12 +81,60 @@ def broker_nodes(broker: Broker, listener: str | None = None) -> list[tuple[int,
     return [(broker.node_id, host, port)]
 
 
+# The partition lists of large topics, kept (with their encodings) while the topic stays as it is: Metadata
+# for a topic of 10,000 partitions then costs a lookup and a copy of bytes rather than 10,000 dicts encoded.
+LARGE_TOPIC_PARTITIONS = 256
+_PARTITIONS_KEPT = 200_000  # partitions' lists kept at most, over all topics (least recently used go first)
+_kept: weakref.WeakKeyDictionary[Broker, OrderedDict[tuple[Any, ...], EncodedArray]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _single_broker_partitions(broker: Broker, name: str, meta: TopicMeta) -> EncodedArray:
+    kept = _kept.get(broker)
+    if kept is None:
+        kept = _kept[broker] = OrderedDict()
+    key = (name, meta.topic_id, meta.partitions, broker.node_id)
+    found = kept.get(key)
+    if found is not None:
+        kept.move_to_end(key)
+        return found
+    node = broker.node_id
+    found = EncodedArray(
+        {
+            "error_code": 0,
+            "partition_index": i,
+            "leader_id": node,
+            "leader_epoch": 0,
+            "replica_nodes": [node],
+            "isr_nodes": [node],
+            "offline_replicas": [],
+        }
+        for i in range(meta.partitions)
+    )
+    kept[key] = found
+    total = sum(len(v) for v in kept.values())
+    while total > _PARTITIONS_KEPT and len(kept) > 1:
+        _, dropped = kept.popitem(last=False)
+        total -= len(dropped)
+    return found
+
+
 def _topic_entry(broker: Broker, name: str, include_ops: bool) -> dict[str, Any]:
     meta = broker.topic(name)
     if meta is None:
         return {"error_code": int(ErrorCode.UNKNOWN_TOPIC_OR_PARTITION), "name": name, "partitions": []}
     cluster = broker.cluster
     node = broker.node_id
+    if cluster is None and meta.partitions >= LARGE_TOPIC_PARTITIONS:
+        return {
+            "error_code": 0,
+            "name": name,
+            "topic_id": meta.topic_id,
+            "is_internal": is_internal_topic(name),
+            "partitions": _single_broker_partitions(broker, name, meta),
+            "topic_authorized_operations": _bits(_TOPIC_OPS) if include_ops else OPS_NOT_REQUESTED,
+        }
     return {
         "error_code": 0,
         "name": name,

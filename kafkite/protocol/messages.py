@@ -33,6 +33,18 @@ class RecordsChunks(list[Any]):
         return sum(c.size if hasattr(c, "size") else len(c) for c in self)
 
 
+class EncodedArray(list[Any]):
+    """An array of structs that is never changed once built, whose encoding is kept with it (per codec
+    version) the first time it is encoded: a response part that many requests share (the partitions of a
+    large topic in Metadata) is encoded once."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, items: Any = ()) -> None:
+        super().__init__(items)
+        self.encoded: dict[object, bytes] = {}
+
+
 Part = Any  # bytes | bytearray | memoryview | a sized file range
 Decoder = Callable[[Buf, int], tuple[dict[str, Any], int]]
 
@@ -316,6 +328,7 @@ def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
         write_len = p.array_length_writer(compact)
 
         code = _STRUCT_CODES.get(t[2:])
+        packers = [struct.Struct(f">{n}{code}") for n in range(8)] if code is not None else []
 
         def write_array(enc: Encoder, v: Any) -> None:
             if v is None:
@@ -323,9 +336,27 @@ def _value_writer(f: FieldSpec, version: int, flexible: bool) -> ValueWriter:
                     raise ValueError(f"null given for non-nullable array {f.name}")
                 write_len(enc.out, -1)
                 return
-            write_len(enc.out, len(v))
+            n = len(v)
+            if compact and n < 127:
+                enc.out.append(n + 1)
+            else:
+                write_len(enc.out, n)
             if code is not None:
-                enc.out += struct.pack(f">{len(v)}{code}", *v)
+                if n:
+                    enc.out += packers[n].pack(*v) if n < 8 else struct.pack(f">{n}{code}", *v)
+                return
+            if type(v) is EncodedArray:
+                done = v.encoded.get(write_array)
+                if done is None:
+                    sub = Encoder()
+                    for item in v:
+                        elem(sub, item)
+                    if sub.parts:  # chunked records are not kept: encoded where they go instead
+                        for item in v:
+                            elem(enc, item)
+                        return
+                    done = v.encoded[write_array] = bytes(sub.out)
+                enc.out += done
                 return
             for item in v:
                 elem(enc, item)
