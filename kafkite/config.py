@@ -149,6 +149,14 @@ _DEFS: list[ConfigDef] = [
         "Segment files kept open at once, the least recently used closed first and reopened on demand"
         " (0: half the descriptor limit, ulimit -n)",
     ),
+    ConfigDef(
+        "log.writer.inline.bytes",
+        "16384",
+        _int,
+        "kafkite: an append of at most this many bytes is written on the event loop when its log directory's"
+        " writer thread has nothing queued and the previous such write took under 20 ms (else, for 5 s, every"
+        " append goes through the thread); 0: every append goes through the writer thread",
+    ),
     ConfigDef("default.replication.factor", "1", _int, "Replication factor reported for new topics"),
     ConfigDef(
         "auto.create.topics.enable", "true", _bool, "Create unknown topics on Metadata and Produce", True

@@ -231,3 +231,57 @@ def test_a_held_range_outlives_its_cache_entry(tmp_path: Path) -> None:
 def test_file_cache_refuses_a_budget_too_small() -> None:
     with pytest.raises(ValueError, match="at least"):
         FileCache(2)
+
+
+def test_small_jobs_run_inline_while_the_writer_is_idle_and_keep_their_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w = ThreadWriter("test-inline", inline_bytes=1000)
+    try:
+        seen: list[str] = []
+        started = threading.Event()
+        release = threading.Event()
+
+        def big() -> str:
+            started.set()
+            release.wait(10)
+            seen.append("big")
+            return "big"
+
+        async def main() -> None:
+            small = w.submit(lambda: seen.append("a") or threading.current_thread().name, size=10)
+            assert isinstance(small, Completed), "idle writer: a small job runs at once, here"
+            assert small.result() == threading.current_thread().name
+            large = w.submit(big, size=5000)  # beyond inline_bytes: on the thread
+            assert not isinstance(large, Completed)
+            for _ in range(1000):  # (the thread is woken once the loop turns)
+                if started.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert started.is_set()
+            queued = w.submit(lambda: seen.append("b") or "b", size=10)  # the writer is busy: queued behind
+            assert not isinstance(queued, Completed)
+            release.set()
+            assert await asyncio.gather(large, queued) == ["big", "b"]
+            assert seen == ["a", "big", "b"]
+            assert w.jobs_inline == 1
+
+            # A small job that took long (a disk that became slow) sends the next ones to the thread.
+            monkeypatch.setattr("kafkite.log.writer.INLINE_SLOW_S", 0.0)
+            assert isinstance(w.submit(lambda: time.sleep(0.001), size=10), Completed)
+            after = w.submit(lambda: "thread", size=10)
+            assert not isinstance(after, Completed) and await after == "thread"
+
+        asyncio.run(main())
+    finally:
+        w.close()
+    off = ThreadWriter("test-not-inline", inline_bytes=0)
+    try:
+
+        async def never() -> None:
+            p = off.submit(lambda: 1, size=1)
+            assert not isinstance(p, Completed) and await p == 1
+
+        asyncio.run(never())
+    finally:
+        off.close()

@@ -176,6 +176,7 @@ class Broker:
             default_config=defaults,
             max_partitions=self.config["max.broker.partitions"],
             open_files=self.config["log.open.files.max"] or None,
+            inline_bytes=self.config["log.writer.inline.bytes"],
         )
 
     @property

@@ -475,7 +475,9 @@ class MemoryStorage(Storage):
 class FileStorage(Storage):
     """Partition logs in ``<root>/<topic>-<partition>/``, the catalogue in ``<root>/topics.json``.
 
-    ``open_files``: the budget of open segment files (default: half the descriptor limit)."""
+    ``open_files``: the budget of open segment files (default: half the descriptor limit). ``inline_bytes``:
+    appends of at most this many bytes are written on the calling thread while the writer thread is idle
+    (``ThreadWriter``)."""
 
     def __init__(
         self,
@@ -485,9 +487,11 @@ class FileStorage(Storage):
         clock: Clock | None = None,
         max_partitions: int | None = None,
         open_files: int | None = None,
+        inline_bytes: int = 0,
     ) -> None:
         super().__init__(default_config=default_config, clock=clock, max_partitions=max_partitions)
         self.root = Path(root_dir)
+        self.inline_bytes = inline_bytes
         self.files = FileCache(open_files or default_open_files())
         self._writers: dict[str, ThreadWriter] = {}
         self._threads = threading.Lock()
@@ -505,7 +509,8 @@ class FileStorage(Storage):
             if w is None:
                 if self._closed and name != "flusher":
                     raise LogError("the storage is closed")
-                w = self._writers[name] = ThreadWriter(f"kafkite-log-{name}")
+                inline = self.inline_bytes if name != "flusher" else 0
+                w = self._writers[name] = ThreadWriter(f"kafkite-log-{name}", inline_bytes=inline)
             return w
 
     def writer_for(self, topic: str) -> Writer:
