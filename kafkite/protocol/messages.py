@@ -13,6 +13,7 @@ import struct
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import CodeType, FunctionType
 from typing import Any, Protocol
 
 from kafkite.protocol import primitives as p
@@ -206,6 +207,40 @@ def _group_struct(group: tuple[FieldSpec, ...]) -> struct.Struct:
     return struct.Struct(">" + "".join(_STRUCT_CODES[f.type] for f in group))
 
 
+_CODE: dict[str, CodeType] = {}
+
+
+def _code_of(src: str, filename: str) -> CodeType:
+    """The compiled source, once per distinct text: the versions of a message mostly share their structs."""
+    code = _CODE.get(src)
+    if code is None:
+        code = _CODE[src] = compile(src, filename, "exec")
+    return code
+
+
+def _boot(stub: FunctionType, a: Any, b: Any) -> Any:
+    """A deferred codec function's first call: compile its source, become it, run it."""
+    ns = stub.__globals__
+    exec(_code_of(ns["__kafkite_src__"], "<kafkite codec>"), ns)
+    real = ns[ns["__kafkite_name__"]]
+    stub.__code__ = real.__code__
+    return real(a, b)
+
+
+_BOOT_NS: dict[str, Any] = {}
+exec("def boot(a, b):\n    return __kafkite_boot__(__kafkite_self__, a, b)\n", _BOOT_NS)
+_BOOT_CODE: CodeType = _BOOT_NS["boot"].__code__
+
+
+def _deferred(src: str, ns: dict[str, Any], name: str) -> Any:
+    """A function defined by ``src`` over the names in ``ns``, compiled only when first called (compiling
+    every codec of every version at start-up would cost a tenth of a second): until then a stub that, on its
+    first call, takes the compiled code as its own, so whoever holds it calls the compiled code directly."""
+    stub = FunctionType(_BOOT_CODE, ns, name)
+    ns.update(__kafkite_src__=src, __kafkite_name__=name, __kafkite_self__=stub, __kafkite_boot__=_boot)
+    return stub
+
+
 def _struct_reader(fields: Sequence[FieldSpec], version: int, flexible: bool) -> Decoder:
     """A decoder for one struct of one version, compiled to Python source: the fields in wire order as
     straight-line code (runs of fixed-width fields unpacked at once), the dict built in one expression."""
@@ -245,8 +280,7 @@ def _struct_reader(fields: Sequence[FieldSpec], version: int, flexible: bool) ->
         body.append("    pos = read_tags(buf, pos, out)")
     body.append("    return out, pos")
     src = "def read(buf, pos):\n    size = len(buf)\n" + "\n".join(body) + "\n"
-    exec(compile(src, f"<kafkite decoder v{version}>", "exec"), ns)
-    read: Decoder = ns["read"]
+    read: Decoder = _deferred(src, ns, "read")
     return read
 
 
@@ -414,8 +448,7 @@ def _struct_writer(fields: Sequence[FieldSpec], version: int, flexible: bool) ->
         "    except (ValueError, TypeError, AttributeError, struct.error) as e:\n"
         "        raise ValueError(f'field {label}: {e}') from None\n"
     )
-    exec(compile(src, f"<kafkite encoder v{version}>", "exec"), ns)
-    write: StructWriter = ns["write"]
+    write: StructWriter = _deferred(src, ns, "write")
     return write
 
 
