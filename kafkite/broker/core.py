@@ -354,6 +354,10 @@ class Broker:
             for i in range(m.partitions)
         ]
 
+    def loaded_partitions(self) -> list[Partition]:
+        """The partitions whose logs are loaded (in use since the start), without loading the others."""
+        return [log for _, _, log in self.storage.partitions()]
+
     def create_topic(
         self, name: str, partitions: int | None = None, configs: dict[str, str] | None = None
     ) -> TopicMeta:

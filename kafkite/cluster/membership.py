@@ -308,7 +308,7 @@ class Cluster:
             log=cluster_txn.OwnedTxnLog(opener, self),
             config=config,
             partition_of=partition_of,
-            all_partitions=broker.all_partitions,
+            all_partitions=broker.loaded_partitions,
             groups=cluster_txn.TxnOffsets(broker, self),
             notify=broker.waiters.notify,
             owns=self.coordinates,

@@ -103,7 +103,9 @@ class TransactionCoordinator:
     """Producer ids and transactions of one broker.
 
     ``partition_of(topic, index)`` returns a local partition (None: no such partition), ``all_partitions()``
-    every partition (producer id expiry), ``notify(topic, index)`` wakes fetches waiting on a partition.
+    the partitions whose producer ids expire (the broker passes those loaded: a log not yet loaded since the
+    start is left alone, its idle producers expire at the first check after it is), ``notify(topic, index)``
+    wakes fetches waiting on a partition.
     ``owns(transactional_id)`` says whether this coordinator still coordinates an id (brokers sharing a
     database move ids between them): its timers leave the others alone. The log is compacted only when it
     offers ``compact`` (a log shared with other coordinators does not: see ``kafkite.cluster.txn``).

@@ -305,7 +305,7 @@ def coordinator_for(broker: Broker) -> TransactionCoordinator:
         flush_markers=durable,
         config=TxnConfig.from_mapping(settings),
         partition_of=partition_of,
-        all_partitions=broker.all_partitions,
+        all_partitions=broker.loaded_partitions,
         groups=broker.groups,
         notify=broker.waiters.notify,
     )
