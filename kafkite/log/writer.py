@@ -157,6 +157,7 @@ class ThreadWriter(Writer):
         self.name = name
         self.inline_bytes = inline_bytes
         self._inline = False  # a job runs on the submitting thread: the thread waits
+        self._inline_owner = 0  # that thread's ident
         self._inline_off_until = 0.0
         self.jobs_inline = 0
         self._jobs: deque[_Job] = deque()
@@ -182,7 +183,10 @@ class ThreadWriter(Writer):
         return self._unfinished
 
     def on_thread(self) -> bool:
-        return threading.current_thread() is self._thread
+        """Whether the caller is running one of this writer's jobs (on its thread, or inline)."""
+        return threading.current_thread() is self._thread or (
+            self._inline and self._inline_owner == threading.get_ident()
+        )
 
     def _queue(self, job: _Job, wake: bool = True) -> None:
         with self._cond:
@@ -205,6 +209,7 @@ class ThreadWriter(Writer):
                 )
                 if inline:
                     self._inline = True
+                    self._inline_owner = threading.get_ident()
                     self._unfinished += 1
             if inline:
                 return self._run_inline(job, size)
@@ -225,7 +230,7 @@ class ThreadWriter(Writer):
             return Completed.of(job)
         finally:
             ended = time.monotonic()
-            if ended - started > INLINE_SLOW_S:
+            if size and ended - started > INLINE_SLOW_S:
                 self._inline_off_until = ended + INLINE_BACKOFF_S
             with self._cond:
                 self._inline = False
@@ -244,6 +249,16 @@ class ThreadWriter(Writer):
     def run(self, job: Callable[[], T]) -> T:
         if self.on_thread():
             return job()
+        # The caller waits for the result either way: while the writer has nothing queued or running, the job
+        # runs here, in order, without two thread hand-overs (a group's commit appended and waited for).
+        with self._cond:
+            idle = self._unfinished == 0 and not self._closing
+            if idle:
+                self._inline = True
+                self._inline_owner = threading.get_ident()
+                self._unfinished += 1
+        if idle:
+            return self._run_inline(job, 0).result()
         j = _Job(job, None, None, 0)
         j.done = threading.Event()
         self._queue(j)
