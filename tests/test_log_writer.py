@@ -273,7 +273,7 @@ def test_small_jobs_run_inline_while_the_writer_is_idle_and_keep_their_order(
             assert not isinstance(after, Completed) and await after == "thread"
 
         asyncio.run(main())
-        # A blocking run while the writer is idle runs here too (its caller waits either way), nested ones too.
+        # A blocking run while the writer is idle runs here too (its caller waits either way), nested too.
         here = threading.current_thread().name
         assert w.run(lambda: threading.current_thread().name) == here
         assert w.run(lambda: w.run(lambda: "nested")) == "nested"
