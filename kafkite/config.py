@@ -151,11 +151,12 @@ _DEFS: list[ConfigDef] = [
     ),
     ConfigDef(
         "log.writer.inline.bytes",
-        "16384",
+        "0",
         _int,
         "kafkite: an append of at most this many bytes is written on the event loop when its log directory's"
         " writer thread has nothing queued and the previous such write took under 20 ms (else, for 5 s, every"
-        " append goes through the thread); 0: every append goes through the writer thread",
+        " append goes through the thread); 0 (the default): every append goes through the writer thread,"
+        " so the event loop never waits on the disk",
     ),
     ConfigDef("default.replication.factor", "1", _int, "Replication factor reported for new topics"),
     ConfigDef(
