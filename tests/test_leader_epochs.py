@@ -189,6 +189,157 @@ def test_a_claim_raises_the_epoch_and_fences_the_previous_leader(pg_dsn: str, to
         b.close()
 
 
+def test_appends_queued_behind_a_lost_leadership_are_not_leader_not_out_of_order(
+    pg_dsn: str, topic_name: str
+) -> None:
+    """Two batches of an idempotent producer queued on a leader that loses the partition before they run:
+    both are answered NotLeader (NOT_LEADER_OR_FOLLOWER), as Kafka's leader checks leadership before
+    sequences. The second one used to be refused OUT_OF_ORDER_SEQUENCE_NUMBER (its sequence follows the
+    refused first one's), which librdkafka takes for a broken sequence: it bumps its epoch and renumbers
+    from sequence 0 every batch not yet acknowledged, on every partition, storing again any whose answer
+    was lost."""
+    import asyncio
+
+    from kafkite.log.base import NotLeader
+    from kafkite.log.pg import PgStorage
+
+    a, b = PgStorage(pg_dsn), PgStorage(pg_dsn)
+    a.load()
+    b.load()
+    try:
+        a.create_topic(topic_name, 1)
+        pa, pb = a.partition(topic_name, 0), b.partition(topic_name, 0)
+        a.db.run(a.claim_op([pa], 1), transaction=True)
+
+        def batch(seq: int) -> bytearray:
+            return _batch([f"v{seq}".encode()], producer_id=7, producer_epoch=0, base_sequence=seq)
+
+        async def run() -> list[BaseException | int]:
+            assert (await pa.append(batch(0), now_ms=1)).first_offset == 0
+            first, second = pa.append(batch(1), now_ms=1), pa.append(batch(2), now_ms=1)
+            # Another broker claims the partition while both wait in the queue (the event loop is held).
+            b.db.run(b.claim_op([pb], 2), transaction=True)
+            out: list[BaseException | int] = []
+            for pending in (first, second):
+                try:
+                    out.append((await pending).first_offset)
+                except Exception as e:
+                    out.append(e)
+            return out
+
+        results = asyncio.run(run())
+        assert all(isinstance(r, NotLeader) for r in results), results
+        # The new leader continues the producer's sequence where the stored batches end.
+        assert pb.append_sync(batch(1), now_ms=1).first_offset == 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_new_leader_waits_for_batches_that_may_be_in_flight_to_a_previous_one(
+    pg_dsn: str, topic_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client following a partition to its new leader can reach it with a batch while the batch before it
+    is still in flight to a previous leader. Kafka's answer, OUT_OF_ORDER_SEQUENCE_NUMBER, makes librdkafka
+    bump its epoch and renumber from 0 every batch not yet acknowledged (storing again any whose answer was
+    lost); for a while after a takeover kafkite answers NOT_LEADER_OR_FOLLOWER, retried once the batch
+    before it is, and OUT_OF_ORDER_SEQUENCE_NUMBER after that."""
+    from kafkite.log.base import NotLeader
+    from kafkite.log.pg import PgStorage
+    from kafkite.log.pg import partition as pg_partition
+    from kafkite.log.producer_state import OutOfOrderSequence
+
+    a, b = PgStorage(pg_dsn), PgStorage(pg_dsn)
+    a.load()
+    b.load()
+    try:
+        a.create_topic(topic_name, 1)
+        pa, pb = a.partition(topic_name, 0), b.partition(topic_name, 0)
+        a.db.run(a.claim_op([pa], 1), transaction=True)
+
+        def batch(seq: int) -> bytearray:
+            return _batch([f"v{seq}".encode()], producer_id=7, producer_epoch=0, base_sequence=seq)
+
+        assert pa.append_sync(batch(0), now_ms=1).first_offset == 0
+        b.db.run(b.claim_op([pb], 2), transaction=True)
+        # Sequence 1 is in flight to the old leader; sequence 2 reaches the new one first.
+        with pytest.raises(NotLeader, match="may still be in flight"):
+            pb.append_sync(batch(2), now_ms=1)
+        with pytest.raises(NotLeader):
+            pa.append_sync(batch(1), now_ms=1)  # the old leader refuses it; the client retries both
+        assert pb.append_sync(batch(1), now_ms=1).first_offset == 1
+        assert pb.append_sync(batch(2), now_ms=1).first_offset == 2
+        with pytest.raises(NotLeader, match="may still be in flight"):
+            pb.append_sync(batch(4), now_ms=1)
+        # Once the window after the takeover has passed, a gap is out of order, as in Kafka.
+        monkeypatch.setattr(pg_partition, "IN_FLIGHT_WINDOW_S", 0.0)
+        with pytest.raises(OutOfOrderSequence):
+            pb.append_sync(batch(4), now_ms=1)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_batches_behind_an_append_the_database_failed_are_refused_as_it_was(
+    pg_dsn: str, topic_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An append the database fails (KAFKA_STORAGE_ERROR: not stored, retried) leaves a gap that the batches
+    sent after it would be refused OUT_OF_ORDER_SEQUENCE_NUMBER for, making librdkafka bump its epoch;
+    they are refused as the failed one was, and the client retries them all in order."""
+    import asyncio
+
+    from kafkite.log.base import LogError
+    from kafkite.log.pg import PgStorage
+    from kafkite.log.pg import partition as pg_partition
+    from kafkite.log.pg.db import DatabaseError
+    from kafkite.log.producer_state import OutOfOrderSequence, ProducerStateError
+
+    a = PgStorage(pg_dsn)
+    a.load()
+    try:
+        a.create_topic(topic_name, 1)
+        pa = a.partition(topic_name, 0)
+        a.db.run(a.claim_op([pa], 1), transaction=True)
+        monkeypatch.setattr(pa, "_claimed", None)  # no grace after the takeover: only the failure's
+
+        def batch(seq: int) -> bytearray:
+            return _batch([f"v{seq}".encode()], producer_id=7, producer_epoch=0, base_sequence=seq)
+
+        real = a.db.run_async
+        fail_next = [False]
+
+        async def flaky(op: Any, **kw: Any) -> Any:
+            if fail_next[0]:  # this append: the database cannot be reached
+                fail_next[0] = False
+                op.close()
+                raise DatabaseError("cannot connect to the database: connection timeout expired")
+            return await real(op, **kw)
+
+        monkeypatch.setattr(a.db, "run_async", flaky)
+
+        async def run() -> tuple[BaseException | int, ...]:
+            out: list[BaseException | int] = []
+            for seq in (0, 1, 2):
+                fail_next[0] = seq == 1
+                try:
+                    out.append((await pa.append(batch(seq), now_ms=1)).first_offset)
+                except Exception as e:
+                    out.append(e)
+            return tuple(out)
+
+        first, failed, behind = asyncio.run(run())
+        assert first == 0 and isinstance(failed, DatabaseError), (first, failed)
+        assert isinstance(behind, LogError) and not isinstance(behind, ProducerStateError), behind
+        assert pa.append_sync(batch(1), now_ms=1).first_offset == 1
+        assert pa.append_sync(batch(2), now_ms=1).first_offset == 2
+        # Once the window after the failure has passed, a gap is out of order, as in Kafka.
+        monkeypatch.setattr(pg_partition, "IN_FLIGHT_WINDOW_S", 0.0)
+        with pytest.raises(OutOfOrderSequence):
+            pa.append_sync(batch(5), now_ms=1)
+    finally:
+        a.close()
+
+
 # ------------------------------------------------------------------------------ PostgreSQL cluster
 
 

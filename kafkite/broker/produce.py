@@ -348,6 +348,7 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
                 out.append(e.response(idx))
                 continue
             except ProducerStateError as e:
+                log.info("produce to %s-%d refused: %s", name, idx, e)
                 out.append(_error(idx, PRODUCER_STATE_ERRORS[type(e)], str(e)))
                 continue
             except LogError as e:
@@ -364,6 +365,7 @@ async def handle_produce(broker: Broker, ctx: RequestContext, req: dict[str, Any
         try:
             info = await pending
         except ProducerStateError as e:
+            log.info("produce to %s-%d refused: %s", name, idx, e)
             out[i] = _error(idx, PRODUCER_STATE_ERRORS[type(e)], str(e))
         except NotLeader as e:
             out[i] = _error(idx, ErrorCode.NOT_LEADER_OR_FOLLOWER, str(e))

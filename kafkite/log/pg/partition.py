@@ -13,7 +13,15 @@ Leader epochs: the partition row carries its leader epoch and the process holdin
 becomes leader by claiming the row (``PgStorage.claim_op``: the epoch goes up by one and its start offset is
 recorded in ``kafkite_leader_epochs``). Every append is prepared for the epoch it last saw, stamps it into
 the batches (as Kafka's leaders stamp theirs) and matches the row only while it still has that epoch, so an
-append by a broker whose leadership was claimed by another one fails (``NotLeader``) instead of landing.
+append by a broker whose leadership was claimed by another one fails (``NotLeader``) instead of landing, and
+so do the appends queued behind it: leadership is checked before sequence numbers, as Kafka's leaders do.
+
+Sequence gaps: for ``IN_FLIGHT_WINDOW_S`` after this broker claimed the partition, or after one of its appends
+failed for want of the database, a batch that skips sequence numbers is refused with a retriable error
+(``NotLeader``, ``LogError``) rather than ``OutOfOrderSequence``: the batches in the gap may still be in
+flight to the previous leader, or were refused here, and will be retried first. librdkafka answers an
+out-of-order sequence behind them by bumping its producer epoch and renumbering from 0 every batch it has not
+seen acknowledged, storing again those whose answers were lost.
 
 Producer state (idempotence, transactions) is a ``ProducerStateManager`` rebuilt from the newest snapshot in
 ``kafkite_producer_snapshots`` plus the batch headers after it, kept current by every append, and caught up
@@ -29,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,7 +61,13 @@ from kafkite.log.config import LogConfig
 from kafkite.log.partition import _record_timestamps
 from kafkite.log.pg import schema
 from kafkite.log.pg.db import DatabaseError, Op, Query, on_event_loop
-from kafkite.log.producer_state import AbortedTxn, ProducerStateError, ProducerStateManager, replay
+from kafkite.log.producer_state import (
+    AbortedTxn,
+    OutOfOrderSequence,
+    ProducerStateError,
+    ProducerStateManager,
+    replay,
+)
 from kafkite.log.writer import Pending
 from kafkite.protocol.records import BatchHeader, read_header
 
@@ -68,6 +83,16 @@ APPEND_ATTEMPTS = 20
 # Appends queued behind the one being written are written together, up to this many bytes and appends.
 GROUP_BYTES = 16 << 20
 GROUP_APPENDS = 64
+# For this long after this broker took a partition over, a batch that skips sequence numbers is refused
+# NotLeader (NOT_LEADER_OR_FOLLOWER: retried) rather than OUT_OF_ORDER_SEQUENCE_NUMBER: while the clients
+# follow the partition from broker to broker, the batches in the gap may still be in flight to a broker that
+# led it before (which will refuse them), and librdkafka answers an out-of-order sequence behind them by
+# bumping its epoch and renumbering every batch it has not seen acknowledged, storing again any whose answer
+# was lost. The clients' default request timeout bounds how long such a request stays unanswered; a real gap
+# is answered OUT_OF_ORDER_SEQUENCE_NUMBER once the window has passed. Likewise for this long after an append
+# here failed without an answer from the database, a gap is refused as that append was (KAFKA_STORAGE_ERROR,
+# retried): the failed batches are the gap, and are retried before the ones behind them.
+IN_FLIGHT_WINDOW_S = 30.0
 
 
 @dataclass
@@ -140,6 +165,9 @@ class PgPartition(Partition):
         # True while the producer state holds appends of a group whose statement has not committed yet.
         self._speculating = False
         self._catching: asyncio.Future[None] | None = None  # a background catch-up of the producer state
+        # (leader epoch, its start offset, monotonic time) of this process's last claim of the partition
+        self._claimed: tuple[int, int, float] | None = None
+        self._failed_at: float | None = None  # monotonic time of the last append failed by the database
         self._closed = False
         self._lock = threading.RLock()
 
@@ -184,6 +212,21 @@ class PgPartition(Partition):
             if epoch > self._epoch or (epoch == self._epoch and instance is not None):
                 self._epoch = epoch
                 self._leader_instance = instance
+
+    def claimed(self, epoch: int, start_offset: int) -> None:
+        """This process took the leadership: ``epoch`` starts at ``start_offset``."""
+        with self._lock:
+            self._claimed = (epoch, start_offset, time.monotonic())
+
+    def _gap_may_be_in_flight(self) -> bool:
+        """Whether a sequence gap may be batches still in flight to a broker that led the partition before:
+        this broker took it over moments ago."""
+        claim = self._claimed
+        return (
+            claim is not None
+            and claim[0] == self._epoch
+            and time.monotonic() - claim[2] <= IN_FLIGHT_WINDOW_S
+        )
 
     @property
     def closed(self) -> bool:
@@ -455,17 +498,33 @@ class PgPartition(Partition):
         a marker, a gateway), at whatever epoch the partition is."""
         for _ in range(APPEND_ATTEMPTS):
             self._check_open()
+            # As Kafka's leaders do, whether this broker still leads is checked before the batches' sequence
+            # numbers are: an append queued behind one that lost the leadership is answered NotLeader too,
+            # not OUT_OF_ORDER_SEQUENCE_NUMBER for the gap the refused one left (a client takes that for a
+            # broken sequence and bumps its epoch, renumbering batches that may have been stored).
+            self._check_leader(expect)
             yield from self._current_state_op()
             epoch = self._epoch if expect is None else expect
             try:
                 prep = self._prepare(batches, now_ms, epoch)
-            except ProducerStateError:
-                # Refused by this broker's producer state: make sure it is not just behind the log.
+            except ProducerStateError as e:
+                # Refused by this broker's producer state: make sure it is not just behind the log, nor
+                # the refusal of a broker that no longer leads.
                 known = self._next
                 yield from self._bounds_op()
-                if self._next == known:
-                    raise
-                continue
+                self._check_leader(expect)
+                if self._next != known:
+                    continue
+                if isinstance(e, OutOfOrderSequence):
+                    if expect is not None and self._gap_may_be_in_flight():
+                        raise NotLeader(
+                            f"{e}: the batches before it may still be in flight to a previous leader of"
+                            f" {self.topic}-{self.index}"
+                        ) from None
+                    failed = self._failed_at
+                    if failed is not None and time.monotonic() - failed <= IN_FLIGHT_WINDOW_S:
+                        raise LogError(f"{e}: an append before it failed; retry them in order") from None
+                raise
             if isinstance(prep, AppendInfo):
                 return prep
             if sent is not None:
@@ -479,11 +538,17 @@ class PgPartition(Partition):
                 return AppendInfo(prep.start, prep.end - 1, prep.append_time, max(lso, self._lso), prep.size)
             # Another broker appended first, or claimed the leadership: reload the bounds and see.
             yield from self._bounds_op(authoritative=True)
-            if expect is not None and (self._epoch != expect or not self.leading):
-                raise NotLeader(
-                    f"{self.topic}-{self.index} is led by another broker since leader epoch {self._epoch}"
-                )
+            self._check_leader(expect)
+        self._failed_at = time.monotonic()
         raise LogError(f"append to {self.topic}-{self.index} kept losing to concurrent appends")
+
+    def _check_leader(self, expect: int | None) -> None:
+        """Raise NotLeader when this broker appends as the leader of epoch ``expect`` and the partition has
+        since moved on (as last seen); nothing for an append made as a non-leader (None)."""
+        if expect is not None and (self._epoch != expect or not self.leading):
+            raise NotLeader(
+                f"{self.topic}-{self.index} is led by another broker since leader epoch {self._epoch}"
+            )
 
     def _expected_epoch(self) -> int | None:
         """The epoch a leader appends at (taken when the append is asked for, right after the broker checked
@@ -497,6 +562,7 @@ class PgPartition(Partition):
         try:
             return self._db.run(self._append_op(batches, now_ms, self._expected_epoch(), sent))
         except DatabaseError as e:
+            self._failed_at = time.monotonic()
             raise _unknown(self, e) if sent[0] else e from None
 
     def append_fenced(self, batches: bytearray, *, now_ms: int, fence: Callable[[], Op[None]]) -> AppendInfo:
@@ -589,6 +655,7 @@ class PgPartition(Partition):
         try:
             return await self._db.run_async(self._append_op(item.batches, item.now_ms, item.expect, sent))
         except DatabaseError as e:
+            self._failed_at = time.monotonic()
             raise _unknown(self, e) if sent[0] else e from None
 
     async def _write_fenced(self, item: _Queued) -> AppendInfo:
@@ -617,6 +684,7 @@ class PgPartition(Partition):
         try:
             infos = await self._db.run_async(self._group_op(group, sent))
         except DatabaseError as e:
+            self._failed_at = time.monotonic()
             self._forget_speculation()
             err = _unknown(self, e) if sent[0] else e
             for item in group:

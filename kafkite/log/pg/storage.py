@@ -407,6 +407,7 @@ class PgStorage(Storage):
             if part is not None:
                 part.set_bounds(int(nxt), int(lso), int(size))
                 part.set_leader(int(epoch), self.instance)
+                part.claimed(int(epoch), int(nxt))
                 claimed.append(part)
         return claimed
 
