@@ -16,6 +16,8 @@ librdkafka's own threads and sockets live there too.
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import struct
 import threading
 import time
@@ -43,6 +45,22 @@ def parse_group_metadata(data: bytes) -> tuple[int, str]:
     rest = data[len(magic) + 4 :].split(b"\x00")
     member = rest[1].decode(errors="replace") if len(rest) > 1 else ""
     return generation, member
+
+
+def client_debug(name: str) -> dict[str, Any]:
+    """librdkafka debug contexts and a logger writing them to ``<dir>/<name>.log`` when
+    ``KAFKITE_FAULTS_CLIENT_DEBUG=dir[:contexts]`` is set (contexts: ``eos,msg`` unless given)."""
+    spec = os.environ.get("KAFKITE_FAULTS_CLIENT_DEBUG", "")
+    if not spec:
+        return {}
+    where, _, contexts = spec.partition(":")
+    logger = logging.getLogger(f"faults.client.{name}")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    handler = logging.FileHandler(os.path.join(where, f"{name}.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    logger.addHandler(handler)
+    return {"debug": contexts or "eos,msg", "logger": logger}
 
 
 class Workloads:
@@ -96,17 +114,17 @@ class Workloads:
                     self.h.add("fatal", producer=pname, error=str(err))
                     fatal.set()
 
-            producer = Producer(
-                {
-                    "bootstrap.servers": self.bootstrap,
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 5,
-                    "message.timeout.ms": 300000,  # none times out in the queue (see faults.md)
-                    "request.timeout.ms": 10000,
-                    "error_cb": on_error,
-                }
-            )
+            conf: dict[str, Any] = {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": 300000,  # none times out in the queue (see faults.md)
+                "request.timeout.ms": 10000,
+                "error_cb": on_error,
+            }
+            conf.update(client_debug(pname))
+            producer = Producer(conf)
 
             def report(err: Any, msg: Any) -> None:
                 value = msg.value().decode()
