@@ -45,6 +45,7 @@ def _load(ref: str) -> Callable[[Subcommands], None]:
 
 async def run_broker(config: BrokerConfig, ready: asyncio.Event | None = None) -> None:
     """Start the broker (see kafkite.startup), serve until SIGINT or SIGTERM (or cancellation), then stop."""
+    # The broker is loaded when it starts: `kafkite --version` and the tools' subcommands do without it.
     from kafkite.startup import start_broker
 
     running = await start_broker(config)
@@ -73,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ConfigError, OSError) as e:
         print(f"kafkite: configuration error: {e}", file=sys.stderr)
         return 2
+    # The serve subcommand's own modules: `kafkite --version` and the tools' subcommands do without them.
     from kafkite.metrics.logfmt import configure_logging
     from kafkite.startup import StartupError, missing_extra
 

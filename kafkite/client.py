@@ -1110,6 +1110,7 @@ class TransactionalProducer:
     ) -> bytes:
         """A transactional batch of (key, value, headers, timestamp) records, with the partition's next
         sequence number (taken now: produce batches in the order they are built)."""
+        # The record codecs (and the compression libraries) are loaded by the transactional producer only.
         from kafkite.protocol.records import build_batch
 
         seq = self._sequences.get((topic, partition), 0)
@@ -1127,6 +1128,7 @@ class TransactionalProducer:
     def stamp(self, topic: str, partition: int, batch: bytes | bytearray, count: int) -> bytes:
         """An existing record batch made this producer's: producer id, epoch, sequence and the transactional
         flag set, the CRC recomputed (records untouched)."""
+        # The record codecs (and the compression libraries) are loaded by the transactional producer only.
         from kafkite.protocol import records as rec
 
         buf = bytearray(batch)

@@ -225,6 +225,7 @@ class EmbeddedBroker(_Handle):
             self._started.set()
 
     async def _main(self, config: BrokerConfig) -> None:
+        # Loaded when the broker starts: importing kafkite.embedded stays cheap.
         from kafkite.startup import start_broker
 
         self._loop = asyncio.get_running_loop()
@@ -283,6 +284,7 @@ class AsyncEmbeddedBroker(_Handle):
         self._settings = _Settings(engine, data_dir, host, overrides)
 
     async def start(self) -> AsyncEmbeddedBroker:
+        # Loaded when the broker starts: importing kafkite.embedded stays cheap.
         from kafkite.startup import start_broker
 
         if self.running:

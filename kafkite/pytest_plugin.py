@@ -49,6 +49,7 @@ def kafkite_broker(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EmbeddedBroker]:
     """A kafkite broker for the whole test session, on a free loopback port."""
+    # pytest loads this plugin in every suite that has kafkite installed: the broker only when asked for.
     from kafkite.embedded import EmbeddedBroker
 
     engine = str(pytestconfig.getini("kafkite_engine") or "memory")

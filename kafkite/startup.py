@@ -20,6 +20,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from kafkite import compose
 from kafkite.config import BrokerConfig
+from kafkite.protocol.api_keys import ApiKey
+from kafkite.protocol.messages import registry
+from kafkite.protocol.specs import SpecError, load_all, specs_dir
+from kafkite.server.server import KafkaServer
 
 if TYPE_CHECKING:  # imported when a broker is started: ``kafkite --help`` does not load the broker
     from kafkite.broker.core import Broker
@@ -90,7 +94,6 @@ def check_optional_dependencies(config: BrokerConfig) -> None:
 
 def spec_file(key: int) -> str:
     """The spec file of an API key by kafkite's naming (PRODUCE -> Produce.spec)."""
-    from kafkite.protocol.api_keys import ApiKey
 
     try:
         name = ApiKey(key).name
@@ -102,8 +105,6 @@ def spec_file(key: int) -> str:
 def check_protocol_specs(api_keys: list[int]) -> None:
     """Every API the broker serves has its spec, the headers too, and every codec compiles: else a
     StartupError naming the files missing and where they were looked for."""
-    from kafkite.protocol.messages import registry
-    from kafkite.protocol.specs import SpecError, load_all, specs_dir
 
     try:
         apis, headers = load_all()
@@ -135,6 +136,7 @@ def check_protocol_specs(api_keys: list[int]) -> None:
 def check_console_files(config: BrokerConfig) -> None:
     if not config["console.listener"].strip():
         return
+    # The console (aiohttp and its routes) is loaded only when its listener is configured.
     from kafkite.console.server import STATIC, STATIC_FILES
 
     missing = [name for name in STATIC_FILES if not (STATIC / name).is_file()]
@@ -185,7 +187,6 @@ class RunningBroker:
 async def start_broker(config: BrokerConfig) -> RunningBroker:
     """Check, bind, start and serve (see the module's docstring); raises before serving anything."""
     check_optional_dependencies(config)
-    from kafkite.server.server import KafkaServer
 
     broker = compose.build_broker(config)
     check_protocol_specs(sorted(broker.handlers))

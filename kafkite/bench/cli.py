@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from kafkite.bench.runner import CLIENTS, COMPRESSIONS, DEFAULT_COUNT, BenchError, BenchOptions, Runner
+from kafkite.client import KafkaClientError
 
 if TYPE_CHECKING:
     from kafkite.tools import Subcommands
@@ -240,8 +241,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    # Loaded when the benchmark runs: `kafkite --version` and the other subcommands build this parser only.
     from kafkite.bench import report as rep
-    from kafkite.client import KafkaClientError
 
     try:
         if args.plot:

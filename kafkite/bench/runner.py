@@ -32,6 +32,7 @@ from kafkite.bench.workers import (
     WorkerSpec,
     worker_main,
 )
+from kafkite.client import KafkaClient, KafkaClientError
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 
@@ -513,7 +514,6 @@ def progress_text(
 
 async def _prepare_topics(bootstrap: str, topics: list[str], partitions: int) -> dict[str, int]:
     """Partition count of each topic, creating the missing ones with ``partitions`` partitions."""
-    from kafkite.client import KafkaClient, KafkaClientError
 
     async with KafkaClient(bootstrap, client_id="kafkite-bench-admin") as client:
         await client.refresh_metadata(topics)
@@ -551,7 +551,6 @@ async def _prepare_topics(bootstrap: str, topics: list[str], partitions: int) ->
 async def _offsets(
     bootstrap: str, targets: list[TopicPartition], timestamp: int
 ) -> dict[TopicPartition, int]:
-    from kafkite.client import KafkaClient
 
     out: dict[TopicPartition, int] = {}
     async with KafkaClient(bootstrap, client_id="kafkite-bench-admin") as client:

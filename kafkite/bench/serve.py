@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from kafkite.config import DEFINITIONS
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -29,7 +31,6 @@ class BrokerStartError(RuntimeError):
 
 def side_listener_keys() -> list[str]:
     """Broker settings that open listeners besides the Kafka one (``rest.listeners``, ...)."""
-    from kafkite.config import DEFINITIONS
 
     return sorted(
         k

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypedDict, final
 
 from kafkite.bench.payload import STAMP, STAMP_SIZE, BatchMaker, filler
 from kafkite.bench.stats import Histogram, HistogramDict, Timeline, TimelineDict
+from kafkite.client import BrokerConnection, KafkaClient, KafkaClientError
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.compression import codec_by_name
@@ -252,7 +253,6 @@ class _Measure:
 
 
 async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> Measured:
-    from kafkite.client import KafkaClient, KafkaClientError
 
     client = KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-producer-{spec.index}")
     await client.connect()
@@ -374,7 +374,6 @@ async def _kafkite_produce(spec: WorkerSpec, sh: Shared) -> Measured:
 
 
 async def _kafkite_consume(spec: WorkerSpec, sh: Shared) -> Measured:
-    from kafkite.client import BrokerConnection, KafkaClient, KafkaClientError
 
     client = KafkaClient(spec.bootstrap, client_id=f"kafkite-bench-consumer-{spec.index}")
     await client.connect()
@@ -822,7 +821,6 @@ async def _probe(spec: WorkerSpec, sh: Shared) -> Probed:
     consumer of the side topic that a small producer feeds at ``rate`` messages/s (does it keep up?).
 
     ``targets``: [(side topic, 0), (measured topic, 0)]."""
-    from kafkite.client import KafkaClient
 
     side, _ = spec.targets[0]
     main, _ = spec.targets[1]

@@ -164,6 +164,7 @@ class Broker:
         if self.config["storage.engine"] == "memory":
             return MemoryStorage(default_config=defaults, max_partitions=self.config["max.broker.partitions"])
         if is_postgres(self.config["storage.engine"]):
+            # The PostgreSQL engine needs the optional driver (psycopg): loaded only when configured.
             from kafkite.log.pg import PgStorage
 
             return PgStorage(

@@ -55,6 +55,8 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import psycopg
+
 from kafkite.broker.groups import logformat
 from kafkite.broker.groups.log import Entry, StorageGroupLog
 from kafkite.broker.txn.coordinator import TransactionCoordinator, TxnError
@@ -62,6 +64,7 @@ from kafkite.broker.txn.handlers import coordinator_for
 from kafkite.broker.txn.state import TXN_KEY_PREFIX
 from kafkite.clock import now_ms
 from kafkite.log.base import AppendInfo, Fenced, LogError
+from kafkite.log.pg.db import tcp_params
 from kafkite.log.writer import Pending
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.records import build_batch
@@ -269,9 +272,6 @@ class TxnOffsetsRelay:
                 await task
 
     async def _listen(self, ready: asyncio.Future[None]) -> None:
-        import psycopg
-
-        from kafkite.log.pg.db import tcp_params
 
         while True:
             try:

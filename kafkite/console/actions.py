@@ -28,6 +28,8 @@ from kafkite.console.kafka import EARLIEST, LATEST, KafkaDoor, KafkaError, Scope
 from kafkite.doors import audit_change
 from kafkite.doors.audit import OK
 from kafkite.protocol.errors import ErrorCode
+from kafkite.streaming.messages import partition_for_key
+from kafkite.tools.consume import decode_batches
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
@@ -280,7 +282,6 @@ def _scan(
 ) -> _Chunk:
     """The records of fetched batches from ``pos`` (below ``end``) that ``flt`` keeps: at most ``scan_budget``
     looked at, at most ``wanted`` kept (None: all)."""
-    from kafkite.tools.consume import decode_batches
 
     msgs, nxt = decode_batches("", partition, data, pos, [], leader=-1)
     matches: list[dict[str, Any]] = []
@@ -444,7 +445,6 @@ def add_routes(routes: web.RouteTableDef, broker: Broker) -> None:
 
     @routes.post("/api/topics/{topic}/messages")
     async def produce(request: web.Request) -> web.Response:
-        from kafkite.streaming.messages import partition_for_key
 
         name = topic_of(request)
         body = await read_object(request)

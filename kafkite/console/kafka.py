@@ -26,6 +26,8 @@ from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.messages import registry
+from kafkite.streaming.namespace import POOL_STATE_KEY
+from kafkite.streaming.pools import split_internal_name
 
 CLIENT_ID = "kafkite-console"
 LISTENER = "CONSOLE"
@@ -142,7 +144,6 @@ class Scoped:
 
     @classmethod
     def of(cls, internal: str) -> Scoped:
-        from kafkite.streaming.pools import split_internal_name
 
         key, local = split_internal_name(internal)
         return cls(key or "", local)
@@ -163,7 +164,6 @@ class KafkaDoor:
     ) -> dict[str, Any]:
         """The response of the broker's handler chain to ``body`` sent as ``api`` v``version`` by the caller
         on a connection of the stream pool ``pool_key``."""
-        from kafkite.streaming.namespace import POOL_STATE_KEY
 
         codec = registry().request(int(api), version)
         # Through the codec and back: the handlers get exactly what a client's request decodes to.

@@ -44,11 +44,18 @@ from aiohttp.typedefs import Middleware
 from kafkite.broker.metrics import group_lag_rows
 from kafkite.console import actions
 from kafkite.console.auth import CALLER, ConsoleAuth, session_json
+from kafkite.console.connect import connection_settings
 from kafkite.doors import Caller, audit_change, authorize, door_secured
 from kafkite.doors.audit import FAILED, OK
 from kafkite.metrics import BrokerMetrics, metrics_of
+from kafkite.queue import rest as queue_rest
+from kafkite.queue.service import QueueService
 from kafkite.security.acl import CLUSTER_NAME, AclOperation, ResourceType
 from kafkite.server.metrics_http import HttpService, bind, listener_tls, parse_listener_url
+from kafkite.streaming import catalog_of, limits
+from kafkite.streaming import rest as streaming_rest
+from kafkite.streaming.pools import POOL_PREFIX, split_internal_name, stream_ocid
+from kafkite.tools.group import decode_assignment
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker
@@ -83,13 +90,10 @@ def _topic_row(broker: Broker, name: str, meta: TopicMeta) -> dict[str, Any]:
         if p is not None:
             size += p.size_bytes
             messages += p.log_end_offset - p.log_start_offset
-    from kafkite.streaming.pools import split_internal_name
 
     pool_key, _ = split_internal_name(name)
     pool = None
     if pool_key is not None:
-        from kafkite.streaming import catalog_of
-
         found = catalog_of(broker).pool_by_key(pool_key)
         pool = found.name if found is not None else None
     return {
@@ -112,7 +116,6 @@ def _everything(name: str) -> bool:
 
 def acl_name(name: str) -> str:
     """A topic or group as the clients of its stream pool name it (ACLs name it so)."""
-    from kafkite.streaming.pools import split_internal_name
 
     return split_internal_name(name)[1]
 
@@ -209,8 +212,6 @@ def groups_view(broker: Broker, visible: Visible = _everything) -> list[dict[str
 
 def _member_assignment(m: dict[str, Any], protocol_type: str, group: str) -> list[tuple[str, list[int]]]:
     """A member's partitions by topic (the broker's topic names)."""
-    from kafkite.streaming.pools import POOL_PREFIX, split_internal_name
-    from kafkite.tools.group import decode_assignment
 
     assigned = m.get("assigned")
     if isinstance(assigned, dict):  # a consumer-protocol member: partitions by topic
@@ -278,10 +279,6 @@ def group_view(broker: Broker, group: str, topic_visible: Visible = _everything)
 def pools_view(
     broker: Broker, visible: Visible = _everything, all_pools: bool = True
 ) -> list[dict[str, Any]]:
-    try:
-        from kafkite.streaming import catalog_of
-    except ImportError:
-        return []
     cat = catalog_of(broker)
     out = []
     for pool in cat.pools():
@@ -321,14 +318,9 @@ def pools_view(
 
 def stream_of(broker: Broker, topic: str) -> dict[str, Any] | None:
     """The stream a topic is (every topic of a live pool but the internal ones): its OCID, pool, endpoint."""
-    from kafkite.streaming.pools import split_internal_name, stream_ocid
 
     meta = broker.topic(topic)
     if meta is None or (topic.startswith("__") and split_internal_name(topic)[0] is None):
-        return None
-    try:
-        from kafkite.streaming import catalog_of
-    except ImportError:
         return None
     pool = catalog_of(broker).pool_of_topic(topic)
     if pool is None:
@@ -343,10 +335,6 @@ def stream_of(broker: Broker, topic: str) -> dict[str, Any] | None:
 
 
 def queues_view(broker: Broker, visible: Visible = _everything) -> list[dict[str, Any]]:
-    try:
-        from kafkite.queue.service import QueueService
-    except ImportError:
-        return []
     svc = QueueService.of(broker)
     out = []
     for meta in svc.queues.values():
@@ -523,8 +511,6 @@ def build_app(
 
     @routes.get("/api/pools/{poolId}/connection")
     async def pool_connection(request: web.Request) -> web.Response:
-        from kafkite.console.connect import connection_settings
-        from kafkite.streaming import catalog_of
 
         cat = catalog_of(broker)
         pool = cat.pool(request.match_info["poolId"])
@@ -551,9 +537,6 @@ def build_app(
     def caller_of(request: web.Request) -> Caller:
         return request[CALLER]
 
-    from kafkite.queue import rest as queue_rest
-    from kafkite.streaming import rest as streaming_rest
-
     streaming_rest.mount(app, broker, OCI_PREFIX, caller_of)
     queue_rest.mount(app, broker, OCI_PREFIX, caller_of)
     return app
@@ -575,8 +558,6 @@ DATA_WRITES = frozenset(
 
 
 def _audit_data_writes(broker: Broker) -> Middleware:
-    from kafkite.queue import rest as queue_rest
-    from kafkite.streaming import rest as streaming_rest
 
     @web.middleware
     async def audited(
@@ -613,7 +594,6 @@ def profile_limits(broker: Broker) -> dict[str, Any]:
     """What the active profile allows, for the forms to say (the broker enforces it either way)."""
     if broker.config["profile"] != "oci":
         return {"profile": broker.config["profile"], "max_partitions": broker.config["topic.max.partitions"]}
-    from kafkite.streaming import limits
 
     return {
         "profile": "oci",

@@ -541,8 +541,6 @@ def _share_start_offsets(b: Broker, ctx: RequestContext, group: str, topics: lis
         return out
     internal_group = group
     try:
-        from kafkite.streaming.namespace import connection_pool, connection_state, to_internal
-
         internal_group = to_internal(connection_pool(b, connection_state(ctx)), "group", group)
     except Exception:
         pass

@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from kafkite.client import KafkaClient, KafkaClientError, TransactionalProducer
+from kafkite.migrate.groupsync import GroupSync
+from kafkite.migrate.limits import REQUEST_BYTES
 from kafkite.migrate.pipeline import (
     Feed,
     Outgoing,
@@ -54,6 +56,7 @@ from kafkite.migrate.pipeline import (
     committed_batches,
     record_size,
 )
+from kafkite.migrate.plan import map_retention
 from kafkite.migrate.progress import Progress, human_bytes, human_count
 from kafkite.migrate.sinks import (
     RETRIABLE,
@@ -79,6 +82,7 @@ from kafkite.migrate.state import (
     translate_spread,
 )
 from kafkite.migrate.survey import select_topics
+from kafkite.migrate.telemetry import Telemetry, follow_display
 from kafkite.protocol import records
 from kafkite.protocol.errors import ErrorCode
 
@@ -408,10 +412,8 @@ class Mirror:
         self.transactions = {"committed": 0, "aborted": 0}
         self.rewinds = 0
         self._selected_re = re.compile(options.topics_regex) if options.topics_regex else None
-        from kafkite.migrate.telemetry import Telemetry
 
         self.telemetry = Telemetry(self)
-        from kafkite.migrate.groupsync import GroupSync
 
         self.groupsync = GroupSync(self)
         self._limits = (options.plan or {}).get("limits") or {}
@@ -455,7 +457,6 @@ class Mirror:
     def map_configs(self, topic: str, configs: dict[str, str | None]) -> tuple[dict[str, str], list[str]]:
         """The source configs carried to the target, through the plan's OCI limits when there is a plan:
         (configs to set, notes on what was changed or left out)."""
-        from kafkite.migrate.plan import map_retention
 
         out = {k: v for k, v in configs.items() if k in CARRIED_CONFIGS and v is not None}
         notes: list[str] = []
@@ -535,7 +536,6 @@ class Mirror:
                 )
 
     async def _ensure_streams(self, rest: OciStreamingTarget, topics: dict[str, int]) -> None:
-        from kafkite.migrate.plan import map_retention
 
         configs = await self.source.describe_topic_configs(list(topics))
         for t, n in topics.items():
@@ -1346,8 +1346,6 @@ class Mirror:
         total = sum(max(0, goals.get(s.key, 0) - s.next_source) for s in states)
         background: list[asyncio.Task[Any]] = [asyncio.create_task(self._checkpointer())]
         if self.opts.follow:
-            from kafkite.migrate.telemetry import follow_display
-
             background.append(asyncio.create_task(follow_display(self)))
             background.append(asyncio.create_task(self._watch_loop()))
             background.append(asyncio.create_task(self.telemetry.history_loop()))
@@ -1703,8 +1701,6 @@ class Mirror:
         if not topics and not self.opts.follow:
             return topics
         if self.rest is not None:
-            from kafkite.migrate.limits import REQUEST_BYTES
-
             req = min(self.opts.request_bytes, REQUEST_BYTES)
             pace: dict[str, Pacer] = {}
             self.sink = RestSink(self.rest, request_bytes=req, pace=pace)

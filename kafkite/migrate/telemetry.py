@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
 
 from kafkite.metrics.registry import CONTENT_TYPE, Collected, Registry
+from kafkite.migrate.cutover import CutoverError, run_cutover
 from kafkite.migrate.progress import human_bytes, human_count
 
 if TYPE_CHECKING:
@@ -223,6 +224,7 @@ class Telemetry:
         spec = getattr(self.m.opts, "metrics_listener", None)
         if not spec:
             return
+        # Loaded only when the metrics listener is asked for: aiohttp stays out of a plain mirror.
         from aiohttp import web
 
         from kafkite.server.metrics_http import serve
@@ -236,7 +238,6 @@ class Telemetry:
             return web.json_response(self.status())
 
         async def cutover(request: web.Request) -> web.Response:
-            from kafkite.migrate.cutover import CutoverError, run_cutover
 
             try:
                 body = await request.json()

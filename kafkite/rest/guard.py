@@ -16,6 +16,7 @@ from aiohttp import web
 
 from kafkite.config import BrokerConfig, ConfigError
 from kafkite.doors import Caller
+from kafkite.security.tls import server_context
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_JSON_DEPTH = 64
@@ -84,7 +85,6 @@ def listener_scheme(key: str, spec: str, plain: str, tls: str) -> tuple[str, str
 
 def tls_context(config: BrokerConfig, key: str) -> ssl.SSLContext:
     """The Kafka listeners' TLS settings (``ssl.*``) for another listener; the error names ``key`` too."""
-    from kafkite.security.tls import server_context
 
     try:
         return server_context(config)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from kafkite.broker.core import Broker
 from kafkite.rest.guard import MAX_BODY_BYTES, listener_scheme, tls_context
+from kafkite.rest.openapi import document
 from kafkite.server.listen import bind_tcp, bound_port, close_all
 
 log = logging.getLogger("kafkite.rest")
@@ -56,7 +57,6 @@ class RestService:
 def build_app(broker: Broker) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[BROKER_KEY] = broker
-    from kafkite.rest.openapi import document
 
     spec = document()
 

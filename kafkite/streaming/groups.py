@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from kafkite.broker.core import Broker
 from kafkite.clock import now_ms
+from kafkite.protocol.errors import ErrorCode
 
 log = logging.getLogger("kafkite.streaming")
 
@@ -151,8 +152,6 @@ class OffsetStore:
         codes = {p["error_code"] for t in resp["topics"] for p in t["partitions"]}
         codes.discard(0)
         if codes:
-            from kafkite.protocol.errors import ErrorCode
-
             names = ", ".join(ErrorCode(c).name for c in sorted(codes))
             raise GroupError(
                 409,

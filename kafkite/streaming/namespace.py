@@ -285,6 +285,7 @@ def wrap(broker: Broker, api_key: int, inner: Handler) -> Handler:
 def _groups_over_limit(broker: Broker, req: dict[str, Any]) -> set[str]:
     """Topics (internal names) of an OffsetCommit whose streams already have their maximum number of groups,
     none of them this one: a new group may not start committing there."""
+    # Only a pool with a group limit reaches here: the offset store stays out of the broker's start-up.
     from kafkite.streaming.groups import OffsetStore
 
     store = OffsetStore(broker)

@@ -23,6 +23,7 @@ from typing import Any, TypedDict
 
 from kafkite.broker.core import Broker
 from kafkite.clock import now_ms
+from kafkite.protocol.errors import KafkaProtocolError
 
 log = logging.getLogger("kafkite.streaming")
 
@@ -445,7 +446,6 @@ class StreamCatalog:
         freeform_tags: dict[str, str] | None = None,
         defined_tags: dict[str, Any] | None = None,
     ) -> StreamView:
-        from kafkite.protocol.errors import KafkaProtocolError
 
         self.ensure_loaded()
         if not name or len(name) > MAX_STREAM_NAME:
@@ -483,7 +483,6 @@ class StreamCatalog:
             return True
         if not pool.auto_create_topics_enable:
             return False
-        from kafkite.protocol.errors import KafkaProtocolError
 
         try:
             self.broker.create_topic(

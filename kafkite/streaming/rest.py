@@ -38,7 +38,7 @@ from kafkite.security.acl import AclOperation, ResourceType
 from kafkite.streaming import cursors, limits
 from kafkite.streaming.auth import AuthError, Verifier, load_keys
 from kafkite.streaming.groups import DEFAULT_TIMEOUT_MS, GroupError, GroupManager
-from kafkite.streaming.messages import put_messages, read_records
+from kafkite.streaming.messages import partition_for_key, put_messages, read_records
 from kafkite.streaming.pools import (
     CatalogError,
     DeletedStream,
@@ -845,7 +845,6 @@ class StreamingApi:
 
     def _throttle_put(self, view: StreamView, entries: list[tuple[bytes | None, bytes]]) -> None:
         """Refuse (429) a request whose partitions are over 1 MB/s; partitions are picked as the put will."""
-        from kafkite.streaming.messages import partition_for_key
 
         sizes: dict[int, int] = {}
         for k, v in entries:

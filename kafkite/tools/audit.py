@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kafkite.config import load_config
 from kafkite.doors.audit import AUDIT_FILE, RESULTS, SURFACES, audit_files, read_records
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ def _path(args: argparse.Namespace) -> Path:
     if args.file:
         return Path(args.file)
     if args.config:
-        from kafkite.config import load_config
-
         cfg = load_config(args.config, [])
         explicit: str = cfg["audit.log.file"]
         return Path(explicit) if explicit else cfg.data_dir / AUDIT_FILE

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from kafkite import client as client_module
 from kafkite.client import KafkaClient, KafkaClientError
 from kafkite.clock import now_ms
+from kafkite.config import read_properties
 from kafkite.protocol import records
 from kafkite.protocol.api_keys import ApiKey
 from kafkite.protocol.errors import ErrorCode
@@ -79,8 +80,6 @@ def add_connection_args(p: argparse.ArgumentParser, *, inherited: bool = False) 
 def client_properties(args: argparse.Namespace) -> dict[str, str]:
     props: dict[str, str] = {}
     if getattr(args, "props_file", None):
-        from kafkite.config import read_properties
-
         props.update(read_properties(args.props_file))
     for item in getattr(args, "props", None) or []:
         k, sep, v = item.partition("=")
@@ -271,6 +270,7 @@ class Producer:
                 )
             return m.partition
         if m.key is not None:
+            # Loaded for keyed records only: the gateway module is not part of the CLI's start-up.
             from kafkite.streaming.messages import partition_for_key
 
             return partition_for_key(m.key, self.partitions)

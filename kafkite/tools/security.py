@@ -13,6 +13,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
+from kafkite.config import load_config
 from kafkite.security.scram import DEFAULT_ITERATIONS, HASHES, MECHANISM_CODES
 from kafkite.security.users import UserStore
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 def _data_dir(args: argparse.Namespace) -> str:
     if args.log_dirs:
         return str(args.log_dirs)
-    from kafkite.config import load_config
 
     return str(load_config(args.config, args.override or []).data_dir)
 

@@ -34,6 +34,7 @@ from .context import GroupProtocol, TopicInfo
 from .group import Group
 from .log import Entry, GroupLog, MemoryGroupLog
 from .offsets import OffsetAndMetadata, OffsetStore
+from .share import apis
 from .share.protocol import ShareProtocol
 from .share.state import ShareGroup
 
@@ -443,7 +444,6 @@ class GroupCoordinator:
     async def describe_share_group_offsets(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
-        from .share import apis
 
         self.load()
         return apis.describe_offsets(self, self.share_store, req, version)
@@ -451,7 +451,6 @@ class GroupCoordinator:
     async def alter_share_group_offsets(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
-        from .share import apis
 
         self.load()
         return apis.alter_offsets(self, self.share_store, req, version)
@@ -459,7 +458,6 @@ class GroupCoordinator:
     async def delete_share_group_offsets(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
-        from .share import apis
 
         self.load()
         return apis.delete_offsets(self, self.share_store, req, version)

@@ -15,6 +15,7 @@ from .config import GroupConfig
 from .coordinator import GroupCoordinator
 from .log import GroupLog, StorageGroupLog
 from .share.apis import ShareApis
+from .share.store import SharePartitionStore
 
 if TYPE_CHECKING:
     from kafkite.broker.core import Broker, RequestContext
@@ -206,7 +207,6 @@ def attach(broker: Broker) -> GroupCoordinator:
     """Give ``broker`` a group coordinator (``broker.groups``, started and stopped by the broker) and route
     the group APIs to it (their handlers are declared in ``kafkite.broker.apis``); share groups get their
     share-partition store, which ShareFetch and ShareAcknowledge use."""
-    from .share.store import SharePartitionStore
 
     coordinator = coordinator_for(broker)
     broker.groups = coordinator
