@@ -163,6 +163,8 @@ PROCESSOR = textwrap.dedent(
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
         "auto.offset.reset": "earliest", "isolation.level": "read_committed",
+        # the killed processor's member leaves the group at its session timeout: keep the restart short
+        "session.timeout.ms": 6000, "heartbeat.interval.ms": 1000,
     })
     producer = Producer({"bootstrap.servers": bootstrap, "transactional.id": tid, "linger.ms": 5})
     producer.init_transactions(30)
