@@ -86,10 +86,17 @@ class Mechanism(ABC):
         self.refused: str | None = None  # set: the exchange fails at its first token with this message
 
     @abstractmethod
+    async def step_async(self, data: bytes) -> StepResult:
+        """One step of the exchange: the client's token in, the server's answer out."""
+
+
+class SyncMechanism(Mechanism):
+    """A mechanism whose steps never wait (PLAIN, SCRAM): ``step`` computes the answer at once."""
+
+    @abstractmethod
     def step(self, data: bytes) -> StepResult: ...
 
     async def step_async(self, data: bytes) -> StepResult:
-        """One step; mechanisms that wait for something (fetching keys) override this."""
         if self.refused is not None:
             return StepResult(error=self.refused)
         return self.step(data)
@@ -110,7 +117,7 @@ def plain_users(broker: Broker) -> dict[str, str]:
     return out
 
 
-class PlainMechanism(Mechanism):
+class PlainMechanism(SyncMechanism):
     """RFC 4616: one message ``[authzid] NUL authcid NUL passwd``.
 
     With ``sasl.plain.users`` set, the user name must be listed, either whole or without its last
@@ -152,7 +159,7 @@ def _plain_password_ok(users: dict[str, str], store: Any, name: str, password: s
 # ---------------------------------------------------------------------------------------------- SCRAM
 
 
-class ScramMechanism(Mechanism):
+class ScramMechanism(SyncMechanism):
     """SCRAM-SHA-256/512 against the user store: client-first, then client-final."""
 
     def __init__(self, broker: Broker, listener: str = "PLAINTEXT") -> None:
@@ -239,9 +246,6 @@ class OAuthBearerMechanism(Mechanism):
     def __init__(self, broker: Broker, listener: str = "PLAINTEXT") -> None:
         super().__init__(broker, listener)
         self.error_challenge: str | None = None
-
-    def step(self, data: bytes) -> StepResult:  # pragma: no cover - step_async is the entry point
-        raise NotImplementedError
 
     async def step_async(self, data: bytes) -> StepResult:
         if self.refused is not None:
