@@ -369,12 +369,14 @@ class TxnLoad:
     """A transactional producer committing three-record transactions, and a client committing a group's
     offsets, in a thread: what each was told succeeded."""
 
-    def __init__(self, bootstrap: str, topic: str, tag: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, tag: str, offsets: dict[int, int]) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.tag = tag
         self.committed: list[list[str]] = []
-        self.offsets: dict[int, int] = {}  # partition -> the last offset a commit of it was acknowledged for
+        # partition -> the last offset a commit of it was acknowledged for; each cycle goes on from the
+        # last cycle's, so every commit moves its partition's offset forward
+        self.offsets: dict[int, int] = dict(offsets)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"txn-{tag}", daemon=True)
         self.thread.start()
@@ -439,7 +441,7 @@ def test_committed_transactions_and_offsets_survive_power_loss_with_flush_on_ack
     offsets: dict[int, int] = {}
     try:
         for cycle in range(CYCLES if SLOW else 2):
-            load = TxnLoad(broker.bootstrap, topic, f"c{cycle}")
+            load = TxnLoad(broker.bootstrap, topic, f"c{cycle}", offsets)
             deadline = time.monotonic() + 60
             while len(load.committed) < 5 and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -448,8 +450,7 @@ def test_committed_transactions_and_offsets_survive_power_loss_with_flush_on_ack
             load.stop()
             assert load.committed, f"cycle {cycle}: no transaction was committed"
             committed += load.committed
-            for p, o in load.offsets.items():
-                offsets[p] = max(offsets.get(p, 0), o)
+            offsets.update(load.offsets)
             broker.start()
         consumer = Consumer(
             {
