@@ -564,3 +564,25 @@ def test_sustained_is_a_produce_benchmark() -> None:
     opts = BenchOptions(mode="produce", sustained=True)
     opts.validate()
     assert opts.duration == 120 and opts.count is None and opts.warmup_bytes and opts.warmup >= 300
+    assert opts.broker_overrides == []  # a broker it does not start is left as it is
+
+
+def test_a_served_sustained_broker_keeps_its_log_to_a_share_of_the_free_space(tmp_path: Path) -> None:
+    """Minutes at the disk's speed would fill the file system: the broker it starts deletes old segments."""
+    from kafkite.bench.disk import sustained_retention_bytes
+
+    opts = BenchOptions(mode="produce", sustained=True, serve=True, data_dir=str(tmp_path), partitions=2)
+    opts.validate()
+    keep = sustained_retention_bytes(tmp_path, 2)
+    st = os.statvfs(tmp_path)
+    assert keep == max(1 << 30, st.f_bavail * st.f_frsize // 3 // 2)
+    assert opts.broker_overrides[:3] == [
+        f"log.retention.bytes={keep}",
+        f"log.segment.bytes={256 << 20}",
+        "log.retention.check.interval.ms=5000",
+    ]
+    mine = BenchOptions(
+        mode="produce", sustained=True, serve=True, broker_overrides=["log.retention.bytes=5000000000"]
+    )
+    mine.validate()
+    assert mine.broker_overrides == ["log.retention.bytes=5000000000"]  # the user's own choice is kept

@@ -29,7 +29,9 @@ mode measures latency from producer to consumer; in produce mode latency is deli
 cache (1.5 x the kernel's dirty limit, or --warmup-bytes), measures the disk's own sequential write
 bandwidth before and after (a second ceiling beside the blackhole one), reports the rate over the first
 minute, after it and over the slowest 10 s, and runs a second client meanwhile: Metadata and Fetch from
-the page cache every 50 ms, and a consumer of another topic fed at --probe-rate messages/s.
+the page cache every 50 ms, and a consumer of another topic fed at --probe-rate messages/s. With --serve,
+its broker keeps each partition's log to a share of a third of the free space (log.retention.bytes, unless
+given with --broker-override), so long or repeated runs do not fill the file system.
 
 Every measured run starts with --warmup seconds of uncounted producing (connections, metadata, caches);
 --repeat N runs N times against each broker, alternating which goes first, and reports the median and the

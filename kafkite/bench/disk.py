@@ -82,6 +82,17 @@ class DiskBandwidth:
         }
 
 
+def sustained_retention_bytes(directory: str | Path, partitions: int) -> int:
+    """Per-partition ``log.retention.bytes`` for a broker that a sustained run writes into ``directory``: the
+    log of each partition kept to its share of a third of the free space (at least 1 GiB), so that a long run,
+    or several in a row, cannot fill the file system. A broker written at the disk's speed deletes its oldest
+    segments as a production one does; those left the page cache first, so deleting them costs the run little.
+    """
+    st = os.statvfs(directory)
+    free = st.f_bavail * st.f_frsize
+    return max(1 << 30, free // 3 // max(1, partitions))
+
+
 def write_bandwidth(directory: str | Path, nbytes: int = DEFAULT_PROBE_BYTES) -> DiskBandwidth:
     """Write ``nbytes`` to a new file in ``directory`` and sync it: the disk's sequential write rate. The file
     is removed afterwards. Less is written when the file system has not four times that much free."""

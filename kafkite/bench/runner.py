@@ -12,6 +12,7 @@ import queue
 import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,7 +20,13 @@ from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any, TextIO
 
-from kafkite.bench.disk import DEFAULT_PROBE_BYTES, DiskBandwidth, dirty_limit_bytes, write_bandwidth
+from kafkite.bench.disk import (
+    DEFAULT_PROBE_BYTES,
+    DiskBandwidth,
+    dirty_limit_bytes,
+    sustained_retention_bytes,
+    write_bandwidth,
+)
 from kafkite.bench.serve import ServedBroker, process_cpu_seconds, process_memory
 from kafkite.bench.stats import Histogram, Timeline, merge_histograms
 from kafkite.bench.workers import (
@@ -134,6 +141,17 @@ class BenchOptions:
                 limit = dirty_limit_bytes()
                 self.warmup_bytes = int(1.5 * limit) if limit else 4 << 30
             self.warmup = max(self.warmup, SUSTAINED_WARMUP_CAP_S)
+            if self.serve and not any(o.startswith("log.retention.bytes=") for o in self.broker_overrides):
+                # Minutes at the disk's speed fill a file system: the served broker deletes its oldest
+                # segments, checked every few seconds (segments of 256 MiB, so little is kept beyond it).
+                where = self.data_dir or tempfile.gettempdir()
+                keep = sustained_retention_bytes(where, self.partitions * len(self.topics))
+                self.broker_overrides = [
+                    f"log.retention.bytes={keep}",
+                    f"log.segment.bytes={256 << 20}",
+                    "log.retention.check.interval.ms=5000",
+                    *self.broker_overrides,
+                ]
         if self.count is None and self.duration is None:
             self.count = DEFAULT_COUNT
 
@@ -647,8 +665,6 @@ class Runner:
         return report
 
     def _measure_disk(self, directory: str | None) -> DiskBandwidth:
-        import tempfile
-
         where = directory or tempfile.gettempdir()
         self.log(f"measuring the disk: {self.o.disk_bytes / 2**30:.1f} GiB written to {where} and synced")
         d = write_bandwidth(where, self.o.disk_bytes)
