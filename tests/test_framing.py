@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kafkite.protocol.framing import FrameReader, FrameTooLarge
+from kafkite.protocol.framing import FramePool, FrameReader, FrameTooLarge
 
 
 def _stream(frames: list[bytes]) -> bytes:
@@ -207,3 +207,59 @@ def test_large_record_chunks_are_written_as_they_are() -> None:
     cid, decoded = framing.decode_response(reg, 1, 12, frame[4:])
     assert cid == 7
     assert bytes(decoded["responses"][0]["partitions"][0]["records"]) == big + small
+
+
+def test_a_large_frame_is_received_into_a_kept_buffer_of_its_size() -> None:
+    asked: list[tuple[int, bool]] = []
+
+    def admit(n: int, growing: bool) -> bool:
+        asked.append((n, growing))
+        return True
+
+    pool = FramePool(10_000_000)
+    reader = FrameReader(50_000_000, admit=admit, pool=pool)
+    first = [b"a" * 1_000_000]
+    assert _read_buffered(reader, _stream(first), [70_000]) == first
+    assert pool.held == 0 and len(asked) > 1  # nothing kept yet: a new buffer, grown as the bytes came
+    # The connection gives the first frame's buffer back once its request is done ...
+    kept = bytearray(b"x" * 1_200_000)
+    assert pool.give(kept) and pool.held == 1_200_000
+    asked.clear()
+    reader.feed(struct.pack(">i", 1_000_000))
+    got: list[bytearray] = []
+    body = (bytes(range(256)) * 3907)[:1_000_000]
+    pos = 0
+    while pos < len(body):  # ... and the next frame of about its size is received into it, admitted whole
+        buf = reader.get_buffer(-1)
+        n = min(len(buf), 65_536, len(body) - pos)
+        buf[:n] = body[pos : pos + n]
+        del buf
+        reader.buffer_updated(n)
+        pos += n
+        while (item := reader.pop()) is not None:
+            got.append(item[0])
+            assert item[1] == 1_000_000
+    assert len(got) == 1 and got[0] is kept and got[0] == body
+    assert asked == [(FrameReader.FIRST_CHUNK, False), (1_000_000 - FrameReader.FIRST_CHUNK, True)]
+    assert pool.held == 0 and pool.taken == 1
+
+
+def test_the_pool_keeps_buffers_within_its_bound_and_only_of_a_fitting_size() -> None:
+    pool = FramePool(3_000_000)
+    a, b = bytearray(1_000_000), bytearray(1_500_000)
+    assert pool.give(a) and pool.give(b) and not pool.give(bytearray(600_000))  # over the bound: dropped
+    assert pool.take(2_000_000) is None  # none big enough
+    assert pool.take(100_000) is None  # none small enough: a 1 MB buffer is not spent on a 100 KB frame
+    got = pool.take(700_000)  # the newest that fits: b is too big for it (over twice), a fits
+    assert got is a and len(got) == 700_000 and pool.held == 1_500_000
+    assert pool.clear() == 1_500_000 and pool.held == 0 and pool.take(1_000_000) is None
+
+
+def test_a_refused_admission_leaves_the_kept_buffer_in_the_pool() -> None:
+    pool = FramePool(10_000_000)
+    buf = bytearray(2_000_000)
+    pool.give(buf)
+    reader = FrameReader(50_000_000, admit=lambda n, growing: not growing, pool=pool)
+    reader.feed(struct.pack(">i", 2_000_000) + b"z" * 100)
+    assert pool.held == 2_000_000  # the whole frame could not be admitted at once: grown as before
+    assert reader.footprint < 2_000_000

@@ -19,6 +19,58 @@ class FrameTooLarge(DecodeError):
     """A size prefix larger than the configured limit (or negative): the connection must be closed."""
 
 
+class FramePool:
+    """Buffers of large frames kept for the next large frames.
+
+    A large frame arrives in a buffer of its own. Fresh memory costs more than the copy into it: receiving
+    faults in and zeroes every page, and freeing a large buffer hands its pages back to the kernel (and, on a
+    virtual machine whose balloon returns freed memory to the host, to the host, which backs them again on
+    the next touch). A connection gives a frame's buffer back once its request is done and nothing else
+    refers to it; the reader of the next large frame of about the same size takes it instead of allocating.
+    At most ``max_bytes`` are kept; ``clear()`` drops them (an idle server).
+    """
+
+    __slots__ = ("_free", "held", "max_bytes", "taken")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.held = 0  # bytes of the buffers kept
+        self.taken = 0  # buffers handed out again since the last clear()
+        self._free: list[bytearray] = []
+
+    def take(self, size: int) -> bytearray | None:
+        """A kept buffer cut to ``size`` bytes (of one from ``size`` to twice it, newest first), or None."""
+        free = self._free
+        for i in range(len(free) - 1, -1, -1):
+            buf = free[i]
+            n = len(buf)
+            if size <= n <= 2 * size:
+                del free[i]
+                self.held -= n
+                if n != size:
+                    del buf[size:]  # at least half of its allocation stays in use: not reallocated
+                self.taken += 1
+                return buf
+        return None
+
+    def give(self, buf: bytearray) -> bool:
+        """Keep ``buf`` (which nothing else may refer to) if there is room; True if kept."""
+        n = len(buf)
+        if self.held + n > self.max_bytes:
+            return False
+        self._free.append(buf)
+        self.held += n
+        return True
+
+    def clear(self) -> int:
+        """Drop every kept buffer; the bytes dropped."""
+        dropped = self.held
+        self._free.clear()
+        self.held = 0
+        self.taken = 0
+        return dropped
+
+
 class FrameReader:
     """Splits received bytes into frames (without their 4-byte size prefix).
 
@@ -32,7 +84,9 @@ class FrameReader:
     held across connections) before it is allocated: for a new frame (``growing`` false) and for each growth
     of its buffer. While the answer is no, the reader stops there (``blocked``) and keeps what it has until
     ``retry()``. ``pop()`` gives each frame with the bytes admitted for it, to be given back once it has been
-    handled. The scratch buffer is allocated on first use (``INITIAL`` bytes, ``SCRATCH`` once a read has
+    handled. With a ``pool``, a large frame whose whole size is admitted at once is received into a kept
+    buffer of about its size (see ``FramePool``) instead of a growing new one. The scratch buffer is
+    allocated on first use (``INITIAL`` bytes, ``SCRATCH`` once a read has
     filled it: a busy connection reads more per system call) and released by ``trim()`` when empty, so an
     idle connection holds none. Each frame is a fresh ``bytearray``: handlers may rewrite it in place
     (offset assignment).
@@ -51,6 +105,7 @@ class FrameReader:
         "admit",
         "blocked",
         "max_size",
+        "pool",
     )
 
     SCRATCH = 64 * 1024  # the scratch buffer of a busy connection
@@ -59,9 +114,15 @@ class FrameReader:
     SMALL = SCRATCH // 2
     FIRST_CHUNK = 256 * 1024
 
-    def __init__(self, max_size: int, admit: Callable[[int, bool], bool] | None = None) -> None:
+    def __init__(
+        self,
+        max_size: int,
+        admit: Callable[[int, bool], bool] | None = None,
+        pool: FramePool | None = None,
+    ) -> None:
         self.max_size = max_size
         self.admit = admit
+        self.pool = pool
         self.blocked = False  # waiting for admit() to say yes
         self._scratch: bytearray | None = None
         self._len = 0  # bytes held in the scratch buffer
@@ -187,9 +248,14 @@ class FrameReader:
                 pos += 4 + size
                 continue
             if size > self.SMALL:
-                # Receive the rest of a large frame straight into its own buffer, grown as it arrives.
+                # Receive the rest of a large frame straight into its own buffer, grown as it arrives (or
+                # into a kept one of its size, all of it admitted now).
                 have = end - pos - 4
-                big = bytearray(reserved)
+                big = self._pooled(size, reserved)
+                if big is None:
+                    big = bytearray(reserved)
+                else:
+                    reserved = size
                 big[:have] = scratch[pos + 4 : end]
                 self._big, self._big_filled, self._big_size, self._big_reserved = big, have, size, reserved
                 pos = end
@@ -200,6 +266,16 @@ class FrameReader:
             self._len = remaining
             if len(scratch) > self.SCRATCH and remaining <= self.SCRATCH:
                 del scratch[self.SCRATCH :]
+
+    def _pooled(self, size: int, reserved: int) -> bytearray | None:
+        pool = self.pool
+        buf = None if pool is None else pool.take(size)
+        if buf is None or pool is None:
+            return None
+        if size > reserved and self.admit is not None and not self.admit(size - reserved, True):
+            pool.give(buf)
+            return None
+        return buf
 
     def trim(self) -> bool:
         """Release the scratch buffer if it holds nothing (an idle connection); True if it did."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, cast
@@ -47,7 +48,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.broker = server.broker
         self.listener = listener
         self.reg: Registry = registry()
-        self.frames = framing.FrameReader(server.broker.config["socket.request.max.bytes"], admit=self._admit)
+        self.frames = framing.FrameReader(
+            server.broker.config["socket.request.max.bytes"], admit=self._admit, pool=server.frame_pool
+        )
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.pending: deque[asyncio.Future[list[Part] | None]] = deque()
@@ -225,7 +228,9 @@ class KafkaConnection(asyncio.BufferedProtocol):
         )
         ctx.extra["connection"] = self
         ctx.extra["request_size"] = len(frame)
-        fut = asyncio.ensure_future(self._run(ctx, body, reserved))
+        # A large frame's buffer goes back to the pool when the request is done, if nothing kept it.
+        kept = frame if len(frame) > framing.FrameReader.SMALL else None
+        fut = asyncio.ensure_future(self._run(ctx, body, reserved, kept))
         self.pending.append(fut)
         self.wakeup.set()
         return True
@@ -238,12 +243,20 @@ class KafkaConnection(asyncio.BufferedProtocol):
         self.pending.append(fut)
         self.wakeup.set()
 
-    async def _run(self, ctx: RequestContext, body: dict[str, Any], reserved: int) -> list[Part] | None:
+    async def _run(
+        self, ctx: RequestContext, body: dict[str, Any], reserved: int, frame: bytearray | None
+    ) -> list[Part] | None:
         try:
             return await self._handle(ctx, body)
         finally:
             if reserved:
                 self.server.request_memory.release(reserved)
+            if frame is not None:
+                del body, ctx
+                # Two references: this function's and getrefcount's own argument. Any other (the request's
+                # records held by a handler, a memoryview of it, a write still queued) keeps it out.
+                if sys.getrefcount(frame) == 2:
+                    self.server.frame_pool.give(frame)
 
     async def _handle(self, ctx: RequestContext, body: dict[str, Any]) -> list[Part] | None:
         handler = self.broker.handlers[ctx.api_key]

@@ -24,6 +24,7 @@ from typing import Any, cast
 from kafkite.broker.core import Broker
 from kafkite.broker.metadata import supported_api_versions
 from kafkite.config import ConfigError
+from kafkite.protocol import framing
 from kafkite.protocol.errors import ErrorCode
 from kafkite.security.tls import server_context
 from kafkite.server.accept import Listener
@@ -136,6 +137,10 @@ class KafkaServer:
         self._ssl: ssl.SSLContext | None = None
         self._unserved: list[tuple[str, str, list[socket.socket]]] = []  # bound, not yet accepting
         self.request_memory = RequestMemory(int(broker.config["queued.max.request.bytes"]))
+        # Buffers of large requests kept for the next ones: an eighth of the request memory, at most 64 MiB.
+        queued = int(broker.config["queued.max.request.bytes"])
+        self.frame_pool = framing.FramePool(min(64 << 20, queued // 8) if queued > 0 else 64 << 20)
+        self._pool_taken = 0
         self.freed_bytes = 0  # read buffers given back since the allocator last returned pages
         self._malloc_trim = _malloc_trim()
 
@@ -207,6 +212,10 @@ class KafkaServer:
                     held = conn.frames.footprint
                     if conn.frames.trim():
                         self.freed_bytes += held
+            pool = self.frame_pool
+            if pool.held and pool.taken == self._pool_taken:  # no large request since the last round
+                self.freed_bytes += pool.clear()
+            self._pool_taken = pool.taken
             if self.freed_bytes >= RETURN_TO_OS_BYTES and self._malloc_trim is not None:
                 self._malloc_trim(0)
                 self.freed_bytes = 0
