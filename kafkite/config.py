@@ -317,6 +317,14 @@ _DEFS: list[ConfigDef] = [
     ),
     ConfigDef("group.consumer.max.size", "2147483647", _int, "Most members in one consumer group"),
     ConfigDef(
+        "group.consumer.regex.refresh.interval.ms",
+        "600000",
+        _int,
+        "With an authorizer: how long a consumer group's regular expressions (SubscribedTopicRegex) keep"
+        " their resolution before a heartbeat refreshes it with its member's DESCRIBE permissions (at least"
+        " 10000)",
+    ),
+    ConfigDef(
         "group.consumer.assignors",
         "uniform,range",
         _str,

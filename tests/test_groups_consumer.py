@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 import pytest
 from test_groups_support import ConsumerHarness, Topic, run
 
@@ -183,6 +185,76 @@ async def test_regex_subscription_picks_up_new_topics() -> None:
     r = await h.hb(G, "m1", r["member_epoch"], owned={"payments": [0, 1]})
     assert h.assigned(r) == {"payments": [0, 1], "payouts": [0, 1]}
     assert h.coord.consumer.describe([G], 1)[0]["members"][0]["subscribed_topic_regex"] == "^pay.*"
+
+
+def may_describe(*allowed: str) -> Callable[[Collection[str]], Collection[str]]:
+    """An authorizer's answer for a principal allowed to describe ``allowed`` (and asked about each once)."""
+
+    def describable(names: Collection[str]) -> list[str]:
+        assert len(set(names)) == len(list(names))
+        return [n for n in names if n in allowed]
+
+    return describable
+
+
+@run
+async def test_regex_resolves_to_the_topics_the_refreshing_member_may_describe() -> None:
+    catalogue = {"pay-a": Topic(2), "pay-b": Topic(1), "pay-secret": Topic(1), "orders": Topic(1)}
+    h = ConsumerHarness(catalogue=catalogue, consumer_regex_refresh_interval_ms=20_000)
+    h.coord.consumer.authorizing = True
+    alice = may_describe("pay-a", "pay-b")
+    r = await h.hb(G, "m1", 0, regex="^pay-.*", describable=alice)
+    assert h.assigned(r) == {"pay-a": [0, 1], "pay-b": [0]}
+    owned = h.assigned(r)
+    # Within ten seconds of a refresh nothing is resolved again, whoever heartbeats.
+    h.advance(5_000)
+    r = await h.hb(G, "m1", r["member_epoch"], owned=owned, describable=may_describe("pay-secret"))
+    assert r["assignment"] is None
+    # A grant alone waits for the next refresh: a new topic, or the refresh interval.
+    alice = may_describe("pay-a", "pay-b", "pay-secret", "pay-c")
+    h.advance(10_000)
+    r = await h.hb(G, "m1", r["member_epoch"], owned=owned, describable=alice)
+    assert r["assignment"] is None
+    catalogue["pay-c"] = Topic(1)
+    r = await h.hb(G, "m1", r["member_epoch"], owned=owned, describable=alice)
+    owned = h.assigned(r)
+    assert owned == {"pay-a": [0, 1], "pay-b": [0], "pay-c": [0], "pay-secret": [0]}
+    # The refresh interval passes: a revoked permission takes the topic away at the next heartbeat.
+    h.advance(21_000)
+    r = await h.hb(
+        G, "m1", r["member_epoch"], owned=owned, describable=may_describe("pay-a", "pay-b", "pay-c")
+    )
+    assert h.assigned(r) == {"pay-a": [0, 1], "pay-b": [0], "pay-c": [0]}
+    # Leaving the heartbeat's permissions out (a classic member, a timer) keeps the resolution.
+    h.advance(21_000)
+    r = await h.hb(G, "m1", r["member_epoch"], owned=h.assigned(r))
+    assert r["assignment"] is None
+
+
+@run
+async def test_regex_resolution_after_a_restart_uses_the_first_heartbeat() -> None:
+    catalogue = {"pay-a": Topic(2), "pay-secret": Topic(1)}
+    h = ConsumerHarness(catalogue=catalogue)
+    h.coord.consumer.authorizing = True
+    alice = may_describe("pay-a")
+    r = await h.hb(G, "m1", 0, regex="^pay-.*", describable=alice)
+    assert h.assigned(r) == {"pay-a": [0, 1]}
+    epoch = r["member_epoch"]
+    h2 = ConsumerHarness(log=h.log, clock=h.clock, catalogue=catalogue)
+    h2.coord.consumer.authorizing = True
+    h2.coord.load()
+    r = await h2.hb(G, "m1", epoch, owned={"pay-a": [0, 1]}, describable=alice)
+    # The same resolution as before the restart: no new epoch, no assignment change.
+    assert r["error_code"] == 0 and r["member_epoch"] == epoch and r["assignment"] is None
+    d = h2.coord.describe(G)
+    assert d is not None and d["group_epoch"] == epoch
+
+
+@run
+async def test_regex_without_an_authorizer_is_not_filtered() -> None:
+    h = ConsumerHarness(catalogue={"pay-a": Topic(1), "pay-secret": Topic(1)})
+    r = await h.hb(G, "m1", 0, regex="^pay-.*")
+    assert h.assigned(r) == {"pay-a": [0], "pay-secret": [0]}
 
 
 @run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from typing import Any
 
 from kafkite.broker.groups import GroupConfig, GroupCoordinator, MemoryGroupLog
@@ -304,8 +304,10 @@ class ConsumerHarness(Harness):
         assignor: str | None = None,
         rebalance_timeout: int = -1,
         version: int = 1,
+        describable: Callable[[Collection[str]], Collection[str]] | None = None,
     ) -> dict[str, Any]:
-        """One ConsumerGroupHeartbeat; a first heartbeat (epoch 0) is full unless told otherwise."""
+        """One ConsumerGroupHeartbeat; a first heartbeat (epoch 0) is full unless told otherwise;
+        ``describable``: the topics its principal may describe (an authorizer's answer)."""
         if epoch == 0:
             rebalance_timeout = rebalance_timeout if rebalance_timeout != -1 else 30_000
             owned = owned if owned is not None else {}
@@ -324,7 +326,7 @@ class ConsumerHarness(Harness):
             else [{"topic_id": self.tid(t), "partitions": ps} for t, ps in owned.items()],
         }
         return await self.coord.consumer_group_heartbeat(
-            req, version, client_id="client", client_host="/127.0.0.1"
+            req, version, client_id="client", client_host="/127.0.0.1", describable=describable
         )
 
     def assigned(self, resp: dict[str, Any]) -> dict[str, list[int]]:

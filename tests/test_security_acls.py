@@ -523,6 +523,80 @@ def create_acls_raw(b: SecureBroker, items: list[tuple[int, str, str, int]]) -> 
         assert all(r["error_code"] == 0 for r in resp["results"]), resp
 
 
+def test_consumer_group_regex_resolves_to_topics_the_member_may_describe(ab: SecureBroker) -> None:
+    """group.protocol=consumer with SubscribedTopicRegex as alice: the group is assigned only the matching
+    topics alice may describe (READ implies it), and picks up a grant at its next regex refresh (a new
+    matching topic makes the next heartbeat after ten seconds refresh)."""
+    from confluent_kafka import Consumer, KafkaError
+
+    s = uuid.uuid4().hex[:6]
+    a, b, secret, c = (f"pay{s}-{x}" for x in ("a", "b", "secret", "c"))
+    group = f"g-regex-{s}"
+    for t in (a, b, secret):
+        assert produce_one(ab, "admin", t) is None
+    create_acls_raw(ab, [(RT.GROUP, group, "User:alice", Op.READ), (RT.TOPIC, a, "User:alice", Op.READ)])
+    create_acls_raw(ab, [(RT.TOPIC, b, "User:alice", Op.READ)])
+    errors: list[Any] = []
+    consumer = Consumer(
+        conf(
+            ab,
+            "alice",
+            **{
+                "group.id": group,
+                "group.protocol": "consumer",
+                "auto.offset.reset": "earliest",
+                "error_cb": errors.append,
+                "topic.metadata.refresh.interval.ms": 1000,
+            },
+        )
+    )
+    consumer.subscribe([f"^pay{s}-.*"])
+    got: dict[str, list[bytes]] = {}
+
+    def consume_until(done: Callable[[], bool], seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not done():
+            m = consumer.poll(0.5)
+            if m is None:
+                continue
+            assert m.error() is None, m.error()
+            got.setdefault(m.topic(), []).append(m.value())
+
+    def assigned_by_broker() -> set[str]:
+        """The topics of the group's assignment as the coordinator holds it (described as admin)."""
+        with sasl_client(ab, "admin") as admin:
+            resp = admin.request(
+                ApiKey.CONSUMER_GROUP_DESCRIBE,
+                1,
+                {"group_ids": [group], "include_authorized_operations": False},
+            )
+        (described,) = resp["groups"]
+        assert described["error_code"] == 0, described
+        return {
+            t["topic_name"]
+            for m in described["members"]
+            for t in (m["assignment"] or {}).get("topic_partitions") or []
+        }
+
+    try:
+        consume_until(lambda: a in got and b in got, 30)
+        assert got == {a: [b"hello"], b: [b"hello"]}
+        assert {tp.topic for tp in consumer.assignment()} == {a, b}
+        assert assigned_by_broker() == {a, b}
+        # Alice may now read the secret topic, and a new matching topic she may read appears: the next
+        # refresh (ten seconds after the last one at the earliest) resolves both for her.
+        create_acls_raw(ab, [(RT.TOPIC, secret, "User:alice", Op.READ), (RT.TOPIC, c, "User:alice", Op.READ)])
+        assert produce_one(ab, "admin", c) is None
+        consume_until(lambda: secret in got and c in got, 45)
+        assert got == {t: [b"hello"] for t in (a, b, secret, c)}
+        assert {tp.topic for tp in consumer.assignment()} == {a, b, secret, c}
+        assert assigned_by_broker() == {a, b, secret, c}
+    finally:
+        consumer.close()
+    denied = [e for e in errors if e.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED]
+    assert not denied, denied
+
+
 def test_acls_survive_restart_and_bad_acls_are_refused(
     tmp_path: Path, attach_broker: Callable[..., Any]
 ) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 from kafkite.broker.core import Broker, CloseConnection, Handler, RequestContext
@@ -83,6 +83,24 @@ class Check:
             return None
         names = self.broker.pool_names
         return meta.name if names is None else names.local_name(meta.name)
+
+
+def topic_describe_filter(
+    broker: Broker, ctx: RequestContext
+) -> Callable[[Collection[str]], list[str]] | None:
+    """The topics among those given (named as clients see them) that the request's principal may DESCRIBE
+    from its host (READ, WRITE, DELETE and ALTER imply it), or None when no authorizer is configured: what a
+    consumer group's regular expressions resolve to when this request's heartbeat refreshes them (Kafka's
+    TopicRegexResolver)."""
+    authorizer = security_of(broker).authorizer
+    if authorizer is None:
+        return None
+    check = Check(broker, authorizer, ctx)
+
+    def describable(names: Collection[str]) -> list[str]:
+        return [n for n in names if check.topic(Op.DESCRIBE, n)]
+
+    return describable
 
 
 def _merge(order: list[str], *groups: list[dict[str, Any]], key: str = "name") -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from kafkite.broker.authz import topic_describe_filter
 from kafkite.broker.groups import logformat
 from kafkite.broker.groups.handlers import attach_share_store, coordinator_for
 from kafkite.broker.groups.log import Entry
@@ -172,7 +173,9 @@ async def group_request(
     if not cluster.ready and method != "list_groups":
         return _loading(method, req, version)
     call = getattr(broker.groups, method)
-    kw = {"client_id": ctx.client_id, "client_host": ctx.client_host}
+    kw: dict[str, Any] = {"client_id": ctx.client_id, "client_host": ctx.client_host}
+    if method == "consumer_group_heartbeat":
+        kw["describable"] = topic_describe_filter(broker, ctx)
     if method == "describe_groups":
         ids = list(req.get("groups") or [])
         mine = [g for g in ids if g is None or cluster.coordinates(g)]

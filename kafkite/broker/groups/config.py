@@ -18,6 +18,8 @@ REBALANCE_PROTOCOLS = ("classic", "consumer")
 UNSERVED_PROTOCOLS = ("share", "streams")
 SHARE_ASSIGNORS = ("simple",)
 ISOLATION_LEVELS = ("read_uncommitted", "read_committed")
+# Kafka refreshes a consumer group's regular expressions at most once in this time.
+REGEX_BATCH_REFRESH_MIN_INTERVAL_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class GroupConfig:
     consumer_min_heartbeat_interval_ms: int = default_int("group.consumer.min.heartbeat.interval.ms")
     consumer_max_heartbeat_interval_ms: int = default_int("group.consumer.max.heartbeat.interval.ms")
     consumer_max_size: int = default_int("group.consumer.max.size")
+    consumer_regex_refresh_interval_ms: int = default_int("group.consumer.regex.refresh.interval.ms")
     consumer_assignors: tuple[str, ...] = default_list("group.consumer.assignors")
     consumer_migration_policy: str = default_str("group.consumer.migration.policy")
     rebalance_protocols: tuple[str, ...] = default_list("group.coordinator.rebalance.protocols")
@@ -82,6 +85,7 @@ class GroupConfig:
         "group.consumer.min.heartbeat.interval.ms": "consumer_min_heartbeat_interval_ms",
         "group.consumer.max.heartbeat.interval.ms": "consumer_max_heartbeat_interval_ms",
         "group.consumer.max.size": "consumer_max_size",
+        "group.consumer.regex.refresh.interval.ms": "consumer_regex_refresh_interval_ms",
         "group.consumer.assignors": "consumer_assignors",
         "group.consumer.migration.policy": "consumer_migration_policy",
         "group.coordinator.rebalance.protocols": "rebalance_protocols",
@@ -171,6 +175,12 @@ class GroupConfig:
         ):
             if value < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if self.consumer_regex_refresh_interval_ms < REGEX_BATCH_REFRESH_MIN_INTERVAL_MS:
+            raise ValueError(
+                f"Invalid value {self.consumer_regex_refresh_interval_ms} for configuration "
+                "group.consumer.regex.refresh.interval.ms: Value must be at least "
+                f"{REGEX_BATCH_REFRESH_MIN_INTERVAL_MS}"
+            )
         # Kafka's own checks of these settings, with its messages.
         hb, lo_hb, hi_hb = (
             self.consumer_heartbeat_interval_ms,

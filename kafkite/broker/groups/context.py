@@ -8,7 +8,7 @@ this interface; none of them knows the others or the coordinator's internals.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Protocol
 
 from . import logformat
@@ -16,6 +16,10 @@ from .config import GroupConfig, GroupConfigValue
 from .group import Group, GroupType
 from .log import Entry
 from .offsets import OffsetStore
+
+# The topics, among those given (named as the member knows them), that the principal of a request may
+# DESCRIBE: what a consumer group's regular expressions resolve to when the request refreshes them.
+DescribableTopics = Callable[[Collection[str]], Collection[str]]
 
 
 class TopicInfo(Protocol):

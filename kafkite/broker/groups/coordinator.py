@@ -30,7 +30,7 @@ from .config import GROUP_CONFIGS, GroupConfig, GroupConfigValue, validate_group
 from .consumer import embedded
 from .consumer.protocol import ConsumerProtocol
 from .consumer.state import ConsumerGroup
-from .context import GroupProtocol, TopicInfo
+from .context import DescribableTopics, GroupProtocol, TopicInfo
 from .group import Group
 from .log import Entry, GroupLog, MemoryGroupLog
 from .offsets import OffsetAndMetadata, OffsetStore
@@ -413,10 +413,18 @@ class GroupCoordinator:
     # -- the consumer protocol -------------------------------------------------------------------------------
 
     async def consumer_group_heartbeat(
-        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+        self,
+        req: dict[str, Any],
+        version: int,
+        *,
+        client_id: str,
+        client_host: str,
+        describable: DescribableTopics | None = None,
     ) -> Result:
         self.load()
-        return await self.consumer.heartbeat(req, version, client_id=client_id, client_host=client_host)
+        return await self.consumer.heartbeat(
+            req, version, client_id=client_id, client_host=client_host, describable=describable
+        )
 
     async def consumer_group_describe(
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from kafkite.broker.authz import topic_describe_filter
 from kafkite.broker.core import is_internal_topic
 from kafkite.broker.features import GROUP_VERSION, SHARE_VERSION, features_of
 from kafkite.broker.metadata import advertised_for
 from kafkite.config import ConfigError
 from kafkite.protocol.errors import ErrorCode
+from kafkite.security import security_of
 
 from .config import GroupConfig
 from .coordinator import GroupCoordinator
@@ -124,13 +126,16 @@ def coordinator_for(broker: Broker) -> GroupCoordinator:
     log: GroupLog = StorageGroupLog.open(broker.storage, durable=bool(broker.config["log.flush.on.ack"]))
     if broker.cluster is not None:
         log = broker.cluster.group_log()  # the groups this broker coordinates, in the database
-    return GroupCoordinator(
+    coordinator = GroupCoordinator(
         partitions_of,
         log=log,
         config=config,
         topics=broker.storage.topics,
         is_internal_topic=is_internal_topic,
     )
+    # With ACLs, consumer groups' regular expressions resolve to the topics their members may describe.
+    coordinator.consumer.authorizing = security_of(broker).authorizer is not None
+    return coordinator
 
 
 def _group_api(name: str) -> Handler:
@@ -147,6 +152,14 @@ def _group_api(name: str) -> Handler:
         if broker.cluster is not None:
             return await broker.cluster.group_request(broker, name, ctx, req)
         method: Method = getattr(broker.groups, name)
+        if name == "consumer_group_heartbeat":
+            return await method(
+                req,
+                ctx.api_version,
+                client_id=ctx.client_id,
+                client_host=ctx.client_host,
+                describable=topic_describe_filter(broker, ctx),
+            )
         return await method(req, ctx.api_version, client_id=ctx.client_id, client_host=ctx.client_host)
 
     handle.__name__ = f"handle_{name}"

@@ -31,7 +31,8 @@ from kafkite.protocol.errors import ErrorCode
 from .. import logformat
 from ..classic.protocol import ClassicProtocol, join_error, sync_error
 from ..classic.state import ClassicGroup, ClassicMember, GroupState
-from ..context import GroupContext, TopicInfo
+from ..config import REGEX_BATCH_REFRESH_MIN_INTERVAL_MS
+from ..context import DescribableTopics, GroupContext, TopicInfo
 from ..group import Group, GroupType
 from ..log import Entry
 from . import embedded, regex
@@ -167,6 +168,9 @@ class ConsumerProtocol:
     def __init__(self, ctx: GroupContext, classic: ClassicProtocol) -> None:
         self._ctx = ctx
         self._classic = classic
+        # Whether ACLs are checked (an authorizer is configured): regular expressions then resolve only to
+        # the topics the member whose heartbeat refreshes them may DESCRIBE, as Kafka resolves them.
+        self.authorizing = False
         # Records of consumer groups met while loading the log, by group id.
         self._loading: dict[str, ConsumerRecords] = {}
 
@@ -265,11 +269,18 @@ class ConsumerProtocol:
     # -- ConsumerGroupHeartbeat ------------------------------------------------------------------------------
 
     async def heartbeat(
-        self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
+        self,
+        req: dict[str, Any],
+        version: int,
+        *,
+        client_id: str,
+        client_host: str,
+        describable: DescribableTopics | None = None,
     ) -> Result:
+        """``describable``: the topics the request's principal may DESCRIBE (None without an authorizer)."""
         try:
             op = _Operation(self)
-            result = self._heartbeat(op, req, version, client_id, client_host)
+            result = self._heartbeat(op, req, version, client_id, client_host, describable)
             op.commit()
         except GroupError as exc:
             return {
@@ -328,7 +339,13 @@ class ConsumerProtocol:
             )
 
     def _heartbeat(
-        self, op: _Operation, req: dict[str, Any], version: int, client_id: str, client_host: str
+        self,
+        op: _Operation,
+        req: dict[str, Any],
+        version: int,
+        client_id: str,
+        client_host: str,
+        describable: DescribableTopics | None = None,
     ) -> Result:
         self._validate(req, version)
         group_id: str = req["group_id"]
@@ -374,7 +391,7 @@ class ConsumerProtocol:
             client_host=client_host,
             classic=None,
         )
-        self._update_and_reconcile(op, group, member, updated, owned, topics)
+        self._update_and_reconcile(op, group, member, updated, owned, topics, describable)
         new = group.members[member_id]
         self._schedule_session(group, new)
         response: Result = {
@@ -549,9 +566,11 @@ class ConsumerProtocol:
         updated: ConsumerMember,
         owned: Partitions | None,
         topics: _Topics,
+        describable: DescribableTopics | None = None,
     ) -> None:
         """Steps 1-3 of a heartbeat (or a classic JoinGroup): update the member, bump the group epoch and
-        compute a new target assignment when needed, reconcile the member."""
+        compute a new target assignment when needed, reconcile the member. ``describable``: the topics the
+        request's principal may DESCRIBE, when an authorizer is configured."""
         names_changed = updated.subscribed_topic_names != member.subscribed_topic_names
         regex_changed = updated.subscribed_topic_regex != member.subscribed_topic_regex
         if regex_changed and updated.subscribed_topic_regex:
@@ -560,7 +579,10 @@ class ConsumerProtocol:
             except regex.RegexError as exc:
                 raise GroupError(ErrorCode.INVALID_REGULAR_EXPRESSION, str(exc)) from None
         group.update_member(updated)
-        regexes_changed = self._resolve_regexes(group, topics)
+        if self.authorizing and describable is not None:
+            regexes_changed = self._refresh_regexes(group, updated.member_id, topics, describable)
+        else:
+            regexes_changed = self._resolve_regexes(group, topics)
         subscribed = group.subscribed_topic_names()
         metadata_hash = _metadata_hash(subscribed, topics)
         bump = (
@@ -596,29 +618,103 @@ class ConsumerProtocol:
                     group.rebalance_deadline.pop(reconciled.member_id, None)
 
     def _resolve_regexes(self, group: ConsumerGroup, topics: _Topics) -> bool:
-        """Match the group's regular expressions against the catalogue; whether any result changed."""
-        wanted = {m.subscribed_topic_regex for m in group.members.values() if m.subscribed_topic_regex}
+        """Match the group's regular expressions against the catalogue; whether any result changed.
+
+        With an authorizer, a resolution needs the DESCRIBE permissions of a heartbeat's member
+        (``_refresh_regexes``): outside a heartbeat the resolutions are kept as they are, only those of the
+        patterns no member subscribes to any more are dropped, as Kafka does."""
+        wanted = group.subscribed_regexes()
         changed = False
         for pattern in list(group.resolved_regexes):
             if pattern not in wanted:
                 del group.resolved_regexes[pattern]
-        for pattern in wanted:
-            try:
-                compiled = regex.compile_re2(pattern)
-            except regex.RegexError:
-                resolved: frozenset[str] = frozenset()
-            else:
-                # Internal topics are never matched, as Kafka does; names are those the members know.
-                resolved = frozenset(
-                    t
-                    for t, visible in (
-                        (t, self._ctx.visible_topic(group.group_id, t)) for t in topics.by_name
-                    )
-                    if visible is not None and compiled.fullmatch(visible)
-                )
+        if self.authorizing:
+            return False
+        for pattern, resolved in self._match_regexes(group, wanted, topics).items():
             if group.resolved_regexes.get(pattern) != resolved:
                 group.resolved_regexes[pattern] = resolved
                 changed = True
+        return changed
+
+    def _match_regexes(
+        self, group: ConsumerGroup, patterns: set[str], topics: _Topics
+    ) -> dict[str, frozenset[str]]:
+        """The topics (catalogue names) each pattern matches by the whole name the members know."""
+        compiled = []
+        for pattern in patterns:
+            try:
+                compiled.append((pattern, regex.compile_re2(pattern)))
+            except regex.RegexError:
+                continue
+        matches: dict[str, set[str]] = {pattern: set() for pattern in patterns}
+        if compiled:
+            for t in topics.by_name:
+                # Internal topics are never matched, as Kafka does; names are those the members know.
+                visible = self._ctx.visible_topic(group.group_id, t)
+                if visible is None:
+                    continue
+                for pattern, c in compiled:
+                    if c.fullmatch(visible):
+                        matches[pattern].add(t)
+        return {pattern: frozenset(ts) for pattern, ts in matches.items()}
+
+    def _refresh_regexes(
+        self, group: ConsumerGroup, member_id: str, topics: _Topics, describable: DescribableTopics
+    ) -> bool:
+        """Kafka's refresh of a group's regular expressions on a heartbeat when ACLs are checked; whether
+        any resolution changed.
+
+        Every pattern of the group is resolved again, to the matching topics the heartbeat's principal may
+        DESCRIBE (from its host), when a pattern has no resolution yet, the catalogue has topics it did not
+        have at the last refresh, or the last refresh is older than group.consumer.regex.refresh.interval.ms;
+        never twice within ten seconds. The result stays with the group until the next refresh, so a topic
+        the refreshing principal may not describe is assigned to no member through a pattern."""
+        self._resolve_regexes(group, topics)  # drops the patterns no member subscribes to any more
+        wanted = group.subscribed_regexes()
+        if not wanted:
+            return False
+        now = self._ctx.now_ms()
+        last = group.regex_refreshed_ms if group.resolved_regexes else 0
+        if last and now <= last + REGEX_BATCH_REFRESH_MIN_INTERVAL_MS:
+            return False
+        catalogue = frozenset(topics.by_name)
+        if not (
+            any(p not in group.resolved_regexes for p in wanted)
+            or not catalogue <= group.regex_catalogue
+            or now > last + self.config.consumer_regex_refresh_interval_ms
+        ):
+            return False
+        matched = self._match_regexes(group, wanted, topics)
+        # Each matching topic is authorized once, by the name the member knows it by.
+        by_visible: dict[str, str] = {}
+        for names in matched.values():
+            for t in names:
+                visible = self._ctx.visible_topic(group.group_id, t)
+                if visible is not None:
+                    by_visible[visible] = t
+        allowed = {by_visible[v] for v in describable(sorted(by_visible)) if v in by_visible}
+        changed = False
+        for pattern, names in matched.items():
+            resolved = names & allowed
+            if pattern in group.regexes_to_reload and pattern not in group.resolved_regexes:
+                # The first resolution after a restart gives the group back what it had (an epoch bump, if
+                # needed, comes from the changed subscription metadata).
+                group.resolved_regexes[pattern] = resolved
+            elif group.resolved_regexes.get(pattern) != resolved:
+                group.resolved_regexes[pattern] = resolved
+                changed = True
+        group.regexes_to_reload = frozenset()
+        group.regex_refreshed_ms = now
+        group.regex_catalogue = catalogue
+        log.info(
+            "consumer group %s: regular expressions %s resolved with the DESCRIBE permissions of member %s "
+            "(%d of %d matching topics)",
+            group.group_id,
+            sorted(wanted),
+            member_id,
+            len(allowed),
+            len(by_visible),
+        )
         return changed
 
     def _compute_target(self, group: ConsumerGroup, topics: _Topics) -> None:
@@ -1193,6 +1289,9 @@ class ConsumerProtocol:
             return None
         group = records.build(group_id, now_ms)
         self._resolve_regexes(group, _Topics(self._ctx.topics()))
+        if self.authorizing:
+            # Resolved again by the first heartbeat, with its member's permissions.
+            group.regexes_to_reload = frozenset(group.subscribed_regexes())
         group.discard_dirty()
         for m in group.members.values():
             timeout = (

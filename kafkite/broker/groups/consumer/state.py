@@ -285,6 +285,12 @@ class ConsumerGroup(Group):
         self._partition_epoch: dict[tuple[TopicId, int], int] = {}
         # Topics each subscribed regular expression matches (not persisted: resolved again on load).
         self.resolved_regexes: dict[str, frozenset[str]] = {}
+        # With an authorizer, regular expressions are resolved only by a heartbeat, with its member's
+        # DESCRIBE permissions (Kafka's refresh): when that last happened, the topics the catalogue held
+        # then, and the patterns a restarted coordinator has not resolved again yet.
+        self.regex_refreshed_ms = 0
+        self.regex_catalogue: frozenset[str] = frozenset()
+        self.regexes_to_reload: frozenset[str] = frozenset()
         self.state_timestamp_ms = now_ms
         self._last_state = ConsumerGroupState.EMPTY
         self.dead = False
@@ -403,6 +409,10 @@ class ConsumerGroup(Group):
             for t in m.subscribed_topics(self.resolved_regexes):
                 counts[t] = counts.get(t, 0) + 1
         return counts
+
+    def subscribed_regexes(self) -> set[str]:
+        """The regular expressions the members subscribe to."""
+        return {m.subscribed_topic_regex for m in self.members.values() if m.subscribed_topic_regex}
 
     def is_subscribed_to(self, topic: str) -> bool:
         return any(topic in m.subscribed_topics(self.resolved_regexes) for m in self.members.values())
@@ -589,6 +599,7 @@ class ConsumerGroup(Group):
             dict(self.target),
             dict(self._partition_epoch),
             dict(self.resolved_regexes),
+            (self.regex_refreshed_ms, self.regex_catalogue, self.regexes_to_reload),
             self.state_timestamp_ms,
             self._last_state,
         )
@@ -603,6 +614,7 @@ class ConsumerGroup(Group):
             self.target,
             self._partition_epoch,
             self.resolved_regexes,
+            (self.regex_refreshed_ms, self.regex_catalogue, self.regexes_to_reload),
             self.state_timestamp_ms,
             self._last_state,
         ) = snap
