@@ -25,7 +25,14 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=120.0, help="seconds per measured run (default: 120)")
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--client", choices=("confluent", "kafkite"), default="confluent")
-    ap.add_argument("--disk-bytes", type=int, default=2 << 30, help="bytes written to measure the disk")
+    ap.add_argument(
+        "--disk-bytes", type=int, default=2 << 30, help="bytes written to measure the disk (at most)"
+    )
+    ap.add_argument(
+        "--disk-seconds",
+        type=float,
+        help="seconds of writing to measure the disk (default: as long as a run)",
+    )
     ap.set_defaults(repeat=1)
     args = ap.parse_args()
     options = BenchOptions(
@@ -38,6 +45,7 @@ def main() -> None:
         duration=15.0 if args.quick else args.duration,
         warmup_bytes=500_000_000 if args.quick else None,
         disk_bytes=args.disk_bytes,
+        disk_seconds=args.disk_seconds,
         client=args.client,
         broker_overrides=args.override,
         quiet=args.quiet,

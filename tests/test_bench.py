@@ -565,6 +565,20 @@ def test_sustained_is_a_produce_benchmark() -> None:
     opts.validate()
     assert opts.duration == 120 and opts.count is None and opts.warmup_bytes and opts.warmup >= 300
     assert opts.broker_overrides == []  # a broker it does not start is left as it is
+    # The disk is probed for as long as the run (a few GiB would measure the page cache), at most 64 GiB.
+    assert opts.disk_seconds == 120 and opts.disk_bytes == 64 << 30
+    mine = BenchOptions(mode="produce", sustained=True, duration=30, disk_bytes=1 << 30)
+    mine.validate()
+    assert mine.disk_seconds == 30 and mine.disk_bytes == 1 << 30
+
+
+def test_the_disk_probe_stops_at_its_time_and_removes_its_file(tmp_path: Path) -> None:
+    from kafkite.bench.disk import write_bandwidth
+
+    d = write_bandwidth(tmp_path, 1 << 40, seconds=0.3)
+    assert d.for_seconds == 0.3 and d.bytes > 0 and d.seconds >= 0.3 and d.mb_per_s > 0
+    assert d.to_json()["for_seconds"] == 0.3
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_served_sustained_broker_keeps_its_log_to_a_share_of_the_free_space(tmp_path: Path) -> None:

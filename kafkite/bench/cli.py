@@ -27,7 +27,8 @@ mode measures latency from producer to consumer; in produce mode latency is deli
 
 --sustained (produce) runs for --duration (default 120 s) after a warm-up long enough to fill the page
 cache (1.5 x the kernel's dirty limit, or --warmup-bytes), measures the disk's own sequential write
-bandwidth before and after (a second ceiling beside the blackhole one), reports the rate over the first
+bandwidth before and after, writing for as long as the run (a second ceiling beside the blackhole one: a
+probe of a few GiB would measure mostly the page cache), reports the rate over the first
 minute, after it and over the slowest 10 s, and runs a second client meanwhile: Metadata and Fetch from
 the page cache every 50 ms, and a consumer of another topic fed at --probe-rate messages/s. With --serve,
 its broker keeps each partition's log to a share of a third of the free space (log.retention.bytes, unless
@@ -134,7 +135,13 @@ def add_parser(subparsers: Subcommands) -> None:
         "--disk-bytes",
         type=int,
         default=2 << 30,
-        help="--sustained: bytes written to measure the disk, 0 to skip (default: 2 GiB)",
+        help="--sustained: bytes written to measure the disk, 0 to skip (default: 2 GiB; with "
+        "--disk-seconds, which a sustained run sets to its duration, at most 64 GiB)",
+    )
+    w.add_argument(
+        "--disk-seconds",
+        type=float,
+        help="--sustained: measure the disk by writing for this long (default: as long as the run)",
     )
     w.add_argument(
         "--no-probe",
@@ -237,6 +244,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         sustained=args.sustained,
         warmup_bytes=args.warmup_bytes,
         disk_bytes=args.disk_bytes,
+        disk_seconds=args.disk_seconds,
         probe=args.probe,
         probe_rate=args.probe_rate,
     )

@@ -4,6 +4,8 @@ A broker writes through the page cache: the first gigabytes go at memory speed, 
 limit is reached and writes proceed at the speed the disk takes them (writeback). A sustained benchmark warms
 up past that point (``dirty_limit_bytes``) and compares what it measures with the disk's own rate
 (``write_bandwidth``: buffered sequential writes then ``fdatasync``, as ``dd ... conv=fdatasync`` measures).
+A probe of a few gigabytes measures mostly the page cache; a sustained run is compared with a probe that
+writes for as long as the run does, which is what the machine keeps up.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 BLOCK = 1 << 20
 DEFAULT_PROBE_BYTES = 2 << 30
+# A probe bounded by time writes at most this (or a quarter of the free space).
+SUSTAINED_PROBE_MAX_BYTES = 64 << 30
 
 
 def _meminfo() -> dict[str, int]:
@@ -67,6 +71,7 @@ class DiskBandwidth:
     bytes: int
     seconds: float
     method: str = "buffered sequential writes of 1 MiB, then fdatasync (as dd conv=fdatasync)"
+    for_seconds: float | None = None  # the probe wrote for this long (None: a fixed number of bytes)
 
     @property
     def mb_per_s(self) -> float:
@@ -79,6 +84,7 @@ class DiskBandwidth:
             "seconds": round(self.seconds, 3),
             "mb_per_s": round(self.mb_per_s, 1),
             "method": self.method,
+            "for_seconds": self.for_seconds,
         }
 
 
@@ -93,9 +99,12 @@ def sustained_retention_bytes(directory: str | Path, partitions: int) -> int:
     return max(1 << 30, free // 3 // max(1, partitions))
 
 
-def write_bandwidth(directory: str | Path, nbytes: int = DEFAULT_PROBE_BYTES) -> DiskBandwidth:
-    """Write ``nbytes`` to a new file in ``directory`` and sync it: the disk's sequential write rate. The file
-    is removed afterwards. Less is written when the file system has not four times that much free."""
+def write_bandwidth(
+    directory: str | Path, nbytes: int = DEFAULT_PROBE_BYTES, seconds: float | None = None
+) -> DiskBandwidth:
+    """Write ``nbytes`` to a new file in ``directory`` (or for ``seconds``, if that comes first) and sync it:
+    the disk's sequential write rate, the sync included. The file is removed afterwards. Less is written when
+    the file system has not four times that much free."""
     directory = Path(directory)
     free = os.statvfs(directory).f_bavail * os.statvfs(directory).f_frsize
     nbytes = max(BLOCK, min(nbytes, free // 4) // BLOCK * BLOCK)
@@ -104,12 +113,15 @@ def write_bandwidth(directory: str | Path, nbytes: int = DEFAULT_PROBE_BYTES) ->
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         started = time.perf_counter()
+        deadline = None if seconds is None else started + seconds
         done = 0
         while done < nbytes:
             done += os.write(fd, block)
+            if deadline is not None and done % (64 * BLOCK) == 0 and time.perf_counter() >= deadline:
+                break
         os.fdatasync(fd)
         elapsed = time.perf_counter() - started
     finally:
         os.close(fd)
         path.unlink()
-    return DiskBandwidth(str(directory), done, elapsed)
+    return DiskBandwidth(str(directory), done, elapsed, for_seconds=seconds)

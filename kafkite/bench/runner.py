@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from kafkite.bench.disk import (
     DEFAULT_PROBE_BYTES,
+    SUSTAINED_PROBE_MAX_BYTES,
     DiskBandwidth,
     dirty_limit_bytes,
     sustained_retention_bytes,
@@ -97,6 +98,7 @@ class BenchOptions:
     sustained: bool = False
     warmup_bytes: int | None = None  # sustained: bytes of warm-up (None: 1.5 x the kernel's dirty limit)
     disk_bytes: int = DEFAULT_PROBE_BYTES  # sustained: bytes written to measure the disk (0: do not)
+    disk_seconds: float | None = None  # sustained: ... or for this long, if sooner (None: as long as the run)
     probe: bool = True  # sustained: run the second client
     probe_rate: float = 200.0  # messages/s of the probe's own producer (the topic its consumer follows)
 
@@ -141,6 +143,11 @@ class BenchOptions:
                 limit = dirty_limit_bytes()
                 self.warmup_bytes = int(1.5 * limit) if limit else 4 << 30
             self.warmup = max(self.warmup, SUSTAINED_WARMUP_CAP_S)
+            if self.disk_seconds is None and self.duration is not None:
+                # A probe of a few GiB measures the page cache: the disk is probed for as long as the run.
+                self.disk_seconds = self.duration
+                if self.disk_bytes == DEFAULT_PROBE_BYTES:
+                    self.disk_bytes = SUSTAINED_PROBE_MAX_BYTES
             if self.serve and not any(o.startswith("log.retention.bytes=") for o in self.broker_overrides):
                 # Minutes at the disk's speed fill a file system: the served broker deletes its oldest
                 # segments, checked every few seconds (segments of 256 MiB, so little is kept beyond it).
@@ -426,6 +433,8 @@ class BenchReport:
             "repeat": o.repeat,
             "warmup_s": o.warmup,
             "warmup_bytes": o.warmup_bytes,
+            "disk_bytes": o.disk_bytes,
+            "disk_seconds": o.disk_seconds,
             "sustained": o.sustained,
             "disk": [d.to_json() for d in self.disk],
             "runs": [r.to_json() for r in self.runs],
@@ -666,8 +675,10 @@ class Runner:
 
     def _measure_disk(self, directory: str | None) -> DiskBandwidth:
         where = directory or tempfile.gettempdir()
-        self.log(f"measuring the disk: {self.o.disk_bytes / 2**30:.1f} GiB written to {where} and synced")
-        d = write_bandwidth(where, self.o.disk_bytes)
+        o = self.o
+        within = f" (or for {o.disk_seconds:g}s)" if o.disk_seconds else ""
+        self.log(f"measuring the disk: {o.disk_bytes / 2**30:.1f} GiB{within} written to {where} and synced")
+        d = write_bandwidth(where, o.disk_bytes, o.disk_seconds)
         self.log(
             f"disk: {d.mb_per_s:,.0f} MB/s sequential write ({d.bytes / 2**20:,.0f} MiB in {d.seconds:.1f}s)"
         )
