@@ -18,7 +18,7 @@ from typing import Any
 
 BLOCK = 1 << 20
 DEFAULT_PROBE_BYTES = 2 << 30
-# A probe bounded by time writes at most this (or a quarter of the free space).
+# A probe bounded by time writes at most this (a sustained run: or a sixth of the free space).
 SUSTAINED_PROBE_MAX_BYTES = 64 << 30
 
 

@@ -147,7 +147,10 @@ class BenchOptions:
                 # A probe of a few GiB measures the page cache: the disk is probed for as long as the run.
                 self.disk_seconds = self.duration
                 if self.disk_bytes == DEFAULT_PROBE_BYTES:
-                    self.disk_bytes = SUSTAINED_PROBE_MAX_BYTES
+                    # The same bound before and after the run, with the broker's data (up to a third of
+                    # the free space, below) on the disk in between: a sixth of the free space.
+                    st = os.statvfs(self.data_dir or tempfile.gettempdir())
+                    self.disk_bytes = min(SUSTAINED_PROBE_MAX_BYTES, st.f_bavail * st.f_frsize // 6)
             if self.serve and not any(o.startswith("log.retention.bytes=") for o in self.broker_overrides):
                 # Minutes at the disk's speed fill a file system: the served broker deletes its oldest
                 # segments, checked every few seconds (segments of 256 MiB, so little is kept beyond it).
