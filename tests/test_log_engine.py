@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,10 +22,12 @@ from kafkite.log import (
     LogConfig,
     MemoryStorage,
     Partition,
+    PartitionLog,
     Storage,
     TopicAlreadyExists,
     UnknownPartition,
     UnknownTopic,
+    engine,
     validate_topic_configs,
 )
 from kafkite.protocol.records import build_batch, iter_headers
@@ -215,6 +219,43 @@ def test_catalogue_and_data_survive_reopen(tmp_path: Path) -> None:
     data = t.partition("beta.x", 2).read_sync(0, 1000).to_bytes()
     assert [h.last_offset for _, h in iter_headers(data)] == [1]
     t.close()
+
+
+def test_loading_many_partitions_pauses_the_collector_and_freezes_their_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(engine, "FREEZE_PARTITIONS", 4)
+    s = FileStorage(tmp_path)
+    s.load()
+    s.create_topic("alpha", 5)
+    s.partition("alpha", 3).append_sync(batch(2), now_ms=1)
+    s.settle()
+    s.close()
+    seen: list[bool] = []
+    real = PartitionLog.__init__
+
+    def spy(self: PartitionLog, *args: Any, **kwargs: Any) -> None:
+        seen.append(gc.isenabled())
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(PartitionLog, "__init__", spy)
+    assert gc.isenabled()
+    t = FileStorage(tmp_path)
+    try:
+        t.load()
+        assert seen == [False] * 5  # no automatic collection while the logs were opened
+        assert gc.isenabled() and gc.get_freeze_count() > 0  # on again; the logs out of its sight
+        assert t.partition("alpha", 3).log_end_offset == 2
+        t.close()
+    finally:
+        gc.unfreeze()
+    # A load that fails leaves the collector on too.
+    (tmp_path / "alpha-2").rename(tmp_path / "alpha-2.x")
+    (tmp_path / "alpha-2").write_bytes(b"not a directory")
+    u = FileStorage(tmp_path)
+    with pytest.raises(OSError):
+        u.load()
+    assert gc.isenabled()
 
 
 def test_deleted_topic_directories_are_removed(tmp_path: Path) -> None:

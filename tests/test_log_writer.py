@@ -209,6 +209,28 @@ def test_many_partitions_within_a_small_descriptor_budget(tmp_path: Path) -> Non
     t.close()
 
 
+def test_a_clean_start_opens_only_the_logs_it_reads(tmp_path: Path) -> None:
+    s = FileStorage(tmp_path / "data", open_files=32)
+    s.load()
+    s.create_topic("t", 40)
+    for i in range(0, 40, 10):
+        s.partition("t", i).append_sync(batch(1, size=i), now_ms=1)
+    s.close()
+    before = open_descriptors()
+    t = FileStorage(tmp_path / "data", open_files=32)
+    t.load()
+    # Every partition is loaded, but only the logs with batches after their last index entry were opened (to
+    # find their end): the 36 empty ones are not.
+    assert t.files.opened == 4 and open_descriptors() - before <= 4 + 4
+    assert [t.partition("t", i).log_end_offset for i in range(40)] == [int(i % 10 == 0) for i in range(40)]
+    data = t.partition("t", 30).read_sync(0, 1 << 20).to_bytes()
+    assert offsets_in(data) == [(0, 0)] and data.count(b"v") >= 30
+    t.partition("t", 7).append_sync(batch(1), now_ms=2)  # an empty one's log is opened when first used
+    assert t.partition("t", 7).log_end_offset == 1 and t.files.opened == 5
+    assert offsets_in(t.partition("t", 7).read_sync(0, 1 << 20).to_bytes()) == [(0, 0)]
+    t.close()
+
+
 def test_a_held_range_outlives_its_cache_entry(tmp_path: Path) -> None:
     files = FileCache(16)
     a = PartitionLog(tmp_path / "a-0", files=files)

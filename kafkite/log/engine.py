@@ -558,19 +558,34 @@ class FileStorage(Storage):
         self._topics = {n: replace(m, partitions=intents.get(n, m.partitions)) for n, m in recorded.items()}
         self._durable = dict(recorded)
         self._intents = dict(intents)
-        owners = self._remove_strays()
-        for meta in self._topics.values():
-            config = self.log_config(meta.configs)
-            made = recorded[meta.name].partitions
-            for i in range(meta.partitions):
-                # A partition of an interrupted creation is opened if its directory was made (it may hold
-                # acknowledged records); the others are made when first used, or by the resumed creation.
-                if i < made or self.partition_dir(meta.name, i) in owners:
-                    self._logs[(meta.name, i)] = self._open_partition(meta, i, config, owners)
+        big = sum(m.partitions for m in self._topics.values()) >= FREEZE_PARTITIONS
+        # Loading makes tens of objects per partition, all kept: automatic collections would walk them again
+        # and again as they pile up (seconds at 100,000 partitions). With this many, the collector pauses
+        # while they are made, and they are frozen at the end (as after a creation of as many).
+        pause = big and gc.isenabled()
+        if pause:
+            gc.disable()
+        try:
+            owners = self._remove_strays()
+            for meta in self._topics.values():
+                config = self.log_config(meta.configs)
+                made = recorded[meta.name].partitions
+                for i in range(meta.partitions):
+                    # A partition of an interrupted creation is opened if its directory was made (it may hold
+                    # acknowledged records); the others are made when first used, or by the resumed creation.
+                    if i < made or f"{meta.name}-{i}" in owners:
+                        self._logs[(meta.name, i)] = self._open_partition(meta, i, config, owners)
+        finally:
+            if pause:
+                gc.enable()
         for name in sorted(intents):
             log.info("resuming the creation of %s: %d partitions", name, intents[name])
             self._created(self._topics[name], recorded[name].partitions)
-        if len(self._logs) >= FREEZE_PARTITIONS:
+        if pause:
+            # No collection first: opening logs leaves no cyclic garbage (a full collection here finds none),
+            # and one would walk every object just made once more (over a second at 100,000 partitions).
+            gc.freeze()
+        elif len(self._logs) >= FREEZE_PARTITIONS:
             gc.collect()
             gc.freeze()
         if self._clean_start:
@@ -578,40 +593,42 @@ class FileStorage(Storage):
             marker.unlink()
             fsync_dir(self.root)
 
-    def _remove_strays(self) -> dict[Path, uuid.UUID | None]:
-        """Remove partition directories the catalogue does not name; the owners of the others."""
-        owners: dict[Path, uuid.UUID | None] = {}
-        for entry in os.listdir(self.root):
+    def _remove_strays(self) -> dict[str, uuid.UUID | None]:
+        """Remove partition directories the catalogue does not name; the owners of the others, by directory
+        name."""
+        owners: dict[str, uuid.UUID | None] = {}
+        root = str(self.root)
+        for entry in os.listdir(root):
             if entry.endswith(NEW_DIR_SUFFIX):  # a partition directory a crash left half made
-                shutil.rmtree(self.root / entry, ignore_errors=True)
+                shutil.rmtree(os.path.join(root, entry), ignore_errors=True)
                 continue
             m = _PARTITION_DIR.match(entry)
             if not m:
                 continue
-            d = self.root / entry
+            d = os.path.join(root, entry)
             owner = _read_partition_metadata(d)
             if owner is None:
-                if d.is_dir():
-                    owners[d] = None
+                if os.path.isdir(d):
+                    owners[entry] = None
                 continue
             meta = self._topics.get(m.group(1))
             if meta is None or meta.topic_id != owner or int(m.group(2)) >= meta.partitions:
                 shutil.rmtree(d, ignore_errors=True)
             else:
-                owners[d] = owner
+                owners[entry] = owner
         return owners
 
     def partition_dir(self, name: str, index: int) -> Path:
         return self.root / f"{name}-{index}"
 
     def _open_partition(
-        self, meta: TopicMeta, index: int, config: LogConfig, owners: dict[Path, uuid.UUID | None]
+        self, meta: TopicMeta, index: int, config: LogConfig, owners: dict[str, uuid.UUID | None]
     ) -> SegmentedLog:
         """An existing partition of the catalogue (created empty when its directory is missing)."""
         d = self.partition_dir(meta.name, index)
-        if d not in owners:
+        if d.name not in owners:
             d.mkdir(parents=True, exist_ok=True)
-        if owners.get(d) is None:
+        if owners.get(d.name) is None:
             _write_partition_metadata(d, meta.topic_id)
         return PartitionLog(
             d,
@@ -898,9 +915,14 @@ def _write_partition_metadata(directory: Path, topic_id: uuid.UUID, *, sync: boo
         (directory / PARTITION_METADATA_FILE).write_bytes(data)
 
 
-def _read_partition_metadata(directory: Path) -> uuid.UUID | None:
+def _read_partition_metadata(directory: Path | str) -> uuid.UUID | None:
     with contextlib.suppress(OSError, ValueError):
-        for line in (directory / PARTITION_METADATA_FILE).read_text().splitlines():
+        fd = os.open(os.path.join(directory, PARTITION_METADATA_FILE), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        for line in data.decode().splitlines():
             key, _, value = line.partition(":")
             if key.strip() == "topic_id":
                 return uuid.UUID(value.strip())

@@ -1013,7 +1013,6 @@ class PartitionLog(SegmentedLog):
             self._set_segments([Segment.in_memory(0, self.config, now_ms=self._clock())])
             return
         self._materialized = True
-        self.directory.mkdir(parents=True, exist_ok=True)
         self._load(clean_shutdown)
 
     # files -------------------------------------------------------------------------------------------------
@@ -1057,8 +1056,11 @@ class PartitionLog(SegmentedLog):
         if listed is not None and name not in listed:
             return None
         try:
-            with open(os.path.join(self.directory, name), "rb") as f:
-                lines = f.read(256).split()
+            fd = os.open(os.path.join(self.directory, name), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                lines = os.read(fd, 256).split()
+            finally:
+                os.close(fd)
             return int(lines[1]) if len(lines) >= 2 and lines[0] == b"0" else None
         except (OSError, ValueError):
             return None
@@ -1171,7 +1173,11 @@ class PartitionLog(SegmentedLog):
 
     def _load(self, clean_shutdown: bool | None) -> None:
         now = self._clock()
-        names = os.listdir(self.directory)
+        try:
+            names = os.listdir(self.directory)
+        except FileNotFoundError:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            names = os.listdir(self.directory)
         own = self.CLEAN_SHUTDOWN_FILE in names
         clean = own if clean_shutdown is None else clean_shutdown or own
         self.clean_shutdown = clean

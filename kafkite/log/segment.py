@@ -114,8 +114,15 @@ class FileStore(SegmentStore):
         self._files = files
         self.closed = False
         self._pinned: FileHandle | None = None
-        h = files.handle(self, create=create)
-        self.size = os.fstat(h.fileno()).st_size
+        if create:
+            h = files.handle(self, create=True)
+            st = os.fstat(h.fileno())
+        else:
+            # An existing file is opened on first use: a broker loading many partitions would otherwise open
+            # (and, past the cache's budget, close again) every one of their logs.
+            st = os.stat(path)
+        self.size = st.st_size
+        self.opened_mtime_ms = int(st.st_mtime * 1000)  # when the store was made (see Segment.open)
 
     @property
     def file(self) -> FileHandle:
@@ -212,9 +219,20 @@ class IndexFileStore(SegmentStore):
             os.close(fd)
 
     def pread(self, position: int, n: int) -> bytes:
-        with open(self.path, "rb") as f:
-            f.seek(position)
-            return f.read(max(0, min(n, self.size - position)))
+        n = max(0, min(n, self.size - position))
+        if n == 0:
+            return b""
+        fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.pread(fd, n, position)
+            while len(data) < n:
+                more = os.pread(fd, n - len(data), position + len(data))
+                if not more:
+                    break
+                data += more
+            return data
+        finally:
+            os.close(fd)
 
     def truncate(self, size: int) -> None:
         if size < self.size:
@@ -504,17 +522,16 @@ class Segment:
             exists = path.exists() if listed is None else name + suffix in listed
             ok = ok and exists
             stores.append(IndexFileStore(path, create=not exists))
+        store = FileStore(directory / (name + LOG_SUFFIX), files)
         seg = cls(
             base_offset,
-            FileStore(directory / (name + LOG_SUFFIX), files),
+            store,
             OffsetIndex(stores[0], config.segment_index_bytes),
             TimeIndex(stores[1], config.segment_index_bytes),
             config,
             created_ms=now_ms,
         )
-        mtime = seg.store.mtime_ms()
-        if mtime is not None:
-            seg.last_modified_ms = mtime
+        seg.last_modified_ms = store.opened_mtime_ms
         return seg, ok
 
     # properties --------------------------------------------------------------------------------------------
