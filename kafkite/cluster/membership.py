@@ -62,6 +62,7 @@ T = TypeVar("T")
 
 # Producer ids are handed out in blocks of this many, one database sequence value per block.
 PRODUCER_ID_BLOCK = 1000
+_NEXT_PID_BLOCK = "SELECT nextval('kafkite_producer_id_blocks')"
 
 
 class ClusterError(OSError):
@@ -503,11 +504,22 @@ class Cluster:
     # producer ids ------------------------------------------------------------------------------------------
 
     def new_producer_id(self) -> int:
-        """A producer id no other broker of the cluster hands out (blocks from a database sequence)."""
+        """A producer id no other broker of the cluster hands out (blocks from a database sequence).
+
+        A new block is read synchronously only when ``reserve_producer_ids`` was not awaited before."""
         if self._pid_next >= self._pid_end:
-            rows = self.storage.db.execute("SELECT nextval('kafkite_producer_id_blocks')")
-            block = int(rows[0][0])
-            self._pid_next, self._pid_end = block * PRODUCER_ID_BLOCK, (block + 1) * PRODUCER_ID_BLOCK
+            rows = self.storage.db.execute(_NEXT_PID_BLOCK)
+            self._new_pid_block(int(rows[0][0]))
         pid = self._pid_next
         self._pid_next += 1
         return pid
+
+    def _new_pid_block(self, block: int) -> None:
+        self._pid_next, self._pid_end = block * PRODUCER_ID_BLOCK, (block + 1) * PRODUCER_ID_BLOCK
+
+    async def reserve_producer_ids(self, count: int = 2) -> None:
+        """Make sure ``new_producer_id`` can hand out ``count`` ids without a database call (a new block is
+        read over a pooled connection, off the event loop, when fewer are left)."""
+        if self._pid_end - self._pid_next < count:
+            rows = await self.storage.db.execute_async(_NEXT_PID_BLOCK)
+            self._new_pid_block(int(rows[0][0]))

@@ -104,6 +104,23 @@ class OwnedTxnLog:
         self.epoch = cluster.epoch
 
     def append(self, entries: list[Entry]) -> None:
+        mine = self._mine(entries)
+        if mine:
+            now = now_ms()
+            batch = bytearray(build_batch([(key, value, [], now) for key, value in mine]))
+            part: Any = self._opener()  # a PgPartition
+            part.append_fenced(batch, now_ms=now, fence=self._cluster.fence(self.epoch))
+
+    async def append_async(self, entries: list[Entry]) -> None:
+        """``append`` over a pooled connection: a database that stops answering holds only this write."""
+        mine = self._mine(entries)
+        if mine:
+            now = now_ms()
+            batch = bytearray(build_batch([(key, value, [], now) for key, value in mine]))
+            part: Any = self._opener()  # a PgPartition
+            await part.append_fenced_async(batch, now_ms=now, fence=self._cluster.fence(self.epoch))
+
+    def _mine(self, entries: list[Entry]) -> list[Entry]:
         mine = []
         for key, value in entries:
             tid = _txn_of(key)
@@ -112,11 +129,7 @@ class OwnedTxnLog:
             if not self._cluster.coordinates(tid):
                 raise Fenced(f"transactional id {tid} is coordinated by another broker")
             mine.append((key, value))
-        if mine:
-            now = now_ms()
-            batch = bytearray(build_batch([(key, value, [], now) for key, value in mine]))
-            part: Any = self._opener()  # a PgPartition
-            part.append_fenced(batch, now_ms=now, fence=self._cluster.fence(self.epoch))
+        return mine
 
     def replay(self) -> Iterator[Entry]:
         self._opener().refresh()  # the cached end may lag appends made by other brokers
@@ -138,12 +151,10 @@ class ClusterTransactionCoordinator(TransactionCoordinator):
         self.coordinator_epoch = epoch
         self._cluster = cluster
 
-    def _persist(self, meta: Any) -> None:
+    async def _reserve_producer_ids(self) -> None:
         try:
-            super()._persist(meta)
-        except Fenced as e:
-            raise TxnError(ErrorCode.NOT_COORDINATOR, str(e)) from None
-        except LogError as e:  # the database cannot be reached: the client retries
+            await self._cluster.reserve_producer_ids()
+        except LogError as e:
             raise TxnError(ErrorCode.COORDINATOR_NOT_AVAILABLE, str(e)) from None
 
     def load(self) -> None:
@@ -166,6 +177,12 @@ class ClusterTransactionCoordinator(TransactionCoordinator):
     def tick(self) -> None:
         try:
             super().tick()
+        except (TxnError, LogError) as e:
+            log.info("transaction coordinator of epoch %d: %s", self.coordinator_epoch, e)
+
+    async def tick_async(self) -> None:
+        try:
+            await super().tick_async()
         except (TxnError, LogError) as e:
             log.info("transaction coordinator of epoch %d: %s", self.coordinator_epoch, e)
 
@@ -222,6 +239,22 @@ class TxnOffsets:
             if groups is not None:
                 groups.complete_txn_offsets(group_id, producer_id, commit)
             return
+        self._cluster.storage.db.run(
+            self._complete_elsewhere(group_id, producer_id, commit), transaction=True
+        )
+
+    async def complete_txn_offsets_async(self, group_id: str, producer_id: int, commit: bool) -> None:
+        """``complete_txn_offsets`` without holding the event loop on the database."""
+        groups = self._broker.groups
+        if self._cluster.coordinates(group_id):
+            if groups is not None:
+                await groups.complete_txn_offsets_async(group_id, producer_id, commit)
+            return
+        op = self._complete_elsewhere(group_id, producer_id, commit)
+        await self._cluster.storage.db.run_async(op, transaction=True)
+
+    def _complete_elsewhere(self, group_id: str, producer_id: int, commit: bool) -> Op[None]:
+        """End the transaction's offsets of a group coordinated by another broker, in the database."""
 
         def op() -> Op[None]:
             yield from self._cluster.fence_op(self.epoch)
@@ -246,7 +279,7 @@ class TxnOffsets:
             payload = json.dumps([group_id, producer_id, commit])
             yield ("SELECT pg_notify(%s, %s)", (TXN_OFFSETS_CHANNEL, payload))
 
-        self._cluster.storage.db.run(op(), transaction=True)
+        return op()
 
 
 class TxnOffsetsRelay:

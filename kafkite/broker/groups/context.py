@@ -8,8 +8,8 @@ this interface; none of them knows the others or the coordinator's internals.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Collection, Mapping
-from typing import Protocol
+from collections.abc import Callable, Collection, Coroutine, Mapping
+from typing import Any, Protocol
 
 from . import logformat
 from .config import GroupConfig, GroupConfigValue
@@ -46,6 +46,20 @@ class GroupContext(Protocol):
 
     async def append_async(self, entries: list[Entry]) -> None:
         """``append``, awaited: the event loop serves others while the log writes."""
+        ...
+
+    def store(self, entries: list[Entry], done: Callable[[BaseException | None], None]) -> None:
+        """Append entries behind every earlier ``store``; ``done(None)`` once durable, ``done(error)`` if
+        not (at once for a log written synchronously, later for one written asynchronously)."""
+        ...
+
+    @property
+    def writes_later(self) -> bool:
+        """Whether the log is written asynchronously: timers hand their writes to tasks (``spawn``)."""
+        ...
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in a task of the coordinator."""
         ...
 
     def schedule(self, deadline_ms: int) -> None:

@@ -15,9 +15,10 @@ All state is changed only from the event loop thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from kafkite import clock
@@ -32,7 +33,7 @@ from .consumer.protocol import ConsumerProtocol
 from .consumer.state import ConsumerGroup
 from .context import DescribableTopics, GroupProtocol, TopicInfo
 from .group import Group
-from .log import Entry, GroupLog, MemoryGroupLog
+from .log import Entry, GroupLog, MemoryGroupLog, store_error
 from .offsets import OffsetAndMetadata, OffsetStore
 from .share import apis
 from .share.protocol import ShareProtocol
@@ -106,6 +107,12 @@ class GroupCoordinator:
         # Entries appended to the log since it last held only live state (see maybe_compact_log).
         self._appended_since_compaction = 0
         self._compact_after_entries = compact_after_entries
+        # Writes of group state waiting for the log (``store``), in the order they were decided.
+        self._stores: collections.deque[tuple[list[Entry], Callable[[BaseException | None], None]]] = (
+            collections.deque()
+        )
+        self._storing: asyncio.Task[None] | None = None
+        self._spawned: set[asyncio.Task[None]] = set()
 
     # -- what the protocols get (GroupContext) ---------------------------------------------------------------
 
@@ -129,6 +136,74 @@ class GroupCoordinator:
         else:
             await write(entries)
         self._appended_since_compaction += len(entries)
+
+    @property
+    def writes_later(self) -> bool:
+        """Whether the group log is written asynchronously (the database): timers then hand their writes to
+        tasks instead of making them on the spot."""
+        return getattr(self._log, "append_async", None) is not None
+
+    def spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``work`` in a task the coordinator keeps until it ends (its errors are logged)."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._spawned.add(task)
+
+        def ended(t: asyncio.Task[None]) -> None:
+            self._spawned.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed", name, exc_info=t.exception())
+
+        task.add_done_callback(ended)
+
+    def store(self, entries: list[Entry], done: Callable[[BaseException | None], None]) -> None:
+        """Append entries to the group log behind every ``store`` before it and call ``done(None)`` once they
+        are durable, ``done(error)`` if they could not be written.
+
+        A log that writes asynchronously (the database) is written by a background task, so the event loop
+        serves others meanwhile and ``done`` runs later; any other log (memory, the file engine's partition)
+        is written at once and ``done`` runs before this returns. Either way the group's state is changed
+        by ``done``, after the write, and writes happen in the order they were decided.
+        """
+        if not entries:
+            done(None)
+            return
+        if getattr(self._log, "append_async", None) is None:
+            try:
+                self.append(entries)
+            except Exception as exc:
+                done(exc)
+            else:
+                done(None)
+            return
+        self._stores.append((entries, done))
+        if self._storing is None:
+            self._storing = asyncio.get_running_loop().create_task(self._write_stores(), name="group-stores")
+
+    async def _write_stores(self) -> None:
+        try:
+            while self._stores:
+                entries, done = self._stores.popleft()
+                error: BaseException | None = None
+                try:
+                    await self.append_async(entries)
+                except asyncio.CancelledError:
+                    error = ConnectionError("the group coordinator stopped")
+                    self._stores.appendleft((entries, done))
+                    raise
+                except Exception as exc:
+                    error = exc
+                try:
+                    done(error)
+                except Exception:
+                    log.exception("a group state change failed after its write")
+        finally:
+            self._storing = None
+            if self._stores:
+                # Stopped (the coordinator is being replaced): whatever waits is told it was not written.
+                pending, self._stores = list(self._stores), collections.deque()
+                for _, done in pending:
+                    with contextlib.suppress(Exception):
+                        done(ConnectionError("the group coordinator stopped"))
 
     def schedule(self, deadline_ms: int) -> None:
         """Make sure the timer task runs again no later than ``deadline_ms``."""
@@ -264,7 +339,10 @@ class GroupCoordinator:
             self._next_retention_check_ms = now + self.config.offsets_retention_check_interval_ms
         elif now >= self._next_retention_check_ms:
             self._next_retention_check_ms = now + self.config.offsets_retention_check_interval_ms
-            self.expire_offsets()
+            if self.writes_later:
+                self.spawn(self._expire_offsets_later(), "offset retention")
+            else:
+                self.expire_offsets()
         self.maybe_compact_log()
         self._refresh_group_configs(now)
 
@@ -367,9 +445,14 @@ class GroupCoordinator:
                 )
             # An empty consumer group becomes a classic group when a classic member joins.
             try:
-                self.append(group.tombstones())
+                async with self.consumer.serial():
+                    await self.append_async(group.tombstones())
             except Exception as exc:
                 log.warning("cannot persist the removal of consumer group %s: %s", group.group_id, exc)
+                return {**_join_error(req.get("member_id") or "", store_error(exc))}
+            if self.groups.get(group.group_id) is not group or group.members:
+                # A consumer member joined while the removal was written: it is written back as it is.
+                self.store(group.live_entries(), lambda exc: None)
                 return {**_join_error(req.get("member_id") or "", ErrorCode.COORDINATOR_NOT_AVAILABLE)}
             log.info("converting the empty consumer group %s to a classic group", group.group_id)
             group.mark_dead(self.now_ms())
@@ -506,6 +589,13 @@ class GroupCoordinator:
         if committed and group_id not in self.groups:
             self.groups[group_id] = ClassicGroup(group_id)
 
+    async def complete_txn_offsets_async(self, group_id: str, producer_id: int, commit: bool) -> None:
+        """``complete_txn_offsets``, the log written without holding the event loop."""
+        self.load()
+        committed = await self.offsets.complete_pending_async(group_id, producer_id, commit)
+        if committed and group_id not in self.groups:
+            self.groups[group_id] = ClassicGroup(group_id)
+
     def pending_txn_offsets(self, group_id: str) -> dict[int, dict[tuple[str, int], OffsetAndMetadata]]:
         """Offsets of ``group_id`` held by ongoing transactions, per producer id."""
         return self.offsets.pending(group_id)
@@ -607,10 +697,10 @@ class GroupCoordinator:
         self.load()
         results = []
         for group_id in req.get("groups_names") or []:
-            results.append({"group_id": group_id, "error_code": int(self._delete_group(group_id))})
+            results.append({"group_id": group_id, "error_code": int(await self._delete_group(group_id))})
         return {"throttle_time_ms": 0, "results": results}
 
-    def _delete_group(self, group_id: str | None) -> ErrorCode:
+    async def _delete_group(self, group_id: str | None) -> ErrorCode:
         if group_id is None:
             return ErrorCode.INVALID_GROUP_ID
         group = self.groups.get(group_id)
@@ -621,10 +711,14 @@ class GroupCoordinator:
             return error
         count = len(self.offsets.committed(group_id))
         try:
-            self.append(self.offsets.tombstones(group_id) + group.tombstones())
+            await self.append_async(self.offsets.tombstones(group_id) + group.tombstones())
         except Exception as exc:
             log.warning("cannot persist the deletion of group %s: %s", group_id, exc)
-            return ErrorCode.COORDINATOR_NOT_AVAILABLE
+            return store_error(exc)
+        if self.groups.get(group_id) is not group or group.validate_delete() is not None:
+            # Changed while the deletion was written (a member joined): what is written is its state now.
+            self.store(self.offsets.live_entries_of(group_id) + group.live_entries(), lambda exc: None)
+            return ErrorCode.NON_EMPTY_GROUP
         group.mark_dead(self.now_ms())
         del self.groups[group_id]
         self.offsets.forget(group_id)
@@ -640,18 +734,30 @@ class GroupCoordinator:
         self.load()
         return self.offsets.expire()
 
+    async def _expire_offsets_later(self) -> None:
+        self.load()
+        await self.offsets.expire_async()
+
     def maybe_drop_group(self, group: Group) -> None:
-        """Remove an empty group that holds no offsets any more."""
+        """Remove an empty group that holds no offsets any more (once its removal is written)."""
         if not group.is_droppable or self.offsets.has_offsets(group.group_id):
             return
-        try:
-            self.append(group.tombstones())
-        except Exception as exc:
-            log.warning("cannot persist the removal of group %s: %s", group.group_id, exc)
-            return
-        group.mark_dead(self.now_ms())
-        self.groups.pop(group.group_id, None)
-        log.info("group %s is empty and has no offsets: removed", group.group_id)
+
+        def written(exc: BaseException | None) -> None:
+            if exc is not None:
+                log.warning("cannot persist the removal of group %s: %s", group.group_id, exc)
+                return
+            if self.groups.get(group.group_id) is not group:
+                return
+            if not group.is_droppable or self.offsets.has_offsets(group.group_id):
+                # Used again while its removal was written: write it back as it is now.
+                self.store(group.live_entries(), lambda exc: None)
+                return
+            group.mark_dead(self.now_ms())
+            self.groups.pop(group.group_id, None)
+            log.info("group %s is empty and has no offsets: removed", group.group_id)
+
+        self.store(group.tombstones(), written)
 
     # -- introspection (CLI, metrics) ----------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from kafkite import clock
+from kafkite.log.base import Fenced
+from kafkite.protocol.errors import ErrorCode
 from kafkite.protocol.records import build_batch, iter_headers, iter_records
 
 if TYPE_CHECKING:
@@ -25,6 +27,13 @@ GROUP_LOG_TOPIC_CONFIGS = {
 }
 # Largest batch written when rewriting the log (one ``append`` is always a single batch).
 _COMPACT_BATCH_BYTES = 1 << 20
+
+
+def store_error(exc: BaseException) -> ErrorCode:
+    """What a member is told when the group's record could not be written: NOT_COORDINATOR if this broker
+    may no longer write for the group (its lease is over), else COORDINATOR_NOT_AVAILABLE (retriable), as
+    Kafka's coordinator answers a failed append to its log."""
+    return ErrorCode.NOT_COORDINATOR if isinstance(exc, Fenced) else ErrorCode.COORDINATOR_NOT_AVAILABLE
 
 
 class GroupLog(Protocol):

@@ -18,7 +18,7 @@ from kafkite.protocol.errors import ErrorCode
 
 from . import logformat
 from .group import OffsetExpiration
-from .log import Entry
+from .log import Entry, store_error
 from .logformat import OffsetAndMetadata
 
 if TYPE_CHECKING:
@@ -92,6 +92,18 @@ class OffsetStore:
                     live.append((key, logformat.offset_value(om)))
         return live
 
+    def live_entries_of(self, group_id: str) -> list[Entry]:
+        """``live_entries`` of one group."""
+        live: list[Entry] = []
+        for (topic, partition), om in self._committed.get(group_id, {}).items():
+            live.append((logformat.offset_key(group_id, topic, partition), logformat.offset_value(om)))
+        for pid, pending in self._pending.get(group_id, {}).items():
+            for (topic, partition), om in pending.items():
+                live.append(
+                    (logformat.txn_offset_key(group_id, topic, partition, pid), logformat.offset_value(om))
+                )
+        return live
+
     @property
     def live_count(self) -> int:
         return sum(len(o) for o in self._committed.values())
@@ -130,11 +142,27 @@ class OffsetStore:
 
     def delete(self, group_id: str, partitions: Iterable[TopicPartition]) -> int:
         """Delete the group's committed offsets of ``partitions`` that exist; return how many."""
-        offsets = self._committed.get(group_id, {})
-        present = [tp for tp in dict.fromkeys(partitions) if tp in offsets]
+        present = self._present(group_id, partitions)
         if not present:
             return 0
         self._ctx.append([(logformat.offset_key(group_id, t, p), None) for t, p in present])
+        return self._deleted(group_id, present)
+
+    async def delete_async(self, group_id: str, partitions: Iterable[TopicPartition]) -> int:
+        """``delete``, the log written without holding the event loop (in turn with offset commits)."""
+        present = self._present(group_id, partitions)
+        if not present:
+            return 0
+        async with self._commit_lock:
+            await self._ctx.append_async([(logformat.offset_key(group_id, t, p), None) for t, p in present])
+        return self._deleted(group_id, self._present(group_id, present))
+
+    def _present(self, group_id: str, partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
+        offsets = self._committed.get(group_id, {})
+        return [tp for tp in dict.fromkeys(partitions) if tp in offsets]
+
+    def _deleted(self, group_id: str, present: list[TopicPartition]) -> int:
+        offsets = self._committed.get(group_id, {})
         for tp in present:
             del offsets[tp]
         if not offsets:
@@ -193,18 +221,55 @@ class OffsetStore:
         )
         self._pending.setdefault(group_id, {}).setdefault(producer_id, {}).update(offsets)
 
+    async def add_pending_async(
+        self, group_id: str, producer_id: int, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """``add_pending``, the log written without holding the event loop (in turn with offset commits)."""
+        if not offsets:
+            return
+        entries: list[Entry] = [
+            (logformat.txn_offset_key(group_id, t, p, producer_id), logformat.offset_value(om))
+            for (t, p), om in offsets.items()
+        ]
+        async with self._commit_lock:
+            await self._ctx.append_async(entries)
+        self._pending.setdefault(group_id, {}).setdefault(producer_id, {}).update(offsets)
+
     def complete_pending(
         self, group_id: str, producer_id: int, commit: bool
     ) -> dict[TopicPartition, OffsetAndMetadata]:
         """End the producer's transaction in the group: its pending offsets become committed offsets (commit)
         or are dropped (abort). Returns the offsets committed. Memory changes even when the log append fails
         (the caller reports it): a transaction end cannot be refused."""
+        pending, entries = self._end_pending(group_id, producer_id, commit)
+        try:
+            self._ctx.append(entries)
+        except Exception as exc:
+            log.error("cannot persist the end of a transaction's offsets of group %s: %s", group_id, exc)
+        return pending if commit else {}
+
+    async def complete_pending_async(
+        self, group_id: str, producer_id: int, commit: bool
+    ) -> dict[TopicPartition, OffsetAndMetadata]:
+        """``complete_pending``, the log written without holding the event loop. Memory changes at once (a
+        transaction end cannot be refused); the entries are written in turn with the offset commits."""
+        pending, entries = self._end_pending(group_id, producer_id, commit)
+        try:
+            async with self._commit_lock:
+                await self._ctx.append_async(entries)
+        except Exception as exc:
+            log.error("cannot persist the end of a transaction's offsets of group %s: %s", group_id, exc)
+        return pending if commit else {}
+
+    def _end_pending(
+        self, group_id: str, producer_id: int, commit: bool
+    ) -> tuple[dict[TopicPartition, OffsetAndMetadata], list[Entry]]:
         by_producer = self._pending.get(group_id)
         pending = by_producer.pop(producer_id, None) if by_producer is not None else None
         if by_producer is not None and not by_producer:
             del self._pending[group_id]
         if not pending:
-            return {}
+            return {}, []
         entries: list[Entry] = [
             (logformat.txn_offset_key(group_id, t, p, producer_id), None) for (t, p) in pending
         ]
@@ -214,11 +279,7 @@ class OffsetStore:
                 for (t, p), om in pending.items()
             ]
             self._committed.setdefault(group_id, {}).update(pending)
-        try:
-            self._ctx.append(entries)
-        except Exception as exc:
-            log.error("cannot persist the end of a transaction's offsets of group %s: %s", group_id, exc)
-        return pending if commit else {}
+        return pending, entries
 
     # -- OffsetCommit / OffsetFetch / TxnOffsetCommit / OffsetDelete ----------------------------------------
 
@@ -486,7 +547,7 @@ class OffsetStore:
                     )
         if to_store:
             try:
-                self.add_pending(group_id, producer_id, to_store)
+                await self.add_pending_async(group_id, producer_id, to_store)
             except Exception as exc:
                 log.warning("cannot persist transactional offsets of group %s: %s", group_id, exc)
                 error = ErrorCode.COORDINATOR_NOT_AVAILABLE
@@ -542,10 +603,10 @@ class OffsetStore:
                 parts.append({"partition_index": index, "error_code": int(code)})
             results.append({"name": name, "partitions": parts})
         try:
-            self.delete(group_id, deletable)
+            await self.delete_async(group_id, deletable)
         except Exception as exc:
             log.warning("cannot persist offset deletion in group %s: %s", group_id, exc)
-            return group_error(ErrorCode.COORDINATOR_NOT_AVAILABLE)
+            return group_error(store_error(exc))
         self._ctx.maybe_drop_group(group)
         return {"throttle_time_ms": 0, "error_code": NONE, "topics": results}
 
@@ -560,6 +621,25 @@ class OffsetStore:
             if expired:
                 try:
                     removed += self.delete(group.group_id, expired)
+                except Exception as exc:
+                    log.warning("cannot persist expired offsets of group %s: %s", group.group_id, exc)
+                    continue
+            self._ctx.maybe_drop_group(group)
+        if removed:
+            log.info("removed %d expired offsets", removed)
+        return removed
+
+    async def expire_async(self) -> int:
+        """``expire``, the log written without holding the event loop."""
+        now = self._ctx.now_ms()
+        retention = self._ctx.config.offsets_retention_ms
+        removed = 0
+        for group in list(self._ctx.groups.values()):
+            how = group.offset_expiration()
+            expired = self.expired(group.group_id, how, now, retention) if how is not None else []
+            if expired:
+                try:
+                    removed += await self.delete_async(group.group_id, expired)
                 except Exception as exc:
                     log.warning("cannot persist expired offsets of group %s: %s", group.group_id, exc)
                     continue

@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from kafkite import clock
-from kafkite.broker.groups.log import GroupLog, MemoryGroupLog
+from kafkite.broker.groups.log import Entry, GroupLog, MemoryGroupLog
 from kafkite.config import default_int
-from kafkite.log.base import AppendInfo
+from kafkite.log.base import AppendInfo, Fenced, LogError
 from kafkite.log.producer_state import ProducerStateError
 from kafkite.log.writer import Pending
 from kafkite.protocol.errors import ErrorCode
@@ -57,9 +57,17 @@ class MarkerPartition(Protocol):
 
 
 class GroupOffsets(Protocol):
-    """What the coordinator needs of the group coordinator: ending a transaction's offset commits."""
+    """What the coordinator needs of the group coordinator: ending a transaction's offset commits (it may
+    also offer ``complete_txn_offsets_async``, which the coordinator then awaits)."""
 
     def complete_txn_offsets(self, group_id: str, producer_id: int, commit: bool) -> None: ...
+
+
+# What an operation of the coordinator asks its driver to do (see ``_run`` and ``_run_async``): append entries
+# to the transaction log, or end a transaction's offsets in a group (group id, producer id, commit).
+Step = list[Entry] | tuple[str, int, bool]
+T = TypeVar("T")
+TxnOp = Generator[Step, None, T]
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,38 @@ class TxnConfig:
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> TxnConfig:
         return cls(**{attr: int(settings[key]) for key, attr in cls.KEYS.items() if key in settings})
+
+
+def _drive(op: TxnOp[T], do: Callable[[Step], None]) -> T:
+    """Run an operation, each step done by ``do`` (its error thrown back into the operation)."""
+    try:
+        step = next(op)
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+    while True:
+        try:
+            do(step)
+        except Exception as exc:
+            try:
+                step = op.throw(exc)
+            except StopIteration as stop:
+                result = stop.value
+                return result
+            continue
+        try:
+            step = op.send(None)
+        except StopIteration as stop:
+            result = stop.value
+            return result
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 class TxnError(Exception):
@@ -149,6 +189,11 @@ class TransactionCoordinator:
         self._next_expiry_check = 0
         self._next_producer_expiry = 0
         self._completing: dict[str, asyncio.Future[None]] = {}  # transactions whose markers are being written
+        # The value last written to (or read from) the log for each transactional id: what a transaction
+        # goes back to when a write of its next state fails.
+        self._durable: dict[str, bytes] = {}
+        # Operations awaited by the event loop run one at a time, in the order they came (see ``_run_async``).
+        self._lock: asyncio.Lock | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
@@ -167,15 +212,19 @@ class TransactionCoordinator:
                     tid = key[len(TXN_KEY_PREFIX) :].decode()
                     if value is None:
                         self.txns.pop(tid, None)
+                        self._durable.pop(tid, None)
                     else:
                         self.txns[tid] = TxnMetadata.from_value(tid, value)
+                        self._durable[tid] = value
             except ValueError as e:
                 log.warning("skipping an undecodable entry of the transaction log: %s", e)
         self._appended = entries
         self._by_pid = {m.producer_id: m for m in self.txns.values()}
-        for meta in list(self.txns.values()):
-            if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
-                self._complete(meta)
+        if not _in_event_loop():
+            # On an event loop the timers complete them (their first run is at once): no write holds it.
+            for meta in list(self.txns.values()):
+                if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+                    self._run(self._complete(meta))
         log.info(
             "loaded %d transactional ids from %d entries of the transaction log", len(self.txns), entries
         )
@@ -183,7 +232,7 @@ class TransactionCoordinator:
     async def start(self) -> None:
         self.load()
         if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="txn-coordinator-timers")
+            self._task = asyncio.get_running_loop().create_task(self._timers(), name="txn-coordinator-timers")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
@@ -191,10 +240,10 @@ class TransactionCoordinator:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def _run(self) -> None:
+    async def _timers(self) -> None:
         while True:
             try:
-                self.tick()
+                await self.tick_async()
             except Exception:
                 log.exception("transaction coordinator timers failed")
             c = self.config
@@ -204,14 +253,28 @@ class TransactionCoordinator:
     def tick(self) -> None:
         """Abort timed-out transactions, retry unfinished ones, expire idle transactional and producer ids."""
         self.load()
+        self._run(self._tick_op())
+        self._tick_producers()
+
+    async def tick_async(self) -> None:
+        """``tick``, its log writes awaited (in turn with the requests' operations)."""
+        self.load()
+        await self._run_async(self._tick_op())
+        self._tick_producers()
+
+    def _tick_op(self) -> TxnOp[None]:
         now = self._now_ms()
         c = self.config
         if now >= self._next_abort_check:
             self._next_abort_check = now + c.abort_timed_out_interval_ms
-            self.abort_timed_out(now)
+            yield from self._abort_timed_out_op(now)
         if now >= self._next_expiry_check:
             self._next_expiry_check = now + c.remove_expired_interval_ms
-            self.expire_transactional_ids(now)
+            yield from self._expire_op(now)
+
+    def _tick_producers(self) -> None:
+        now = self._now_ms()
+        c = self.config
         if now >= self._next_producer_expiry:
             self._next_producer_expiry = now + c.producer_id_expiration_check_interval_ms
             for p in self._all_partitions():
@@ -220,10 +283,115 @@ class TransactionCoordinator:
 
     # -- persistence -----------------------------------------------------------------------------------------
 
-    def _persist(self, meta: TxnMetadata) -> None:
-        meta.last_update_ms = self._now_ms()
-        self._log.append([(meta.key(), meta.to_value())])
+    def _run(self, op: TxnOp[T]) -> T:
+        """Run an operation, its steps done synchronously (tests, a coordinator off the event loop)."""
+        return _drive(op, self._do)
+
+    async def _run_async(self, op: TxnOp[T], *, before: Callable[[], Awaitable[None]] | None = None) -> T:
+        """Run an operation, its steps awaited when the log (or the group coordinator) can write without
+        holding the event loop. Operations run one at a time, so they are decided, written and applied in
+        the order they came, as they are when run synchronously."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if before is not None:
+                try:
+                    await before()
+                except BaseException:
+                    op.close()
+                    raise
+            try:
+                step = next(op)
+            except StopIteration as stop:
+                result: T = stop.value
+                return result
+            while True:
+                try:
+                    await self._do_async(step)
+                except Exception as exc:
+                    try:
+                        step = op.throw(exc)
+                    except StopIteration as stop:
+                        result = stop.value
+                        return result
+                    continue
+                try:
+                    step = op.send(None)
+                except StopIteration as stop:
+                    result = stop.value
+                    return result
+
+    async def _reserve_producer_ids(self) -> None:
+        """Before InitProducerId is awaited: make sure ``new_producer_id`` has ids at hand without writing
+        (a log written asynchronously gets its next block here, awaited; a cluster fetches ids from the
+        database); raise if it cannot."""
+        write = getattr(self._log, "append_async", None)
+        if write is None or self._block_end - self._next_pid >= 2:
+            return
+        end = max(self._next_pid, self._block_end) + PRODUCER_ID_BLOCK_SIZE
+        try:
+            await write([(PRODUCER_ID_BLOCK_KEY, producer_id_block_value(end))])
+        except Exception as exc:
+            raise self._log_error(exc) from None
         self._appended += 1
+        self._block_end = end
+
+    def _do(self, step: Step) -> None:
+        if isinstance(step, list):
+            self._log.append(step)
+        elif self.groups is not None:
+            self.groups.complete_txn_offsets(*step)
+
+    async def _do_async(self, step: Step) -> None:
+        if isinstance(step, list):
+            write = getattr(self._log, "append_async", None)
+            if write is None:
+                self._log.append(step)
+            else:
+                await write(step)
+        elif self.groups is not None:
+            complete = getattr(self.groups, "complete_txn_offsets_async", None)
+            if complete is None:
+                self.groups.complete_txn_offsets(*step)
+            else:
+                await complete(*step)
+
+    def _persist(self, meta: TxnMetadata) -> TxnOp[None]:
+        """Log the transaction's new state. If the log refuses it, the transaction goes back to the state
+        last logged (nothing is applied that is not durable) and the error is raised (``_log_error``)."""
+        meta.last_update_ms = self._now_ms()
+        value = meta.to_value()
+        try:
+            yield [(meta.key(), value)]
+        except Exception as exc:
+            self._revert(meta)
+            raise self._log_error(exc) from None
+        self._durable[meta.transactional_id] = value
+        self._appended += 1
+
+    def _log_error(self, exc: Exception) -> Exception:
+        """The error a failed log write raises: as Kafka's transaction coordinator answers a failed append to
+        its log, NOT_COORDINATOR when this coordinator may no longer write (its lease is over),
+        COORDINATOR_NOT_AVAILABLE when the log cannot be reached (the client retries)."""
+        if isinstance(exc, Fenced):
+            return TxnError(ErrorCode.NOT_COORDINATOR, str(exc))
+        if isinstance(exc, LogError):
+            return TxnError(ErrorCode.COORDINATOR_NOT_AVAILABLE, str(exc))
+        return exc
+
+    def _revert(self, meta: TxnMetadata) -> None:
+        """Put the transaction back as it was last logged (forget it if it never was)."""
+        tid = meta.transactional_id
+        if self._by_pid.get(meta.producer_id) is meta:
+            del self._by_pid[meta.producer_id]
+        value = self._durable.get(tid)
+        if value is None:
+            if self.txns.get(tid) is meta:
+                del self.txns[tid]
+            return
+        vars(meta).update(vars(TxnMetadata.from_value(tid, value)))
+        if self.txns.get(tid) is meta:
+            self._by_pid[meta.producer_id] = meta
 
     def _maybe_compact(self, force: bool = False) -> None:
         compact = getattr(self._log, "compact", None)
@@ -268,14 +436,38 @@ class TransactionCoordinator:
     ) -> Result:
         """A producer id and epoch for a producer (a fresh id when it is not transactional)."""
         self.load()
+        return self._run(self._init_op(transactional_id, timeout_ms, producer_id, producer_epoch))
+
+    async def init_producer_id_async(
+        self,
+        transactional_id: str | None,
+        timeout_ms: int,
+        producer_id: int = -1,
+        producer_epoch: int = -1,
+    ) -> Result:
+        """``init_producer_id``, its log writes awaited."""
+        self.load()
+        op = self._init_op(transactional_id, timeout_ms, producer_id, producer_epoch)
         try:
-            if not transactional_id:
-                return ErrorCode.NO_ERROR, self.new_producer_id(), 0
-            return self._init_transactional(transactional_id, timeout_ms, producer_id, producer_epoch)
+            return await self._run_async(op, before=self._reserve_producer_ids)
         except TxnError as e:
             return e.code, -1, -1
 
-    def _init_transactional(self, tid: str, timeout_ms: int, producer_id: int, producer_epoch: int) -> Result:
+    def _init_op(
+        self, transactional_id: str | None, timeout_ms: int, producer_id: int, producer_epoch: int
+    ) -> TxnOp[Result]:
+        try:
+            if not transactional_id:
+                return ErrorCode.NO_ERROR, self.new_producer_id(), 0
+            return (
+                yield from self._init_transactional(transactional_id, timeout_ms, producer_id, producer_epoch)
+            )
+        except TxnError as e:
+            return e.code, -1, -1
+
+    def _init_transactional(
+        self, tid: str, timeout_ms: int, producer_id: int, producer_epoch: int
+    ) -> TxnOp[Result]:
         if timeout_ms <= 0 or timeout_ms > self.config.max_timeout_ms:
             raise TxnError(
                 ErrorCode.INVALID_TRANSACTION_TIMEOUT,
@@ -297,14 +489,14 @@ class TransactionCoordinator:
                     ErrorCode.PRODUCER_FENCED, "the producer id and epoch are not the current ones"
                 )
         if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
-            self._complete(meta)
+            yield from self._complete(meta)
             if meta.state not in IDLE_STATES:
                 raise TxnError(ErrorCode.CONCURRENT_TRANSACTIONS)
         meta.timeout_ms = timeout_ms
         if meta.state == TxnState.ONGOING:
             # Fence the previous producer: its transaction is aborted under a new epoch.
             self._bump_epoch(meta)
-            self._end(meta, commit=False)
+            yield from self._end(meta, commit=False)
             if meta.state not in IDLE_STATES:
                 raise TxnError(ErrorCode.CONCURRENT_TRANSACTIONS)
         else:
@@ -313,7 +505,7 @@ class TransactionCoordinator:
         meta.partitions.clear()
         meta.groups.clear()
         meta.start_ms = -1
-        self._persist(meta)
+        yield from self._persist(meta)
         return ErrorCode.NO_ERROR, meta.producer_id, meta.producer_epoch
 
     def _bump_epoch(self, meta: TxnMetadata) -> None:
@@ -359,6 +551,18 @@ class TransactionCoordinator:
     ) -> dict[tuple[str, int], ErrorCode]:
         """AddPartitionsToTxn: the error of each partition."""
         self.load()
+        return self._run(self._add_partitions_op(tid, producer_id, producer_epoch, partitions))
+
+    async def add_partitions_async(
+        self, tid: str, producer_id: int, producer_epoch: int, partitions: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """``add_partitions``, its log write awaited."""
+        self.load()
+        return await self._run_async(self._add_partitions_op(tid, producer_id, producer_epoch, partitions))
+
+    def _add_partitions_op(
+        self, tid: str, producer_id: int, producer_epoch: int, partitions: list[tuple[str, int]]
+    ) -> TxnOp[dict[tuple[str, int], ErrorCode]]:
         try:
             meta = self._current(tid, producer_id, producer_epoch)
             missing = [tp for tp in partitions if self._partition_of(*tp) is None]
@@ -373,7 +577,7 @@ class TransactionCoordinator:
                 return {tp: ErrorCode.NO_ERROR for tp in partitions}
             self._begin_or_continue(meta)
             meta.partitions.update(partitions)
-            self._persist(meta)
+            yield from self._persist(meta)
             return {tp: ErrorCode.NO_ERROR for tp in partitions}
         except TxnError as e:
             return {tp: e.code for tp in partitions}
@@ -396,13 +600,25 @@ class TransactionCoordinator:
     def add_offsets(self, tid: str, producer_id: int, producer_epoch: int, group_id: str) -> ErrorCode:
         """AddOffsetsToTxn: the group's offset commits join the transaction."""
         self.load()
+        return self._run(self._add_offsets_op(tid, producer_id, producer_epoch, group_id))
+
+    async def add_offsets_async(
+        self, tid: str, producer_id: int, producer_epoch: int, group_id: str
+    ) -> ErrorCode:
+        """``add_offsets``, its log write awaited."""
+        self.load()
+        return await self._run_async(self._add_offsets_op(tid, producer_id, producer_epoch, group_id))
+
+    def _add_offsets_op(
+        self, tid: str, producer_id: int, producer_epoch: int, group_id: str
+    ) -> TxnOp[ErrorCode]:
         try:
             meta = self._current(tid, producer_id, producer_epoch)
             if meta.state == TxnState.ONGOING and group_id in meta.groups:
                 return ErrorCode.NO_ERROR
             self._begin_or_continue(meta)
             meta.groups.add(group_id)
-            self._persist(meta)
+            yield from self._persist(meta)
             return ErrorCode.NO_ERROR
         except TxnError as e:
             return e.code
@@ -437,33 +653,41 @@ class TransactionCoordinator:
     def end_txn(self, tid: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
         """EndTxn: commit or abort the ongoing transaction."""
         self.load()
+        return self._run(self._end_txn_op(tid, producer_id, producer_epoch, commit))
+
+    def _end_txn_op(self, tid: str, producer_id: int, producer_epoch: int, commit: bool) -> TxnOp[ErrorCode]:
         try:
-            meta = self._current(tid, producer_id, producer_epoch)
+            return (yield from self._end_txn_checked(tid, producer_id, producer_epoch, commit))
         except TxnError as e:
             return e.code
+
+    def _end_txn_checked(
+        self, tid: str, producer_id: int, producer_epoch: int, commit: bool
+    ) -> TxnOp[ErrorCode]:
+        meta = self._current(tid, producer_id, producer_epoch)
         state = meta.state
         if state == TxnState.ONGOING:
-            self._end(meta, commit=commit)
+            yield from self._end(meta, commit=commit)
             return ErrorCode.NO_ERROR if meta.state in IDLE_STATES else ErrorCode.CONCURRENT_TRANSACTIONS
         done = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
         preparing = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         if state == done:
             return ErrorCode.NO_ERROR  # a retry
         if state == preparing:
-            self._complete(meta)
+            yield from self._complete(meta)
             return ErrorCode.NO_ERROR if meta.state in IDLE_STATES else ErrorCode.CONCURRENT_TRANSACTIONS
         return ErrorCode.INVALID_TXN_STATE
 
-    def _end(self, meta: TxnMetadata, *, commit: bool) -> None:
+    def _end(self, meta: TxnMetadata, *, commit: bool) -> TxnOp[None]:
         meta.state = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
-        self._persist(meta)
-        self._complete(meta)
+        yield from self._persist(meta)
+        yield from self._complete(meta)
 
-    def _complete(self, meta: TxnMetadata) -> None:
+    def _complete(self, meta: TxnMetadata) -> TxnOp[None]:
         """Write the markers of a prepared transaction, then log it complete (left prepared on failure).
 
-        Markers a partition writes at once (the memory engine) complete the transaction before this returns;
-        otherwise it completes when they are written (``end_txn_async`` waits for that)."""
+        Markers a partition writes at once (the memory engine) complete the transaction within this
+        operation; otherwise it completes when they are written (``end_txn_async`` waits for that)."""
         tid = meta.transactional_id
         if tid in self._completing:
             return  # its markers are being written
@@ -489,14 +713,14 @@ class TransactionCoordinator:
                 continue
             writes.append((topic, index, pending))
         if all(w.done() for _, _, w in writes):
-            self._completed(meta, commit, writes, failed)
+            yield from self._completed(meta, commit, writes, failed)
             return
 
         async def finish() -> None:
             try:
                 await asyncio.wait([asyncio.ensure_future(w) for _, _, w in writes])
                 if self.txns.get(tid) is meta:
-                    self._completed(meta, commit, writes, failed)
+                    await self._run_async(self._completed(meta, commit, writes, failed))
             except TxnError as e:  # the log could not be written (a database out of reach): retried by tick()
                 log.warning("completing transaction %s failed: %s", tid, e)
             except Exception:
@@ -512,7 +736,7 @@ class TransactionCoordinator:
         commit: bool,
         writes: list[tuple[str, int, Pending[AppendInfo]]],
         failed: bool,
-    ) -> None:
+    ) -> TxnOp[None]:
         """The markers are written (or failed): end the transaction's offsets, log it complete."""
         for topic, index, pending in writes:
             try:
@@ -536,18 +760,29 @@ class TransactionCoordinator:
                         failed = True
         if self.groups is not None:
             for group_id in sorted(meta.groups):
-                self.groups.complete_txn_offsets(group_id, meta.producer_id, commit)
+                try:
+                    yield (group_id, meta.producer_id, commit)
+                except Exception as e:
+                    # Left prepared: the next try (tick, a retried EndTxn) ends the offsets again.
+                    log.warning(
+                        "cannot end the offsets of group %s of transaction %s: %s",
+                        group_id,
+                        meta.transactional_id,
+                        e,
+                    )
+                    failed = True
         if failed:
             return  # retried by tick()
         meta.state = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
         meta.partitions.clear()
         meta.groups.clear()
         meta.start_ms = -1
-        self._persist(meta)
+        yield from self._persist(meta)
 
     async def end_txn_async(self, tid: str, producer_id: int, producer_epoch: int, commit: bool) -> ErrorCode:
         """``end_txn``, answered once the transaction's markers are written and its end is logged."""
-        code = self.end_txn(tid, producer_id, producer_epoch, commit)
+        self.load()
+        code = await self._run_async(self._end_txn_op(tid, producer_id, producer_epoch, commit))
         completing = self._completing.get(tid)
         if code != ErrorCode.CONCURRENT_TRANSACTIONS or completing is None:
             return code
@@ -563,24 +798,33 @@ class TransactionCoordinator:
     def abort_timed_out(self, now: int | None = None) -> list[str]:
         """Abort transactions older than their timeout, fencing their producers; retry unfinished ones."""
         self.load()
-        now = self._now_ms() if now is None else now
+        return self._run(self._abort_timed_out_op(self._now_ms() if now is None else now))
+
+    def _abort_timed_out_op(self, now: int) -> TxnOp[list[str]]:
         aborted = []
         for meta in list(self.txns.values()):
-            if not self.owns(meta.transactional_id):
+            if not self.owns(meta.transactional_id) or self.txns.get(meta.transactional_id) is not meta:
                 continue
-            if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
-                self._complete(meta)
-            elif meta.state == TxnState.ONGOING and now - meta.start_ms > meta.timeout_ms:
-                log.info("aborting transaction %s: older than %d ms", meta.transactional_id, meta.timeout_ms)
-                self._bump_epoch(meta)
-                self._end(meta, commit=False)
-                aborted.append(meta.transactional_id)
+            try:
+                if meta.state in (TxnState.PREPARE_COMMIT, TxnState.PREPARE_ABORT):
+                    yield from self._complete(meta)
+                elif meta.state == TxnState.ONGOING and now - meta.start_ms > meta.timeout_ms:
+                    log.info(
+                        "aborting transaction %s: older than %d ms", meta.transactional_id, meta.timeout_ms
+                    )
+                    self._bump_epoch(meta)
+                    yield from self._end(meta, commit=False)
+                    aborted.append(meta.transactional_id)
+            except TxnError as e:
+                log.info("transaction %s not ended now: %s", meta.transactional_id, e)
         return aborted
 
     def expire_transactional_ids(self, now: int | None = None) -> list[str]:
         """Forget transactional ids idle for transactional.id.expiration.ms."""
         self.load()
-        now = self._now_ms() if now is None else now
+        return self._run(self._expire_op(self._now_ms() if now is None else now))
+
+    def _expire_op(self, now: int) -> TxnOp[list[str]]:
         gone = [
             m.transactional_id
             for m in self.txns.values()
@@ -588,13 +832,22 @@ class TransactionCoordinator:
             and now - m.last_update_ms >= self.config.transactional_id_expiration_ms
             and self.owns(m.transactional_id)
         ]
+        expired = []
         for tid in gone:
-            meta = self.txns.pop(tid)
+            meta = self.txns[tid]
+            try:
+                yield [(meta.key(), None)]
+            except Exception as e:
+                log.info("transactional id %s not expired now: %s", tid, e)
+                continue
+            if self.txns.get(tid) is meta:
+                del self.txns[tid]
             if self._by_pid.get(meta.producer_id) is meta:
                 del self._by_pid[meta.producer_id]
-            self._log.append([(meta.key(), None)])
+            self._durable.pop(tid, None)
             self._appended += 1
-        return gone
+            expired.append(tid)
+        return expired
 
     # -- introspection ---------------------------------------------------------------------------------------
 

@@ -61,7 +61,7 @@ def _fenced(code: ErrorCode, version: int, first_fenced_version: int) -> int:
 async def handle_init_producer_id(broker: Broker, ctx: RequestContext, req: Result) -> Result:
     if _elsewhere(broker, req.get("transactional_id")):
         return {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR, "producer_id": -1, "producer_epoch": -1}
-    code, pid, epoch = _coordinator(broker).init_producer_id(
+    code, pid, epoch = await _coordinator(broker).init_producer_id_async(
         req.get("transactional_id"),
         req["transaction_timeout_ms"],
         req.get("producer_id", -1),
@@ -103,7 +103,7 @@ async def handle_add_partitions_to_txn(broker: Broker, ctx: RequestContext, req:
         if _elsewhere(broker, tid):
             errors = dict.fromkeys(wanted, ErrorCode.NOT_COORDINATOR)
         else:
-            errors = coordinator.add_partitions(
+            errors = await coordinator.add_partitions_async(
                 tid, req["v3_and_below_producer_id"], req["v3_and_below_producer_epoch"], wanted
             )
         return {
@@ -113,11 +113,16 @@ async def handle_add_partitions_to_txn(broker: Broker, ctx: RequestContext, req:
     results = []
     for txn in req["transactions"]:
         wanted = [(t["name"], p) for t in txn["topics"] for p in t["partitions"]]
-        call = coordinator.verify_partitions if txn["verify_only"] else coordinator.add_partitions
         if _elsewhere(broker, txn["transactional_id"]):
             errors = dict.fromkeys(wanted, ErrorCode.NOT_COORDINATOR)
+        elif txn["verify_only"]:
+            errors = coordinator.verify_partitions(
+                txn["transactional_id"], txn["producer_id"], txn["producer_epoch"], wanted
+            )
         else:
-            errors = call(txn["transactional_id"], txn["producer_id"], txn["producer_epoch"], wanted)
+            errors = await coordinator.add_partitions_async(
+                txn["transactional_id"], txn["producer_id"], txn["producer_epoch"], wanted
+            )
         results.append(
             {
                 "transactional_id": txn["transactional_id"],
@@ -130,7 +135,7 @@ async def handle_add_partitions_to_txn(broker: Broker, ctx: RequestContext, req:
 async def handle_add_offsets_to_txn(broker: Broker, ctx: RequestContext, req: Result) -> Result:
     if _elsewhere(broker, req["transactional_id"]):
         return {"throttle_time_ms": 0, "error_code": NOT_COORDINATOR}
-    code = _coordinator(broker).add_offsets(
+    code = await _coordinator(broker).add_offsets_async(
         req["transactional_id"], req["producer_id"], req["producer_epoch"], req["group_id"]
     )
     return {"throttle_time_ms": 0, "error_code": _fenced(code, ctx.api_version, 2)}

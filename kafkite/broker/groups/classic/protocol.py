@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kafkite.protocol.errors import ErrorCode
@@ -19,6 +19,7 @@ from kafkite.protocol.errors import ErrorCode
 from .. import logformat
 from ..context import GroupContext
 from ..group import GroupType
+from ..log import store_error
 from .state import ClassicGroup, ClassicMember, GroupState, Protocols
 
 log = logging.getLogger("kafkite.groups")
@@ -157,10 +158,22 @@ class ClassicProtocol:
 
     # -- helpers ---------------------------------------------------------------------------------------------
 
-    def _store(self, group: ClassicGroup, assignment: Mapping[str, bytes] | None = None) -> None:
+    def _store(
+        self,
+        group: ClassicGroup,
+        done: Callable[[BaseException | None], None],
+        assignment: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Write the group's record as it is now; ``done(None)`` once it is durable, ``done(error)`` if not
+        (at once, or later when the log is written asynchronously: the group may have moved on meanwhile)."""
         value = group.record(dict(assignment) if assignment is not None else None)
-        self._ctx.append([(logformat.group_key(group.group_id), value)])
-        group.persisted = value
+
+        def written(exc: BaseException | None) -> None:
+            if exc is None:
+                group.persisted = value
+            done(exc)
+
+        self._ctx.store([(logformat.group_key(group.group_id), value)], written)
 
     def _reschedule_heartbeat(self, member: ClassicMember, timeout_ms: int | None = None) -> None:
         deadline: int = self._ctx.now_ms() + (member.session_timeout_ms if timeout_ms is None else timeout_ms)
@@ -467,26 +480,35 @@ class ClassicProtocol:
         if group.is_(STABLE):
             if group.protocol_name == group.select_protocol():
                 # Same protocol: the replacement needs no rebalance, only the new member id made durable.
-                try:
-                    self._store(group)
-                except Exception as exc:
-                    log.warning("cannot persist group %s: %s", group.group_id, exc)
-                    self._update_member(member, old_protocols, old_rebalance, old_session, None)
-                    group.replace_static_member(instance_id, new_id, old_id)
-                    self._reschedule_heartbeat(member)
-                    error = join_error("", ErrorCode.COORDINATOR_NOT_AVAILABLE)
-                    error.update(
-                        generation_id=group.generation_id,
-                        protocol_type=group.protocol_type,
-                        protocol_name=group.protocol_name,
-                        leader=current_leader or "",
-                    )
-                    _resolve(fut, error)
-                    return fut
-                # The old leader id is returned so that a replaced leader does not run an assignment that a
-                # stable group would never distribute (JoinGroup v9's skip_assignment is not used).
-                member.join_future = None
-                _resolve(fut, self._join_result(group, new_id, with_members=False, leader=current_leader))
+                generation = group.generation_id
+
+                def written(exc: BaseException | None) -> None:
+                    if member.join_future is not fut:
+                        return  # answered meanwhile (a rebalance started, the member was fenced or left)
+                    if exc is not None:
+                        log.warning("cannot persist group %s: %s", group.group_id, exc)
+                        member.join_future = None
+                        if group.members.get(new_id) is member and group.generation_id == generation:
+                            self._update_member(member, old_protocols, old_rebalance, old_session, None)
+                            group.replace_static_member(instance_id, new_id, old_id)
+                            self._reschedule_heartbeat(member)
+                        error = join_error("", store_error(exc))
+                        error.update(
+                            generation_id=group.generation_id,
+                            protocol_type=group.protocol_type,
+                            protocol_name=group.protocol_name,
+                            leader=current_leader or "",
+                        )
+                        _resolve(fut, error)
+                    elif group.is_(STABLE) and group.generation_id == generation:
+                        # The old leader id is returned so that a replaced leader does not run an assignment
+                        # that a stable group would never distribute (JoinGroup v9's skip_assignment is not
+                        # used).
+                        member.join_future = None
+                        result = self._join_result(group, new_id, with_members=False, leader=current_leader)
+                        _resolve(fut, result)
+
+                self._store(group, written)
             else:
                 self._maybe_prepare_rebalance(group)
         elif group.is_(COMPLETING):
@@ -566,10 +588,12 @@ class ClassicProtocol:
         group.init_next_generation(now)
         if group.is_(EMPTY):
             log.info("group %s is empty at generation %d", group.group_id, group.generation_id)
-            try:
-                self._store(group)
-            except Exception as exc:
-                log.warning("cannot persist empty group %s: %s", group.group_id, exc)
+
+            def written(exc: BaseException | None) -> None:
+                if exc is not None:
+                    log.warning("cannot persist empty group %s: %s", group.group_id, exc)
+
+            self._store(group, written)
             return
         log.info(
             "group %s is at generation %d with %d members (protocol %s)",
@@ -701,15 +725,21 @@ class ClassicProtocol:
                 log.warning(
                     "group %s: no assignment for %s, sending them an empty one", group.group_id, missing
                 )
-            try:
-                self._store(group, assignment)
-            except Exception as exc:
-                log.warning("cannot persist group %s: %s", group.group_id, exc)
-                self._reset_and_propagate_assignment_error(group, ErrorCode.COORDINATOR_NOT_AVAILABLE)
-                self._maybe_prepare_rebalance(group)
-            else:
-                self._set_and_propagate_assignment(group, assignment)
-                group.transition(STABLE, self._ctx.now_ms())
+            generation = group.generation_id
+
+            def written(exc: BaseException | None) -> None:
+                # As Kafka's coordinator: only if the rebalance is still the one the assignment was for.
+                if not group.is_(COMPLETING) or group.generation_id != generation:
+                    return
+                if exc is not None:
+                    log.warning("cannot persist group %s: %s", group.group_id, exc)
+                    self._reset_and_propagate_assignment_error(group, store_error(exc))
+                    self._maybe_prepare_rebalance(group)
+                else:
+                    self._set_and_propagate_assignment(group, assignment)
+                    group.transition(STABLE, self._ctx.now_ms())
+
+            self._store(group, written, assignment)
         return fut
 
     # -- Heartbeat / LeaveGroup ------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ last consumer-protocol member leaves goes back to being a classic group.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -34,7 +35,7 @@ from ..classic.state import ClassicGroup, ClassicMember, GroupState
 from ..config import REGEX_BATCH_REFRESH_MIN_INTERVAL_MS
 from ..context import DescribableTopics, GroupContext, TopicInfo
 from ..group import Group, GroupType
-from ..log import Entry
+from ..log import Entry, store_error
 from . import embedded, regex
 from .assignors import ASSIGNORS, MemberSpec
 from .state import (
@@ -135,18 +136,36 @@ class _Operation:
                 self.snapshots[id(group)] = (group, group.snapshot())
         return group
 
-    def commit(self) -> None:
-        ctx = self._protocol._ctx
+    def _entries(self) -> list[Entry]:
         entries = list(self.entries)
         for group in self.touched.values():
             entries.extend(group.dirty_entries())
+        return entries
+
+    def _refused(self, exc: Exception) -> GroupError:
+        log.warning("cannot persist a change of a consumer group: %s", exc)
+        for changed, snap in self.snapshots.values():
+            changed.restore(snap)
+        return GroupError(store_error(exc))
+
+    def commit(self) -> None:
         try:
-            ctx.append(entries)
+            self._protocol._ctx.append(self._entries())
         except Exception as exc:
-            log.warning("cannot persist a change of a consumer group: %s", exc)
-            for changed, snap in self.snapshots.values():
-                changed.restore(snap)
-            raise GroupError(ErrorCode.COORDINATOR_NOT_AVAILABLE) from None
+            raise self._refused(exc) from None
+        self._apply()
+
+    async def commit_async(self) -> None:
+        """``commit``, the log written without holding the event loop (the caller holds the protocol's lock,
+        so no other change of its groups is made meanwhile)."""
+        try:
+            await self._protocol._ctx.append_async(self._entries())
+        except Exception as exc:
+            raise self._refused(exc) from None
+        self._apply()
+
+    def _apply(self) -> None:
+        ctx = self._protocol._ctx
         now = ctx.now_ms()
         for group_id, replacement in self.registry.items():
             old = ctx.groups.pop(group_id, None)
@@ -171,6 +190,8 @@ class ConsumerProtocol:
         # Whether ACLs are checked (an authorizer is configured): regular expressions then resolve only to
         # the topics the member whose heartbeat refreshes them may DESCRIBE, as Kafka resolves them.
         self.authorizing = False
+        # Changes are made one at a time: each is decided, written and applied before the next begins.
+        self._lock: asyncio.Lock | None = None
         # Records of consumer groups met while loading the log, by group id.
         self._loading: dict[str, ConsumerRecords] = {}
 
@@ -256,10 +277,36 @@ class ConsumerProtocol:
                     group.group_id,
                     reasons[m.member_id],
                 )
+            if self._ctx.writes_later:
+                ids = [m.member_id for m in fenced]
+                self._ctx.spawn(self._fence_later(group, ids), f"fence members of group {group.group_id}")
+                continue
             op = _Operation(self)
             try:
                 self._fence(op, group, fenced)
                 op.commit()
+            except GroupError as exc:
+                log.warning("cannot fence members of group %s: %s", group.group_id, exc)
+
+    def serial(self) -> asyncio.Lock:
+        """Held by each change of the consumer groups from its decision until it is written and applied."""
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _fence_later(self, group: ConsumerGroup, member_ids: list[str]) -> None:
+        """Fence members whose deadlines passed, in turn with the requests' changes (the log is written
+        without holding the event loop)."""
+        async with self.serial():
+            if self._ctx.groups.get(group.group_id) is not group:
+                return
+            members = [group.members[m] for m in member_ids if m in group.members]
+            if not members:
+                return
+            op = _Operation(self)
+            try:
+                self._fence(op, group, members)
+                await op.commit_async()
             except GroupError as exc:
                 log.warning("cannot fence members of group %s: %s", group.group_id, exc)
 
@@ -279,9 +326,10 @@ class ConsumerProtocol:
     ) -> Result:
         """``describable``: the topics the request's principal may DESCRIBE (None without an authorizer)."""
         try:
-            op = _Operation(self)
-            result = self._heartbeat(op, req, version, client_id, client_host, describable)
-            op.commit()
+            async with self.serial():
+                op = _Operation(self)
+                result = self._heartbeat(op, req, version, client_id, client_host, describable)
+                await op.commit_async()
         except GroupError as exc:
             return {
                 "throttle_time_ms": 0,
@@ -968,11 +1016,12 @@ class ConsumerProtocol:
         self, group: ConsumerGroup, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
         """JoinGroup from a classic member of a (non-empty) consumer group: answered at once."""
-        op = _Operation(self)
         try:
-            response = self._classic_join(op, group, req, version, client_id, client_host)
-            if response.get("error_code", 0) == 0:
-                op.commit()
+            async with self.serial():
+                op = _Operation(self)
+                response = self._classic_join(op, group, req, version, client_id, client_host)
+                if response.get("error_code", 0) == 0:
+                    await op.commit_async()
         except GroupError as exc:
             response = join_error(req.get("member_id") or "", exc.code)
         response["throttle_time_ms"] = 0
@@ -1207,10 +1256,11 @@ class ConsumerProtocol:
                     leaving.append(member)
             results.append(answer)
         if leaving:
-            op = _Operation(self)
             try:
-                self._fence(op, group, leaving)
-                op.commit()
+                async with self.serial():
+                    op = _Operation(self)
+                    self._fence(op, group, [m for m in leaving if group.members.get(m.member_id) is m])
+                    await op.commit_async()
             except GroupError as exc:
                 return [{**r, "error_code": int(exc.code)} if r["error_code"] == 0 else r for r in results]
         return results

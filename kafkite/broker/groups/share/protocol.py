@@ -16,10 +16,11 @@ groups were deleted.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from kafkite.protocol.errors import ErrorCode
@@ -27,6 +28,7 @@ from kafkite.protocol.errors import ErrorCode
 from .. import logformat
 from ..context import GroupContext, TopicInfo
 from ..group import GroupType
+from ..log import store_error
 from . import assignor
 from .state import (
     ASSIGNOR,
@@ -78,6 +80,8 @@ class ShareProtocol:
         self._ctx = ctx
         self._loading: dict[str, ShareRecords] = {}
         self.partitions: SharePartitionsHook | None = None
+        # Changes are made one at a time: each is decided, written and applied before the next begins.
+        self._lock: asyncio.Lock | None = None
 
     @property
     def config(self) -> Any:
@@ -125,35 +129,72 @@ class ShareProtocol:
                     member_id,
                     group.group_id,
                 )
+                if self._ctx.writes_later:
+                    self._ctx.spawn(
+                        self._fence_later(group, member_id), f"fence a member of share group {group.group_id}"
+                    )
+                    continue
                 try:
-                    self._fence_and_commit(group, member_id)
+                    self._commit_now(group, self._fence_change(group, member_id))
+                    self._left(group, member_id)
                 except ShareError as exc:
                     log.warning(
                         "cannot fence member %s of share group %s: %s", member_id, group.group_id, exc
                     )
+
+    async def _fence_later(self, group: ShareGroup, member_id: str) -> None:
+        """Fence a member whose session ran out, in turn with the requests' changes."""
+        async with self._serial():
+            if self._ctx.groups.get(group.group_id) is not group or member_id not in group.members:
+                return
+            try:
+                await self._fence_and_commit(group, member_id)
+            except ShareError as exc:
+                log.warning("cannot fence member %s of share group %s: %s", member_id, group.group_id, exc)
+
+    def _serial(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
 
     def stop(self) -> None:
         """Nothing waits in the share protocol (answers are immediate)."""
 
     # -- changes ---------------------------------------------------------------------------------------------
 
-    def _commit(self, group: ShareGroup, change: Any, *, new: bool = False) -> Any:
+    def _commit_now(self, group: ShareGroup, change: Any, *, new: bool = False) -> Any:
         """Apply ``change()`` to ``group``, write what it changed; restore the group when the log refuses."""
         snap = group.snapshot()
         result = change()
-        entries = group.dirty_entries()
         try:
-            self._ctx.append(entries)
+            self._ctx.append(group.dirty_entries())
         except Exception as exc:
-            log.warning("cannot persist a change of share group %s: %s", group.group_id, exc)
-            group.restore(snap)
-            raise ShareError(ErrorCode.COORDINATOR_NOT_AVAILABLE) from None
+            raise self._refused(group, snap, exc) from None
         if new:
             self._ctx.groups[group.group_id] = group
         return result
 
-    def _fence_and_commit(self, group: ShareGroup, member_id: str) -> None:
-        """Remove the member (the group epoch moves on, the others get a new target) and tell the store."""
+    async def _commit(self, group: ShareGroup, change: Any, *, new: bool = False) -> Any:
+        """``_commit_now``, the log written without holding the event loop (callers hold the protocol's
+        lock: no other change of its groups is made meanwhile)."""
+        snap = group.snapshot()
+        result = change()
+        try:
+            await self._ctx.append_async(group.dirty_entries())
+        except Exception as exc:
+            raise self._refused(group, snap, exc) from None
+        if new:
+            self._ctx.groups[group.group_id] = group
+        return result
+
+    @staticmethod
+    def _refused(group: ShareGroup, snap: Any, exc: Exception) -> ShareError:
+        log.warning("cannot persist a change of share group %s: %s", group.group_id, exc)
+        group.restore(snap)
+        return ShareError(store_error(exc))
+
+    def _fence_change(self, group: ShareGroup, member_id: str) -> Callable[[], None]:
+        """Removing the member: the group epoch moves on, the others get a new target."""
 
         def change() -> None:
             group.remove_member(member_id)
@@ -163,9 +204,16 @@ class ShareProtocol:
             )
             self._compute_target(group, topics)
 
-        self._commit(group, change)
+        return change
+
+    def _left(self, group: ShareGroup, member_id: str) -> None:
         if self.partitions is not None:
             self.partitions.member_left(group.group_id, member_id)
+
+    async def _fence_and_commit(self, group: ShareGroup, member_id: str) -> None:
+        """Remove the member and tell the store."""
+        await self._commit(group, self._fence_change(group, member_id))
+        self._left(group, member_id)
 
     # -- ShareGroupHeartbeat ---------------------------------------------------------------------------------
 
@@ -173,7 +221,8 @@ class ShareProtocol:
         self, req: dict[str, Any], version: int, *, client_id: str, client_host: str
     ) -> Result:
         try:
-            result = self._heartbeat(req, client_id, client_host)
+            async with self._serial():
+                result = await self._heartbeat(req, client_id, client_host)
         except ShareError as exc:
             return {
                 "throttle_time_ms": 0,
@@ -214,13 +263,13 @@ class ShareProtocol:
             raise ShareError(ErrorCode.GROUP_ID_NOT_FOUND, f"Group {group_id} is not a share group.")
         return existing, False
 
-    def _heartbeat(self, req: dict[str, Any], client_id: str, client_host: str) -> Result:
+    async def _heartbeat(self, req: dict[str, Any], client_id: str, client_host: str) -> Result:
         self._validate(req)
         group_id: str = req["group_id"]
         member_id: str = req["member_id"]
         epoch = int(req.get("member_epoch", 0))
         if epoch == LEAVE_GROUP_MEMBER_EPOCH:
-            return self._leave(group_id, member_id)
+            return await self._leave(group_id, member_id)
         joining = epoch == 0
         group, new = self._share_group(group_id, create=joining)
         limit = int(self.config.share_max_size)
@@ -271,7 +320,7 @@ class ShareProtocol:
                 )
             return group.members[member_id]
 
-        new_member = self._commit(group, change, new=new)
+        new_member = await self._commit(group, change, new=new)
         self._schedule_session(group, member_id)
         if self.partitions is not None and new_member.assigned:
             self.partitions.initialize(group_id, {t: set(ps) for t, ps in new_member.assigned.items()})
@@ -307,14 +356,14 @@ class ShareProtocol:
                 f"({member.previous_member_epoch}). The member must abandon all its partitions and rejoin.",
             )
 
-    def _leave(self, group_id: str, member_id: str) -> Result:
+    async def _leave(self, group_id: str, member_id: str) -> Result:
         group, _ = self._share_group(group_id, create=False)
         if member_id not in group.members:
             raise ShareError(
                 ErrorCode.UNKNOWN_MEMBER_ID, f"Member {member_id} is not a member of group {group_id}."
             )
         log.info("member %s left share group %s", member_id, group_id)
-        self._fence_and_commit(group, member_id)
+        await self._fence_and_commit(group, member_id)
         return {
             "member_id": member_id,
             "member_epoch": LEAVE_GROUP_MEMBER_EPOCH,
@@ -349,7 +398,7 @@ class ShareProtocol:
         """An empty share group (AlterShareGroupOffsets on a group that does not exist yet)."""
         group = ShareGroup(group_id, self._ctx.now_ms())
         group.set_epochs(0, 0, 0)
-        self._commit(group, lambda: None, new=True)
+        self._commit_now(group, lambda: None, new=True)
         return group
 
     # -- ShareGroupDescribe ----------------------------------------------------------------------------------
