@@ -61,6 +61,7 @@ class OwnedGroupLog:
         self._storage = storage
         self._cluster = cluster
         self.epoch = cluster.epoch
+        self._preloaded: list[tuple[bytes, str, bytes]] | None = None
 
     def append(self, entries: list[Entry]) -> None:
         self._storage.group_entries_apply(self._rows(entries), fence=self._cluster.fence(self.epoch))
@@ -85,8 +86,14 @@ class OwnedGroupLog:
             rows.append((key, group, value))
         return rows
 
+    async def preload(self) -> None:
+        """Read the entries ``replay`` gives over a pooled connection, ahead of the coordinator's load (which
+        then does not hold the event loop on the database)."""
+        self._preloaded = await self._storage.group_entries_async()
+
     def replay(self) -> Iterator[Entry]:
-        for key, group, value in self._storage.group_entries():
+        rows, self._preloaded = self._preloaded, None
+        for key, group, value in rows if rows is not None else self._storage.group_entries():
             if self._cluster.coordinates(group) or key.startswith(_CONFIG_KEY_PREFIX):
                 yield key, value
 

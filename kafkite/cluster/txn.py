@@ -102,6 +102,7 @@ class OwnedTxnLog:
         self._log = StorageGroupLog(opener)
         self._cluster = cluster
         self.epoch = cluster.epoch
+        self._preloaded: list[Entry] | None = None
 
     def append(self, entries: list[Entry]) -> None:
         mine = self._mine(entries)
@@ -131,9 +132,18 @@ class OwnedTxnLog:
             mine.append((key, value))
         return mine
 
+    async def preload(self) -> None:
+        """Read the entries ``replay`` gives with awaitable reads, ahead of the coordinator's load (which then
+        does not hold the event loop on the database)."""
+        part: Any = self._opener()  # a PgPartition
+        await part.refresh_async()  # the cached end may lag appends made by other brokers
+        self._preloaded = await self._log.entries_async()
+
     def replay(self) -> Iterator[Entry]:
-        self._opener().refresh()  # the cached end may lag appends made by other brokers
-        for key, value in self._log.replay():
+        entries, self._preloaded = self._preloaded, None
+        if entries is None:
+            self._opener().refresh()  # the cached end may lag appends made by other brokers
+        for key, value in entries if entries is not None else self._log.replay():
             tid = _txn_of(key)
             if tid is not None and self._cluster.coordinates(tid):
                 yield key, value

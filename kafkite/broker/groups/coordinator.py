@@ -282,6 +282,9 @@ class GroupCoordinator:
 
     async def start(self) -> None:
         """Load state from the log and start the task that runs the timers (and the share-partitions')."""
+        preload = getattr(self._log, "preload", None)
+        if preload is not None and not self._loaded:
+            await preload()  # a log in the database is read without holding the event loop
         self.load()
         if self.share_store is not None:
             await self.share_store.start()

@@ -131,17 +131,27 @@ class StorageGroupLog:
         end = self._partition.log_end_offset
         while offset < end:
             data = self._partition.read_sync(offset, self._read_chunk_bytes).to_bytes()
-            if not data:
+            entries, next_offset = _entries_of(data, offset)
+            yield from entries
+            if next_offset is None:
                 break
-            last = offset - 1
-            for pos, header in iter_headers(data):
-                for record in iter_records(data, pos, header):
-                    if record.offset >= offset and record.key is not None:
-                        yield record.key, record.value
-                last = max(last, header.last_offset)
-            if last < offset:
+            offset = next_offset
+
+    async def entries_async(self) -> list[Entry]:
+        """Every entry, as ``replay`` gives them, read with the partition's awaitable reads (a partition in
+        the database: the event loop is not held meanwhile)."""
+        part = self._partition
+        offset = part.log_start_offset
+        end = part.log_end_offset
+        out: list[Entry] = []
+        while offset < end:
+            data = (await part.read(offset, self._read_chunk_bytes)).to_bytes()
+            entries, next_offset = _entries_of(data, offset)
+            out.extend(entries)
+            if next_offset is None:
                 break
-            offset = last + 1
+            offset = next_offset
+        return out
 
     def compact(self, entries: list[Entry]) -> None:
         ts = self._now_ms()
@@ -160,3 +170,18 @@ class StorageGroupLog:
             first = offset if first is None else first
         # The old copy goes once the new one is on disk (the partition syncs before it deletes).
         self._partition.delete_records_before(self._partition.log_end_offset if first is None else first)
+
+
+def _entries_of(data: bytes, offset: int) -> tuple[list[Entry], int | None]:
+    """The keyed entries of the batches in ``data`` from ``offset`` on, and the offset after them (None when
+    ``data`` holds nothing past ``offset``)."""
+    entries: list[Entry] = []
+    if not data:
+        return entries, None
+    last = offset - 1
+    for pos, header in iter_headers(data):
+        for record in iter_records(data, pos, header):
+            if record.offset >= offset and record.key is not None:
+                entries.append((record.key, record.value))
+        last = max(last, header.last_offset)
+    return entries, (last + 1 if last >= offset else None)

@@ -230,6 +230,9 @@ class TransactionCoordinator:
         )
 
     async def start(self) -> None:
+        preload = getattr(self._log, "preload", None)
+        if preload is not None and not self._loaded:
+            await preload()  # a log in the database is read without holding the event loop
         self.load()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._timers(), name="txn-coordinator-timers")

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import threading
 import time
+import traceback
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -198,7 +199,9 @@ class Database:
             held = time.monotonic() - started
             if on_loop and held > SLOW_ON_LOOP_S:
                 name = getattr(op, "__qualname__", repr(op))
-                log.warning("a database call (%s) held the event loop for %.1f s", name, held)
+                log.warning(
+                    "a database call (%s) held the event loop for %.1f s, from %s", name, held, _callers()
+                )
 
     def execute(self, sql: str, params: Params = None) -> Rows:
         def op() -> Op[Rows]:
@@ -292,6 +295,16 @@ class Database:
             if self._sync is not None:
                 self._sync.close()
                 self._sync = None
+
+
+def _callers(depth: int = 4) -> str:
+    """Where a synchronous call came from: the innermost kafkite frames outside this module."""
+    frames = [
+        f"{f.filename.rsplit('kafkite/', 1)[-1]}:{f.lineno} {f.name}"
+        for f in reversed(traceback.extract_stack()[:-2])
+        if "kafkite/" in f.filename and not f.filename.endswith("pg/db.py")
+    ]
+    return " < ".join(frames[:depth]) or "?"
 
 
 def _drive(conn: psycopg.Connection[Any], op: Op[T]) -> T:

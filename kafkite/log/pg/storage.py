@@ -40,6 +40,7 @@ from kafkite.log.pg import schema
 from kafkite.log.pg.db import Database, DatabaseError, Op, Rows, tcp_params
 from kafkite.log.pg.partition import PgPartition
 
+_GROUP_ENTRIES = "SELECT key, group_id, value FROM kafkite_group_entries"
 log = logging.getLogger("kafkite.log.pg")
 
 LISTEN_RETRY_S = 1.0
@@ -461,10 +462,11 @@ class PgStorage(Storage):
             await self.db.run_async(self._group_entries_op(entries, fence), transaction=True)
 
     def group_entries(self) -> list[tuple[bytes, str, bytes]]:
-        return [
-            (bytes(k), str(g), bytes(v))
-            for k, g, v in self.db.execute("SELECT key, group_id, value FROM kafkite_group_entries")
-        ]
+        return [(bytes(k), str(g), bytes(v)) for k, g, v in self.db.execute(_GROUP_ENTRIES)]
+
+    async def group_entries_async(self) -> list[tuple[bytes, str, bytes]]:
+        """``group_entries`` over a pooled connection."""
+        return [(bytes(k), str(g), bytes(v)) for k, g, v in await self.db.execute_async(_GROUP_ENTRIES)]
 
     # maintenance -------------------------------------------------------------------------------------------
 
