@@ -248,3 +248,27 @@ def test_connections_carry_the_cluster_s_idle_transaction_timeout() -> None:
         assert db.execute("SHOW idle_in_transaction_session_timeout") == [("1500ms",)]
     finally:
         db.close()
+
+
+def test_the_server_drops_connections_of_a_broker_cut_off_from_it() -> None:
+    """Each connection sets the server's keepalives and TCP user timeout for its session: the backends of a
+    broker cut off from the database end within seconds instead of living on and using up max_connections
+    (a 100-cycle partition-db run ran out of connections: "sorry, too many clients already")."""
+    from test_pg_support import pg_server
+
+    from kafkite.log.pg.db import Database
+
+    db = Database(pg_server().new_database("server-keepalive"))
+    try:
+        shown = [
+            db.execute(f"SHOW {name}")[0][0]
+            for name in (
+                "tcp_keepalives_idle",
+                "tcp_keepalives_interval",
+                "tcp_keepalives_count",
+                "tcp_user_timeout",
+            )
+        ]
+        assert shown == ["5", "2", "3", "5000"], shown
+    finally:
+        db.close()

@@ -59,7 +59,16 @@ TCP_PARAMS: dict[str, int] = {
 # The synchronous connection's TCP user timeout (milliseconds): the event loop may be the one waiting on it.
 SYNC_TCP_USER_TIMEOUT_MS = 2_000
 # Session settings of every connection (the DSN's own ``options`` come first; ``Database.settings`` after).
-SESSION_SETTINGS: dict[str, str] = {"lock_timeout": "15s"}
+# The server's side of each connection gets keepalives and a TCP user timeout too: a broker cut off from the
+# database leaves backends behind that would otherwise live on (idle, for hours) and, cut after cut, use up
+# max_connections; with these the server drops them within seconds of the cut.
+SESSION_SETTINGS: dict[str, str] = {
+    "lock_timeout": "15s",
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "5000",
+}
 # A synchronous call on an event loop that takes longer than this is logged (seconds).
 SLOW_ON_LOOP_S = 1.0
 # How often the database is probed while it is not answering (seconds).
