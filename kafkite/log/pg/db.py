@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import select
 import threading
 import time
 import traceback
@@ -239,6 +240,13 @@ class Database:
             conn = self._idle.pop() if self._idle else None
             if conn is None:
                 self._open += 1
+        if conn is not None and _hung_up(conn):
+            # The server ended it while it was idle (a shutdown, a terminated backend): a statement sent on it
+            # would fail after it was sent, leaving an append's outcome unknown. A new connection instead
+            # (in the same slot of the pool).
+            with contextlib.suppress(Exception):
+                await conn.close()
+            conn = None
         if conn is None:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -304,6 +312,18 @@ class Database:
             if self._sync is not None:
                 self._sync.close()
                 self._sync = None
+
+
+def _hung_up(conn: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection has something to read (the server's farewell, or the end of the stream):
+    an idle connection that is not listening has nothing to say unless the server is ending it."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return True
+    return bool(readable)
 
 
 def _callers(depth: int = 4) -> str:
